@@ -1,0 +1,1 @@
+"""Load generator and report: many simulated speakers against a real relay."""

@@ -1,0 +1,51 @@
+"""`loa …` and `python -m loa …`: argparse → Config → run. Each subcommand lives in the module
+that owns it and registers itself through a ``register(subparsers)`` function."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from loa import __version__
+from loa.errors import LoaError
+
+# (module, what it registers). Imported lazily so `loa --help` stays fast and a missing
+# optional dependency only breaks the command that needs it.
+COMMANDS = (
+    "loa.cli.serve",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loa",
+        description="loa — broadcast relay for commune IP radio (đài truyền thanh cấp xã)",
+    )
+    parser.add_argument("--version", action="version", version=f"loa {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose + 1, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except LoaError as exc:
+        print(f"loa: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Command-line front ends; each module registers one `loa` subcommand."""

@@ -1,0 +1,190 @@
+"""One tree of frozen, validated settings, loaded once (file < environment < flags)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from loa.errors import ConfigError
+
+SIGNALS = ("voice", "music", "auto")
+KINDS = ("managed", "rtp")
+
+
+@dataclass(frozen=True)
+class OpusConfig:
+    bitrate_bps: int = 32_000
+    complexity: int = 9
+    fec: bool = True
+    packet_loss_pct: int = 10
+    dtx: bool = False
+    signal: str = "voice"
+
+    def __post_init__(self) -> None:
+        if not 6_000 <= self.bitrate_bps <= 510_000:
+            raise ConfigError(f"opus.bitrate_bps must be 6000..510000, got {self.bitrate_bps}")
+        if not 0 <= self.complexity <= 10:
+            raise ConfigError(f"opus.complexity must be 0..10, got {self.complexity}")
+        if not 0 <= self.packet_loss_pct <= 100:
+            raise ConfigError(f"opus.packet_loss_pct must be 0..100, got {self.packet_loss_pct}")
+        if self.signal not in SIGNALS:
+            raise ConfigError(f"opus.signal must be one of {SIGNALS}, got {self.signal!r}")
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    udp_host: str = "0.0.0.0"
+    udp_port: int = 5004
+    # What the server tells speakers to send their UDP hello to; defaults to the host they
+    # reached the WebSocket on.
+    public_host: str | None = None
+    keepalive_s: float = 10.0
+    session_timeout_s: float = 35.0
+    ws_fallback_after_s: float = 3.0
+    queue_frames: int = 8
+    chime: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.udp_port <= 65535:
+            raise ConfigError(f"relay.udp_port must be 0..65535, got {self.udp_port}")
+        if self.keepalive_s <= 0 or self.session_timeout_s <= self.keepalive_s:
+            raise ConfigError("relay.session_timeout_s must exceed relay.keepalive_s > 0")
+        if not 1 <= self.queue_frames <= 500:
+            raise ConfigError(f"relay.queue_frames must be 1..500, got {self.queue_frames}")
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"web.port must be 0..65535, got {self.port}")
+
+
+@dataclass(frozen=True)
+class ZoneSpec:
+    id: str
+    name: str
+    parent: str | None = None
+    timezone: str = "Asia/Ho_Chi_Minh"
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    id: str
+    name: str
+    zone: str
+    token: str | None = None
+    kind: str = "managed"
+    address: str | None = None  # host:port, for kind "rtp"
+    lat: float | None = None
+    lon: float | None = None
+    volume: int = 80
+    emergency_volume: int = 100
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"endpoint {self.id}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "rtp" and not self.address:
+            raise ConfigError(f"endpoint {self.id}: an rtp endpoint needs address = 'host:port'")
+        if self.kind == "managed" and not self.token:
+            raise ConfigError(f"endpoint {self.id}: a managed endpoint needs a token")
+        for name in ("volume", "emergency_volume"):
+            value = getattr(self, name)
+            if not 0 <= value <= 100:
+                raise ConfigError(f"endpoint {self.id}: {name} must be 0..100, got {value}")
+
+
+@dataclass(frozen=True)
+class Config:
+    web: WebConfig = field(default_factory=WebConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    opus: OpusConfig = field(default_factory=OpusConfig)
+    data_dir: Path = Path("data")
+    admin_token: str | None = None
+    zones: tuple[ZoneSpec, ...] = ()
+    endpoints: tuple[EndpointSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        ids = [z.id for z in self.zones]
+        if len(set(ids)) != len(ids):
+            raise ConfigError("zone ids must be unique")
+        known = set(ids)
+        for z in self.zones:
+            if z.parent is not None and z.parent not in known:
+                raise ConfigError(f"zone {z.id}: parent {z.parent!r} is not a declared zone")
+        eids = [e.id for e in self.endpoints]
+        if len(set(eids)) != len(eids):
+            raise ConfigError("endpoint ids must be unique")
+        for e in self.endpoints:
+            if e.zone not in known:
+                raise ConfigError(f"endpoint {e.id}: zone {e.zone!r} is not a declared zone")
+
+
+def _section(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {sorted(unknown)}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def from_mapping(data: Mapping[str, Any]) -> Config:
+    """Build a Config from parsed TOML (or any nested mapping)."""
+    data = dict(data)
+    known = {"web", "relay", "opus", "data_dir", "admin_token", "zones", "endpoints"}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"unknown top-level setting(s) {sorted(unknown)}")
+    return Config(
+        web=_section(WebConfig, data.get("web", {}), "[web]"),
+        relay=_section(RelayConfig, data.get("relay", {}), "[relay]"),
+        opus=_section(OpusConfig, data.get("opus", {}), "[opus]"),
+        data_dir=Path(data.get("data_dir", "data")),
+        admin_token=data.get("admin_token"),
+        zones=tuple(_section(ZoneSpec, z, "[[zones]]") for z in data.get("zones", [])),
+        endpoints=tuple(
+            _section(EndpointSpec, e, "[[endpoints]]") for e in data.get("endpoints", [])
+        ),
+    )
+
+
+def load(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """File, then LOA_* environment, then flags (``overrides``, dotted keys like 'web.port')."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    env = os.environ if env is None else env
+    flat: dict[str, Any] = {}
+    if env.get("LOA_ADMIN_TOKEN"):
+        flat["admin_token"] = env["LOA_ADMIN_TOKEN"]
+    if env.get("LOA_DATA"):
+        flat["data_dir"] = env["LOA_DATA"]
+    flat.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for key, value in flat.items():
+        section, _, name = key.rpartition(".")
+        target = data.setdefault(section, {}) if section else data
+        target[name] = value
+    return from_mapping(data)
+
+
+def with_changes(config: Config, **changes: Any) -> Config:
+    return replace(config, **changes)

@@ -1,0 +1,1 @@
+"""The reference receiver (`loa speaker`) for Linux boards on loudspeaker poles."""

@@ -1,0 +1,1 @@
+"""Control plane: the aiohttp application, the JSON API under /api/v1 and the pages."""
