@@ -1,0 +1,141 @@
+"""Per-endpoint RTP header rewriting: one continuous stream out of many shared broadcasts.
+
+A broadcast encodes each 20 ms frame once and builds one *source packet* (``source_packet``):
+an RTP header with placeholder sequence, timestamp and SSRC, then the Opus payload. Every
+endpoint gets those payload bytes; its ``Rewriter`` only writes a fresh 12-byte header.
+
+Timestamp rules (48 kHz clock, 960 ticks per frame):
+
+- the first packet ever uses ``initial_timestamp`` and carries the marker;
+- within one broadcast the timestamp follows the broadcast's frame index, so frames this
+  endpoint did not get (DTX, a dropped stale packet) still advance its clock;
+- on a switch to another broadcast it continues one frame after the last packet, with the
+  marker set (the receiver starts a new talkspurt and may reset its jitter buffer);
+- ``gap(frames)`` reports frames during which nothing held the endpoint. The next packet,
+  whatever its broadcast, lands ``frames`` frames further on and carries the marker: after
+  silence the receiver's clock stays honest, and RFC 3551 §4.1 marks the first packet of
+  a talkspurt. Gaps before the first packet are ignored (there is no clock yet);
+- a frame index that does not move forward within one broadcast (the broadcast restarted
+  its numbering) is a *resync*: it is treated like a switch and counted in ``resyncs``.
+
+The sequence number grows by exactly one per packet rewritten for this endpoint, so the
+receiver sees real loss as loss and nothing else as loss.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from loa.codecs import FRAME_SAMPLES, OPUS_PAYLOAD_TYPE
+
+HEADER: Final = struct.Struct("!BBHII")  # V/P/X/CC, M/PT, sequence, timestamp, SSRC
+HEADER_SIZE: Final = HEADER.size  # 12
+FRAME_TICKS: Final = FRAME_SAMPLES  # 960: timestamp advance per 20 ms frame at 48 kHz
+_SEQ_MASK: Final = 0xFFFF
+_TS_MASK: Final = 0xFFFF_FFFF
+_MARKER: Final = 0x80
+
+
+def _check_uint(name: str, value: int, bits: int) -> None:
+    if not 0 <= value < 1 << bits:
+        raise ValueError(f"{name} must be 0..{(1 << bits) - 1}, got {value}")
+
+
+class Rewriter:
+    """Rewrites shared source packets for one endpoint; driven by the fan-out, one call a frame.
+
+    ``rewrite`` is the hot path: one ``struct.pack`` of the header and one concatenation
+    with the payload (cheaper, measured, than copying into a bytearray and ``pack_into``).
+    ``packet`` must come from ``source_packet``: a 12-byte header without CSRCs, extension
+    or marker, then the payload. It is never modified.
+    """
+
+    __slots__ = (
+        "_frame",
+        "_gap",
+        "_key",
+        "_seq",
+        "_ts",
+        "gaps",
+        "octets",
+        "resyncs",
+        "sent",
+        "ssrc",
+        "switches",
+    )
+
+    def __init__(self, ssrc: int, initial_sequence: int, initial_timestamp: int) -> None:
+        _check_uint("SSRC", ssrc, 32)
+        _check_uint("initial sequence", initial_sequence, 16)
+        _check_uint("initial timestamp", initial_timestamp, 32)
+        self.ssrc: Final = ssrc
+        self._seq = initial_sequence  # the next sequence to send
+        self._ts = initial_timestamp  # the last timestamp sent (the first one, before any)
+        self._key: int | None = None  # broadcast of the last packet; None before the first
+        self._frame = 0  # that broadcast's frame index of the last packet
+        self._gap = 0  # idle frames reported since the last packet
+        self.sent = 0  # packets rewritten
+        self.octets = 0  # payload octets rewritten (the RTCP SR "sender's octet count")
+        self.switches = 0  # changes of broadcast, the first packet not included
+        self.resyncs = 0  # frame index did not move forward within one broadcast
+        self.gaps = 0  # idle frames reported with gap(), after the first packet
+
+    @staticmethod
+    def source_packet(payload: bytes, payload_type: int = OPUS_PAYLOAD_TYPE) -> bytes:
+        """The packet a broadcast shares for one frame: placeholder header (seq, ts, SSRC 0)."""
+        _check_uint("RTP payload type", payload_type, 7)
+        return HEADER.pack(0x80, payload_type, 0, 0, 0) + payload
+
+    def rewrite(self, packet: bytes, broadcast_key: int, frame_index: int) -> bytes:
+        """``packet`` with this endpoint's sequence, timestamp, SSRC and marker."""
+        if broadcast_key == self._key and not self._gap and frame_index > self._frame:
+            ts = (self._ts + FRAME_TICKS * (frame_index - self._frame)) & _TS_MASK
+            m_pt = packet[1]
+        else:
+            ts = self._discontinuity(broadcast_key, frame_index)
+            m_pt = packet[1] | _MARKER
+        seq = self._seq
+        self._seq = (seq + 1) & _SEQ_MASK
+        self._ts = ts
+        self._frame = frame_index
+        self.sent += 1
+        self.octets += len(packet) - HEADER_SIZE
+        return HEADER.pack(packet[0], m_pt, seq, ts, self.ssrc) + packet[HEADER_SIZE:]
+
+    def _discontinuity(self, broadcast_key: int, frame_index: int) -> int:
+        """The timestamp of a packet that starts a talkspurt; updates the counters."""
+        previous = self._key
+        self._key = broadcast_key
+        if previous is None:
+            self._gap = 0
+            return self._ts
+        if broadcast_key != previous:
+            self.switches += 1
+        elif not self._gap:
+            self.resyncs += 1
+        idle, self._gap = self._gap, 0
+        return (self._ts + FRAME_TICKS * (1 + idle)) & _TS_MASK
+
+    def gap(self, frames: int) -> None:
+        """Report ``frames`` frame times during which nothing was sent to this endpoint."""
+        if frames < 0:
+            raise ValueError(f"gap must be a frame count >= 0, got {frames}")
+        if self._key is not None:
+            self._gap += frames
+            self.gaps += frames
+
+    @property
+    def last_sequence(self) -> int | None:
+        """Sequence of the last packet rewritten, None before the first."""
+        return None if self._key is None else (self._seq - 1) & _SEQ_MASK
+
+    @property
+    def last_timestamp(self) -> int | None:
+        """Timestamp of the last packet rewritten, None before the first."""
+        return None if self._key is None else self._ts
+
+    @property
+    def broadcast_key(self) -> int | None:
+        """Broadcast of the last packet rewritten, None before the first."""
+        return self._key
