@@ -4,8 +4,6 @@ All vectorised; nothing here loops over samples in Python."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import numpy.typing as npt
 
@@ -89,6 +87,8 @@ def clicks(
     Used to measure latency: the receiver finds the pulses' onsets in its decoded audio."""
     if period <= width or width <= 0:
         raise ValueError(f"click period ({period}) must exceed width ({width}) > 0")
+    if n < 0:
+        raise ValueError(f"sample count must be >= 0, got {n}")
     pos = (np.arange(n, dtype=np.int64) + start) % period
     # A windowed 2 kHz burst survives Opus far better than a single-sample impulse.
     envelope = np.hanning(width)[np.minimum(pos, width - 1)]
@@ -110,7 +110,9 @@ def downmix(pcm: npt.NDArray[np.integer] | npt.NDArray[np.floating], channels: i
         raise ValueError(f"expected shape [n, {channels}], got {list(arr.shape)}")
     if np.issubdtype(arr.dtype, np.floating):
         return to_int16(arr.astype(np.float64).mean(axis=1))
-    mono: Int16Array = np.rint(arr.astype(np.float64).mean(axis=1)).astype(np.int16)
+    # Clip so that wider integer input saturates instead of wrapping around.
+    mean = np.rint(arr.astype(np.float64).mean(axis=1))
+    mono: Int16Array = np.clip(mean, -32768, 32767).astype(np.int16)
     return mono
 
 
@@ -120,6 +122,8 @@ class Framer:
     Keeps the remainder between calls; ``flush()`` pads the last partial frame with silence."""
 
     def __init__(self, frame_samples: int = FRAME_SAMPLES) -> None:
+        if frame_samples < 1:
+            raise ValueError(f"frame size must be >= 1 sample, got {frame_samples}")
         self.frame_samples = frame_samples
         self._rest: Int16Array = np.zeros(0, dtype=np.int16)
 
@@ -127,12 +131,25 @@ class Framer:
     def pending(self) -> int:
         return int(self._rest.size)
 
-    def push(self, pcm: Int16Array) -> Iterator[Int16Array]:
+    def push(self, pcm: Int16Array) -> list[Int16Array]:
+        """The whole frames completed by ``pcm``; the rest waits for the next push.
+
+        Eager on purpose: as a generator, a push whose result was never iterated dropped
+        its samples, and a partly iterated one left ``pending`` stale."""
+        if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.ndim != 1:
+            what = (
+                f"{pcm.dtype} of shape {pcm.shape}"
+                if isinstance(pcm, np.ndarray)
+                else type(pcm).__name__
+            )
+            raise ValueError(f"Framer.push needs 1-D int16 PCM, got {what}")
         data = np.concatenate((self._rest, pcm)) if self._rest.size else pcm
         whole = data.size - data.size % self.frame_samples
-        for i in range(0, whole, self.frame_samples):
-            yield data[i : i + self.frame_samples].copy()
+        frames = [
+            data[i : i + self.frame_samples].copy() for i in range(0, whole, self.frame_samples)
+        ]
         self._rest = data[whole:].copy()
+        return frames
 
     def flush(self) -> Int16Array | None:
         if not self._rest.size:
