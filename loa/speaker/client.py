@@ -1,0 +1,581 @@
+"""The speaker's protocol client: WebSocket control, UDP hello/keepalive, audio, playout, status.
+
+Driven by ``Speaker.run()``. One TaskGroup owns the playout clock and the connection loop;
+each connection owns a second TaskGroup with the UDP prober and the status reporter, while
+the connection loop itself reads the WebSocket. Protocol: docs/DESIGN.md, "Speaker protocol,
+on the wire (version 1)".
+
+Decisions:
+
+- A refused hello (``bad_token``, ``bad_hello``, ``unsupported_version``) is logged once at
+  ERROR and retried every ``backoff_max_s`` (times a random 0.5–1): a pole far away recovers
+  on its own once the operator fixes its token, without hammering the server meanwhile.
+  ``fatal_auth=True`` makes ``run()`` raise ``SpeakerRefused`` instead (for a person at a
+  terminal).
+- Every other disconnect retries after ``uniform(0, min(backoff_max_s, backoff_min_s * 2**n))``
+  (full jitter); ``n`` returns to 0 after a connection that stayed up ``stable_after_s``.
+- The UDP counter is one per process, so it keeps increasing across reconnects.
+- Audio is taken from UDP and from binary WebSocket messages alike; the server decides
+  which it sends. UDP datagrams from any address but the server's are counted and ignored;
+  RTP with the wrong payload type or SSRC is counted as bad.
+- With UDP acked, keepalives go every ``keepalive_s``; two unacknowledged keepalives in a
+  row send the speaker back to probing (and to WebSocket audio if the probe fails).
+- The ``playing`` message's volume applies while that broadcast plays, the speaker's own
+  volume (``volume`` command) otherwise; ``mute`` silences both. Status reports the volume
+  being applied. The new volume applies at once, not at the first packet of the broadcast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Self
+
+import aiohttp
+from yarl import URL
+
+from loa import __version__
+from loa.codecs import FRAME_S
+from loa.codecs.opus import OpusDecoder
+from loa.codecs.pcm import Int16Array
+from loa.codecs.rtp import RtpPacket
+from loa.errors import LoaError
+from loa.relay.core.wire import ControlDatagram, DatagramType, looks_like_control
+from loa.speaker.jitter import Conceal, JitterBuffer, Play, Recover, Wait
+from loa.speaker.output import Output, apply_volume
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+HELLO_INTERVAL_S = 0.5
+WELCOME_TIMEOUT_S = 10.0
+TAIL_FRAMES = 3  # concealment frames played after an underrun, so the sound fades, not clicks
+MAX_LAG_S = 0.2  # playout this far behind its deadlines resyncs instead of catching up
+KEEPALIVE_MISSES = 2
+
+
+class SpeakerState(StrEnum):
+    CONNECTING = "connecting"
+    PROBING = "probing"  # control channel up, UDP path not proven yet
+    UDP = "udp"
+    WS = "ws"
+    BACKOFF = "backoff"
+    REFUSED = "refused"  # the server refused the hello; waiting backoff_max_s
+    STOPPED = "stopped"
+
+
+class SpeakerRefused(LoaError, PermissionError):
+    """The server refused the hello: ``code`` is its error code (e.g. ``bad_token``)."""
+
+    code = "speaker_refused"
+    status = 401
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    session: bytes
+    key: bytes
+    endpoint: str
+    udp_host: str
+    udp_port: int
+    ssrc: int
+    payload_type: int
+    keepalive_s: float
+    volume: int
+    muted: bool
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> Self:
+        try:
+            welcome = cls(
+                bytes.fromhex(data["session"]),
+                bytes.fromhex(data["key"]),
+                str(data["endpoint"]),
+                str(data.get("udp_host") or ""),
+                int(data["udp_port"]),
+                int(data["ssrc"]),
+                int(data.get("payload_type", 111)),
+                float(data.get("keepalive_s", 10.0)),
+                int(data.get("volume", 100)),
+                bool(data.get("muted", False)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed welcome: {exc!r}") from None
+        if len(welcome.session) != 8 or len(welcome.key) != 32:
+            raise ValueError("malformed welcome: session must be 8 bytes and key 32")
+        if not 0 < welcome.udp_port < 65536 or welcome.keepalive_s <= 0:
+            raise ValueError("malformed welcome: bad udp_port or keepalive_s")
+        if not 0 <= welcome.volume <= 100:
+            raise ValueError(f"malformed welcome: volume {welcome.volume} is not 0..100")
+        return welcome
+
+
+@dataclass(frozen=True, slots=True)
+class AudioMeta:
+    kind: str  # "normal", "fec" or "plc"
+    broadcast: str | None
+    volume: int
+    muted: bool
+
+
+class _Link:
+    """One connection: its WebSocket, UDP socket, the server's address and the UDP state."""
+
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse, welcome: Welcome, server: tuple[Any, ...]
+    ) -> None:
+        self.ws = ws
+        self.welcome = welcome
+        self.server = server[:2]
+        self.udp: asyncio.DatagramTransport | None = None
+        self.mode: str | None = None  # "udp" or "ws" once decided
+        self.acked = asyncio.Event()
+        self.last_ack = 0
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, speaker: Speaker) -> None:
+        self.speaker = speaker
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.speaker._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.speaker.udp_errors += 1  # ICMP unreachable and friends: the prober retries
+
+
+class Speaker:
+    """Driven by ``run()``; ``stop()`` ends it. Counters are cumulative over reconnects."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        output: Output,
+        *,
+        status_interval_s: float = 5.0,
+        ws_fallback_after_s: float = 3.0,
+        backoff_min_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        force_ws: bool = False,
+        udp_reprobe_s: float = 30.0,
+        stable_after_s: float = 10.0,
+        fatal_auth: bool = False,
+        on_audio: Callable[[Int16Array, AudioMeta], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not 0 < backoff_min_s <= backoff_max_s:
+            raise ValueError("need 0 < backoff_min_s <= backoff_max_s")
+        self.url = url.rstrip("/")
+        self.token = token
+        self.output = output
+        self.status_interval_s = status_interval_s
+        self.ws_fallback_after_s = ws_fallback_after_s
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = backoff_max_s
+        self.force_ws = force_ws
+        self.udp_reprobe_s = udp_reprobe_s
+        self.stable_after_s = stable_after_s
+        self.fatal_auth = fatal_auth
+        self.on_audio = on_audio
+        self._rng = rng or random.Random()
+        self.jitter = JitterBuffer()
+        self.state = SpeakerState.STOPPED
+        self.endpoint: str | None = None
+        self.volume = 100
+        self.muted = False
+        self.broadcast: str | None = None
+        self._broadcast_volume: int | None = None
+        self._counter = 0  # UDP control counter: one per process, strictly increasing
+        self._link: _Link | None = None
+        self._stopping = asyncio.Event()
+        self._fatal: SpeakerRefused | None = None
+        self._last_problem: str | None = None
+        self._tail = 0
+        self._connected_at: float | None = None
+        self.connects = self.reconnects = self.acks = self.hellos = self.keepalives = 0
+        self.foreign_packets = self.bad_packets = self.udp_errors = 0
+        self.udp_audio = self.ws_audio = self.decode_errors = self.frames_out = 0
+        self.playout_resyncs = self.status_sent = 0
+        self.backoff_delays: list[float] = []
+
+    # --- public --------------------------------------------------------------------------
+
+    @property
+    def effective_volume(self) -> int:
+        return self.volume if self._broadcast_volume is None else self._broadcast_volume
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def backoff_delay(self, attempt: int) -> float:
+        """Full jitter: uniform(0, min(max, min * 2**attempt))."""
+        cap = min(self.backoff_max_s, self.backoff_min_s * 2.0 ** min(attempt, 30))
+        return self._rng.uniform(0.0, cap)
+
+    def status(self) -> dict[str, Any]:
+        jb = self.jitter
+        return {
+            "type": "status",
+            "received": jb.received,
+            "lost": jb.lost,
+            "recovered": jb.recovered,
+            "late": jb.late,
+            "jitter_ms": round(jb.jitter_ms, 2),
+            "buffer_ms": jb.buffer_ms,
+            "volume": self.effective_volume,
+            "muted": self.muted,
+            "playing": self.broadcast,
+        }
+
+    async def run(self) -> None:
+        """Play until ``stop()`` (returns) or cancellation (sockets and output closed)."""
+        await self.output.open()
+        try:
+            async with aiohttp.ClientSession() as http, asyncio.TaskGroup() as tg:
+                tasks = (tg.create_task(self._playout()), tg.create_task(self._connect_loop(http)))
+                await self._stopping.wait()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            self.state = SpeakerState.STOPPED
+            await self.output.close()
+        if self._fatal is not None:
+            raise self._fatal
+
+    # --- connection ----------------------------------------------------------------------
+
+    async def _connect_loop(self, http: aiohttp.ClientSession) -> None:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            self.state = SpeakerState.CONNECTING
+            self._connected_at = None
+            delay: float | None = None
+            try:
+                await self._session(http)
+                problem = "the server closed the connection"
+            except SpeakerRefused as exc:
+                if self.fatal_auth:
+                    self._fatal = exc
+                    self._stopping.set()
+                    return
+                problem = f"refused: {exc.message}"
+                self._report(problem, logging.ERROR, f"; retrying every ~{self.backoff_max_s:g} s")
+                self.state = SpeakerState.REFUSED
+                delay = self.backoff_max_s * self._rng.uniform(0.5, 1.0)
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            if delay is None:
+                up = self._connected_at
+                if up is not None and loop.time() - up >= self.stable_after_s:
+                    attempt = 0
+                delay = self.backoff_delay(attempt)
+                attempt += 1
+                self.state = SpeakerState.BACKOFF
+                self._report(problem, logging.WARNING, "")
+                log.info("reconnecting in %.2f s", delay)
+            self.reconnects += 1
+            self.backoff_delays.append(delay)
+            await asyncio.sleep(delay)
+
+    def _report(self, problem: str, level: int, suffix: str) -> None:
+        """Log a problem once; the same one again only at debug level."""
+        if problem != self._last_problem:
+            log.log(level, "%s: %s%s", self.url, problem, suffix)
+            self._last_problem = problem
+        else:
+            log.debug("%s: %s (again)", self.url, problem)
+
+    async def _session(self, http: aiohttp.ClientSession) -> None:
+        async with http.ws_connect(f"{self.url}/api/v1/speaker", heartbeat=30.0) as ws:
+            await ws.send_json(
+                {
+                    "type": "hello",
+                    "token": self.token,
+                    "version": PROTOCOL_VERSION,
+                    "client": f"loa-speaker/{__version__}",
+                }
+            )
+            welcome = await self._read_welcome(ws)
+            server = await self._resolve(welcome)
+            link = _Link(ws, welcome, server)
+            self._start_session(welcome)
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(_bind_host(server[0]), 0)
+            )
+            link.udp = transport
+            self._link = link
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    helpers = (
+                        tg.create_task(self._udp_loop(link)),
+                        tg.create_task(self._status_loop(link)),
+                    )
+                    await self._read_ws(link)
+                    for task in helpers:
+                        task.cancel()
+            finally:
+                self._link = None
+                transport.close()
+            if ws.close_code == 4409:
+                log.warning("[ep=%s] replaced by another connection with our token", self.endpoint)
+
+    async def _read_welcome(self, ws: aiohttp.ClientWebSocketResponse) -> Welcome:
+        msg = await ws.receive(timeout=WELCOME_TIMEOUT_S)
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            if ws.close_code == 4401:
+                raise SpeakerRefused("bad_token: the server closed with 4401", server_code="")
+            raise ConnectionError(f"closed before welcome (code {ws.close_code})")
+        data = json.loads(msg.data)
+        if not isinstance(data, dict):
+            raise ValueError("welcome is not a JSON object")
+        if data.get("type") == "error":
+            code, text = data.get("code", "error"), data.get("message", "")
+            raise SpeakerRefused(f"{code}: {text}", server_code=code)
+        if data.get("type") != "welcome":
+            raise ValueError(f"expected a welcome, got {data.get('type')!r}")
+        return Welcome.parse(data)
+
+    async def _resolve(self, welcome: Welcome) -> tuple[Any, ...]:
+        host = welcome.udp_host
+        if host in ("", "0.0.0.0", "::"):
+            host = URL(self.url).host or "127.0.0.1"
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, welcome.udp_port, type=socket.SOCK_DGRAM
+        )
+        if not infos:
+            raise OSError(f"cannot resolve {host}")
+        return infos[0][4]
+
+    def _start_session(self, welcome: Welcome) -> None:
+        self.connects += 1
+        self._connected_at = asyncio.get_running_loop().time()
+        self._last_problem = None
+        self.endpoint = welcome.endpoint
+        self.volume, self.muted = welcome.volume, welcome.muted
+        self.jitter.reset()
+        self.state = SpeakerState.PROBING
+        log.info(
+            "[ep=%s] connected to %s, session %s", welcome.endpoint, self.url, welcome.session.hex()
+        )
+
+    async def _read_ws(self, link: _Link) -> None:
+        async for msg in link.ws:
+            if msg.type is aiohttp.WSMsgType.BINARY:
+                self.ws_audio += 1
+                self._on_rtp(msg.data, link)
+            elif msg.type is aiohttp.WSMsgType.TEXT:
+                try:
+                    data = json.loads(msg.data)
+                except ValueError:
+                    self.bad_packets += 1
+                    continue
+                if isinstance(data, dict):
+                    self._on_command(data)
+
+    def _on_command(self, data: dict[str, Any]) -> None:
+        now = asyncio.get_running_loop().time()
+        match data.get("type"), data:
+            case "volume", {"volume": int(v)} if not isinstance(v, bool) and 0 <= v <= 100:
+                self.volume = v
+                log.info("[ep=%s] volume %d", self.endpoint, v)
+            case "mute", {"muted": bool(m)}:
+                self.muted = m
+                log.info("[ep=%s] %s", self.endpoint, "muted" if m else "unmuted")
+            case "stop", _:
+                self.jitter.flush(now)
+                self.output.discard()
+                log.info("[ep=%s] stop: buffered audio dropped", self.endpoint)
+            case "playing", _:
+                broadcast, volume = data.get("broadcast"), data.get("volume")
+                self.broadcast = None if broadcast is None else str(broadcast)
+                ok = isinstance(volume, int) and 0 <= volume <= 100
+                self._broadcast_volume = volume if self.broadcast is not None and ok else None
+                log.info("[ep=%s] playing %s", self.endpoint, self.broadcast)
+            case "error", _:
+                log.warning("[ep=%s] server error: %s", self.endpoint, data.get("message"))
+            case other, _:
+                log.debug("[ep=%s] ignored message %r", self.endpoint, other)
+
+    async def _send(self, link: _Link, message: dict[str, Any]) -> None:
+        """Send on the control channel; a closed socket is the reader's business."""
+        with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+            await link.ws.send_json(message)
+
+    async def _status_loop(self, link: _Link) -> None:
+        while True:
+            await asyncio.sleep(self.status_interval_s)
+            await self._send(link, self.status())
+            self.status_sent += 1
+
+    # --- UDP -----------------------------------------------------------------------------
+
+    async def _udp_loop(self, link: _Link) -> None:
+        if self.force_ws:
+            await self._use(link, "ws")
+            return
+        while True:
+            if await self._probe(link):
+                await self._use(link, "udp")
+                await self._keepalive(link)
+                log.warning("[ep=%s] UDP keepalives unanswered: probing again", self.endpoint)
+            else:
+                await self._use(link, "ws")
+                await asyncio.sleep(self.udp_reprobe_s)
+
+    async def _use(self, link: _Link, mode: str) -> None:
+        if link.mode == mode:
+            return
+        if mode == "ws" or link.mode == "ws":
+            await self._send(link, {"type": "transport", "mode": mode})
+        link.mode = mode
+        self.state = SpeakerState.UDP if mode == "udp" else SpeakerState.WS
+        log.info("[ep=%s] audio over %s", self.endpoint, "UDP" if mode == "udp" else "WebSocket")
+
+    async def _probe(self, link: _Link) -> bool:
+        """Hellos every 0.5 s until one is acked (True) or ws_fallback_after_s passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ws_fallback_after_s
+        link.acked.clear()
+        while True:
+            self._send_control(link, DatagramType.HELLO)
+            self.hellos += 1
+            wait = min(HELLO_INTERVAL_S, deadline - loop.time())
+            if wait <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(link.acked.wait(), wait)
+                return True
+
+    async def _keepalive(self, link: _Link) -> None:
+        """Keepalives every keepalive_s; returns after KEEPALIVE_MISSES without an ack."""
+        loop = asyncio.get_running_loop()
+        period = link.welcome.keepalive_s
+        next_send = loop.time() + period
+        misses = 0
+        while misses < KEEPALIVE_MISSES:
+            await asyncio.sleep(max(0.0, next_send - loop.time()))
+            next_send += period
+            link.acked.clear()
+            self._send_control(link, DatagramType.KEEPALIVE)
+            self.keepalives += 1
+            try:
+                await asyncio.wait_for(link.acked.wait(), min(period, self.ws_fallback_after_s))
+                misses = 0
+            except TimeoutError:
+                misses += 1
+
+    def _send_control(self, link: _Link, kind: DatagramType) -> None:
+        if link.udp is None or link.udp.is_closing():
+            return
+        self._counter += 1
+        w = link.welcome
+        link.udp.sendto(
+            bytes(ControlDatagram.signed(kind, w.session, self._counter, w.key)), link.server
+        )
+
+    def _on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        link = self._link
+        if link is None:
+            return
+        if addr[:2] != link.server:
+            self.foreign_packets += 1
+            return
+        if not looks_like_control(data):
+            self.udp_audio += 1
+            self._on_rtp(data, link)
+            return
+        try:
+            dgram = ControlDatagram.parse(data)
+        except ValueError:
+            self.bad_packets += 1
+            return
+        w = link.welcome
+        if (
+            dgram.type is not DatagramType.ACK
+            or dgram.session != w.session
+            or not link.last_ack < dgram.counter <= self._counter
+            or not dgram.verify(w.key)
+        ):
+            self.bad_packets += 1
+            return
+        link.last_ack = dgram.counter
+        self.acks += 1
+        link.acked.set()
+
+    def _on_rtp(self, data: bytes, link: _Link) -> None:
+        try:
+            packet = RtpPacket.parse(data)
+        except ValueError:
+            self.bad_packets += 1
+            return
+        w = link.welcome
+        if packet.payload_type != w.payload_type or packet.ssrc != w.ssrc or not packet.payload:
+            self.bad_packets += 1
+            return
+        now = asyncio.get_running_loop().time()
+        self.jitter.push(packet.sequence, packet.timestamp, packet.payload, now, packet.marker)
+
+    # --- playout -------------------------------------------------------------------------
+
+    async def _playout(self) -> None:
+        """Pop the jitter buffer every 20 ms on absolute deadlines; decode; write."""
+        loop = asyncio.get_running_loop()
+        decoder = OpusDecoder()
+        deadline = loop.time()
+        while True:
+            deadline += FRAME_S
+            delay = deadline - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -MAX_LAG_S:
+                self.playout_resyncs += 1
+                deadline = loop.time()
+            await self._tick(decoder, loop.time())
+
+    async def _tick(self, decoder: OpusDecoder, now: float) -> None:
+        item = self.jitter.pop(now)
+        if isinstance(item, Wait):
+            if self._tail <= 0:
+                return
+            self._tail -= 1  # fade out through concealment rather than stop dead
+        else:
+            self._tail = TAIL_FRAMES
+        try:
+            match item:
+                case Play(payload=payload):
+                    pcm, kind = decoder.decode(payload), "normal"
+                case Recover(next_payload=payload):
+                    pcm, kind = decoder.decode_fec(payload), "fec"
+                case Conceal() | Wait():
+                    pcm, kind = decoder.decode_plc(), "plc"
+        except ValueError:
+            self.decode_errors += 1
+            pcm, kind = decoder.decode_plc(), "plc"
+        await self._emit(pcm, kind)
+
+    async def _emit(self, pcm: Int16Array, kind: str) -> None:
+        volume, muted = self.effective_volume, self.muted
+        out = apply_volume(pcm, volume, muted)
+        self.frames_out += 1
+        if self.on_audio is not None:
+            self.on_audio(out, AudioMeta(kind, self.broadcast, volume, muted))
+        await self.output.write(out)
+
+
+def _bind_host(server_ip: str) -> str:
+    """Loopback servers get a loopback socket; anything else the wildcard of its family."""
+    ip = ipaddress.ip_address(server_ip.split("%")[0])
+    if ip.version == 6:
+        return "::1" if ip.is_loopback else "::"
+    return "127.0.0.1" if ip.is_loopback else "0.0.0.0"

@@ -1,0 +1,358 @@
+"""The speaker's adaptive jitter buffer: RTP packets in, one playout decision per 20 ms out.
+
+Sans-IO: ``push`` and ``pop`` take ``now`` (seconds, any monotonic origin); the playout clock
+calls ``pop`` once per 20 ms slot. Packets are keyed by an extended (wrap-free) sequence
+number derived from the 16-bit RTP sequence relative to the playout point.
+
+Policy, in the words the counters use:
+
+- **Start / rebuffer.** Playout (re)starts once the first packet waiting has been held for the
+  target delay, or what stays buffered behind the first packet already reaches it. The target is
+  ``clamp(40, 80, 20 + 4 * jitter_ms)`` ms, ``jitter_ms`` being the RFC 3550 §6.4.1 estimate.
+  Each slot then takes one sequence number: present → ``Play``; missing but the next one
+  present → ``Recover`` (Opus in-band FEC); missing and the next missing → ``Conceal`` (PLC).
+  A missing packet counts in ``lost``; if it shows up afterwards it also counts in ``late``.
+- **Underrun.** A slot that finds the buffer empty does not consume a sequence number: the
+  stream has paused (nothing on air) or stalled, and ``pop`` answers ``Wait`` until the buffer
+  is refilled to the target. This is how the depth grows when the jitter grows, and why an
+  idle gap (the relay sends nothing, RTP sequence continues, timestamp jumps) costs nothing.
+- **Discontinuity.** A packet with the marker bit or a timestamp more than 1 s away from what
+  its sequence number predicts resets the jitter estimate's reference. If playout is waiting
+  it also starts a new segment: playout resumes at that packet and the sequence gap before
+  it is not loss. A marker packet whose sequence is outside the window (a renumbered stream)
+  flushes the buffer and restarts at it; without the marker, two consecutive packets are
+  needed to accept such a jump (RFC 3550 A.1 probation), single strays are counted.
+- **Latency trim and bound.** If the span stays more than two frames above the target for
+  five slots, one frame is skipped (``dropped``); a packet more than 500 ms ahead of the
+  playout point pushes the oldest out (present ones ``dropped``, missing ones ``lost``).
+- ``flush`` (the ``stop`` command) drops everything buffered; for 0.3 s after, packets
+  without the marker bit are taken for the flushed audio still in flight and ``dropped``.
+
+Invariants the tests check: ``received == played + late + dropped + len(buffer)`` and
+``played + recovered + concealed`` equals the slots that produced audio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loa.codecs import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
+from loa.codecs.rtp import seq_add, seq_diff, ts_diff
+
+MIN_TARGET_MS = 40.0
+MAX_TARGET_MS = 80.0
+MAX_SPAN_FRAMES = 25  # 500 ms buffered at most
+MAX_MISORDER = 100  # a packet this far behind the playout point is late, beyond is a stray
+MAX_DROPOUT = 3000  # a forward jump beyond 60 s needs probation (or the marker bit)
+TS_JUMP = SAMPLE_RATE  # 1 s off the predicted timestamp is a discontinuity
+TRIM_AFTER_SLOTS = 5
+TRIM_MARGIN_FRAMES = 2
+STALE_HOLDOFF_S = 0.3
+_EPS = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Play:
+    """Decode ``payload`` normally."""
+
+    seq: int
+    timestamp: int
+    payload: bytes
+    marker: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Recover:
+    """The packet for this slot is missing: rebuild it from ``next_payload``'s in-band FEC."""
+
+    seq: int
+    next_payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Conceal:
+    """The packet for this slot and the next are missing: packet loss concealment."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Nothing to play: before the first packet, while (re)buffering or after an underrun."""
+
+    underrun: bool = False  # True on the slot where a playing stream ran dry
+
+
+PlayoutItem = Play | Recover | Conceal | Wait
+_WAIT = Wait()
+_UNDERRUN = Wait(underrun=True)
+
+
+@dataclass(frozen=True, slots=True)
+class JitterStats:
+    received: int
+    played: int
+    lost: int
+    recovered: int
+    concealed: int
+    late: int
+    duplicates: int
+    dropped: int
+    strays: int
+    underruns: int
+    restarts: int
+    jitter_ms: float
+    buffer_ms: float
+    target_ms: float
+
+
+@dataclass(slots=True)
+class _Entry:
+    timestamp: int
+    payload: bytes
+    marker: bool
+
+
+class JitterBuffer:
+    """Driven by the receive path (``push``) and the 20 ms playout clock (``pop``)."""
+
+    def __init__(self) -> None:
+        self.received = self.played = self.lost = self.recovered = self.concealed = 0
+        self.late = self.duplicates = self.dropped = self.strays = 0
+        self.underruns = self.restarts = 0
+        self._buf: dict[int, _Entry] = {}
+        self._forget()
+
+    def _forget(self) -> None:
+        """Stream state back to 'no packet seen yet'; counters are untouched."""
+        self._buf.clear()
+        self._next: int | None = None  # extended seq of the next slot, reference for unwrapping
+        self._playing = False
+        self._resync = True  # on (re)start, begin at the oldest packet: the gap is not loss
+        self._floor: int | None = None  # while resyncing, packets below this are stale
+        self._stale_until = float("-inf")  # after a flush, unmarked packets until then are stale
+        self._fill_since: float | None = None
+        self._recent: set[int] = set()  # seqs played lately: a second copy is a duplicate
+        self._over_slots = 0
+        self._probe: int | None = None
+        self._jitter = 0.0  # RFC 3550 estimate, timestamp units
+        self._last_arrival: float | None = None
+        self._last_seq: int | None = None
+        self._last_ts = 0
+
+    # --- state ---------------------------------------------------------------------------
+
+    @property
+    def playing(self) -> bool:
+        return self._playing
+
+    @property
+    def jitter_ms(self) -> float:
+        return self._jitter * 1000.0 / SAMPLE_RATE
+
+    @property
+    def target_ms(self) -> float:
+        return min(MAX_TARGET_MS, max(MIN_TARGET_MS, FRAME_MS + 4.0 * self.jitter_ms))
+
+    @property
+    def buffer_ms(self) -> float:
+        """Audio between the playout point and the newest packet held, gaps included."""
+        if not self._buf:
+            return 0.0
+        return float((max(self._buf) - self._base() + 1) * FRAME_MS)
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def stats(self) -> JitterStats:
+        return JitterStats(
+            self.received, self.played, self.lost, self.recovered, self.concealed,
+            self.late, self.duplicates, self.dropped, self.strays, self.underruns,
+            self.restarts, round(self.jitter_ms, 2), self.buffer_ms, self.target_ms,
+        )  # fmt: skip
+
+    def _base(self) -> int:
+        assert self._next is not None
+        if self._resync and not self._playing and self._buf:
+            return min(self._buf)
+        return self._next
+
+    # --- receive -------------------------------------------------------------------------
+
+    def push(
+        self, seq: int, timestamp: int, payload: bytes, now: float, marker: bool = False
+    ) -> None:
+        """One received RTP packet (16-bit ``seq``, 32-bit ``timestamp``) at time ``now``."""
+        jump = marker or self._ts_jump(seq, timestamp)
+        if self._next is None:
+            self._next = seq
+        ext = self._next + seq_diff(seq, self._next & 0xFFFF)
+        d = ext - self._next
+        if d > MAX_DROPOUT or d < -MAX_MISORDER or (marker and d > MAX_SPAN_FRAMES):
+            if not marker and seq != self._probe:
+                self._probe = seq_add(seq, 1)
+                self.strays += 1
+                return
+            self._restart(ext)
+        elif jump and not self._playing and not self._buf and d >= 0:
+            self._resync = True  # a new segment after an idle gap or a switch
+            self._floor = ext
+        self._probe = None
+        if marker:
+            self._stale_until = float("-inf")
+        self._track_jitter(seq, timestamp, now, jump)
+        self._accept(ext, timestamp, payload, marker, now)
+
+    def _ts_jump(self, seq: int, timestamp: int) -> bool:
+        if self._last_seq is None:
+            return False
+        predicted = (self._last_ts + seq_diff(seq, self._last_seq) * FRAME_SAMPLES) & 0xFFFFFFFF
+        return abs(ts_diff(timestamp, predicted)) > TS_JUMP
+
+    def _track_jitter(self, seq: int, timestamp: int, now: float, jump: bool) -> None:
+        if not jump and self._last_arrival is not None:
+            d = (now - self._last_arrival) * SAMPLE_RATE - ts_diff(timestamp, self._last_ts)
+            self._jitter += (abs(d) - self._jitter) / 16.0
+        self._last_arrival = now
+        self._last_seq, self._last_ts = seq, timestamp
+
+    def _accept(self, ext: int, timestamp: int, payload: bytes, marker: bool, now: float) -> None:
+        assert self._next is not None
+        if ext in self._buf or ext in self._recent:
+            self.duplicates += 1
+            return
+        self.received += 1
+        resyncing = self._resync and not self._playing
+        if (self._floor is not None and ext < self._floor) or now < self._stale_until:
+            self.dropped += 1  # flushed audio still in flight, or the old stream's tail
+        elif ext < self._next and not resyncing:
+            self.late += 1
+        elif ext < self._next - MAX_SPAN_FRAMES:
+            self.late += 1  # far before a resync anchor: not worth waiting for
+        else:
+            self._buf[ext] = _Entry(timestamp, payload, marker)
+            if self._fill_since is None:
+                self._fill_since = now
+            self._bound(ext)
+
+    def _bound(self, newest: int) -> None:
+        """Keep at most MAX_SPAN_FRAMES between the playout point and the newest packet."""
+        assert self._next is not None
+        start = newest - MAX_SPAN_FRAMES + 1
+        if self._base() >= start:
+            return
+        old = [k for k in self._buf if k < start]
+        for k in old:
+            del self._buf[k]
+        self._remember(old)
+        self.dropped += len(old)
+        if self._playing or not self._resync:
+            self.lost += start - self._next - len(old)
+            self._next = start
+        else:
+            self._floor = start
+
+    def _restart(self, ext: int) -> None:
+        """A new stream: forget the old one's packets and start over at ``ext``."""
+        self.restarts += 1
+        self.dropped += len(self._buf)
+        self._forget()
+        self._next = ext
+        self._floor = ext
+
+    def _remember(self, seqs: list[int] | tuple[int, ...]) -> None:
+        self._recent.update(seqs)
+        if len(self._recent) > 4 * MAX_MISORDER and self._next is not None:
+            horizon = self._next - 2 * MAX_MISORDER
+            self._recent = {k for k in self._recent if k >= horizon}
+
+    # --- playout -------------------------------------------------------------------------
+
+    def pop(self, now: float) -> PlayoutItem:
+        """The decision for the slot starting now; call exactly once per 20 ms."""
+        if not self._playing:
+            if not self._ready(now):
+                return _WAIT
+            self._start()
+        assert self._next is not None
+        if not self._buf:
+            self._playing = False
+            self._resync = False
+            self._fill_since = None
+            self.underruns += 1
+            return _UNDERRUN
+        self._trim()
+        seq = self._next
+        self._next += 1
+        entry = self._buf.pop(seq, None)
+        if entry is not None:
+            self._remember((seq,))
+            self.played += 1
+            return Play(seq & 0xFFFF, entry.timestamp, entry.payload, entry.marker)
+        self.lost += 1
+        following = self._buf.get(self._next)
+        if following is not None:
+            self.recovered += 1
+            return Recover(seq & 0xFFFF, following.payload)
+        self.concealed += 1
+        return Conceal(seq & 0xFFFF)
+
+    def _ready(self, now: float) -> bool:
+        if not self._buf or self._fill_since is None:
+            return False
+        waited_ms = (now - self._fill_since) * 1000.0
+        # The span counts the packet about to play: what stays buffered is the target.
+        full = self.buffer_ms - FRAME_MS + _EPS >= self.target_ms
+        return full or waited_ms + _EPS >= self.target_ms
+
+    def _start(self) -> None:
+        assert self._next is not None
+        first = min(self._buf)
+        if not self._resync and first > self._next:
+            self.lost += first - self._next  # lost while we waited for the stream to resume
+        self._next = first
+        self._playing = True
+        self._resync = False
+        self._floor = None
+        self._over_slots = 0
+
+    def _trim(self) -> None:
+        """Skip one frame when the depth has stayed well above the target."""
+        assert self._next is not None
+        if self.buffer_ms > self.target_ms + TRIM_MARGIN_FRAMES * FRAME_MS:
+            self._over_slots += 1
+        else:
+            self._over_slots = 0
+        if self._over_slots < TRIM_AFTER_SLOTS or len(self._buf) < 2:
+            return
+        self._over_slots = 0
+        skipped = self._next
+        self._next += 1
+        if self._buf.pop(skipped, None) is not None:
+            self._remember((skipped,))
+            self.dropped += 1
+        else:
+            self.lost += 1
+
+    def flush(self, now: float) -> None:
+        """Drop all buffered audio now (the ``stop`` command).
+
+        For ``STALE_HOLDOFF_S`` after, packets without the marker bit are taken for the
+        flushed audio still in flight and dropped; a marker packet starts the next segment."""
+        if self._next is None:
+            return
+        newest = max(self._buf, default=self._next - 1)
+        self.dropped += len(self._buf)
+        self._remember(tuple(self._buf))
+        self._buf.clear()
+        self._next = max(newest + 1, self._next)
+        self._playing = False
+        self._resync = True
+        self._floor = self._next
+        self._fill_since = None
+        self._stale_until = now + STALE_HOLDOFF_S
+
+    def reset(self) -> None:
+        """Forget the stream (a new session starts a new one); counters are kept."""
+        self.dropped += len(self._buf)
+        self._forget()

@@ -1,0 +1,199 @@
+"""A minimal server side of the speaker protocol (version 1), for the client's tests only.
+
+An aiohttp app with the WebSocket control endpoint and a UDP socket, both on 127.0.0.1 port
+0. It checks the token, answers hellos with a welcome, acks verified UDP hellos/keepalives
+(unless told to ignore them), records statuses and transport switches, and sends an Opus
+tone as RTP over whichever transport the speaker asked for."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from typing import Any
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from loa.codecs.opus import OpusEncoder
+from loa.codecs.pcm import tone
+from loa.codecs.rtp import opus_packet
+from loa.relay.core.wire import ControlDatagram, DatagramType, looks_like_control
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, server: FakeServer) -> None:
+        self.server = server
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.server._on_datagram(data, addr)
+
+
+class FakeServer:
+    def __init__(self, token: str = "good-token", *, keepalive_s: float = 10.0, volume: int = 80):
+        self.token = token
+        self.keepalive_s = keepalive_s
+        self.volume = volume
+        self.ignore_udp = False
+        self.connections = 0
+        self.connect_times: list[float] = []
+        self.refused = 0
+        self.counters: list[int] = []  # every verified hello/keepalive counter, in order
+        self.kinds: list[DatagramType] = []
+        self.transport_modes: list[str] = []
+        self.statuses: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.mode = "udp"
+        self.speaker_addr: tuple[Any, ...] | None = None
+        self.ws: web.WebSocketResponse | None = None
+        self._session = b""
+        self._key = b""
+        self.ssrc = 0x1234ABCD
+        self._seq = 100
+        self._ts = 5000
+        self._sample = 0
+        self._encoder = OpusEncoder(bitrate_bps=32_000, fec=True)
+        self._runner: web.AppRunner | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self.port = 0
+        self.udp_port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/api/v1/speaker", self._handler)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        loop = asyncio.get_running_loop()
+        self._udp, _ = await loop.create_datagram_endpoint(
+            lambda: _Udp(self), local_addr=("127.0.0.1", 0)
+        )
+        self.udp_port = self._udp.get_extra_info("sockname")[1]
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._udp is not None:
+            self._udp.close()
+
+    async def __aenter__(self) -> FakeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- control channel -----------------------------------------------------------------
+
+    async def _handler(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        hello = json.loads((await ws.receive(timeout=5)).data)
+        if hello.get("type") != "hello" or hello.get("token") != self.token:
+            self.refused += 1
+            await ws.send_json({"type": "error", "code": "bad_token", "message": "unknown token"})
+            await ws.close(code=4401)
+            return ws
+        self.connections += 1
+        self.connect_times.append(asyncio.get_running_loop().time())
+        self._session, self._key = os.urandom(8), os.urandom(32)
+        self.mode = "udp"
+        self.speaker_addr = None
+        self.ws = ws
+        await ws.send_json(
+            {
+                "type": "welcome",
+                "session": self._session.hex(),
+                "key": self._key.hex(),
+                "endpoint": "ep-1",
+                "udp_host": "127.0.0.1",
+                "udp_port": self.udp_port,
+                "ssrc": self.ssrc,
+                "payload_type": 111,
+                "clock_rate": 48000,
+                "keepalive_s": self.keepalive_s,
+                "volume": self.volume,
+                "muted": False,
+            }
+        )
+        await ws.send_json({"type": "playing", "broadcast": None, "class": None, "volume": None})
+        async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:
+                continue
+            data = json.loads(msg.data)
+            if data.get("type") == "status":
+                self.statuses.put_nowait(data)
+            elif data.get("type") == "transport":
+                self.mode = data["mode"]
+                self.transport_modes.append(data["mode"])
+        if self.ws is ws:
+            self.ws = None
+        return ws
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        assert self.ws is not None
+        await self.ws.send_json(message)
+
+    async def drop(self) -> None:
+        """Close the speaker's control channel, as a restarting server would."""
+        assert self.ws is not None
+        await self.ws.close(code=1012)
+
+    # --- UDP -----------------------------------------------------------------------------
+
+    def _on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        if not looks_like_control(data):
+            return
+        dgram = ControlDatagram.parse(data)
+        if dgram.session != self._session or not dgram.verify(self._key):
+            return
+        if self.counters and dgram.counter <= self.counters[-1]:
+            return  # replay
+        self.counters.append(dgram.counter)
+        self.kinds.append(dgram.type)
+        if self.ignore_udp:
+            return
+        self.speaker_addr = addr
+        ack = ControlDatagram.signed(DatagramType.ACK, self._session, dgram.counter, self._key)
+        assert self._udp is not None
+        self._udp.sendto(bytes(ack), addr)
+
+    # --- audio ---------------------------------------------------------------------------
+
+    def next_packet(self, pcm: np.ndarray, *, marker: bool = False) -> bytes:
+        packet = opus_packet(self._encoder.encode(pcm), self._seq, self._ts, self.ssrc, marker)
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._ts = (self._ts + 960) & 0xFFFFFFFF
+        return packet
+
+    async def deliver(self, packet: bytes) -> None:
+        if self.mode == "ws":
+            assert self.ws is not None
+            with contextlib.suppress(ConnectionError):
+                await self.ws.send_bytes(packet)
+        else:
+            assert self._udp is not None
+            assert self.speaker_addr is not None
+            self._udp.sendto(packet, self.speaker_addr)
+
+    async def send_tone(
+        self, freq_hz: float, frames: int, *, level_dbfs: float = -6.0, paced: bool = True
+    ) -> None:
+        """``frames`` 20 ms frames of a sine, the first with the marker bit, paced in real time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        for i in range(frames):
+            pcm = tone(freq_hz, start=self._sample, level_dbfs=level_dbfs)
+            self._sample += 960
+            await self.deliver(self.next_packet(pcm, marker=i == 0))
+            if paced:
+                deadline += 0.02
+                await asyncio.sleep(max(0.0, deadline - loop.time()))

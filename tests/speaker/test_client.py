@@ -1,0 +1,389 @@
+"""The speaker client against a fake server on loopback: UDP and WebSocket audio, status,
+commands, fallback, reconnect with backoff, refused tokens, shutdown; and its outputs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import sys
+import wave
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from loa.cli import speaker as cli
+from loa.codecs.pcm import Int16Array, dominant_frequency, rms_dbfs
+from loa.errors import ConfigError, MissingDependency
+from loa.relay.core.wire import DatagramType
+from loa.speaker.client import AudioMeta, Speaker, SpeakerRefused, SpeakerState
+from loa.speaker.output import (
+    NullOutput,
+    SoundcardOutput,
+    WavOutput,
+    apply_volume,
+    volume_gain,
+)
+from tests.speaker.fake_server import FakeServer
+
+
+class CaptureOutput:
+    def __init__(self) -> None:
+        self.frames: list[Int16Array] = []
+        self.opened = self.closed = False
+        self.discards = 0
+
+    async def open(self) -> None:
+        self.opened = True
+
+    async def write(self, pcm: Int16Array) -> None:
+        self.frames.append(pcm)
+
+    def discard(self) -> None:
+        self.discards += 1
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class Harness:
+    def __init__(self, speaker: Speaker, output: CaptureOutput) -> None:
+        self.speaker = speaker
+        self.output = output
+        self.audio: list[tuple[Int16Array, AudioMeta]] = []
+        speaker.on_audio = lambda pcm, meta: self.audio.append((pcm, meta))
+
+    def normal_pcm(self, skip: int = 3) -> Int16Array:
+        frames = [pcm for pcm, meta in self.audio if meta.kind == "normal"][skip:]
+        return np.concatenate(frames)
+
+
+async def until(cond: Callable[[], bool], within_s: float = 3.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within_s
+    while not cond():
+        assert loop.time() < end, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeServer]:
+    async with FakeServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def start(server: FakeServer) -> Any:
+    tasks: list[asyncio.Task[None]] = []
+
+    def _start(**kwargs: Any) -> Harness:
+        output = CaptureOutput()
+        kwargs.setdefault("token", "good-token")
+        kwargs.setdefault("rng", random.Random(1))
+        speaker = Speaker(server.url, output=output, **kwargs)
+        tasks.append(asyncio.create_task(speaker.run()))
+        return Harness(speaker, output)
+
+    yield _start
+    for task in tasks:
+        task.cancel()
+
+
+async def stop(h: Harness) -> None:
+    h.speaker.stop()
+    await until(lambda: h.output.closed)
+
+
+async def test_udp_tone_is_decoded_and_strangers_are_ignored(
+    server: FakeServer, start: Any
+) -> None:
+    h = start()
+    await until(lambda: h.speaker.state is SpeakerState.UDP)
+    assert server.kinds[0] is DatagramType.HELLO
+    # A datagram from another socket is neither audio nor an ack.
+    loop = asyncio.get_running_loop()
+    stranger, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )
+    assert server.speaker_addr is not None
+    stranger.sendto(server.next_packet(np.zeros(960, np.int16)), server.speaker_addr)
+    await until(lambda: h.speaker.foreign_packets == 1)
+    stranger.close()
+    await server.send_tone(1000.0, 25)
+    await until(lambda: h.speaker.jitter.played >= 25)
+    pcm = h.normal_pcm()
+    assert abs(dominant_frequency(pcm) - 1000.0) < 10.0
+    # 80 % volume is a gain of 0.64 (-3.9 dB) on a -6 dBFS sine (RMS -9 dBFS).
+    assert rms_dbfs(pcm) == pytest.approx(-9.0 - 3.9, abs=0.6)
+    assert h.speaker.udp_audio == 25
+    assert h.speaker.jitter.lost == 0
+    assert h.speaker.ws_audio == 0
+    await stop(h)
+
+
+async def test_status_reports_plausible_counters(server: FakeServer, start: Any) -> None:
+    h = start(status_interval_s=0.1)
+    await until(lambda: h.speaker.state is SpeakerState.UDP)
+    await server.send_tone(440.0, 10)
+    await until(lambda: h.speaker.jitter.played >= 10)
+    seen = []
+    while not seen or seen[-1]["received"] < 10 or seen[-1]["buffer_ms"] > 0:
+        seen.append(await asyncio.wait_for(server.statuses.get(), 2))
+    assert all(0 <= s["buffer_ms"] <= 500 for s in seen)
+    status = seen[-1]
+    assert status["type"] == "status"
+    assert status["received"] == 10
+    assert status["lost"] == status["late"] == status["recovered"] == 0
+    assert status["volume"] == 80
+    assert status["muted"] is False
+    assert status["playing"] is None
+    assert 0 <= status["jitter_ms"] < 20
+    await stop(h)
+
+
+async def test_volume_mute_and_emergency_volume_change_the_level(
+    server: FakeServer, start: Any
+) -> None:
+    h = start()
+    await until(lambda: h.speaker.state is SpeakerState.UDP)
+
+    async def level_after(message: dict[str, Any] | None) -> float:
+        if message is not None:
+            await server.send_json(message)
+        await asyncio.sleep(0.05)
+        h.audio.clear()
+        await server.send_tone(1000.0, 20)
+        await until(lambda: sum(m.kind == "normal" for _, m in h.audio) >= 20)
+        return rms_dbfs(h.normal_pcm(skip=6))
+
+    await level_after(None)  # the encoder's first frames are quieter: warm it up
+    full = await level_after({"type": "volume", "volume": 100})
+    half = await level_after({"type": "volume", "volume": 50})
+    # Opus reproduces short tone bursts within a few tenths of a dB; linear would be -6.
+    assert half - full == pytest.approx(-12.04, abs=1.0)
+    muted = await level_after({"type": "mute", "muted": True})
+    assert muted < -100
+    assert h.speaker.status()["muted"] is True
+    await server.send_json({"type": "mute", "muted": False})
+    emergency = await level_after(
+        {"type": "playing", "broadcast": "b7", "class": "emergency", "volume": 100}
+    )
+    assert emergency == pytest.approx(full, abs=1.0)
+    assert h.audio[-1][1].broadcast == "b7"
+    back = await level_after({"type": "playing", "broadcast": None, "volume": None})
+    assert back == pytest.approx(half, abs=1.0)
+    await stop(h)
+
+
+async def test_stop_flushes_buffered_audio(server: FakeServer, start: Any) -> None:
+    h = start()
+    await until(lambda: h.speaker.state is SpeakerState.UDP)
+    await server.send_tone(1000.0, 20, paced=False)  # 400 ms arrives at once
+    await until(lambda: h.speaker.jitter.received == 20)
+    await server.send_json({"type": "stop"})
+    await until(lambda: h.output.discards == 1)
+    assert len(h.speaker.jitter) == 0
+    assert h.speaker.jitter.dropped >= 10
+    played = h.speaker.jitter.played
+    await asyncio.sleep(0.1)
+    assert h.speaker.jitter.played == played  # nothing left to play
+    await stop(h)
+
+
+async def test_falls_back_to_websocket_audio_and_back_to_udp(
+    server: FakeServer, start: Any
+) -> None:
+    server.ignore_udp = True
+    h = start(ws_fallback_after_s=0.3, udp_reprobe_s=0.3)
+    await until(lambda: h.speaker.state is SpeakerState.WS)
+    await until(lambda: server.transport_modes == ["ws"])
+    hellos = len(server.counters)
+    assert hellos >= 1
+    await server.send_tone(800.0, 20)
+    await until(lambda: h.speaker.jitter.played >= 20)
+    assert h.speaker.ws_audio == 20
+    assert abs(dominant_frequency(h.normal_pcm()) - 800.0) < 8.0
+    server.ignore_udp = False
+    await until(lambda: h.speaker.state is SpeakerState.UDP)
+    await until(lambda: server.transport_modes == ["ws", "udp"])
+    assert len(server.counters) > hellos  # it kept probing
+    await stop(h)
+
+
+async def test_force_ws_asks_for_websocket_audio_at_once(server: FakeServer, start: Any) -> None:
+    h = start(force_ws=True)
+    await until(lambda: h.speaker.state is SpeakerState.WS)
+    await until(lambda: server.transport_modes == ["ws"])
+    assert h.speaker.hellos == 0
+    await stop(h)
+
+
+async def test_keepalives_follow_the_servers_period() -> None:
+    async with FakeServer(keepalive_s=0.1) as server:
+        speaker = Speaker(server.url, "good-token", CaptureOutput())
+        task = asyncio.create_task(speaker.run())
+        await until(lambda: server.kinds.count(DatagramType.KEEPALIVE) >= 3)
+        assert speaker.state is SpeakerState.UDP
+        assert server.counters == sorted(set(server.counters))
+        speaker.stop()
+        await task
+
+
+async def test_reconnects_with_backoff_and_counter_keeps_increasing(
+    server: FakeServer, start: Any
+) -> None:
+    h = start(backoff_min_s=0.1, backoff_max_s=0.2)
+    await until(lambda: h.speaker.state is SpeakerState.UDP)
+    first_counters = list(server.counters)
+    await server.drop()
+    dropped_at = asyncio.get_running_loop().time()
+    await until(lambda: server.connections == 2)
+    await until(lambda: h.speaker.state is SpeakerState.UDP)
+    delay = h.speaker.backoff_delays[0]
+    assert 0 <= delay <= 0.1  # attempt 0: uniform(0, min)
+    assert server.connect_times[1] - dropped_at >= delay - 0.01
+    assert server.counters[len(first_counters)] > first_counters[-1]
+    assert h.speaker.connects == 2
+    await stop(h)
+
+
+def test_backoff_is_full_jitter_capped_at_the_maximum() -> None:
+    speaker = Speaker("http://x", "t", CaptureOutput(), backoff_min_s=1, backoff_max_s=60)
+    rng = random.Random(0)
+    speaker._rng = rng
+    for attempt, cap in [(0, 1), (1, 2), (3, 8), (5, 32), (6, 60), (40, 60)]:
+        samples = [speaker.backoff_delay(attempt) for _ in range(300)]
+        assert all(0 <= s <= cap for s in samples)
+        assert max(samples) > 0.9 * cap  # spread over the whole range, not a fixed step
+
+
+async def test_bad_token_is_fatal_when_asked(server: FakeServer) -> None:
+    speaker = Speaker(server.url, "wrong", CaptureOutput(), fatal_auth=True)
+    with pytest.raises(SpeakerRefused, match="bad_token"):
+        await asyncio.wait_for(speaker.run(), 3)
+    assert server.refused == 1
+
+
+async def test_bad_token_retries_slowly(server: FakeServer, start: Any) -> None:
+    h = start(token="wrong", backoff_min_s=0.01, backoff_max_s=1.0)
+    await until(lambda: h.speaker.state is SpeakerState.REFUSED)
+    await asyncio.sleep(0.3)
+    assert server.refused == 1  # a quick backoff would have hit it ~30 times
+    assert h.speaker.backoff_delays[0] >= 0.5
+    await stop(h)
+
+
+async def test_cancellation_closes_everything(server: FakeServer) -> None:
+    output = CaptureOutput()
+    speaker = Speaker(server.url, "good-token", output)
+    task = asyncio.create_task(speaker.run())
+    await until(lambda: speaker.state is SpeakerState.UDP)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert output.closed
+    assert speaker.state is SpeakerState.STOPPED
+    assert speaker._link is None
+    await until(lambda: server.ws is None)  # the server saw the WebSocket close
+
+
+# --- outputs -----------------------------------------------------------------------------
+
+
+async def test_wav_output_is_valid_after_each_chunk_and_after_close(tmp_path: Path) -> None:
+    path = tmp_path / "out.wav"
+    out = WavOutput(path, chunk_frames=5)
+    await out.open()
+    frames = [np.full(960, i, dtype=np.int16) for i in range(12)]
+    for pcm in frames[:5]:
+        await out.write(pcm)
+    with wave.open(str(path), "rb") as wav:  # as a killed process would leave it
+        assert wav.getnframes() == 5 * 960
+    for pcm in frames[5:]:
+        await out.write(pcm)
+    await out.close()
+    with wave.open(str(path), "rb") as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 48000)
+        data = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    assert np.array_equal(data, np.concatenate(frames))
+
+
+def test_volume_curve_is_square_law_and_mute_silences() -> None:
+    pcm = np.full(960, 10_000, dtype=np.int16)
+    assert volume_gain(100) == 1.0
+    assert volume_gain(50) == 0.25
+    assert int(apply_volume(pcm, 50, False)[0]) == 2500
+    assert not apply_volume(pcm, 100, True).any()
+    assert not apply_volume(pcm, 0, False).any()
+    with pytest.raises(ValueError, match=r"0\.\.100"):
+        volume_gain(101)
+
+
+async def test_soundcard_output_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # import fails
+    with pytest.raises(MissingDependency, match=r"pip install loa\[sound\].*libportaudio2"):
+        await SoundcardOutput().open()
+
+
+async def test_soundcard_callback_pulls_frames_and_fills_silence() -> None:
+    out = SoundcardOutput(max_queue_frames=2)
+    for value in (1, 2, 3):
+        await out.write(np.full(960, value, dtype=np.int16))
+    assert out.overflows == 1  # the oldest frame went
+    block = bytearray(960 * 2)
+    out._callback(block, 960, None, None)
+    assert np.frombuffer(bytes(block), np.int16).tolist() == [2] * 960
+    out._callback(block, 960, None, None)
+    out._callback(block, 960, None, None)
+    assert not np.frombuffer(bytes(block), np.int16).any()
+    assert out.underflows == 1
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    return parser.parse_args(["speaker", *argv])
+
+
+def test_token_comes_from_flag_then_environment_then_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    args = parse("--server", "http://h", "--token-file", str(token_file))
+    assert cli.read_token(args, env={}) == "from-file"
+    assert cli.read_token(args, env={cli.TOKEN_ENV: "from-env"}) == "from-env"
+    args = parse("--server", "http://h", "--token", "flag")
+    assert cli.read_token(args, env={cli.TOKEN_ENV: "from-env"}) == "flag"
+    with pytest.raises(ConfigError, match="LOA_SPEAKER_TOKEN"):
+        cli.read_token(parse("--server", "http://h"), env={})
+
+
+def test_output_flags_pick_the_output(tmp_path: Path) -> None:
+    assert isinstance(
+        cli.make_output(parse("--server", "u", "--wav", str(tmp_path / "a.wav"))), WavOutput
+    )
+    card = cli.make_output(parse("--server", "u", "--device"))
+    assert isinstance(card, SoundcardOutput)
+    assert card.device is None
+    assert isinstance(cli.make_output(parse("--server", "u")), NullOutput)
+    with pytest.raises(SystemExit):
+        parse("--server", "u", "--wav", "x.wav", "--device", "hw:1")
+
+
+async def test_sigterm_stops_the_speaker_cleanly(server: FakeServer, tmp_path: Path) -> None:
+    args = parse("--server", server.url, "--token", "good-token", "--wav", str(tmp_path / "o.wav"))
+    speaker = cli.build(args)
+    task = asyncio.create_task(cli.serve(speaker))
+    await until(lambda: speaker.state is SpeakerState.UDP)
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(task, 3)
+    assert speaker.state is SpeakerState.STOPPED
+    with wave.open(str(tmp_path / "o.wav"), "rb") as wav:
+        assert wav.getframerate() == 48000

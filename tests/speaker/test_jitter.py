@@ -1,0 +1,280 @@
+"""The jitter buffer with a fake clock: ordering, loss → FEC/PLC, late, duplicates, wrap,
+discontinuities, adaptive depth, bounds, and properties over random loss and reordering."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loa.speaker.jitter import (
+    MAX_SPAN_FRAMES,
+    MAX_TARGET_MS,
+    MIN_TARGET_MS,
+    Conceal,
+    JitterBuffer,
+    Play,
+    PlayoutItem,
+    Recover,
+    Wait,
+)
+
+F = 0.02  # one slot
+
+
+def payload(seq: int) -> bytes:
+    return seq.to_bytes(2, "big") + b"op"
+
+
+def push(jb: JitterBuffer, seq: int, now: float, *, ts0: int = 0, marker: bool = False) -> None:
+    jb.push(seq & 0xFFFF, (ts0 + 960 * seq) & 0xFFFFFFFF, payload(seq & 0xFFFF), now, marker)
+
+
+def summary(item: PlayoutItem) -> tuple[str, int | None]:
+    match item:
+        case Play(seq=seq):
+            return ("play", seq)
+        case Recover(seq=seq, next_payload=nxt):
+            assert nxt == payload((seq + 1) & 0xFFFF)
+            return ("fec", seq)
+        case Conceal(seq=seq):
+            return ("plc", seq)
+        case Wait(underrun=underrun):
+            return ("underrun" if underrun else "wait", None)
+    raise AssertionError(item)
+
+
+def run(
+    jb: JitterBuffer, arrivals: dict[int, list[int]], slots: int
+) -> list[tuple[str, int | None]]:
+    """Slot i: push the seqs listed for i (arriving at i*F), then pop."""
+    out = []
+    for i in range(slots):
+        now = i * F
+        for seq in arrivals.get(i, []):
+            push(jb, seq, now)
+        out.append(summary(jb.pop(now)))
+    return out
+
+
+def assert_balanced(jb: JitterBuffer) -> None:
+    assert jb.received == jb.played + jb.late + jb.dropped + len(jb)
+
+
+def test_in_order_plays_every_packet_after_the_target_delay() -> None:
+    jb = JitterBuffer()
+    out = run(jb, {i: [i] for i in range(10)}, 12)
+    # The first packet is held 40 ms (two slots) before playout starts.
+    assert out[:2] == [("wait", None), ("wait", None)]
+    assert out[2:12] == [("play", s) for s in range(10)]
+    assert (jb.received, jb.played, jb.lost, jb.late) == (10, 10, 0, 0)
+    assert_balanced(jb)
+
+
+def test_reordered_within_depth_plays_in_sequence() -> None:
+    jb = JitterBuffer()
+    arrivals = {0: [0], 1: [2], 2: [1, 3], 3: [5, 4], 4: [6], 5: [7]}
+    out = run(jb, arrivals, 10)
+    assert [s for kind, s in out if kind == "play"] == list(range(8))
+    assert jb.lost == 0
+    assert jb.late == 0
+
+
+def test_single_loss_is_recovered_from_the_next_packets_fec() -> None:
+    jb = JitterBuffer()
+    out = run(jb, {i: [i] for i in range(10) if i != 4}, 12)
+    assert ("fec", 4) in out
+    assert (jb.lost, jb.recovered, jb.concealed) == (1, 1, 0)
+
+
+def test_two_losses_in_a_row_are_concealed_then_recovered() -> None:
+    jb = JitterBuffer()
+    out = run(jb, {i: [i] for i in range(10) if i not in (4, 5)}, 12)
+    i = out.index(("plc", 4))
+    assert out[i + 1] == ("fec", 5)
+    assert out[i + 2] == ("play", 6)
+    assert (jb.lost, jb.recovered, jb.concealed) == (2, 1, 1)
+
+
+def test_packet_arriving_after_its_slot_is_late() -> None:
+    jb = JitterBuffer()
+    arrivals = {i: [i] for i in range(10) if i != 3}
+    arrivals[8].append(3)  # 100 ms late; its slot played at 5
+    out = run(jb, arrivals, 12)
+    assert ("fec", 3) in out
+    assert jb.late == 1
+    assert jb.lost == 1
+    assert_balanced(jb)
+
+
+def test_duplicates_are_counted_and_not_played_twice() -> None:
+    jb = JitterBuffer()
+    arrivals = {i: [i] for i in range(8)}
+    arrivals[1].append(1)  # duplicate while buffered
+    arrivals[6].append(2)  # duplicate after it played
+    out = run(jb, arrivals, 10)
+    assert [s for kind, s in out if kind == "play"] == list(range(8))
+    assert jb.duplicates == 2
+    assert jb.received == 8
+    assert_balanced(jb)
+
+
+def test_sequence_wraps_without_loss() -> None:
+    jb = JitterBuffer()
+    arrivals = {i: [65530 + i] for i in range(12)}
+    out = run(jb, arrivals, 14)
+    played = [s for kind, s in out if kind == "play"]
+    assert played == [(65530 + i) & 0xFFFF for i in range(12)]
+    assert jb.lost == 0
+    assert jb.strays == 0
+
+
+def test_idle_gap_with_timestamp_jump_rebuffers_without_loss() -> None:
+    jb = JitterBuffer()
+    run(jb, {i: [i] for i in range(5)}, 8)  # plays 0..4, then runs dry
+    assert jb.underruns == 1
+    # Ten minutes of silence later the stream resumes: seq continues, ts jumps.
+    t0 = 600.0
+    ts0 = 960 * 5 + 48_000 * 600
+    out = []
+    for i in range(6):
+        jb.push(5 + i, ts0 + 960 * i, payload(5 + i), t0 + i * F, marker=i == 0)
+        out.append(summary(jb.pop(t0 + i * F)))
+    assert out[:2] == [("wait", None), ("wait", None)]
+    assert out[2:] == [("play", s) for s in range(5, 9)]
+    assert jb.lost == 0
+    assert jb.jitter_ms < 1.0  # the 10-minute gap did not enter the estimate
+
+
+def test_marker_with_renumbered_sequence_restarts_without_counting_loss() -> None:
+    jb = JitterBuffer()
+    run(jb, {i: [i] for i in range(6)}, 5)  # 0..4 arrived, 0..2 played, 3..4 buffered
+    out = []
+    for i in range(6):
+        now = 0.1 + i * F
+        jb.push(40_000 + i, 123 + 960 * i, payload(40_000 + i), now, marker=i == 0)
+        out.append(summary(jb.pop(now)))
+    assert jb.restarts == 1
+    assert jb.lost == 0
+    assert ("play", 40_000) in out
+    assert jb.dropped == 2  # the old stream's tail
+    assert_balanced(jb)
+
+
+def test_single_far_stray_is_ignored_but_a_confirmed_jump_restarts() -> None:
+    jb = JitterBuffer()
+    run(jb, {i: [i] for i in range(4)}, 3)
+    push(jb, 20_000, 0.06)
+    assert jb.strays == 1
+    assert jb.restarts == 0
+    push(jb, 20_001, 0.08)
+    assert jb.restarts == 1
+
+
+def test_depth_grows_with_jitter_and_stays_within_bounds() -> None:
+    jb = JitterBuffer()
+    assert jb.target_ms == MIN_TARGET_MS
+    rng = random.Random(7)
+    targets = []
+    for i in range(400):
+        arrival = i * F + rng.uniform(0.0, 0.04)  # up to 40 ms of network jitter
+        push(jb, i, arrival)
+        targets.append(jb.target_ms)
+    assert jb.jitter_ms > 5.0
+    assert max(targets) > MIN_TARGET_MS + 10
+    assert all(MIN_TARGET_MS <= t <= MAX_TARGET_MS for t in targets)
+
+
+def test_rebuffer_after_underrun_waits_for_the_grown_target() -> None:
+    jb = JitterBuffer()
+    rng = random.Random(3)
+    for i in range(200):
+        push(jb, i, i * F + rng.uniform(0.0, 0.05))
+    jb.flush(5.0)
+    target = jb.target_ms
+    assert target > MIN_TARGET_MS
+    waits = 0
+    now = 6.0
+    jb.push(200, 960 * 200, payload(200), now, marker=True)
+    while isinstance(jb.pop(now), Wait):
+        waits += 1
+        now += F
+    assert waits * F * 1000 >= target - 1e-6
+
+
+def test_size_is_bounded_to_500_ms() -> None:
+    jb = JitterBuffer()
+    for i in range(100):
+        push(jb, i, 0.0)  # a burst, never popped
+        assert jb.buffer_ms <= MAX_SPAN_FRAMES * 20
+    assert len(jb) == MAX_SPAN_FRAMES
+    assert jb.dropped == 100 - MAX_SPAN_FRAMES
+    assert_balanced(jb)
+
+
+def test_latency_is_trimmed_back_towards_the_target() -> None:
+    jb = JitterBuffer()
+    for i in range(15):
+        push(jb, i, 0.0)  # 300 ms arrives at once
+    for slot in range(60):
+        push(jb, 15 + slot, slot * F)
+        jb.pop(slot * F)
+    assert jb.buffer_ms <= jb.target_ms + 40
+    assert jb.dropped > 0
+    assert_balanced(jb)
+
+
+def test_flush_drops_buffered_and_in_flight_audio_until_a_marker() -> None:
+    jb = JitterBuffer()
+    run(jb, {i: [i] for i in range(6)}, 4)  # 0..3 arrived, 0..1 played
+    jb.flush(0.08)
+    assert len(jb) == 0
+    assert jb.buffer_ms == 0
+    push(jb, 6, 0.1)  # in flight when stop was sent
+    assert jb.dropped == 3  # 2..3 flushed + 6 stale
+    assert isinstance(jb.pop(0.1), Wait)
+    push(jb, 7, 0.12, marker=True)
+    out = [summary(jb.pop(0.12 + k * F)) for k in range(3)]
+    assert out[-1] == ("play", 7)
+    assert_balanced(jb)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.integers(0, 6), st.booleans()),
+        min_size=1,
+        max_size=120,
+    ),
+    st.integers(0, 65535),
+)
+def test_random_loss_and_reorder_keep_the_books(
+    pattern: list[tuple[bool, int, bool]], first_seq: int
+) -> None:
+    """Each packet is lost or delayed by 0..6 slots (maybe duplicated); one pop per slot."""
+    jb = JitterBuffer()
+    arrivals: dict[int, list[int]] = {}
+    for i, (lost, delay, dup) in enumerate(pattern):
+        if not lost:
+            arrivals.setdefault(i + delay, []).append(first_seq + i)
+            if dup:
+                arrivals.setdefault(i + delay + 1, []).append(first_seq + i)
+    slots = len(pattern) + 10
+    audio = 0
+    started = False
+    for i in range(slots):
+        for seq in arrivals.get(i, []):
+            push(jb, seq, i * F)
+        item = jb.pop(i * F)
+        started = started or not isinstance(item, Wait)
+        if not isinstance(item, Wait):
+            audio += 1
+        assert jb.buffer_ms <= MAX_SPAN_FRAMES * 20
+    assert jb.played + jb.recovered + jb.concealed == audio
+    assert jb.recovered + jb.concealed <= jb.lost
+    assert_balanced(jb)
+    sent = sum(len(v) for v in arrivals.values())
+    assert jb.received + jb.duplicates + jb.strays == sent
+    if any(not lost for lost, _, _ in pattern):
+        assert started
