@@ -11,10 +11,13 @@ import sys
 from loa import __version__
 from loa.errors import LoaError
 
-# (module, what it registers). Imported lazily so `loa --help` stays fast and a missing
-# optional dependency only breaks the command that needs it.
+# Each module registers one subcommand with its own flags and --help.
 COMMANDS = (
     "loa.cli.serve",
+    "loa.cli.broadcast",
+    "loa.cli.speaker",
+    "loa.cli.demo",
+    "loa.cli.bench",
 )
 
 

@@ -42,11 +42,16 @@ class RelayConfig:
     # What the server tells speakers to send their UDP hello to; defaults to the host they
     # reached the WebSocket on.
     public_host: str | None = None
+    # The UDP port speakers are told to use, when it differs from udp_port (port forwarding).
+    public_udp_port: int | None = None
     keepalive_s: float = 10.0
     session_timeout_s: float = 35.0
     ws_fallback_after_s: float = 3.0
     queue_frames: int = 8
     chime: bool = True
+    # Benchmarks only: every packet carries its frame-ready wall-clock time in an RTP header
+    # extension (RFC 8285 one-byte form, id 1, 8 bytes, microseconds since the epoch).
+    stamp_frames: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.udp_port <= 65535:
@@ -61,10 +66,13 @@ class RelayConfig:
 class WebConfig:
     host: str = "0.0.0.0"
     port: int = 8080
+    max_upload_mb: int = 200
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"web.port must be 0..65535, got {self.port}")
+        if not 1 <= self.max_upload_mb <= 10_000:
+            raise ConfigError(f"web.max_upload_mb must be 1..10000, got {self.max_upload_mb}")
 
 
 @dataclass(frozen=True)

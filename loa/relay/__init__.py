@@ -1,1 +1,1 @@
-"""The relay: broadcasts, the priority router, and the transports that carry packets to endpoints."""
+"""The relay: broadcasts, the priority router, and the transports that reach endpoints."""

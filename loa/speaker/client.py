@@ -194,6 +194,7 @@ class Speaker:
         self.muted = False
         self.broadcast: str | None = None
         self._broadcast_volume: int | None = None
+        self._override_mute = False
         self._counter = 0  # UDP control counter: one per process, strictly increasing
         self._link: _Link | None = None
         self._stopping = asyncio.Event()
@@ -401,6 +402,10 @@ class Speaker:
                 self.broadcast = None if broadcast is None else str(broadcast)
                 ok = isinstance(volume, int) and 0 <= volume <= 100
                 self._broadcast_volume = volume if self.broadcast is not None and ok else None
+                # An emergency is heard even on a muted pole; the mute returns after it.
+                self._override_mute = (
+                    self.broadcast is not None and data.get("override_mute") is True
+                )
                 log.info("[ep=%s] playing %s", self.endpoint, self.broadcast)
             case "error", _:
                 log.warning("[ep=%s] server error: %s", self.endpoint, data.get("message"))
@@ -565,7 +570,7 @@ class Speaker:
         await self._emit(pcm, kind)
 
     async def _emit(self, pcm: Int16Array, kind: str) -> None:
-        volume, muted = self.effective_volume, self.muted
+        volume, muted = self.effective_volume, self.muted and not self._override_mute
         out = apply_volume(pcm, volume, muted)
         self.frames_out += 1
         if self.on_audio is not None:

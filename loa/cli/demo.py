@@ -1,0 +1,178 @@
+"""`loa demo`: a relay with demo zones, simulated speakers on the real protocol and a looping
+programme — what the README's main command starts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from loa.config import Config, EndpointSpec, RelayConfig, WebConfig, ZoneSpec
+from loa.relay.core.priority import BroadcastSpec, Priority
+from loa.speaker.client import Speaker
+from loa.speaker.output import NullOutput
+from loa.streamer.playlist import Playlist
+from loa.streamer.tone import SilenceSource, ToneSource
+from loa.streamer.tts import TtsSource
+from loa.web.app import NODE, create_app
+
+log = logging.getLogger(__name__)
+
+# Thái Nguyên province; communes and villages with coordinates near the real places.
+COMMUNES = (
+    ("phu-luong", "Xã Phú Lương", 21.76, 105.73, ("Thôn Đồng Tâm", "Thôn Bãi Bông", "Thôn Na Mao")),
+    ("dai-tu", "Xã Đại Từ", 21.63, 105.64, ("Thôn Hùng Sơn", "Thôn Tân Thái", "Thôn Bản Ngoại")),
+    ("vo-nhai", "Xã Võ Nhai", 21.75, 106.05, ("Thôn La Hiên", "Thôn Đình Cả", "Thôn Tràng Xá")),
+)
+PROGRAMME = (
+    "Đài truyền thanh xã xin kính chào bà con. Sau đây là bản tin thời sự buổi sáng. "
+    "Ủy ban nhân dân xã thông báo: ngày mai, từ bảy giờ sáng, trạm y tế tiêm vắc xin cho trẻ "
+    "em dưới năm tuổi. Đề nghị các gia đình đưa con em đến đúng giờ."
+)
+
+
+def demo_config(args: argparse.Namespace, per_village: int) -> tuple[Config, dict[str, str]]:
+    zones = [ZoneSpec("thai-nguyen", "Tỉnh Thái Nguyên")]
+    endpoints: list[EndpointSpec] = []
+    tokens: dict[str, str] = {}
+    for c_id, c_name, lat, lon, villages in COMMUNES:
+        zones.append(ZoneSpec(c_id, c_name, parent="thai-nguyen"))
+        for v, v_name in enumerate(villages):
+            v_id = f"{c_id}-{v + 1}"
+            zones.append(ZoneSpec(v_id, v_name, parent=c_id))
+            for k in range(per_village):
+                ep_id = f"{v_id}-loa{k + 1}"
+                tokens[ep_id] = secrets.token_urlsafe(18)
+                endpoints.append(
+                    EndpointSpec(
+                        ep_id,
+                        f"Cụm loa {v_name} {k + 1}",
+                        v_id,
+                        token=tokens[ep_id],
+                        lat=round(lat + 0.02 * v - 0.01 * k, 4),
+                        lon=round(lon + 0.015 * k - 0.02 * v, 4),
+                    )
+                )
+    admin = args.admin_token or os.environ.get("LOA_ADMIN_TOKEN") or secrets.token_urlsafe(18)
+    config = Config(
+        web=WebConfig(host=args.host, port=args.port),
+        relay=RelayConfig(udp_host=args.host, udp_port=args.udp_port),
+        data_dir=args.data,
+        admin_token=admin,
+        zones=tuple(zones),
+        endpoints=tuple(endpoints),
+    )
+    return config, tokens
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("demo", help="a demo relay with simulated speakers", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    p.add_argument("--udp-port", type=int, default=5004, help="UDP port (default 5004)")
+    p.add_argument(
+        "--data", type=Path, default=Path("data"), help="data directory (default ./data)"
+    )
+    p.add_argument("--admin-token", help="admin API token (default: $LOA_ADMIN_TOKEN or random)")
+    p.add_argument(
+        "--speakers-per-village",
+        type=int,
+        default=3,
+        choices=range(21),
+        metavar="0..20",
+        help="simulated speakers per village (default 3: 27 in all)",
+    )
+    p.add_argument("--no-programme", action="store_true", help="do not loop the demo programme")
+    p.set_defaults(func=run)
+
+
+async def programme_loop(app: web.Application) -> None:
+    """The demo's daily programme, played again a few seconds after it ends."""
+    node = app[NODE]
+    n = 0
+    while True:
+        n += 1
+        source = Playlist(
+            [
+                TtsSource(PROGRAMME, voice="vi"),
+                SilenceSource(duration_s=1.0),
+                ToneSource(660, level_dbfs=-18, duration_s=1.5),
+            ],
+            name="Chương trình phát thử",
+        )
+        spec = BroadcastSpec(
+            id=f"demo-{n}",
+            priority=Priority.SCHEDULED,
+            target_zones=frozenset({"thai-nguyen"}),
+            resumable=True,
+        )
+        bc = await node.start_broadcast(
+            spec,
+            source,
+            what="Chương trình phát thử (demo)",
+            source_kind="tts",
+            created_by="demo",
+        )
+        await bc.ended.wait()
+        await asyncio.sleep(5.0)
+
+
+async def _run_when_listening(speaker: Speaker, url: str) -> None:
+    """Start a speaker once the server accepts connections (cleanup contexts run before the
+    site listens), so the demo's log does not open with 27 refused connections."""
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            try:
+                async with http.get(url + "/healthz") as resp:
+                    if resp.status == 200:
+                        break
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)
+    await speaker.run()
+
+
+def demo_ctx(tokens: dict[str, str], url: str, programme: bool):  # type: ignore[no-untyped-def]
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        speakers = [
+            Speaker(url, token, NullOutput(), backoff_min_s=0.5, backoff_max_s=5.0)
+            for token in tokens.values()
+        ]
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(_run_when_listening(s, url)) for s in speakers]
+            if programme:
+                tasks.append(tg.create_task(programme_loop(app)))
+            yield
+            for s in speakers:
+                s.stop()
+            for task in tasks:
+                task.cancel()
+
+    return ctx
+
+
+def run(args: argparse.Namespace) -> int:
+    config, tokens = demo_config(args, args.speakers_per_village)
+    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    app = create_app(config)
+    app.cleanup_ctx.append(demo_ctx(tokens, url, not args.no_programme))
+    print(
+        f"loa demo: {len(config.zones)} zones, {len(tokens)} simulated speakers\n"
+        f"  web and API:  {url}   (health: {url}/healthz, metrics: {url}/metrics)\n"
+        f"  admin token:  {config.admin_token}\n"
+        f"  try:          LOA_SERVER={url} LOA_ADMIN_TOKEN={config.admin_token} \\\n"
+        f"                .venv/bin/loa broadcast start --class emergency --zone dai-tu \\\n"
+        f"                --tts 'Bão sắp đổ bộ, bà con sơ tán đến nhà văn hóa thôn.'\n"
+        f"  stop with Ctrl+C",
+        flush=True,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        web.run_app(app, host=config.web.host, port=config.web.port, print=None)
+    return 0

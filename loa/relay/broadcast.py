@@ -1,0 +1,227 @@
+"""A broadcast: one source, its one Opus encoder, its paced frame loop and its log entry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from loa.codecs import FRAME_S, FRAME_SAMPLES, OPUS_PAYLOAD_TYPE
+from loa.codecs.opus import OpusEncoder
+from loa.relay.core.priority import BroadcastSpec
+from loa.streamer.base import Source
+from loa.streamer.pacer import Pacer
+
+log = logging.getLogger(__name__)
+
+# The packet a broadcast shares with every endpoint: a placeholder RTP header (each endpoint's
+# rewriter writes its own sequence, timestamp and SSRC over it) and the Opus payload.
+_PLAIN = struct.pack("!BBHII", 0x80, OPUS_PAYLOAD_TYPE, 0, 0, 0)
+# With stamp_frames: the X bit, then an RFC 8285 one-byte extension block of 3 words holding
+# element id 1, length 8 (0x17): the frame-ready time in µs, then two bytes of padding.
+_STAMPED = struct.Struct("!BBHIIHHBQBH")
+
+
+class State(StrEnum):
+    PENDING = "pending"  # accepted, holds no endpoint yet
+    PLAYING = "playing"
+    PAUSED = "paused"  # resumable source, every target taken by something that outranks it
+    FINISHED = "finished"  # the source ended
+    STOPPED = "stopped"  # someone stopped it
+    EXPIRED = "expired"  # never got (or lost) the floor before expires_at
+    FAILED = "failed"  # the source broke
+
+    @property
+    def ended(self) -> bool:
+        return self in (State.FINISHED, State.STOPPED, State.EXPIRED, State.FAILED)
+
+
+@dataclass
+class LogEntry:
+    """What the broadcast log keeps: who, what, class, targets, when, why it ended, who heard it."""
+
+    id: str
+    what: str
+    source: str
+    priority: str
+    origin_zone: str | None
+    target_zones: list[str]
+    target_endpoints: list[str]
+    created_by: str
+    requested_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    state: str = State.PENDING.value
+    reason: str | None = None
+    heard_s: dict[str, float] = field(default_factory=dict)
+    preemptions: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "what": self.what,
+            "source": self.source,
+            "class": self.priority,
+            "origin_zone": self.origin_zone,
+            "targets": {"zones": self.target_zones, "endpoints": self.target_endpoints},
+            "created_by": self.created_by,
+            "requested_at": self.requested_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "state": self.state,
+            "reason": self.reason,
+            "endpoints_heard": sum(1 for s in self.heard_s.values() if s > 0),
+            "heard_s": {k: round(v, 3) for k, v in sorted(self.heard_s.items())},
+            "preemptions": self.preemptions,
+        }
+
+
+Deliver = Callable[["Broadcast", bytes, int, bool], None]
+
+
+class Broadcast:
+    """Driven by its own task (``run``): read a frame, wait for its deadline (unless live),
+    encode it once, hand the shared packet to ``deliver``. The node pauses and resumes it on
+    the router's word; a paused resumable source is simply not read."""
+
+    def __init__(
+        self,
+        spec: BroadcastSpec,
+        source: Source,
+        encoder: OpusEncoder,
+        *,
+        key: int,
+        what: str,
+        source_kind: str,
+        created_by: str,
+        deliver: Deliver,
+        emergency_volume: bool = False,
+        stamp_frames: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.id = spec.id
+        self.key = key  # small int for the hot path (rewriters compare it per packet)
+        self.source = source
+        self.encoder = encoder
+        self.deliver = deliver
+        self.state = State.PENDING
+        self.frames = 0
+        self.emergency_volume = emergency_volume
+        self.stamp_frames = stamp_frames
+        self.error: str | None = None
+        self.log = LogEntry(
+            id=spec.id,
+            what=what,
+            source=source_kind,
+            priority=spec.priority.name.lower(),
+            origin_zone=spec.origin_zone,
+            target_zones=sorted(spec.target_zones),
+            target_endpoints=sorted(spec.target_endpoints),
+            created_by=created_by,
+            requested_at=time.time(),
+        )
+        self.ended = asyncio.Event()  # set once the node has logged its end
+        self._running = asyncio.Event()
+        self._running.set()
+        self._stopping: str | None = None
+        self.pacer = Pacer(frame_s=FRAME_S)
+
+    def __repr__(self) -> str:
+        return f"<Broadcast {self.id} {self.spec.priority.name} {self.state}>"
+
+    # -- router's word -------------------------------------------------------------
+    def mark_playing(self) -> None:
+        if self.state in (State.PENDING, State.PAUSED):
+            if self.log.started_at is None:
+                self.log.started_at = time.time()
+            self.state = State.PLAYING
+            self._running.set()
+
+    def pause(self) -> None:
+        if self.source.resumable and not self.state.ended:
+            self.state = State.PAUSED
+            self._running.clear()
+
+    def resume(self) -> None:
+        self.mark_playing()
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self._stopping
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop to end at the next frame with ``reason`` (stopped, expired)."""
+        self._stopping = reason
+        self._running.set()
+
+    # -- the frame loop --------------------------------------------------------------
+    async def run(self) -> State:
+        loop = asyncio.get_running_loop()
+        try:
+            await self._loop(loop)
+        except asyncio.CancelledError:
+            self._end(State.STOPPED, self._stopping or "shutdown")
+            raise
+        except Exception as exc:  # the source broke: end this broadcast, not the relay
+            log.warning("[bc=%s] failed: %s", self.id, exc)
+            self.error = str(exc)
+            self._end(State.FAILED, str(exc))
+        finally:
+            await self.source.aclose()
+        return self.state
+
+    async def _loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.pacer.start(loop.time())
+        while True:
+            if not self._running.is_set():
+                await self._running.wait()
+                self.pacer.start(loop.time())
+            if self._stopping is not None:
+                self._end(
+                    State.EXPIRED if self._stopping == "expired" else State.STOPPED, self._stopping
+                )
+                return
+            frame = await self.source.read()
+            if frame is None:
+                self._end(State.FINISHED, "finished")
+                return
+            # Yield every frame even when due (or live): a source that answers without awaiting
+            # must not starve the loop and with it every other broadcast.
+            await asyncio.sleep(0 if self.source.live else self.pacer.delay(loop.time()))
+            payload = self.encoder.encode(frame.pcm)
+            if self.stamp_frames:
+                packet = (
+                    _STAMPED.pack(
+                        0x90,
+                        OPUS_PAYLOAD_TYPE,
+                        0,
+                        0,
+                        0,
+                        0xBEDE,
+                        3,
+                        0x17,
+                        time.time_ns() // 1000,
+                        0,
+                        0,
+                    )
+                    + payload
+                )
+            else:
+                packet = _PLAIN + payload
+            self.frames += 1
+            self.deliver(self, packet, frame.pts // FRAME_SAMPLES, frame.item_end)
+            if not self.source.live:
+                self.pacer.advance(loop.time())
+
+    def _end(self, state: State, reason: str) -> None:
+        if self.state.ended:
+            return
+        self.state = state
+        self.log.state = state.value
+        self.log.reason = reason
+        self.log.ended_at = time.time()

@@ -1,0 +1,118 @@
+"""Counters the relay keeps for /metrics, rendered in Prometheus text format."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Metrics:
+    packets_sent: int = 0
+    frames_encoded: int = 0
+    datagrams_dropped: int = 0
+    rtcp_received: int = 0
+    preemptions: int = 0
+    broadcasts_expired: int = 0
+    speaker_connects: int = 0
+    speaker_refused: int = 0
+    ws_audio_dropped: int = 0
+    udp_send_dropped: int = 0
+    broadcasts_started: Counter[str] = field(default_factory=Counter)
+
+    def render(
+        self,
+        *,
+        endpoints_online: int,
+        endpoints_total: int,
+        active: Counter[str],
+        drops: dict[str, int],
+    ) -> str:
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP loa_{name} {help_}")
+            lines.append(f"# TYPE loa_{name} {kind}")
+            lines.extend(f"loa_{name}{labels} {value:g}" for labels, value in samples)
+
+        metric(
+            "endpoints_online",
+            "gauge",
+            "Endpoints with a live session or a static address.",
+            [("", endpoints_online)],
+        )
+        metric("endpoints", "gauge", "Endpoints known to this node.", [("", endpoints_total)])
+        metric(
+            "packets_sent_total",
+            "counter",
+            "RTP packets sent to endpoints.",
+            [("", self.packets_sent)],
+        )
+        metric(
+            "frames_encoded_total",
+            "counter",
+            "Opus frames encoded (once per broadcast).",
+            [("", self.frames_encoded)],
+        )
+        metric(
+            "datagrams_dropped_total",
+            "counter",
+            "Inbound datagrams dropped, by reason.",
+            [(f'{{reason="{r}"}}', n) for r, n in sorted(drops.items())] or [("", 0)],
+        )
+        metric(
+            "rtcp_received_total",
+            "counter",
+            "RTCP packets received from speakers.",
+            [("", self.rtcp_received)],
+        )
+        metric(
+            "preemptions_total",
+            "counter",
+            "Endpoints taken from one broadcast by another.",
+            [("", self.preemptions)],
+        )
+        metric(
+            "broadcasts_started_total",
+            "counter",
+            "Broadcasts started, by class.",
+            [(f'{{class="{c}"}}', n) for c, n in sorted(self.broadcasts_started.items())]
+            or [("", 0)],
+        )
+        metric(
+            "broadcasts_active",
+            "gauge",
+            "Broadcasts now active, by class.",
+            [(f'{{class="{c}"}}', n) for c, n in sorted(active.items())] or [("", 0)],
+        )
+        metric(
+            "broadcasts_expired_total",
+            "counter",
+            "Broadcasts dropped unplayed at expiry.",
+            [("", self.broadcasts_expired)],
+        )
+        metric(
+            "speaker_connects_total",
+            "counter",
+            "Speaker control connections accepted.",
+            [("", self.speaker_connects)],
+        )
+        metric(
+            "speaker_refused_total",
+            "counter",
+            "Speaker connections refused (bad token).",
+            [("", self.speaker_refused)],
+        )
+        metric(
+            "ws_audio_dropped_total",
+            "counter",
+            "Stale audio dropped from full WS queues.",
+            [("", self.ws_audio_dropped)],
+        )
+        metric(
+            "udp_send_dropped_total",
+            "counter",
+            "RTP packets dropped because the socket buffer was full.",
+            [("", self.udp_send_dropped)],
+        )
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,87 @@
+"""Sources from their JSON description, as the API and the scheduler receive them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from loa.errors import BadRequest
+from loa.streamer.base import Source
+
+_VOICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]{0,40}$")
+SOURCE_TYPES = ("tone", "silence", "tts", "media", "url", "playlist")
+
+
+def _number(desc: Mapping[str, Any], key: str, default: float | None, lo: float, hi: float) -> Any:
+    value = desc.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise BadRequest(f"source.{key} must be a number in [{lo:g}, {hi:g}], got {value!r}")
+    return value
+
+
+def _text(desc: Mapping[str, Any], key: str, *, required: bool = True, limit: int = 5000) -> Any:
+    value = desc.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"source.{key} must be a non-empty string")
+    if len(value) > limit:
+        raise BadRequest(f"source.{key} is longer than {limit} characters")
+    return value
+
+
+def build_source(desc: Any, *, media_path: Callable[[str], Path]) -> tuple[Source, str]:
+    """Returns the source and a short human description of it ("what" in the log)."""
+    if not isinstance(desc, Mapping):
+        raise BadRequest("source must be an object with a 'type'")
+    kind = desc.get("type")
+    match kind:
+        case "tone":
+            from loa.streamer.tone import ToneSource
+
+            freq = _number(desc, "freq_hz", 1000, 20, 20000)
+            dur = _number(desc, "duration_s", None, 0.02, 86400)
+            level = _number(desc, "level_dbfs", -12, -60, 0)
+            return ToneSource(freq_hz=freq, level_dbfs=level, duration_s=dur), f"tone {freq:g} Hz"
+        case "silence":
+            from loa.streamer.tone import SilenceSource
+
+            return SilenceSource(
+                duration_s=_number(desc, "duration_s", None, 0.02, 86400)
+            ), "silence"
+        case "tts":
+            from loa.streamer.tts import TtsSource
+
+            text = _text(desc, "text")
+            voice = desc.get("voice", "vi")
+            if not isinstance(voice, str) or not _VOICE.match(voice):
+                raise BadRequest(f"source.voice must be an espeak voice name, got {voice!r}")
+            rate = _number(desc, "rate_wpm", 150, 80, 450)
+            pitch = _number(desc, "pitch", 50, 0, 99)
+            what = text if len(text) <= 60 else text[:57] + "…"
+            return TtsSource(text, voice=voice, rate_wpm=rate, pitch=pitch), f"TTS: {what}"
+        case "media":
+            from loa.streamer.file import FileSource
+
+            media_id = _text(desc, "id", limit=64)
+            path = media_path(media_id)
+            return FileSource(path, name=desc.get("name") or path.name), f"media {media_id}"
+        case "url":
+            from loa.streamer.url import UrlSource
+
+            url = _text(desc, "url", limit=2000)
+            return UrlSource(url), f"relay {url}"
+        case "playlist":
+            from loa.streamer.playlist import Playlist
+
+            items = desc.get("items")
+            if not isinstance(items, list) or not 1 <= len(items) <= 100:
+                raise BadRequest("source.items must be a list of 1..100 sources")
+            built = [build_source(item, media_path=media_path) for item in items]
+            return Playlist([s for s, _ in built]), " + ".join(w for _, w in built)
+        case _:
+            raise BadRequest(f"source.type must be one of {', '.join(SOURCE_TYPES)}, got {kind!r}")

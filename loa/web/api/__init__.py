@@ -1,0 +1,1 @@
+"""The JSON API sub-application mounted at /api/v1."""

@@ -1,0 +1,248 @@
+"""API handlers for zones, endpoints, media and broadcasts: validate, call the node, answer JSON."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from loa.errors import BadRequest, NotFound
+from loa.relay.core.priority import BroadcastSpec, Priority
+from loa.relay.node import Node
+from loa.streamer.factory import build_source
+from loa.web.middlewares import USER
+
+NODE_KEY: Any = None  # set by loa.web.app to avoid an import cycle
+routes = web.RouteTableDef()
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def node_of(request: web.Request) -> Node:
+    node: Node = request.config_dict[NODE_KEY]
+    return node
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(reason="send application/json")
+    try:
+        data = await request.json()
+    except ValueError:
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    return data
+
+
+@routes.get("/zones")
+async def list_zones(request: web.Request) -> web.Response:
+    node = node_of(request)
+    zones = [
+        {"id": z.id, "name": z.name, "parent": z.parent, "level": node.zones.level(z.id)}
+        for z in node.config.zones
+    ]
+    return web.json_response({"zones": zones})
+
+
+@routes.get("/endpoints")
+async def list_endpoints(request: web.Request) -> web.Response:
+    node = node_of(request)
+    return web.json_response(
+        {"endpoints": [node.endpoint_json(e) for e in node.endpoints.values()]}
+    )
+
+
+@routes.get("/endpoints/{id}")
+async def get_endpoint(request: web.Request) -> web.Response:
+    node = node_of(request)
+    return web.json_response(node.endpoint_json(node.endpoint(request.match_info["id"])))
+
+
+@routes.patch("/endpoints/{id}")
+async def update_endpoint(request: web.Request) -> web.Response:
+    """Set volume, emergency volume or mute; a connected speaker obeys at once."""
+    node = node_of(request)
+    ep = node.endpoint(request.match_info["id"])
+    data = await json_body(request)
+    unknown = set(data) - {"volume", "emergency_volume", "muted"}
+    if unknown:
+        raise BadRequest(
+            f"unknown field(s) {sorted(unknown)}; settable: volume, emergency_volume, muted"
+        )
+    for key in ("volume", "emergency_volume"):
+        value = data.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100
+        ):
+            raise BadRequest(f"{key} must be an integer 0..100, got {value!r}")
+    muted = _optional_bool(data, "muted")
+    node.set_levels(
+        ep, volume=data.get("volume"), emergency_volume=data.get("emergency_volume"), muted=muted
+    )
+    return web.json_response(node.endpoint_json(ep))
+
+
+@routes.get("/endpoints/{id}/sdp")
+async def endpoint_sdp(request: web.Request) -> web.Response:
+    """The SDP an RTP receiver (ffmpeg, GStreamer, VLC) opens to play a static endpoint."""
+    node = node_of(request)
+    ep = node.endpoint(request.match_info["id"])
+    if ep.spec.kind != "rtp" or ep.address is None:
+        raise BadRequest(f"endpoint {ep.id} is not an rtp endpoint")
+    host, port = ep.address
+    family = "IP6" if ":" in host else "IP4"
+    sdp = (
+        "v=0\r\n"
+        f"o=- 0 0 IN {family} {host}\r\n"
+        f"s=loa {ep.spec.name}\r\n"
+        f"c=IN {family} {host}\r\n"
+        "t=0 0\r\n"
+        f"m=audio {port} RTP/AVP 111\r\n"
+        "a=rtpmap:111 opus/48000/2\r\n"
+        "a=fmtp:111 sprop-stereo=0;stereo=0;useinbandfec=1\r\n"
+        "a=recvonly\r\n"
+    )
+    return web.Response(text=sdp, content_type="application/sdp")
+
+
+# -- broadcasts ---------------------------------------------------------------------------
+def _targets(data: dict[str, Any], node: Node) -> tuple[frozenset[str], frozenset[str]]:
+    targets = data.get("targets")
+    if not isinstance(targets, dict):
+        raise BadRequest("targets must be an object {zones: [...], endpoints: [...]}")
+    zones, endpoints = targets.get("zones", []), targets.get("endpoints", [])
+    for name, value in (("zones", zones), ("endpoints", endpoints)):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise BadRequest(f"targets.{name} must be a list of ids")
+    for z in zones:
+        if z not in node.zones:
+            raise NotFound(f"zone {z} not found", zone=z)
+    for e in endpoints:
+        node.endpoint(e)
+    if not zones and not endpoints:
+        raise BadRequest("a broadcast needs at least one target zone or endpoint")
+    return frozenset(zones), frozenset(endpoints)
+
+
+def _priority(data: dict[str, Any]) -> Priority:
+    name = data.get("class", "live")
+    try:
+        return Priority[str(name).upper()]
+    except KeyError:
+        allowed = ", ".join(p.name.lower() for p in Priority)
+        raise BadRequest(f"class must be one of {allowed}, got {name!r}") from None
+
+
+def _optional_bool(data: dict[str, Any], key: str) -> bool | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise BadRequest(f"{key} must be true or false")
+    return value
+
+
+def _spec(data: dict[str, Any], node: Node, resumable: bool, live: bool) -> BroadcastSpec:
+    zones, endpoints = _targets(data, node)
+    origin = data.get("origin_zone")
+    if origin is not None and origin not in node.zones:
+        raise NotFound(f"origin zone {origin} not found")
+    expires_at = data.get("expires_at")
+    if expires_at is not None and (
+        isinstance(expires_at, bool) or not isinstance(expires_at, int | float)
+    ):
+        raise BadRequest("expires_at must be a Unix time in seconds")
+    bc_id = data.get("id") or secrets.token_hex(6)
+    if not isinstance(bc_id, str) or not _ID.match(bc_id):
+        raise BadRequest("id must be 1-64 characters of letters, digits, '.', '_' or '-'")
+    return BroadcastSpec(
+        id=bc_id,
+        priority=_priority(data),
+        origin_zone=origin,
+        target_zones=zones,
+        target_endpoints=endpoints,
+        interrupt=_optional_bool(data, "interrupt"),
+        exclusive=bool(_optional_bool(data, "exclusive")),
+        expires_at=node.wall_to_loop(expires_at) if expires_at is not None else None,
+        resumable=resumable,
+        live=live,
+    )
+
+
+@routes.post("/broadcasts")
+async def start_broadcast(request: web.Request) -> web.Response:
+    node = node_of(request)
+    data = await json_body(request)
+    source, what = build_source(data.get("source"), media_path=node.media_path)
+    try:
+        spec = _spec(data, node, source.resumable, source.live)
+        chime = _optional_bool(data, "chime")
+        if chime is None:
+            chime = spec.priority is Priority.EMERGENCY and node.config.relay.chime
+        if chime:
+            from loa.streamer.playlist import Playlist
+            from loa.streamer.tone import ChimeSource
+
+            source = Playlist([ChimeSource(), source], name=source.name)
+    except BaseException:
+        await source.aclose()
+        raise
+    bc = await node.start_broadcast(
+        spec,
+        source,
+        what=str(data.get("name") or what),
+        source_kind=data["source"]["type"],
+        created_by=request.get(USER, "admin"),
+    )
+    return web.json_response(node.broadcast_json(bc), status=201)
+
+
+@routes.get("/broadcasts")
+async def list_broadcasts(request: web.Request) -> web.Response:
+    node = node_of(request)
+    return web.json_response(
+        {"broadcasts": [node.broadcast_json(b) for b in node.broadcasts.values()]}
+    )
+
+
+@routes.get("/broadcasts/{id}")
+async def get_broadcast(request: web.Request) -> web.Response:
+    node = node_of(request)
+    bc_id = request.match_info["id"]
+    bc = node.broadcasts.get(bc_id)
+    if bc is not None:
+        return web.json_response(node.broadcast_json(bc))
+    for entry in reversed(node.history):
+        if entry.id == bc_id:
+            return web.json_response(entry.as_json())
+    raise NotFound(f"broadcast {bc_id} not found")
+
+
+@routes.delete("/broadcasts/{id}")
+async def stop_broadcast(request: web.Request) -> web.Response:
+    node = node_of(request)
+    bc = await node.stop_broadcast(request.match_info["id"])
+    return web.json_response(bc.log.as_json())
+
+
+@routes.get("/log")
+async def broadcast_log(request: web.Request) -> web.Response:
+    node = node_of(request)
+    return web.json_response({"entries": [e.as_json() for e in reversed(node.history)]})
+
+
+# -- media ----------------------------------------------------------------------------------
+
+
+@routes.post("/media")
+async def upload_media(request: web.Request) -> web.Response:
+    """Raw body upload (Content-Type audio/* or application/octet-stream, ?filename=...)."""
+    from loa.web.media import TooLarge, store_upload
+
+    node = node_of(request)
+    filename = request.query.get("filename", "upload.bin")
+    limit = node.config.web.max_upload_mb * 1024**2
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"upload exceeds the {node.config.web.max_upload_mb} MiB limit")
+    info = await store_upload(request.content, node.media_dir(), filename, limit)
+    return web.json_response(info, status=201)

@@ -1,0 +1,200 @@
+"""The node with a fake UDP transport: chime, failure, pause vs live, bounded WS queues."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from loa.codecs.opus import OpusDecoder
+from loa.codecs.pcm import dominant_frequency
+from loa.errors import Conflict, NotFound
+from loa.relay.broadcast import State
+from loa.relay.core.priority import BroadcastSpec, Priority
+from loa.relay.node import Node
+from loa.relay.websocket import AUDIO_QUEUE_FRAMES, SpeakerPeer
+from loa.streamer.base import Frame
+from loa.streamer.playlist import Playlist
+from loa.streamer.tone import ChimeSource, ToneSource
+from tests.conftest import tree_config
+
+
+class FakeTransport:
+    """Captures what the node sends, per destination."""
+
+    def __init__(self) -> None:
+        self.sent: dict[tuple[str, int], list[bytes]] = defaultdict(list)
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent[addr].append(data)
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 5004)
+
+    def close(self) -> None:
+        self.sent.clear()
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> Any:
+    config = tree_config(tmp_path, communes=2, per_commune=0, rtp=("10.9.0.1:1", "10.9.0.2:2"))
+    node = Node(config)
+    node.transport = node._sock = FakeTransport()  # type: ignore[assignment]
+    yield node
+    await node.close()
+
+
+def decode(packets: list[bytes]) -> np.ndarray:
+    decoder = OpusDecoder()
+    return np.concatenate([decoder.decode(p[12:]) for p in packets])
+
+
+def spec(bc_id: str, priority: Priority, **kw: Any) -> BroadcastSpec:
+    kw.setdefault("target_zones", frozenset({"p"}))
+    return BroadcastSpec(id=bc_id, priority=priority, **kw)
+
+
+async def run_until(node: Node, bc_id: str, timeout: float = 10.0) -> None:
+    task = node._tasks.get(bc_id)
+    if task is not None:
+        await asyncio.wait_for(asyncio.shield(task), timeout)
+    await asyncio.sleep(0)
+
+
+async def test_emergency_chime_then_message(node: Node) -> None:
+    source = Playlist([ChimeSource(), ToneSource(700, duration_s=0.6)])
+    await node.start_broadcast(
+        spec("em", Priority.EMERGENCY, resumable=True),
+        source,
+        what="em",
+        source_kind="tts",
+        created_by="t",
+    )
+    await run_until(node, "em")
+    pcm = decode(node.transport.sent[("10.9.0.1", 1)])  # type: ignore[union-attr]
+    assert pcm.size == pytest.approx(48000 * 2.1, abs=960 * 2)
+    notes = [dominant_frequency(pcm[i : i + 9600]) for i in (7200, 31200, 55200)]
+    assert notes == pytest.approx([523.25, 659.25, 783.99], rel=0.01)
+    assert dominant_frequency(pcm[-19200:]) == pytest.approx(700, rel=0.01)
+    assert node.history[-1].state == "finished"
+
+
+class Broken:
+    name = "broken"
+    live = False
+    resumable = True
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.closed = False
+
+    async def read(self) -> Frame | None:
+        self.n += 1
+        if self.n > 5:
+            raise OSError("disk on fire")
+        return Frame(np.zeros(960, np.int16), (self.n - 1) * 960)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_a_broken_source_fails_its_broadcast_only(node: Node) -> None:
+    broken = Broken()
+    await node.start_broadcast(
+        spec("bad", Priority.LIVE, resumable=True),
+        broken,
+        what="x",
+        source_kind="media",
+        created_by="t",
+    )
+    await run_until(node, "bad")
+    entry = node.history[-1]
+    assert (entry.state, entry.reason) == ("failed", "disk on fire")
+    assert broken.closed
+    assert "bad" not in node.broadcasts
+    assert node.router.holder("rtp0") is None
+
+
+class LiveTone(ToneSource):
+    """Stands for a microphone: a frame every 20 ms of real time, never paced by the relay."""
+
+    live = True
+
+    def __init__(self) -> None:
+        super().__init__(500)
+
+    async def read(self) -> Frame | None:
+        await asyncio.sleep(0.02)
+        return await super().read()
+
+
+async def test_resumable_pauses_unheard_but_live_keeps_running(node: Node) -> None:
+    await node.start_broadcast(
+        spec("em", Priority.EMERGENCY),
+        ToneSource(900),
+        what="em",
+        source_kind="tone",
+        created_by="t",
+    )
+    file_like = ToneSource(400, duration_s=5)
+    live_like = LiveTone()
+    await node.start_broadcast(
+        spec("prog", Priority.SCHEDULED, resumable=True),
+        file_like,
+        what="p",
+        source_kind="tone",
+        created_by="t",
+    )
+    await node.start_broadcast(
+        spec("mic", Priority.LIVE, live=True),
+        live_like,
+        what="m",
+        source_kind="tone",
+        created_by="t",
+    )
+    await asyncio.sleep(0.3)
+    prog, mic = node.broadcasts["prog"], node.broadcasts["mic"]
+    assert prog.state is State.PAUSED and prog.frames == 0
+    assert mic.frames > 5  # read (and dropped) although nobody hears it
+    await node.stop_broadcast("em")
+    await asyncio.sleep(0.2)
+    assert node.router.holder("rtp0") == "mic"  # live outranks scheduled
+    await node.stop_broadcast("mic")
+    await asyncio.sleep(0.3)
+    assert prog.state is State.PLAYING and prog.frames > 5
+
+
+async def test_exclusive_refusal_closes_the_source(node: Node) -> None:
+    await node.start_broadcast(
+        spec("a", Priority.LIVE), ToneSource(900), what="a", source_kind="tone", created_by="t"
+    )
+    source = Broken()
+    with pytest.raises(Conflict) as err:
+        await node.start_broadcast(
+            spec("b", Priority.SCHEDULED, exclusive=True),
+            source,
+            what="b",
+            source_kind="tone",
+            created_by="t",
+        )
+    assert err.value.fields["holder"] == "a"
+    assert source.closed
+    with pytest.raises(NotFound):
+        await node.stop_broadcast("b")
+
+
+class FakeWs:
+    closed = False
+
+
+async def test_ws_audio_queue_is_bounded_and_drops_stale(node: Node) -> None:
+    peer = SpeakerPeer(FakeWs(), node)  # type: ignore[arg-type]
+    for i in range(AUDIO_QUEUE_FRAMES + 7):
+        peer.send_audio(bytes([i]))
+    assert len(peer.audio) == AUDIO_QUEUE_FRAMES
+    assert peer.audio[0] == bytes([7])  # the oldest went first
+    assert node.metrics.ws_audio_dropped == 7
