@@ -212,24 +212,20 @@ class RouterMachine(RuleBasedStateMachine):
         self.router = Router(tree)
 
     @rule(endpoint=st.sampled_from(EIDS), data=st.data())
-    def attach(self, endpoint: str, data: st.DataObject) -> None:
+    def attach_or_detach(self, endpoint: str, data: st.DataObject) -> None:
         zone = data.draw(_one_of(tuple(sorted(self.parent))), label="zone")
-        if endpoint in self.where:
+        if endpoint in self.where and data.draw(st.booleans(), label="twice"):
             with pytest.raises(Conflict):
                 self.router.handle(EndpointAttached(endpoint, zone))
-            return
-        self.apply(EndpointAttached(endpoint, zone))
-        # Assigned at once by the same rules: the best eligible broadcast, if any.
-        best = self.eligible(endpoint, None)
-        assert self.router.holder(endpoint) == (best[0].spec.id if best else None)
-
-    @rule(endpoint=st.sampled_from(EIDS))
-    def detach(self, endpoint: str) -> None:
-        if endpoint not in self.where:
+        elif endpoint in self.where:
+            self.apply(EndpointDetached(endpoint))
             with pytest.raises(NotFound):
                 self.router.handle(EndpointDetached(endpoint))
-            return
-        self.apply(EndpointDetached(endpoint))
+        else:
+            self.apply(EndpointAttached(endpoint, zone))
+            # Assigned at once by the same rules: the best eligible broadcast, if any.
+            best = self.eligible(endpoint, None)
+            assert self.router.holder(endpoint) == (best[0].spec.id if best else None)
 
     @rule(data=st.data())
     def start(self, data: st.DataObject) -> None:
@@ -262,6 +258,10 @@ class RouterMachine(RuleBasedStateMachine):
                 assert (self.router.holder(e) == spec.id) == takes
                 assert takes or not spec.exclusive
 
+    @rule(data=st.data())
+    def start_another(self, data: st.DataObject) -> None:
+        self.start(data)
+
     def check_refusal(self, new: Bc, exc: Conflict, snap: tuple[object, ...]) -> None:
         assert new.spec.exclusive
         assert self.snapshot() == snap, "a refused start changed the router"
@@ -274,8 +274,16 @@ class RouterMachine(RuleBasedStateMachine):
         assert f"endpoint {endpoint!r}" in str(exc)
         assert f"broadcast {holder!r}" in str(exc)
 
-    @rule(bid=st.sampled_from(BIDS), reason=st.sampled_from(["stopped", "finished", "failed"]))
-    def stop(self, bid: str, reason: str) -> None:
+    def pick(self, data: st.DataObject) -> str:
+        """Mostly a running broadcast, sometimes any id (running or not)."""
+        running = tuple(self.live)
+        if running and data.draw(st.integers(0, 3), label="pick running"):
+            return str(data.draw(_one_of(running), label="running"))
+        return data.draw(st.sampled_from(BIDS), label="any id")
+
+    @rule(data=st.data(), reason=st.sampled_from(["stopped", "finished", "failed"]))
+    def stop(self, data: st.DataObject, reason: str) -> None:
+        bid = self.pick(data)
         if bid not in self.live:
             with pytest.raises(NotFound):
                 self.router.handle(BroadcastStopped(bid, reason))  # type: ignore[arg-type]
@@ -287,8 +295,9 @@ class RouterMachine(RuleBasedStateMachine):
             best = self.eligible(e, None)
             assert self.router.holder(e) == (best[0].spec.id if best else None)
 
-    @rule(bid=st.sampled_from(BIDS))
-    def boundary(self, bid: str) -> None:
+    @rule(data=st.data())
+    def boundary(self, data: st.DataObject) -> None:
+        bid = self.pick(data)
         if bid not in self.live:
             with pytest.raises(NotFound):
                 self.router.handle(ItemBoundary(bid))
@@ -306,32 +315,30 @@ class RouterMachine(RuleBasedStateMachine):
         self.apply(Tick(self.now + dt))
 
     @rule(data=st.data())
-    def move_zone(self, data: st.DataObject) -> None:
-        zones = sorted(self.parent)
-        zone = data.draw(_one_of(tuple(zones)), label="zone")
-        new_parent = data.draw(_one_of((None, *zones)), label="new parent")
-        if new_parent is not None and zone in self.lineage(new_parent):
-            snap = self.snapshot()
-            with pytest.raises(BadRequest):
-                self.router.handle(ZoneMoved(zone, new_parent))
-            assert self.snapshot() == snap
-            return
-        self.apply(ZoneMoved(zone, new_parent))
-
-    @rule(data=st.data())
-    def add_or_remove_zone(self, data: st.DataObject) -> None:
-        zone = data.draw(_one_of(tuple(sorted(self.parent))), label="zone")
-        if data.draw(st.booleans(), label="add"):
-            new = f"z{self.zone_ids}"
-            self.zone_ids += 1
-            assert self.router.handle(ZoneAdded(new, zone)) == []
-            self.parent[new] = zone
-        elif zone in self.parent.values() or zone in self.where.values():
-            with pytest.raises(Conflict):
-                self.router.handle(ZoneRemoved(zone))
-        elif len(self.parent) > 1:  # keep one zone so that there is something to target
-            assert self.router.handle(ZoneRemoved(zone)) == []
-            del self.parent[zone]
+    def edit_zone(self, data: st.DataObject) -> None:
+        zones = tuple(sorted(self.parent))
+        zone = data.draw(_one_of(zones), label="zone")
+        match data.draw(st.sampled_from(["move", "add", "remove"]), label="edit"):
+            case "move":
+                new_parent = data.draw(_one_of((None, *zones)), label="new parent")
+                if new_parent is not None and zone in self.lineage(new_parent):
+                    snap = self.snapshot()
+                    with pytest.raises(BadRequest):
+                        self.router.handle(ZoneMoved(zone, new_parent))
+                    assert self.snapshot() == snap
+                else:
+                    self.apply(ZoneMoved(zone, new_parent))
+            case "add":
+                new = f"z{self.zone_ids}"
+                self.zone_ids += 1
+                assert self.router.handle(ZoneAdded(new, zone)) == []
+                self.parent[new] = zone
+            case _ if zone in self.parent.values() or zone in self.where.values():
+                with pytest.raises(Conflict):
+                    self.router.handle(ZoneRemoved(zone))
+            case _ if len(self.parent) > 1:  # keep a zone to target
+                assert self.router.handle(ZoneRemoved(zone)) == []
+                del self.parent[zone]
 
     def specs(self) -> st.SearchStrategy[BroadcastSpec]:
         now = self.now
