@@ -13,6 +13,8 @@ from loa.errors import ConfigError
 
 SIGNALS = ("voice", "music", "auto")
 KINDS = ("managed", "rtp")
+# "listener" endpoints are made by the node for in-process listeners, never by config files.
+INTERNAL_KINDS = ("listener",)
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ class EndpointSpec:
     emergency_volume: int = 100
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
+        if self.kind not in KINDS + INTERNAL_KINDS:
             raise ConfigError(f"endpoint {self.id}: kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind == "rtp" and not self.address:
             raise ConfigError(f"endpoint {self.id}: an rtp endpoint needs address = 'host:port'")
@@ -146,6 +148,13 @@ def _section(cls: type, data: Mapping[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def _endpoint(data: Mapping[str, Any]) -> EndpointSpec:
+    spec: EndpointSpec = _section(EndpointSpec, data, "[[endpoints]]")
+    if spec.kind not in KINDS:
+        raise ConfigError(f"endpoint {spec.id}: kind must be one of {KINDS}, got {spec.kind!r}")
+    return spec
+
+
 def from_mapping(data: Mapping[str, Any]) -> Config:
     """Build a Config from parsed TOML (or any nested mapping)."""
     data = dict(data)
@@ -160,9 +169,7 @@ def from_mapping(data: Mapping[str, Any]) -> Config:
         data_dir=Path(data.get("data_dir", "data")),
         admin_token=data.get("admin_token"),
         zones=tuple(_section(ZoneSpec, z, "[[zones]]") for z in data.get("zones", [])),
-        endpoints=tuple(
-            _section(EndpointSpec, e, "[[endpoints]]") for e in data.get("endpoints", [])
-        ),
+        endpoints=tuple(_endpoint(e) for e in data.get("endpoints", [])),
     )
 
 

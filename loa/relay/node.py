@@ -29,6 +29,7 @@ from loa.relay.core.router import (
     BroadcastStarted,
     BroadcastStopped,
     EndpointAttached,
+    EndpointDetached,
     Expired,
     ItemBoundary,
     Paused,
@@ -74,6 +75,7 @@ class Endpoint:
     address: tuple[str, int] | None = None  # static rtp endpoints only
     last_seen: float | None = None
     status: dict[str, Any] = field(default_factory=dict)
+    sink: Callable[[bytes], None] | None = None  # in-process listeners (Ogg mount, WHEP)
     heard_since: float | None = None
     idle_since: float | None = None
 
@@ -83,7 +85,12 @@ class Endpoint:
 
     @property
     def online(self) -> bool:
-        return self.address is not None or self.session is not None
+        return self.address is not None or self.session is not None or self.sink is not None
+
+    @property
+    def listener(self) -> bool:
+        """A virtual endpoint standing for in-process listeners, not a pole."""
+        return self.sink is not None
 
 
 class Node:
@@ -186,11 +193,41 @@ class Node:
         self._apply(self.router.handle(EndpointAttached(spec.id, spec.zone)), now)
         return ep
 
+    def attach_listener(self, zone_id: str, sink: Callable[[bytes], None]) -> Endpoint:
+        """A virtual endpoint in ``zone_id`` that hears exactly what a pole there would hear
+        (same router, same rules) and hands each rewritten RTP packet to ``sink``, which must
+        not block. Used by the Ogg/Opus listen mount and WHEP. Detach with detach_listener."""
+        if zone_id not in self.zones:
+            raise NotFound(f"zone {zone_id} not found", zone=zone_id)
+        spec = EndpointSpec(
+            f"listener:{zone_id}:{next(self._keys)}",
+            f"listener {zone_id}",
+            zone_id,
+            kind="listener",
+        )
+        ep = Endpoint(spec=spec, token_hash=None, volume=100, emergency_volume=100, sink=sink)
+        ep.rewriter = Rewriter(secrets.randbits(32), secrets.randbits(16), secrets.randbits(32))
+        self.endpoints[spec.id] = ep
+        now = asyncio.get_running_loop().time()
+        self._apply(self.router.handle(EndpointAttached(spec.id, zone_id)), now)
+        return ep
+
+    def detach_listener(self, ep: Endpoint) -> None:
+        if self.endpoints.get(ep.id) is not ep or not ep.listener:
+            return
+        now = asyncio.get_running_loop().time()
+        self._apply(self.router.handle(EndpointDetached(ep.id)), now)
+        del self.endpoints[ep.id]
+
+    def poles(self) -> list[Endpoint]:
+        """Real endpoints (speakers and RTP receivers), without in-process listeners."""
+        return [e for e in self.endpoints.values() if not e.listener]
+
     def endpoint(self, endpoint_id: str) -> Endpoint:
-        try:
-            return self.endpoints[endpoint_id]
-        except KeyError:
-            raise NotFound(f"endpoint {endpoint_id} not found") from None
+        ep = self.endpoints.get(endpoint_id)
+        if ep is None or ep.listener:
+            raise NotFound(f"endpoint {endpoint_id} not found")
+        return ep
 
     def endpoint_by_token(self, token: str) -> Endpoint | None:
         ep_id = self._by_token.get(hash_token(token))
@@ -234,7 +271,7 @@ class Node:
         if ep.peer is not None and ep.peer is not peer:
             ep.peer.close(4409, "replaced by a newer connection")
         ep.peer, ep.session, ep.last_seen = peer, session, time.time()
-        self._heard_start(ep, now)
+        self._heard_start(ep, now, self.router.holder(ep.id))
         self.metrics.speaker_connects += 1
         log.info("[ep=%s] speaker connected", ep.id)
         return session
@@ -393,7 +430,7 @@ class Node:
             ep.idle_since = None
         if new_bc is not None:
             new_bc.mark_playing()
-        self._heard_start(ep, now)
+        self._heard_start(ep, now, new)
         if ep.peer is not None:
             old_bc = self.broadcasts.get(old) if old is not None else None
             if new is None and old_bc is not None and old_bc.stop_reason == "stopped":
@@ -413,8 +450,8 @@ class Node:
             "override_mute": emergency,
         }
 
-    def _heard_start(self, ep: Endpoint, now: float) -> None:
-        if ep.online and self.router.holder(ep.id) is not None:
+    def _heard_start(self, ep: Endpoint, now: float, holder: str | None) -> None:
+        if ep.online and holder is not None:
             ep.heard_since = now
 
     def _heard_stop(self, ep: Endpoint, now: float, *, bc_id: str | None = None) -> None:
@@ -447,6 +484,9 @@ class Node:
                 elif session.transport is Transport.WS and ep.peer is not None:
                     ep.peer.send_audio(session.rewriter.rewrite(packet, bc.key, frame_index))
                     sent += 1
+            elif ep.sink is not None and ep.rewriter is not None:
+                ep.sink(ep.rewriter.rewrite(packet, bc.key, frame_index))
+                sent += 1
             elif ep.address is not None and sendto is not None and ep.rewriter is not None:
                 try:
                     sendto(ep.rewriter.rewrite(packet, bc.key, frame_index), ep.address)
@@ -479,7 +519,9 @@ class Node:
         data = bc.log.as_json()
         data["state"] = bc.state.value
         known = not bc.state.ended and bc.id in self.router.broadcasts()
-        data["listeners"] = sorted(self.router.listeners(bc.id)) if known else []
+        heard = self.router.listeners(bc.id) if known else ()
+        data["listeners"] = sorted(e for e in heard if not self.endpoints[e].listener)
+        data["virtual_listeners"] = len(heard) - len(data["listeners"])
         data["frames"] = bc.frames
         return data
 

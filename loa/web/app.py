@@ -30,7 +30,7 @@ async def healthz(request: web.Request) -> web.Response:
             "uptime_s": round(time.monotonic() - request.app[STARTED], 3),
             "udp_port": node.udp_port if node.transport else None,
             "broadcasts": len(node.broadcasts),
-            "endpoints_online": sum(1 for e in node.endpoints.values() if e.online),
+            "endpoints_online": sum(1 for e in node.poles() if e.online),
         }
     )
 
@@ -39,8 +39,8 @@ async def metrics(request: web.Request) -> web.Response:
     node = request.app[NODE]
     active = Counter(b.spec.priority.name.lower() for b in node.broadcasts.values())
     text = node.metrics.render(
-        endpoints_online=sum(1 for e in node.endpoints.values() if e.online),
-        endpoints_total=len(node.endpoints),
+        endpoints_online=sum(1 for e in node.poles() if e.online),
+        endpoints_total=len(node.poles()),
         active=active,
         drops=node.sessions.drops,
     )

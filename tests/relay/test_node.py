@@ -198,3 +198,37 @@ async def test_ws_audio_queue_is_bounded_and_drops_stale(node: Node) -> None:
     assert len(peer.audio) == AUDIO_QUEUE_FRAMES
     assert peer.audio[0] == bytes([7])  # the oldest went first
     assert node.metrics.ws_audio_dropped == 7
+
+
+async def test_a_listener_hears_what_its_zone_hears(node: Node) -> None:
+    got: list[bytes] = []
+    listener = node.attach_listener("c1", got.append)
+    assert listener.online and listener.listener
+    assert [e.id for e in node.poles()] == ["rtp0", "rtp1"]
+    await node.start_broadcast(
+        spec("prog", Priority.SCHEDULED, resumable=True),
+        ToneSource(800),
+        what="p",
+        source_kind="tone",
+        created_by="t",
+    )
+    await node.start_broadcast(
+        spec("em", Priority.EMERGENCY, target_zones=frozenset({"c1"})),
+        ToneSource(900),
+        what="em",
+        source_kind="tone",
+        created_by="t",
+    )
+    await asyncio.sleep(0.3)
+    assert node.router.holder(listener.id) == "em"
+    assert node.broadcast_json(node.broadcasts["em"])["virtual_listeners"] == 1
+    pcm = decode(got[-10:])
+    assert dominant_frequency(pcm) == pytest.approx(900, rel=0.01)
+    node.detach_listener(listener)
+    count = len(got)
+    await asyncio.sleep(0.1)
+    assert len(got) == count
+    with pytest.raises(NotFound):
+        node.endpoint(listener.id)
+    with pytest.raises(NotFound, match="zone nowhere not found"):
+        node.attach_listener("nowhere", got.append)

@@ -49,9 +49,7 @@ async def list_zones(request: web.Request) -> web.Response:
 @routes.get("/endpoints")
 async def list_endpoints(request: web.Request) -> web.Response:
     node = node_of(request)
-    return web.json_response(
-        {"endpoints": [node.endpoint_json(e) for e in node.endpoints.values()]}
-    )
+    return web.json_response({"endpoints": [node.endpoint_json(e) for e in node.poles()]})
 
 
 @routes.get("/endpoints/{id}")
