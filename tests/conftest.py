@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
 
 from loa.config import Config, EndpointSpec, RelayConfig, WebConfig, ZoneSpec
+from loa.relay.node import Node
+from loa.web.app import NODE, create_app
 
 ADMIN = "test-admin-token"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
 
 def tree_config(
@@ -45,3 +52,44 @@ def need_binary(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed; the README's test command installs it")
     return path
+
+
+class Relay:
+    """A real server on 127.0.0.1 plus an HTTP client for its API."""
+
+    def __init__(self, server: TestServer, http: ClientSession) -> None:
+        self.server = server
+        self.http = http
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+    @property
+    def node(self) -> Node:
+        return self.server.app[NODE]
+
+    async def api(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        async with self.http.request(
+            method, self.url + "/api/v1" + path, json=body, headers=AUTH
+        ) as resp:
+            data = await resp.json()
+            assert resp.status == status, data
+            return data
+
+
+@pytest.fixture
+async def relay_factory() -> AsyncIterator[Any]:
+    made: list[Relay] = []
+
+    async def make(config: Config) -> Relay:
+        server = TestServer(create_app(config), host="127.0.0.1")
+        await server.start_server()
+        relay = Relay(server, ClientSession())
+        made.append(relay)
+        return relay
+
+    yield make
+    for relay in made:
+        await relay.http.close()
+        await relay.server.close()

@@ -5,39 +5,11 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from aiohttp import ClientSession
-from aiohttp.test_utils import TestServer
-
 from loa.relay.core.session import Transport
 from loa.relay.node import Node
-from loa.web.app import NODE
-from tests.conftest import ADMIN
+from tests.conftest import AUTH
 
-AUTH = {"Authorization": f"Bearer {ADMIN}"}
-
-
-class Relay:
-    """A real server on 127.0.0.1 plus an HTTP client for its API."""
-
-    def __init__(self, server: TestServer, http: ClientSession) -> None:
-        self.server = server
-        self.http = http
-
-    @property
-    def url(self) -> str:
-        return str(self.server.make_url("")).rstrip("/")
-
-    @property
-    def node(self) -> Node:
-        return self.server.app[NODE]
-
-    async def api(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
-        async with self.http.request(
-            method, self.url + "/api/v1" + path, json=body, headers=AUTH
-        ) as resp:
-            data = await resp.json()
-            assert resp.status == status, data
-            return data
+__all__ = ["AUTH", "free_port", "on_transport", "tone"]
 
 
 def on_transport(node: Node, ids: list[str], transport: Transport = Transport.UDP) -> bool:
