@@ -490,7 +490,14 @@ def test_written_packets_read_back_identically(
 # --- interop with the real ffmpeg --------------------------------------------------------------
 
 FFMPEG = shutil.which("ffmpeg")
-needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed")
+# The README's test command installs ffmpeg: its absence is a failure, not a skip.
+needs_ffmpeg = pytest.mark.usefixtures("ffmpeg_installed")
+
+
+@pytest.fixture(scope="session")
+def ffmpeg_installed() -> None:
+    if FFMPEG is None:
+        pytest.fail("ffmpeg is not installed; the README's test command installs it")
 
 
 def ffmpeg(*args: str) -> subprocess.CompletedProcess[bytes]:

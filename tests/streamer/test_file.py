@@ -58,7 +58,7 @@ def cut(src: Path, dst: Path, size: int) -> Path:
 @pytest.fixture(scope="session")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
     if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg is not installed")
+        pytest.fail("ffmpeg is not installed; the README's test command installs it")
     d = tmp_path_factory.mktemp("media")
     sine = ["-f", "lavfi", "-i", f"sine=f=1000:d={KNOWN_S}:r=48000"]
     ffmpeg(*sine, str(d / "sine.wav"))

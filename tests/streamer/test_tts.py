@@ -23,7 +23,14 @@ from loa.streamer.tts import TtsSource, voices
 NOTICE = "Thông báo: cuộc họp thôn sẽ diễn ra lúc tám giờ sáng mai tại nhà văn hoá."
 VOICES = ["vi", "vi-vn-x-central", "vi-vn-x-south"]
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="no espeak-ng")
+# The README's test command installs espeak-ng: its absence is a failure, not a skip.
+needs_espeak = pytest.mark.usefixtures("espeak_installed")
+
+
+@pytest.fixture(scope="session")
+def espeak_installed() -> None:
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is not installed; the README's test command installs it")
 
 
 def e2e(test: Callable[..., Any]) -> Callable[..., Any]:

@@ -245,7 +245,7 @@ def tone_frames(n: int) -> Callable[[list[Frame]], bool]:
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
-        pytest.skip("the ffmpeg binary is not installed")
+        pytest.fail("the ffmpeg binary is not installed; the README's test command installs it")
     out = tmp_path_factory.mktemp("relay-media")
     tone = ["-f", "lavfi", "-i", f"sine=frequency={TONE_HZ}:duration={TONE_S}"]
     base = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", *tone]
@@ -676,7 +676,7 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and its key."""
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("the openssl binary is not installed")
+        pytest.fail("the openssl binary is not installed")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
