@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -15,6 +16,9 @@ SIGNALS = ("voice", "music", "auto")
 KINDS = ("managed", "rtp")
 # "listener" endpoints are made by the node for in-process listeners, never by config files.
 INTERNAL_KINDS = ("listener",)
+# Broadcast classes by name (loa.relay.core.priority.Priority; config does not import the relay).
+CLASSES = ("background", "scheduled", "priority", "live", "emergency")
+_MOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,38 @@ class EndpointSpec:
 
 
 @dataclass(frozen=True)
+class MountSpec:
+    """An Icecast source mount: ``PUT``/``SOURCE /{name}`` with Basic auth ``user:password``
+    starts a broadcast of class ``priority`` to ``zones`` (TOML key ``class``)."""
+
+    name: str
+    password: str = field(repr=False)
+    zones: tuple[str, ...]
+    priority: str = "live"
+    origin_zone: str | None = None
+    user: str = "source"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _MOUNT_NAME.match(self.name):
+            raise ConfigError(
+                f"mount {self.name!r}: name must be 1-64 letters, digits, '.', '_' or '-' "
+                "(the URL path without its leading '/')"
+            )
+        if not isinstance(self.password, str) or not self.password:
+            raise ConfigError(f"mount {self.name}: password must be a non-empty string")
+        if not isinstance(self.user, str) or not self.user or ":" in self.user:
+            raise ConfigError(f"mount {self.name}: user must be a non-empty string without ':'")
+        if isinstance(self.zones, str) or not all(isinstance(z, str) for z in self.zones):
+            raise ConfigError(f"mount {self.name}: zones must be a list of zone ids")
+        if not self.zones:
+            raise ConfigError(f"mount {self.name}: zones must name at least one zone")
+        if self.priority not in CLASSES:
+            raise ConfigError(
+                f"mount {self.name}: class must be one of {CLASSES}, got {self.priority!r}"
+            )
+
+
+@dataclass(frozen=True)
 class Config:
     web: WebConfig = field(default_factory=WebConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
@@ -120,6 +156,7 @@ class Config:
     admin_token: str | None = None
     zones: tuple[ZoneSpec, ...] = ()
     endpoints: tuple[EndpointSpec, ...] = ()
+    mounts: tuple[MountSpec, ...] = ()
 
     def __post_init__(self) -> None:
         ids = [z.id for z in self.zones]
@@ -135,6 +172,20 @@ class Config:
         for e in self.endpoints:
             if e.zone not in known:
                 raise ConfigError(f"endpoint {e.id}: zone {e.zone!r} is not a declared zone")
+        self._check_mounts(known)
+
+    def _check_mounts(self, zones: set[str]) -> None:
+        names = [m.name for m in self.mounts]
+        if len(set(names)) != len(names):
+            raise ConfigError("mount names must be unique")
+        for m in self.mounts:
+            for z in m.zones:
+                if z not in zones:
+                    raise ConfigError(f"mount {m.name}: zone {z!r} is not a declared zone")
+            if m.origin_zone is not None and m.origin_zone not in zones:
+                raise ConfigError(
+                    f"mount {m.name}: origin_zone {m.origin_zone!r} is not a declared zone"
+                )
 
 
 def _section(cls: type, data: Mapping[str, Any], where: str) -> Any:
@@ -155,10 +206,25 @@ def _endpoint(data: Mapping[str, Any]) -> EndpointSpec:
     return spec
 
 
+def _mount(data: Mapping[str, Any]) -> MountSpec:
+    data = dict(data)
+    if "priority" in data:
+        raise ConfigError("[[mounts]]: unknown setting(s) ['priority']; the class is `class`")
+    if "class" in data:
+        data["priority"] = data.pop("class")
+    zones = data.get("zones")
+    if isinstance(zones, list):
+        data["zones"] = tuple(zones)
+    elif zones is not None:
+        raise ConfigError(f"[[mounts]]: zones must be a list of zone ids, got {zones!r}")
+    spec: MountSpec = _section(MountSpec, data, "[[mounts]]")
+    return spec
+
+
 def from_mapping(data: Mapping[str, Any]) -> Config:
     """Build a Config from parsed TOML (or any nested mapping)."""
     data = dict(data)
-    known = {"web", "relay", "opus", "data_dir", "admin_token", "zones", "endpoints"}
+    known = {"web", "relay", "opus", "data_dir", "admin_token", "zones", "endpoints", "mounts"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"unknown top-level setting(s) {sorted(unknown)}")
@@ -170,6 +236,7 @@ def from_mapping(data: Mapping[str, Any]) -> Config:
         admin_token=data.get("admin_token"),
         zones=tuple(_section(ZoneSpec, z, "[[zones]]") for z in data.get("zones", [])),
         endpoints=tuple(_endpoint(e) for e in data.get("endpoints", [])),
+        mounts=tuple(_mount(m) for m in data.get("mounts", [])),
     )
 
 

@@ -66,3 +66,56 @@ def test_bad_config_is_refused_precisely(tmp_path: Path, text: str, message: str
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         cfg.load(tmp_path / "nope.toml", env={})
+
+
+MOUNT_ZONES = "[[zones]]\nid='p'\nname='P'\n[[zones]]\nid='c'\nname='C'\nparent='p'\n"
+
+
+def test_mounts_load_from_toml(tmp_path: Path) -> None:
+    text = MOUNT_ZONES + (
+        "[[mounts]]\nname='studio.ogg'\npassword='hunter2'\nzones=['c']\n"
+        "[[mounts]]\nname='alarm'\npassword='x'\nzones=['p']\nclass='emergency'\n"
+        "origin_zone='p'\nuser='province'\n"
+    )
+    config = cfg.load(write(tmp_path, text), env={})
+    studio, alarm = config.mounts
+    assert studio == cfg.MountSpec("studio.ogg", "hunter2", ("c",))
+    assert (studio.priority, studio.user, studio.origin_zone) == ("live", "source", None)
+    assert (alarm.priority, alarm.origin_zone, alarm.user, alarm.zones) == (
+        "emergency",
+        "p",
+        "province",
+        ("p",),
+    )
+    assert "hunter2" not in repr(studio)  # passwords stay out of logs
+
+
+@pytest.mark.parametrize(
+    ("mounts", "message"),
+    [
+        (
+            "name='a'\npassword='x'\nzones=['nowhere']\n",
+            "mount a: zone 'nowhere' is not a declared",
+        ),
+        ("name='a'\npassword='x'\nzones=['c']\nclass='loud'\n", "mount a: class must be one of"),
+        ("name='a'\npassword=''\nzones=['c']\n", "mount a: password must be a non-empty string"),
+        ("name='a/b'\npassword='x'\nzones=['c']\n", "mount 'a/b': name must be 1-64 letters"),
+        ("name='a'\npassword='x'\nzones=[]\n", "mount a: zones must name at least one zone"),
+        ("name='a'\npassword='x'\nzones='c'\n", "zones must be a list of zone ids, got 'c'"),
+        ("name='a'\npassword='x'\nzones=['c']\norigin_zone='q'\n", "origin_zone 'q' is not a"),
+        ("name='a'\npassword='x'\nzones=['c']\nuser='a:b'\n", "user must be a non-empty string"),
+        ("name='a'\npassword='x'\nzones=['c']\npriority='live'\n", "the class is `class`"),
+        ("name='a'\npassword='x'\nzones=['c']\nport=8000\n", "unknown setting(s) ['port']"),
+        ("name='a'\nzones=['c']\n", "[[mounts]]: "),
+    ],
+)
+def test_bad_mounts_are_refused_precisely(tmp_path: Path, mounts: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        cfg.load(write(tmp_path, MOUNT_ZONES + "[[mounts]]\n" + mounts), env={})
+    assert message in str(err.value)
+
+
+def test_mount_names_are_unique(tmp_path: Path) -> None:
+    one = "[[mounts]]\nname='a'\npassword='x'\nzones=['c']\n"
+    with pytest.raises(ConfigError, match="mount names must be unique"):
+        cfg.load(write(tmp_path, MOUNT_ZONES + one + one), env={})

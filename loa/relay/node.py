@@ -451,7 +451,8 @@ class Node:
         }
 
     def _heard_start(self, ep: Endpoint, now: float, holder: str | None) -> None:
-        if ep.online and holder is not None:
+        # The log counts poles; in-process listeners (browsers, the Ogg mount) are not poles.
+        if ep.online and holder is not None and not ep.listener:
             ep.heard_since = now
 
     def _heard_stop(self, ep: Endpoint, now: float, *, bc_id: str | None = None) -> None:

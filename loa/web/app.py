@@ -69,4 +69,10 @@ def create_app(config: Config) -> web.Application:
     api.router.add_get("/speaker", speaker_handler)
     api.add_routes(relay_api.routes)
     app.add_subapp("/api/v1", api)
+
+    from loa.relay import http_ogg
+    from loa.streamer import icecast
+
+    icecast.setup(app)  # PUT|SOURCE /{mount}: studio encoders (Basic auth per [[mounts]])
+    http_ogg.setup(app)  # GET /listen/{zone}.ogg (?token= or Bearer)
     return app

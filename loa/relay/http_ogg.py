@@ -1,0 +1,200 @@
+"""The HTTP Ogg/Opus listen mount: ``GET /listen/{zone}.ogg`` plays what a pole in the zone hears.
+
+One virtual endpoint per listener (``Node.attach_listener``): the router decides what each
+listener hears exactly as for a pole in that zone, the broadcast log counts it among
+``virtual_listeners``, and connecting or leaving needs no shared per-zone state. The cost is
+a 12-byte header rewrite per packet per listener, as for a pole; the Ogg pages cannot be
+shared anyway, since each listener's page sequence starts at its own join and skips nothing.
+
+A slow listener never blocks the relay: the sink (called by the fan-out, never awaiting)
+strips the RTP header and appends the Opus packet to a bounded per-listener queue, dropping
+the oldest *packet* when full. Pages are made only when the listener's own task writes, so
+its page sequence and granule positions stay gapless whatever was dropped. A listener whose
+socket accepts nothing for ``STALL_S`` is disconnected.
+
+While nothing is on air for the zone, the stream carries a precomputed 20 ms Opus silence
+packet per 20 ms (players and proxies time out on a silent socket, and a gap would make a
+player rebuffer when the next broadcast starts). Silence is filled only when the stream is
+more than ``LAG_FRAMES`` behind real time, so it never adds latency to live audio.
+
+Auth. This is emergency infrastructure on a government intranet, so listening is not public:
+a listener presents the admin token or the zone's listen token (``listen_token``: derived
+from the admin token, it opens only that zone's mount and gives no control), as
+``Authorization: Bearer …`` or ``?token=…`` (players such as ffmpeg, VLC or an ``<audio>``
+element cannot set headers). A wrong or missing token is refused before the zone is looked
+up, so the mount does not reveal which zones exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+from collections import deque
+
+from aiohttp import web
+
+from loa.codecs import FRAME_SAMPLES, SAMPLE_RATE
+from loa.codecs.ogg_opus import OggOpusWriter
+from loa.codecs.rtp import RtpPacket
+from loa.web.middlewares import error_json
+
+log = logging.getLogger(__name__)
+
+# The shortest mono 20 ms Opus packet: TOC 0xF8 (CELT fullband, 20 ms, one frame) and a
+# range-coder payload that decodes to digital silence.
+SILENCE = b"\xf8\xff\xfe"
+QUEUE_PACKETS = 50  # 1 s of audio waits per listener; older packets are dropped first
+LAG_FRAMES = 5  # fill silence once the stream is this many frames behind real time
+RESYNC_S = 1.0  # further behind than this (a stalled socket): restart the clock, no flood
+STALL_S = 10.0  # a listener that accepts nothing this long is cut off
+
+
+def listen_token(admin_token: str, zone: str) -> str:
+    """The token that opens ``/listen/{zone}.ogg`` and nothing else; changes with the admin
+    token. Give it to whoever may listen to that zone (a commune office, a monitoring PC)."""
+    digest = hmac.new(admin_token.encode(), f"loa-listen:{zone}".encode(), hashlib.sha256)
+    return digest.hexdigest()[:32]
+
+
+class Listener:
+    """One HTTP listener's queue and Ogg stream; the fan-out feeds ``push``, the listener's
+    handler drains ``pages``. Nothing here awaits or reads a clock."""
+
+    def __init__(self, zone: str, now: float, *, capacity: int = QUEUE_PACKETS) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1 packet, got {capacity}")
+        self.zone = zone
+        self.capacity = capacity
+        self.writer = OggOpusWriter(secrets.randbits(32), tags=(f"ZONE={zone}",))
+        self.wake = asyncio.Event()
+        self.closing = False
+        self._queue: deque[bytes] = deque()
+        self._start = now
+        self._samples = 0  # 48 kHz samples written so far
+        self.packets = self.dropped = self.bad = self.silence = self.resyncs = 0
+
+    def push(self, packet: bytes) -> None:
+        """The node's sink: one rewritten RTP packet. Never blocks; drops the oldest packet
+        when the listener is behind."""
+        try:
+            payload = RtpPacket.parse(packet).payload
+        except ValueError:
+            self.bad += 1
+            return
+        if not payload:
+            self.bad += 1
+            return
+        if len(self._queue) >= self.capacity:
+            self._queue.popleft()
+            self.dropped += 1
+        self._queue.append(payload)
+        self.wake.set()
+
+    def pages(self, now: float) -> bytes:
+        """The Ogg pages to send now: every queued packet, then silence if behind real time."""
+        out = []
+        while self._queue:
+            out.append(self.writer.write_packet(self._queue.popleft(), FRAME_SAMPLES))
+            self._samples += FRAME_SAMPLES
+            self.packets += 1
+        behind = round((now - self._start) * SAMPLE_RATE) - self._samples
+        if behind > RESYNC_S * SAMPLE_RATE:
+            self._start = now - self._samples / SAMPLE_RATE
+            self.resyncs += 1
+        elif behind >= LAG_FRAMES * FRAME_SAMPLES:
+            for _ in range(int(behind // FRAME_SAMPLES) - 1):
+                out.append(self.writer.write_packet(SILENCE, FRAME_SAMPLES))
+                self._samples += FRAME_SAMPLES
+                self.silence += 1
+        return b"".join(out)
+
+
+LISTENERS = web.AppKey("ogg_listeners", set[Listener])
+
+
+def _token(request: web.Request) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        return token.strip()
+    return request.query.get("token", "")
+
+
+def _authorized(request: web.Request, zone: str, admin_token: str | None) -> bool:
+    token = _token(request).encode()
+    if admin_token is None or not token:
+        return False
+    ok_admin = hmac.compare_digest(token, admin_token.encode())
+    ok_zone = hmac.compare_digest(token, listen_token(admin_token, zone).encode())
+    return ok_admin or ok_zone
+
+
+async def listen_handler(request: web.Request) -> web.StreamResponse:
+    from loa.web.app import NODE  # the app imports this module: no import at load time
+
+    node = request.app[NODE]
+    zone = request.match_info["zone"]
+    if not _authorized(request, zone, node.config.admin_token):
+        refused = error_json(
+            401, "unauthorized", "listening needs ?token= or Authorization: Bearer <token>"
+        )
+        refused.headers["WWW-Authenticate"] = 'Bearer realm="loa"'
+        return refused
+    if zone not in node.zones:
+        return error_json(404, "not_found", f"zone {zone} not found", zone=zone)
+    loop = asyncio.get_running_loop()
+    listener = Listener(zone, loop.time())
+    resp = web.StreamResponse(
+        headers={"Content-Type": "audio/ogg", "Cache-Control": "no-cache, no-store"}
+    )
+    await resp.prepare(request)
+    ep = node.attach_listener(zone, listener.push)
+    request.app[LISTENERS].add(listener)
+    prefix = f"[listen {zone} ep={ep.id}]"
+    log.info("%s connected from %s", prefix, request.remote)
+    why = "server shutting down"
+    try:
+        data = listener.writer.header_pages()
+        while not listener.closing:
+            listener.wake.clear()
+            data += listener.pages(loop.time())
+            if data:
+                async with asyncio.timeout(STALL_S):
+                    await resp.write(data)
+                data = b""
+            try:
+                async with asyncio.timeout(FRAME_SAMPLES / SAMPLE_RATE):
+                    await listener.wake.wait()
+            except TimeoutError:
+                pass
+    except TimeoutError:
+        why = f"stalled for {STALL_S:g} s"
+    except ConnectionError:
+        why = "disconnected"
+    finally:
+        node.detach_listener(ep)
+        request.app[LISTENERS].discard(listener)
+        log.info(
+            "%s %s: %d packets, %d silence, %d dropped, %d resyncs",
+            prefix, why, listener.packets, listener.silence, listener.dropped, listener.resyncs,
+        )  # fmt: skip
+    return resp
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    listeners = app[LISTENERS]
+    for listener in list(listeners):
+        listener.closing = True
+        listener.wake.set()
+
+
+def setup(app: web.Application) -> None:
+    """Add ``GET /listen/{zone}.ogg`` to the main app; a second call does nothing."""
+    if LISTENERS in app:
+        return
+    listeners: set[Listener] = set()
+    app[LISTENERS] = listeners
+    app.router.add_get("/listen/{zone}.ogg", listen_handler, allow_head=False)
+    app.on_shutdown.append(_on_shutdown)
