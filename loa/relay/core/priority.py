@@ -137,6 +137,9 @@ class BroadcastSpec:
             raise BadRequest(
                 f"broadcast {self.id}: expires_at must be a finite time, got {self.expires_at!r}"
             )
+        self._check_flags()
+
+    def _check_flags(self) -> None:
         if self.interrupt is not None and not isinstance(self.interrupt, bool):
             raise BadRequest(f"broadcast {self.id}: interrupt must be true, false or null")
         for flag in ("exclusive", "resumable", "live"):

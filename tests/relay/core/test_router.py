@@ -238,10 +238,12 @@ def test_exclusive_refusal_names_holder_and_leaves_state_unchanged(router: Route
     )
     assert info.value.fields == {"broadcast": "excl", "holder": "flood", "endpoint": "c1"}
     assert snapshot(router) == before
+    # The refused call's clock did not apply either: flood (expires_at=50) may still gain.
+    assert router.handle(EndpointAttached("c3", "cam-xuyen")) == switched(["c3"], None, "flood")
     # The same id may start later; exclusive succeeds where it gets everything.
     out = start(router, spec("excl", LIVE, ["ky-anh"], exclusive=True), now=1.0)
     assert out == [*switched(KY_ANH, "prog", "excl"), Paused("prog")]
-    assert router.listeners("flood") == ("c1", "c2")
+    assert router.listeners("flood") == ("c1", "c2", "c3")
 
 
 def test_exclusive_ignores_offline_endpoints_and_takes_idle_ones(router: Router) -> None:
