@@ -1,0 +1,143 @@
+"""The database schema as numbered migrations; ``PRAGMA user_version`` says which ran.
+
+Rules: never edit a migration that has shipped, append a new one. Each runs in one
+transaction together with its ``user_version`` bump (see ``db.migrate``). Times are Unix
+seconds (REAL); lists and maps are JSON text. Log and audit rows name zones, users and
+endpoints by id without foreign keys: history must outlive what it mentions.
+"""
+
+from __future__ import annotations
+
+# 1: configuration and accounts.
+V1 = """
+CREATE TABLE zones (
+    id        TEXT PRIMARY KEY,
+    name      TEXT NOT NULL,
+    parent    TEXT REFERENCES zones(id) ON DELETE RESTRICT,
+    timezone  TEXT NOT NULL DEFAULT 'Asia/Ho_Chi_Minh',
+    languages TEXT NOT NULL DEFAULT '["vi"]',
+    created_at REAL NOT NULL
+);
+CREATE INDEX zones_parent ON zones(parent);
+
+CREATE TABLE endpoints (
+    id               TEXT PRIMARY KEY,
+    name             TEXT NOT NULL,
+    zone             TEXT NOT NULL REFERENCES zones(id) ON DELETE RESTRICT,
+    kind             TEXT NOT NULL CHECK (kind IN ('managed', 'rtp')),
+    address          TEXT,
+    lat              REAL,
+    lon              REAL,
+    volume           INTEGER NOT NULL CHECK (volume BETWEEN 0 AND 100),
+    emergency_volume INTEGER NOT NULL CHECK (emergency_volume BETWEEN 0 AND 100),
+    token_hash       TEXT UNIQUE,
+    created_at       REAL NOT NULL
+);
+CREATE INDEX endpoints_zone ON endpoints(zone);
+
+CREATE TABLE users (
+    username        TEXT PRIMARY KEY,
+    password_hash   TEXT NOT NULL,
+    role            TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
+    zone            TEXT REFERENCES zones(id) ON DELETE RESTRICT,
+    emergency_right INTEGER NOT NULL DEFAULT 0,
+    disabled        INTEGER NOT NULL DEFAULT 0,
+    created_at      REAL NOT NULL
+);
+
+CREATE TABLE api_tokens (
+    id         INTEGER PRIMARY KEY,
+    hash       TEXT NOT NULL UNIQUE,
+    username   TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+    label      TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    last_used  REAL
+);
+CREATE INDEX api_tokens_user ON api_tokens(username);
+
+CREATE TABLE sessions (
+    hash       TEXT PRIMARY KEY,
+    username   TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+    csrf       TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX sessions_user ON sessions(username);
+CREATE INDEX sessions_expiry ON sessions(expires_at);
+"""
+
+# 2: the media library, the broadcast log and the audit trail.
+V2 = """
+CREATE TABLE media (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    file       TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    duration_s REAL NOT NULL,
+    rms_dbfs   REAL NOT NULL,
+    peak_dbfs  REAL NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+
+CREATE TABLE broadcast_log (
+    id              TEXT PRIMARY KEY,
+    what            TEXT NOT NULL,
+    source          TEXT NOT NULL,
+    class           TEXT NOT NULL,
+    origin_zone     TEXT,
+    targets         TEXT NOT NULL,
+    created_by      TEXT NOT NULL,
+    requested_at    REAL NOT NULL,
+    started_at      REAL,
+    ended_at        REAL,
+    state           TEXT NOT NULL,
+    reason          TEXT,
+    endpoints_heard INTEGER NOT NULL DEFAULT 0,
+    heard_s         TEXT NOT NULL DEFAULT '{}',
+    preemptions     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX broadcast_log_requested ON broadcast_log(requested_at);
+CREATE INDEX broadcast_log_started ON broadcast_log(started_at);
+CREATE INDEX broadcast_log_class ON broadcast_log(class, requested_at);
+
+-- Every zone a log row concerns, so "the log of my subtree" is one indexed join.
+CREATE TABLE log_zones (
+    log_id TEXT NOT NULL REFERENCES broadcast_log(id) ON DELETE CASCADE,
+    zone   TEXT NOT NULL,
+    PRIMARY KEY (zone, log_id)
+) WITHOUT ROWID;
+CREATE INDEX log_zones_log ON log_zones(log_id);
+
+CREATE TABLE audit (
+    id     INTEGER PRIMARY KEY,
+    ts     REAL NOT NULL,
+    user   TEXT,
+    action TEXT NOT NULL,
+    target TEXT,
+    detail TEXT NOT NULL DEFAULT '{}',
+    ip     TEXT
+);
+CREATE INDEX audit_ts ON audit(ts);
+CREATE INDEX audit_user ON audit(user, ts);
+"""
+
+# 3: schedules (the table only; the scheduler issue fills it).
+V3 = """
+CREATE TABLE schedules (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    zone       TEXT REFERENCES zones(id) ON DELETE RESTRICT,
+    targets    TEXT NOT NULL DEFAULT '{"zones": [], "endpoints": []}',
+    class      TEXT NOT NULL DEFAULT 'scheduled',
+    dtstart    REAL NOT NULL,
+    rrule      TEXT NOT NULL,
+    items      TEXT NOT NULL DEFAULT '[]',
+    enabled    INTEGER NOT NULL DEFAULT 1,
+    created_by TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX schedules_zone ON schedules(zone);
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3)

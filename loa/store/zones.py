@@ -1,0 +1,254 @@
+"""Zones in the database: the administrative tree (any depth) and its edits.
+
+The same rules as ``loa.relay.core.zones.ZoneTree``, enforced against the table: a parent
+must exist, a zone with children, endpoints, users or schedules cannot be removed, and a zone
+cannot move under its own subtree."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import zoneinfo
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from loa.errors import BadRequest, Conflict, NotFound
+from loa.relay.core.zones import ZoneTree
+from loa.store.db import Database, check_id
+
+DEFAULT_TZ = "Asia/Ho_Chi_Minh"
+_SUBTREE = """
+WITH RECURSIVE sub(id) AS (
+    SELECT id FROM zones WHERE id = ?
+    UNION SELECT zones.id FROM zones JOIN sub ON zones.parent = sub.id
+) SELECT id FROM sub
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    id: str
+    name: str
+    parent: str | None
+    timezone: str
+    languages: tuple[str, ...]
+    created_at: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Zone:
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            parent=row["parent"],
+            timezone=row["timezone"],
+            languages=tuple(json.loads(row["languages"])),
+            created_at=row["created_at"],
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "parent": self.parent,
+            "timezone": self.timezone,
+            "languages": list(self.languages),
+        }
+
+
+def check_name(kind: str, name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise BadRequest(f"{kind} name must be a non-empty string, got {name!r}")
+    if len(name) > 200:
+        raise BadRequest(f"{kind} name is longer than 200 characters")
+    return name.strip()
+
+
+def check_timezone(tz: object) -> str:
+    if not isinstance(tz, str) or not tz:
+        raise BadRequest(f"timezone must be an IANA name like {DEFAULT_TZ!r}, got {tz!r}")
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise BadRequest(f"unknown timezone {tz!r}; use an IANA name like {DEFAULT_TZ!r}") from None
+    return tz
+
+
+def check_languages(languages: object) -> tuple[str, ...]:
+    if isinstance(languages, str) or not isinstance(languages, Iterable):
+        raise BadRequest(f"languages must be a list of language tags, got {languages!r}")
+    out = tuple(languages)
+    for tag in out:
+        if not isinstance(tag, str) or not 2 <= len(tag) <= 35 or not tag.isascii():
+            raise BadRequest(f"languages: {tag!r} is not a language tag like 'vi' or 'vi-VN'")
+    return out
+
+
+def get_zone(conn: sqlite3.Connection, zone_id: str, what: str = "zone") -> Zone:
+    row = conn.execute("SELECT * FROM zones WHERE id = ?", (zone_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"{what} {zone_id!r} does not exist", zone=zone_id)
+    return Zone.from_row(row)
+
+
+def subtree(conn: sqlite3.Connection, zone_id: str) -> frozenset[str]:
+    get_zone(conn, zone_id)
+    return frozenset(r[0] for r in conn.execute(_SUBTREE, (zone_id,)))
+
+
+def insert_zone(
+    conn: sqlite3.Connection,
+    zone_id: str,
+    name: str,
+    parent: str | None,
+    timezone: str,
+    languages: Sequence[str],
+    now: float,
+) -> Zone:
+    if conn.execute("SELECT 1 FROM zones WHERE id = ?", (zone_id,)).fetchone():
+        raise Conflict(f"zone {zone_id!r} already exists", zone=zone_id)
+    if parent is not None:
+        get_zone(conn, parent, "parent zone")
+    conn.execute(
+        "INSERT INTO zones (id, name, parent, timezone, languages, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (zone_id, name, parent, timezone, json.dumps(list(languages)), now),
+    )
+    return get_zone(conn, zone_id)
+
+
+def _names(conn: sqlite3.Connection, sql: str, zone_id: str) -> list[str]:
+    return [r[0] for r in conn.execute(sql, (zone_id,))]
+
+
+def _remove(conn: sqlite3.Connection, zone_id: str) -> None:
+    get_zone(conn, zone_id)
+    blockers = [
+        ("child zones", "SELECT id FROM zones WHERE parent = ? ORDER BY id"),
+        ("endpoints", "SELECT id FROM endpoints WHERE zone = ? ORDER BY id"),
+        ("users", "SELECT username FROM users WHERE zone = ? ORDER BY username"),
+        ("schedules", "SELECT id FROM schedules WHERE zone = ? ORDER BY id"),
+    ]
+    for what, sql in blockers:
+        names = _names(conn, sql, zone_id)
+        if names:
+            raise Conflict(
+                f"zone {zone_id!r} still has {what} ({', '.join(names)}); "
+                "move or remove them first",
+                zone=zone_id,
+                **{what.replace(" ", "_"): names},
+            )
+    conn.execute("DELETE FROM zones WHERE id = ?", (zone_id,))
+
+
+def _move(conn: sqlite3.Connection, zone_id: str, parent: str | None) -> Zone:
+    get_zone(conn, zone_id)
+    if parent is not None:
+        get_zone(conn, parent, "parent zone")
+        if parent in subtree(conn, zone_id):
+            raise BadRequest(
+                f"cannot move zone {zone_id!r} under {parent!r}: "
+                f"{parent!r} is inside {zone_id!r}'s subtree",
+                zone=zone_id,
+                parent=parent,
+            )
+    conn.execute("UPDATE zones SET parent = ? WHERE id = ?", (parent, zone_id))
+    return get_zone(conn, zone_id)
+
+
+def _update(conn: sqlite3.Connection, zone_id: str, changes: dict[str, Any]) -> Zone:
+    get_zone(conn, zone_id)
+    for column, value in changes.items():  # column names come from our own code, not input
+        conn.execute(f"UPDATE zones SET {column} = ? WHERE id = ?", (value, zone_id))
+    return get_zone(conn, zone_id)
+
+
+def ordered(zones: Iterable[Zone]) -> list[Zone]:
+    """Parents before children (then by id): the order ``ZoneTree.build`` needs."""
+    pending = sorted(zones, key=lambda z: z.id)
+    placed: set[str] = set()
+    out: list[Zone] = []
+    while pending:
+        ready = [z for z in pending if z.parent is None or z.parent in placed]
+        if not ready:  # a cycle cannot be written through this module; refuse to loop
+            raise Conflict(f"zones {[z.id for z in pending]} form a cycle")
+        out += ready
+        placed.update(z.id for z in ready)
+        pending = [z for z in pending if z.id not in placed]
+    return out
+
+
+def _list(conn: sqlite3.Connection) -> list[Zone]:
+    return ordered(Zone.from_row(r) for r in conn.execute("SELECT * FROM zones"))
+
+
+def _tree(conn: sqlite3.Connection) -> ZoneTree:
+    tree = ZoneTree.build((z.id, z.parent) for z in _list(conn))
+    for row in conn.execute("SELECT id, zone FROM endpoints ORDER BY id"):
+        tree.attach(row["id"], row["zone"])
+    return tree
+
+
+class Zones:
+    """Zone repository: every method is one round trip to the store's worker thread."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add(
+        self,
+        zone_id: str,
+        name: str,
+        parent: str | None = None,
+        *,
+        timezone: str = DEFAULT_TZ,
+        languages: Sequence[str] = ("vi",),
+    ) -> Zone:
+        zone_id = check_id("zone", zone_id)
+        name = check_name("zone", name)
+        if parent is not None:
+            check_id("parent zone", parent)
+        langs = check_languages(languages)
+        now = self._db.clock()
+        tz = await self._db.run(lambda _c: check_timezone(timezone))  # reads tzdata files
+        return await self._db.write(insert_zone, zone_id, name, parent, tz, langs, now)
+
+    async def get(self, zone_id: str) -> Zone:
+        return await self._db.run(get_zone, zone_id)
+
+    async def list(self) -> list[Zone]:
+        return await self._db.run(_list)
+
+    async def update(
+        self,
+        zone_id: str,
+        *,
+        name: str | None = None,
+        timezone: str | None = None,
+        languages: Sequence[str] | None = None,
+    ) -> Zone:
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = check_name("zone", name)
+        if timezone is not None:
+            changes["timezone"] = await self._db.run(lambda _c: check_timezone(timezone))
+        if languages is not None:
+            changes["languages"] = json.dumps(list(check_languages(languages)))
+        return await self._db.write(_update, zone_id, changes)
+
+    async def move(self, zone_id: str, parent: str | None) -> Zone:
+        return await self._db.write(_move, zone_id, parent)
+
+    async def remove(self, zone_id: str) -> None:
+        await self._db.write(_remove, zone_id)
+
+    async def subtree(self, zone_id: str) -> frozenset[str]:
+        """The zone and every zone below it (for log filters and scope checks)."""
+        return await self._db.run(subtree, zone_id)
+
+    async def parents(self) -> dict[str, str | None]:
+        return {z.id: z.parent for z in await self.list()}
+
+    async def tree(self) -> ZoneTree:
+        """A ``ZoneTree`` of every zone with every endpoint attached (what the node routes on)."""
+        return await self._db.run(_tree)

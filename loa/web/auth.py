@@ -1,0 +1,416 @@
+"""Who is asking, and may they: passwords, roles and zone scopes, login rate limits, page
+sessions with CSRF, the auth middleware, and the /login, /logout and /api/v1/me handlers.
+
+Scope rules (pure functions below): an admin sees and targets everything. An operator acts
+inside the subtree of their zone; an emergency broadcast also needs their emergency right.
+A viewer reads (their subtree, or everything when they have no zone) and never broadcasts."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+from aiohttp import web
+
+from loa.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from loa.relay.core.zones import ZoneTree
+from loa.store import Account, Store
+from loa.store.passwords import MIN_PASSWORD as MIN_PASSWORD
+from loa.store.passwords import hash_password as hash_password
+from loa.store.passwords import hash_password_async, verify_password_async
+from loa.store.passwords import verify_password as verify_password
+from loa.store.sessions import SESSION_TTL_S
+from loa.web.middlewares import error_json
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Zones = ZoneTree | Mapping[str, str | None]
+
+COOKIE = "loa_session"
+CSRF_HEADER = "X-CSRF-Token"
+PUBLIC_PATHS = frozenset(
+    {"/api/v1/speaker", "/api/v1/openapi.json", "/healthz", "/metrics", "/login"}
+)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class CsrfError(Forbidden):
+    code = "csrf"
+
+
+# -- users and scopes ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """The authenticated principal of a request (``request[USER]``)."""
+
+    username: str
+    role: str
+    zone: str | None
+    emergency_right: bool
+
+    @classmethod
+    def of(cls, account: Account) -> User:
+        return cls(account.username, account.role, account.zone, account.emergency_right)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "username": self.username,
+            "role": self.role,
+            "zone": self.zone,
+            "emergency_right": self.emergency_right or self.role == "admin",
+        }
+
+
+USER = web.RequestKey("user", User)
+SESSION_CSRF = web.RequestKey("session_csrf", str)  # set only for cookie sessions
+STORE = web.AppKey("store", Store)
+ADMIN = User("admin", "admin", None, True)  # who the config's admin_token acts as
+
+
+def _lineage(zones: Zones, zone_id: str) -> tuple[str, ...]:
+    if isinstance(zones, ZoneTree):
+        return zones.lineage(zone_id)
+    if zone_id not in zones:
+        raise NotFound(f"zone {zone_id!r} does not exist", zone=zone_id)
+    out, seen = [zone_id], {zone_id}
+    parent = zones[zone_id]
+    while parent is not None and parent not in seen:
+        out.append(parent)
+        seen.add(parent)
+        parent = zones.get(parent)
+    return tuple(out)
+
+
+def can_see_zone(user: User, zones: Zones, zone_id: str) -> bool:
+    """Admins and unscoped viewers see every zone; others their own zone's subtree. An
+    unknown zone is seen by no one."""
+    if zone_id not in zones:
+        return False
+    if user.role == "admin" or user.zone is None:
+        return True
+    return user.zone in _lineage(zones, zone_id)
+
+
+def visible_zones(user: User, zones: Zones) -> frozenset[str] | None:
+    """The zone ids the user may see, or None for all (e.g. to filter the broadcast log)."""
+    if user.role == "admin" or user.zone is None:
+        return None
+    return frozenset(z for z in zones if user.zone in _lineage(zones, z))
+
+
+def require_admin(user: User) -> None:
+    if user.role != "admin":
+        raise Forbidden(f"only an admin may do this; {user.username} is {user.role}")
+
+
+def can_target(
+    user: User,
+    zones: Zones,
+    target_zones: Iterable[str],
+    endpoint_zones: Mapping[str, str],
+    *,
+    emergency: bool,
+) -> None:
+    """Raise ``Forbidden`` unless ``user`` may broadcast to these zones and endpoints
+    (``endpoint_zones``: endpoint id → its zone). The message names what is out of scope."""
+    if user.role == "admin":
+        return
+    if user.role != "operator" or user.zone is None:
+        raise Forbidden(f"{user.username} is a {user.role} and may not broadcast")
+    if emergency and not user.emergency_right:
+        raise Forbidden(f"{user.username} has no emergency right", missing="emergency_right")
+    out = sorted(z for z in target_zones if user.zone not in _lineage(zones, z))
+    eps = sorted(e for e, z in endpoint_zones.items() if user.zone not in _lineage(zones, z))
+    if out or eps:
+        named = [f"zone {z}" for z in out] + [f"endpoint {e}" for e in eps]
+        raise Forbidden(
+            f"{', '.join(named)} outside {user.username}'s zone {user.zone}",
+            zones=out,
+            endpoints=eps,
+        )
+
+
+# -- login rate limiting (sans-IO) -----------------------------------------------------------
+
+
+class LoginLimiter:
+    """Failed logins per username and per client address in a sliding window; driven by
+    ``check``/``failed``/``succeeded`` with the caller's clock."""
+
+    def __init__(
+        self, per_user: int = 5, per_ip: int = 20, window_s: float = 300.0, max_keys: int = 10_000
+    ) -> None:
+        self.per_user, self.per_ip, self.window_s, self.max_keys = (
+            per_user,
+            per_ip,
+            window_s,
+            max_keys,
+        )
+        self._fails: dict[tuple[str, str], deque[float]] = {}
+
+    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
+        times = self._fails.get(key)
+        if times is None:
+            return deque()
+        while times and times[0] <= now - self.window_s:
+            times.popleft()
+        if not times:
+            del self._fails[key]
+        return times
+
+    def check(self, ip: str, username: str, now: float) -> float | None:
+        """Seconds to wait before trying again, or None if this attempt may proceed."""
+        waits = []
+        for key, limit in ((("user", username), self.per_user), (("ip", ip), self.per_ip)):
+            times = self._recent(key, now)
+            if len(times) >= limit:
+                waits.append(times[len(times) - limit] + self.window_s - now)
+        return max(waits) if waits else None
+
+    def failed(self, ip: str, username: str, now: float) -> None:
+        for key in (("user", username), ("ip", ip)):
+            if key not in self._fails and len(self._fails) >= self.max_keys:
+                self._fails.pop(next(iter(self._fails)))  # forget the oldest key
+            self._fails.setdefault(key, deque()).append(now)
+
+    def succeeded(self, username: str) -> None:
+        self._fails.pop(("user", username), None)
+
+
+LIMITER = web.AppKey("login_limiter", LoginLimiter)
+
+
+# -- accounts (hashing off the loop, audited by the store) -------------------------------------
+
+
+async def add_user(
+    store: Store,
+    username: str,
+    password: str,
+    role: str,
+    *,
+    zone: str | None = None,
+    emergency_right: bool = False,
+    actor: str,
+    ip: str | None = None,
+) -> Account:
+    encoded = await hash_password_async(password)
+    return await store.users.add(
+        username, encoded, role, zone=zone, emergency_right=emergency_right, actor=actor, ip=ip
+    )
+
+
+async def set_password(
+    store: Store, username: str, password: str, *, actor: str, ip: str | None = None
+) -> Account:
+    """A new password; the user's open sessions end (the store does that with the change)."""
+    await store.users.get(username)  # NotFound before spending a hash on nobody
+    encoded = await hash_password_async(password)
+    return await store.users.update(username, password_hash=encoded, actor=actor, ip=ip)
+
+
+async def ensure_admin(store: Store, admin_token: str | None) -> str | None:
+    """First run only (no users at all): create user ``admin`` with a random password and
+    return it, for ``loa serve`` to print once; ``admin_token`` becomes admin's API token.
+    Later runs return None and change nothing."""
+    if await store.users.count():
+        return None
+    password = secrets.token_urlsafe(12)
+    created = await store.users.create_first_admin(await hash_password_async(password), admin_token)
+    return password if created else None
+
+
+# -- the middleware --------------------------------------------------------------------------
+
+
+def is_public(path: str, method: str = "GET") -> bool:
+    """Paths that authenticate themselves or need no user: the speaker socket (device token),
+    listen mounts (listen token), Icecast source pushes (Basic auth per mount), static files."""
+    if path in PUBLIC_PATHS or path.startswith(("/static/", "/listen/")):
+        return True
+    return method in ("PUT", "SOURCE") and not path.startswith("/api/")
+
+
+async def _bearer(store: Store, admin_token: str | None, header: str) -> User:
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("missing Authorization: Bearer <token>")
+    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
+        return ADMIN
+    account = await store.users.by_token(token)
+    if account is None:
+        raise Unauthorized("invalid or revoked API token")
+    return User.of(account)
+
+
+async def _check_csrf(request: web.Request, expected: str) -> None:
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None and request.content_type == "application/x-www-form-urlencoded":
+        sent = str((await request.post()).get("csrf", "")) or None  # multipart: header only
+    if sent is None:
+        raise CsrfError(f"missing CSRF token: send the {CSRF_HEADER} header (or a csrf field)")
+    if not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise CsrfError("wrong CSRF token; reload the page")
+
+
+def auth_middleware(
+    store: Store, admin_token: str | None
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """For ``/api/v1/*``: a bearer API token, the config's admin token, or a session cookie
+    (plus CSRF on every non-GET). For pages: a session cookie, else 303 to /login.
+    Install it on the root app, after the error middleware."""
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        if is_public(path, request.method):
+            return await handler(request)
+        api = path == "/api/v1" or path.startswith("/api/v1/")
+        header = request.headers.get("Authorization")
+        if api and header is not None:
+            request[USER] = await _bearer(store, admin_token, header)
+            return await handler(request)
+        sid = request.cookies.get(COOKIE)
+        found = await store.sessions.get(sid) if sid else None
+        if found is None:
+            if api:
+                raise Unauthorized("missing Authorization: Bearer <token> or session cookie")
+            target = request.path_qs if request.method in SAFE_METHODS else "/"
+            raise web.HTTPSeeOther("/login?next=" + quote(target, safe=""))
+        session, account = found
+        if request.method not in SAFE_METHODS:
+            await _check_csrf(request, session.csrf)
+        request[USER] = User.of(account)
+        request[SESSION_CSRF] = session.csrf
+        return await handler(request)
+
+    return auth
+
+
+# -- handlers --------------------------------------------------------------------------------
+
+
+def safe_next(value: str) -> str:
+    """``next`` after login must be a path on this site, never another site (open redirect)."""
+    parts = urlsplit(value)
+    if (
+        not value.startswith("/")
+        or value.startswith("//")
+        or "\\" in value
+        or parts.scheme
+        or parts.netloc
+        or not value.isprintable()
+    ):
+        raise BadRequest(f"next must be a local path starting with a single '/', got {value!r}")
+    return value
+
+
+_dummy_hash: str | None = None
+
+
+async def _check_login(store: Store, username: str, password: str) -> Account | None:
+    """The account if the password is right; spends one scrypt either way (no timing oracle
+    for which usernames exist)."""
+    global _dummy_hash
+    account = await store.users.find(username) if username else None
+    if account is None:
+        _dummy_hash = _dummy_hash or await hash_password_async(secrets.token_urlsafe(12))
+        await verify_password_async(password, _dummy_hash)
+        return None
+    try:
+        ok = await verify_password_async(password, account.password_hash)
+    except ValueError as exc:
+        log.error("user %s: unusable stored password hash: %s", username, exc)
+        return None
+    return account if ok and not account.disabled else None
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """POST /login (form or JSON: username, password, next) → 303 to ``next`` with the
+    session cookie; 401 ``bad_credentials``; 429 ``rate_limited`` with Retry-After."""
+    store, limiter = request.config_dict[STORE], request.config_dict[LIMITER]
+    data = (
+        await request.json() if request.content_type == "application/json" else await request.post()
+    )
+    if not isinstance(data, Mapping):
+        raise BadRequest("login body must be a form or a JSON object")
+    username = str(data.get("username") or "").strip().lower()[:64]
+    password = str(data.get("password") or "")
+    target = safe_next(str(data.get("next") or "/"))
+    ip = request.remote or "unknown"
+    # A browser posting the form without JavaScript asks for HTML: answer with the page.
+    form = request.content_type != "application/json" and "text/html" in request.headers.get(
+        "Accept", ""
+    )
+    wait = limiter.check(ip, username, time.monotonic())
+    if wait is not None:
+        await store.audit.record(username or None, "login.limited", username, None, ip)
+        seconds = math.ceil(wait)
+        if form:
+            from loa.web.pages import render_login
+
+            page = render_login(request, error="rate_limited", status=429, next_path=target)
+            page.headers["Retry-After"] = str(seconds)
+            return page
+        resp = error_json(
+            429,
+            "rate_limited",
+            f"too many failed logins; try again in {seconds} s",
+            retry_after_s=seconds,
+        )
+        resp.headers["Retry-After"] = str(seconds)
+        return resp
+    account = await _check_login(store, username, password)
+    if account is None:
+        limiter.failed(ip, username, time.monotonic())
+        await store.audit.record(username or None, "login.failed", username, None, ip)
+        if form:
+            from loa.web.pages import render_login
+
+            return render_login(request, error="invalid_credentials", status=401, next_path=target)
+        raise Unauthorized("wrong username or password")
+    limiter.succeeded(username)
+    sid, session = await store.sessions.new(account.username, SESSION_TTL_S)
+    await store.audit.record(account.username, "login.ok", account.username, None, ip)
+    body = {"user": User.of(account).as_json(), "csrf": session.csrf, "next": target}
+    resp = web.json_response(body, status=303, headers={"Location": target})
+    resp.set_cookie(COOKIE, sid, httponly=True, samesite="Strict", path="/", secure=request.secure)
+    return resp
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """POST /logout (session + CSRF, checked by the middleware) → 303 to /login."""
+    store = request.config_dict[STORE]
+    sid = request.cookies.get(COOKIE)
+    if sid:
+        await store.sessions.end(sid)
+    user = request.get(USER)
+    await store.audit.record(user.username if user else None, "logout", None, None, request.remote)
+    resp = web.Response(status=303, headers={"Location": "/login"})
+    resp.del_cookie(COOKIE, path="/")
+    return resp
+
+
+async def me(request: web.Request) -> web.Response:
+    """GET /api/v1/me: who I am; ``csrf`` is the token a page sends back on non-GETs."""
+    return web.json_response({**request[USER].as_json(), "csrf": request.get(SESSION_CSRF)})
+
+
+def setup(app: web.Application, store: Store, api: web.Application) -> None:
+    """Add POST /login and POST /logout to the root app and GET /me to the API sub-app (call
+    before ``app.add_subapp("/api/v1", api)``); the store and a login limiter go in app keys."""
+    app[STORE] = store
+    app[LIMITER] = LoginLimiter()
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    api.router.add_get("/me", me)
