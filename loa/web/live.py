@@ -1,0 +1,223 @@
+"""The dashboard's live status: one publisher watches the node and pushes coalesced snapshots
+to every dashboard over ``GET /api/v1/status/ws``.
+
+The node has no change events, so the publisher polls a cheap fingerprint of what a dashboard
+shows (who is online, who plays what, levels, broadcast states) every ``POLL_S``. A change is
+pushed at once unless the last push was less than ``MIN_PUSH_S`` ago, in which case it waits
+for the window, so a burst of changes becomes one push. Speakers' own counters (received,
+lost, jitter) change with every status report; those alone are pushed at most every
+``STATS_PUSH_S``, so a fleet of a thousand speakers does not flood a phone. Each snapshot is
+serialised once and shared; every socket has a one-slot mailbox (the newest snapshot wins) and
+its own sender, so a slow phone never delays the others."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from weakref import WeakSet
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from loa.relay.node import Node
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.05
+MIN_PUSH_S = 0.25
+STATS_PUSH_S = 2.0
+HEARTBEAT_S = 20.0
+
+
+def snapshot(node: Node) -> dict[str, Any]:
+    """What a dashboard shows: every pole, every active broadcast, and the totals."""
+    poles = node.poles()
+    endpoints = [node.endpoint_json(e) for e in poles]
+    online = {e.id for e in poles if e.online}
+    broadcasts = []
+    for bc in node.broadcasts.values():
+        data = node.broadcast_json(bc)
+        data["hearing"] = sum(1 for ep_id in data["listeners"] if ep_id in online)
+        broadcasts.append(data)
+    playing = sum(1 for e in endpoints if e["online"] and e["playing"] is not None)
+    return {
+        "type": "status",
+        "time": time.time(),
+        "endpoints": endpoints,
+        "broadcasts": broadcasts,
+        "counts": {"online": len(online), "offline": len(poles) - len(online), "playing": playing},
+    }
+
+
+def fingerprint(node: Node) -> tuple[Any, ...]:
+    """Everything a dashboard shows except the speakers' counters; cheap to build and compare
+    (about 1 µs per endpoint)."""
+    holder = node.router.holder
+    endpoints = tuple(
+        (
+            e.spec.id,
+            e.online,
+            holder(e.spec.id),
+            e.volume,
+            e.emergency_volume,
+            e.muted,
+            e.session.transport if e.session is not None else None,
+        )
+        for e in node.poles()
+    )
+    broadcasts = tuple((b.id, b.state) for b in node.broadcasts.values())
+    return endpoints, broadcasts
+
+
+class Mailbox:
+    """One dashboard's slot: the newest snapshot not yet sent to it."""
+
+    __slots__ = ("event", "latest")
+
+    def __init__(self) -> None:
+        self.latest: str | None = None
+        self.event = asyncio.Event()
+
+    def put(self, data: str) -> None:
+        self.latest = data
+        self.event.set()
+
+    async def take(self) -> str:
+        await self.event.wait()
+        self.event.clear()
+        data, self.latest = self.latest, None
+        assert data is not None
+        return data
+
+
+class StatusPublisher:
+    """Driven by its cleanup context (``run()`` as a task); sockets subscribe and unsubscribe.
+    Bound to the node by the first subscriber (the API sub-app reaches the node only through
+    a request)."""
+
+    def __init__(self) -> None:
+        self.node: Node | None = None
+        self.mailboxes: set[Mailbox] = set()
+        self.pushes = 0
+        self._wake = asyncio.Event()
+        self._key: tuple[Any, ...] | None = None
+        self._stats: list[dict[str, Any]] = []
+        self._last_push = float("-inf")
+
+    def subscribe(self, node: Node) -> Mailbox:
+        self.node = node
+        if not self.mailboxes:  # nobody saw the changes made while no one was watching
+            self._record()
+        box = Mailbox()
+        box.put(self._serialise())  # a new dashboard gets the whole picture at once
+        self.mailboxes.add(box)
+        self._wake.set()
+        return box
+
+    def unsubscribe(self, box: Mailbox) -> None:
+        self.mailboxes.discard(box)
+
+    def _record(self) -> None:
+        assert self.node is not None
+        self._key = fingerprint(self.node)
+        self._stats = [e.status for e in self.node.poles()]
+
+    def _serialise(self) -> str:
+        assert self.node is not None
+        return json.dumps(snapshot(self.node), ensure_ascii=False, separators=(",", ":"))
+
+    def poll(self, now: float) -> bool:
+        """Push if something changed and the coalescing window allows; True if it pushed."""
+        assert self.node is not None
+        key = fingerprint(self.node)
+        stats = [e.status for e in self.node.poles()]
+        # A speaker's report replaces its status dict, so identity tells a new report.
+        stats_changed = len(stats) != len(self._stats) or any(
+            a is not b for a, b in zip(stats, self._stats, strict=True)
+        )
+        since = now - self._last_push
+        if not (
+            (key != self._key and since >= MIN_PUSH_S) or (stats_changed and since >= STATS_PUSH_S)
+        ):
+            return False
+        self._key, self._stats, self._last_push = key, stats, now
+        data = self._serialise()
+        self.pushes += 1
+        for box in self.mailboxes:
+            box.put(data)
+        return True
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.mailboxes:
+                self._wake.clear()
+                await self._wake.wait()
+            await asyncio.sleep(POLL_S)
+            if self.mailboxes:
+                self.poll(loop.time())
+
+
+PUBLISHER = web.AppKey("status_publisher", StatusPublisher)
+SOCKETS = web.AppKey("status_sockets", WeakSet[web.WebSocketResponse])
+
+
+async def _send_loop(ws: web.WebSocketResponse, box: Mailbox) -> None:
+    while not ws.closed:
+        data = await box.take()
+        try:
+            await ws.send_str(data)
+        except (ConnectionError, RuntimeError):  # the peer went away mid-send
+            return
+
+
+async def status_ws(request: web.Request) -> web.WebSocketResponse:
+    """Push {"type": "status", endpoints, broadcasts, counts} on every change (coalesced)."""
+    from loa.web.app import NODE  # here, not at import: app.py imports this module
+
+    publisher = request.config_dict[PUBLISHER]
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=4096)
+    await ws.prepare(request)
+    request.config_dict[SOCKETS].add(ws)
+    box = publisher.subscribe(request.config_dict[NODE])
+    sender = asyncio.create_task(_send_loop(ws, box), name="loa-status-ws-send")
+    try:
+        async for msg in ws:  # the dashboard only listens; anything it sends is ignored
+            if msg.type is WSMsgType.ERROR:
+                break
+    finally:
+        publisher.unsubscribe(box)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+    return ws
+
+
+def setup(api_app: web.Application) -> None:
+    """Add ``GET /status/ws`` to the API sub-app, with the publisher as a cleanup context.
+    Idempotent."""
+    if PUBLISHER in api_app:
+        return
+    sockets: WeakSet[web.WebSocketResponse] = WeakSet()
+    publisher = StatusPublisher()
+    api_app[SOCKETS] = sockets
+    api_app[PUBLISHER] = publisher
+
+    async def close_sockets(app: web.Application) -> None:
+        for ws in list(sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+
+    async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(publisher.run(), name="loa-status-publisher")
+        yield
+        await close_sockets(app)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    api_app.cleanup_ctx.append(publisher_ctx)
+    api_app.on_shutdown.append(close_sockets)
+    api_app.router.add_get("/status/ws", status_ws)
