@@ -18,6 +18,7 @@ COMMANDS = (
     "loa.cli.speaker",
     "loa.cli.demo",
     "loa.cli.bench",
+    "loa.cli.user",
 )
 
 

@@ -107,8 +107,6 @@ class EndpointSpec:
             raise ConfigError(f"endpoint {self.id}: kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind == "rtp" and not self.address:
             raise ConfigError(f"endpoint {self.id}: an rtp endpoint needs address = 'host:port'")
-        if self.kind == "managed" and not self.token:
-            raise ConfigError(f"endpoint {self.id}: a managed endpoint needs a token")
         for name in ("volume", "emergency_volume"):
             value = getattr(self, name)
             if not 0 <= value <= 100:
@@ -203,6 +201,8 @@ def _endpoint(data: Mapping[str, Any]) -> EndpointSpec:
     spec: EndpointSpec = _section(EndpointSpec, data, "[[endpoints]]")
     if spec.kind not in KINDS:
         raise ConfigError(f"endpoint {spec.id}: kind must be one of {KINDS}, got {spec.kind!r}")
+    if spec.kind == "managed" and not spec.token:
+        raise ConfigError(f"endpoint {spec.id}: a managed endpoint needs a token")
     return spec
 
 

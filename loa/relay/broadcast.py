@@ -187,8 +187,8 @@ class Broadcast:
                 )
                 return
             frame = await self.source.read()
-            if frame is None:
-                self._end(State.FINISHED, "finished")
+            if frame is None:  # a source may say why it ended (e.g. the publisher hung up)
+                self._end(State.FINISHED, getattr(self.source, "end_reason", None) or "finished")
                 return
             # Yield every frame even when due (or live): a source that answers without awaiting
             # must not starve the loop and with it every other broadcast.

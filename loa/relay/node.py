@@ -38,6 +38,9 @@ from loa.relay.core.router import (
     StopReason,
     Switched,
     Tick,
+    ZoneAdded,
+    ZoneMoved,
+    ZoneRemoved,
 )
 from loa.relay.core.session import Session, SessionTable, Transport
 from loa.relay.core.zones import ZoneTree
@@ -168,12 +171,12 @@ class Node:
                     self._session_lost_udp(session)
 
     # -- endpoints ----------------------------------------------------------------------
-    def add_endpoint(self, spec: EndpointSpec) -> Endpoint:
+    def add_endpoint(self, spec: EndpointSpec, *, token_hash: str | None = None) -> Endpoint:
         if spec.id in self.endpoints:
             raise Conflict(f"endpoint {spec.id} already exists")
         ep = Endpoint(
             spec=spec,
-            token_hash=hash_token(spec.token) if spec.token else None,
+            token_hash=token_hash or (hash_token(spec.token) if spec.token else None),
             volume=spec.volume,
             emergency_volume=spec.emergency_volume,
         )
@@ -189,9 +192,92 @@ class Node:
         if ep.token_hash:
             self._by_token[ep.token_hash] = spec.id
         self.endpoints[spec.id] = ep
-        now = asyncio.get_event_loop().time() if _loop_running() else 0.0
-        self._apply(self.router.handle(EndpointAttached(spec.id, spec.zone)), now)
+        self._apply(self.router.handle(EndpointAttached(spec.id, spec.zone)), self._now())
         return ep
+
+    def remove_endpoint(self, endpoint_id: str) -> None:
+        """Forget an endpoint: its speaker is disconnected and the router lets go of it."""
+        ep = self.endpoint(endpoint_id)
+        if ep.peer is not None:
+            ep.peer.close(4404, "endpoint removed")
+        if ep.session is not None:
+            self.sessions.close(ep.session.id)
+        now = asyncio.get_running_loop().time()
+        self._apply(self.router.handle(EndpointDetached(ep.id)), now)
+        if ep.token_hash:
+            self._by_token.pop(ep.token_hash, None)
+        del self.endpoints[ep.id]
+
+    def update_endpoint(self, spec: EndpointSpec, *, token_hash: str | None) -> None:
+        """Apply an edited endpoint (name, zone, address, levels, token) without a restart."""
+        old = self.endpoint(spec.id)
+        moved = old.spec.zone != spec.zone or old.spec.address != spec.address
+        if moved or old.spec.kind != spec.kind:
+            peer = old.peer
+            self.remove_endpoint(spec.id)
+            self.add_endpoint(spec, token_hash=token_hash)
+            if peer is not None:
+                peer.close(4409, "endpoint changed; reconnect")
+            return
+        if old.token_hash != token_hash:
+            if old.token_hash:
+                self._by_token.pop(old.token_hash, None)
+            if token_hash:
+                self._by_token[token_hash] = spec.id
+            old.token_hash = token_hash
+            if old.peer is not None:  # a rotated token ends the session that used the old one
+                old.peer.close(4401, "device token rotated")
+        old.spec = spec
+        self.set_levels(old, volume=spec.volume, emergency_volume=spec.emergency_volume)
+
+    def add_zone(self, zone_id: str, parent: str | None) -> None:
+        self._apply(self.router.handle(ZoneAdded(zone_id, parent)), self._now())
+
+    def move_zone(self, zone_id: str, parent: str | None) -> None:
+        self._apply(self.router.handle(ZoneMoved(zone_id, parent)), self._now())
+
+    def remove_zone(self, zone_id: str) -> None:
+        self._apply(self.router.handle(ZoneRemoved(zone_id)), self._now())
+
+    def sync_inventory(
+        self, zones: list[tuple[str, str | None]], endpoints: list[tuple[EndpointSpec, str | None]]
+    ) -> None:
+        """Make the node's zones and endpoints exactly the store's (the store is authoritative
+        after the first run; the config file only seeds an empty store). ``zones`` are in
+        parent-first order; ``endpoints`` are (spec, token hash)."""
+        wanted = {z for z, _ in zones}
+        for zone_id, parent in zones:
+            if zone_id not in self.zones:
+                self.add_zone(zone_id, parent)
+            elif self.zones.parent(zone_id) != parent:
+                self.move_zone(zone_id, parent)
+        by_id = {spec.id: (spec, token_hash) for spec, token_hash in endpoints}
+        for ep in self.poles():
+            if ep.id not in by_id:
+                log.warning("[ep=%s] in the config file but not in the database: ignored", ep.id)
+                self.remove_endpoint(ep.id)
+        for spec, token_hash in by_id.values():
+            if spec.id in self.endpoints:
+                self.update_endpoint(spec, token_hash=token_hash)
+            else:
+                self.add_endpoint(spec, token_hash=token_hash)
+        for zone_id in reversed([z for z in self._zone_order() if z not in wanted]):
+            self.remove_zone(zone_id)
+
+    def _zone_order(self) -> list[str]:
+        out: list[str] = []
+
+        def walk(zone_id: str) -> None:
+            out.append(zone_id)
+            for child in self.zones.children(zone_id):
+                walk(child)
+
+        for root in [z for z in self.zones if self.zones.parent(z) is None]:
+            walk(root)
+        return out
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time() if _loop_running() else 0.0
 
     def attach_listener(self, zone_id: str, sink: Callable[[bytes], None]) -> Endpoint:
         """A virtual endpoint in ``zone_id`` that hears exactly what a pole there would hear

@@ -43,9 +43,14 @@ class Source(Protocol):
     it stopped simply by reading again. ``aclose()`` releases everything (threads,
     subprocesses, sockets) and is safe to call twice."""
 
-    name: str
-    live: bool
-    resumable: bool
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def live(self) -> bool: ...
+
+    @property
+    def resumable(self) -> bool: ...
 
     async def read(self) -> Frame | None: ...
 

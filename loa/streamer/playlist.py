@@ -11,7 +11,8 @@ from loa.streamer.base import Frame, Source
 class Playlist:
     """Reads its items in order and renumbers their frames onto one timeline.
 
-    ``live`` if any item is live; ``resumable`` only if every item is. Each item's last frame
+    ``live`` is the current item's (a chime before a microphone is paced, the microphone is
+    not); ``resumable`` only if every item is. Each item's last frame
     carries ``item_end``; an item that ends without marking it gets one silent frame that
     does, so the router still sees the boundary."""
 
@@ -20,11 +21,14 @@ class Playlist:
             raise ValueError("a playlist needs at least one item")
         self.items = list(items)
         self.name = name or " + ".join(s.name for s in self.items)
-        self.live = any(s.live for s in self.items)
         self.resumable = all(s.resumable for s in self.items)
         self.index = 0
         self._pts = 0
         self._marked_end = True  # nothing to mark before the first frame
+
+    @property
+    def live(self) -> bool:
+        return self.index < len(self.items) and self.items[self.index].live
 
     async def read(self) -> Frame | None:
         while self.index < len(self.items):

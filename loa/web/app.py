@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -9,15 +12,24 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from loa import __version__
-from loa.config import Config
+from loa.config import Config, EndpointSpec
+from loa.relay import webrtc
+from loa.relay.broadcast import LogEntry
 from loa.relay.node import Node
 from loa.relay.websocket import speaker_handler
-from loa.web import middlewares
+from loa.store import Store
+from loa.streamer import whip
+from loa.web import auth, live, middlewares, pages
+from loa.web.api import records as records_api
 from loa.web.api import relay as relay_api
+
+log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", Config)
 STARTED = web.AppKey("started", float)
 NODE = web.AppKey("node", Node)
+STORE = auth.STORE
+FIRST_RUN_PASSWORD = web.AppKey("first_run_password", str)
 relay_api.NODE_KEY = NODE
 
 
@@ -47,28 +59,93 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
+async def load_inventory(node: Node, store: Store) -> None:
+    """The store is authoritative: give the node its zones and endpoints."""
+    zones = [(z.id, z.parent) for z in await store.zones.list()]
+    endpoints = [
+        (
+            EndpointSpec(
+                e.id,
+                e.name,
+                e.zone,
+                kind=e.kind,
+                address=e.address,
+                lat=e.lat,
+                lon=e.lon,
+                volume=e.volume,
+                emergency_volume=e.emergency_volume,
+            ),
+            e.token_hash,
+        )
+        for e in await store.endpoints.list()
+    ]
+    node.sync_inventory(zones, endpoints)
+
+
+async def write_log(node: Node, store: Store, queue: asyncio.Queue[LogEntry]) -> None:
+    """Persist each ended broadcast's log entry (with the zones of the poles that heard it,
+    so an operator of a commune sees a province-wide broadcast that played there)."""
+    while True:
+        entry = await queue.get()
+        zones = {node.endpoints[e].spec.zone for e in entry.heard_s if e in node.endpoints}
+        try:
+            await store.log.put(entry.as_json(), zones=zones)
+        except Exception:  # the log must not take the relay down; say so once per entry
+            log.exception("[bc=%s] could not write the broadcast log entry", entry.id)
+        finally:
+            queue.task_done()
+
+
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[middlewares.errors])
+    store = Store.for_config(config)
+    app = web.Application(
+        middlewares=[middlewares.errors, auth.auth_middleware(store, config.admin_token)]
+    )
     app[CONFIG] = config
     app[STARTED] = time.monotonic()
-    app[NODE] = Node(config)
+    app[NODE] = node = Node(config)
+
+    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+        await store.start()
+        await store.seed_from_config(config)
+        password = await auth.ensure_admin(store, config.admin_token)
+        if password:
+            app[FIRST_RUN_PASSWORD] = password
+            print(f"loa: first run: user 'admin', password {password} (shown once)", flush=True)
+        yield
+        await store.close()
 
     async def node_ctx(app: web.Application) -> AsyncIterator[None]:
-        await app[NODE].start()
+        await load_inventory(node, store)
+        queue: asyncio.Queue[LogEntry] = asyncio.Queue()
+        node.on_log = queue.put_nowait
+        await node.start()
+        writer = asyncio.create_task(write_log(node, store, queue), name="loa-log-writer")
         yield
-        await app[NODE].close()
+        await node.close()  # ends every broadcast, which queues their log entries
+        await queue.join()
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
 
+    app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(node_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
 
     api = web.Application(
-        middlewares=[middlewares.errors, middlewares.bearer_auth(config.admin_token)],
+        middlewares=[middlewares.errors, records_api.audit],
         client_max_size=config.web.max_upload_mb * 1024**2,
     )
     api.router.add_get("/speaker", speaker_handler)
     api.add_routes(relay_api.routes)
+    api.add_routes(records_api.routes)
+    whip.setup(api)  # POST /api/v1/whip: live from a browser or OBS
+    webrtc.setup(api)  # POST /api/v1/whep: listen in a browser
+    auth.setup(app, store, api)
+    live.setup(api)  # GET /api/v1/status/ws: the dashboard's live status
     app.add_subapp("/api/v1", api)
+    pages.setup(app)  # /, /log, GET /login, /static/…
 
     from loa.relay import http_ogg
     from loa.streamer import icecast

@@ -1,8 +1,7 @@
-"""Middlewares: LoaError → JSON error with a stable code; bearer-token auth for the API."""
+"""The error middleware: LoaError → JSON error with a stable code (auth lives in auth.py)."""
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -13,8 +12,6 @@ from loa.errors import LoaError
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-USER = web.RequestKey("user", str)
 
 
 def error_json(status: int, code: str, message: str, **fields: object) -> web.Response:
@@ -38,25 +35,3 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_json(500, "internal", "internal error; the server log has the details")
-
-
-# Routes under /api/v1 that authenticate themselves (the speaker sends its device token in its
-# hello) or are public (the API description).
-PUBLIC = {"/api/v1/speaker", "/api/v1/openapi.json"}
-
-
-def bearer_auth(admin_token: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:
-    @web.middleware
-    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in PUBLIC:
-            return await handler(request)
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return error_json(401, "unauthorized", "missing Authorization: Bearer <token>")
-        if admin_token is None or not hmac.compare_digest(token.encode(), admin_token.encode()):
-            return error_json(401, "unauthorized", "invalid API token")
-        request[USER] = "admin"
-        return await handler(request)
-
-    return auth

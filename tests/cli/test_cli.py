@@ -16,7 +16,7 @@ import pytest
 from loa.__main__ import build_parser, main
 from tests.conftest import ADMIN, tree_config
 
-SUBCOMMANDS = ["serve", "broadcast", "speaker", "demo", "bench"]
+SUBCOMMANDS = ["serve", "broadcast", "speaker", "demo", "bench", "user"]
 
 
 def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -116,7 +116,7 @@ async def test_broadcast_start_list_stop(relay_factory: Any, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--token", "wrong", "list"], "401 unauthorized: invalid API token"),
+        (["--token", "wrong", "list"], "401 unauthorized: invalid or revoked API token"),
         (["stop", "nope"], "404 not_found: broadcast nope is not active"),
         (["start", "--tone", "1000"], "give at least one --zone or --endpoint"),
         (["start", "--tone", "1000", "--zone", "atlantis"], "404 not_found: zone atlantis"),

@@ -284,28 +284,33 @@ def write_config(path: Path, http_port: int, udp_port: int, n: int) -> None:
 
 
 async def start_server(config: Path, http_port: int) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "loa",
-        "serve",
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    async with aiohttp.ClientSession() as http:
+    logfile = config.with_suffix(".log")
+    with logfile.open("ab") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "loa",
+            "serve",
+            "--config",
+            str(config),
+            stdout=log,
+            stderr=log,
+        )
+    timeout = aiohttp.ClientTimeout(total=2)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and proc.returncode is None:
             try:
                 async with http.get(f"http://127.0.0.1:{http_port}/healthz") as resp:
                     if resp.status == 200:
                         return proc
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    proc.kill()
-    raise AssertionError("server did not come up")
+            except (aiohttp.ClientError, TimeoutError):
+                await asyncio.sleep(0.1)
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
+    output = logfile.read_text(errors="replace")[-2000:]
+    raise AssertionError(f"server did not come up (exit {proc.returncode}):\n{output}")
 
 
 @pytest.mark.slow
@@ -317,14 +322,14 @@ async def test_killed_and_restarted_server_gets_all_speakers_back(tmp_path: Path
     proc = await start_server(config, http_port)
     fleet = Fleet(url, [(f"e{i}", f"tok-{i}") for i in range(n)], backoff_max_s=2.0)
     await fleet.start()
-    http = aiohttp.ClientSession()
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
 
     async def online() -> int:
         try:
             async with http.get(url + "/api/v1/endpoints", headers=AUTH) as resp:
                 eps = (await resp.json())["endpoints"]
             return sum(1 for e in eps if e["online"] and e["transport"] == "udp")
-        except aiohttp.ClientError:
+        except (aiohttp.ClientError, TimeoutError):
             return -1
 
     async def until_all_online(timeout: float) -> float:

@@ -8,11 +8,14 @@ from typing import Any
 
 from aiohttp import web
 
-from loa.errors import BadRequest, NotFound
+from loa.errors import BadRequest, Forbidden, NotFound
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.node import Node
 from loa.streamer.factory import build_source
-from loa.web.middlewares import USER
+from loa.web import auth
+from loa.web.auth import USER, User
+
+__all__ = ["USER", "routes"]
 
 NODE_KEY: Any = None  # set by loa.web.app to avoid an import cycle
 routes = web.RouteTableDef()
@@ -22,6 +25,25 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 def node_of(request: web.Request) -> Node:
     node: Node = request.config_dict[NODE_KEY]
     return node
+
+
+def user_of(request: web.Request) -> User:
+    return request[USER]
+
+
+def _see_endpoint(request: web.Request, endpoint_id: str) -> Any:
+    """The endpoint if this user may see it; out of scope looks like absent (404)."""
+    node = node_of(request)
+    ep = node.endpoint(endpoint_id)
+    if not auth.can_see_zone(user_of(request), node.zones, ep.spec.zone):
+        raise NotFound(f"endpoint {endpoint_id} not found")
+    return ep
+
+
+def _sees_broadcast(user: User, node: Node, spec: BroadcastSpec) -> bool:
+    zones = set(spec.target_zones)
+    zones.update(node.endpoints[e].spec.zone for e in spec.target_endpoints if e in node.endpoints)
+    return any(auth.can_see_zone(user, node.zones, z) for z in zones)
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -38,31 +60,34 @@ async def json_body(request: web.Request) -> dict[str, Any]:
 
 @routes.get("/zones")
 async def list_zones(request: web.Request) -> web.Response:
-    node = node_of(request)
+    node, user = node_of(request), user_of(request)
     zones = [
-        {"id": z.id, "name": z.name, "parent": z.parent, "level": node.zones.level(z.id)}
-        for z in node.config.zones
+        {**z.as_json(), "level": node.zones.level(z.id)}
+        for z in await request.config_dict[auth.STORE].zones.list()
+        if auth.can_see_zone(user, node.zones, z.id)
     ]
     return web.json_response({"zones": zones})
 
 
 @routes.get("/endpoints")
 async def list_endpoints(request: web.Request) -> web.Response:
-    node = node_of(request)
-    return web.json_response({"endpoints": [node.endpoint_json(e) for e in node.poles()]})
+    node, user = node_of(request), user_of(request)
+    visible = [e for e in node.poles() if auth.can_see_zone(user, node.zones, e.spec.zone)]
+    return web.json_response({"endpoints": [node.endpoint_json(e) for e in visible]})
 
 
 @routes.get("/endpoints/{id}")
 async def get_endpoint(request: web.Request) -> web.Response:
     node = node_of(request)
-    return web.json_response(node.endpoint_json(node.endpoint(request.match_info["id"])))
+    return web.json_response(node.endpoint_json(_see_endpoint(request, request.match_info["id"])))
 
 
 @routes.patch("/endpoints/{id}")
 async def update_endpoint(request: web.Request) -> web.Response:
     """Set volume, emergency volume or mute; a connected speaker obeys at once."""
     node = node_of(request)
-    ep = node.endpoint(request.match_info["id"])
+    ep = _see_endpoint(request, request.match_info["id"])
+    auth.can_target(user_of(request), node.zones, (), {ep.id: ep.spec.zone}, emergency=False)
     data = await json_body(request)
     unknown = set(data) - {"volume", "emergency_volume", "muted"}
     if unknown:
@@ -85,8 +110,7 @@ async def update_endpoint(request: web.Request) -> web.Response:
 @routes.get("/endpoints/{id}/sdp")
 async def endpoint_sdp(request: web.Request) -> web.Response:
     """The SDP an RTP receiver (ffmpeg, GStreamer, VLC) opens to play a static endpoint."""
-    node = node_of(request)
-    ep = node.endpoint(request.match_info["id"])
+    ep = _see_endpoint(request, request.match_info["id"])
     if ep.spec.kind != "rtp" or ep.address is None:
         raise BadRequest(f"endpoint {ep.id} is not an rtp endpoint")
     host, port = ep.address
@@ -140,11 +164,26 @@ def _optional_bool(data: dict[str, Any], key: str) -> bool | None:
     return value
 
 
-def _spec(data: dict[str, Any], node: Node, resumable: bool, live: bool) -> BroadcastSpec:
+def _spec(
+    data: dict[str, Any], node: Node, user: User, resumable: bool, live: bool
+) -> BroadcastSpec:
     zones, endpoints = _targets(data, node)
-    origin = data.get("origin_zone")
+    priority = _priority(data)
+    auth.can_target(
+        user,
+        node.zones,
+        zones,
+        {e: node.endpoint(e).spec.zone for e in endpoints},
+        emergency=priority is Priority.EMERGENCY,
+    )
+    # An operator's broadcast ranks as coming from their zone; they may name a zone inside it.
+    origin = data.get("origin_zone", user.zone if user.role != "admin" else None)
     if origin is not None and origin not in node.zones:
         raise NotFound(f"origin zone {origin} not found")
+    if origin is not None and not auth.can_see_zone(user, node.zones, origin):
+        raise Forbidden(f"origin zone {origin} is outside {user.username}'s zone {user.zone}")
+    if origin is None and user.role != "admin":
+        raise Forbidden(f"{user.username} may not broadcast as the national level")
     expires_at = data.get("expires_at")
     if expires_at is not None and (
         isinstance(expires_at, bool) or not isinstance(expires_at, int | float)
@@ -155,7 +194,7 @@ def _spec(data: dict[str, Any], node: Node, resumable: bool, live: bool) -> Broa
         raise BadRequest("id must be 1-64 characters of letters, digits, '.', '_' or '-'")
     return BroadcastSpec(
         id=bc_id,
-        priority=_priority(data),
+        priority=priority,
         origin_zone=origin,
         target_zones=zones,
         target_endpoints=endpoints,
@@ -173,7 +212,7 @@ async def start_broadcast(request: web.Request) -> web.Response:
     data = await json_body(request)
     source, what = build_source(data.get("source"), media_path=node.media_path)
     try:
-        spec = _spec(data, node, source.resumable, source.live)
+        spec = _spec(data, node, user_of(request), source.resumable, source.live)
         chime = _optional_bool(data, "chime")
         if chime is None:
             chime = spec.priority is Priority.EMERGENCY and node.config.relay.chime
@@ -190,57 +229,46 @@ async def start_broadcast(request: web.Request) -> web.Response:
         source,
         what=str(data.get("name") or what),
         source_kind=data["source"]["type"],
-        created_by=request.get(USER, "admin"),
+        created_by=user_of(request).username,
     )
     return web.json_response(node.broadcast_json(bc), status=201)
 
 
 @routes.get("/broadcasts")
 async def list_broadcasts(request: web.Request) -> web.Response:
-    node = node_of(request)
-    return web.json_response(
-        {"broadcasts": [node.broadcast_json(b) for b in node.broadcasts.values()]}
-    )
+    node, user = node_of(request), user_of(request)
+    visible = [b for b in node.broadcasts.values() if _sees_broadcast(user, node, b.spec)]
+    return web.json_response({"broadcasts": [node.broadcast_json(b) for b in visible]})
 
 
 @routes.get("/broadcasts/{id}")
 async def get_broadcast(request: web.Request) -> web.Response:
-    node = node_of(request)
+    node, user = node_of(request), user_of(request)
     bc_id = request.match_info["id"]
     bc = node.broadcasts.get(bc_id)
-    if bc is not None:
+    if bc is not None and _sees_broadcast(user, node, bc.spec):
         return web.json_response(node.broadcast_json(bc))
-    for entry in reversed(node.history):
-        if entry.id == bc_id:
-            return web.json_response(entry.as_json())
+    if bc is None:
+        row = await request.config_dict[auth.STORE].log.get(bc_id)
+        visible = auth.visible_zones(user, node.zones)
+        if row is not None and (visible is None or visible & set(row.target_zones)):
+            return web.json_response(row.as_json())
     raise NotFound(f"broadcast {bc_id} not found")
 
 
 @routes.delete("/broadcasts/{id}")
 async def stop_broadcast(request: web.Request) -> web.Response:
-    node = node_of(request)
-    bc = await node.stop_broadcast(request.match_info["id"])
+    node, user = node_of(request), user_of(request)
+    bc = node.broadcasts.get(request.match_info["id"])
+    if bc is None or not _sees_broadcast(user, node, bc.spec):
+        raise NotFound(f"broadcast {request.match_info['id']} is not active")
+    spec = bc.spec
+    auth.can_target(
+        user,
+        node.zones,
+        spec.target_zones,
+        {e: node.endpoints[e].spec.zone for e in spec.target_endpoints if e in node.endpoints},
+        emergency=spec.priority is Priority.EMERGENCY,
+    )
+    bc = await node.stop_broadcast(bc.id)
     return web.json_response(bc.log.as_json())
-
-
-@routes.get("/log")
-async def broadcast_log(request: web.Request) -> web.Response:
-    node = node_of(request)
-    return web.json_response({"entries": [e.as_json() for e in reversed(node.history)]})
-
-
-# -- media ----------------------------------------------------------------------------------
-
-
-@routes.post("/media")
-async def upload_media(request: web.Request) -> web.Response:
-    """Raw body upload (Content-Type audio/* or application/octet-stream, ?filename=...)."""
-    from loa.web.media import TooLarge, store_upload
-
-    node = node_of(request)
-    filename = request.query.get("filename", "upload.bin")
-    limit = node.config.web.max_upload_mb * 1024**2
-    if request.content_length is not None and request.content_length > limit:
-        raise TooLarge(f"upload exceeds the {node.config.web.max_upload_mb} MiB limit")
-    info = await store_upload(request.content, node.media_dir(), filename, limit)
-    return web.json_response(info, status=201)
