@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -22,7 +25,8 @@ from loa.speaker.output import NullOutput
 from loa.streamer.playlist import Playlist
 from loa.streamer.tone import SilenceSource, ToneSource
 from loa.streamer.tts import TtsSource
-from loa.web.app import NODE, create_app
+from loa.web import auth
+from loa.web.app import NODE, STORE, create_app
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,24 @@ PROGRAMME = (
 )
 
 
+def demo_secret(data_dir: Path) -> bytes:
+    """A per-data-directory secret, so the demo's device tokens are the same on every run
+    (the database keeps their hashes from the first run)."""
+    path = data_dir / "demo-secret"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_bytes(secrets.token_bytes(32))
+        path.chmod(0o600)
+    return path.read_bytes()
+
+
+def device_token(secret: bytes, endpoint_id: str) -> str:
+    digest = hmac.new(secret, endpoint_id.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:18]).decode()
+
+
 def demo_config(args: argparse.Namespace, per_village: int) -> tuple[Config, dict[str, str]]:
+    secret = demo_secret(args.data)
     zones = [ZoneSpec("thai-nguyen", "Tỉnh Thái Nguyên")]
     endpoints: list[EndpointSpec] = []
     tokens: dict[str, str] = {}
@@ -50,7 +71,7 @@ def demo_config(args: argparse.Namespace, per_village: int) -> tuple[Config, dic
             zones.append(ZoneSpec(v_id, v_name, parent=c_id))
             for k in range(per_village):
                 ep_id = f"{v_id}-loa{k + 1}"
-                tokens[ep_id] = secrets.token_urlsafe(18)
+                tokens[ep_id] = device_token(secret, ep_id)
                 endpoints.append(
                     EndpointSpec(
                         ep_id,
@@ -139,8 +160,20 @@ async def _run_when_listening(speaker: Speaker, url: str) -> None:
     await speaker.run()
 
 
+async def demo_account(app: web.Application, url: str) -> None:
+    """The demo's sign-in: user ``demo`` (admin), a fresh password printed on every run."""
+    store = app[STORE]
+    password = secrets.token_urlsafe(9)
+    if await store.users.find("demo") is None:
+        await auth.add_user(store, "demo", password, "admin", actor="demo")
+    else:
+        await auth.set_password(store, "demo", password, actor="demo")
+    print(f"  sign in:      {url}/login  user demo, password {password}", flush=True)
+
+
 def demo_ctx(tokens: dict[str, str], url: str, programme: bool):  # type: ignore[no-untyped-def]
     async def ctx(app: web.Application) -> AsyncIterator[None]:
+        await demo_account(app, url)
         speakers = [
             Speaker(url, token, NullOutput(), backoff_min_s=0.5, backoff_max_s=5.0)
             for token in tokens.values()
@@ -170,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         f"  try:          LOA_SERVER={url} LOA_ADMIN_TOKEN={config.admin_token} \\\n"
         f"                .venv/bin/loa broadcast start --class emergency --zone dai-tu \\\n"
         f"                --tts 'Bão sắp đổ bộ, bà con sơ tán đến nhà văn hóa thôn.'\n"
-        f"  stop with Ctrl+C",
+        f"  stop with Ctrl+C (the sign-in line follows once the database is open)",
         flush=True,
     )
     with contextlib.suppress(KeyboardInterrupt):
