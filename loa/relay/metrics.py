@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from dataclasses import dataclass, field
+
+# Fan-out time of one frame to all its listeners, in seconds (Prometheus histogram buckets).
+FANOUT_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
 
 
 @dataclass
@@ -19,6 +23,27 @@ class Metrics:
     ws_audio_dropped: int = 0
     udp_send_dropped: int = 0
     broadcasts_started: Counter[str] = field(default_factory=Counter)
+    fanout_counts: list[int] = field(default_factory=lambda: [0] * (len(FANOUT_BUCKETS_S) + 1))
+    fanout_sum_s: float = 0.0
+
+    def observe_fanout(self, seconds: float) -> None:
+        self.fanout_counts[bisect.bisect_left(FANOUT_BUCKETS_S, seconds)] += 1
+        self.fanout_sum_s += seconds
+
+    def _fanout_lines(self) -> list[str]:
+        lines = [
+            "# HELP loa_fanout_seconds Time to hand one encoded frame to all its listeners.",
+            "# TYPE loa_fanout_seconds histogram",
+        ]
+        total = 0
+        for le, n in zip(FANOUT_BUCKETS_S, self.fanout_counts, strict=False):
+            total += n
+            lines.append(f'loa_fanout_seconds_bucket{{le="{le:g}"}} {total}')
+        total += self.fanout_counts[-1]
+        lines.append(f'loa_fanout_seconds_bucket{{le="+Inf"}} {total}')
+        lines.append(f"loa_fanout_seconds_sum {self.fanout_sum_s:.6f}")
+        lines.append(f"loa_fanout_seconds_count {total}")
+        return lines
 
     def render(
         self,
@@ -115,4 +140,5 @@ class Metrics:
             "RTP packets dropped because the socket buffer was full.",
             [("", self.udp_send_dropped)],
         )
+        lines.extend(self._fanout_lines())
         return "\n".join(lines) + "\n"

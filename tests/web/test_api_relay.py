@@ -242,3 +242,20 @@ async def test_patch_endpoint_levels(client: TestClient) -> None:
         assert message in (await resp.json())["error"]["message"]
     resp = await client.patch("/api/v1/endpoints/ghost", json={"volume": 1}, headers=AUTH)
     assert resp.status == 404
+
+
+async def test_metrics_has_a_fanout_histogram(client: TestClient) -> None:
+    await start(client, tone_body(id="m"))
+    await asyncio.sleep(0.3)
+    text = await (await client.get("/metrics")).text()
+    lines = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line.startswith("loa_fanout_seconds")
+    }
+    count = lines["loa_fanout_seconds_count"]
+    assert count >= 5
+    assert lines['loa_fanout_seconds_bucket{le="+Inf"}'] == count
+    buckets = [v for k, v in lines.items() if "_bucket" in k]
+    assert buckets == sorted(buckets)  # cumulative
+    assert 0 < lines["loa_fanout_seconds_sum"] < count * 0.05
