@@ -259,3 +259,33 @@ async def test_metrics_has_a_fanout_histogram(client: TestClient) -> None:
     buckets = [v for k, v in lines.items() if "_bucket" in k]
     assert buckets == sorted(buckets)  # cumulative
     assert 0 < lines["loa_fanout_seconds_sum"] < count * 0.05
+
+
+async def test_a_killed_upload_leaves_no_entry(client: TestClient) -> None:
+    """The client dies half-way through its body: no media entry, no partial file."""
+    host, port = client.server.host, client.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        (
+            "POST /api/v1/media?filename=half.wav HTTP/1.1\r\n"
+            f"Host: {host}\r\nAuthorization: Bearer {ADMIN}\r\n"
+            "Content-Type: audio/wav\r\nContent-Length: 1000000\r\n\r\n"
+        ).encode()
+        + b"RIFF"
+        + b"\0" * 300_000
+    )
+    await writer.drain()
+    media_dir = client.app[CONFIG].data_dir / "media"
+    parts: list[Path] = []
+    for _ in range(100):  # wait until the server is writing the part file
+        parts = list(media_dir.glob("*.part")) if media_dir.exists() else []
+        if parts:
+            break
+        await asyncio.sleep(0.02)
+    assert parts, "the server never started writing the upload"
+    writer.transport.abort()  # killed: no FIN, no rest of the body
+    await asyncio.sleep(0.5)
+    assert list(media_dir.iterdir()) == []
+    listed = await (await client.get("/api/v1/media", headers=AUTH)).json()
+    assert listed["media"] == []
+    del reader
