@@ -1,0 +1,425 @@
+"""API handlers for the inventory and the accounts: zones, endpoints (and their device tokens),
+users (and their API tokens). Every change goes to the store first, then to the running node,
+so routing follows at once and a restart finds the same inventory.
+
+Scope: admins change anything. An operator changes what lies inside their zone's subtree, but
+not their own root zone, and cannot move anything out of it. A viewer only reads. What a user
+may not see answers 404 exactly as if it did not exist; a forbidden change to something they
+see answers 403. Users are admin business, except that everyone manages their own API tokens
+and password."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from loa.config import EndpointSpec
+from loa.errors import BadRequest, Conflict, Forbidden, NotFound
+from loa.relay.node import Endpoint as LiveEndpoint
+from loa.relay.node import Node
+from loa.store import Account, Endpoint, Store
+from loa.store.passwords import hash_password_async, verify_password_async
+from loa.web import auth
+from loa.web.api.relay import json_body, node_of, user_of
+from loa.web.auth import User
+
+routes = web.RouteTableDef()
+
+ZONE_FIELDS = ("name", "timezone", "languages", "parent")
+ENDPOINT_FIELDS = ("name", "zone", "address", "lat", "lon", "volume", "emergency_volume")
+USER_FIELDS = ("role", "zone", "emergency_right", "disabled", "password", "current_password")
+
+
+def store_of(request: web.Request) -> Store:
+    return request.config_dict[auth.STORE]
+
+
+def only(data: dict[str, Any], allowed: tuple[str, ...], *, required: tuple[str, ...] = ()) -> None:
+    """400 naming unknown or missing fields (a typo must not be silently ignored)."""
+    unknown = set(data) - set(allowed) - set(required)
+    if unknown:
+        settable = ", ".join((*required, *allowed))
+        raise BadRequest(f"unknown field(s) {sorted(unknown)}; settable: {settable}")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise BadRequest(f"missing field(s) {missing}", missing=missing)
+
+
+def optional_bool(data: dict[str, Any], key: str) -> bool | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise BadRequest(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def may_change(user: User) -> None:
+    if user.role == "viewer":
+        raise Forbidden(f"{user.username} is a viewer and may not change anything")
+
+
+def spec_of(row: Endpoint) -> EndpointSpec:
+    """What the node runs from a store row (the token is matched by its hash)."""
+    return EndpointSpec(
+        row.id,
+        row.name,
+        row.zone,
+        kind=row.kind,
+        address=row.address,
+        lat=row.lat,
+        lon=row.lon,
+        volume=row.volume,
+        emergency_volume=row.emergency_volume,
+    )
+
+
+# -- zones -------------------------------------------------------------------------------------
+
+
+def see_zone(user: User, node: Node, zone_id: str, what: str = "zone") -> str:
+    """The zone id if this user sees it; an unseen zone is reported exactly like a missing one."""
+    if not auth.can_see_zone(user, node.zones, zone_id):
+        raise NotFound(f"{what} {zone_id!r} does not exist", zone=zone_id)
+    return zone_id
+
+
+def may_edit_zone(user: User, node: Node, zone_id: str) -> None:
+    see_zone(user, node, zone_id)
+    may_change(user)
+    if user.role == "operator" and zone_id == user.zone:
+        raise Forbidden(
+            f"{user.username} may not change their own zone {zone_id}, only zones inside it",
+            zone=zone_id,
+        )
+
+
+def may_parent(user: User, node: Node, parent: object) -> str | None:
+    """A zone may be added or moved under ``parent`` by this user (None: a root zone)."""
+    if parent is None:
+        if user.role != "admin":
+            raise Forbidden(f"only an admin may make a root zone; {user.username} is {user.role}")
+        return None
+    if not isinstance(parent, str):
+        raise BadRequest(f"parent must be a zone id or null, got {parent!r}")
+    return see_zone(user, node, parent, "parent zone")
+
+
+async def zone_json(store: Store, node: Node, zone_id: str) -> dict[str, Any]:
+    zone = await store.zones.get(zone_id)
+    here = [e for e in node.poles() if e.spec.zone == zone_id]
+    below = node.zones.subtree(zone_id)
+    total = [e for e in node.poles() if e.spec.zone in below]
+    return {
+        **zone.as_json(),
+        "level": node.zones.level(zone_id),
+        "children": sorted(node.zones.children(zone_id)),
+        "endpoints": {
+            "here": len(here),
+            "total": len(total),
+            "online": sum(1 for e in total if e.online),
+        },
+    }
+
+
+@routes.post("/zones")
+async def add_zone(request: web.Request) -> web.Response:
+    node, user, store = node_of(request), user_of(request), store_of(request)
+    may_change(user)
+    data = await json_body(request)
+    only(data, ("timezone", "languages"), required=("id", "name", "parent"))
+    parent = may_parent(user, node, data["parent"])
+    extra = {k: data[k] for k in ("timezone", "languages") if k in data}
+    zone = await store.zones.add(data["id"], data["name"], parent, **extra)
+    node.add_zone(zone.id, zone.parent)
+    return web.json_response(await zone_json(store, node, zone.id), status=201)
+
+
+@routes.get("/zones/{id}")
+async def get_zone(request: web.Request) -> web.Response:
+    node = node_of(request)
+    zone_id = see_zone(user_of(request), node, request.match_info["id"])
+    return web.json_response(await zone_json(store_of(request), node, zone_id))
+
+
+@routes.patch("/zones/{id}")
+async def update_zone(request: web.Request) -> web.Response:
+    """Rename, re-time-zone, re-language, or move (``parent``): the node re-judges at once
+    every endpoint in a moved subtree."""
+    node, user, store = node_of(request), user_of(request), store_of(request)
+    zone_id = request.match_info["id"]
+    may_edit_zone(user, node, zone_id)
+    data = await json_body(request)
+    only(data, ZONE_FIELDS)
+    move = "parent" in data and data["parent"] != node.zones.parent(zone_id)
+    if move:
+        parent = may_parent(user, node, data["parent"])
+        if parent is not None and node.zones.contains(zone_id, parent):
+            raise BadRequest(
+                f"cannot move zone {zone_id!r} under {parent!r}: "
+                f"{parent!r} is inside {zone_id!r}'s subtree",
+                zone=zone_id,
+                parent=parent,
+            )
+    changes = {k: data[k] for k in ("name", "timezone", "languages") if k in data}
+    if changes:
+        await store.zones.update(zone_id, **changes)
+    if move:
+        await store.zones.move(zone_id, parent)
+        node.move_zone(zone_id, parent)
+    return web.json_response(await zone_json(store, node, zone_id))
+
+
+@routes.delete("/zones/{id}")
+async def delete_zone(request: web.Request) -> web.Response:
+    """409 naming what is still in the zone (child zones, endpoints, users, schedules, or
+    listeners tuned in right now)."""
+    node, store = node_of(request), store_of(request)
+    zone_id = request.match_info["id"]
+    may_edit_zone(user_of(request), node, zone_id)
+    listening = sorted(e for e in node.zones.endpoints_in(zone_id) if node.endpoints[e].listener)
+    if listening and not node.zones.children(zone_id):
+        raise Conflict(
+            f"zone {zone_id!r} has {len(listening)} listener(s) tuned in (WHEP or Ogg); "
+            "try again when they have left",
+            zone=zone_id,
+            listeners=len(listening),
+        )
+    zone = await store.zones.get(zone_id)
+    await store.zones.remove(zone_id)
+    node.remove_zone(zone_id)
+    return web.json_response(zone.as_json())
+
+
+# -- endpoints ---------------------------------------------------------------------------------
+
+
+def see_endpoint(request: web.Request, endpoint_id: str) -> LiveEndpoint:
+    """The live endpoint if this user sees it; out of scope looks like absent (404)."""
+    node = node_of(request)
+    ep = node.endpoint(endpoint_id)
+    if not auth.can_see_zone(user_of(request), node.zones, ep.spec.zone):
+        raise NotFound(f"endpoint {endpoint_id} not found")
+    return ep
+
+
+@routes.post("/endpoints")
+async def add_endpoint(request: web.Request) -> web.Response:
+    """201 with the endpoint and, for a managed one, its device ``token`` (shown only here)."""
+    node, user, store = node_of(request), user_of(request), store_of(request)
+    may_change(user)
+    data = await json_body(request)
+    fields = ("kind", "address", "lat", "lon", "volume", "emergency_volume")
+    only(data, fields, required=("id", "name", "zone"))
+    if not isinstance(data["zone"], str):
+        raise BadRequest(f"zone must be a zone id, got {data['zone']!r}")
+    see_zone(user, node, data["zone"])
+    extra = {k: data[k] for k in fields if k in data}
+    row, token = await store.endpoints.add(data["id"], data["name"], data["zone"], **extra)
+    ep = node.add_endpoint(spec_of(row), token_hash=row.token_hash)
+    body = node.endpoint_json(ep)
+    if token is not None:
+        body["token"] = token
+    return web.json_response(body, status=201)
+
+
+@routes.patch("/endpoints/{id}")
+async def update_endpoint(request: web.Request) -> web.Response:
+    """Name, zone, place, address and levels (kept in the store); ``muted`` (live only). A
+    connected speaker obeys new levels at once; one whose zone or address changed reconnects."""
+    node, user, store = node_of(request), user_of(request), store_of(request)
+    ep = see_endpoint(request, request.match_info["id"])
+    may_change(user)
+    data = await json_body(request)
+    only(data, (*ENDPOINT_FIELDS, "muted"))
+    muted = optional_bool(data, "muted")
+    if "zone" in data:
+        if not isinstance(data["zone"], str):
+            raise BadRequest(f"zone must be a zone id, got {data['zone']!r}")
+        see_zone(user, node, data["zone"])
+    changes = {k: data[k] for k in ENDPOINT_FIELDS if k in data}
+    if changes:
+        was_muted = ep.muted
+        row = await store.endpoints.update(ep.id, **changes)
+        node.update_endpoint(spec_of(row), token_hash=row.token_hash)
+        ep = node.endpoint(ep.id)  # a new zone or address makes a new live endpoint
+        muted = was_muted if muted is None else muted
+    if muted is not None and muted != ep.muted:
+        node.set_levels(ep, muted=muted)
+    return web.json_response(node.endpoint_json(ep))
+
+
+@routes.post("/endpoints/{id}/token")
+async def rotate_token(request: web.Request) -> web.Response:
+    """A new device token, shown once; the speaker connected with the old one is dropped."""
+    node, store = node_of(request), store_of(request)
+    ep = see_endpoint(request, request.match_info["id"])
+    may_change(user_of(request))
+    token = await store.endpoints.rotate_token(ep.id)
+    row = await store.endpoints.get(ep.id)
+    node.update_endpoint(spec_of(row), token_hash=row.token_hash)
+    return web.json_response({**node.endpoint_json(node.endpoint(ep.id)), "token": token})
+
+
+@routes.delete("/endpoints/{id}")
+async def delete_endpoint(request: web.Request) -> web.Response:
+    node, store = node_of(request), store_of(request)
+    ep = see_endpoint(request, request.match_info["id"])
+    may_change(user_of(request))
+    row = await store.endpoints.get(ep.id)
+    await store.endpoints.remove(ep.id)
+    node.remove_endpoint(ep.id)
+    return web.json_response(row.as_json())
+
+
+# -- users and their API tokens ------------------------------------------------------------------
+
+
+def self_or_admin(user: User, username: str) -> None:
+    if user.username != username:
+        auth.require_admin(user)
+
+
+async def keep_an_admin(store: Store, target: Account, changes: dict[str, Any]) -> None:
+    """409 rather than leave the system with no enabled admin to manage it."""
+    if target.role != "admin" or target.disabled:
+        return
+    if changes.get("role", "admin") == "admin" and not changes.get("disabled"):
+        return
+    others = [
+        a
+        for a in await store.users.list()
+        if a.role == "admin" and not a.disabled and a.username != target.username
+    ]
+    if not others:
+        raise Conflict(
+            f"{target.username} is the last enabled admin; make another admin first",
+            user=target.username,
+        )
+
+
+@routes.get("/users")
+async def list_users(request: web.Request) -> web.Response:
+    auth.require_admin(user_of(request))
+    accounts = await store_of(request).users.list()
+    return web.json_response({"users": [a.as_json() for a in accounts]})
+
+
+@routes.post("/users")
+async def add_user(request: web.Request) -> web.Response:
+    user, store = user_of(request), store_of(request)
+    auth.require_admin(user)
+    data = await json_body(request)
+    only(data, ("zone", "emergency_right"), required=("username", "password", "role"))
+    for key in ("username", "password", "role"):
+        if not isinstance(data[key], str):
+            raise BadRequest(f"{key} must be a string, got {data[key]!r}")
+    zone = data.get("zone")
+    if zone is not None and not isinstance(zone, str):
+        raise BadRequest(f"zone must be a zone id or null, got {zone!r}")
+    account = await auth.add_user(
+        store,
+        data["username"],
+        data["password"],
+        data["role"],
+        zone=zone,
+        emergency_right=bool(optional_bool(data, "emergency_right")),
+        actor=user.username,
+        ip=request.remote,
+    )
+    return web.json_response(account.as_json(), status=201)
+
+
+async def user_changes(data: dict[str, Any], user: User, target: Account) -> dict[str, Any]:
+    """The store columns a PATCH changes; a new password of one's own needs the current one."""
+    changes: dict[str, Any] = {}
+    for key in ("emergency_right", "disabled"):
+        if key in data:
+            changes[key] = optional_bool(data, key)
+            if changes[key] is None:
+                raise BadRequest(f"{key} must be true or false, got None")
+    for key in ("role", "zone"):
+        if key in data:
+            if not isinstance(data[key], str) and not (key == "zone" and data[key] is None):
+                raise BadRequest(f"{key} must be a string, got {data[key]!r}")
+            changes[key] = data[key]
+    if changes and user.role != "admin":
+        raise Forbidden(
+            f"{user.username} may change only their own password, not {sorted(changes)}"
+        )
+    if "password" in data:
+        if not isinstance(data["password"], str):
+            raise BadRequest("password must be a string")
+        if user.username == target.username:
+            current = data.get("current_password")
+            if not isinstance(current, str):
+                raise BadRequest("to change your own password, send current_password too")
+            if not await verify_password_async(current, target.password_hash):
+                raise Forbidden("current_password is wrong", field="current_password")
+        changes["password_hash"] = await hash_password_async(data["password"])
+    elif "current_password" in data:
+        raise BadRequest("current_password is only used with password")
+    return changes
+
+
+@routes.patch("/users/{username}")
+async def update_user(request: web.Request) -> web.Response:
+    """Admins change role, zone, rights, disabled and passwords; anyone changes their own
+    password with ``current_password``. A new password or disabling ends open sessions."""
+    user, store = user_of(request), store_of(request)
+    username = request.match_info["username"]
+    self_or_admin(user, username)
+    data = await json_body(request)
+    only(data, USER_FIELDS)
+    target = await store.users.get(username)
+    changes = await user_changes(data, user, target)
+    await keep_an_admin(store, target, changes)
+    account = await store.users.update(username, actor=user.username, ip=request.remote, **changes)
+    return web.json_response(account.as_json())
+
+
+@routes.delete("/users/{username}")
+async def delete_user(request: web.Request) -> web.Response:
+    user, store = user_of(request), store_of(request)
+    auth.require_admin(user)
+    target = await store.users.get(request.match_info["username"])
+    await keep_an_admin(store, target, {"disabled": True})
+    await store.users.remove(target.username, actor=user.username, ip=request.remote)
+    return web.json_response(target.as_json())
+
+
+@routes.get("/users/{username}/tokens")
+async def list_tokens(request: web.Request) -> web.Response:
+    username = request.match_info["username"]
+    self_or_admin(user_of(request), username)
+    store = store_of(request)
+    await store.users.get(username)
+    return web.json_response({"tokens": [t.as_json() for t in await store.users.tokens(username)]})
+
+
+@routes.post("/users/{username}/tokens")
+async def add_token(request: web.Request) -> web.Response:
+    """201 with the new API ``token`` (shown only here) and its id for revoking it."""
+    user, store = user_of(request), store_of(request)
+    username = request.match_info["username"]
+    self_or_admin(user, username)
+    data = await json_body(request)
+    only(data, (), required=("label",))
+    if not isinstance(data["label"], str) or not data["label"].strip():
+        raise BadRequest(f"label must be a non-empty string, got {data['label']!r}")
+    row, token = await store.users.add_token(
+        username, data["label"].strip(), actor=user.username, ip=request.remote
+    )
+    return web.json_response({**row.as_json(), "token": token}, status=201)
+
+
+@routes.delete("/users/{username}/tokens/{id}")
+async def revoke_token(request: web.Request) -> web.Response:
+    user, store = user_of(request), store_of(request)
+    username, raw = request.match_info["username"], request.match_info["id"]
+    self_or_admin(user, username)
+    owned = {str(t.id): t for t in await store.users.tokens(username)}
+    token = owned.get(raw)
+    if token is None:  # also a token of someone else: its id tells nothing
+        raise NotFound(f"API token {raw} of {username} does not exist", token=raw)
+    await store.users.revoke_token(token.id, actor=user.username, ip=request.remote)
+    return web.json_response(token.as_json())
