@@ -42,6 +42,7 @@ from loa.codecs.pcm import silence
 from loa.errors import BadRequest, LoaError, NotFound
 from loa.relay.node import Endpoint, Node
 from loa.web.api.relay import node_of
+from loa.web.auth import USER, can_see_zone
 from loa.web.middlewares import error_json
 
 log = logging.getLogger(__name__)
@@ -422,7 +423,7 @@ async def whep_post(request: web.Request) -> web.Response:
     zone = request.query.get("zone", "")
     if not zone:
         raise BadRequest("say which zone to listen to: /whep?zone=<zone id>")
-    if zone not in node.zones:
+    if not can_see_zone(request[USER], node.zones, zone):  # unknown or out of scope alike
         raise NotFound(f"zone {zone} not found", zone=zone)
     offer = await read_offer(request)
     check_offer(offer, direction="recv")
@@ -444,6 +445,10 @@ async def whep_post(request: web.Request) -> web.Response:
 async def whep_delete(request: web.Request) -> web.Response:
     peers = request.config_dict[PEERS]
     session = peers.get("whep", request.match_info["session"])
+    if isinstance(session, WhepSession) and not can_see_zone(
+        request[USER], session.node.zones, session.zone
+    ):
+        raise NotFound(f"WHEP session {session.id} not found")
     await session.close("deleted by the listener")
     return web.Response(status=200)
 

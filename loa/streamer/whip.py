@@ -45,7 +45,7 @@ from loa.relay.webrtc import (
 )
 from loa.streamer.base import Frame, Source
 from loa.streamer.pacer import Pacer
-from loa.web.api.relay import node_of
+from loa.web.api.relay import may_stop, node_of
 from loa.web.auth import USER, User
 
 log = logging.getLogger(__name__)
@@ -334,6 +334,13 @@ async def whip_post(request: web.Request) -> web.Response:
 async def whip_delete(request: web.Request) -> web.Response:
     peers = request.config_dict[PEERS]
     session = peers.get("whip", request.match_info["session"])
+    if isinstance(session, WhipSession) and session.broadcast is not None:
+        may_stop(
+            request[USER],
+            session.node,
+            session.broadcast.spec,
+            f"WHIP session {session.id} not found",
+        )
     await session.close("stopped by the publisher (WHIP DELETE)")
     return web.Response(status=200)
 

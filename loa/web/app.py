@@ -12,14 +12,15 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from loa import __version__
-from loa.config import Config, EndpointSpec
+from loa.config import Config
 from loa.relay import webrtc
 from loa.relay.broadcast import LogEntry
 from loa.relay.node import Node
 from loa.relay.websocket import speaker_handler
 from loa.store import Store
 from loa.streamer import whip
-from loa.web import auth, live, middlewares, pages
+from loa.web import auth, live, middlewares, openapi, pages, studio
+from loa.web.api import admin as admin_api
 from loa.web.api import records as records_api
 from loa.web.api import relay as relay_api
 
@@ -62,23 +63,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def load_inventory(node: Node, store: Store) -> None:
     """The store is authoritative: give the node its zones and endpoints."""
     zones = [(z.id, z.parent) for z in await store.zones.list()]
-    endpoints = [
-        (
-            EndpointSpec(
-                e.id,
-                e.name,
-                e.zone,
-                kind=e.kind,
-                address=e.address,
-                lat=e.lat,
-                lon=e.lon,
-                volume=e.volume,
-                emergency_volume=e.emergency_volume,
-            ),
-            e.token_hash,
-        )
-        for e in await store.endpoints.list()
-    ]
+    endpoints = [(admin_api.spec_of(e), e.token_hash) for e in await store.endpoints.list()]
     node.sync_inventory(zones, endpoints)
 
 
@@ -144,8 +129,11 @@ def create_app(config: Config) -> web.Application:
     webrtc.setup(api)  # POST /api/v1/whep: listen in a browser
     auth.setup(app, store, api)
     live.setup(api)  # GET /api/v1/status/ws: the dashboard's live status
+    api.add_routes(admin_api.routes)  # zones, endpoints, users and their tokens
+    openapi.setup(api)  # GET /api/v1/openapi.json (public), describes every route above
     app.add_subapp("/api/v1", api)
     pages.setup(app)  # /, /log, GET /login, /static/…
+    studio.setup(app)  # GET /studio (live from the microphone by WHIP), GET /listen (WHEP)
 
     from loa.relay import http_ogg
     from loa.streamer import icecast

@@ -14,13 +14,14 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from loa.errors import BadRequest, Forbidden, NotFound
-from loa.store import to_csv
+from loa.store import LogRow, to_csv
 from loa.web import auth
 from loa.web.api.relay import node_of, user_of
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CSV_MAX_ROWS = 100_000
 
 
 def _float(request: web.Request, key: str) -> float | None:
@@ -78,7 +79,12 @@ async def broadcast_log(request: web.Request) -> web.Response:
 async def broadcast_log_csv(request: web.Request) -> web.Response:
     store = request.config_dict[auth.STORE]
     filters = await _log_filters(request)
-    rows = await store.log.query(**filters, limit=100_000)
+    rows: list[LogRow] = []
+    while len(rows) < CSV_MAX_ROWS:  # the store pages at most 1000 rows per query
+        page = await store.log.query(**filters, limit=1000, offset=len(rows))
+        rows += page
+        if len(page) < 1000:
+            break
     tz_name = request.query.get("tz", "Asia/Ho_Chi_Minh")
     try:
         tz = ZoneInfo(tz_name)

@@ -82,31 +82,6 @@ async def get_endpoint(request: web.Request) -> web.Response:
     return web.json_response(node.endpoint_json(_see_endpoint(request, request.match_info["id"])))
 
 
-@routes.patch("/endpoints/{id}")
-async def update_endpoint(request: web.Request) -> web.Response:
-    """Set volume, emergency volume or mute; a connected speaker obeys at once."""
-    node = node_of(request)
-    ep = _see_endpoint(request, request.match_info["id"])
-    auth.can_target(user_of(request), node.zones, (), {ep.id: ep.spec.zone}, emergency=False)
-    data = await json_body(request)
-    unknown = set(data) - {"volume", "emergency_volume", "muted"}
-    if unknown:
-        raise BadRequest(
-            f"unknown field(s) {sorted(unknown)}; settable: volume, emergency_volume, muted"
-        )
-    for key in ("volume", "emergency_volume"):
-        value = data.get(key)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100
-        ):
-            raise BadRequest(f"{key} must be an integer 0..100, got {value!r}")
-    muted = _optional_bool(data, "muted")
-    node.set_levels(
-        ep, volume=data.get("volume"), emergency_volume=data.get("emergency_volume"), muted=muted
-    )
-    return web.json_response(node.endpoint_json(ep))
-
-
 @routes.get("/endpoints/{id}/sdp")
 async def endpoint_sdp(request: web.Request) -> web.Response:
     """The SDP an RTP receiver (ffmpeg, GStreamer, VLC) opens to play a static endpoint."""
@@ -256,13 +231,10 @@ async def get_broadcast(request: web.Request) -> web.Response:
     raise NotFound(f"broadcast {bc_id} not found")
 
 
-@routes.delete("/broadcasts/{id}")
-async def stop_broadcast(request: web.Request) -> web.Response:
-    node, user = node_of(request), user_of(request)
-    bc = node.broadcasts.get(request.match_info["id"])
-    if bc is None or not _sees_broadcast(user, node, bc.spec):
-        raise NotFound(f"broadcast {request.match_info['id']} is not active")
-    spec = bc.spec
+def may_stop(user: User, node: Node, spec: BroadcastSpec, missing: str) -> None:
+    """404 (``missing``) unless the user sees the broadcast; 403 unless they may stop it."""
+    if not _sees_broadcast(user, node, spec):
+        raise NotFound(missing)
     auth.can_target(
         user,
         node.zones,
@@ -270,5 +242,15 @@ async def stop_broadcast(request: web.Request) -> web.Response:
         {e: node.endpoints[e].spec.zone for e in spec.target_endpoints if e in node.endpoints},
         emergency=spec.priority is Priority.EMERGENCY,
     )
+
+
+@routes.delete("/broadcasts/{id}")
+async def stop_broadcast(request: web.Request) -> web.Response:
+    node, user = node_of(request), user_of(request)
+    bc = node.broadcasts.get(request.match_info["id"])
+    missing = f"broadcast {request.match_info['id']} is not active"
+    if bc is None:
+        raise NotFound(missing)
+    may_stop(user, node, bc.spec, missing)
     bc = await node.stop_broadcast(bc.id)
     return web.json_response(bc.log.as_json())
