@@ -113,6 +113,9 @@ class Node:
         self.broadcasts: dict[str, Broadcast] = {}
         self.history: list[LogEntry] = []
         self.on_log = on_log
+        # Called with (endpoint id, online, Unix time) when a speaker connects or goes away:
+        # the availability reports and status webhooks hang off this.
+        self.on_presence: Callable[[str, bool, float], None] | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self._sock: socket.socket | None = None
         self._tasks: dict[str, asyncio.Task[State]] = {}
@@ -358,6 +361,8 @@ class Node:
             ep.peer.close(4409, "replaced by a newer connection")
         ep.peer, ep.session, ep.last_seen = peer, session, time.time()
         self._heard_start(ep, now, self.router.holder(ep.id))
+        if self.on_presence is not None:
+            self.on_presence(ep.id, True, ep.last_seen)
         self.metrics.speaker_connects += 1
         log.info("[ep=%s] speaker connected", ep.id)
         return session
@@ -370,6 +375,8 @@ class Node:
             self.sessions.close(ep.session.id)
         ep.peer, ep.session = None, None
         log.info("[ep=%s] speaker disconnected", ep.id)
+        if self.on_presence is not None:
+            self.on_presence(ep.id, False, time.time())
 
     def _session_lost_udp(self, session: Session) -> None:
         ep = self.endpoints.get(session.endpoint_id)
