@@ -6,24 +6,18 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from aiohttp import ClientSession
-from aiohttp.test_utils import TestServer
 
 from loa.codecs.ogg_opus import OggOpusReader
 from loa.codecs.opus import OpusDecoder
 from loa.codecs.pcm import dominant_frequency, rms_dbfs
 from loa.codecs.rtp import RtpExtension, RtpPacket
-from loa.config import Config
-from loa.relay import http_ogg
 from loa.relay.http_ogg import SILENCE, Listener, listen_token
-from loa.web.app import create_app
-from tests.conftest import ADMIN, Relay, need_binary, tree_config
+from tests.conftest import ADMIN, need_binary, tree_config
 from tests.relay.fleet import Fleet, wait_for
 from tests.relay.relayfix import on_transport, tone
 
@@ -117,25 +111,6 @@ def test_a_listener_needs_room_for_a_packet() -> None:
 # -- against a real server --------------------------------------------------------------------
 
 
-@pytest.fixture
-async def listen_relay() -> AsyncIterator[Any]:
-    made: list[Relay] = []
-
-    async def make(config: Config) -> Relay:
-        app = create_app(config)
-        http_ogg.setup(app)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        relay = Relay(server, ClientSession())
-        made.append(relay)
-        return relay
-
-    yield make
-    for relay in made:
-        await relay.http.close()
-        await relay.server.close()
-
-
 @pytest.mark.parametrize(
     ("path", "headers", "status", "code"),
     [
@@ -148,9 +123,9 @@ async def listen_relay() -> AsyncIterator[Any]:
     ],
 )
 async def test_refused_listeners_get_a_json_error(
-    listen_relay: Any, tmp_path: Path, path: str, headers: dict[str, str], status: int, code: str
+    relay_factory: Any, tmp_path: Path, path: str, headers: dict[str, str], status: int, code: str
 ) -> None:
-    relay = await listen_relay(tree_config(tmp_path))
+    relay = await relay_factory(tree_config(tmp_path))
     async with relay.http.get(relay.url + path, headers=headers) as resp:
         assert resp.status == status
         assert (await resp.json())["error"]["code"] == code
@@ -161,9 +136,9 @@ async def test_refused_listeners_get_a_json_error(
 
 @pytest.mark.parametrize("how", ["admin-bearer", "zone-query"])
 async def test_an_idle_zone_streams_ogg_silence_and_leaving_detaches(
-    listen_relay: Any, tmp_path: Path, how: str
+    relay_factory: Any, tmp_path: Path, how: str
 ) -> None:
-    relay = await listen_relay(tree_config(tmp_path))
+    relay = await relay_factory(tree_config(tmp_path))
     if how == "admin-bearer":
         url, headers = relay.url + "/listen/c1.ogg", {"Authorization": f"Bearer {ADMIN}"}
     else:
@@ -200,10 +175,10 @@ async def ffmpeg_listen(url: str, seconds: float) -> np.ndarray:
 @pytest.mark.e2e
 @pytest.mark.slow
 async def test_ffmpeg_hears_its_zone_while_a_slow_reader_stalls_nobody(
-    listen_relay: Any, tmp_path: Path
+    relay_factory: Any, tmp_path: Path
 ) -> None:
     config = tree_config(tmp_path, communes=2, per_commune=1)
-    relay = await listen_relay(config)
+    relay = await relay_factory(config)
     fleet = Fleet(relay.url, [(e.id, e.token) for e in config.endpoints])
     await fleet.start()
     try:

@@ -8,21 +8,17 @@ import base64
 import dataclasses
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from aiohttp import ClientSession
-from aiohttp.test_utils import TestServer
 
 from loa.codecs.pcm import dominant_frequency
 from loa.config import Config, MountSpec
 from loa.errors import SourceError
 from loa.streamer import icecast
 from loa.streamer.icecast import IcecastSource
-from loa.web.app import create_app
 from tests.conftest import Relay, need_binary, tree_config
 from tests.relay.fleet import Fleet, wait_for
 from tests.relay.relayfix import on_transport
@@ -35,25 +31,6 @@ def mount_config(tmp_path: Path) -> Config:
     """Communes c0 and c1 with one pole each; mount 'studio' plays live to c0 only."""
     config = tree_config(tmp_path, communes=2, per_commune=1)
     return dataclasses.replace(config, mounts=(MountSpec("studio", PASSWORD, ("c0",)),))
-
-
-@pytest.fixture
-async def ingest_relay() -> AsyncIterator[Any]:
-    made: list[Relay] = []
-
-    async def make(config: Config) -> Relay:
-        app = create_app(config)
-        icecast.setup(app)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        relay = Relay(server, ClientSession())
-        made.append(relay)
-        return relay
-
-    yield make
-    for relay in made:
-        await relay.http.close()
-        await relay.server.close()
 
 
 async def run_ffmpeg(*args: str) -> tuple[int, str]:
@@ -89,10 +66,10 @@ def icecast_ids(relay: Relay) -> list[str]:
     ids=["ogg-opus", "mp3"],
 )
 async def test_ffmpeg_push_plays_in_the_mount_zones_only(
-    ingest_relay: Any, tmp_path: Path, encode: list[str]
+    relay_factory: Any, tmp_path: Path, encode: list[str]
 ) -> None:
     config = mount_config(tmp_path)
-    relay = await ingest_relay(config)
+    relay = await relay_factory(config)
     fleet = Fleet(relay.url, [(e.id, e.token) for e in config.endpoints])
     await fleet.start()
     try:
@@ -143,9 +120,9 @@ async def test_ffmpeg_push_plays_in_the_mount_zones_only(
     ],
 )  # fmt: skip
 async def test_refused_sources_play_nothing(
-    ingest_relay: Any, tmp_path: Path, path: str, headers: dict[str, str], status: int, code: str
+    relay_factory: Any, tmp_path: Path, path: str, headers: dict[str, str], status: int, code: str
 ) -> None:
-    relay = await ingest_relay(mount_config(tmp_path))
+    relay = await relay_factory(mount_config(tmp_path))
     headers = {"Content-Type": "audio/mpeg", **headers}
     async with relay.http.put(
         relay.url + path, data=b"\xff\xfb" * 100, headers=headers, expect100=True
@@ -187,10 +164,10 @@ async def mp3_tone(tmp_path: Path, freq: int, seconds: float) -> bytes:
 @pytest.mark.e2e
 @pytest.mark.slow
 async def test_legacy_source_plays_refuses_a_second_source_and_obeys_a_stop(
-    ingest_relay: Any, tmp_path: Path
+    relay_factory: Any, tmp_path: Path
 ) -> None:
     config = mount_config(tmp_path)
-    relay = await ingest_relay(config)
+    relay = await relay_factory(config)
     mp3 = await mp3_tone(tmp_path, 1000, 6)
     fleet = Fleet(relay.url, [(e.id, e.token) for e in config.endpoints])
     await fleet.start()
@@ -228,9 +205,9 @@ async def test_legacy_source_plays_refuses_a_second_source_and_obeys_a_stop(
 
 @pytest.mark.e2e
 async def test_garbage_fails_the_broadcast_and_leaves_the_relay_fine(
-    ingest_relay: Any, tmp_path: Path
+    relay_factory: Any, tmp_path: Path
 ) -> None:
-    relay = await ingest_relay(mount_config(tmp_path))
+    relay = await relay_factory(mount_config(tmp_path))
     _, writer, head = await legacy_source(relay, "audio/ogg")
     assert head.startswith(b"HTTP/1.0 200 OK\r\n")
     (bc_id,) = icecast_ids(relay)
@@ -247,8 +224,8 @@ async def test_garbage_fails_the_broadcast_and_leaves_the_relay_fine(
 
 
 @pytest.mark.e2e
-async def test_shutdown_ends_a_connected_source(ingest_relay: Any, tmp_path: Path) -> None:
-    relay = await ingest_relay(mount_config(tmp_path))
+async def test_shutdown_ends_a_connected_source(relay_factory: Any, tmp_path: Path) -> None:
+    relay = await relay_factory(mount_config(tmp_path))
     mp3 = await mp3_tone(tmp_path, 500, 2)
     reader, writer, _ = await legacy_source(relay, "audio/mpeg")
     writer.write(mp3[:4000])
