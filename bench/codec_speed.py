@@ -13,35 +13,16 @@ import statistics
 import time
 from collections.abc import Callable
 
-import numpy as np
-
-from loa.codecs import FRAME_SAMPLES, SAMPLE_RATE, pcm
+from loa.codecs import FRAME_SAMPLES, pcm
 from loa.codecs.opus import OpusDecoder, OpusEncoder, libopus_version
 
 BITRATE_BPS = 32_000
 
 
 def voice_like(frames: int, seed: int = 1) -> list[pcm.Int16Array]:
-    """Vowel-like audio (gliding pitch, moving formants, syllables, breath) in 20 ms frames."""
-    n = frames * FRAME_SAMPLES
-    t = np.arange(n) / SAMPLE_RATE
-    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t) + 15 * np.sin(2 * np.pi * 3.1 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
-    h = np.arange(1, 40)[:, None]
-    f = h * f0
-    f1 = 600 + 250 * np.sin(2 * np.pi * 2.3 * t)
-    f2 = 1500 + 600 * np.sin(2 * np.pi * 1.7 * t + 1)
-    weight = (
-        np.exp(-(((f - f1) / 250) ** 2))
-        + 0.5 * np.exp(-(((f - f2) / 350) ** 2))
-        + 0.2 * np.exp(-(((f - 2700) / 500) ** 2))
-        + 0.01
-    )
-    x = (weight * np.sin(h * phase) / np.sqrt(h)).sum(axis=0)
-    x *= 0.5 + 0.5 * np.abs(np.sin(4 * np.pi * t))
-    x += 0.02 * np.random.default_rng(seed).standard_normal(n)
-    signal = pcm.to_int16(x / np.max(np.abs(x)) * 0.4)
-    return [signal[i : i + FRAME_SAMPLES] for i in range(0, n, FRAME_SAMPLES)]
+    """Vowel-like audio in 20 ms frames."""
+    signal = pcm.voice_like(frames * FRAME_SAMPLES, seed=seed)
+    return [signal[i : i + FRAME_SAMPLES] for i in range(0, signal.size, FRAME_SAMPLES)]
 
 
 def _median_us(run: Callable[[], float], runs: int, frames: int) -> float:

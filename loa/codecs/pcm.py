@@ -175,3 +175,26 @@ def dominant_frequency(pcm: Int16Array, rate: int = SAMPLE_RATE) -> float:
     else:
         k_f = float(k)
     return float(k_f * rate / pcm.size)
+
+
+def voice_like(n: int, *, seed: int = 1, rate: int = SAMPLE_RATE) -> Int16Array:
+    """Vowel-like test speech: a gliding ~140 Hz pitch, moving formants, syllables, breath.
+
+    Opus treats it as speech (SILK, FEC), unlike a tone; used by codec tests and benches."""
+    t = np.arange(n) / rate
+    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t) + 15 * np.sin(2 * np.pi * 3.1 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    h = np.arange(1, 40)[:, None]
+    f = h * f0
+    f1 = 600 + 250 * np.sin(2 * np.pi * 2.3 * t)
+    f2 = 1500 + 600 * np.sin(2 * np.pi * 1.7 * t + 1)
+    weight = (
+        np.exp(-(((f - f1) / 250) ** 2))
+        + 0.5 * np.exp(-(((f - f2) / 350) ** 2))
+        + 0.2 * np.exp(-(((f - 2700) / 500) ** 2))
+        + 0.01
+    )
+    x = (weight * np.sin(h * phase) / np.sqrt(h)).sum(axis=0)
+    x *= 0.5 + 0.5 * np.abs(np.sin(4 * np.pi * t))
+    x += 0.02 * np.random.default_rng(seed).standard_normal(n)
+    return to_int16(x / np.max(np.abs(x)) * 0.4)
