@@ -112,13 +112,3 @@ async def store_upload(
     except BaseException:
         await loop.run_in_executor(None, partial(part.unlink, missing_ok=True))
         raise
-
-
-def list_media(media_dir: Path) -> list[dict[str, Any]]:
-    out = []
-    for meta in sorted(media_dir.glob("*.json")):
-        try:
-            out.append(json.loads(meta.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            log.warning("unreadable media metadata %s", meta)
-    return out
