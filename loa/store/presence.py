@@ -1,0 +1,115 @@
+"""Endpoint presence: the intervals during which each speaker was connected, for availability
+reports.
+
+An interval opens when the node reports a speaker online and closes when it reports it gone;
+``offline_at`` stays NULL while it is open. A second "online" for an endpoint that is already
+online (a speaker replacing its own ghost connection) changes nothing, so an interval is one
+continuous stretch of service. ``seen_at`` is renewed by ``checkpoint`` (every minute by the
+webhooks service): an interval a crash left open is closed at its ``seen_at`` on the next
+start, so downtime of the relay never counts as availability, give or take one minute."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from loa.errors import BadRequest
+from loa.store.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    endpoint: str
+    online_at: float
+    offline_at: float | None  # None: still online
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint,
+            "online_at": self.online_at,
+            "offline_at": self.offline_at,
+        }
+
+
+def record(conn: sqlite3.Connection, endpoint: str, online: bool, at: float) -> bool:
+    """Open or close the endpoint's interval with the caller's connection (so it commits with
+    what else the caller writes); True if the endpoint's state changed."""
+    if online:
+        cur = conn.execute(
+            "INSERT INTO presence (endpoint, online_at, seen_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (endpoint) WHERE offline_at IS NULL DO NOTHING",
+            (endpoint, at, at),
+        )
+    else:
+        # a clock step backwards must not make an interval end before it began
+        cur = conn.execute(
+            "UPDATE presence SET offline_at = max(?, online_at), seen_at = max(?, online_at)"
+            " WHERE endpoint = ? AND offline_at IS NULL",
+            (at, at, endpoint),
+        )
+    return cur.rowcount > 0
+
+
+def _intervals(
+    conn: sqlite3.Connection, since: float, until: float, endpoints: Collection[str] | None
+) -> list[Interval]:
+    sql = (
+        "SELECT endpoint, online_at, offline_at FROM presence"
+        " WHERE online_at < ? AND (offline_at IS NULL OR offline_at > ?)"
+    )
+    args: list[Any] = [until, since]
+    if endpoints is not None:
+        sql += f" AND endpoint IN ({', '.join('?' * len(endpoints))})"
+        args += sorted(endpoints)
+    sql += " ORDER BY endpoint, online_at"
+    return [Interval(r[0], r[1], r[2]) for r in conn.execute(sql, args)]
+
+
+class Presence:
+    """Presence repository; written by the webhooks service's writer task, read by reports."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def record(self, endpoint: str, online: bool, at: float) -> bool:
+        """One transition (see ``record``); True if it changed the endpoint's state."""
+        return await self._db.write(record, endpoint, online, at)
+
+    async def intervals(
+        self, since: float, until: float, endpoints: Collection[str] | None = None
+    ) -> list[Interval]:
+        """Every interval overlapping ``[since, until)``, unclipped, by endpoint then time."""
+        if since >= until:
+            raise BadRequest(f"since ({since}) must be before until ({until})")
+        if isinstance(endpoints, str):
+            raise BadRequest("endpoints must be a set of endpoint ids, not one string")
+        return await self._db.run(_intervals, since, until, endpoints)
+
+    async def online(self) -> frozenset[str]:
+        """The endpoints with an open interval."""
+        rows = await self._db.run(
+            lambda c: c.execute("SELECT endpoint FROM presence WHERE offline_at IS NULL").fetchall()
+        )
+        return frozenset(r[0] for r in rows)
+
+    async def checkpoint(self, now: float) -> int:
+        """Renew ``seen_at`` of the open intervals: the node is alive at ``now``."""
+        return await self._db.run(_update, "seen_at = max(?, online_at)", (now,))
+
+    async def close_orphans(self) -> int:
+        """At start: close every interval a previous run left open at its last checkpoint."""
+        return await self._db.run(_update, "offline_at = seen_at", ())
+
+    async def close_all(self, now: float) -> int:
+        """At shutdown: nobody is served once the relay stops."""
+        return await self._db.run(
+            _update, "offline_at = max(?, online_at), seen_at = max(?, online_at)", (now, now)
+        )
+
+
+def _update(conn: sqlite3.Connection, assignments: str, args: tuple[float, ...]) -> int:
+    """Apply ``assignments`` to every open interval; how many there were."""
+    sql = f"UPDATE presence SET {assignments} WHERE offline_at IS NULL"
+    return conn.execute(sql, args).rowcount
