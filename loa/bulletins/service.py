@@ -1,0 +1,308 @@
+"""The bulletin service: puts bulletins on air by their Circular 39 level and keeps their state.
+
+Driven by its owner (the web app's cleanup context, after the node): ``start()``, then
+``submit``/``schedule``/``cancel`` from the API, then ``close()``.
+
+- normal: lands in the inbox (state ``inbox``); nothing plays until an operator schedules it
+  (now or at a time, state ``scheduled``); it then plays once as class ``scheduled``.
+- priority: a broadcast of class ``priority`` at once; the router gives it the floor at the
+  holder's next item boundary.
+- emergency: class ``emergency`` at once (it interrupts), opened by the attention chime when
+  ``relay.chime`` is on; with ``repeat_every_s`` it plays again every so many seconds (start
+  to start) until cancelled, superseded (a CAP Update referencing it) or expired.
+
+Every play is a Playlist: the chime (emergency), the announcement "Bản tin phát lúc HH:MM
+ngày DD/MM/YYYY" (the issue time, in the first target zone's time zone), then each language
+variant in the zones' language order (``zones.languages``). Bulletins rank as the source
+system's: national origin, above any local broadcast of the same class.
+
+A bulletin whose ``expires_at`` has passed never starts: it becomes ``expired`` (the router
+also drops a broadcast still waiting for the floor when it expires). Cancelling stops the
+running broadcast and any repeat to come.
+
+The time an operator chose is kept in memory only (the schema has no column for it): after
+a restart a ``scheduled`` bulletin goes back to the inbox and says so in the log; an
+emergency that was repeating resumes its repeats; any other ``on_air`` one becomes ``done``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from loa.bulletins.mapping import Level, language_rank
+from loa.errors import Conflict, LoaError, NotFound
+from loa.relay.broadcast import Broadcast, State
+from loa.relay.core.priority import BroadcastSpec
+from loa.relay.node import Node
+from loa.store import Store
+from loa.store.bulletins import FINAL, BulletinRow
+from loa.streamer.base import Source
+from loa.streamer.file import FileSource
+from loa.streamer.playlist import Playlist
+from loa.streamer.tone import ChimeSource
+from loa.streamer.tts import TtsSource
+
+log = logging.getLogger(__name__)
+DEFAULT_TZ = "Asia/Ho_Chi_Minh"
+
+
+@dataclass(frozen=True, slots=True)
+class NewBulletin:
+    """A validated bulletin as the API or the CAP ingest hands it over.
+
+    ``variants``: ``{"language", "text"}`` (spoken) or ``{"language", "media"}`` (a media id)."""
+
+    level: Level
+    zones: frozenset[str]
+    title: str
+    variants: tuple[dict[str, str], ...]
+    issued_at: float
+    expires_at: float | None = None
+    repeat_every_s: float | None = None
+    source: str = "api"
+    cap_sender: str | None = None
+    cap_identifier: str | None = None
+
+
+def announcement(issued_at: float, timezone: str) -> str:
+    """What opens every play: when the bulletin was issued, in the zone's time zone."""
+    at = datetime.fromtimestamp(issued_at, ZoneInfo(timezone))
+    return f"Bản tin phát lúc {at:%H:%M} ngày {at:%d/%m/%Y}."
+
+
+def voice_for(language: str) -> str:
+    """espeak-ng's voice for a BCP 47 tag: its primary subtag (``vi-VN`` → ``vi``)."""
+    return language.split("-")[0].lower()
+
+
+def ordered_variants(
+    variants: Iterable[dict[str, str]], languages: Sequence[str]
+) -> list[dict[str, str]]:
+    """Variants in the zones' language order; unlisted languages last, in their own order."""
+    return sorted(variants, key=lambda v: language_rank(v["language"], languages))
+
+
+class BulletinService:
+    """Owns one task per bulletin that is waiting for its time, playing or between repeats."""
+
+    def __init__(
+        self,
+        node: Node,
+        store: Store,
+        *,
+        chime: bool | None = None,
+        announce: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.node = node
+        self.store = store
+        self.chime = node.config.relay.chime if chime is None else chime
+        self.announce = announce
+        self.clock = clock
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._playing: dict[str, str] = {}  # bulletin id → the id of its running broadcast
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Pick up what a previous run left (see the module docstring)."""
+        now = self.clock()
+        for row in await self.store.bulletins.list(("inbox", "scheduled", "on_air")):
+            if row.expired(now):
+                await self._settle(row.id, "expired")
+            elif row.state == "scheduled":
+                log.warning(
+                    "[bulletin=%s] its scheduled time was lost in a restart: back to the inbox",
+                    row.id,
+                )
+                await self.store.bulletins.transition(row.id, "inbox", expect={"scheduled"})
+            elif row.state == "on_air" and row.level == Level.EMERGENCY and row.repeat_every_s:
+                log.info("[bulletin=%s] resuming its repeats after a restart", row.id)
+                self._spawn(row.id, None)
+            elif row.state == "on_air":
+                log.warning("[bulletin=%s] was on air when the node stopped: done", row.id)
+                await self._settle(row.id, "done")
+
+    async def close(self) -> None:
+        """Cancel every bulletin task; their states stay for the next ``start()``."""
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def active(self) -> dict[str, str]:
+        """Bulletin id → id of the broadcast it is playing right now."""
+        return dict(self._playing)
+
+    # -- what the API asks ---------------------------------------------------------------
+    async def submit(self, new: NewBulletin, created_by: str) -> BulletinRow:
+        """Store a bulletin; priority and emergency ones start at once."""
+        now = self.clock()
+        row = BulletinRow(
+            id="b-" + secrets.token_hex(5),
+            level=new.level.value,
+            zones=tuple(sorted(new.zones)),
+            title=new.title,
+            variants=new.variants,
+            issued_at=new.issued_at,
+            expires_at=new.expires_at,
+            repeat_every_s=new.repeat_every_s if new.level is Level.EMERGENCY else None,
+            state="inbox" if new.level is Level.NORMAL else "on_air",
+            source=new.source,
+            cap_sender=new.cap_sender,
+            cap_identifier=new.cap_identifier,
+            broadcasts=(),
+            created_by=created_by,
+            created_at=now,
+            updated_at=now,
+        )
+        row = await self.store.bulletins.add(row)
+        log.info("[bulletin=%s] %s from %s: %s", row.id, row.level, row.source, row.title)
+        if new.level is not Level.NORMAL:
+            self._spawn(row.id, None)
+        return row
+
+    async def schedule(self, bulletin_id: str, at: float | None) -> BulletinRow:
+        """Play a normal bulletin from the inbox now (``at=None``) or at Unix time ``at``."""
+        row = await self.store.bulletins.get(bulletin_id)
+        if row.level != Level.NORMAL:
+            raise Conflict(
+                f"bulletin {row.id} is {row.level}: it went on air when it arrived; only "
+                "normal bulletins wait in the inbox to be scheduled",
+                bulletin=row.id,
+            )
+        if row.state == "inbox" and row.expired(self.clock()):
+            await self._settle(row.id, "expired")
+            raise Conflict(f"bulletin {row.id} expired; it will not play", bulletin=row.id)
+        if at is not None and row.expires_at is not None and at >= row.expires_at:
+            raise Conflict(
+                f"bulletin {row.id} expires before the chosen time; it would never play",
+                bulletin=row.id,
+            )
+        row = await self.store.bulletins.transition(row.id, "scheduled", expect={"inbox"})
+        self._spawn(row.id, at)
+        return row
+
+    async def cancel(self, bulletin_id: str, *, reason: str = "cancelled") -> BulletinRow:
+        """Withdraw a bulletin: its running broadcast stops and no repeat follows."""
+        row = await self.store.bulletins.transition(
+            bulletin_id, "cancelled", expect={"inbox", "scheduled", "on_air"}
+        )
+        task = self._tasks.pop(bulletin_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        bc_id = self._playing.pop(bulletin_id, None)
+        if bc_id is not None and bc_id in self.node.broadcasts:
+            await self.node.stop_broadcast(bc_id, reason=reason)
+        log.info("[bulletin=%s] %s", bulletin_id, reason)
+        return row
+
+    # -- the runner ------------------------------------------------------------------------
+    def _spawn(self, bulletin_id: str, at: float | None) -> None:
+        task = asyncio.create_task(self._run(bulletin_id, at), name=f"loa-bulletin-{bulletin_id}")
+        self._tasks[bulletin_id] = task
+
+        def done(t: asyncio.Task[None]) -> None:
+            if self._tasks.get(bulletin_id) is t:
+                del self._tasks[bulletin_id]
+
+        task.add_done_callback(done)
+
+    async def _run(self, bulletin_id: str, at: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            if at is not None:
+                await asyncio.sleep(max(0.0, at - self.clock()))
+            while True:
+                row = await self.store.bulletins.get(bulletin_id)
+                if row.state in FINAL:
+                    return
+                if row.expired(self.clock()):
+                    await self._settle(row.id, "expired")
+                    return
+                started = loop.time()
+                bc = await self._play(row)
+                if row.state == "scheduled":
+                    await self.store.bulletins.transition(row.id, "on_air", expect={"scheduled"})
+                await bc.ended.wait()
+                if self._playing.get(row.id) == bc.id:
+                    del self._playing[row.id]
+                if bc.state is State.EXPIRED:
+                    await self._settle(row.id, "expired")
+                    return
+                if bc.state is State.FAILED:
+                    log.error("[bulletin=%s bc=%s] failed: %s", row.id, bc.id, bc.log.reason)
+                if row.level != Level.EMERGENCY or not row.repeat_every_s:
+                    await self._settle(row.id, "done")
+                    return
+                await asyncio.sleep(max(0.0, started + row.repeat_every_s - loop.time()))
+        except (Conflict, NotFound):
+            return  # cancelled or superseded meanwhile; the canceller stopped what played
+        except LoaError as exc:
+            log.error("[bulletin=%s] cannot play: %s", bulletin_id, exc.message)
+            await self._settle(bulletin_id, "done")
+
+    async def _play(self, row: BulletinRow) -> Broadcast:
+        zones = [z for z in row.zones if z in self.node.zones]
+        if not zones:
+            raise NotFound(f"bulletin {row.id}: none of its zones exists any more")
+        languages, timezone = await self._zone_facts(zones)
+        source = self._source(row, languages, timezone)
+        spec = BroadcastSpec(
+            id=f"{row.id}.{len(row.broadcasts) + 1}",
+            priority=Level(row.level).priority,
+            target_zones=frozenset(zones),
+            expires_at=None if row.expires_at is None else self.node.wall_to_loop(row.expires_at),
+            resumable=source.resumable,
+        )
+        await self.store.bulletins.add_broadcast(row.id, spec.id)
+        bc = await self.node.start_broadcast(
+            spec,
+            source,
+            what=f"bulletin {row.id}: {row.title}",
+            source_kind="bulletin",
+            created_by=row.created_by,
+        )
+        self._playing[row.id] = bc.id
+        return bc
+
+    async def _zone_facts(self, zones: Sequence[str]) -> tuple[list[str], str]:
+        languages: list[str] = []
+        timezone = DEFAULT_TZ
+        for n, zone_id in enumerate(zones):
+            zone = await self.store.zones.get(zone_id)
+            if n == 0:
+                timezone = zone.timezone
+            languages.extend(lang for lang in zone.languages if lang not in languages)
+        return languages or ["vi"], timezone
+
+    def _source(self, row: BulletinRow, languages: Sequence[str], timezone: str) -> Source:
+        items: list[Source] = []
+        if row.level == Level.EMERGENCY and self.chime:
+            items.append(ChimeSource())
+        if self.announce:
+            items.append(TtsSource(announcement(row.issued_at, timezone), voice="vi"))
+        for v in ordered_variants(row.variants, languages):
+            if "media" in v:
+                items.append(FileSource(self.node.media_path(v["media"]), name=v["media"]))
+            else:
+                items.append(TtsSource(v["text"], voice=voice_for(v["language"])))
+        return Playlist(items, name=row.title)
+
+    async def _settle(self, bulletin_id: str, state: str) -> None:
+        """A final state, unless something else (a cancel) got there first."""
+        try:
+            await self.store.bulletins.transition(
+                bulletin_id, state, expect={"inbox", "scheduled", "on_air"}
+            )
+            log.info("[bulletin=%s] %s", bulletin_id, state)
+        except Conflict:
+            pass
