@@ -1,0 +1,181 @@
+"""The schedules ("lịch phát"): rows of the ``schedules`` table as ``loa.schedule.Schedule``,
+whether each is enabled, and the scheduler's last run (``scheduler_state``).
+
+A row's ``timezone`` may be NULL (rows written before V5): it then reads as its origin zone's
+time zone, else ``Asia/Ho_Chi_Minh``. Rows are validated on the way in, so a row that no longer
+parses (its time zone left the tz database) is skipped with a warning, never a crash."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from loa.errors import BadRequest, Conflict, LoaError, NotFound
+from loa.schedule import DEFAULT_TZ, Schedule
+from loa.store.db import Database
+
+log = logging.getLogger(__name__)
+
+_SELECT = """
+SELECT s.*, COALESCE(s.timezone, z.timezone, ?) AS tz
+FROM schedules s LEFT JOIN zones z ON z.id = s.zone
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    schedule: Schedule
+    enabled: bool
+    created_by: str
+    created_at: float
+
+    @property
+    def id(self) -> str:
+        return self.schedule.id
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **self.schedule.to_json(),
+            "enabled": self.enabled,
+            "created_by": self.created_by,
+            "created_at": self.created_at,
+        }
+
+
+def _row(r: sqlite3.Row) -> ScheduleRow:
+    data = {
+        "id": r["id"],
+        "name": r["name"],
+        "zone": r["zone"],
+        "dtstart": r["dtstart"],
+        "rrule": r["rrule"],
+        "timezone": r["tz"],
+        "grace_s": r["grace_s"],
+        "items": json.loads(r["items"]),
+        "targets": json.loads(r["targets"]),
+        "class": r["class"],
+    }
+    return ScheduleRow(
+        Schedule.from_json(data), bool(r["enabled"]), r["created_by"], r["created_at"]
+    )
+
+
+def _get(conn: sqlite3.Connection, schedule_id: str) -> ScheduleRow:
+    r = conn.execute(_SELECT + " WHERE s.id = ?", (DEFAULT_TZ, schedule_id)).fetchone()
+    if r is None:
+        raise NotFound(f"schedule {schedule_id!r} not found", schedule=schedule_id)
+    return _row(r)
+
+
+def _list(conn: sqlite3.Connection) -> list[ScheduleRow]:
+    out = []
+    for r in conn.execute(_SELECT + " ORDER BY s.created_at, s.id", (DEFAULT_TZ,)):
+        try:
+            out.append(_row(r))
+        except LoaError as exc:
+            log.warning("[sch=%s] unreadable schedule row skipped: %s", r["id"], exc)
+    return out
+
+
+def _values(schedule: Schedule, enabled: bool) -> dict[str, Any]:
+    data = schedule.to_json()
+    return {
+        "name": data["name"],
+        "zone": data["zone"],
+        "targets": json.dumps(data["targets"], ensure_ascii=False),
+        "class": data["class"],
+        "dtstart": data["dtstart"],
+        "rrule": data["rrule"],
+        "items": json.dumps(data["items"], ensure_ascii=False),
+        "enabled": int(enabled),
+        "grace_s": data["grace_s"],
+        "timezone": data["timezone"],
+    }
+
+
+def _check_zone(conn: sqlite3.Connection, zone: str | None) -> None:
+    if (
+        zone is not None
+        and not conn.execute("SELECT 1 FROM zones WHERE id = ?", (zone,)).fetchone()
+    ):
+        raise NotFound(f"zone {zone!r} does not exist", zone=zone)
+
+
+def _insert(
+    conn: sqlite3.Connection, schedule: Schedule, enabled: bool, by: str, now: float
+) -> ScheduleRow:
+    if conn.execute("SELECT 1 FROM schedules WHERE id = ?", (schedule.id,)).fetchone():
+        raise Conflict(f"schedule {schedule.id!r} already exists", schedule=schedule.id)
+    _check_zone(conn, schedule.origin_zone)
+    values = {"id": schedule.id, **_values(schedule, enabled), "created_by": by, "created_at": now}
+    conn.execute(
+        f"INSERT INTO schedules ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+        list(values.values()),
+    )
+    return _get(conn, schedule.id)
+
+
+def _update(conn: sqlite3.Connection, schedule: Schedule, enabled: bool) -> ScheduleRow:
+    _get(conn, schedule.id)
+    _check_zone(conn, schedule.origin_zone)
+    values = _values(schedule, enabled)
+    conn.execute(
+        f"UPDATE schedules SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
+        [*values.values(), schedule.id],
+    )
+    return _get(conn, schedule.id)
+
+
+def _remove(conn: sqlite3.Connection, schedule_id: str) -> ScheduleRow:
+    row = _get(conn, schedule_id)
+    conn.execute("DELETE FROM schedules WHERE id = ?", (schedule_id,))
+    return row
+
+
+def _set_last_run(conn: sqlite3.Connection, at: float) -> None:
+    # never backwards: a clock that went back must not replay what already fired
+    conn.execute(
+        "INSERT INTO scheduler_state (id, last_run) VALUES (1, ?) "
+        "ON CONFLICT(id) DO UPDATE SET last_run = max(last_run, excluded.last_run)",
+        (at,),
+    )
+
+
+class Schedules:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add(
+        self, schedule: Schedule, created_by: str, *, enabled: bool = True
+    ) -> ScheduleRow:
+        """409 if the id is taken, 404 if the origin zone does not exist."""
+        return await self._db.write(_insert, schedule, enabled, created_by, self._db.clock())
+
+    async def get(self, schedule_id: str) -> ScheduleRow:
+        return await self._db.run(_get, schedule_id)
+
+    async def list(self) -> list[ScheduleRow]:
+        """Oldest first; rows that no longer parse are left out (and logged)."""
+        return await self._db.run(_list)
+
+    async def replace(self, schedule: Schedule, *, enabled: bool) -> ScheduleRow:
+        """Overwrite an existing schedule (same id); its creator and creation time stay."""
+        return await self._db.write(_update, schedule, enabled)
+
+    async def remove(self, schedule_id: str) -> ScheduleRow:
+        return await self._db.write(_remove, schedule_id)
+
+    async def last_run(self) -> float | None:
+        """The scheduler's last ``due`` time, or None on a new installation."""
+        r = await self._db.run(
+            lambda c: c.execute("SELECT last_run FROM scheduler_state WHERE id = 1").fetchone()
+        )
+        return None if r is None else float(r[0])
+
+    async def set_last_run(self, at: float) -> None:
+        if not isinstance(at, int | float) or isinstance(at, bool) or at != at:
+            raise BadRequest(f"last_run must be a Unix time, got {at!r}")
+        await self._db.write(_set_last_run, float(at))
