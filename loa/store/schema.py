@@ -140,4 +140,87 @@ CREATE TABLE schedules (
 CREATE INDEX schedules_zone ON schedules(zone);
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3)
+# 4: reports upward and webhooks. Presence: one row per time a speaker was connected
+# (offline_at NULL while it is; seen_at is renewed every minute so that an interval left open
+# by a crash is closed at the last moment the node was known alive). Webhooks: subscriptions,
+# and the outbox every event goes through before delivery, so nothing is lost on restart.
+V4 = """
+CREATE TABLE presence (
+    id         INTEGER PRIMARY KEY,
+    endpoint   TEXT NOT NULL,
+    online_at  REAL NOT NULL,
+    offline_at REAL,
+    seen_at    REAL NOT NULL,
+    CHECK (offline_at IS NULL OR offline_at >= online_at)
+);
+CREATE INDEX presence_endpoint ON presence(endpoint, online_at);
+CREATE INDEX presence_span ON presence(online_at, offline_at);
+-- at most one open interval per endpoint
+CREATE UNIQUE INDEX presence_open ON presence(endpoint) WHERE offline_at IS NULL;
+
+CREATE TABLE webhooks (
+    id         INTEGER PRIMARY KEY,
+    url        TEXT NOT NULL,
+    secret     TEXT NOT NULL,
+    events     TEXT NOT NULL DEFAULT '[]',
+    enabled    INTEGER NOT NULL DEFAULT 1,
+    created_at REAL NOT NULL
+);
+
+CREATE TABLE webhook_outbox (
+    id              INTEGER PRIMARY KEY,
+    hook            INTEGER NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+    event           TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error      TEXT,
+    created_at      REAL NOT NULL,
+    delivered_at    REAL,
+    dead_at         REAL
+);
+CREATE INDEX webhook_outbox_hook ON webhook_outbox(hook, id);
+CREATE INDEX webhook_outbox_due ON webhook_outbox(next_attempt_at)
+    WHERE delivered_at IS NULL AND dead_at IS NULL;
+
+-- reports select the log rows that overlap a period: those that ended after its start
+CREATE INDEX broadcast_log_ended ON broadcast_log(ended_at);
+"""
+
+# 5: what the scheduler and the bulletin inbox need. Schedules get their grace window and time
+# zone (NULL: the zone's, else Asia/Ho_Chi_Minh); the scheduler's last run survives restarts.
+# Bulletins are what the source system sends down (API or CAP): normal ones wait in the inbox
+# until an operator schedules them; priority and emergency ones become broadcasts at once.
+V5 = """
+ALTER TABLE schedules ADD COLUMN grace_s REAL NOT NULL DEFAULT 600;
+ALTER TABLE schedules ADD COLUMN timezone TEXT;
+CREATE TABLE scheduler_state (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    last_run REAL NOT NULL
+);
+
+CREATE TABLE bulletins (
+    id             TEXT PRIMARY KEY,
+    level          TEXT NOT NULL CHECK (level IN ('normal', 'priority', 'emergency')),
+    zones          TEXT NOT NULL,
+    title          TEXT NOT NULL,
+    variants       TEXT NOT NULL,
+    issued_at      REAL NOT NULL,
+    expires_at     REAL,
+    repeat_every_s REAL,
+    state          TEXT NOT NULL DEFAULT 'inbox'
+        CHECK (state IN ('inbox', 'scheduled', 'on_air', 'done', 'cancelled', 'expired')),
+    source         TEXT NOT NULL DEFAULT 'api',
+    cap_sender     TEXT,
+    cap_identifier TEXT,
+    broadcasts     TEXT NOT NULL DEFAULT '[]',
+    created_by     TEXT NOT NULL,
+    created_at     REAL NOT NULL,
+    updated_at     REAL NOT NULL
+);
+CREATE INDEX bulletins_state ON bulletins(state, issued_at);
+CREATE UNIQUE INDEX bulletins_cap ON bulletins(cap_sender, cap_identifier)
+    WHERE cap_identifier IS NOT NULL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5)

@@ -16,11 +16,15 @@ from types import TracebackType
 from loa.config import Config
 from loa.store.accounts import Users
 from loa.store.audit import Audit
+from loa.store.bulletins import Bulletins
 from loa.store.db import Clock, Database, check_id, hash_token
 from loa.store.endpoints import Endpoints, check_fields, insert_endpoint
 from loa.store.log import BroadcastLog
 from loa.store.media import Media
+from loa.store.presence import Presence
+from loa.store.schedules import Schedules
 from loa.store.sessions import Sessions
+from loa.store.webhooks import Webhooks
 from loa.store.zones import Zone, Zones, check_name, check_timezone, insert_zone, ordered
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,10 @@ class Store:
         self.media = Media(self.db)
         self.log = BroadcastLog(self.db)
         self.audit = Audit(self.db)
+        self.bulletins = Bulletins(self.db)
+        self.presence = Presence(self.db)
+        self.webhooks = Webhooks(self.db)
+        self.schedules = Schedules(self.db)
 
     @property
     def path(self) -> Path:

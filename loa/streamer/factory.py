@@ -34,6 +34,30 @@ def _text(desc: Mapping[str, Any], key: str, *, required: bool = True, limit: in
     return value
 
 
+FALLBACK_TYPES = ("media", "tone", "silence", "tts")
+
+
+def _with_fallback(
+    relay: Source, what: str, desc: object, media_path: Callable[[str], Path]
+) -> tuple[Source, str]:
+    """The relay with ``fallback`` (a media, tone, silence or tts description) playing while
+    its upstream is down; the fallback is built once now, so a bad one is refused at start."""
+    from loa.streamer.relay import Fallback
+
+    if not isinstance(desc, Mapping) or desc.get("type") not in FALLBACK_TYPES:
+        kind = desc.get("type") if isinstance(desc, Mapping) else desc
+        raise BadRequest(
+            f"source.fallback must be a source of type {', '.join(FALLBACK_TYPES)}; got {kind!r}"
+        )
+    first, fallback_what = build_source(desc, media_path=media_path)
+    spare: list[Source] = [first]
+
+    def make() -> Source:
+        return spare.pop() if spare else build_source(desc, media_path=media_path)[0]
+
+    return Fallback(relay, make), f"{what} (fallback: {fallback_what})"
+
+
 def build_source(desc: Any, *, media_path: Callable[[str], Path]) -> tuple[Source, str]:
     """Returns the source and a short human description of it ("what" in the log)."""
     if not isinstance(desc, Mapping):
@@ -71,10 +95,21 @@ def build_source(desc: Any, *, media_path: Callable[[str], Path]) -> tuple[Sourc
             path = media_path(media_id)
             return FileSource(path, name=desc.get("name") or path.name), f"media {media_id}"
         case "url":
-            from loa.streamer.url import UrlSource
+            from loa.streamer.url import UrlSource, redact
 
             url = _text(desc, "url", limit=2000)
-            return UrlSource(url), f"relay {url}"
+            duration = _number(desc, "duration_s", None, 1, 86400)
+            # UrlSource starts its reader thread on the first read: nothing to release if the
+            # fallback is refused below
+            source: Source = UrlSource(url)
+            what = f"relay {redact(url)}"  # no password in the log
+            if desc.get("fallback") is not None:
+                source, what = _with_fallback(source, what, desc["fallback"], media_path)
+            if duration is not None:
+                from loa.streamer.relay import Limited
+
+                source = Limited(source, duration)
+            return source, what
         case "playlist":
             from loa.streamer.playlist import Playlist
 

@@ -12,17 +12,33 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from loa import __version__
+from loa.bulletins.service import BulletinService
 from loa.config import Config
 from loa.relay import webrtc
 from loa.relay.broadcast import LogEntry
 from loa.relay.node import Node
 from loa.relay.websocket import speaker_handler
+from loa.schedule.service import ScheduleService
 from loa.store import Store
 from loa.streamer import whip
-from loa.web import auth, live, middlewares, openapi, pages, studio
+from loa.web import (
+    auth,
+    bulletins_page,
+    live,
+    middlewares,
+    openapi,
+    pages,
+    reports_page,
+    schedules_page,
+    studio,
+)
 from loa.web.api import admin as admin_api
+from loa.web.api import bulletins as bulletins_api
 from loa.web.api import records as records_api
 from loa.web.api import relay as relay_api
+from loa.web.api import reports as reports_api
+from loa.web.api import schedules as schedules_api
+from loa.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +83,15 @@ async def load_inventory(node: Node, store: Store) -> None:
     node.sync_inventory(zones, endpoints)
 
 
-async def write_log(node: Node, store: Store, queue: asyncio.Queue[LogEntry]) -> None:
+async def write_log(
+    node: Node, store: Store, queue: asyncio.Queue[LogEntry], webhooks: Webhooks
+) -> None:
     """Persist each ended broadcast's log entry (with the zones of the poles that heard it,
-    so an operator of a commune sees a province-wide broadcast that played there)."""
+    so an operator of a commune sees a province-wide broadcast that played there), and hand
+    it to the webhooks (``broadcast.logged``)."""
     while True:
         entry = await queue.get()
+        webhooks.logged(entry.as_json())
         zones = {node.endpoints[e].spec.zone for e in entry.heard_s if e in node.endpoints}
         try:
             await store.log.put(entry.as_json(), zones=zones)
@@ -89,6 +109,9 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[STARTED] = time.monotonic()
     app[NODE] = node = Node(config)
+    app[reports_api.WEBHOOKS] = webhooks = Webhooks(store)
+    app[bulletins_api.SERVICE] = service = BulletinService(node, store)
+    app[schedules_api.SERVICE] = schedules = ScheduleService(node, store)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.start()
@@ -105,7 +128,7 @@ def create_app(config: Config) -> web.Application:
         queue: asyncio.Queue[LogEntry] = asyncio.Queue()
         node.on_log = queue.put_nowait
         await node.start()
-        writer = asyncio.create_task(write_log(node, store, queue), name="loa-log-writer")
+        writer = asyncio.create_task(write_log(node, store, queue, webhooks), name="loa-log-writer")
         yield
         await node.close()  # ends every broadcast, which queues their log entries
         await queue.join()
@@ -113,8 +136,22 @@ def create_app(config: Config) -> web.Application:
         with contextlib.suppress(asyncio.CancelledError):
             await writer
 
+    async def bulletins_ctx(app: web.Application) -> AsyncIterator[None]:
+        await service.start()
+        yield
+        await service.close()  # before the node closes: no repeat starts on a closing node
+
     app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(reports_api.webhooks_ctx)  # presence + outbox, outlives the node
     app.cleanup_ctx.append(node_ctx)
+    app.cleanup_ctx.append(bulletins_ctx)
+
+    async def schedules_ctx(app: web.Application) -> AsyncIterator[None]:
+        await schedules.start()  # after the node: it starts broadcasts on it
+        yield
+        await schedules.close()  # before the node: no programme starts during shutdown
+
+    app.cleanup_ctx.append(schedules_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
 
@@ -130,9 +167,15 @@ def create_app(config: Config) -> web.Application:
     auth.setup(app, store, api)
     live.setup(api)  # GET /api/v1/status/ws: the dashboard's live status
     api.add_routes(admin_api.routes)  # zones, endpoints, users and their tokens
+    api.add_routes(reports_api.routes)  # reports upward, webhook management
+    api.add_routes(bulletins_api.routes)  # the bulletin inbox, JSON and CAP 1.2 ingest
+    api.add_routes(schedules_api.routes)  # schedules, their next runs, the conflicts report
     openapi.setup(api)  # GET /api/v1/openapi.json (public), describes every route above
     app.add_subapp("/api/v1", api)
     pages.setup(app)  # /, /log, GET /login, /static/…
+    bulletins_page.setup(app)  # GET /bulletins: the inbox page
+    schedules_page.setup(app)  # GET /schedules: programmes, presets, next runs, conflicts
+    reports_page.setup(app)  # GET /reports: played vs requested, availability, CSV
     studio.setup(app)  # GET /studio (live from the microphone by WHIP), GET /listen (WHEP)
 
     from loa.relay import http_ogg

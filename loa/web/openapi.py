@@ -337,6 +337,86 @@ def op(
     return out
 
 
+# -- reports and webhooks --------------------------------------------------------------------
+PCT: Schema = nullable({"type": "number", "minimum": 0, "maximum": 100})
+REPORT_FIGURES: dict[str, Schema] = {
+    "broadcasts": INT,
+    "emergencies": INT,
+    "played_s": NUM,
+    "requested_s": NUM,
+    "availability_pct": PCT,
+}
+SCHEMAS["EndpointReport"] = obj(
+    tuple(["endpoint", "name", "zone", *REPORT_FIGURES]),
+    endpoint=ID,
+    name=NAME,
+    zone=ID,
+    **REPORT_FIGURES,
+)
+SCHEMAS["ZoneReport"] = obj(
+    tuple(["zone", "name", "endpoints", *REPORT_FIGURES]),
+    zone=ID,
+    name=NAME,
+    endpoints=INT,
+    **REPORT_FIGURES,
+)
+EVENT: Schema = {"enum": ["broadcast.logged", "endpoint.online", "endpoint.offline"]}
+SCHEMAS["Webhook"] = obj(
+    ("id", "url", "events", "enabled", "created_at"),
+    id=INT,
+    url=STR,
+    events={"type": "array", "items": EVENT},
+    enabled=BOOL,
+    created_at=UNIX,
+    secret={"type": "string", "description": "only in the answer that made it"},
+)
+SCHEMAS["Delivery"] = obj(
+    ("id", "hook", "event", "payload", "state", "attempts"),
+    id=INT,
+    hook=INT,
+    event={"enum": [*EVENT["enum"], "webhook.test"]},
+    payload={"type": "object"},
+    state={"enum": ["pending", "delivered", "dead"]},
+    attempts=INT,
+    next_attempt_at=UNIX,
+    last_error=nullable(STR),
+    created_at=UNIX,
+    delivered_at=nullable(UNIX),
+    dead_at=nullable(UNIX),
+)
+NEW_WEBHOOK = obj(
+    ("url", "events"),
+    url={"type": "string", "format": "uri", "description": "http:// or https://, no credentials"},
+    events={"type": "array", "items": EVENT, "minItems": 1},
+    secret={"type": "string", "minLength": 16, "maxLength": 256, "description": "made if absent"},
+    enabled=BOOL,
+)
+REPORT_QUERY = (
+    ("since", UNIX),
+    ("until", UNIX),
+    ("zone", ID),
+    ("format", {"enum": ["json", "csv"]}),
+    ("tz", STR),
+)
+CSV_OR_JSON = {"text/csv": {"schema": STR}}
+
+
+def report(kind: str, item: str) -> dict[str, Any]:
+    returns = {
+        "type": "object",
+        "required": ["since", "until", kind],
+        "properties": {"since": UNIX, "until": UNIX, kind: {"type": "array", "items": ref(item)}},
+    }
+    return op(
+        f"Per {kind[:-1]} over [since, until): broadcasts and emergencies heard, air time played "
+        "vs requested, availability; narrowed to the caller's zones (format=csv for CSV)",
+        "reports",
+        content={"application/json": {"schema": returns}, **CSV_OR_JSON},
+        query=REPORT_QUERY,
+        errors=(400, 404),
+    )
+
+
 JSON_IN = (400, 415)
 LOG_QUERY = (("zone", ID), ("since", UNIX), ("until", UNIX), ("class", CLASS))
 PAGE = (("limit", {"type": "integer", "minimum": 0, "maximum": 1000}), ("offset", INT))
@@ -591,7 +671,286 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/users/{username}/tokens/{id}": {
         "delete": op("Revoke an API token", "accounts", returns=ref("ApiToken"), errors=(403, 404)),
     },
+    "/reports/endpoints": {"get": report("endpoints", "EndpointReport")},
+    "/reports/zones": {"get": report("zones", "ZoneReport")},
+    "/webhooks": {
+        "get": op(
+            "Webhook subscriptions (admins)",
+            "webhooks",
+            returns=listing("webhooks", ref("Webhook")),
+            errors=(403,),
+        ),
+        "post": op(
+            "Subscribe a URL to events (admins); the answer carries the signing secret, once",
+            "webhooks",
+            ok=201,
+            body=NEW_WEBHOOK,
+            returns=ref("Webhook"),
+            errors=(*JSON_IN, 403),
+        ),
+    },
+    "/webhooks/{id}": {
+        "delete": op(
+            "Remove a webhook and its outbox (admins)",
+            "webhooks",
+            returns=ref("Webhook"),
+            errors=(403, 404),
+        )
+    },
+    "/webhooks/{id}/deliveries": {
+        "get": op(
+            "A webhook's deliveries, newest first, dead letters included (admins)",
+            "webhooks",
+            returns=listing("deliveries", ref("Delivery")),
+            query=(("state", {"enum": ["pending", "delivered", "dead"]}), *PAGE),
+            errors=(400, 403, 404),
+        )
+    },
+    "/webhooks/{id}/test": {
+        "post": op(
+            "Queue a webhook.test event for this webhook (admins)",
+            "webhooks",
+            ok=202,
+            returns=ref("Delivery"),
+            errors=(403, 404),
+        )
+    },
 }
+
+# -- bulletins (the inbox from the source system) ---------------------------------------------
+BULLETIN_LEVEL: Schema = {"enum": ["normal", "priority", "emergency"]}
+BULLETIN_STATE: Schema = {"enum": ["inbox", "scheduled", "on_air", "done", "cancelled", "expired"]}
+LANG_TAG: Schema = {"type": "string", "minLength": 2, "maxLength": 35}
+VARIANT: Schema = {
+    "oneOf": [
+        obj(("language", "text"), language=LANG_TAG, text={"type": "string", "minLength": 1}),
+        obj(("language", "media"), language=LANG_TAG, media=ID),
+    ]
+}
+SCHEMAS["Bulletin"] = {
+    **obj(
+        ("id", "level", "zones", "title", "variants", "issued_at", "state", "source"),
+        id=ID,
+        level=BULLETIN_LEVEL,
+        zones={"type": "array", "items": ID},
+        title=NAME,
+        variants={"type": "array", "items": VARIANT},
+        issued_at=UNIX,
+        expires_at=nullable(UNIX),
+        repeat_every_s=nullable(NUM),
+        state=BULLETIN_STATE,
+        source={"enum": ["api", "cap"]},
+        cap_sender=nullable(STR),
+        cap_identifier=nullable(STR),
+        broadcasts={"type": "array", "items": STR},
+        created_by=STR,
+        created_at=UNIX,
+        updated_at=UNIX,
+    ),
+    "additionalProperties": True,  # POST /bulletins/cap adds superseded and warnings
+}
+NEW_BULLETIN = obj(
+    ("level", "zones", "title", "variants"),
+    level=BULLETIN_LEVEL,
+    zones={"type": "array", "items": ID, "minItems": 1},
+    title=NAME,
+    variants={"type": "array", "items": VARIANT, "minItems": 1, "maxItems": 10},
+    issued_at=UNIX,
+    expires_at=UNIX,
+    repeat_every_s={"type": "number", "minimum": 1, "description": "emergency only"},
+)
+CAP_OUTCOME: Schema = {
+    "anyOf": [
+        ref("Bulletin"),
+        obj(
+            ("cancelled", "unknown"),
+            cancelled={"type": "array", "items": ID},
+            unknown={"type": "array", "items": STR},
+        ),
+        obj(("ignored", "warnings"), ignored=STR, warnings={"type": "array", "items": STR}),
+    ]
+}
+CAP_XML = {"schema": {"type": "string", "description": "one CAP 1.2 (or 1.1) <alert>"}}
+CAP_OTHER = {
+    "description": "a Cancel applied, or an alert that plays nothing (the reason is given)",
+    "content": {"application/json": {"schema": CAP_OUTCOME}},
+}
+OPERATIONS.update(
+    {
+        "/bulletins": {
+            "get": op(
+                "Bulletins the caller sees (any of their zones), newest first",
+                "bulletins",
+                returns=listing("bulletins", ref("Bulletin")),
+                query=(("state", BULLETIN_STATE),),
+                errors=(400,),
+            ),
+            "post": op(
+                "A bulletin: normal waits in the inbox, priority and emergency go on air",
+                "bulletins",
+                ok=201,
+                body=NEW_BULLETIN,
+                returns=ref("Bulletin"),
+                errors=(*JSON_IN, 403, 404, 409),
+            ),
+        },
+        "/bulletins/cap": {
+            "post": op(
+                "A CAP 1.2 alert from the source system (201 bulletin, 200 cancel or ignored)",
+                "bulletins",
+                ok=201,
+                returns=CAP_OUTCOME,
+                request_content={
+                    "application/cap+xml": CAP_XML,
+                    "application/xml": CAP_XML,
+                    "text/xml": CAP_XML,
+                },
+                errors=(403, 409, 413, 415, 422),
+            )
+        },
+        "/bulletins/{id}": {
+            "get": op("One bulletin", "bulletins", returns=ref("Bulletin"), errors=(404,))
+        },
+        "/bulletins/{id}/schedule": {
+            "post": op(
+                "Play a normal bulletin from the inbox now, or at Unix time 'at'",
+                "bulletins",
+                body=obj(at=nullable(UNIX)),
+                returns=ref("Bulletin"),
+                errors=(*JSON_IN, 404, 409),
+            )
+        },
+        "/bulletins/{id}/cancel": {
+            "post": op(
+                "Withdraw a bulletin: its broadcast stops and no repeat follows",
+                "bulletins",
+                returns=ref("Bulletin"),
+                errors=(404, 409),
+            )
+        },
+    }
+)
+OPERATIONS["/bulletins/cap"]["post"]["responses"]["200"] = CAP_OTHER
+
+# -- schedules -------------------------------------------------------------------------------
+SCHEDULE_ITEM: Schema = {
+    "type": "object",
+    "required": ["type"],
+    "description": "media {id}, url {url, duration_s}, tts {text, voice, rate_wpm}, "
+    "silence {duration_s}",
+    "properties": {
+        "type": {"enum": ["media", "url", "tts", "silence"]},
+        "id": STR,
+        "url": STR,
+        "duration_s": NUM,
+        "text": STR,
+        "voice": STR,
+        "rate_wpm": INT,
+    },
+}
+SCHEDULE_FIELDS: dict[str, Schema] = {
+    "name": NAME,
+    "zone": nullable(ID),
+    "dtstart": {
+        "anyOf": [UNIX, {"type": "string", "description": "local ISO time, e.g. 2025-03-03T05:00"}]
+    },
+    "rrule": {"type": "string", "description": "one RFC 5545 RRULE, e.g. FREQ=DAILY;BYHOUR=5"},
+    "timezone": {"type": "string", "description": "IANA name; default the zone's"},
+    "grace_s": {"type": "number", "minimum": 0, "maximum": 86400},
+    "items": {"type": "array", "items": SCHEDULE_ITEM, "minItems": 1, "maxItems": 100},
+    "targets": TARGETS,
+    "class": {"enum": ["scheduled", "background"]},
+    "enabled": BOOL,
+}
+SCHEMAS["Schedule"] = obj(
+    ("id", "name", "zone", "dtstart", "rrule", "timezone", "grace_s", "items", "targets"),
+    id=ID,
+    **{**SCHEDULE_FIELDS, "dtstart": UNIX},
+    created_by=STR,
+    created_at=UNIX,
+)
+SCHEDULE_RUN: Schema = obj(
+    ("schedule", "broadcast", "start", "planned_s", "end", "outcomes", "contested"),
+    schedule=ID,
+    broadcast=ID,
+    start=UNIX,
+    planned_s=NUM,
+    end=nullable(UNIX),
+    contested=BOOL,
+    outcomes={
+        "type": "array",
+        "items": obj(
+            ("endpoint", "holder", "wins", "heard_s", "others"),
+            endpoint=ID,
+            holder=nullable(ID),
+            wins=BOOL,
+            heard_s=NUM,
+            others={"type": "array", "items": {"type": "object"}},
+        ),
+    },
+)
+OPERATIONS.update(
+    {
+        "/schedules": {
+            "get": op(
+                "Schedules the caller sees (origin or a target in their zones)",
+                "schedules",
+                returns=listing("schedules", ref("Schedule")),
+            ),
+            "post": op(
+                "A schedule: a programme of items played at each start of an RRULE",
+                "schedules",
+                ok=201,
+                body=obj(
+                    ("name", "dtstart", "rrule", "items", "targets"), id=ID, **SCHEDULE_FIELDS
+                ),
+                returns=ref("Schedule"),
+                errors=(*JSON_IN, 403, 404, 409),
+            ),
+        },
+        "/schedules/conflicts": {
+            "get": op(
+                "Runs starting in [since, until) (at most 31 days) and who wins each endpoint",
+                "schedules",
+                returns=obj(
+                    ("since", "until", "runs"),
+                    since=UNIX,
+                    until=UNIX,
+                    runs={"type": "array", "items": SCHEDULE_RUN},
+                ),
+                query=(("since", UNIX), ("until", UNIX)),
+                errors=(400, 404),
+            )
+        },
+        "/schedules/{id}": {
+            "get": op("One schedule", "schedules", returns=ref("Schedule"), errors=(404,)),
+            "patch": op(
+                "Change a schedule (any of its fields but id)",
+                "schedules",
+                body=obj((), **SCHEDULE_FIELDS),
+                returns=ref("Schedule"),
+                errors=(*JSON_IN, 403, 404),
+            ),
+            "delete": op(
+                "Remove a schedule", "schedules", returns=ref("Schedule"), errors=(403, 404)
+            ),
+        },
+        "/schedules/{id}/preview": {
+            "get": op(
+                "The next n starts (default 10, at most 100) after 'after' (default now)",
+                "schedules",
+                returns=obj(
+                    ("id", "timezone", "starts"),
+                    id=ID,
+                    timezone=STR,
+                    starts={"type": "array", "items": obj(("at", "local"), at=UNIX, local=STR)},
+                ),
+                query=(("n", {"type": "integer", "minimum": 1, "maximum": 100}), ("after", UNIX)),
+                errors=(400, 404),
+            )
+        },
+    }
+)
 
 ERRORS = {
     400: "bad input; the message names the field",
@@ -600,9 +959,9 @@ ERRORS = {
     404: "no such resource, or one outside the caller's zones",
     405: "method not allowed",
     409: "conflicts with the current state; the error names what is in the way",
-    413: "upload larger than web.max_upload_mb",
+    413: "body larger than its limit (web.max_upload_mb; 256 KiB for a CAP document)",
     415: "wrong Content-Type",
-    422: "well-formed but unusable (undecodable media, an offer without Opus audio)",
+    422: "unusable (undecodable media, an offer without Opus audio, a refused CAP document)",
     503: "too many sessions; retry later",
 }
 SECURITY_SCHEMES = {

@@ -45,9 +45,13 @@ def ogg_of(text: str) -> dict[str, str]:
 
 # -- routes -------------------------------------------------------------------------------------
 def test_setup_is_idempotent(tmp_path: Path) -> None:
-    app = make_app(tmp_path)
+    from loa.web import studio
+
+    app = make_app(tmp_path)  # create_app already ran studio.setup
     before = len(app.router.routes())
+    studio.setup(app)
     assert len(app.router.routes()) == before
+    assert "/studio" in {r.resource.canonical for r in app.router.routes() if r.resource}
 
 
 async def test_pages_need_a_session(client: TestClient) -> None:
