@@ -80,9 +80,14 @@ class MediaItem:
 class RelayItem:
     url: str
     duration_s: float
+    # What plays while the upstream is down: a media, tone, silence or tts description.
+    fallback: Mapping[str, Any] | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"type": "url", "url": self.url, "duration_s": self.duration_s}
+        out: dict[str, Any] = {"type": "url", "url": self.url, "duration_s": self.duration_s}
+        if self.fallback is not None:
+            out["fallback"] = dict(self.fallback)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +133,7 @@ def parse_item(desc: object, index: int) -> Item:
                 )
             return MediaItem(media_id)
         case "url":
-            _no_extra(where, desc, frozenset({"type", "url", "duration_s"}))
+            _no_extra(where, desc, frozenset({"type", "url", "duration_s", "fallback"}))
             url = _string(where, "url", desc.get("url"), 2000)
             if not _URL.match(url):
                 raise BadRequest(
@@ -140,7 +145,18 @@ def parse_item(desc: object, index: int) -> Item:
                     f"{where}: a radio relay needs duration_s (a radio stream never ends)",
                     field="duration_s",
                 )
-            return RelayItem(url, _duration(where, desc["duration_s"], MIN_RELAY_S))
+            fallback = desc.get("fallback")
+            if fallback is not None and (
+                not isinstance(fallback, Mapping)
+                or fallback.get("type") not in ("media", "tone", "silence", "tts")
+            ):
+                raise BadRequest(
+                    f"{where}: fallback must be a media, tone, silence or tts source, "
+                    f"got {fallback!r}",
+                    field="fallback",
+                )
+            duration = _duration(where, desc["duration_s"], MIN_RELAY_S)
+            return RelayItem(url, duration, dict(fallback) if fallback is not None else None)
         case "tts":
             _no_extra(where, desc, frozenset({"type", "text", "voice", "rate_wpm"}))
             text = _string(where, "text", desc.get("text"), MAX_TEXT)

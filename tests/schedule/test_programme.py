@@ -170,3 +170,20 @@ def test_bad_programmes_are_refused_exactly(data: dict[str, Any], message: str) 
 def test_constructor_checks_class_too() -> None:
     with pytest.raises(BadRequest, match=r"class must be 'scheduled' or 'background', got 'live'"):
         Programme((SilenceItem(1.0),), frozenset({"c0"}), priority=Priority.LIVE)
+
+
+def test_a_relay_item_carries_its_fallback_to_the_source_description() -> None:
+    from loa.schedule.programme import parse_item
+
+    item = parse_item(
+        {"type": "url", "url": "http://radio.example/live", "duration_s": 600,
+         "fallback": {"type": "silence"}},
+        0,
+    )  # fmt: skip
+    assert item.describe()["fallback"] == {"type": "silence"}
+    with pytest.raises(BadRequest, match=r"items\[0\] \(url\): fallback must be a media"):
+        parse_item(
+            {"type": "url", "url": "http://radio.example/live", "duration_s": 600,
+             "fallback": {"type": "url"}},
+            0,
+        )  # fmt: skip
