@@ -127,6 +127,7 @@ def test_json_bodies_are_closed_schemas() -> None:
         ("post", "/broadcasts"): ["source", "targets"],
         ("post", "/webhooks"): ["url", "events"],
         ("post", "/schedules"): ["name", "dtstart", "rrule", "items", "targets"],
+        ("post", "/bulletins"): ["level", "zones", "title", "variants"],
     }
     for path, item in doc["paths"].items():
         for method, operation in item.items():
