@@ -299,8 +299,9 @@ class SimSpeaker:
             if loop.time() > deadline:
                 raise TimeoutError("no UDP ack")
             self.send_control(DatagramType.HELLO)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.acked.wait(), HELLO_INTERVAL_S)
+            with contextlib.suppress(TimeoutError):  # not wait_for: see loa.speaker.client
+                async with asyncio.timeout(HELLO_INTERVAL_S):
+                    await self.acked.wait()
         now = loop.time()
         self.next_keepalive = now + self.keepalive_s
         self.next_status = now + self.rng.uniform(0, STATUS_EVERY_S)
@@ -398,7 +399,8 @@ class Worker:
                 return False
             self._up_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._up_changed.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._up_changed.wait()
         return True
 
     async def ticker(self) -> None:

@@ -239,10 +239,9 @@ class Webhooks:
         loop = asyncio.get_running_loop()
         next_checkpoint = loop.time() + self.checkpoint_s
         while True:
-            try:
-                first = await asyncio.wait_for(
-                    self._inbox.get(), max(0.0, next_checkpoint - loop.time())
-                )
+            try:  # asyncio.timeout, not wait_for: 3.11's can lose a racing cancellation
+                async with asyncio.timeout(max(0.0, next_checkpoint - loop.time())):
+                    first = await self._inbox.get()
             except TimeoutError:
                 await self._checkpoint()
                 next_checkpoint = loop.time() + self.checkpoint_s
@@ -297,7 +296,8 @@ class Webhooks:
         if timeout <= 0:
             timeout = 3600.0 if self._busy else 0.0
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), min(timeout, 3600.0))
+            async with asyncio.timeout(min(timeout, 3600.0)):
+                await self._wake.wait()
 
     async def _attempt(self, delivery: Delivery, hook: Hook) -> None:
         try:

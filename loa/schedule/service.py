@@ -98,8 +98,9 @@ class ScheduleService:
             except Exception:  # the store or the node failed us: say so, go on
                 log.exception("scheduler step failed; retrying in %g s", _RETRY_S)
                 delay = _RETRY_S
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            with contextlib.suppress(TimeoutError):  # not wait_for: see loa.speaker.client
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def _step(self) -> float:

@@ -458,8 +458,11 @@ class Speaker:
             wait = min(HELLO_INTERVAL_S, deadline - loop.time())
             if wait <= 0:
                 return False
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # races with the ack, and stop() then never ends the speaker.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(link.acked.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await link.acked.wait()
                 return True
 
     async def _keepalive(self, link: _Link) -> None:
@@ -475,7 +478,8 @@ class Speaker:
             self._send_control(link, DatagramType.KEEPALIVE)
             self.keepalives += 1
             try:
-                await asyncio.wait_for(link.acked.wait(), min(period, self.ws_fallback_after_s))
+                async with asyncio.timeout(min(period, self.ws_fallback_after_s)):
+                    await link.acked.wait()
                 misses = 0
             except TimeoutError:
                 misses += 1

@@ -142,8 +142,9 @@ class WhipSource:
     async def _pump(self) -> None:
         try:
             while True:
-                try:
-                    frame = await asyncio.wait_for(self.track.recv(), self.idle_timeout_s)
+                try:  # asyncio.timeout: 3.11's wait_for can lose a racing cancellation
+                    async with asyncio.timeout(self.idle_timeout_s):
+                        frame = await self.track.recv()
                 except TimeoutError:
                     raise SourceTimeout(
                         f"no audio from the publisher for {self.idle_timeout_s:g} s"

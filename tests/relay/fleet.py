@@ -78,6 +78,16 @@ class Fleet:
         _, pending = await asyncio.wait(self._tasks, timeout=5)
         for task in pending:
             task.cancel()
+        if pending:
+            _, stuck = await asyncio.wait(pending, timeout=5)
+            if stuck:  # fail loudly rather than hang the suite, saying where they are stuck
+                where = "; ".join(
+                    " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in t.get_stack(limit=8))
+                    for t in stuck
+                )
+                raise AssertionError(
+                    f"{len(stuck)} speaker task(s) ignored stop() and cancel(): {where}"
+                )
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
