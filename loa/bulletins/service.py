@@ -28,6 +28,7 @@ emergency that was repeating resumes its repeats; any other ``on_air`` one becom
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -299,10 +300,8 @@ class BulletinService:
 
     async def _settle(self, bulletin_id: str, state: str) -> None:
         """A final state, unless something else (a cancel) got there first."""
-        try:
+        with contextlib.suppress(Conflict):  # a cancel got there first: keep its state
             await self.store.bulletins.transition(
                 bulletin_id, state, expect={"inbox", "scheduled", "on_air"}
             )
             log.info("[bulletin=%s] %s", bulletin_id, state)
-        except Conflict:
-            pass

@@ -384,7 +384,7 @@ class _Empty:
         return b""
 
     def close(self) -> None:
-        pass
+        """Nothing to release: no socket was opened for this body."""
 
 
 class _HttpOpener:

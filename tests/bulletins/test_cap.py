@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loa.bulletins.cap import (
+    Alert,
     CapError,
     Category,
     Certainty,
@@ -390,10 +391,15 @@ def test_cap_1_2_resource_needs_a_mime_type() -> None:
 @settings(max_examples=300)
 @given(st.binary(max_size=2048))
 def test_random_bytes_raise_only_cap_error(data: bytes) -> None:
+    """Any exception but CapError fails this; whatever parses must be a whole Alert."""
     try:
-        parse_alert(data)
-    except CapError:
-        pass
+        alert: Alert | CapError = parse_alert(data)
+    except CapError as exc:
+        alert = exc
+    if isinstance(alert, CapError):
+        assert alert.code == "bad_cap"
+    else:
+        assert alert.identifier
 
 
 @settings(max_examples=300)
