@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from aiortc.mediastreams import MediaStreamError
 from loa.codecs import FRAME_SAMPLES
 from loa.codecs.opus import OpusDecoder, OpusEncoder
 from loa.codecs.pcm import dominant_frequency, rms_dbfs, tone
+from loa.config import with_changes as replace
 from loa.relay import webrtc
 from loa.relay.webrtc import OpusPacketTrack, WhepClient, rtp_payload, silence_packet
 from tests.conftest import ADMIN, AUTH, Relay, tree_config

@@ -204,7 +204,7 @@ async def test_media_upload_empty(client: TestClient) -> None:
 async def test_media_upload_too_large_is_413_and_leaves_nothing(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
-    from dataclasses import replace
+    from loa.config import with_changes as replace
 
     config = tree_config(tmp_path)
     config = replace(config, web=replace(config.web, max_upload_mb=1))

@@ -32,6 +32,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from aiortc import RTCConfiguration, RTCPeerConnection
 
+from loa.config import with_changes
 from loa.web import auth, openapi
 from loa.web.app import create_app
 from tests.conftest import AUTH, tree_config
@@ -652,7 +653,7 @@ async def test_upload_larger_than_the_limit_is_413(
     aiohttp_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tree_config(tmp_path)
-    config = replace(config, web=replace(config.web, max_upload_mb=1))
+    config = with_changes(config, web=with_changes(config.web, max_upload_mb=1))
     client = await aiohttp_client(create_app(config))
     op = await account(client.app, "op", "operator", "c0")
     resp = await client.post(
