@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
+import types
 import typing
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -89,9 +90,56 @@ def _join(path: str, key: str | None) -> str:
     return f"{path}.{key}" if path else key
 
 
-def refusal(error: msgspec.ValidationError, what: str = "field") -> BadRequest:
+def _choices(kind: Any, path: str) -> tuple[str, ...]:
+    """The values a Literal at ``path`` of ``kind`` allows (none if it is not one)."""
+    node: Any = kind
+    for name, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
+        node = _unwrap(node)
+        if index:
+            args = typing.get_args(node)
+            node = args[0] if args else None
+        elif isinstance(node, type) and issubclass(node, msgspec.Struct):
+            fields = {f.encode_name: f.type for f in msgspec.structs.fields(node)}
+            node = fields.get(name)
+        elif tags := _tags(node, name):
+            return tags
+        else:
+            return ()
+    node = _unwrap(node)
+    if typing.get_origin(node) is typing.Literal:
+        return tuple(str(a) for a in typing.get_args(node))
+    return ()
+
+
+def _tags(union: Any, name: str) -> tuple[str, ...]:
+    """The tags of a union of tagged Structs whose tag field is ``name``."""
+    out = []
+    for member in typing.get_args(union):
+        if isinstance(member, type) and issubclass(member, msgspec.Struct):
+            config = member.__struct_config__
+            if config.tag_field == name and config.tag is not None:
+                out.append(str(config.tag))
+    return tuple(out)
+
+
+def _unwrap(node: Any) -> Any:
+    """The one meaningful type inside Annotated[...] and ``X | None | Unset``."""
+    while True:
+        origin = typing.get_origin(node)
+        if origin is typing.Annotated:
+            node = typing.get_args(node)[0]
+        elif origin in (typing.Union, types.UnionType):
+            rest = [a for a in typing.get_args(node) if a not in (type(None), msgspec.UnsetType)]
+            if len(rest) != 1:
+                return node
+            node = rest[0]
+        else:
+            return node
+
+
+def refusal(error: msgspec.ValidationError, what: str = "field", kind: Any = None) -> BadRequest:
     """The 400 for a declaration's refusal, naming the field (``what``: field or query
-    parameter) by its path, e.g. ``source.items[2].text``."""
+    parameter) by its path, e.g. ``source.items[2].text``, and the values an enum allows."""
     found = _AT.match(str(error))
     assert found is not None  # the pattern matches any text
     message, path = found["message"], found["path"] or ""
@@ -108,8 +156,13 @@ def refusal(error: msgspec.ValidationError, what: str = "field") -> BadRequest:
         return WrongType(
             f"{subject} must be {expected}, got {wrong['got']}", field=name, expected=expected
         )
-    detail = message.replace("`", "")
+    detail = message.replace("`", "").replace("str matching regex '\\\\S'", "non-blank text")
     detail = detail[:1].lower() + detail[1:]
+    invalid = message.startswith(("Invalid enum value", "Invalid value"))
+    choices = _choices(kind, path) if invalid else ()
+    if choices:
+        detail += f"; one of {', '.join(choices)}"
+        return InvalidValue(f"{subject}: {detail}", field=name, allowed=list(choices))
     return InvalidValue(f"{subject}: {detail}", field=name)
 
 
@@ -135,7 +188,7 @@ def decode_json(raw: bytes, kind: type[T]) -> T:
     try:
         return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
-        raise refusal(exc) from None
+        raise refusal(exc, kind=kind) from None
     except msgspec.DecodeError as exc:
         raise BadJson(f"the body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -163,7 +216,7 @@ def parse_query(request: web.Request, kind: type[T] | None) -> T | None:
     try:
         return msgspec.convert(data, kind, strict=False)
     except msgspec.ValidationError as exc:
-        raise refusal(exc, "query parameter") from None
+        raise refusal(exc, "query parameter", kind) from None
 
 
 # -- declarations ------------------------------------------------------------------------------
