@@ -143,3 +143,43 @@ def test_mount_names_are_unique(tmp_path: Path) -> None:
     one = "[[mounts]]\nname='a'\npassword='x'\nzones=['c']\n"
     with pytest.raises(ConfigError, match="mount names must be unique"):
         cfg.load(write(tmp_path, MOUNT_ZONES + one + one), env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[relay]\nudp_prot = 5004\n", "loa: [relay].udp_prot: unknown key"),
+        ("[web]\nport = 'http'\n", "loa: [web].port: expected int, got str"),
+        (
+            "[[zones]]\nid = 'p'\nname = 'P'\ntimezone = 'Asia/Hanoi-ish'\n",
+            "loa: [[zones]] #1: zone p: unknown time zone 'Asia/Hanoi-ish'",
+        ),
+    ],
+)
+def test_loa_serve_refuses_a_bad_config_at_start(tmp_path: Path, text: str, message: str) -> None:
+    """The real command, before it listens: exit status 2 and the key's path on stderr."""
+    import subprocess
+    import sys
+
+    path = write(tmp_path, text)
+    run = subprocess.run(
+        [sys.executable, "-m", "loa", "serve", "--config", str(path), "--host", "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert message in run.stderr
+    assert "serving on" not in run.stdout
+
+
+def test_the_speaker_does_not_need_msgspec() -> None:
+    """Pole boards install little: the receiver's modules do not import the config's library."""
+    import subprocess
+    import sys
+
+    code = "import sys, loa.speaker.client; assert 'msgspec' not in sys.modules, 'msgspec'"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr

@@ -80,6 +80,7 @@ class BadUrl(Unprocessable):
 _AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>[^`]+)`$")
 _MISSING = re.compile(r"^Object missing required field `(?P<key>[^`]+)`$")
+_MARKED = re.compile(r"^\[field=(?P<field>[^\]]+)\] (?P<message>.*)$", re.S)
 _TYPE = re.compile(r"^Expected `(?P<expected>[^`]+)`, got `(?P<got>[^`]+)`$")
 
 
@@ -103,6 +104,8 @@ def _choices(kind: Any, path: str) -> tuple[str, ...]:
             node = fields.get(name)
         elif tags := _tags(node, name):
             return tags
+        elif member := _member_with(node, name):
+            node = {f.encode_name: f.type for f in msgspec.structs.fields(member)}[name]
         else:
             return ()
     node = _unwrap(node)
@@ -120,6 +123,15 @@ def _tags(union: Any, name: str) -> tuple[str, ...]:
             if config.tag_field == name and config.tag is not None:
                 out.append(str(config.tag))
     return tuple(out)
+
+
+def _member_with(union: Any, name: str) -> Any:
+    """The first Struct of a union that has a field ``name``."""
+    for member in typing.get_args(union):
+        struct = isinstance(member, type) and issubclass(member, msgspec.Struct)
+        if struct and any(f.encode_name == name for f in msgspec.structs.fields(member)):
+            return member
+    return None
 
 
 def _unwrap(node: Any) -> Any:
@@ -149,6 +161,9 @@ def refusal(error: msgspec.ValidationError, what: str = "field", kind: Any = Non
     if missing := _MISSING.match(message):
         name = _join(path, missing["key"])
         return MissingField(f'missing {what} "{name}"', field=name)
+    if marked := _MARKED.match(message):  # types.invalid(field, message)
+        name = _join(path, marked["field"])
+        return InvalidValue(marked["message"], field=name)
     name = _join(path, None)
     subject = f'{what} "{name}"' if name else "the body"
     if wrong := _TYPE.match(message):
@@ -156,7 +171,9 @@ def refusal(error: msgspec.ValidationError, what: str = "field", kind: Any = Non
         return WrongType(
             f"{subject} must be {expected}, got {wrong['got']}", field=name, expected=expected
         )
-    detail = message.replace("`", "").replace("str matching regex '\\\\S'", "non-blank text")
+    detail = message.replace("`", "")
+    if "matching regex '[^\\\\t" in detail:  # types.NON_BLANK
+        detail = re.sub(r"str matching regex '\[\^[^']*\]'", "non-blank text", detail)
     detail = detail[:1].lower() + detail[1:]
     invalid = message.startswith(("Invalid enum value", "Invalid value"))
     choices = _choices(kind, path) if invalid else ()
@@ -183,10 +200,27 @@ async def read_json_bytes(request: web.Request) -> bytes:
     return bytes(body)
 
 
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 22.0 is an integer to JSON Schema, so it is one here too."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
 def decode_json(raw: bytes, kind: type[T]) -> T:
     """``raw`` as ``kind``, or the 4xx that says what is wrong with it."""
     try:
-        return msgspec.json.decode(raw, type=kind)
+        try:
+            return msgspec.json.decode(raw, type=kind)
+        except msgspec.ValidationError as exc:
+            if "got `float`" not in str(exc):
+                raise
+            # a whole number written 22.0: decode again with whole floats as ints
+            return msgspec.convert(_integral(msgspec.json.decode(raw)), kind)
     except msgspec.ValidationError as exc:
         raise refusal(exc, kind=kind) from None
     except msgspec.DecodeError as exc:

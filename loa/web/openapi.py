@@ -98,11 +98,34 @@ def _schema(kind: Any, schemas: dict[Any, Schema]) -> Schema:
     return kind if isinstance(kind, dict) else schemas[kind]
 
 
-def _parameters(path: str, query: Schema | None) -> list[Schema]:
-    params: list[Schema] = [
-        {"name": n, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
-        for n in _PARAM.findall(path)
-    ]
+def _taken(path: str, paths: Iterable[str]) -> dict[str, list[str]]:
+    """Literal segments of sibling paths that a parameter of ``path`` cannot be: the router
+    sends ``/schedules/conflicts`` to its own route, never to ``/schedules/{id}``."""
+    parts = path.split("/")
+    out: dict[str, list[str]] = {}
+    for i, part in enumerate(parts):
+        name = _PARAM.fullmatch(part)
+        if name is None:
+            continue
+        literals = sorted(
+            other.split("/")[i]
+            for other in paths
+            if len(other.split("/")) == len(parts)
+            and other.split("/")[:i] == parts[:i]
+            and not _PARAM.fullmatch(other.split("/")[i])
+        )
+        if literals:
+            out[name[1]] = literals
+    return out
+
+
+def _parameters(path: str, query: Schema | None, taken: dict[str, list[str]]) -> list[Schema]:
+    params: list[Schema] = []
+    for name in _PARAM.findall(path):
+        schema: Schema = {"type": "string", "minLength": 1}
+        if name in taken:
+            schema["not"] = {"enum": taken[name]}
+        params.append({"name": name, "in": "path", "required": True, "schema": schema})
     if query is not None:
         required = set(query.get("required", ()))
         for name, schema in query.get("properties", {}).items():
@@ -137,7 +160,12 @@ def _responses(op: Operation, method: str, schemas: dict[Any, Schema]) -> dict[s
 
 
 def _operation(
-    path: str, method: str, op: Operation, schemas: dict[Any, Schema], components: Schema
+    path: str,
+    method: str,
+    op: Operation,
+    schemas: dict[Any, Schema],
+    components: Schema,
+    taken: dict[str, list[str]],
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "operationId": method + re.sub(r"\W+", "_", path).rstrip("_"),
@@ -147,7 +175,7 @@ def _operation(
     query = None
     if op.query is not None:
         query = components[schemas[op.query]["$ref"].rpartition("/")[2]]
-    params = _parameters(path, query)
+    params = _parameters(path, query, taken)
     if params:
         out["parameters"] = params
     bodies = {"application/json": op.body} if op.body is not None else {}
@@ -176,8 +204,12 @@ def build(api: web.Application) -> dict[str, Any]:
             component.update(extra)
     components["TimeZone"] = {"type": "string", "enum": list(time_zones())}
     paths: dict[str, dict[str, Any]] = {}
+    every = {path for path, _, _ in ops}
     for path, method, op in ops:
-        paths.setdefault(path, {})[method] = _operation(path, method, op, schemas, components)
+        taken = _taken(path, every)
+        paths.setdefault(path, {})[method] = _operation(
+            path, method, op, schemas, components, taken
+        )
     for _, _, op in ops:  # a query string's Struct is parameters, not a schema
         if op.query is not None:
             components.pop(schemas[op.query]["$ref"].rpartition("/")[2], None)

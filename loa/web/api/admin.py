@@ -274,6 +274,11 @@ async def rotate_token(request: web.Request) -> web.Response:
     node, store = node_of(request), store_of(request)
     ep = see_endpoint(request, request.match_info["id"])
     may_change(user_of(request))
+    if ep.spec.kind != "managed":
+        raise Conflict(
+            f"endpoint {ep.id} is an {ep.spec.kind} endpoint: only a managed one has a token",
+            endpoint=ep.id,
+        )
     token = await store.endpoints.rotate_token(ep.id)
     row = await store.endpoints.get(ep.id)
     node.update_endpoint(spec_of(row), token_hash=row.token_hash)
@@ -392,6 +397,11 @@ async def update_user(request: web.Request, body: UserChange) -> web.Response:
     self_or_admin(user, username)
     target = await store.users.get(username)
     changes = await user_changes(body, user, target)
+    role, zone = changes.get("role", target.role), changes.get("zone", target.zone)
+    if role == "operator" and zone is None:
+        raise Conflict(f"{username} would be an operator without a zone to act in", user=username)
+    if role == "admin" and zone is not None:
+        raise Conflict(f"{username} would be an admin scoped to zone {zone}", user=username)
     await keep_an_admin(store, target, changes)
     account = await store.users.update(username, actor=user.username, ip=request.remote, **changes)
     return web.json_response(account.as_json())

@@ -17,6 +17,9 @@ from loa.store.passwords import MIN_PASSWORD
 from loa.store.webhooks import MAX_URL, MIN_SECRET
 from loa.streamer.tts import MAX_TEXT_CHARS
 from loa.web.api.types import (
+    NON_BLANK,
+    PORT,
+    WS,
     Address,
     AnyId,
     Class,
@@ -37,6 +40,7 @@ from loa.web.api.types import (
     builtins,
     check_time_zone,
     check_url,
+    invalid,
 )
 from loa.web.contract import parse_body
 
@@ -45,7 +49,7 @@ Unset = msgspec.UnsetType
 Duration = Annotated[float, Meta(ge=0.02, le=86400)]
 Voice = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_+-]{0,40}$")]
 Password = Annotated[str, Meta(min_length=MIN_PASSWORD, max_length=1024)]
-MediaId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"\S")]
+MediaId = Annotated[str, Meta(min_length=1, max_length=64, pattern=NON_BLANK)]
 
 
 def _one_of(*names: str) -> dict[str, Any]:
@@ -173,9 +177,9 @@ class NewEndpoint(Declared, frozen=True):
 
     def __post_init__(self) -> None:
         if self.kind == "rtp" and self.address is None:
-            raise ValueError("an rtp endpoint needs address: 'host:port'")
+            raise invalid("address", "an rtp endpoint needs address: 'host:port'")
         if self.kind == "managed" and self.address is not None:
-            raise ValueError("only an rtp endpoint has an address")
+            raise invalid("address", "only an rtp endpoint has an address")
 
 
 class EndpointChange(Declared, frozen=True):
@@ -212,9 +216,9 @@ class NewUser(Declared, frozen=True):
 
     def __post_init__(self) -> None:
         if self.role == "operator" and self.zone is None:
-            raise ValueError("an operator needs a zone: the root of the subtree they act in")
+            raise invalid("zone", "an operator needs a zone: the root of the subtree they act in")
         if self.role == "admin" and self.zone is not None:
-            raise ValueError("an admin is not scoped to a zone; leave zone out")
+            raise invalid("zone", "an admin is not scoped to a zone; leave zone out")
 
 
 class UserChange(Declared, frozen=True):
@@ -230,11 +234,11 @@ class UserChange(Declared, frozen=True):
 
     def __post_init__(self) -> None:
         if self.current_password is not UNSET and self.password is UNSET:
-            raise ValueError("current_password is only used with password")
+            raise invalid("current_password", "current_password is only used with password")
 
 
 class NewToken(Declared, frozen=True):
-    label: Annotated[str, Meta(min_length=1, max_length=100, pattern=r"\S")]
+    label: Annotated[str, Meta(min_length=1, max_length=100, pattern=NON_BLANK)]
 
 
 # -- webhooks ---------------------------------------------------------------------------------
@@ -243,9 +247,8 @@ class NewWebhook(Declared, frozen=True):
         str,
         Meta(
             max_length=MAX_URL,
-            pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#@:\[\]\x00-\x1f\x7f-\x9f]+"
-            r"(?::(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|[1-9]\d{0,3}))?"
-            r"(?:[/?#][^\s\x00-\x1f\x7f-\x9f]*)?$",
+            pattern=rf"^[Hh][Tt][Tt][Pp][Ss]?://[^{WS}/?#@:\[\]\x00-\x1f\x7f-\x9f]+"
+            rf"(?::{PORT})?(?:[/?#][^{WS}\x00-\x1f\x7f-\x9f]*)?$",
             description="http:// or https://, no credentials",
         ),
     ]
@@ -258,13 +261,16 @@ class NewWebhook(Declared, frozen=True):
 BulletinLevel = Literal["normal", "priority", "emergency"]
 
 
+SpokenText = Annotated[str, Meta(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NON_BLANK)]
+
+
 class Variant(Declared, frozen=True):
     """One language of a bulletin: text to speak, or a media id to play (exactly one)."""
 
     language: LanguageTag
-    text: Annotated[str, Meta(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")] | Unset = (
-        UNSET
-    )
+    text: (
+        Annotated[str, Meta(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NON_BLANK)] | Unset
+    ) = UNSET
     media: MediaId | Unset = UNSET
     json_schema_extra: ClassVar[dict[str, Any] | None] = {
         "oneOf": [{"required": ["text"]}, {"required": ["media"]}]
@@ -293,7 +299,7 @@ class NewBulletin(Declared, frozen=True):
 
     def __post_init__(self) -> None:
         if self.repeat_every_s is not None and self.level != "emergency":
-            raise ValueError("repeat_every_s is for emergency bulletins only")
+            raise invalid("repeat_every_s", "repeat_every_s is for emergency bulletins only")
 
 
 class BulletinAt(Declared, frozen=True):
@@ -307,7 +313,7 @@ Rrule = Annotated[
     str,
     Meta(
         max_length=1000,
-        pattern=r"^(RRULE:)?[A-Z]+=[^;\s]+(;[A-Z]+=[^;\s]+)*$",
+        pattern=rf"^(RRULE:)?[A-Z]+=[^;{WS}]+(;[A-Z]+=[^;{WS}]+)*$",
         description="one RFC 5545 RRULE, e.g. FREQ=DAILY;BYHOUR=5; one that never occurs "
         "or that RFC 5545 forbids is refused with 422",
     ),
@@ -328,7 +334,7 @@ class UrlItem(Declared, frozen=True, tag_field="type", tag="url"):
 
 
 class TtsItem(Declared, frozen=True, tag_field="type", tag="tts"):
-    text: Annotated[str, Meta(min_length=1, max_length=MAX_TEXT, pattern=r"\S")]
+    text: Annotated[str, Meta(min_length=1, max_length=MAX_TEXT, pattern=NON_BLANK)]
     voice: Voice = "vi"
     rate_wpm: Annotated[int, Meta(ge=80, le=450)] = 150
 
@@ -341,7 +347,7 @@ Item = MediaItem | UrlItem | TtsItem | SilenceItem
 LocalTime = Annotated[
     str,
     Meta(
-        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$",
+        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?$",
         description="local ISO time in the timezone, e.g. 2025-03-03T05:00",
     ),
 ]

@@ -135,7 +135,7 @@ async def list_bulletins(request: web.Request, query: BulletinsQuery) -> web.Res
 
 
 @routes.get(
-    "/bulletins/{id}",
+    "/bulletins/{id:(?!cap$)[^/]+}",  # /bulletins/cap is the CAP ingest, POST only
     summary="One bulletin",
     tag="bulletins",
     returns=answers.Bulletin,

@@ -123,7 +123,7 @@ async def zones_report(request: web.Request, query: ReportQuery) -> web.Response
 def _hook_id(request: web.Request) -> int:
     auth.require_admin(user_of(request))
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "²".isdigit() too
         raise NotFound(f"webhook {raw} not found")
     return int(raw)
 

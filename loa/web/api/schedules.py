@@ -35,6 +35,7 @@ from loa.web.contract import Routes, Unprocessable
 routes = Routes()
 SERVICE = web.AppKey("schedule_service", ScheduleService)
 RESERVED_IDS = frozenset({"conflicts"})  # a path segment of its own
+SCHEDULE = "/schedules/{id:(?!conflicts$)[^/]+}"
 
 
 def _target_zones(node: Node, schedule: Schedule) -> set[str]:
@@ -195,7 +196,7 @@ async def schedule_conflicts(request: web.Request, query: WindowQuery) -> web.Re
 
 
 @routes.get(
-    "/schedules/{id}",
+    SCHEDULE,
     summary="One schedule",
     tag="schedules",
     returns=answers.Schedule,
@@ -206,7 +207,7 @@ async def get_schedule(request: web.Request) -> web.Response:
 
 
 @routes.patch(
-    "/schedules/{id}",
+    SCHEDULE,
     summary="Change a schedule (any of its fields but id)",
     tag="schedules",
     returns=answers.Schedule,
@@ -229,7 +230,7 @@ async def edit_schedule(request: web.Request, body: ScheduleChange) -> web.Respo
 
 
 @routes.delete(
-    "/schedules/{id}",
+    SCHEDULE,
     summary="Remove a schedule",
     tag="schedules",
     returns=answers.Schedule,

@@ -14,13 +14,17 @@ from loa.web.contract import BadUrl
 
 Meta = msgspec.Meta
 
+# Patterns mean the same to msgspec (Python re) and to JSON Schema (ECMA-262): no \s, \S or
+# \d, whose meanings differ; whitespace is spelled out as Python's str.isspace() knows it.
+WS = r"\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NON_BLANK = rf"[^{WS}]"  # a string that is not all whitespace (what str.strip() keeps)
 # Ids appear in URLs and logs: a slug of ASCII letters, digits, '.', '_' and '-'.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 Id = Annotated[str, Meta(pattern=ID_PATTERN, description="1-64 of A-Z a-z 0-9 . _ -")]
 # Whatever a path segment holds (ids made before the pattern above, or by the config file).
 AnyId = Annotated[str, Meta(min_length=1, max_length=64)]
-Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"\S")]
-Text = Annotated[str, Meta(min_length=1, max_length=5000, pattern=r"\S")]
+Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=NON_BLANK)]
+Text = Annotated[str, Meta(min_length=1, max_length=5000, pattern=NON_BLANK)]
 UNIX_MAX = 253402300799.0  # 9999-12-31T23:59:59Z
 Unix = Annotated[float, Meta(ge=0, le=UNIX_MAX, description="Unix time in seconds")]
 Level = Annotated[int, Meta(ge=0, le=100)]
@@ -36,21 +40,21 @@ Role = Literal["admin", "operator", "viewer"]
 Event = Literal["broadcast.logged", "endpoint.online", "endpoint.offline"]
 Limit = Annotated[int, Meta(ge=0, le=1000)]
 Offset = Annotated[int, Meta(ge=0, le=10**9)]
-_PORT = r"(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|[1-9]\d{0,3})"
-_OCTET = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 # A static RTP endpoint: an IPv4 address and a port (a name would be resolved per packet).
 Address = Annotated[
     str,
     Meta(
-        pattern=rf"^{_OCTET}(\.{_OCTET}){{3}}:{_PORT}$",
+        pattern=rf"^{_OCTET}(\.{_OCTET}){{3}}:{PORT}$",
         description="IPv4 address:port of an rtp receiver",
     ),
 ]
 URL_SCHEMES = ("http", "https", "rtsp", "rtsps")
-_VISIBLE = r"[^\s\x00-\x1f\x7f-\x9f]"
+_VISIBLE = rf"[^{WS}\x00-\x1f\x7f-\x9f]"
 URL_PATTERN = (
     r"^(?:[Hh][Tt][Tt][Pp][Ss]?|[Rr][Tt][Ss][Pp][Ss]?)://"
-    rf"(?:[^\s/?#@\x00-\x1f\x7f-\x9f]+@)?[^\s/?#@:\[\]\x00-\x1f\x7f-\x9f]+(?::{_PORT})?"
+    rf"(?:[^{WS}/?#@\x00-\x1f\x7f-\x9f]+@)?[^{WS}/?#@:\[\]\x00-\x1f\x7f-\x9f]+(?::{PORT})?"
     rf"(?:[/?#]{_VISIBLE}*)?$"
 )
 Url = Annotated[
@@ -87,10 +91,16 @@ TimeZone = Annotated[
 ]
 
 
+def invalid(field: str, message: str) -> ValueError:
+    """What a ``__post_init__`` raises: msgspec makes it a 400 at the Struct's path, and
+    ``contract.refusal`` names ``field`` inside it."""
+    return ValueError(f"[field={field}] {message}")
+
+
 def check_time_zone(name: str, key: str = "timezone") -> None:
     """ValueError (a 400 through msgspec) unless ``name`` is a known IANA zone."""
     if name not in time_zones():
-        raise ValueError(f"{key} must be an IANA time zone like Asia/Ho_Chi_Minh, got {name!r}")
+        raise invalid(key, f"{key} must be an IANA time zone like Asia/Ho_Chi_Minh, got {name!r}")
 
 
 def check_url(url: str, key: str = "url") -> str:
