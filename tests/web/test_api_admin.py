@@ -276,8 +276,8 @@ async def test_rotating_a_token_drops_the_speaker_using_the_old_one(client: Test
         {"id": "r", "name": "r", "zone": "c0", "kind": "rtp", "address": "127.0.0.1:9"},
         201,
     )
-    message = await error(client, "POST", "/endpoints/r/token", None, 400)
-    assert message == "endpoint r: only managed endpoints have a device token"
+    message = await error(client, "POST", "/endpoints/r/token", None, 409)
+    assert message == "endpoint r is an rtp endpoint: only a managed one has a token"
 
 
 async def test_delete_endpoint(client: TestClient) -> None:

@@ -17,7 +17,7 @@ from loa.web.api import answers
 from loa.web.api.bodies import NewBroadcast
 from loa.web.api.types import builtins
 from loa.web.auth import USER, User
-from loa.web.contract import Routes, parse_body
+from loa.web.contract import Routes
 
 __all__ = ["USER", "routes"]
 
@@ -48,12 +48,6 @@ def _sees_broadcast(user: User, node: Node, spec: BroadcastSpec) -> bool:
     zones = set(spec.target_zones)
     zones.update(node.endpoints[e].spec.zone for e in spec.target_endpoints if e in node.endpoints)
     return any(auth.can_see_zone(user, node.zones, z) for z in zones)
-
-
-async def json_body(request: web.Request) -> dict[str, Any]:
-    """A JSON object body, for callers without a declaration of their own (4xx otherwise)."""
-    data: dict[str, Any] = await parse_body(request, dict[str, Any])
-    return data
 
 
 @routes.get("/zones", summary="Zones the caller sees", tag="zones", returns=answers.Zones)
