@@ -197,7 +197,7 @@ ROUTES: dict[tuple[str, str], list[Call]] = {
     ("post", "/endpoints/{id}/token"): [
         Call("op", "POST", "/endpoints/c1-e0/token", 404),
         Call("viewer", "POST", "/endpoints/c0-e0/token", 403),
-        Call("op", "POST", "/endpoints/rtp0/token", 400),
+        Call("op", "POST", "/endpoints/rtp0/token", 409),
         Call("op", "POST", "/endpoints/c0-e0/token", 200, check=lambda d: bool(d["token"])),
     ],
     ("get", "/endpoints/{id}/sdp"): [
