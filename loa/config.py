@@ -1,4 +1,15 @@
-"""One tree of frozen, validated settings, loaded once (file < environment < flags)."""
+"""One tree of frozen, validated settings, loaded once (file < environment < flags).
+
+The tree is declared once, as msgspec Structs that refuse unknown keys: the TOML file is
+converted into it by msgspec (types, ranges and unknown keys checked by the declaration),
+then each section's ``__post_init__`` checks what a type cannot say. A refusal names the
+key's path in the file, e.g. ``[relay].udp_prot: unknown key``. A key the server does not
+read has no field here, so it cannot be set.
+
+msgspec (not pydantic) because it is one small C extension with no dependencies, its
+Structs are frozen, slotted and positional like the dataclasses they replace, and the same
+declarations give the HTTP API its validation and its OpenAPI schema (loa/web/contract.py).
+``loa speaker`` does not import this module: pole boards do not need msgspec."""
 
 from __future__ import annotations
 
@@ -6,9 +17,11 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import msgspec
 
 from loa.errors import ConfigError
 
@@ -18,11 +31,17 @@ KINDS = ("managed", "rtp")
 INTERNAL_KINDS = ("listener",)
 # Broadcast classes by name (loa.relay.core.priority.Priority; config does not import the relay).
 CLASSES = ("background", "scheduled", "priority", "live", "emergency")
+DEFAULT_TZ = "Asia/Ho_Chi_Minh"
 _MOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
-@dataclass(frozen=True)
-class OpusConfig:
+class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A table of the config file: frozen, and an unknown key is an error."""
+
+
+class OpusConfig(Section, frozen=True):
     bitrate_bps: int = 32_000
     complexity: int = 9
     fec: bool = True
@@ -41,19 +60,16 @@ class OpusConfig:
             raise ConfigError(f"opus.signal must be one of {SIGNALS}, got {self.signal!r}")
 
 
-@dataclass(frozen=True)
-class RelayConfig:
+class RelayConfig(Section, frozen=True):
     udp_host: str = "0.0.0.0"
     udp_port: int = 5004
     # What the server tells speakers to send their UDP hello to; defaults to the host they
     # reached the WebSocket on.
     public_host: str | None = None
     # The UDP port speakers are told to use, when it differs from udp_port (port forwarding).
-    public_udp_port: int | None = None
+    public_udp_port: Port | None = None
     keepalive_s: float = 10.0
     session_timeout_s: float = 35.0
-    ws_fallback_after_s: float = 3.0
-    queue_frames: int = 8
     chime: bool = True
     # Benchmarks only: every packet carries its frame-ready wall-clock time in an RTP header
     # extension (RFC 8285 one-byte form, id 1, 8 bytes, microseconds since the epoch).
@@ -64,12 +80,9 @@ class RelayConfig:
             raise ConfigError(f"relay.udp_port must be 0..65535, got {self.udp_port}")
         if self.keepalive_s <= 0 or self.session_timeout_s <= self.keepalive_s:
             raise ConfigError("relay.session_timeout_s must exceed relay.keepalive_s > 0")
-        if not 1 <= self.queue_frames <= 500:
-            raise ConfigError(f"relay.queue_frames must be 1..500, got {self.queue_frames}")
 
 
-@dataclass(frozen=True)
-class WebConfig:
+class WebConfig(Section, frozen=True):
     host: str = "0.0.0.0"
     port: int = 8080
     max_upload_mb: int = 200
@@ -81,16 +94,26 @@ class WebConfig:
             raise ConfigError(f"web.max_upload_mb must be 1..10000, got {self.max_upload_mb}")
 
 
-@dataclass(frozen=True)
-class ZoneSpec:
+def check_timezone(name: str, where: str) -> None:
+    try:
+        ZoneInfo(name)
+    except (KeyError, ValueError):  # ZoneInfoNotFoundError is a KeyError
+        raise ConfigError(
+            f"{where}: unknown time zone {name!r}; use an IANA name like {DEFAULT_TZ!r}"
+        ) from None
+
+
+class ZoneSpec(Section, frozen=True):
     id: str
     name: str
     parent: str | None = None
-    timezone: str = "Asia/Ho_Chi_Minh"
+    timezone: str = DEFAULT_TZ
+
+    def __post_init__(self) -> None:
+        check_timezone(self.timezone, f"zone {self.id}")
 
 
-@dataclass(frozen=True)
-class EndpointSpec:
+class EndpointSpec(Section, frozen=True):
     id: str
     name: str
     zone: str
@@ -113,17 +136,22 @@ class EndpointSpec:
                 raise ConfigError(f"endpoint {self.id}: {name} must be 0..100, got {value}")
 
 
-@dataclass(frozen=True)
-class MountSpec:
+class MountSpec(Section, frozen=True):
     """An Icecast source mount: ``PUT``/``SOURCE /{name}`` with Basic auth ``user:password``
     starts a broadcast of class ``priority`` to ``zones`` (TOML key ``class``)."""
 
     name: str
-    password: str = field(repr=False)
+    password: str
     zones: tuple[str, ...]
-    priority: str = "live"
+    priority: str = msgspec.field(default="live", name="class")
     origin_zone: str | None = None
     user: str = "source"
+
+    def __repr__(self) -> str:  # the password stays out of logs
+        return (
+            f"MountSpec(name={self.name!r}, zones={self.zones!r}, class={self.priority!r}, "
+            f"origin_zone={self.origin_zone!r}, user={self.user!r})"
+        )
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _MOUNT_NAME.match(self.name):
@@ -145,11 +173,10 @@ class MountSpec:
             )
 
 
-@dataclass(frozen=True)
-class Config:
-    web: WebConfig = field(default_factory=WebConfig)
-    relay: RelayConfig = field(default_factory=RelayConfig)
-    opus: OpusConfig = field(default_factory=OpusConfig)
+class Config(Section, frozen=True):
+    web: WebConfig = msgspec.field(default_factory=WebConfig)
+    relay: RelayConfig = msgspec.field(default_factory=RelayConfig)
+    opus: OpusConfig = msgspec.field(default_factory=OpusConfig)
     data_dir: Path = Path("data")
     admin_token: str | None = None
     zones: tuple[ZoneSpec, ...] = ()
@@ -186,58 +213,67 @@ class Config:
                 )
 
 
-def _section(cls: type, data: Mapping[str, Any], where: str) -> Any:
-    names = {f.name for f in fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {sorted(unknown)}")
-    try:
-        return cls(**data)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+# -- loading ---------------------------------------------------------------------------------
+_TABLES = frozenset({"web", "relay", "opus"})
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>[^`]+)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<key>[^`]+)`$")
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
 
-def _endpoint(data: Mapping[str, Any]) -> EndpointSpec:
-    spec: EndpointSpec = _section(EndpointSpec, data, "[[endpoints]]")
-    if spec.kind not in KINDS:
-        raise ConfigError(f"endpoint {spec.id}: kind must be one of {KINDS}, got {spec.kind!r}")
-    if spec.kind == "managed" and not spec.token:
-        raise ConfigError(f"endpoint {spec.id}: a managed endpoint needs a token")
-    return spec
+def key_path(path: str, key: str | None = None) -> str:
+    """msgspec's ``$.relay.udp_port`` / ``$.endpoints[2]`` as the file spells it:
+    ``[relay].udp_port`` / ``[[endpoints]] #3``."""
+    steps: list[str | int] = [name if name else int(index) for name, index in _STEP.findall(path)]
+    if key is not None:
+        steps.append(key)
+    if not steps:
+        return "(top level)"
+    out = ""
+    first = steps[0]
+    if len(steps) == 1:
+        return f"[{first}]" if first in _TABLES else str(first)
+    if isinstance(steps[1], int):
+        out, rest = f"[[{first}]] #{steps[1] + 1}", steps[2:]
+    else:
+        out, rest = f"[{first}]", steps[1:]
+    for step in rest:
+        out += f"[{step}]" if isinstance(step, int) else f".{step}"
+    return out
 
 
-def _mount(data: Mapping[str, Any]) -> MountSpec:
-    data = dict(data)
-    if "priority" in data:
-        raise ConfigError("[[mounts]]: unknown setting(s) ['priority']; the class is `class`")
-    if "class" in data:
-        data["priority"] = data.pop("class")
-    zones = data.get("zones")
-    if isinstance(zones, list):
-        data["zones"] = tuple(zones)
-    elif zones is not None:
-        raise ConfigError(f"[[mounts]]: zones must be a list of zone ids, got {zones!r}")
-    spec: MountSpec = _section(MountSpec, data, "[[mounts]]")
-    return spec
+def explain(error: msgspec.ValidationError) -> str:
+    """One refusal of the file, with the key's path first."""
+    found = _AT.match(str(error))
+    assert found is not None  # the pattern matches any text
+    message, path = found["message"], found["path"] or ""
+    if unknown := _UNKNOWN.match(message):
+        return f"{key_path(path, unknown['key'])}: unknown key"
+    if missing := _MISSING.match(message):
+        return f"{key_path(path, missing['key'])}: missing (required)"
+    message = message[:1].lower() + message[1:] if message.startswith("Expected") else message
+    return f"{key_path(path)}: {message.replace('`', '')}"
+
+
+def _decode_hook(kind: type, value: Any) -> Any:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise TypeError(f"Expected a path (string), got {type(value).__name__}")
 
 
 def from_mapping(data: Mapping[str, Any]) -> Config:
     """Build a Config from parsed TOML (or any nested mapping)."""
-    data = dict(data)
-    known = {"web", "relay", "opus", "data_dir", "admin_token", "zones", "endpoints", "mounts"}
-    unknown = set(data) - known
-    if unknown:
-        raise ConfigError(f"unknown top-level setting(s) {sorted(unknown)}")
-    return Config(
-        web=_section(WebConfig, data.get("web", {}), "[web]"),
-        relay=_section(RelayConfig, data.get("relay", {}), "[relay]"),
-        opus=_section(OpusConfig, data.get("opus", {}), "[opus]"),
-        data_dir=Path(data.get("data_dir", "data")),
-        admin_token=data.get("admin_token"),
-        zones=tuple(_section(ZoneSpec, z, "[[zones]]") for z in data.get("zones", [])),
-        endpoints=tuple(_endpoint(e) for e in data.get("endpoints", [])),
-        mounts=tuple(_mount(m) for m in data.get("mounts", [])),
-    )
+    try:
+        config = msgspec.convert(dict(data), Config, dec_hook=_decode_hook)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(explain(exc)) from None
+    for n, e in enumerate(config.endpoints, 1):
+        where = f"[[endpoints]] #{n}"
+        if e.kind not in KINDS:
+            raise ConfigError(f"{where}: endpoint {e.id}: kind must be one of {KINDS}")
+        if e.kind == "managed" and not e.token:
+            raise ConfigError(f"{where}: endpoint {e.id}: a managed endpoint needs a token")
+    return config
 
 
 def load(
@@ -268,5 +304,7 @@ def load(
     return from_mapping(data)
 
 
-def with_changes(config: Config, **changes: Any) -> Config:
-    return replace(config, **changes)
+def with_changes(section: Any, **changes: Any) -> Any:
+    """A copy of a config section (or the whole Config) with some values changed, checked
+    again by its ``__post_init__``."""
+    return msgspec.structs.replace(section, **changes)

@@ -24,6 +24,7 @@ from loa.streamer import whip
 from loa.web import (
     auth,
     bulletins_page,
+    contract,
     live,
     middlewares,
     openapi,
@@ -34,6 +35,7 @@ from loa.web import (
 )
 from loa.web.api import admin as admin_api
 from loa.web.api import bulletins as bulletins_api
+from loa.web.api import elsewhere as elsewhere_api
 from loa.web.api import records as records_api
 from loa.web.api import relay as relay_api
 from loa.web.api import reports as reports_api
@@ -155,8 +157,9 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
 
+    elsewhere_api.declare_all()  # the contract of routes whose handlers live outside web/api
     api = web.Application(
-        middlewares=[middlewares.errors, records_api.audit],
+        middlewares=[middlewares.errors, records_api.audit, contract.declared_queries],
         client_max_size=config.web.max_upload_mb * 1024**2,
     )
     api.router.add_get("/speaker", speaker_handler)

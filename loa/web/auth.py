@@ -27,6 +27,7 @@ from loa.store.passwords import hash_password as hash_password
 from loa.store.passwords import hash_password_async, verify_password_async
 from loa.store.passwords import verify_password as verify_password
 from loa.store.sessions import SESSION_TTL_S
+from loa.web.api.bodies import read_login
 from loa.web.middlewares import error_json
 
 log = logging.getLogger(__name__)
@@ -339,11 +340,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     """POST /login (form or JSON: username, password, next) → 303 to ``next`` with the
     session cookie; 401 ``bad_credentials``; 429 ``rate_limited`` with Retry-After."""
     store, limiter = request.config_dict[STORE], request.config_dict[LIMITER]
-    data = (
-        await request.json() if request.content_type == "application/json" else await request.post()
-    )
-    if not isinstance(data, Mapping):
-        raise BadRequest("login body must be a form or a JSON object")
+    data = await read_login(request)  # a form or declared JSON; 4xx otherwise
     username = str(data.get("username") or "").strip().lower()[:64]
     password = str(data.get("password") or "")
     target = safe_next(str(data.get("next") or "/"))

@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 
 from loa.codecs.pcm import dominant_frequency
 from loa.config import RelayConfig
+from loa.config import with_changes as replace
 from loa.relay.core.session import Transport
 from loa.relay.core.wire import ControlDatagram, DatagramType
 from tests.conftest import ADMIN, need_binary, tree_config

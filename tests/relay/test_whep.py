@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from aiortc.mediastreams import MediaStreamError
 from loa.codecs import FRAME_SAMPLES
 from loa.codecs.opus import OpusDecoder, OpusEncoder
 from loa.codecs.pcm import dominant_frequency, rms_dbfs, tone
+from loa.config import with_changes as replace
 from loa.relay import webrtc
 from loa.relay.webrtc import OpusPacketTrack, WhepClient, rtp_payload, silence_packet
 from tests.conftest import ADMIN, AUTH, Relay, tree_config
@@ -203,7 +203,7 @@ async def test_whep_rejects_bad_requests(webrtc_relay: Any, tmp_path: Path) -> N
     ) as r:
         assert r.status == 401
     status, text = await post(relay, good, "")
-    assert status == 400 and "say which zone to listen to" in text
+    assert status == 400 and 'missing query parameter \\"zone\\"' in text
     status, text = await post(relay, good, "?zone=nowhere")
     assert status == 404 and "zone nowhere not found" in text
     status, text = await post(relay, good, "?zone=c0", "application/json")

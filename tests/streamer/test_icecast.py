@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import os
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 from loa.codecs.pcm import dominant_frequency
-from loa.config import Config, MountSpec
+from loa.config import Config, MountSpec, with_changes
 from loa.errors import SourceError
 from loa.streamer import icecast
 from loa.streamer.icecast import IcecastSource
@@ -30,7 +29,7 @@ BASIC = "Basic " + base64.b64encode(f"source:{PASSWORD}".encode()).decode()
 def mount_config(tmp_path: Path) -> Config:
     """Communes c0 and c1 with one pole each; mount 'studio' plays live to c0 only."""
     config = tree_config(tmp_path, communes=2, per_commune=1)
-    return dataclasses.replace(config, mounts=(MountSpec("studio", PASSWORD, ("c0",)),))
+    return with_changes(config, mounts=(MountSpec("studio", PASSWORD, ("c0",)),))
 
 
 async def run_ffmpeg(*args: str) -> tuple[int, str]:

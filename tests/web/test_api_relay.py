@@ -116,17 +116,24 @@ async def test_expired_broadcast_never_plays(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("body", "status", "code", "message"),
     [
-        ({"targets": {"zones": ["p"]}}, 400, "bad_request", "source must be an object"),
-        (tone_body(targets={"zones": []}), 400, "bad_request", "at least one target"),
+        ({"targets": {"zones": ["p"]}}, 400, "missing_field", 'missing field "source"'),
+        (tone_body(targets={"zones": []}), 400, "invalid_value", "at least one target"),
         (tone_body(targets={"zones": ["nowhere"]}), 404, "not_found", "zone nowhere not found"),
         (tone_body(targets={"endpoints": ["ghost"]}), 404, "not_found", "endpoint ghost not found"),
-        (tone_body(**{"class": "urgent"}), 400, "bad_request", "class must be one of"),
-        (tone_body(source={"type": "laser"}), 400, "bad_request", "source.type must be one of"),
-        (tone_body(source={"type": "tone", "freq_hz": 1e6}), 400, "bad_request", "source.freq_hz"),
-        (tone_body(source={"type": "tts", "text": ""}), 400, "bad_request", "source.text"),
+        (tone_body(**{"class": "urgent"}), 400, "invalid_value", "one of background, scheduled"),
+        (tone_body(source={"type": "laser"}), 400, "invalid_value", "one of tone, silence, tts"),
+        (tone_body(source={"type": "tone", "freq_hz": 1e6}), 400, "invalid_value", "freq_hz"),
+        (tone_body(source={"type": "tts", "text": ""}), 400, "invalid_value", "source.text"),
         (tone_body(source={"type": "media", "id": "nope"}), 404, "not_found", "media"),
-        (tone_body(expires_at="soon"), 400, "bad_request", "expires_at"),
-        (tone_body(id="bad id!"), 400, "bad_request", "id must be"),
+        (tone_body(expires_at="soon"), 400, "wrong_type", 'field "expires_at" must be float'),
+        (tone_body(id="bad id!"), 400, "invalid_value", 'field "id": expected str matching'),
+        (tone_body(clas="emergency"), 400, "unknown_field", 'unknown field "clas"'),
+        (
+            tone_body(source={"type": "tone", "frq_hz": 440}),
+            400,
+            "unknown_field",
+            'unknown field "source.frq_hz"',
+        ),
     ],
 )
 async def test_bad_broadcast_requests(
@@ -158,7 +165,8 @@ async def test_sdp_for_rtp_endpoint(client: TestClient) -> None:
     assert "m=audio 9 RTP/AVP 111" in sdp and "c=IN IP4 127.0.0.1" in sdp
     assert "a=rtpmap:111 opus/48000/2" in sdp
     resp = await client.get("/api/v1/endpoints/c0-e0/sdp", headers=AUTH)
-    assert resp.status == 400
+    assert resp.status == 409  # a managed endpoint has no static address to describe
+    assert (await resp.json())["error"]["endpoint"] == "c0-e0"
 
 
 def write_wav(path: Path, seconds: float) -> None:
@@ -204,7 +212,7 @@ async def test_media_upload_empty(client: TestClient) -> None:
 async def test_media_upload_too_large_is_413_and_leaves_nothing(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
-    from dataclasses import replace
+    from loa.config import with_changes as replace
 
     config = tree_config(tmp_path)
     config = replace(config, web=replace(config.web, max_upload_mb=1))
@@ -232,10 +240,10 @@ async def test_patch_endpoint_levels(client: TestClient) -> None:
     assert resp.status == 200, data
     assert (data["volume"], data["muted"], data["emergency_volume"]) == (35, True, 100)
     for body, message in [
-        ({"volume": 101}, "volume must be an integer 0..100"),
-        ({"volume": True}, "volume must be an integer 0..100"),
-        ({"muted": "yes"}, "muted must be true or false"),
-        ({"colour": 1}, "unknown field(s) ['colour']"),
+        ({"volume": 101}, 'field "volume": expected int <= 100'),
+        ({"volume": True}, 'field "volume" must be int, got bool'),
+        ({"muted": "yes"}, 'field "muted" must be bool, got str'),
+        ({"colour": 1}, 'unknown field "colour"'),
     ]:
         resp = await client.patch("/api/v1/endpoints/c0-e0", json=body, headers=AUTH)
         assert resp.status == 400

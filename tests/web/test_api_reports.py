@@ -136,19 +136,23 @@ async def test_csv(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("query", "message"),
+    ("query", "status", "code", "message"),
     [
-        ("until=1", "since is required (Unix time in seconds)"),
-        ("since=1", "until is required (Unix time in seconds)"),
-        ("since=today&until=1", "since must be a Unix time in seconds, got 'today'"),
-        ("since=10&until=10", "since (10.0) must be before until (10.0)"),
-        (f"{PERIOD}&format=xml", "format must be json or csv, got 'xml'"),
-        (f"{PERIOD}&tz=Mars/Base", "tz must be an IANA time zone, got 'Mars/Base'"),
+        ("until=1", 400, "missing_field", 'missing query parameter "since"'),
+        ("since=1", 400, "missing_field", 'missing query parameter "until"'),
+        ("since=today&until=1", 400, "wrong_type", 'query parameter "since" must be float'),
+        ("since=10&until=10", 422, "unprocessable", "a report covers since < until"),
+        (f"{PERIOD}&format=xml", 400, "invalid_value", "'xml'; one of json, csv"),
+        (f"{PERIOD}&tz=Mars/Base", 400, "invalid_value", "tz must be an IANA time zone"),
+        (f"{PERIOD}&zone=c0&zone=c1", 400, "invalid_value", '"zone" is given more than once'),
+        (f"{PERIOD}&zoen=c0", 400, "unknown_field", 'unknown query parameter "zoen"'),
     ],
 )
-async def test_bad_report_queries(client: TestClient, query: str, message: str) -> None:
-    data = await get(client, f"/reports/endpoints?{query}", AUTH, 400)
-    assert data["error"] == {"code": "bad_request", "message": message}
+async def test_bad_report_queries(
+    client: TestClient, query: str, status: int, code: str, message: str
+) -> None:
+    data = await get(client, f"/reports/endpoints?{query}", AUTH, status)
+    assert data["error"]["code"] == code and message in data["error"]["message"], data
 
 
 # -- webhooks ---------------------------------------------------------------------------------
@@ -167,16 +171,20 @@ async def test_webhook_management(client: TestClient) -> None:
     listed = await get(client, "/webhooks", AUTH)
     assert listed == {"webhooks": [hook]}  # the secret is not shown again
     for body, message in [
-        ({"url": "ftp://x/", "events": ["broadcast.logged"]}, "url must be http:// or https://"),
-        ({"url": "http:///x", "events": ["broadcast.logged"]}, "url 'http:///x' has no host"),
-        ({"url": "http://x/", "events": ["endpoint.up"]}, "unknown events ['endpoint.up']"),
-        ({"url": "http://x/"}, "a webhook needs url and events"),
-        ({"url": "http://x/", "events": ["endpoint.online"], "to": 1}, "unknown fields ['to']"),
-        ({"url": "http://x/", "events": ["endpoint.online"], "enabled": "yes"}, "enabled must"),
+        ({"url": "ftp://x/", "events": ["broadcast.logged"]}, 'field "url": expected str'),
+        ({"url": "http:///x", "events": ["broadcast.logged"]}, 'field "url": expected str'),
+        ({"url": "http://x/", "events": ["endpoint.up"]}, "'endpoint.up'; one of broadcast."),
+        ({"url": "http://x/"}, 'missing field "events"'),
+        ({"url": "http://x/", "events": ["endpoint.online"], "to": 1}, 'unknown field "to"'),
+        (
+            {"url": "http://x/", "events": ["endpoint.online"], "enabled": "yes"},
+            'field "enabled" must be bool',
+        ),
+        ({"url": "http://a:b@x/", "events": ["endpoint.online"]}, 'field "url": expected str'),
     ]:
         resp = await client.post("/api/v1/webhooks", json=body, headers=AUTH)
         assert resp.status == 400
-        assert (await resp.json())["error"]["message"].startswith(message)
+        assert message in (await resp.json())["error"]["message"]
     assert (await client.delete(f"/api/v1/webhooks/{hook['id']}", headers=AUTH)).status == 200
     assert await get(client, "/webhooks", AUTH) == {"webhooks": []}
     gone = await client.delete(f"/api/v1/webhooks/{hook['id']}", headers=AUTH)
@@ -261,4 +269,4 @@ async def test_dead_letters_are_listed(client: TestClient) -> None:
         "deliveries": []
     }
     bad = await get(client, f"/webhooks/{hook.id}/deliveries?limit=x", AUTH, 400)
-    assert bad["error"]["message"] == "limit must be a non-negative integer, got 'x'"
+    assert bad["error"]["message"] == 'query parameter "limit" must be int, got str'

@@ -5,7 +5,6 @@ the others do not, and the broadcast log says so. Screenshots go to /tmp for a h
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from loa.codecs.pcm import rms_dbfs
-from loa.config import Config
+from loa.config import Config, with_changes
 from loa.web.app import NODE, create_app
 from tests.conftest import AUTH, tree_config
 from tests.relay.fleet import Fleet, wait_for
@@ -38,11 +37,9 @@ def config_with_places(tmp_path: Path) -> Config:
     for i, ep in enumerate(config.endpoints):
         c, e = divmod(i, 3)
         placed.append(
-            dataclasses.replace(
-                ep, lat=17.40 + 0.05 * c + 0.012 * e, lon=106.55 + 0.07 * c - 0.01 * e
-            )
+            with_changes(ep, lat=17.40 + 0.05 * c + 0.012 * e, lon=106.55 + 0.07 * c - 0.01 * e)
         )
-    return dataclasses.replace(config, endpoints=tuple(placed))
+    return with_changes(config, endpoints=tuple(placed))
 
 
 @pytest.fixture

@@ -32,11 +32,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from loa.web import auth, openapi
+from loa.config import with_changes
+from loa.web import auth
 from loa.web.app import create_app
 from tests.conftest import AUTH, tree_config
 from tests.web.test_api_admin import account
-from tests.web.test_openapi import routes_of
+from tests.web.test_openapi import document, routes_of
 
 OFFER = "<sdp offer>"  # a body placeholder: a real aiortc offer is made for the call
 TONE = {"type": "tone", "freq_hz": 1000}
@@ -196,13 +197,13 @@ ROUTES: dict[tuple[str, str], list[Call]] = {
     ("post", "/endpoints/{id}/token"): [
         Call("op", "POST", "/endpoints/c1-e0/token", 404),
         Call("viewer", "POST", "/endpoints/c0-e0/token", 403),
-        Call("op", "POST", "/endpoints/rtp0/token", 400),
+        Call("op", "POST", "/endpoints/rtp0/token", 409),
         Call("op", "POST", "/endpoints/c0-e0/token", 200, check=lambda d: bool(d["token"])),
     ],
     ("get", "/endpoints/{id}/sdp"): [
         Call("op", "GET", "/endpoints/rtp1/sdp", 404),
         Call("viewer", "GET", "/endpoints/rtp1/sdp", 200),
-        Call("op", "GET", "/endpoints/c0-e0/sdp", 400),
+        Call("op", "GET", "/endpoints/c0-e0/sdp", 409),
         Call("op", "GET", "/endpoints/rtp0/sdp", 200),
     ],
     ("get", "/broadcasts"): [
@@ -404,13 +405,13 @@ ROUTES: dict[tuple[str, str], list[Call]] = {
         Call("op", "POST", "/schedules", 403, sch("s1", "c1")),
         Call("op", "POST", "/schedules", 403, {**sch("s1", "c0"), "zone": None}),
         Call("op", "POST", "/schedules", 404, sch("s1", "nowhere")),
-        Call("op", "POST", "/schedules", 400, {**sch("s1", "c0"), "rrule": "FREQ=SECONDLY"}),
+        Call("op", "POST", "/schedules", 422, {**sch("s1", "c0"), "rrule": "FREQ=SECONDLY"}),
         Call("op", "POST", "/schedules", 201, sch("s1", "v0"), check=lambda d: d["zone"] == "c0"),
         Call("op", "POST", "/schedules", 409, sch("s1", "c0")),
     ],
     ("get", "/schedules/conflicts"): [
         Call("op", "GET", "/schedules/conflicts?until=86400", 400),
-        Call("op", "GET", f"/schedules/conflicts?since=0&until={40 * 86400}", 400),
+        Call("op", "GET", f"/schedules/conflicts?since=0&until={40 * 86400}", 422),
         Call("op", "GET", "/schedules/conflicts?since=0&until=86400", 200),
         Call("viewer", "GET", "/schedules/conflicts?since=0&until=86400", 200),
     ],
@@ -578,7 +579,7 @@ async def world(aiohttp_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def documented(method: str, template: str) -> set[int]:
-    responses = openapi.build()["paths"][template][method]["responses"]
+    responses = document()["paths"][template][method]["responses"]
     return {int(code) for code in responses}
 
 
@@ -616,7 +617,7 @@ async def test_route(world: World, route: tuple[str, str]) -> None:
 
 JSON_ROUTES = sorted(
     (m, p)
-    for p, item in openapi.build()["paths"].items()
+    for p, item in document()["paths"].items()
     for m, operation in item.items()
     if "application/json" in operation.get("requestBody", {}).get("content", {})
 )
@@ -652,7 +653,7 @@ async def test_upload_larger_than_the_limit_is_413(
     aiohttp_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tree_config(tmp_path)
-    config = replace(config, web=replace(config.web, max_upload_mb=1))
+    config = with_changes(config, web=with_changes(config.web, max_upload_mb=1))
     client = await aiohttp_client(create_app(config))
     op = await account(client.app, "op", "operator", "c0")
     resp = await client.post(

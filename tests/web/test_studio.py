@@ -3,7 +3,6 @@ session (cookie + CSRF), and the pages' texts in both languages."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -14,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
+from loa.config import with_changes
 from loa.relay.http_ogg import listen_token
 from loa.web import pages
 from loa.web.app import NODE, create_app
@@ -27,7 +27,7 @@ MY_SCRIPTS = ("studio.js", "listen.js", "webrtc.js", "meter.js", "page.js")
 
 
 def make_app(tmp_path: Path, **changes: Any) -> web.Application:
-    app = create_app(dataclasses.replace(tree_config(tmp_path), **changes))
+    app = create_app(with_changes(tree_config(tmp_path), **changes))
     return app
 
 

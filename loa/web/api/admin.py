@@ -15,42 +15,32 @@ from typing import Any
 from aiohttp import web
 
 from loa.config import EndpointSpec
-from loa.errors import BadRequest, Conflict, Forbidden, NotFound
+from loa.errors import Conflict, Forbidden, NotFound
 from loa.relay.node import Endpoint as LiveEndpoint
 from loa.relay.node import Node
 from loa.store import Account, Endpoint, Store
 from loa.store.passwords import hash_password_async, verify_password_async
 from loa.web import auth
-from loa.web.api.relay import json_body, node_of, user_of
+from loa.web.api import answers
+from loa.web.api.bodies import (
+    EndpointChange,
+    NewEndpoint,
+    NewToken,
+    NewUser,
+    NewZone,
+    UserChange,
+    ZoneChange,
+)
+from loa.web.api.relay import node_of, user_of
+from loa.web.api.types import builtins
 from loa.web.auth import User
+from loa.web.contract import Routes
 
-routes = web.RouteTableDef()
-
-ZONE_FIELDS = ("name", "timezone", "languages", "parent")
-ENDPOINT_FIELDS = ("name", "zone", "address", "lat", "lon", "volume", "emergency_volume")
-USER_FIELDS = ("role", "zone", "emergency_right", "disabled", "password", "current_password")
+routes = Routes()
 
 
 def store_of(request: web.Request) -> Store:
     return request.config_dict[auth.STORE]
-
-
-def only(data: dict[str, Any], allowed: tuple[str, ...], *, required: tuple[str, ...] = ()) -> None:
-    """400 naming unknown or missing fields (a typo must not be silently ignored)."""
-    unknown = set(data) - set(allowed) - set(required)
-    if unknown:
-        settable = ", ".join((*required, *allowed))
-        raise BadRequest(f"unknown field(s) {sorted(unknown)}; settable: {settable}")
-    missing = [k for k in required if k not in data]
-    if missing:
-        raise BadRequest(f"missing field(s) {missing}", missing=missing)
-
-
-def optional_bool(data: dict[str, Any], key: str) -> bool | None:
-    value = data.get(key)
-    if value is not None and not isinstance(value, bool):
-        raise BadRequest(f"{key} must be true or false, got {value!r}")
-    return value
 
 
 def may_change(user: User) -> None:
@@ -93,14 +83,12 @@ def may_edit_zone(user: User, node: Node, zone_id: str) -> None:
         )
 
 
-def may_parent(user: User, node: Node, parent: object) -> str | None:
+def may_parent(user: User, node: Node, parent: str | None) -> str | None:
     """A zone may be added or moved under ``parent`` by this user (None: a root zone)."""
     if parent is None:
         if user.role != "admin":
             raise Forbidden(f"only an admin may make a root zone; {user.username} is {user.role}")
         return None
-    if not isinstance(parent, str):
-        raise BadRequest(f"parent must be a zone id or null, got {parent!r}")
     return see_zone(user, node, parent, "parent zone")
 
 
@@ -121,40 +109,56 @@ async def zone_json(store: Store, node: Node, zone_id: str) -> dict[str, Any]:
     }
 
 
-@routes.post("/zones")
-async def add_zone(request: web.Request) -> web.Response:
+@routes.post(
+    "/zones",
+    summary="Add a zone (operators: under a zone inside their own)",
+    tag="zones",
+    ok=201,
+    returns=answers.ZoneDetail,
+    errors=(403, 404, 409),
+)
+async def add_zone(request: web.Request, body: NewZone) -> web.Response:
     node, user, store = node_of(request), user_of(request), store_of(request)
     may_change(user)
-    data = await json_body(request)
-    only(data, ("timezone", "languages"), required=("id", "name", "parent"))
-    parent = may_parent(user, node, data["parent"])
-    extra = {k: data[k] for k in ("timezone", "languages") if k in data}
-    zone = await store.zones.add(data["id"], data["name"], parent, **extra)
+    parent = may_parent(user, node, body.parent)
+    extra = {k: v for k, v in builtins(body).items() if k in ("timezone", "languages")}
+    zone = await store.zones.add(body.id, body.name, parent, **extra)
     node.add_zone(zone.id, zone.parent)
     return web.json_response(await zone_json(store, node, zone.id), status=201)
 
 
-@routes.get("/zones/{id}")
+@routes.get(
+    "/zones/{id}",
+    summary="A zone, its children and endpoint counts",
+    tag="zones",
+    returns=answers.ZoneDetail,
+    errors=(404,),
+)
 async def get_zone(request: web.Request) -> web.Response:
     node = node_of(request)
     zone_id = see_zone(user_of(request), node, request.match_info["id"])
     return web.json_response(await zone_json(store_of(request), node, zone_id))
 
 
-@routes.patch("/zones/{id}")
-async def update_zone(request: web.Request) -> web.Response:
+@routes.patch(
+    "/zones/{id}",
+    summary="Rename, change time zone or languages, or move (parent) a zone",
+    tag="zones",
+    returns=answers.ZoneDetail,
+    errors=(403, 404, 409),
+)
+async def update_zone(request: web.Request, body: ZoneChange) -> web.Response:
     """Rename, re-time-zone, re-language, or move (``parent``): the node re-judges at once
     every endpoint in a moved subtree."""
     node, user, store = node_of(request), user_of(request), store_of(request)
     zone_id = request.match_info["id"]
     may_edit_zone(user, node, zone_id)
-    data = await json_body(request)
-    only(data, ZONE_FIELDS)
+    data = builtins(body)
     move = "parent" in data and data["parent"] != node.zones.parent(zone_id)
     if move:
         parent = may_parent(user, node, data["parent"])
         if parent is not None and node.zones.contains(zone_id, parent):
-            raise BadRequest(
+            raise Conflict(
                 f"cannot move zone {zone_id!r} under {parent!r}: "
                 f"{parent!r} is inside {zone_id!r}'s subtree",
                 zone=zone_id,
@@ -169,7 +173,13 @@ async def update_zone(request: web.Request) -> web.Response:
     return web.json_response(await zone_json(store, node, zone_id))
 
 
-@routes.delete("/zones/{id}")
+@routes.delete(
+    "/zones/{id}",
+    summary="Remove an empty zone",
+    tag="zones",
+    returns=answers.Zone,
+    errors=(403, 404, 409),
+)
 async def delete_zone(request: web.Request) -> web.Response:
     """409 naming what is still in the zone (child zones, endpoints, users, schedules, or
     listeners tuned in right now)."""
@@ -202,41 +212,45 @@ def see_endpoint(request: web.Request, endpoint_id: str) -> LiveEndpoint:
     return ep
 
 
-@routes.post("/endpoints")
-async def add_endpoint(request: web.Request) -> web.Response:
+@routes.post(
+    "/endpoints",
+    summary="Add an endpoint (a managed one answers with its device token, once)",
+    tag="endpoints",
+    ok=201,
+    returns=answers.Endpoint,
+    errors=(403, 404, 409),
+)
+async def add_endpoint(request: web.Request, body: NewEndpoint) -> web.Response:
     """201 with the endpoint and, for a managed one, its device ``token`` (shown only here)."""
     node, user, store = node_of(request), user_of(request), store_of(request)
     may_change(user)
-    data = await json_body(request)
-    fields = ("kind", "address", "lat", "lon", "volume", "emergency_volume")
-    only(data, fields, required=("id", "name", "zone"))
-    if not isinstance(data["zone"], str):
-        raise BadRequest(f"zone must be a zone id, got {data['zone']!r}")
-    see_zone(user, node, data["zone"])
-    extra = {k: data[k] for k in fields if k in data}
-    row, token = await store.endpoints.add(data["id"], data["name"], data["zone"], **extra)
+    see_zone(user, node, body.zone)
+    extra = {k: v for k, v in builtins(body).items() if k not in ("id", "name", "zone")}
+    row, token = await store.endpoints.add(body.id, body.name, body.zone, **extra)
     ep = node.add_endpoint(spec_of(row), token_hash=row.token_hash)
-    body = node.endpoint_json(ep)
+    answer = node.endpoint_json(ep)
     if token is not None:
-        body["token"] = token
-    return web.json_response(body, status=201)
+        answer["token"] = token
+    return web.json_response(answer, status=201)
 
 
-@routes.patch("/endpoints/{id}")
-async def update_endpoint(request: web.Request) -> web.Response:
+@routes.patch(
+    "/endpoints/{id}",
+    summary="Change name, zone, place, address, levels (kept) or mute (live)",
+    tag="endpoints",
+    returns=answers.Endpoint,
+    errors=(403, 404),
+)
+async def update_endpoint(request: web.Request, body: EndpointChange) -> web.Response:
     """Name, zone, place, address and levels (kept in the store); ``muted`` (live only). A
     connected speaker obeys new levels at once; one whose zone or address changed reconnects."""
     node, user, store = node_of(request), user_of(request), store_of(request)
     ep = see_endpoint(request, request.match_info["id"])
     may_change(user)
-    data = await json_body(request)
-    only(data, (*ENDPOINT_FIELDS, "muted"))
-    muted = optional_bool(data, "muted")
-    if "zone" in data:
-        if not isinstance(data["zone"], str):
-            raise BadRequest(f"zone must be a zone id, got {data['zone']!r}")
-        see_zone(user, node, data["zone"])
-    changes = {k: data[k] for k in ENDPOINT_FIELDS if k in data}
+    changes = builtins(body)
+    muted: bool | None = changes.pop("muted", None)
+    if "zone" in changes:
+        see_zone(user, node, changes["zone"])
     if changes:
         was_muted = ep.muted
         row = await store.endpoints.update(ep.id, **changes)
@@ -248,19 +262,36 @@ async def update_endpoint(request: web.Request) -> web.Response:
     return web.json_response(node.endpoint_json(ep))
 
 
-@routes.post("/endpoints/{id}/token")
+@routes.post(
+    "/endpoints/{id}/token",
+    summary="A new device token (shown once); the speaker using the old one is disconnected",
+    tag="endpoints",
+    returns=answers.Endpoint,
+    errors=(403, 404, 409),
+)
 async def rotate_token(request: web.Request) -> web.Response:
     """A new device token, shown once; the speaker connected with the old one is dropped."""
     node, store = node_of(request), store_of(request)
     ep = see_endpoint(request, request.match_info["id"])
     may_change(user_of(request))
+    if ep.spec.kind != "managed":
+        raise Conflict(
+            f"endpoint {ep.id} is an {ep.spec.kind} endpoint: only a managed one has a token",
+            endpoint=ep.id,
+        )
     token = await store.endpoints.rotate_token(ep.id)
     row = await store.endpoints.get(ep.id)
     node.update_endpoint(spec_of(row), token_hash=row.token_hash)
     return web.json_response({**node.endpoint_json(node.endpoint(ep.id)), "token": token})
 
 
-@routes.delete("/endpoints/{id}")
+@routes.delete(
+    "/endpoints/{id}",
+    summary="Remove an endpoint (its speaker is disconnected)",
+    tag="endpoints",
+    returns=answers.StoredEndpoint,
+    errors=(403, 404),
+)
 async def delete_endpoint(request: web.Request) -> web.Response:
     node, store = node_of(request), store_of(request)
     ep = see_endpoint(request, request.match_info["id"])
@@ -297,87 +328,92 @@ async def keep_an_admin(store: Store, target: Account, changes: dict[str, Any]) 
         )
 
 
-@routes.get("/users")
+@routes.get(
+    "/users", summary="Every user (admins)", tag="accounts", returns=answers.Users, errors=(403,)
+)
 async def list_users(request: web.Request) -> web.Response:
     auth.require_admin(user_of(request))
     accounts = await store_of(request).users.list()
     return web.json_response({"users": [a.as_json() for a in accounts]})
 
 
-@routes.post("/users")
-async def add_user(request: web.Request) -> web.Response:
+@routes.post(
+    "/users",
+    summary="Add a user (admins)",
+    tag="accounts",
+    ok=201,
+    returns=answers.User,
+    errors=(403, 404, 409),
+)
+async def add_user(request: web.Request, body: NewUser) -> web.Response:
     user, store = user_of(request), store_of(request)
     auth.require_admin(user)
-    data = await json_body(request)
-    only(data, ("zone", "emergency_right"), required=("username", "password", "role"))
-    for key in ("username", "password", "role"):
-        if not isinstance(data[key], str):
-            raise BadRequest(f"{key} must be a string, got {data[key]!r}")
-    zone = data.get("zone")
-    if zone is not None and not isinstance(zone, str):
-        raise BadRequest(f"zone must be a zone id or null, got {zone!r}")
     account = await auth.add_user(
         store,
-        data["username"],
-        data["password"],
-        data["role"],
-        zone=zone,
-        emergency_right=bool(optional_bool(data, "emergency_right")),
+        body.username,
+        body.password,
+        body.role,
+        zone=body.zone,
+        emergency_right=body.emergency_right,
         actor=user.username,
         ip=request.remote,
     )
     return web.json_response(account.as_json(), status=201)
 
 
-async def user_changes(data: dict[str, Any], user: User, target: Account) -> dict[str, Any]:
+async def user_changes(body: UserChange, user: User, target: Account) -> dict[str, Any]:
     """The store columns a PATCH changes; a new password of one's own needs the current one."""
-    changes: dict[str, Any] = {}
-    for key in ("emergency_right", "disabled"):
-        if key in data:
-            changes[key] = optional_bool(data, key)
-            if changes[key] is None:
-                raise BadRequest(f"{key} must be true or false, got None")
-    for key in ("role", "zone"):
-        if key in data:
-            if not isinstance(data[key], str) and not (key == "zone" and data[key] is None):
-                raise BadRequest(f"{key} must be a string, got {data[key]!r}")
-            changes[key] = data[key]
+    changes: dict[str, Any] = builtins(body)
+    password, current = changes.pop("password", None), changes.pop("current_password", None)
     if changes and user.role != "admin":
         raise Forbidden(
             f"{user.username} may change only their own password, not {sorted(changes)}"
         )
-    if "password" in data:
-        if not isinstance(data["password"], str):
-            raise BadRequest("password must be a string")
+    if password is not None:
         if user.username == target.username:
-            current = data.get("current_password")
-            if not isinstance(current, str):
-                raise BadRequest("to change your own password, send current_password too")
+            if current is None:
+                raise Forbidden(
+                    "to change your own password, send current_password too",
+                    field="current_password",
+                )
             if not await verify_password_async(current, target.password_hash):
                 raise Forbidden("current_password is wrong", field="current_password")
-        changes["password_hash"] = await hash_password_async(data["password"])
-    elif "current_password" in data:
-        raise BadRequest("current_password is only used with password")
+        changes["password_hash"] = await hash_password_async(password)
     return changes
 
 
-@routes.patch("/users/{username}")
-async def update_user(request: web.Request) -> web.Response:
+@routes.patch(
+    "/users/{username}",
+    summary="Change a user (admins), or one's own password (with current_password)",
+    tag="accounts",
+    returns=answers.User,
+    errors=(403, 404, 409),
+)
+async def update_user(request: web.Request, body: UserChange) -> web.Response:
     """Admins change role, zone, rights, disabled and passwords; anyone changes their own
     password with ``current_password``. A new password or disabling ends open sessions."""
     user, store = user_of(request), store_of(request)
     username = request.match_info["username"]
     self_or_admin(user, username)
-    data = await json_body(request)
-    only(data, USER_FIELDS)
     target = await store.users.get(username)
-    changes = await user_changes(data, user, target)
+    changes = await user_changes(body, user, target)
+    role, zone = changes.get("role", target.role), changes.get("zone", target.zone)
+    if role == "operator" and zone is None:
+        raise Conflict(f"{username} would be an operator without a zone to act in", user=username)
+    if role == "admin" and zone is not None:
+        raise Conflict(f"{username} would be an admin scoped to zone {zone}", user=username)
     await keep_an_admin(store, target, changes)
     account = await store.users.update(username, actor=user.username, ip=request.remote, **changes)
     return web.json_response(account.as_json())
 
 
-@routes.delete("/users/{username}")
+@routes.delete(
+    "/users/{username}",
+    summary="Remove a user (admins)",
+    tag="accounts",
+    returns=answers.User,
+    errors=(403, 404, 409),
+)
 async def delete_user(request: web.Request) -> web.Response:
     user, store = user_of(request), store_of(request)
     auth.require_admin(user)
@@ -387,7 +423,13 @@ async def delete_user(request: web.Request) -> web.Response:
     return web.json_response(target.as_json())
 
 
-@routes.get("/users/{username}/tokens")
+@routes.get(
+    "/users/{username}/tokens",
+    summary="A user's API tokens (their own, or anyone's for admins)",
+    tag="accounts",
+    returns=answers.ApiTokens,
+    errors=(403, 404),
+)
 async def list_tokens(request: web.Request) -> web.Response:
     username = request.match_info["username"]
     self_or_admin(user_of(request), username)
@@ -396,23 +438,32 @@ async def list_tokens(request: web.Request) -> web.Response:
     return web.json_response({"tokens": [t.as_json() for t in await store.users.tokens(username)]})
 
 
-@routes.post("/users/{username}/tokens")
-async def add_token(request: web.Request) -> web.Response:
+@routes.post(
+    "/users/{username}/tokens",
+    summary="A new API token, shown once",
+    tag="accounts",
+    ok=201,
+    returns=answers.ApiToken,
+    errors=(403, 404),
+)
+async def add_token(request: web.Request, body: NewToken) -> web.Response:
     """201 with the new API ``token`` (shown only here) and its id for revoking it."""
     user, store = user_of(request), store_of(request)
     username = request.match_info["username"]
     self_or_admin(user, username)
-    data = await json_body(request)
-    only(data, (), required=("label",))
-    if not isinstance(data["label"], str) or not data["label"].strip():
-        raise BadRequest(f"label must be a non-empty string, got {data['label']!r}")
     row, token = await store.users.add_token(
-        username, data["label"].strip(), actor=user.username, ip=request.remote
+        username, body.label.strip(), actor=user.username, ip=request.remote
     )
     return web.json_response({**row.as_json(), "token": token}, status=201)
 
 
-@routes.delete("/users/{username}/tokens/{id}")
+@routes.delete(
+    "/users/{username}/tokens/{id}",
+    summary="Revoke an API token",
+    tag="accounts",
+    returns=answers.ApiToken,
+    errors=(403, 404),
+)
 async def revoke_token(request: web.Request) -> web.Response:
     user, store = user_of(request), store_of(request)
     username, raw = request.match_info["username"], request.match_info["id"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -25,22 +24,25 @@ from aiohttp import web
 
 from loa.bulletins import cap
 from loa.bulletins.mapping import BulletinPlan, Cancel, Ignored, Level, plan
-from loa.bulletins.service import BulletinService, NewBulletin
-from loa.errors import BadRequest, NotFound
+from loa.bulletins.service import BulletinService
+from loa.bulletins.service import NewBulletin as NewBulletin_
+from loa.errors import Conflict, NotFound
 from loa.relay.node import Node
-from loa.store.bulletins import STATES, BulletinRow
-from loa.streamer.tts import MAX_TEXT_CHARS
+from loa.store.bulletins import BulletinRow
 from loa.web import auth
-from loa.web.api.relay import json_body, node_of, user_of
+from loa.web.api import answers
+from loa.web.api.bodies import BulletinAt, NewBulletin
+from loa.web.api.queries import BulletinsQuery
+from loa.web.api.relay import node_of, user_of
+from loa.web.api.types import builtins
+from loa.web.contract import Routes, TooLarge, UnsupportedMediaType
 
 log = logging.getLogger(__name__)
-routes = web.RouteTableDef()
+routes = Routes()
 SERVICE = web.AppKey("bulletins", BulletinService)
 CAP_TYPES = ("application/cap+xml", "application/xml", "text/xml")
 GEOCODES_FILE = "geocodes.json"
 DIRECT_GEOCODE = "loa"
-MAX_VARIANTS = 10
-MIN_REPEAT_S = 1.0
 
 
 def service_of(request: web.Request) -> BulletinService:
@@ -69,102 +71,48 @@ def _may_send(request: web.Request, zones: frozenset[str] | tuple[str, ...], lev
     auth.can_target(user_of(request), node.zones, live, {}, emergency=level == Level.EMERGENCY)
 
 
-# -- validation of the JSON form ------------------------------------------------------------
-def _unix(data: dict[str, Any], key: str) -> float | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise BadRequest(f"{key} must be a Unix time in seconds, got {value!r}")
-    return float(value)
-
-
-def _level(data: dict[str, Any]) -> Level:
-    try:
-        return Level(str(data.get("level")))
-    except ValueError:
-        allowed = ", ".join(lv.value for lv in Level)
-        raise BadRequest(f"level must be one of {allowed}, got {data.get('level')!r}") from None
-
-
-def _zones(data: dict[str, Any], node: Node) -> frozenset[str]:
-    zones = data.get("zones")
-    if not isinstance(zones, list) or not zones or not all(isinstance(z, str) for z in zones):
-        raise BadRequest("zones must be a non-empty list of zone ids")
+# -- the JSON form (declared in loa/web/api/bodies.py) ---------------------------------------
+def _zones(zones: list[str], node: Node) -> frozenset[str]:
     for z in zones:
         if z not in node.zones:
             raise NotFound(f"zone {z} not found", zone=z)
     return frozenset(zones)
 
 
-def _language(value: object, n: int) -> str:
-    ok = isinstance(value, str) and 2 <= len(value) <= 35
-    if not ok or not all(part.isalnum() and part.isascii() for part in str(value).split("-")):
-        raise BadRequest(f"variants[{n}].language must be a language tag like vi or vi-VN")
-    return str(value)
-
-
-def _variant(item: object, n: int) -> dict[str, str]:
-    if not isinstance(item, dict) or set(item) - {"language", "text", "media"}:
-        raise BadRequest(f"variants[{n}] must be {{language, text}} or {{language, media}}")
-    language = _language(item.get("language"), n)
-    text, media = item.get("text"), item.get("media")
-    if (text is None) == (media is None):
-        raise BadRequest(f"variants[{n}] needs exactly one of text or media")
-    if media is not None:
-        if not isinstance(media, str) or not media:
-            raise BadRequest(f"variants[{n}].media must be a media id")
-        return {"language": language, "media": media}
-    if not isinstance(text, str) or not text.strip():
-        raise BadRequest(f"variants[{n}].text must be a non-empty string")
-    if len(text) > MAX_TEXT_CHARS:
-        raise BadRequest(f"variants[{n}].text is longer than {MAX_TEXT_CHARS} characters")
-    return {"language": language, "text": text}
-
-
-async def _variants(request: web.Request, value: object) -> tuple[dict[str, str], ...]:
-    if not isinstance(value, list) or not 1 <= len(value) <= MAX_VARIANTS:
-        raise BadRequest(f"variants must be a list of 1..{MAX_VARIANTS} variants")
-    variants = tuple(_variant(item, n) for n, item in enumerate(value, 1))
+async def _new_bulletin(request: web.Request, body: NewBulletin) -> NewBulletin_:
+    zones = _zones(body.zones, node_of(request))
+    variants = tuple(builtins(v) for v in body.variants)
     media = service_of(request).store.media
     for v in variants:
         if "media" in v:
             await media.get(v["media"])  # 404 naming it
-    return variants
-
-
-async def _new_bulletin(request: web.Request, data: dict[str, Any]) -> NewBulletin:
-    level, zones = _level(data), _zones(data, node_of(request))
-    title = data.get("title")
-    if not isinstance(title, str) or not title.strip() or len(title) > 200:
-        raise BadRequest("title must be a non-empty string of at most 200 characters")
-    variants = await _variants(request, data.get("variants"))
     now = time.time()
-    issued_at, expires_at = _unix(data, "issued_at"), _unix(data, "expires_at")
-    if expires_at is not None and expires_at <= now:
-        raise BadRequest("expires_at is in the past: an expired bulletin never plays")
-    repeat = data.get("repeat_every_s")
-    if repeat is not None:
-        if isinstance(repeat, bool) or not isinstance(repeat, int | float) or repeat < MIN_REPEAT_S:
-            raise BadRequest(f"repeat_every_s must be a number >= {MIN_REPEAT_S:g}")
-        if level is not Level.EMERGENCY:
-            raise BadRequest("repeat_every_s is for emergency bulletins only")
-    return NewBulletin(
-        level=level,
+    if body.expires_at is not None and body.expires_at <= now:
+        raise Conflict(
+            "expires_at is in the past: an expired bulletin never plays", field="expires_at"
+        )
+    return NewBulletin_(
+        level=Level(body.level),
         zones=zones,
-        title=title.strip(),
+        title=body.title.strip(),
         variants=variants,
-        issued_at=now if issued_at is None else issued_at,
-        expires_at=expires_at,
-        repeat_every_s=None if repeat is None else float(repeat),
+        issued_at=now if body.issued_at is None else body.issued_at,
+        expires_at=body.expires_at,
+        repeat_every_s=body.repeat_every_s,
     )
 
 
 # -- routes ------------------------------------------------------------------------------
-@routes.post("/bulletins")
-async def create_bulletin(request: web.Request) -> web.Response:
-    data = await json_body(request)
-    new = await _new_bulletin(request, data)
+@routes.post(
+    "/bulletins",
+    summary="A bulletin: normal waits in the inbox, priority and emergency go on air",
+    tag="bulletins",
+    ok=201,
+    returns=answers.Bulletin,
+    errors=(403, 404, 409),
+)
+async def create_bulletin(request: web.Request, body: NewBulletin) -> web.Response:
+    new = await _new_bulletin(request, body)
     _may_send(request, new.zones, new.level)
     row = await service_of(request).submit(new, user_of(request).username)
     return web.json_response(row.as_json(), status=201, headers=_location(row))
@@ -174,34 +122,54 @@ def _location(row: BulletinRow) -> dict[str, str]:
     return {"Location": f"/api/v1/bulletins/{row.id}"}
 
 
-@routes.get("/bulletins")
-async def list_bulletins(request: web.Request) -> web.Response:
-    state = request.query.get("state") or None
-    if state is not None and state not in STATES:
-        raise BadRequest(f"state must be one of {', '.join(STATES)}, got {state!r}")
+@routes.get(
+    "/bulletins",
+    summary="Bulletins the caller sees (any of their zones), newest first",
+    tag="bulletins",
+    returns=answers.Bulletins,
+)
+async def list_bulletins(request: web.Request, query: BulletinsQuery) -> web.Response:
+    state = query.state
     rows = await service_of(request).store.bulletins.list(None if state is None else (state,))
     return web.json_response({"bulletins": [r.as_json() for r in rows if _visible(request, r)]})
 
 
-@routes.get("/bulletins/{id}")
+@routes.get(
+    "/bulletins/{id:(?!cap$)[^/]+}",  # /bulletins/cap is the CAP ingest, POST only
+    summary="One bulletin",
+    tag="bulletins",
+    returns=answers.Bulletin,
+    errors=(404,),
+)
 async def get_bulletin(request: web.Request) -> web.Response:
     row = await _seen(request, request.match_info["id"])
     return web.json_response(row.as_json())
 
 
-@routes.post("/bulletins/{id}/schedule")
-async def schedule_bulletin(request: web.Request) -> web.Response:
-    data = await json_body(request)
-    at = _unix(data, "at")
+@routes.post(
+    "/bulletins/{id}/schedule",
+    summary="Play a normal bulletin from the inbox now, or at Unix time 'at' (not in the past)",
+    tag="bulletins",
+    returns=answers.Bulletin,
+    errors=(403, 404, 409),
+)
+async def schedule_bulletin(request: web.Request, body: BulletinAt) -> web.Response:
+    at = body.at
     if at is not None and at < time.time() - 60:
-        raise BadRequest("at is in the past; leave it out to play now")
+        raise Conflict("at is in the past; leave it out to play now", field="at")
     row = await _seen(request, request.match_info["id"])
     _may_send(request, row.zones, row.level)
     row = await service_of(request).schedule(row.id, at)
     return web.json_response(row.as_json())
 
 
-@routes.post("/bulletins/{id}/cancel")
+@routes.post(
+    "/bulletins/{id}/cancel",
+    summary="Withdraw a bulletin: its broadcast stops and no repeat follows",
+    tag="bulletins",
+    returns=answers.Bulletin,
+    errors=(403, 404, 409),
+)
 async def cancel_bulletin(request: web.Request) -> web.Response:
     row = await _seen(request, request.match_info["id"])
     _may_send(request, row.zones, row.level)
@@ -212,15 +180,15 @@ async def cancel_bulletin(request: web.Request) -> web.Response:
 # -- CAP 1.2 ---------------------------------------------------------------------------------
 async def _cap_body(request: web.Request) -> bytes:
     if request.content_type not in CAP_TYPES:
-        raise web.HTTPUnsupportedMediaType(reason=f"send a CAP document as {CAP_TYPES[0]}")
+        raise UnsupportedMediaType(f"send a CAP document as {CAP_TYPES[0]}")
     limit = cap.MAX_BYTES
     if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+        raise TooLarge(f"a CAP document is at most {limit} bytes")
     body = bytearray()
     async for chunk in request.content.iter_chunked(64 * 1024):
         body += chunk
         if len(body) > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+            raise TooLarge(f"a CAP document is at most {limit} bytes")
     return bytes(body)
 
 
@@ -245,7 +213,29 @@ def read_geocodes(path: Path, zones: Any) -> tuple[dict[tuple[str, str], str], l
     return table, warnings
 
 
-@routes.post("/bulletins/cap")
+CAP_XML = {"type": "string", "description": "one CAP 1.2 (or 1.1) <alert>"}
+
+
+@routes.post(
+    "/bulletins/cap",
+    summary="A CAP 1.2 alert from the source system (201 bulletin, 200 cancel or ignored)",
+    tag="bulletins",
+    ok=201,
+    returns=answers.CapBulletin,
+    request_content={t: CAP_XML for t in CAP_TYPES},
+    also={
+        200: (
+            "a Cancel applied, or an alert that plays nothing (the reason is given)",
+            {
+                "anyOf": [
+                    {"$ref": "#/components/schemas/CapCancelled"},
+                    {"$ref": "#/components/schemas/CapIgnored"},
+                ]
+            },
+        )
+    },
+    errors=(403, 409, 413, 415, 422),
+)
 async def ingest_cap(request: web.Request) -> web.Response:
     body = await _cap_body(request)
     alert = cap.parse_alert(body)  # CapError → 422 naming what and where
@@ -304,7 +294,7 @@ async def _accept_plan(
         return web.json_response(
             {"ignored": "no info block has text to speak", "warnings": warnings}
         )
-    new = NewBulletin(
+    new = NewBulletin_(
         level=p.level,
         zones=p.zones,
         title=(p.event or alert.identifier)[:200],

@@ -13,83 +13,68 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from loa.errors import BadRequest, Forbidden, NotFound
+from loa.errors import Forbidden, NotFound
 from loa.store import LogRow, to_csv
 from loa.web import auth
+from loa.web.api import answers
+from loa.web.api.queries import AuditQuery, LogCsvQuery, LogQuery, UploadQuery
 from loa.web.api.relay import node_of, user_of
+from loa.web.contract import Routes
 
 log = logging.getLogger(__name__)
-routes = web.RouteTableDef()
+routes = Routes()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CSV_MAX_ROWS = 100_000
 
 
-def _float(request: web.Request, key: str) -> float | None:
-    value = request.query.get(key)
-    if value in (None, ""):
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise BadRequest(f"{key} must be a Unix time in seconds, got {value!r}") from None
-
-
-def _int(request: web.Request, key: str, default: int, hi: int) -> int:
-    value = request.query.get(key)
-    if value in (None, ""):
-        return default
-    if not value.isdigit() or not 0 <= int(value) <= hi:
-        raise BadRequest(f"{key} must be an integer 0..{hi}, got {value!r}")
-    return int(value)
-
-
-async def _log_filters(request: web.Request) -> dict[str, Any]:
-    """zone (a subtree), since/until (Unix s), class; always narrowed to the user's scope."""
+def _log_filters(request: web.Request, query: LogQuery | LogCsvQuery) -> dict[str, Any] | None:
+    """zone (a subtree), since/until (Unix s), class; always narrowed to the user's scope.
+    None when the window is empty (since after until): no row can be in it."""
     node, user = node_of(request), user_of(request)
-    visible = auth.visible_zones(user, node.zones)
-    zones = visible
-    zone = request.query.get("zone")
-    if zone:
-        if not auth.can_see_zone(user, node.zones, zone):
-            raise NotFound(f"zone {zone} not found")
-        zones = node.zones.subtree(zone)
-    klass = request.query.get("class") or None
-    return {
-        "zones": zones,
-        "since": _float(request, "since"),
-        "until": _float(request, "until"),
-        "klass": klass,
-    }
+    zones = auth.visible_zones(user, node.zones)
+    if query.zone is not None:
+        if not auth.can_see_zone(user, node.zones, query.zone):
+            raise NotFound(f"zone {query.zone} not found", zone=query.zone)
+        zones = node.zones.subtree(query.zone)
+    if query.since is not None and query.until is not None and query.since > query.until:
+        return None
+    return {"zones": zones, "since": query.since, "until": query.until, "klass": query.klass}
 
 
-@routes.get("/log")
-async def broadcast_log(request: web.Request) -> web.Response:
+@routes.get(
+    "/log",
+    summary="The broadcast log, narrowed to the caller's zones",
+    tag="records",
+    returns=answers.Log,
+    errors=(404,),
+)
+async def broadcast_log(request: web.Request, query: LogQuery) -> web.Response:
     store = request.config_dict[auth.STORE]
-    filters = await _log_filters(request)
-    rows = await store.log.query(
-        **filters,
-        limit=_int(request, "limit", 100, 1000),
-        offset=_int(request, "offset", 0, 10**9),
-    )
+    filters = _log_filters(request, query)
+    if filters is None:
+        return web.json_response({"entries": [], "total": 0})
+    rows = await store.log.query(**filters, limit=query.limit, offset=query.offset)
     total = await store.log.count(**filters)
     return web.json_response({"entries": [r.as_json() for r in rows], "total": total})
 
 
-@routes.get("/log.csv")
-async def broadcast_log_csv(request: web.Request) -> web.Response:
+@routes.get(
+    "/log.csv",
+    summary="The broadcast log as CSV, times in tz",
+    tag="records",
+    content={"text/csv": str},
+    errors=(404,),
+)
+async def broadcast_log_csv(request: web.Request, query: LogCsvQuery) -> web.Response:
     store = request.config_dict[auth.STORE]
-    filters = await _log_filters(request)
+    filters = _log_filters(request, query)
     rows: list[LogRow] = []
-    while len(rows) < CSV_MAX_ROWS:  # the store pages at most 1000 rows per query
+    while filters is not None and len(rows) < CSV_MAX_ROWS:  # pages of at most 1000 rows
         page = await store.log.query(**filters, limit=1000, offset=len(rows))
         rows += page
         if len(page) < 1000:
             break
-    tz_name = request.query.get("tz", "Asia/Ho_Chi_Minh")
-    try:
-        tz = ZoneInfo(tz_name)
-    except (KeyError, ValueError):
-        raise BadRequest(f"tz must be an IANA time zone, got {tz_name!r}") from None
+    tz = ZoneInfo(query.tz)
     body = await asyncio.get_running_loop().run_in_executor(None, to_csv, rows, tz)
     stamp = datetime.now(tz).strftime("%Y%m%d-%H%M")
     return web.Response(
@@ -100,17 +85,25 @@ async def broadcast_log_csv(request: web.Request) -> web.Response:
     )
 
 
-@routes.get("/audit")
-async def audit_log(request: web.Request) -> web.Response:
+@routes.get(
+    "/audit",
+    summary="The audit log (admins)",
+    tag="records",
+    returns=answers.Audit,
+    errors=(403,),
+)
+async def audit_log(request: web.Request, query: AuditQuery) -> web.Response:
     auth.require_admin(user_of(request))
+    if query.since is not None and query.until is not None and query.since > query.until:
+        return web.json_response({"entries": []})  # an empty window
     store = request.config_dict[auth.STORE]
     rows = await store.audit.query(
-        user=request.query.get("user") or None,
-        action=request.query.get("action") or None,
-        since=_float(request, "since"),
-        until=_float(request, "until"),
-        limit=_int(request, "limit", 100, 1000),
-        offset=_int(request, "offset", 0, 10**9),
+        user=query.user,
+        action=query.action,
+        since=query.since,
+        until=query.until,
+        limit=query.limit,
+        offset=query.offset,
     )
     return web.json_response({"entries": [r.as_json() for r in rows]})
 
@@ -124,8 +117,21 @@ def _may_change(request: web.Request) -> None:
         raise Forbidden(f"{user.username} is a viewer and may not change the library")
 
 
-@routes.post("/media")
-async def upload_media(request: web.Request) -> web.Response:
+@routes.post(
+    "/media",
+    summary="Upload audio (raw body, any format av decodes), size-limited",
+    tag="media",
+    ok=201,
+    returns=answers.Media,
+    request_content={
+        "application/octet-stream": {
+            "type": "string",
+            "contentMediaType": "application/octet-stream",
+        }
+    },
+    errors=(403, 413, 422),
+)
+async def upload_media(request: web.Request, query: UploadQuery) -> web.Response:
     """Raw body upload (any audio av decodes), ``?filename=``; size-limited, checked, kept."""
     from loa.web.media import TooLarge, store_upload
 
@@ -134,19 +140,25 @@ async def upload_media(request: web.Request) -> web.Response:
     limit = node.config.web.max_upload_mb * 1024**2
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"upload exceeds the {node.config.web.max_upload_mb} MiB limit")
-    filename = request.query.get("filename", "upload.bin")
+    filename = query.filename
     info = await store_upload(request.content, node.media_dir(), filename, limit)
     row = await request.config_dict[auth.STORE].media.add(info, user_of(request).username)
     return web.json_response({**info, **row.as_json()}, status=201)
 
 
-@routes.get("/media")
+@routes.get("/media", summary="The media library", tag="media", returns=answers.MediaList)
 async def list_media(request: web.Request) -> web.Response:
     rows = await request.config_dict[auth.STORE].media.list()
     return web.json_response({"media": [r.as_json() for r in rows]})
 
 
-@routes.delete("/media/{id}")
+@routes.delete(
+    "/media/{id}",
+    summary="Remove a media file",
+    tag="media",
+    returns=answers.Media,
+    errors=(403, 404),
+)
 async def delete_media(request: web.Request) -> web.Response:
     _may_change(request)
     node = node_of(request)

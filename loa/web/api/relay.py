@@ -8,17 +8,21 @@ from typing import Any
 
 from aiohttp import web
 
-from loa.errors import BadRequest, Forbidden, NotFound
+from loa.errors import BadRequest, Conflict, Forbidden, NotFound
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.node import Node
 from loa.streamer.factory import build_source
 from loa.web import auth
+from loa.web.api import answers
+from loa.web.api.bodies import NewBroadcast
+from loa.web.api.types import builtins
 from loa.web.auth import USER, User
+from loa.web.contract import Routes
 
 __all__ = ["USER", "routes"]
 
 NODE_KEY: Any = None  # set by loa.web.app to avoid an import cycle
-routes = web.RouteTableDef()
+routes = Routes()
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -46,19 +50,7 @@ def _sees_broadcast(user: User, node: Node, spec: BroadcastSpec) -> bool:
     return any(auth.can_see_zone(user, node.zones, z) for z in zones)
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
-    if request.content_type != "application/json":
-        raise web.HTTPUnsupportedMediaType(reason="send application/json")
-    try:
-        data = await request.json()
-    except ValueError:
-        raise BadRequest("request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object")
-    return data
-
-
-@routes.get("/zones")
+@routes.get("/zones", summary="Zones the caller sees", tag="zones", returns=answers.Zones)
 async def list_zones(request: web.Request) -> web.Response:
     node, user = node_of(request), user_of(request)
     zones = [
@@ -69,25 +61,39 @@ async def list_zones(request: web.Request) -> web.Response:
     return web.json_response({"zones": zones})
 
 
-@routes.get("/endpoints")
+@routes.get(
+    "/endpoints", summary="Endpoints the caller sees", tag="endpoints", returns=answers.Endpoints
+)
 async def list_endpoints(request: web.Request) -> web.Response:
     node, user = node_of(request), user_of(request)
     visible = [e for e in node.poles() if auth.can_see_zone(user, node.zones, e.spec.zone)]
     return web.json_response({"endpoints": [node.endpoint_json(e) for e in visible]})
 
 
-@routes.get("/endpoints/{id}")
+@routes.get(
+    "/endpoints/{id}",
+    summary="An endpoint and its live state",
+    tag="endpoints",
+    returns=answers.Endpoint,
+    errors=(404,),
+)
 async def get_endpoint(request: web.Request) -> web.Response:
     node = node_of(request)
     return web.json_response(node.endpoint_json(_see_endpoint(request, request.match_info["id"])))
 
 
-@routes.get("/endpoints/{id}/sdp")
+@routes.get(
+    "/endpoints/{id}/sdp",
+    summary="SDP that plays an rtp endpoint's stream (ffmpeg, GStreamer, VLC)",
+    tag="endpoints",
+    content={"application/sdp": str},
+    errors=(404, 409),
+)
 async def endpoint_sdp(request: web.Request) -> web.Response:
     """The SDP an RTP receiver (ffmpeg, GStreamer, VLC) opens to play a static endpoint."""
     ep = _see_endpoint(request, request.match_info["id"])
     if ep.spec.kind != "rtp" or ep.address is None:
-        raise BadRequest(f"endpoint {ep.id} is not an rtp endpoint")
+        raise Conflict(f"endpoint {ep.id} is not an rtp endpoint", endpoint=ep.id)
     host, port = ep.address
     family = "IP6" if ":" in host else "IP4"
     sdp = (
@@ -181,11 +187,18 @@ def _spec(
     )
 
 
-@routes.post("/broadcasts")
-async def start_broadcast(request: web.Request) -> web.Response:
+@routes.post(
+    "/broadcasts",
+    summary="Start a broadcast",
+    tag="broadcasts",
+    ok=201,
+    returns=answers.Broadcast,
+    errors=(403, 404, 409, 422),
+)
+async def start_broadcast(request: web.Request, body: NewBroadcast) -> web.Response:
     node = node_of(request)
-    data = await json_body(request)
-    source, what = build_source(data.get("source"), media_path=node.media_path)
+    data = builtins(body)
+    source, what = build_source(data["source"], media_path=node.media_path)
     try:
         spec = _spec(data, node, user_of(request), source.resumable, source.live)
         chime = _optional_bool(data, "chime")
@@ -209,14 +222,30 @@ async def start_broadcast(request: web.Request) -> web.Response:
     return web.json_response(node.broadcast_json(bc), status=201)
 
 
-@routes.get("/broadcasts")
+@routes.get(
+    "/broadcasts",
+    summary="Running broadcasts the caller sees",
+    tag="broadcasts",
+    returns=answers.Broadcasts,
+)
 async def list_broadcasts(request: web.Request) -> web.Response:
     node, user = node_of(request), user_of(request)
     visible = [b for b in node.broadcasts.values() if _sees_broadcast(user, node, b.spec)]
     return web.json_response({"broadcasts": [node.broadcast_json(b) for b in visible]})
 
 
-@routes.get("/broadcasts/{id}")
+@routes.get(
+    "/broadcasts/{id}",
+    summary="A running or logged broadcast",
+    tag="broadcasts",
+    returns={
+        "anyOf": [
+            {"$ref": "#/components/schemas/Broadcast"},
+            {"$ref": "#/components/schemas/LogEntry"},
+        ]
+    },
+    errors=(404,),
+)
 async def get_broadcast(request: web.Request) -> web.Response:
     node, user = node_of(request), user_of(request)
     bc_id = request.match_info["id"]
@@ -244,7 +273,13 @@ def may_stop(user: User, node: Node, spec: BroadcastSpec, missing: str) -> None:
     )
 
 
-@routes.delete("/broadcasts/{id}")
+@routes.delete(
+    "/broadcasts/{id}",
+    summary="Stop a broadcast",
+    tag="broadcasts",
+    returns=answers.LogEntry,
+    errors=(403, 404),
+)
 async def stop_broadcast(request: web.Request) -> web.Response:
     node, user = node_of(request), user_of(request)
     bc = node.broadcasts.get(request.match_info["id"])

@@ -13,16 +13,19 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from loa import reports
-from loa.errors import BadRequest, NotFound
-from loa.reports import Period
+from loa.errors import NotFound
+from loa.reports import MAX_PERIOD_S, Period
 from loa.web import auth
+from loa.web.api import answers
 from loa.web.api import relay as relay_api
-from loa.web.api.relay import json_body, node_of, user_of
+from loa.web.api.bodies import NewWebhook
+from loa.web.api.queries import DeliveriesQuery, ReportQuery
+from loa.web.api.relay import node_of, user_of
+from loa.web.contract import Routes, Unprocessable
 from loa.webhooks import Webhooks
 
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
-routes = web.RouteTableDef()
-NEW_HOOK_FIELDS = frozenset({"url", "events", "secret", "enabled"})
+routes = Routes()
 
 
 async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -38,39 +41,27 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
 # -- reports ---------------------------------------------------------------------------------
 
 
-def _unix(request: web.Request, key: str) -> float:
-    value = request.query.get(key, "")
-    if not value:
-        raise BadRequest(f"{key} is required (Unix time in seconds)")
-    try:
-        return float(value)
-    except ValueError:
-        raise BadRequest(f"{key} must be a Unix time in seconds, got {value!r}") from None
-
-
-def _scope(request: web.Request) -> frozenset[str] | None:
+def _scope(request: web.Request, zone: str | None) -> frozenset[str] | None:
     """The zones the report covers: ``?zone=``'s subtree, else all the caller sees (None: all)."""
     node, user = node_of(request), user_of(request)
-    zone = request.query.get("zone")
-    if zone:
+    if zone is not None:
         if not auth.can_see_zone(user, node.zones, zone):
             raise NotFound(f"zone {zone} not found")
         return node.zones.subtree(zone)
     return auth.visible_zones(user, node.zones)
 
 
-async def _report(request: web.Request, kind: str) -> web.Response:
-    fmt = request.query.get("format", "json")
-    if fmt not in ("json", "csv"):
-        raise BadRequest(f"format must be json or csv, got {fmt!r}")
-    tz_name = request.query.get("tz", "Asia/Ho_Chi_Minh")
-    try:
-        tz = ZoneInfo(tz_name)
-    except (KeyError, ValueError):
-        raise BadRequest(f"tz must be an IANA time zone, got {tz_name!r}") from None
+async def _report(request: web.Request, kind: str, query: ReportQuery) -> web.Response:
+    fmt, tz = query.format, ZoneInfo(query.tz)
+    if not query.since < query.until or query.until - query.since > MAX_PERIOD_S:
+        raise Unprocessable(
+            f"a report covers since < until, at most {MAX_PERIOD_S / 86400:g} days; "
+            f"got since={query.since:g} until={query.until:g}",
+            field="until",
+        )
     store = request.config_dict[auth.STORE]
-    period = Period(_unix(request, "since"), _unix(request, "until"), store.db.clock())
-    scope = _scope(request)
+    scope = _scope(request, query.zone)
+    period = Period(query.since, query.until, store.db.clock())
     data = await reports.load(store, period)
     endpoints = [e for e in data.endpoints if scope is None or e.zone in scope]
     zones = [z for z in data.zones if scope is None or z.id in scope] if kind == "zones" else []
@@ -96,60 +87,73 @@ async def _report(request: web.Request, kind: str) -> web.Response:
     )
 
 
-@routes.get("/reports/endpoints")
-async def endpoints_report(request: web.Request) -> web.Response:
-    return await _report(request, "endpoints")
+REPORT = (
+    "over [since, until): broadcasts and emergencies heard, air time played vs requested, "
+    "availability; narrowed to the caller's zones (format=csv for CSV)"
+)
 
 
-@routes.get("/reports/zones")
-async def zones_report(request: web.Request) -> web.Response:
-    return await _report(request, "zones")
+@routes.get(
+    "/reports/endpoints",
+    summary="Per endpoint " + REPORT,
+    tag="reports",
+    returns=answers.EndpointReports,
+    content={"text/csv": str},
+    errors=(404, 422),
+)
+async def endpoints_report(request: web.Request, query: ReportQuery) -> web.Response:
+    return await _report(request, "endpoints", query)
+
+
+@routes.get(
+    "/reports/zones",
+    summary="Per zone " + REPORT,
+    tag="reports",
+    returns=answers.ZoneReports,
+    content={"text/csv": str},
+    errors=(404, 422),
+)
+async def zones_report(request: web.Request, query: ReportQuery) -> web.Response:
+    return await _report(request, "zones", query)
 
 
 # -- webhooks (admins) -------------------------------------------------------------------------
 
 
-def _int(request: web.Request, key: str, default: int) -> int:
-    value = request.query.get(key, "")
-    if not value:
-        return default
-    if not value.isdigit() or len(value) > 10:
-        raise BadRequest(f"{key} must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
 def _hook_id(request: web.Request) -> int:
     auth.require_admin(user_of(request))
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "²".isdigit() too
         raise NotFound(f"webhook {raw} not found")
     return int(raw)
 
 
-@routes.get("/webhooks")
+@routes.get(
+    "/webhooks",
+    summary="Webhook subscriptions (admins)",
+    tag="webhooks",
+    returns=answers.Webhooks,
+    errors=(403,),
+)
 async def list_webhooks(request: web.Request) -> web.Response:
     auth.require_admin(user_of(request))
     hooks = await request.config_dict[auth.STORE].webhooks.list()
     return web.json_response({"webhooks": [h.as_json() for h in hooks]})
 
 
-@routes.post("/webhooks")
-async def add_webhook(request: web.Request) -> web.Response:
+@routes.post(
+    "/webhooks",
+    summary="Subscribe a URL to events (admins); the answer carries the signing secret, once",
+    tag="webhooks",
+    ok=201,
+    returns=answers.Webhook,
+    errors=(403,),
+)
+async def add_webhook(request: web.Request, body: NewWebhook) -> web.Response:
     """The secret is answered once: receivers need it to check signatures."""
     auth.require_admin(user_of(request))
-    body = await json_body(request)
-    unknown = sorted(set(body) - NEW_HOOK_FIELDS)
-    if unknown:
-        raise BadRequest(f"unknown fields {unknown}; a webhook has {sorted(NEW_HOOK_FIELDS)}")
-    if "url" not in body or "events" not in body:
-        raise BadRequest("a webhook needs url and events")
-    enabled = body.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise BadRequest(f"enabled must be true or false, got {enabled!r}", field="enabled")
     store = request.config_dict[auth.STORE]
-    hook = await store.webhooks.add(
-        body["url"], body["events"], body.get("secret"), enabled=enabled
-    )
+    hook = await store.webhooks.add(body.url, list(body.events), body.secret, enabled=body.enabled)
     return web.json_response(
         {**hook.as_json(), "secret": hook.secret},
         status=201,
@@ -157,26 +161,42 @@ async def add_webhook(request: web.Request) -> web.Response:
     )
 
 
-@routes.delete("/webhooks/{id}")
+@routes.delete(
+    "/webhooks/{id}",
+    summary="Remove a webhook and its outbox (admins)",
+    tag="webhooks",
+    returns=answers.Webhook,
+    errors=(403, 404),
+)
 async def delete_webhook(request: web.Request) -> web.Response:
     hook = await request.config_dict[auth.STORE].webhooks.remove(_hook_id(request))
     return web.json_response(hook.as_json())
 
 
-@routes.get("/webhooks/{id}/deliveries")
-async def webhook_deliveries(request: web.Request) -> web.Response:
+@routes.get(
+    "/webhooks/{id}/deliveries",
+    summary="A webhook's deliveries, newest first, dead letters included (admins)",
+    tag="webhooks",
+    returns=answers.Deliveries,
+    errors=(403, 404),
+)
+async def webhook_deliveries(request: web.Request, query: DeliveriesQuery) -> web.Response:
     """Newest first, dead letters included (``?state=pending|delivered|dead``)."""
     hook_id = _hook_id(request)
     rows = await request.config_dict[auth.STORE].webhooks.deliveries(
-        hook_id,
-        state=request.query.get("state") or None,
-        limit=_int(request, "limit", 100),
-        offset=_int(request, "offset", 0),
+        hook_id, state=query.state, limit=query.limit, offset=query.offset
     )
     return web.json_response({"deliveries": [r.as_json() for r in rows]})
 
 
-@routes.post("/webhooks/{id}/test")
+@routes.post(
+    "/webhooks/{id}/test",
+    summary="Queue a webhook.test event for this webhook (admins)",
+    tag="webhooks",
+    ok=202,
+    returns=answers.Delivery,
+    errors=(403, 404),
+)
 async def test_webhook(request: web.Request) -> web.Response:
     """Queue a ``webhook.test`` event for this hook alone; watch its deliveries for the result."""
     hook_id = _hook_id(request)

@@ -15,26 +15,27 @@ from typing import Any
 
 from aiohttp import web
 
-from loa.errors import BadRequest, Forbidden, NotFound
+from loa.errors import BadRequest, Conflict, Forbidden, NotFound
 from loa.relay.node import Node
 from loa.schedule import DEFAULT_TZ, Recurrence, Schedule, conflicts
-from loa.schedule.conflicts import ConflictReport, RunReport
+from loa.schedule.conflicts import MAX_WINDOW_S, ConflictReport, RunReport
 from loa.schedule.service import ScheduleService
 from loa.store import Store
 from loa.store.schedules import ScheduleRow
 from loa.web import auth
+from loa.web.api import answers
 from loa.web.api.admin import may_change, store_of
-from loa.web.api.relay import json_body, node_of, user_of
+from loa.web.api.bodies import NewSchedule, ScheduleChange
+from loa.web.api.queries import PreviewQuery, WindowQuery
+from loa.web.api.relay import node_of, user_of
+from loa.web.api.types import builtins
 from loa.web.auth import User
+from loa.web.contract import Routes, Unprocessable
 
-routes = web.RouteTableDef()
+routes = Routes()
 SERVICE = web.AppKey("schedule_service", ScheduleService)
-
-FIELDS = ("id", "name", "zone", "dtstart", "rrule", "timezone", "grace_s")
-PROGRAMME = ("items", "targets", "class")
-SETTABLE = (*FIELDS, *PROGRAMME, "enabled")
-MAX_PREVIEW = 100
 RESERVED_IDS = frozenset({"conflicts"})  # a path segment of its own
+SCHEDULE = "/schedules/{id:(?!conflicts$)[^/]+}"
 
 
 def _target_zones(node: Node, schedule: Schedule) -> set[str]:
@@ -96,15 +97,21 @@ async def _check_media(store: Store, schedule: Schedule) -> None:
             raise NotFound(f"media {media_id!r} is not in the library", media=media_id) from None
 
 
-def _dtstart(data: dict[str, Any]) -> dict[str, Any]:
-    """``dtstart`` as a Unix time, or as local ISO time ("2025-03-03T05:00") in the timezone."""
-    value = data.get("dtstart")
-    if isinstance(value, str):
-        recurrence = Recurrence.from_local(
-            value, str(data.get("rrule", "FREQ=DAILY")), data.get("timezone") or DEFAULT_TZ
-        )
-        return {**data, "dtstart": recurrence.dtstart}
-    return data
+def _schedule(data: dict[str, Any]) -> Schedule:
+    """The schedule of a declared body. ``dtstart`` is a Unix time, or local ISO time
+    ("2025-03-03T05:00") in the timezone. The declaration has held by now: what the domain
+    still refuses is the meaning (an RRULE that never occurs, a date that does not exist),
+    a 422 naming the field."""
+    try:
+        value = data.get("dtstart")
+        if isinstance(value, str):
+            recurrence = Recurrence.from_local(
+                value, str(data.get("rrule", "FREQ=DAILY")), data.get("timezone") or DEFAULT_TZ
+            )
+            data = {**data, "dtstart": recurrence.dtstart}
+        return Schedule.from_json(data)
+    except BadRequest as exc:
+        raise Unprocessable(exc.message, **exc.fields) from None
 
 
 async def _default_timezone(store: Store, zone: str | None) -> str:
@@ -116,26 +123,18 @@ async def _default_timezone(store: Store, zone: str | None) -> str:
         return DEFAULT_TZ
 
 
-def _enabled(data: dict[str, Any], default: bool) -> bool:
-    value = data.get("enabled", default)
-    if not isinstance(value, bool):
-        raise BadRequest(f"enabled must be true or false, got {value!r}", field="enabled")
-    return value
-
-
-def _only(data: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise BadRequest(f"unknown field(s) {unknown}; settable: {', '.join(allowed)}")
-
-
 def _reload(request: web.Request) -> None:
     service = request.config_dict.get(SERVICE)
     if service is not None:
         service.reload()
 
 
-@routes.get("/schedules")
+@routes.get(
+    "/schedules",
+    summary="Schedules the caller sees (origin or a target in their zones)",
+    tag="schedules",
+    returns=answers.Schedules,
+)
 async def list_schedules(request: web.Request) -> web.Response:
     node, user = node_of(request), user_of(request)
     rows = await store_of(request).schedules.list()
@@ -144,30 +143,49 @@ async def list_schedules(request: web.Request) -> web.Response:
     )
 
 
-@routes.post("/schedules")
-async def add_schedule(request: web.Request) -> web.Response:
+@routes.post(
+    "/schedules",
+    summary="A schedule: a programme of items played at each start of an RRULE",
+    tag="schedules",
+    ok=201,
+    returns=answers.Schedule,
+    errors=(403, 404, 409, 422),
+)
+async def add_schedule(request: web.Request, body: NewSchedule) -> web.Response:
     node, user, store = node_of(request), user_of(request), store_of(request)
     may_change(user)
-    data = await json_body(request)
-    _only(data, SETTABLE)
+    data = builtins(body)
+    enabled = data.pop("enabled")
     data.setdefault("id", secrets.token_hex(6))
     if data["id"] in RESERVED_IDS:
-        raise BadRequest(f"schedule id {data['id']!r} is reserved", field="id")
+        raise Conflict(f"schedule id {data['id']!r} is reserved", field="id")
     data.setdefault("zone", user.zone if user.role != "admin" else None)
     data.setdefault("timezone", await _default_timezone(store, data["zone"]))
-    schedule = Schedule.from_json(_dtstart(data))
+    schedule = _schedule(data)
     _may_own(user, node, schedule)
     await _check_media(store, schedule)
-    row = await store.schedules.add(schedule, user.username, enabled=_enabled(data, True))
+    row = await store.schedules.add(schedule, user.username, enabled=enabled)
     _reload(request)
     return web.json_response(row.as_json(), status=201)
 
 
-@routes.get("/schedules/conflicts")
-async def schedule_conflicts(request: web.Request) -> web.Response:
+@routes.get(
+    "/schedules/conflicts",
+    summary="Runs starting in [since, until) (at most 31 days) and who wins each endpoint",
+    tag="schedules",
+    returns=answers.Conflicts,
+    errors=(404, 422),
+)
+async def schedule_conflicts(request: web.Request, query: WindowQuery) -> web.Response:
     """Runs starting in [since, until) (at most 31 days) of the schedules the user sees."""
     node, user, store = node_of(request), user_of(request), store_of(request)
-    since, until = _time(request, "since"), _time(request, "until")
+    since, until = query.since, query.until
+    if not since < until or until - since > MAX_WINDOW_S:
+        raise Unprocessable(
+            f"the window is since < until, at most {MAX_WINDOW_S / 86400:g} days; "
+            f"got since={since:g} until={until:g}",
+            field="until",
+        )
     rows = [r for r in await store.schedules.list() if r.enabled and _sees(user, node, r.schedule)]
     endpoints = {e.id: e.spec.zone for e in node.poles()}
     media_s = {m.id: m.duration_s for m in await store.media.list()}
@@ -177,28 +195,47 @@ async def schedule_conflicts(request: web.Request) -> web.Response:
     return web.json_response(_report_json(report, user, node))
 
 
-@routes.get("/schedules/{id}")
+@routes.get(
+    SCHEDULE,
+    summary="One schedule",
+    tag="schedules",
+    returns=answers.Schedule,
+    errors=(404,),
+)
 async def get_schedule(request: web.Request) -> web.Response:
     return web.json_response((await _visible(request, request.match_info["id"])).as_json())
 
 
-@routes.patch("/schedules/{id}")
-async def edit_schedule(request: web.Request) -> web.Response:
+@routes.patch(
+    SCHEDULE,
+    summary="Change a schedule (any of its fields but id)",
+    tag="schedules",
+    returns=answers.Schedule,
+    errors=(403, 404, 422),
+)
+async def edit_schedule(request: web.Request, body: ScheduleChange) -> web.Response:
     node, user, store = node_of(request), user_of(request), store_of(request)
-    data = await json_body(request)
+    data = builtins(body)
+    enabled = data.pop("enabled", None)
     row = await _visible(request, request.match_info["id"])
     _may_own(user, node, row.schedule)
-    _only(data, tuple(k for k in SETTABLE if k != "id"))
-    merged = {**row.schedule.to_json(), **data}
-    schedule = Schedule.from_json(_dtstart(merged))
+    schedule = _schedule({**row.schedule.to_json(), **data})
     _may_own(user, node, schedule)
     await _check_media(store, schedule)
-    row = await store.schedules.replace(schedule, enabled=_enabled(data, row.enabled))
+    row = await store.schedules.replace(
+        schedule, enabled=row.enabled if enabled is None else enabled
+    )
     _reload(request)
     return web.json_response(row.as_json())
 
 
-@routes.delete("/schedules/{id}")
+@routes.delete(
+    SCHEDULE,
+    summary="Remove a schedule",
+    tag="schedules",
+    returns=answers.Schedule,
+    errors=(403, 404),
+)
 async def delete_schedule(request: web.Request) -> web.Response:
     node, user, store = node_of(request), user_of(request), store_of(request)
     row = await _visible(request, request.match_info["id"])
@@ -208,15 +245,18 @@ async def delete_schedule(request: web.Request) -> web.Response:
     return web.json_response(row.as_json())
 
 
-@routes.get("/schedules/{id}/preview")
-async def preview_schedule(request: web.Request) -> web.Response:
+@routes.get(
+    "/schedules/{id}/preview",
+    summary="The next n starts (default 10, at most 100) after 'after' (default now)",
+    tag="schedules",
+    returns=answers.Preview,
+    errors=(404,),
+)
+async def preview_schedule(request: web.Request, query: PreviewQuery) -> web.Response:
     """The next ``n`` starts (default 10, at most 100) after ``after`` (default now)."""
     row = await _visible(request, request.match_info["id"])
-    raw = request.query.get("n", "10")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PREVIEW:
-        raise BadRequest(f"n must be a whole number in [1, {MAX_PREVIEW}], got {raw!r}", field="n")
-    after = _time(request, "after") if "after" in request.query else float(int(time.time()))
-    starts = row.schedule.recurrence.after(after, int(raw))
+    after = float(int(time.time())) if query.after is None else query.after
+    starts = row.schedule.recurrence.after(after, query.n)
     return web.json_response(
         {
             "id": row.id,
@@ -224,21 +264,6 @@ async def preview_schedule(request: web.Request) -> web.Response:
             "starts": [{"at": o.at, "local": o.local.isoformat()} for o in starts],
         }
     )
-
-
-def _time(request: web.Request, key: str) -> float:
-    value = request.query.get(key)
-    if value is None or value == "":
-        raise BadRequest(f"{key} is required: a Unix time in seconds", field=key)
-    try:
-        out = float(value)
-    except ValueError:
-        raise BadRequest(
-            f"{key} must be a Unix time in seconds, got {value!r}", field=key
-        ) from None
-    if out != out or out in (float("inf"), float("-inf")):
-        raise BadRequest(f"{key} must be a finite Unix time, got {value!r}", field=key)
-    return out
 
 
 def _run_json(report: RunReport, user: User, node: Node) -> dict[str, Any]:

@@ -1,0 +1,394 @@
+"""What the API answers, declared for the OpenAPI document (and held to it by the
+schemathesis test, tests/web/test_fuzz.py): every JSON answer is one of these shapes,
+closed (a field that is not declared here is a contract violation)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from loa.web.api.types import Class, Count, Event, Level, Role, Seconds
+
+UNSET: Any = msgspec.UNSET
+Unset = msgspec.UnsetType
+State = Literal["pending", "playing", "paused", "finished", "stopped", "expired", "failed"]
+
+
+class Answer(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A JSON answer: its fields are exactly these."""
+
+
+class Error(Answer, frozen=True):
+    error: ErrorDetail
+
+
+class ErrorDetail(msgspec.Struct, frozen=True):
+    """``code`` is stable; ``message`` names what is wrong; further fields name what the error
+    is about (field, zone, holder, …)."""
+
+    code: str
+    message: str
+
+
+class TargetsOut(Answer, frozen=True):
+    zones: list[str]
+    endpoints: list[str]
+
+
+class LogEntry(Answer, frozen=True):
+    id: str
+    what: str
+    source: str
+    klass: Class = msgspec.field(name="class")
+    origin_zone: str | None
+    targets: TargetsOut
+    created_by: str | None
+    requested_at: float
+    started_at: float | None
+    ended_at: float | None
+    state: State
+    reason: str | None
+    endpoints_heard: Count
+    heard_s: dict[str, float]
+    preemptions: Count
+
+
+class Broadcast(LogEntry, frozen=True):
+    listeners: list[str]
+    virtual_listeners: Count
+    frames: Count
+
+
+class Zone(Answer, frozen=True):
+    id: str
+    name: str
+    parent: str | None
+    timezone: str
+    languages: list[str]
+    level: int | Unset = UNSET
+
+
+class EndpointCounts(Answer, frozen=True):
+    here: Count
+    total: Count
+    online: Count
+
+
+class ZoneDetail(Answer, frozen=True):
+    id: str
+    name: str
+    parent: str | None
+    timezone: str
+    languages: list[str]
+    level: int
+    children: list[str]
+    endpoints: EndpointCounts
+
+
+class Location(Answer, frozen=True):
+    lat: float | None
+    lon: float | None
+
+
+class Endpoint(Answer, frozen=True):
+    id: str
+    name: str
+    zone: str
+    kind: Literal["managed", "rtp"]
+    location: Location
+    online: bool
+    transport: Literal["udp", "ws", "none"] | None
+    last_seen: float | None
+    playing: str | None
+    volume: Level
+    emergency_volume: Level
+    muted: bool
+    status: dict[str, Any]
+    token: str | Unset = UNSET  # the device token: only in the answer that made it
+
+
+class StoredEndpoint(Answer, frozen=True):
+    id: str
+    name: str
+    zone: str
+    kind: Literal["managed", "rtp"]
+    address: str | None
+    lat: float | None
+    lon: float | None
+    volume: Level
+    emergency_volume: Level
+    has_token: bool
+
+
+class Media(Answer, frozen=True):
+    id: str
+    name: str
+    file: str
+    size: Count
+    duration_s: float
+    rms_dbfs: float
+    peak_dbfs: float
+    created_by: str
+    created_at: float
+
+
+class AuditEntry(Answer, frozen=True):
+    id: int
+    ts: float
+    user: str | None
+    action: str
+    target: str | None
+    detail: Any
+    ip: str | None
+
+
+class User(Answer, frozen=True):
+    username: str
+    role: Role
+    zone: str | None
+    emergency_right: bool
+    disabled: bool
+    created_at: float
+
+
+class Me(Answer, frozen=True):
+    username: str
+    role: Role
+    zone: str | None
+    emergency_right: bool
+    csrf: str | None  # a page session's CSRF token: send it back as X-CSRF-Token
+
+
+class ApiToken(Answer, frozen=True):
+    id: int
+    username: str
+    label: str
+    created_at: float
+    last_used: float | None
+    token: str | Unset = UNSET  # only in the answer that made it
+
+
+class EndpointReport(Answer, frozen=True):
+    endpoint: str
+    name: str
+    zone: str
+    broadcasts: Count
+    emergencies: Count
+    played_s: Seconds
+    requested_s: Seconds
+    availability_pct: float | None
+
+
+class ZoneReport(Answer, frozen=True):
+    zone: str
+    name: str
+    endpoints: Count
+    broadcasts: Count
+    emergencies: Count
+    played_s: Seconds
+    requested_s: Seconds
+    availability_pct: float | None
+
+
+class Webhook(Answer, frozen=True):
+    id: int
+    url: str
+    events: list[Event]
+    enabled: bool
+    created_at: float
+    secret: str | Unset = UNSET  # only in the answer that made it
+
+
+class Delivery(Answer, frozen=True):
+    id: int
+    hook: int
+    event: Literal["broadcast.logged", "endpoint.online", "endpoint.offline", "webhook.test"]
+    payload: Any
+    state: Literal["pending", "delivered", "dead"]
+    attempts: Count
+    next_attempt_at: float
+    last_error: str | None
+    created_at: float
+    delivered_at: float | None
+    dead_at: float | None
+
+
+BulletinState = Literal["inbox", "scheduled", "on_air", "done", "cancelled", "expired"]
+
+
+class VariantOut(Answer, frozen=True):
+    language: str
+    text: str | Unset = UNSET
+    media: str | Unset = UNSET
+
+
+class Bulletin(Answer, frozen=True):
+    id: str
+    level: Literal["normal", "priority", "emergency"]
+    zones: list[str]
+    title: str
+    variants: list[VariantOut]
+    issued_at: float
+    expires_at: float | None
+    repeat_every_s: float | None
+    state: BulletinState
+    source: Literal["api", "cap"]
+    cap_sender: str | None
+    cap_identifier: str | None
+    broadcasts: list[str]
+    created_by: str
+    created_at: float
+    updated_at: float
+
+
+class CapBulletin(Bulletin, frozen=True):
+    """A CAP alert filed as a bulletin: what it superseded, and warnings about it."""
+
+    superseded: list[str]
+    warnings: list[str]
+
+
+class CapCancelled(Answer, frozen=True):
+    cancelled: list[str]
+    unknown: list[str]
+
+
+class CapIgnored(Answer, frozen=True):
+    ignored: str
+    warnings: list[str]
+
+
+class ScheduleItem(Answer, frozen=True):
+    type: Literal["media", "url", "tts", "silence"]
+    id: str | Unset = UNSET
+    url: str | Unset = UNSET
+    duration_s: float | Unset = UNSET
+    fallback: dict[str, Any] | Unset = UNSET
+    text: str | Unset = UNSET
+    voice: str | Unset = UNSET
+    rate_wpm: int | Unset = UNSET
+
+
+class Schedule(Answer, frozen=True):
+    id: str
+    name: str
+    zone: str | None
+    dtstart: float
+    rrule: str
+    timezone: str
+    grace_s: float
+    items: list[ScheduleItem]
+    targets: TargetsOut
+    klass: Literal["scheduled", "background"] = msgspec.field(name="class")
+    enabled: bool
+    created_by: str
+    created_at: float
+
+
+class Start(Answer, frozen=True):
+    at: float
+    local: str
+
+
+class Preview(Answer, frozen=True):
+    id: str
+    timezone: str
+    starts: list[Start]
+
+
+class Contender(Answer, frozen=True):
+    broadcast: str
+    klass: Class = msgspec.field(name="class")
+    why: str = ""
+
+
+class Outcome(Answer, frozen=True):
+    endpoint: str
+    holder: str | None
+    wins: bool
+    heard_s: float
+    others: list[Contender]
+
+
+class Run(Answer, frozen=True):
+    schedule: str
+    broadcast: str
+    start: float
+    planned_s: float
+    end: float | None
+    outcomes: list[Outcome]
+    contested: bool
+
+
+class Conflicts(Answer, frozen=True):
+    since: float
+    until: float
+    runs: list[Run]
+
+
+# -- listings --------------------------------------------------------------------------------
+class Zones(Answer, frozen=True):
+    zones: list[Zone]
+
+
+class Endpoints(Answer, frozen=True):
+    endpoints: list[Endpoint]
+
+
+class Broadcasts(Answer, frozen=True):
+    broadcasts: list[Broadcast]
+
+
+class Log(Answer, frozen=True):
+    entries: list[LogEntry]
+    total: Count
+
+
+class Audit(Answer, frozen=True):
+    entries: list[AuditEntry]
+
+
+class MediaList(Answer, frozen=True):
+    media: list[Media]
+
+
+class Users(Answer, frozen=True):
+    users: list[User]
+
+
+class ApiTokens(Answer, frozen=True):
+    tokens: list[ApiToken]
+
+
+class EndpointReports(Answer, frozen=True):
+    since: float
+    until: float
+    endpoints: list[EndpointReport]
+
+
+class ZoneReports(Answer, frozen=True):
+    since: float
+    until: float
+    zones: list[ZoneReport]
+
+
+class Webhooks(Answer, frozen=True):
+    webhooks: list[Webhook]
+
+
+class Deliveries(Answer, frozen=True):
+    deliveries: list[Delivery]
+
+
+class Bulletins(Answer, frozen=True):
+    bulletins: list[Bulletin]
+
+
+class Schedules(Answer, frozen=True):
+    schedules: list[Schedule]
+
+
+# Answers that declarations name by "$ref" inside an "anyOf" (msgspec cannot make a union of
+# untagged Structs): generated into the document's components all the same.
+REFERRED = (Broadcast, LogEntry, CapCancelled, CapIgnored)
