@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -19,6 +20,21 @@ INTERNAL_KINDS = ("listener",)
 # Broadcast classes by name (loa.relay.core.priority.Priority; config does not import the relay).
 CLASSES = ("background", "scheduled", "priority", "live", "emergency")
 _MOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+# -- edges (issue 10 item 5) --
+def _networks(key: str, value: object) -> tuple[str, ...]:
+    """A list of addresses or CIDRs, each checked by ``ipaddress`` (host bits allowed)."""
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ConfigError(f"{key} must be a list of addresses or CIDRs, got {value!r}")
+    for item in value:
+        try:
+            if not isinstance(item, str):
+                raise TypeError(item)
+            ipaddress.ip_network(item, strict=False)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: {item!r} is not an IP address or CIDR") from None
+    return tuple(value)
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,11 @@ class RelayConfig:
     # Benchmarks only: every packet carries its frame-ready wall-clock time in an RTP header
     # extension (RFC 8285 one-byte form, id 1, 8 bytes, microseconds since the epoch).
     stamp_frames: bool = False
+    # -- edges (issue 10 item 5) --------------------------------------------------------------
+    # Networks (addresses or CIDRs) that URL sources may reach although they are loopback,
+    # link-local, unspecified or multicast (refused by default; loa.streamer.targets).
+    url_allow_networks: tuple[str, ...] = ()
+    # -- end edges ----------------------------------------------------------------------------
 
     def __post_init__(self) -> None:
         if not 0 <= self.udp_port <= 65535:
@@ -66,6 +87,11 @@ class RelayConfig:
             raise ConfigError("relay.session_timeout_s must exceed relay.keepalive_s > 0")
         if not 1 <= self.queue_frames <= 500:
             raise ConfigError(f"relay.queue_frames must be 1..500, got {self.queue_frames}")
+        object.__setattr__(
+            self,
+            "url_allow_networks",
+            _networks("relay.url_allow_networks", self.url_allow_networks),
+        )
 
 
 @dataclass(frozen=True)
@@ -73,12 +99,44 @@ class WebConfig:
     host: str = "0.0.0.0"
     port: int = 8080
     max_upload_mb: int = 200
+    # -- edges (issue 10 item 5) --------------------------------------------------------------
+    # A connection must send a whole request head within this many seconds of connecting or
+    # of its previous response (idle keep-alive connections close after it too).
+    header_timeout_s: float = 10.0
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses/CIDRs).
+    trusted_proxies: tuple[str, ...] = ()
+    # If set, GET /metrics needs it (Bearer or ?token=); unset, /metrics is open.
+    metrics_token: str | None = field(default=None, repr=False)
+    # Uploaded media longer than this are refused (checked before the whole file is decoded).
+    max_media_duration_s: float = 7200.0
+    # -- end edges ----------------------------------------------------------------------------
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"web.port must be 0..65535, got {self.port}")
         if not 1 <= self.max_upload_mb <= 10_000:
             raise ConfigError(f"web.max_upload_mb must be 1..10000, got {self.max_upload_mb}")
+        self._check_edges()
+
+    def _check_edges(self) -> None:
+        for key in ("header_timeout_s", "max_media_duration_s"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"web.{key} must be a number of seconds, got {value!r}")
+        if not 0.1 <= self.header_timeout_s <= 3600:
+            raise ConfigError(
+                f"web.header_timeout_s must be 0.1..3600, got {self.header_timeout_s}"
+            )
+        if not 1 <= self.max_media_duration_s <= 7 * 86400:
+            raise ConfigError(
+                f"web.max_media_duration_s must be 1..604800, got {self.max_media_duration_s}"
+            )
+        token = self.metrics_token
+        if token is not None and (not isinstance(token, str) or len(token) < 16):
+            raise ConfigError("web.metrics_token must be a string of at least 16 characters")
+        object.__setattr__(
+            self, "trusted_proxies", _networks("web.trusted_proxies", self.trusted_proxies)
+        )
 
 
 @dataclass(frozen=True)
