@@ -12,6 +12,7 @@ from loa.errors import BadRequest, Forbidden, NotFound
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.node import Node
 from loa.streamer.factory import build_source
+from loa.streamer.targets import TargetPolicy, check_description
 from loa.web import auth
 from loa.web.auth import USER, User
 
@@ -185,7 +186,11 @@ def _spec(
 async def start_broadcast(request: web.Request) -> web.Response:
     node = node_of(request)
     data = await json_body(request)
-    source, what = build_source(data.get("source"), media_path=node.media_path)
+    # -- edges: URL sources may not reach loopback, link-local … (relay.url_allow_networks)
+    targets = TargetPolicy(node.config.relay.url_allow_networks)
+    await check_description(data.get("source"), targets)
+    # -- end edges
+    source, what = build_source(data.get("source"), media_path=node.media_path, url_targets=targets)
     try:
         spec = _spec(data, node, user_of(request), source.resumable, source.live)
         chime = _optional_bool(data, "chime")

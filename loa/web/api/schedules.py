@@ -22,6 +22,7 @@ from loa.schedule.conflicts import ConflictReport, RunReport
 from loa.schedule.service import ScheduleService
 from loa.store import Store
 from loa.store.schedules import ScheduleRow
+from loa.streamer.targets import TargetPolicy, check_description
 from loa.web import auth
 from loa.web.api.admin import may_change, store_of
 from loa.web.api.relay import json_body, node_of, user_of
@@ -96,6 +97,12 @@ async def _check_media(store: Store, schedule: Schedule) -> None:
             raise NotFound(f"media {media_id!r} is not in the library", media=media_id) from None
 
 
+async def _check_urls(node: Node, schedule: Schedule) -> None:
+    """422 if a relay item's URL reaches loopback, link-local … (loa.streamer.targets)."""
+    policy = TargetPolicy(node.config.relay.url_allow_networks)
+    await check_description(schedule.programme.to_source_description(), policy)
+
+
 def _dtstart(data: dict[str, Any]) -> dict[str, Any]:
     """``dtstart`` as a Unix time, or as local ISO time ("2025-03-03T05:00") in the timezone."""
     value = data.get("dtstart")
@@ -158,6 +165,7 @@ async def add_schedule(request: web.Request) -> web.Response:
     schedule = Schedule.from_json(_dtstart(data))
     _may_own(user, node, schedule)
     await _check_media(store, schedule)
+    await _check_urls(node, schedule)  # edges
     row = await store.schedules.add(schedule, user.username, enabled=_enabled(data, True))
     _reload(request)
     return web.json_response(row.as_json(), status=201)
@@ -193,6 +201,7 @@ async def edit_schedule(request: web.Request) -> web.Response:
     schedule = Schedule.from_json(_dtstart(merged))
     _may_own(user, node, schedule)
     await _check_media(store, schedule)
+    await _check_urls(node, schedule)  # edges
     row = await store.schedules.replace(schedule, enabled=_enabled(data, row.enabled))
     _reload(request)
     return web.json_response(row.as_json())
