@@ -3,6 +3,7 @@ the whole app on loopback (the test client plays the proxy, or an untrusted clie
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from loa.config import Config
 from loa.web import auth
 from loa.web.app import STORE
 from loa.web.proxies import TrustedProxies, parse_address
-from tests.conftest import tree_config
+from tests.conftest import AUTH, tree_config
+from tests.web.test_api_relay import write_wav
 
 PASSWORD = "mật-khẩu-op-1"
 
@@ -122,3 +124,25 @@ async def test_from_anyone_else_the_headers_are_ignored(relay_factory: Any, tmp_
     assert statuses == [401] * 5 + [429] * 2
     rows = await store.audit.query(user="op")
     assert {r.ip for r in rows} == {"127.0.0.1"}
+
+
+async def test_websockets_and_uploads_work_through_a_trusted_proxy(
+    relay_factory: Any, tmp_path: Path
+) -> None:
+    """The proxied request is a clone: a WebSocket upgrade and a streamed body still work."""
+    relay = await relay_factory(proxied_config(tmp_path, ("127.0.0.1",)))
+    forwarded = {"X-Forwarded-For": "198.51.100.10", "X-Forwarded-Proto": "https"}
+    async with relay.http.ws_connect(relay.url + "/api/v1/speaker", headers=forwarded) as ws:
+        await ws.send_json({"type": "hello", "token": "tok-c0-e0", "version": 1, "client": "t"})
+        welcome = await ws.receive_json(timeout=5)
+        assert welcome["type"] == "welcome" and welcome["endpoint"] == "c0-e0"
+    wav = tmp_path / "a.wav"
+    write_wav(wav, 0.5)
+    data = await asyncio.to_thread(wav.read_bytes)
+    async with relay.http.post(
+        relay.url + "/api/v1/media?filename=a.wav", data=data, headers={**AUTH, **forwarded}
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+        assert (await resp.json())["duration_s"] == 0.5
+    rows = await relay.server.app[STORE].audit.query(action="POST /api/v1/media")
+    assert [r.ip for r in rows] == ["198.51.100.10"]
