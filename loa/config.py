@@ -13,6 +13,7 @@ declarations give the HTTP API its validation and its OpenAPI schema (loa/web/co
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -35,6 +36,15 @@ DEFAULT_TZ = "Asia/Ho_Chi_Minh"
 _MOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+def _networks(key: str, value: tuple[str, ...]) -> None:
+    """Each item an address or CIDR (host bits allowed), checked by ``ipaddress``."""
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"{key}: {item!r} is not an IP address or CIDR") from None
 
 
 class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -74,24 +84,56 @@ class RelayConfig(Section, frozen=True):
     # Benchmarks only: every packet carries its frame-ready wall-clock time in an RTP header
     # extension (RFC 8285 one-byte form, id 1, 8 bytes, microseconds since the epoch).
     stamp_frames: bool = False
+    # Networks (addresses or CIDRs) that URL sources may reach although they are loopback,
+    # link-local, unspecified or multicast (refused by default; loa.streamer.targets).
+    url_allow_networks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.udp_port <= 65535:
             raise ConfigError(f"relay.udp_port must be 0..65535, got {self.udp_port}")
         if self.keepalive_s <= 0 or self.session_timeout_s <= self.keepalive_s:
             raise ConfigError("relay.session_timeout_s must exceed relay.keepalive_s > 0")
+        _networks("relay.url_allow_networks", self.url_allow_networks)
 
 
 class WebConfig(Section, frozen=True):
     host: str = "0.0.0.0"
     port: int = 8080
     max_upload_mb: int = 200
+    # A connection must send a whole request head within this many seconds of connecting or
+    # of its previous response (idle keep-alive connections close after it too).
+    header_timeout_s: float = 10.0
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses/CIDRs).
+    trusted_proxies: tuple[str, ...] = ()
+    # If set, GET /metrics needs it (Bearer or ?token=); unset, /metrics is open.
+    metrics_token: str | None = None
+    # Uploaded media longer than this are refused (checked before the whole file is decoded).
+    max_media_duration_s: float = 7200.0
+
+    def __repr__(self) -> str:  # the metrics token stays out of logs
+        shown = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in self.__struct_fields__
+            if name != "metrics_token"
+        )
+        return f"WebConfig({shown})"
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"web.port must be 0..65535, got {self.port}")
         if not 1 <= self.max_upload_mb <= 10_000:
             raise ConfigError(f"web.max_upload_mb must be 1..10000, got {self.max_upload_mb}")
+        if not 0.1 <= self.header_timeout_s <= 3600:
+            raise ConfigError(
+                f"web.header_timeout_s must be 0.1..3600, got {self.header_timeout_s}"
+            )
+        if not 1 <= self.max_media_duration_s <= 7 * 86400:
+            raise ConfigError(
+                f"web.max_media_duration_s must be 1..604800, got {self.max_media_duration_s}"
+            )
+        if self.metrics_token is not None and len(self.metrics_token) < 16:
+            raise ConfigError("web.metrics_token must be a string of at least 16 characters")
+        _networks("web.trusted_proxies", self.trusted_proxies)
 
 
 def check_timezone(name: str, where: str) -> None:

@@ -27,6 +27,7 @@ from loa.streamer.tone import SilenceSource, ToneSource
 from loa.streamer.tts import TtsSource
 from loa.web import auth
 from loa.web.app import NODE, STORE, create_app
+from loa.web.server import run_options
 
 log = logging.getLogger(__name__)
 
@@ -207,5 +208,11 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        web.run_app(app, host=config.web.host, port=config.web.port, print=None)
+        web.run_app(
+            app,
+            host=config.web.host,
+            port=config.web.port,
+            print=None,
+            **run_options(config.web),  # request-head timeout, access log without tokens
+        )
     return 0

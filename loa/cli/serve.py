@@ -9,6 +9,7 @@ from aiohttp import web
 
 from loa import config as cfg
 from loa.web.app import create_app
+from loa.web.server import run_options
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,5 +39,11 @@ def load_config(args: argparse.Namespace) -> cfg.Config:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     print(f"loa: serving on http://{config.web.host}:{config.web.port}", flush=True)
-    web.run_app(create_app(config), host=config.web.host, port=config.web.port, print=None)
+    web.run_app(
+        create_app(config),
+        host=config.web.host,
+        port=config.web.port,
+        print=None,
+        **run_options(config.web),  # request-head timeout, access log without tokens
+    )
     return 0

@@ -35,6 +35,7 @@ from loa.schedule.scheduler import (
 )
 from loa.store import Store
 from loa.streamer.factory import build_source
+from loa.streamer.targets import TargetPolicy
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,9 @@ class ScheduleService:
         detail = {"at": at, "broadcast": spec.id, **detail}
         try:
             source, _ = build_source(
-                schedule.programme.to_source_description(), media_path=self.node.media_path
+                schedule.programme.to_source_description(),
+                media_path=self.node.media_path,
+                url_targets=TargetPolicy(self.node.config.relay.url_allow_networks),  # edges
             )
             try:
                 await self.node.start_broadcast(

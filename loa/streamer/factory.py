@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loa.errors import BadRequest
 from loa.streamer.base import Source
+
+if TYPE_CHECKING:
+    from loa.streamer.targets import TargetPolicy
 
 _VOICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]{0,40}$")
 SOURCE_TYPES = ("tone", "silence", "tts", "media", "url", "playlist")
@@ -38,7 +41,11 @@ FALLBACK_TYPES = ("media", "tone", "silence", "tts")
 
 
 def _with_fallback(
-    relay: Source, what: str, desc: object, media_path: Callable[[str], Path]
+    relay: Source,
+    what: str,
+    desc: object,
+    media_path: Callable[[str], Path],
+    url_targets: TargetPolicy | None = None,
 ) -> tuple[Source, str]:
     """The relay with ``fallback`` (a media, tone, silence or tts description) playing while
     its upstream is down; the fallback is built once now, so a bad one is refused at start."""
@@ -49,17 +56,22 @@ def _with_fallback(
         raise BadRequest(
             f"source.fallback must be a source of type {', '.join(FALLBACK_TYPES)}; got {kind!r}"
         )
-    first, fallback_what = build_source(desc, media_path=media_path)
+    first, fallback_what = build_source(desc, media_path=media_path, url_targets=url_targets)
     spare: list[Source] = [first]
 
     def make() -> Source:
-        return spare.pop() if spare else build_source(desc, media_path=media_path)[0]
+        if spare:
+            return spare.pop()
+        return build_source(desc, media_path=media_path, url_targets=url_targets)[0]
 
     return Fallback(relay, make), f"{what} (fallback: {fallback_what})"
 
 
-def build_source(desc: Any, *, media_path: Callable[[str], Path]) -> tuple[Source, str]:
-    """Returns the source and a short human description of it ("what" in the log)."""
+def build_source(
+    desc: Any, *, media_path: Callable[[str], Path], url_targets: TargetPolicy | None = None
+) -> tuple[Source, str]:
+    """Returns the source and a short human description of it ("what" in the log).
+    ``url_targets``: where URL sources may connect (default: no loopback, link-local …)."""
     if not isinstance(desc, Mapping):
         raise BadRequest("source must be an object with a 'type'")
     kind = desc.get("type")
@@ -101,10 +113,12 @@ def build_source(desc: Any, *, media_path: Callable[[str], Path]) -> tuple[Sourc
             duration = _number(desc, "duration_s", None, 1, 86400)
             # UrlSource starts its reader thread on the first read: nothing to release if the
             # fallback is refused below
-            source: Source = UrlSource(url)
+            source: Source = UrlSource(url, targets=url_targets)
             what = f"relay {redact(url)}"  # no password in the log
             if desc.get("fallback") is not None:
-                source, what = _with_fallback(source, what, desc["fallback"], media_path)
+                source, what = _with_fallback(
+                    source, what, desc["fallback"], media_path, url_targets
+                )
             if duration is not None:
                 from loa.streamer.relay import Limited
 
@@ -116,7 +130,9 @@ def build_source(desc: Any, *, media_path: Callable[[str], Path]) -> tuple[Sourc
             items = desc.get("items")
             if not isinstance(items, list) or not 1 <= len(items) <= 100:
                 raise BadRequest("source.items must be a list of 1..100 sources")
-            built = [build_source(item, media_path=media_path) for item in items]
+            built = [
+                build_source(item, media_path=media_path, url_targets=url_targets) for item in items
+            ]
             return Playlist([s for s, _ in built]), " + ".join(w for _, w in built)
         case _:
             raise BadRequest(f"source.type must be one of {', '.join(SOURCE_TYPES)}, got {kind!r}")

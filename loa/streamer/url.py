@@ -33,8 +33,9 @@ from av.audio.stream import AudioStream
 from av.container import InputContainer
 
 from loa.codecs import FRAME_S, FRAME_SAMPLES, SAMPLE_RATE
-from loa.errors import SourceError
+from loa.errors import LoaError, SourceError
 from loa.streamer.base import Frame
+from loa.streamer.targets import TargetPolicy
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +144,13 @@ class UrlSource:
         open_timeout_s: float = 5.0,
         read_timeout_s: float = 5.0,
         buffer_s: float = 2.0,
+        targets: TargetPolicy | None = None,
     ) -> None:
         self._scheme = _check_url(url)
+        # -- edges: refused targets (loopback, link-local …) unless relay.url_allow_networks
+        self._targets = targets or TargetPolicy()
+        self._targets.check_literal(url)
+        # -- end edges
         if not 0 < reconnect_min_s <= reconnect_max_s:
             raise SourceError("need 0 < reconnect_min_s <= reconnect_max_s")
         if open_timeout_s <= 0 or read_timeout_s <= 0:
@@ -161,7 +167,7 @@ class UrlSource:
         self._frames: queue.Queue[np.ndarray] = queue.Queue(maxsize=capacity)
         self._prebuffer = capacity // 2  # frames queued before playing out, after an underrun
         self._primed = False
-        self._opener = _HttpOpener(open_timeout_s, read_timeout_s)
+        self._opener = _HttpOpener(open_timeout_s, read_timeout_s, self._targets)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -291,6 +297,10 @@ class UrlSource:
             # Persistent HLS connections would make FFmpeg reuse its own HTTP context,
             # which a custom-I/O input does not have.
             return av.open(self._url, "r", io_open=self._opener, container_options=_HLS_OPTIONS)
+        # -- edges: FFmpeg resolves RTSP hosts itself; check what the name resolves to now
+        parts = urlsplit(self._url)
+        self._targets.check_resolved(parts.hostname or "", parts.port or 554)
+        # -- end edges
         # RTP over the RTSP TCP connection: UDP seldom survives the NAT of a 4G uplink.
         return av.open(self._url, "r", container_options=_RTSP_OPTIONS, timeout=self._timeouts)
 
@@ -337,7 +347,7 @@ _RTSP_OPTIONS = {"rtsp_transport": "tcp"}
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, SourceError):
+    if isinstance(exc, LoaError):  # SourceError, and TargetRefused (edges)
         return exc.message
     return f"{type(exc).__name__}: {exc}"
 
@@ -394,9 +404,10 @@ class _HttpOpener:
     connect blocked on a stalled server wakes at once. ``close_all()`` frees what av leaves
     open (the main input of a custom-I/O container)."""
 
-    def __init__(self, open_timeout_s: float, read_timeout_s: float) -> None:
+    def __init__(self, open_timeout_s: float, read_timeout_s: float, targets: TargetPolicy) -> None:
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
+        self.targets = targets
         self._lock = threading.Lock()
         self._socks: set[socket.socket] = set()
         self._bodies: set[_Body] = set()
@@ -460,6 +471,11 @@ class _HttpOpener:
     def _connect(self, host: str, port: int) -> socket.socket:
         error: OSError = OSError(f"no address for {host}")
         for family, kind, proto, _, addr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+            try:  # -- edges: never connect to a refused address, whatever DNS says now
+                self.targets.check_address(host, str(addr[0]))
+            except OSError as exc:  # TargetRefused
+                error = exc
+                continue
             sock = socket.socket(family, kind, proto)
             self._track(sock)  # before connect: on Linux, shutdown() aborts a pending connect
             try:

@@ -29,6 +29,7 @@ from loa.web import (
     middlewares,
     openapi,
     pages,
+    proxies,
     reports_page,
     schedules_page,
     studio,
@@ -67,6 +68,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    # -- edges: web.metrics_token, when set, is required (loa.web.auth.metrics_refusal)
+    refusal = auth.metrics_refusal(request, config.web.metrics_token, config.admin_token)
+    if refusal is not None:
+        return refusal
+    # -- end edges
     node = request.app[NODE]
     active = Counter(b.spec.priority.name.lower() for b in node.broadcasts.values())
     text = node.metrics.render(
@@ -106,7 +113,12 @@ async def write_log(
 def create_app(config: Config) -> web.Application:
     store = Store.for_config(config)
     app = web.Application(
-        middlewares=[middlewares.errors, auth.auth_middleware(store, config.admin_token)]
+        middlewares=[
+            # -- edges: the real client behind web.trusted_proxies, before anything reads it
+            proxies.middleware(proxies.TrustedProxies(config.web.trusted_proxies)),
+            middlewares.errors,
+            auth.auth_middleware(store, config.admin_token),
+        ]
     )
     app[CONFIG] = config
     app[STARTED] = time.monotonic()

@@ -12,7 +12,6 @@ import logging
 import math
 import secrets
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
@@ -28,6 +27,7 @@ from loa.store.passwords import hash_password_async, verify_password_async
 from loa.store.passwords import verify_password as verify_password
 from loa.store.sessions import SESSION_TTL_S
 from loa.web.api.bodies import read_login
+from loa.web.login_limits import LoginLimiter as LoginLimiter
 from loa.web.middlewares import error_json
 
 log = logging.getLogger(__name__)
@@ -140,51 +140,7 @@ def can_target(
         )
 
 
-# -- login rate limiting (sans-IO) -----------------------------------------------------------
-
-
-class LoginLimiter:
-    """Failed logins per username and per client address in a sliding window; driven by
-    ``check``/``failed``/``succeeded`` with the caller's clock."""
-
-    def __init__(
-        self, per_user: int = 5, per_ip: int = 20, window_s: float = 300.0, max_keys: int = 10_000
-    ) -> None:
-        self.per_user, self.per_ip, self.window_s, self.max_keys = (
-            per_user,
-            per_ip,
-            window_s,
-            max_keys,
-        )
-        self._fails: dict[tuple[str, str], deque[float]] = {}
-
-    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
-        times = self._fails.get(key)
-        if times is None:
-            return deque()
-        while times and times[0] <= now - self.window_s:
-            times.popleft()
-        if not times:
-            del self._fails[key]
-        return times
-
-    def check(self, ip: str, username: str, now: float) -> float | None:
-        """Seconds to wait before trying again, or None if this attempt may proceed."""
-        waits = []
-        for key, limit in ((("user", username), self.per_user), (("ip", ip), self.per_ip)):
-            times = self._recent(key, now)
-            if len(times) >= limit:
-                waits.append(times[len(times) - limit] + self.window_s - now)
-        return max(waits) if waits else None
-
-    def failed(self, ip: str, username: str, now: float) -> None:
-        for key in (("user", username), ("ip", ip)):
-            if key not in self._fails and len(self._fails) >= self.max_keys:
-                self._fails.pop(next(iter(self._fails)))  # forget the oldest key
-            self._fails.setdefault(key, deque()).append(now)
-
-    def succeeded(self, username: str) -> None:
-        self._fails.pop(("user", username), None)
+# -- login rate limiting (loa.web.login_limits) -------------------------------------------
 
 
 LIMITER = web.AppKey("login_limiter", LoginLimiter)
@@ -252,6 +208,28 @@ async def _bearer(store: Store, admin_token: str | None, header: str) -> User:
     if account is None:
         raise Unauthorized("invalid or revoked API token")
     return User.of(account)
+
+
+def metrics_refusal(
+    request: web.Request, token: str | None, admin_token: str | None
+) -> web.Response | None:
+    """``GET /metrics`` with ``web.metrics_token`` set: ``Authorization: Bearer <token>`` or
+    ``?token=`` must be it (or the admin token), else this 401. Unset, /metrics stays open."""
+    if token is None:
+        return None
+    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        sent = request.query.get("token", "")
+    given = sent.strip().encode()
+    if given and any(
+        hmac.compare_digest(given, good.encode()) for good in (token, admin_token) if good
+    ):
+        return None
+    resp = error_json(
+        401, "unauthorized", "/metrics needs the metrics token: Bearer <token> or ?token=<token>"
+    )
+    resp.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+    return resp
 
 
 async def _check_csrf(request: web.Request, expected: str) -> None:
@@ -349,7 +327,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = request.content_type != "application/json" and "text/html" in request.headers.get(
         "Accept", ""
     )
-    wait = limiter.check(ip, username, time.monotonic())
+    wait = limiter.check(username, ip, time.monotonic())
     if wait is not None:
         await store.audit.record(username or None, "login.limited", username, None, ip)
         seconds = math.ceil(wait)
@@ -369,14 +347,14 @@ async def login(request: web.Request) -> web.StreamResponse:
         return resp
     account = await _check_login(store, username, password)
     if account is None:
-        limiter.failed(ip, username, time.monotonic())
+        limiter.failed(username, ip, time.monotonic())
         await store.audit.record(username or None, "login.failed", username, None, ip)
         if form:
             from loa.web.pages import render_login
 
             return render_login(request, error="invalid_credentials", status=401, next_path=target)
         raise Unauthorized("wrong username or password")
-    limiter.succeeded(username)
+    limiter.succeeded(username, ip)
     sid, session = await store.sessions.new(account.username, SESSION_TTL_S)
     await store.audit.record(account.username, "login.ok", account.username, None, ip)
     body = {"user": User.of(account).as_json(), "csrf": session.csrf, "next": target}

@@ -39,15 +39,21 @@ def media_file(media_dir: Path, media_id: str) -> Path:
     return media_dir / str(info["file"])
 
 
-def probe(path: Path, original_name: str) -> dict[str, Any]:
-    """Decode the whole file once (off the loop): duration and loudness, or a clear error."""
+def probe(path: Path, original_name: str, max_duration_s: float | None = None) -> dict[str, Any]:
+    """Decode the whole file once (off the loop): duration and loudness, or a clear error.
+    ``max_duration_s``: refuse longer media before decoding, or as decoding passes it."""
     import av
     import numpy as np
 
+    from loa.streamer.duration import DurationCap, TooLong  # edges: web.max_media_duration_s
+
+    cap = DurationCap(original_name, max_duration_s, 48000) if max_duration_s else None
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise MediaError(f"{original_name}: no audio stream")
+            if cap is not None:
+                cap.check_declared(container)
             resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
             samples = 0
             energy = 0.0
@@ -56,9 +62,11 @@ def probe(path: Path, original_name: str) -> dict[str, Any]:
                 for out in resampler.resample(frame):
                     pcm = out.to_ndarray().reshape(-1).astype(np.float64)
                     samples += pcm.size
+                    if cap is not None:
+                        cap.add(pcm.size)
                     energy += float(np.dot(pcm, pcm))
                     peak = max(peak, int(np.abs(pcm).max(initial=0.0)))
-    except MediaError:
+    except (MediaError, TooLong):
         raise
     except (av.error.FFmpegError, ValueError) as exc:
         raise MediaError(f"{original_name}: not decodable audio ({exc})") from None
@@ -81,9 +89,14 @@ def _commit(part: Path, final: Path, info: dict[str, Any]) -> None:
 
 
 async def store_upload(
-    content: StreamReader, media_dir: Path, name: str, limit: int
+    content: StreamReader,
+    media_dir: Path,
+    name: str,
+    limit: int,
+    max_duration_s: float | None = None,
 ) -> dict[str, Any]:
-    """Stream ``content`` to ``<id><ext>.part``, check it decodes, then commit it."""
+    """Stream ``content`` to ``<id><ext>.part``, check it decodes (and is at most
+    ``max_duration_s`` long), then commit it."""
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, partial(media_dir.mkdir, parents=True, exist_ok=True))
     media_id = secrets.token_hex(8)
@@ -104,7 +117,7 @@ async def store_upload(
             await loop.run_in_executor(None, fh.close)
         if size == 0:
             raise MediaError(f"{name}: the upload is empty")
-        info = await loop.run_in_executor(None, probe, part, name)
+        info = await loop.run_in_executor(None, probe, part, name, max_duration_s)
         final = media_dir / f"{media_id}{ext}"
         info.update({"id": media_id, "name": name, "file": final.name, "size": size})
         await loop.run_in_executor(None, _commit, part, final, info)

@@ -22,7 +22,7 @@ from loa.streamer.factory import build_source
 from loa.streamer.relay import Fallback, Limited
 from loa.streamer.tone import ToneSource
 from loa.streamer.url import UrlSource
-from tests.streamer.test_url import TONE_HZ, TONE_S, Upstream, make_app, relay_threads
+from tests.streamer.test_url import LOCAL, TONE_HZ, TONE_S, Upstream, make_app, relay_threads
 
 FALLBACK_HZ = 1000
 
@@ -210,7 +210,7 @@ async def test_relay_reconnects_while_the_fallback_is_heard_then_resumes(
     dropping: tuple[Upstream, str],
 ) -> None:
     up, url = dropping
-    relay = UrlSource(url, reconnect_min_s=2.0, reconnect_max_s=2.0, buffer_s=0.4)
+    relay = UrlSource(url, reconnect_min_s=2.0, reconnect_max_s=2.0, buffer_s=0.4, targets=LOCAL)
     after_s = 0.2
     src = Limited(
         Fallback(relay, lambda: ToneSource(freq_hz=FALLBACK_HZ, level_dbfs=-6), after_s=after_s),

@@ -28,6 +28,7 @@ from aiohttp.typedefs import Handler
 from loa.codecs import FRAME_S, FRAME_SAMPLES, SAMPLE_RATE
 from loa.errors import SourceError
 from loa.streamer.base import Frame, Source
+from loa.streamer.targets import TargetPolicy
 from loa.streamer.url import (
     MAX_BAD_PACKETS,
     STABLE_AFTER_S,
@@ -37,6 +38,9 @@ from loa.streamer.url import (
     UrlSource,
     redact,
 )
+
+# The upstreams here are served on 127.0.0.1, which URL sources refuse by default.
+LOCAL = TargetPolicy(["127.0.0.0/8", "::1"])
 
 TONE_HZ = 440
 TONE_S = 3.0
@@ -155,7 +159,7 @@ async def test_password_never_reaches_name_or_url() -> None:
 
 
 async def test_is_a_paced_non_resumable_source_that_starts_lazily() -> None:
-    src = UrlSource("rtsp://127.0.0.1:9/radio", name="VOV1")
+    src = UrlSource("rtsp://127.0.0.1:9/radio", name="VOV1", targets=LOCAL)
     assert isinstance(src, Source)
     assert (src.name, src.live, src.resumable, src.state) == (
         "VOV1",
@@ -404,7 +408,13 @@ async def test_relay_bridges_a_dropped_connection_with_silence_on_a_gapless_time
 ) -> None:
     up, base = upstream
     caplog.set_level(logging.DEBUG, logger="loa.streamer.url")
-    src = UrlSource(f"{base}/dropping.opus", reconnect_min_s=1.0, reconnect_max_s=1.0, buffer_s=0.4)
+    src = UrlSource(
+        f"{base}/dropping.opus",
+        reconnect_min_s=1.0,
+        reconnect_max_s=1.0,
+        buffer_s=0.4,
+        targets=LOCAL,
+    )
     sources.append(src)
 
     def recovered(frames: list[Frame]) -> bool:
@@ -440,7 +450,7 @@ async def test_mp3_over_http_decodes_to_the_tone_resampled_to_48k(
     upstream: tuple[Upstream, str], sources: list[UrlSource]
 ) -> None:
     _, base = upstream
-    src = UrlSource(f"{base}/tone.mp3")
+    src = UrlSource(f"{base}/tone.mp3", targets=LOCAL)
     sources.append(src)
     frames, states = await read_paced(src, tone_frames(50), max_frames=200)
     tones = [f for f in frames if is_tone(f)]
@@ -456,7 +466,7 @@ async def test_damaged_packets_are_skipped_without_dropping_the_stream(
     upstream: tuple[Upstream, str], sources: list[UrlSource], caplog: pytest.LogCaptureFixture
 ) -> None:
     _, base = upstream
-    src = UrlSource(f"{base}/damaged.mp3")
+    src = UrlSource(f"{base}/damaged.mp3", targets=LOCAL)
     sources.append(src)
     # 100 frames read means the reader thread, 2 s of queue ahead, decoded past all three.
     frames, _ = await read_paced(src, tone_frames(100), max_frames=250)
@@ -471,7 +481,7 @@ async def test_a_stream_that_no_longer_decodes_is_a_drop(
     upstream: tuple[Upstream, str], sources: list[UrlSource]
 ) -> None:
     _, base = upstream
-    src = UrlSource(f"{base}/undecodable.opus", reconnect_min_s=5, reconnect_max_s=5)
+    src = UrlSource(f"{base}/undecodable.opus", reconnect_min_s=5, reconnect_max_s=5, targets=LOCAL)
     sources.append(src)
     frames, _ = await read_paced(src, lambda _: bool(src.last_error), max_frames=150)
     assert all(f.silent_fill for f in frames)
@@ -484,7 +494,7 @@ async def test_redirect_is_followed(
     upstream: tuple[Upstream, str], sources: list[UrlSource]
 ) -> None:
     up, base = upstream
-    src = UrlSource(f"{base}/moved")
+    src = UrlSource(f"{base}/moved", targets=LOCAL)
     sources.append(src)
     frames, _ = await read_paced(src, tone_frames(20), max_frames=200)
     assert sum(map(is_tone, frames)) >= 20
@@ -496,7 +506,7 @@ async def test_hls_playlist_decodes_to_the_tone(
     upstream: tuple[Upstream, str], sources: list[UrlSource]
 ) -> None:
     _, base = upstream
-    src = UrlSource(f"{base}/hls/radio.m3u8")
+    src = UrlSource(f"{base}/hls/radio.m3u8", targets=LOCAL)
     sources.append(src)
     frames, _ = await read_paced(src, tone_frames(60), max_frames=250)
     tones = [f for f in frames if is_tone(f)]
@@ -509,7 +519,7 @@ async def test_live_hls_reloads_its_playlist_and_skips_a_missing_segment(
     upstream: tuple[Upstream, str], sources: list[UrlSource]
 ) -> None:
     up, base = upstream
-    src = UrlSource(f"{base}/hls/live.m3u8")
+    src = UrlSource(f"{base}/hls/live.m3u8", targets=LOCAL)
     sources.append(src)
     # radio1.ts and radio2.ts hold 1 s each: 80 tone frames need audio from after the gap.
     frames, _ = await read_paced(
@@ -526,7 +536,7 @@ async def test_http_error_keeps_retrying_with_silence_and_names_the_status(
     upstream: tuple[Upstream, str], sources: list[UrlSource]
 ) -> None:
     _, base = upstream
-    src = UrlSource(f"{base}/missing.mp3", reconnect_min_s=0.05, reconnect_max_s=0.1)
+    src = UrlSource(f"{base}/missing.mp3", reconnect_min_s=0.05, reconnect_max_s=0.1, targets=LOCAL)
     sources.append(src)
     frames, _ = await read_paced(src, lambda _: src.reconnects >= 2, max_frames=100)
     assert all(f.silent_fill for f in frames)
@@ -540,7 +550,11 @@ async def test_read_timeout_drops_the_connection_and_closes_its_socket(
 ) -> None:
     up, base = upstream
     src = UrlSource(
-        f"{base}/stall.mp3?after=0", read_timeout_s=0.5, reconnect_min_s=30, reconnect_max_s=30
+        f"{base}/stall.mp3?after=0",
+        read_timeout_s=0.5,
+        reconnect_min_s=30,
+        reconnect_max_s=30,
+        targets=LOCAL,
     )
     sources.append(src)
     frames, _ = await read_paced(src, lambda _: bool(src.last_error), max_frames=150)
@@ -557,7 +571,10 @@ async def test_unreachable_url_yields_silence_promptly_and_closes_promptly(
     sources: list[UrlSource],
 ) -> None:
     src = UrlSource(
-        f"http://127.0.0.1:{closed_port()}/live", reconnect_min_s=0.05, reconnect_max_s=0.2
+        f"http://127.0.0.1:{closed_port()}/live",
+        reconnect_min_s=0.05,
+        reconnect_max_s=0.2,
+        targets=LOCAL,
     )
     sources.append(src)
     frames, states = await read_paced(src, lambda _: src.reconnects >= 3, max_frames=150)
@@ -587,7 +604,11 @@ async def test_aclose_wakes_a_reader_blocked_on_a_stalled_server(
     # Timeouts far beyond the test: only aclose() can end the blocked read. The queue holds
     # all the audio sent, so the reader waits on the socket, not on the queue.
     src = UrlSource(
-        f"{base}/stall.mp3?after={after}", open_timeout_s=60, read_timeout_s=60, buffer_s=5
+        f"{base}/stall.mp3?after={after}",
+        open_timeout_s=60,
+        read_timeout_s=60,
+        buffer_s=5,
+        targets=LOCAL,
     )
     sources.append(src)
     src.start()
@@ -614,7 +635,9 @@ async def test_aclose_aborts_a_connect_that_gets_no_answer(sources: list[UrlSour
             for s in fillers:
                 s.setblocking(False)
                 s.connect_ex(("127.0.0.1", port))
-            src = UrlSource(f"http://127.0.0.1:{port}/live", open_timeout_s=60, read_timeout_s=60)
+            src = UrlSource(
+                f"http://127.0.0.1:{port}/live", open_timeout_s=60, read_timeout_s=60, targets=LOCAL
+            )
             sources.append(src)
             src.start()
             await asyncio.sleep(0.3)
@@ -635,6 +658,7 @@ async def test_rtsp_goes_through_av_and_its_errors_hide_the_password(
         f"rtsp://dj:secret@127.0.0.1:{closed_port()}/radio",
         reconnect_min_s=0.05,
         reconnect_max_s=0.1,
+        targets=LOCAL,
     )
     sources.append(src)
     frames, _ = await read_paced(src, lambda _: src.reconnects >= 1, max_frames=100)
@@ -660,7 +684,7 @@ async def test_shoutcast_icy_answer_and_basic_auth(media: Path, sources: list[Ur
     server = await asyncio.start_server(shoutcast, "127.0.0.1", 0)
     async with server:
         port = server.sockets[0].getsockname()[1]
-        src = UrlSource(f"http://dj:secret@127.0.0.1:{port}/stream?type=mp3")
+        src = UrlSource(f"http://dj:secret@127.0.0.1:{port}/stream?type=mp3", targets=LOCAL)
         sources.append(src)
         frames, _ = await read_paced(src, tone_frames(20), max_frames=200)
         await src.aclose()
@@ -702,14 +726,14 @@ async def test_https_verifies_the_certificate_and_then_plays(
     await server.start_server(ssl=server_context)
     try:
         url = f"https://127.0.0.1:{server.port}/tone.mp3"
-        untrusted = UrlSource(url, reconnect_min_s=0.05, reconnect_max_s=0.1)
+        untrusted = UrlSource(url, reconnect_min_s=0.05, reconnect_max_s=0.1, targets=LOCAL)
         sources.append(untrusted)
         await read_paced(untrusted, lambda _: untrusted.reconnects >= 1, max_frames=100)
         assert "CERTIFICATE_VERIFY_FAILED" in untrusted.last_error
         await untrusted.aclose()
 
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # OpenSSL's default trust store
-        trusted = UrlSource(url)
+        trusted = UrlSource(url, targets=LOCAL)
         sources.append(trusted)
         frames, _ = await read_paced(trusted, tone_frames(20), max_frames=200)
         assert abs(peak_hz([f for f in frames if is_tone(f)][:20]) - TONE_HZ) < 10

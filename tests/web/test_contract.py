@@ -160,7 +160,7 @@ async def test_bad_stream_urls_are_422(client: TestClient, url: str, why: str) -
 
 
 async def test_a_relay_fallback_is_declared_and_used(client: TestClient) -> None:
-    source = {"type": "url", "url": "http://127.0.0.1:9/down", "fallback": TONE}
+    source = {"type": "url", "url": "http://10.255.255.1:9/down", "fallback": TONE}
     body = {"source": source, "targets": {"zones": ["c0"]}, "class": "background"}
     made = await send(client, "POST", "/api/v1/broadcasts", body, 201)
     assert "fallback: tone 440 Hz" in made["what"]

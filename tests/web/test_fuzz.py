@@ -38,6 +38,8 @@ port = {port}
 [relay]
 udp_host = "127.0.0.1"
 udp_port = 0
+# fuzz_hooks points made-up stream URLs at 127.0.0.1: let them through the target check.
+url_allow_networks = ["127.0.0.1"]
 [[zones]]
 id = "p"
 name = "Tỉnh P"

@@ -141,7 +141,13 @@ async def upload_media(request: web.Request, query: UploadQuery) -> web.Response
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"upload exceeds the {node.config.web.max_upload_mb} MiB limit")
     filename = query.filename
-    info = await store_upload(request.content, node.media_dir(), filename, limit)
+    info = await store_upload(
+        request.content,
+        node.media_dir(),
+        filename,
+        limit,
+        node.config.web.max_media_duration_s,  # edges: the duration cap
+    )
     row = await request.config_dict[auth.STORE].media.add(info, user_of(request).username)
     return web.json_response({**info, **row.as_json()}, status=201)
 

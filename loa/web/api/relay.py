@@ -12,6 +12,7 @@ from loa.errors import BadRequest, Conflict, Forbidden, NotFound
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.node import Node
 from loa.streamer.factory import build_source
+from loa.streamer.targets import TargetPolicy, check_description
 from loa.web import auth
 from loa.web.api import answers
 from loa.web.api.bodies import NewBroadcast
@@ -198,7 +199,10 @@ def _spec(
 async def start_broadcast(request: web.Request, body: NewBroadcast) -> web.Response:
     node = node_of(request)
     data = builtins(body)
-    source, what = build_source(data["source"], media_path=node.media_path)
+    # URL sources may not reach loopback, link-local … (relay.url_allow_networks)
+    targets = TargetPolicy(node.config.relay.url_allow_networks)
+    await check_description(data["source"], targets)
+    source, what = build_source(data["source"], media_path=node.media_path, url_targets=targets)
     try:
         spec = _spec(data, node, user_of(request), source.resumable, source.live)
         chime = _optional_bool(data, "chime")

@@ -22,6 +22,7 @@ from loa.schedule.conflicts import MAX_WINDOW_S, ConflictReport, RunReport
 from loa.schedule.service import ScheduleService
 from loa.store import Store
 from loa.store.schedules import ScheduleRow
+from loa.streamer.targets import TargetPolicy, check_description
 from loa.web import auth
 from loa.web.api import answers
 from loa.web.api.admin import may_change, store_of
@@ -114,6 +115,12 @@ def _schedule(data: dict[str, Any]) -> Schedule:
         raise Unprocessable(exc.message, **exc.fields) from None
 
 
+async def _check_urls(node: Node, schedule: Schedule) -> None:
+    """422 if a relay item's URL reaches loopback, link-local … (loa.streamer.targets)."""
+    policy = TargetPolicy(node.config.relay.url_allow_networks)
+    await check_description(schedule.programme.to_source_description(), policy)
+
+
 async def _default_timezone(store: Store, zone: str | None) -> str:
     if zone is None:
         return DEFAULT_TZ
@@ -164,6 +171,7 @@ async def add_schedule(request: web.Request, body: NewSchedule) -> web.Response:
     schedule = _schedule(data)
     _may_own(user, node, schedule)
     await _check_media(store, schedule)
+    await _check_urls(node, schedule)
     row = await store.schedules.add(schedule, user.username, enabled=enabled)
     _reload(request)
     return web.json_response(row.as_json(), status=201)
@@ -222,6 +230,7 @@ async def edit_schedule(request: web.Request, body: ScheduleChange) -> web.Respo
     schedule = _schedule({**row.schedule.to_json(), **data})
     _may_own(user, node, schedule)
     await _check_media(store, schedule)
+    await _check_urls(node, schedule)
     row = await store.schedules.replace(
         schedule, enabled=row.enabled if enabled is None else enabled
     )
