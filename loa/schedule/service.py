@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from loa.errors import LoaError
+from loa.media import MediaLibrary
 from loa.relay.node import Node
 from loa.schedule.scheduler import (
     DEFAULT_ON_TIME_S,
@@ -51,11 +52,13 @@ class ScheduleService:
         node: Node,
         store: Store,
         *,
+        media: MediaLibrary | None = None,
         clock: Callable[[], float] = time.time,
         on_time_s: float = DEFAULT_ON_TIME_S,
     ) -> None:
         self.node = node
         self.store = store
+        self.media = media or MediaLibrary.for_config(node.config)
         self._clock = clock
         self._on_time_s = on_time_s
         self.scheduler = Scheduler(on_time_s=on_time_s)
@@ -146,7 +149,7 @@ class ScheduleService:
         detail = {"at": at, "broadcast": spec.id, **detail}
         try:
             source, _ = build_source(
-                schedule.programme.to_source_description(), media_path=self.node.media_path
+                schedule.programme.to_source_description(), media_path=self.media.path
             )
             try:
                 await self.node.start_broadcast(

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from loa import __version__
 from loa.web.auth import COOKIE, CSRF_HEADER
+from loa.web.keys import DOCUMENT
 
 Schema = dict[str, Any]
 PREFIX = "/api/v1"
@@ -1030,9 +1031,6 @@ def build() -> dict[str, Any]:
             },
         },
     }
-
-
-DOCUMENT = web.AppKey("openapi_document", bytes)
 
 
 async def openapi_json(request: web.Request) -> web.Response:

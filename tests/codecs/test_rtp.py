@@ -13,17 +13,13 @@ from hypothesis import strategies as st
 from loa.codecs.rtp import (
     OPUS_CLOCK_RATE,
     OPUS_FRAME_TICKS,
-    ExtendedSequence,
     RtpExtension,
     RtpPacket,
-    opus_packet,
-    rewrite_header,
     seq_add,
     seq_diff,
-    seq_lt,
-    ts_add,
     ts_diff,
 )
+from tests.support.rtp import ExtendedSequence, opus_packet, rewrite_header, seq_lt, ts_add
 
 
 def h(text: str) -> bytes:

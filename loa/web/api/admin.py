@@ -14,15 +14,17 @@ from typing import Any
 
 from aiohttp import web
 
-from loa.config import EndpointSpec
+from loa.access import User
 from loa.errors import BadRequest, Conflict, Forbidden, NotFound
+from loa.inventory import spec_of
 from loa.relay.node import Endpoint as LiveEndpoint
 from loa.relay.node import Node
-from loa.store import Account, Endpoint, Store
+from loa.store import Account, Store
 from loa.store.passwords import hash_password_async, verify_password_async
 from loa.web import auth
 from loa.web.api.relay import json_body, node_of, user_of
-from loa.web.auth import User
+from loa.web.keys import STORE
+from loa.web.views import endpoint_json
 
 routes = web.RouteTableDef()
 
@@ -32,7 +34,7 @@ USER_FIELDS = ("role", "zone", "emergency_right", "disabled", "password", "curre
 
 
 def store_of(request: web.Request) -> Store:
-    return request.config_dict[auth.STORE]
+    return request.config_dict[STORE]
 
 
 def only(data: dict[str, Any], allowed: tuple[str, ...], *, required: tuple[str, ...] = ()) -> None:
@@ -56,21 +58,6 @@ def optional_bool(data: dict[str, Any], key: str) -> bool | None:
 def may_change(user: User) -> None:
     if user.role == "viewer":
         raise Forbidden(f"{user.username} is a viewer and may not change anything")
-
-
-def spec_of(row: Endpoint) -> EndpointSpec:
-    """What the node runs from a store row (the token is matched by its hash)."""
-    return EndpointSpec(
-        row.id,
-        row.name,
-        row.zone,
-        kind=row.kind,
-        address=row.address,
-        lat=row.lat,
-        lon=row.lon,
-        volume=row.volume,
-        emergency_volume=row.emergency_volume,
-    )
 
 
 # -- zones -------------------------------------------------------------------------------------
@@ -216,7 +203,7 @@ async def add_endpoint(request: web.Request) -> web.Response:
     extra = {k: data[k] for k in fields if k in data}
     row, token = await store.endpoints.add(data["id"], data["name"], data["zone"], **extra)
     ep = node.add_endpoint(spec_of(row), token_hash=row.token_hash)
-    body = node.endpoint_json(ep)
+    body = endpoint_json(node, ep)
     if token is not None:
         body["token"] = token
     return web.json_response(body, status=201)
@@ -245,7 +232,7 @@ async def update_endpoint(request: web.Request) -> web.Response:
         muted = was_muted if muted is None else muted
     if muted is not None and muted != ep.muted:
         node.set_levels(ep, muted=muted)
-    return web.json_response(node.endpoint_json(ep))
+    return web.json_response(endpoint_json(node, ep))
 
 
 @routes.post("/endpoints/{id}/token")
@@ -257,7 +244,7 @@ async def rotate_token(request: web.Request) -> web.Response:
     token = await store.endpoints.rotate_token(ep.id)
     row = await store.endpoints.get(ep.id)
     node.update_endpoint(spec_of(row), token_hash=row.token_hash)
-    return web.json_response({**node.endpoint_json(node.endpoint(ep.id)), "token": token})
+    return web.json_response({**endpoint_json(node, node.endpoint(ep.id)), "token": token})
 
 
 @routes.delete("/endpoints/{id}")

@@ -32,10 +32,10 @@ from loa.store.bulletins import STATES, BulletinRow
 from loa.streamer.tts import MAX_TEXT_CHARS
 from loa.web import auth
 from loa.web.api.relay import json_body, node_of, user_of
+from loa.web.keys import BULLETINS
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
-SERVICE = web.AppKey("bulletins", BulletinService)
 CAP_TYPES = ("application/cap+xml", "application/xml", "text/xml")
 GEOCODES_FILE = "geocodes.json"
 DIRECT_GEOCODE = "loa"
@@ -44,7 +44,7 @@ MIN_REPEAT_S = 1.0
 
 
 def service_of(request: web.Request) -> BulletinService:
-    return request.config_dict[SERVICE]
+    return request.config_dict[BULLETINS]
 
 
 def _visible(request: web.Request, row: BulletinRow) -> bool:

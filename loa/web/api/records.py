@@ -7,16 +7,18 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from loa.errors import BadRequest, Forbidden, NotFound
+from loa.errors import BadRequest, Forbidden, LoaError, NotFound, TooLarge
+from loa.media import CHUNK
 from loa.store import LogRow, to_csv
 from loa.web import auth
 from loa.web.api.relay import node_of, user_of
+from loa.web.errors import http_status
+from loa.web.keys import CONFIG, MEDIA, STORE, USER
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -64,7 +66,7 @@ async def _log_filters(request: web.Request) -> dict[str, Any]:
 
 @routes.get("/log")
 async def broadcast_log(request: web.Request) -> web.Response:
-    store = request.config_dict[auth.STORE]
+    store = request.config_dict[STORE]
     filters = await _log_filters(request)
     rows = await store.log.query(
         **filters,
@@ -77,7 +79,7 @@ async def broadcast_log(request: web.Request) -> web.Response:
 
 @routes.get("/log.csv")
 async def broadcast_log_csv(request: web.Request) -> web.Response:
-    store = request.config_dict[auth.STORE]
+    store = request.config_dict[STORE]
     filters = await _log_filters(request)
     rows: list[LogRow] = []
     while len(rows) < CSV_MAX_ROWS:  # the store pages at most 1000 rows per query
@@ -103,7 +105,7 @@ async def broadcast_log_csv(request: web.Request) -> web.Response:
 @routes.get("/audit")
 async def audit_log(request: web.Request) -> web.Response:
     auth.require_admin(user_of(request))
-    store = request.config_dict[auth.STORE]
+    store = request.config_dict[STORE]
     rows = await store.audit.query(
         user=request.query.get("user") or None,
         action=request.query.get("action") or None,
@@ -127,37 +129,29 @@ def _may_change(request: web.Request) -> None:
 @routes.post("/media")
 async def upload_media(request: web.Request) -> web.Response:
     """Raw body upload (any audio av decodes), ``?filename=``; size-limited, checked, kept."""
-    from loa.web.media import TooLarge, store_upload
-
     _may_change(request)
-    node = node_of(request)
-    limit = node.config.web.max_upload_mb * 1024**2
+    config = request.config_dict[CONFIG]
+    limit = config.web.max_upload_mb * 1024**2
     if request.content_length is not None and request.content_length > limit:
-        raise TooLarge(f"upload exceeds the {node.config.web.max_upload_mb} MiB limit")
+        raise TooLarge(f"upload exceeds the {config.web.max_upload_mb} MiB limit")
     filename = request.query.get("filename", "upload.bin")
-    info = await store_upload(request.content, node.media_dir(), filename, limit)
-    row = await request.config_dict[auth.STORE].media.add(info, user_of(request).username)
+    chunks = request.content.iter_chunked(CHUNK)
+    info = await request.config_dict[MEDIA].add(chunks, filename, limit)
+    row = await request.config_dict[STORE].media.add(info, user_of(request).username)
     return web.json_response({**info, **row.as_json()}, status=201)
 
 
 @routes.get("/media")
 async def list_media(request: web.Request) -> web.Response:
-    rows = await request.config_dict[auth.STORE].media.list()
+    rows = await request.config_dict[STORE].media.list()
     return web.json_response({"media": [r.as_json() for r in rows]})
 
 
 @routes.delete("/media/{id}")
 async def delete_media(request: web.Request) -> web.Response:
     _may_change(request)
-    node = node_of(request)
-    row = await request.config_dict[auth.STORE].media.remove(request.match_info["id"])
-    media_dir = node.media_dir()
-
-    def unlink() -> None:
-        for path in (media_dir / row.file, media_dir / Path(row.file).with_suffix(".json")):
-            path.unlink(missing_ok=True)
-
-    await asyncio.get_running_loop().run_in_executor(None, unlink)
+    row = await request.config_dict[STORE].media.remove(request.match_info["id"])
+    await request.config_dict[MEDIA].remove(row.file)
     return web.json_response(row.as_json())
 
 
@@ -179,16 +173,16 @@ async def audit(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         status = exc.status
         raise
-    except Exception as exc:
-        status = getattr(exc, "status", 500)
+    except LoaError as exc:
+        status = http_status(exc)
         raise
     finally:
-        user = request.get(auth.USER)
+        user = request.get(USER)
         route = request.match_info.route.resource
         action = f"{request.method} {route.canonical if route is not None else request.path}"
         detail = {"status": status, "query": dict(request.query)}
         try:
-            await request.config_dict[auth.STORE].audit.record(
+            await request.config_dict[STORE].audit.record(
                 user.username if user else None,
                 action,
                 "/".join(request.match_info.values()) or None,

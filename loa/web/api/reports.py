@@ -16,11 +16,9 @@ from loa import reports
 from loa.errors import BadRequest, NotFound
 from loa.reports import Period
 from loa.web import auth
-from loa.web.api import relay as relay_api
 from loa.web.api.relay import json_body, node_of, user_of
-from loa.webhooks import Webhooks
+from loa.web.keys import NODE, STORE, WEBHOOKS
 
-WEBHOOKS = web.AppKey("webhooks", Webhooks)
 routes = web.RouteTableDef()
 NEW_HOOK_FIELDS = frozenset({"url", "events", "secret", "enabled"})
 
@@ -30,7 +28,7 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     node shuts down are still written, then delivery stops."""
     hooks = app[WEBHOOKS]
     await hooks.start()
-    app[relay_api.NODE_KEY].on_presence = hooks.presence
+    app[NODE].on_presence = hooks.presence
     yield
     await hooks.close()
 
@@ -68,7 +66,7 @@ async def _report(request: web.Request, kind: str) -> web.Response:
         tz = ZoneInfo(tz_name)
     except (KeyError, ValueError):
         raise BadRequest(f"tz must be an IANA time zone, got {tz_name!r}") from None
-    store = request.config_dict[auth.STORE]
+    store = request.config_dict[STORE]
     period = Period(_unix(request, "since"), _unix(request, "until"), store.db.clock())
     scope = _scope(request)
     data = await reports.load(store, period)
@@ -129,7 +127,7 @@ def _hook_id(request: web.Request) -> int:
 @routes.get("/webhooks")
 async def list_webhooks(request: web.Request) -> web.Response:
     auth.require_admin(user_of(request))
-    hooks = await request.config_dict[auth.STORE].webhooks.list()
+    hooks = await request.config_dict[STORE].webhooks.list()
     return web.json_response({"webhooks": [h.as_json() for h in hooks]})
 
 
@@ -146,7 +144,7 @@ async def add_webhook(request: web.Request) -> web.Response:
     enabled = body.get("enabled", True)
     if not isinstance(enabled, bool):
         raise BadRequest(f"enabled must be true or false, got {enabled!r}", field="enabled")
-    store = request.config_dict[auth.STORE]
+    store = request.config_dict[STORE]
     hook = await store.webhooks.add(
         body["url"], body["events"], body.get("secret"), enabled=enabled
     )
@@ -159,7 +157,7 @@ async def add_webhook(request: web.Request) -> web.Response:
 
 @routes.delete("/webhooks/{id}")
 async def delete_webhook(request: web.Request) -> web.Response:
-    hook = await request.config_dict[auth.STORE].webhooks.remove(_hook_id(request))
+    hook = await request.config_dict[STORE].webhooks.remove(_hook_id(request))
     return web.json_response(hook.as_json())
 
 
@@ -167,7 +165,7 @@ async def delete_webhook(request: web.Request) -> web.Response:
 async def webhook_deliveries(request: web.Request) -> web.Response:
     """Newest first, dead letters included (``?state=pending|delivered|dead``)."""
     hook_id = _hook_id(request)
-    rows = await request.config_dict[auth.STORE].webhooks.deliveries(
+    rows = await request.config_dict[STORE].webhooks.deliveries(
         hook_id,
         state=request.query.get("state") or None,
         limit=_int(request, "limit", 100),
@@ -181,6 +179,6 @@ async def test_webhook(request: web.Request) -> web.Response:
     """Queue a ``webhook.test`` event for this hook alone; watch its deliveries for the result."""
     hook_id = _hook_id(request)
     payload: dict[str, Any] = {"hook": hook_id, "message": "test delivery from loa"}
-    row = await request.config_dict[auth.STORE].webhooks.enqueue_test(hook_id, payload)
+    row = await request.config_dict[STORE].webhooks.enqueue_test(hook_id, payload)
     request.config_dict[WEBHOOKS].wake()
     return web.json_response(row.as_json(), status=202)

@@ -15,20 +15,20 @@ from typing import Any
 
 from aiohttp import web
 
+from loa.access import User
 from loa.errors import BadRequest, Forbidden, NotFound
 from loa.relay.node import Node
 from loa.schedule import DEFAULT_TZ, Recurrence, Schedule, conflicts
 from loa.schedule.conflicts import ConflictReport, RunReport
-from loa.schedule.service import ScheduleService
 from loa.store import Store
 from loa.store.schedules import ScheduleRow
 from loa.web import auth
 from loa.web.api.admin import may_change, store_of
 from loa.web.api.relay import json_body, node_of, user_of
-from loa.web.auth import User
+from loa.web.keys import SCHEDULES
+from loa.web.reasons import why_json
 
 routes = web.RouteTableDef()
-SERVICE = web.AppKey("schedule_service", ScheduleService)
 
 FIELDS = ("id", "name", "zone", "dtstart", "rrule", "timezone", "grace_s")
 PROGRAMME = ("items", "targets", "class")
@@ -130,7 +130,7 @@ def _only(data: dict[str, Any], allowed: tuple[str, ...]) -> None:
 
 
 def _reload(request: web.Request) -> None:
-    service = request.config_dict.get(SERVICE)
+    service = request.config_dict.get(SCHEDULES)
     if service is not None:
         service.reload()
 
@@ -258,7 +258,11 @@ def _run_json(report: RunReport, user: User, node: Node) -> dict[str, Any]:
                 "wins": o.wins,
                 "heard_s": round(o.heard_s, 3),
                 "others": [
-                    {"broadcast": s.broadcast_id, "class": s.priority.name.lower(), "why": s.reason}
+                    {
+                        "broadcast": s.broadcast_id,
+                        "class": s.priority.name.lower(),
+                        **why_json(s.reason),
+                    }
                     for s in why.others
                 ],
             }
