@@ -84,34 +84,26 @@ class RtpPacket:
 
     @classmethod
     def parse(cls, data: BytesLike) -> Self:
-        n = len(data)
-        if n < HEADER.size:
-            raise ValueError(f"RTP packet too short: {n} bytes, need at least {HEADER.size}")
+        start, end, padding = _layout(data)
         first, m_pt, sequence, timestamp, ssrc = HEADER.unpack_from(data)
-        if first >> 6 != RTP_VERSION:
-            raise ValueError(f"RTP version must be 2, got {first >> 6}")
         cc = first & 0x0F
-        pos = HEADER.size + 4 * cc
-        if n < pos:
-            raise ValueError(f"RTP CSRC count {cc} needs {pos} bytes, packet has {n}")
         csrc = _CSRC[cc].unpack_from(data, HEADER.size)
         extension = None
         if first & 0x10:
-            extension, pos = _parse_extension(data, pos)
-        end = n
-        if first & 0x20:
-            padding = data[-1]
-            if padding == 0:
-                raise ValueError("RTP padding bit set but padding length is 0")
-            if padding > n - pos:
-                raise ValueError(f"RTP padding length {padding} exceeds payload of {n - pos} bytes")
-            end -= padding
-        else:
-            padding = 0
+            at = HEADER.size + 4 * cc
+            profile = _EXT_HEADER.unpack_from(data, at)[0]
+            extension = RtpExtension(profile, bytes(data[at + 4 : start]))
         return cls(
-            m_pt & 0x7F, sequence, timestamp, ssrc, bytes(data[pos:end]),
+            m_pt & 0x7F, sequence, timestamp, ssrc, bytes(data[start:end]),
             bool(m_pt & 0x80), csrc, extension, padding,
         )  # fmt: skip
+
+    @staticmethod
+    def payload_of(data: BytesLike) -> bytes:
+        """Just the payload, checked as ``parse`` checks it, without building a packet: the
+        per-listener path of the fan-out (the Ogg mount, WHEP) needs nothing else."""
+        start, end, _ = _layout(data)
+        return bytes(data[start:end])
 
     def __bytes__(self) -> bytes:
         ext = self.extension
@@ -132,17 +124,37 @@ class RtpPacket:
         return b"".join(parts)
 
 
-def _parse_extension(data: BytesLike, pos: int) -> tuple[RtpExtension, int]:
+def _layout(data: BytesLike) -> tuple[int, int, int]:
+    """Where the payload of an RTP datagram starts and ends, and its padding length; every
+    ``ValueError`` an RTP datagram can earn is raised here."""
     n = len(data)
-    if n < pos + 4:
-        raise ValueError(f"RTP header extension header needs {pos + 4} bytes, packet has {n}")
-    profile, words = _EXT_HEADER.unpack_from(data, pos)
-    end = pos + 4 + 4 * words
-    if end > n:
-        raise ValueError(
-            f"RTP header extension length {words} words needs {end} bytes, packet has {n}"
-        )
-    return RtpExtension(profile, bytes(data[pos + 4 : end])), end
+    if n < HEADER.size:
+        raise ValueError(f"RTP packet too short: {n} bytes, need at least {HEADER.size}")
+    first = data[0]
+    if first >> 6 != RTP_VERSION:
+        raise ValueError(f"RTP version must be 2, got {first >> 6}")
+    cc = first & 0x0F
+    pos = HEADER.size + 4 * cc
+    if n < pos:
+        raise ValueError(f"RTP CSRC count {cc} needs {pos} bytes, packet has {n}")
+    if first & 0x10:
+        if n < pos + 4:
+            raise ValueError(f"RTP header extension header needs {pos + 4} bytes, packet has {n}")
+        words = _EXT_HEADER.unpack_from(data, pos)[1]
+        end = pos + 4 + 4 * words
+        if end > n:
+            raise ValueError(
+                f"RTP header extension length {words} words needs {end} bytes, packet has {n}"
+            )
+        pos = end
+    if not first & 0x20:
+        return pos, n, 0
+    padding = data[-1]
+    if padding == 0:
+        raise ValueError("RTP padding bit set but padding length is 0")
+    if padding > n - pos:
+        raise ValueError(f"RTP padding length {padding} exceeds payload of {n - pos} bytes")
+    return pos, n - padding, padding
 
 
 # --- wrap-aware arithmetic ---------------------------------------------------------------

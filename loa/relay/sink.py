@@ -58,7 +58,7 @@ class PacketSink:
         payload = packet
         if self.unwrap:
             try:
-                payload = RtpPacket.parse(packet).payload
+                payload = RtpPacket.payload_of(packet)
             except ValueError:
                 self.bad += 1
                 return

@@ -9,6 +9,12 @@ from typing import Any
 
 from loa.errors import BadRequest
 from loa.streamer.base import Source
+from loa.streamer.file import FileSource
+from loa.streamer.playlist import Playlist
+from loa.streamer.relay import Fallback, Limited
+from loa.streamer.tone import SilenceSource, ToneSource
+from loa.streamer.tts import TtsSource
+from loa.streamer.url import UrlSource, redact
 
 _VOICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]{0,40}$")
 SOURCE_TYPES = ("tone", "silence", "tts", "media", "url", "playlist")
@@ -42,8 +48,6 @@ def _with_fallback(
 ) -> tuple[Source, str]:
     """The relay with ``fallback`` (a media, tone, silence or tts description) playing while
     its upstream is down; the fallback is built once now, so a bad one is refused at start."""
-    from loa.streamer.relay import Fallback
-
     if not isinstance(desc, Mapping) or desc.get("type") not in FALLBACK_TYPES:
         kind = desc.get("type") if isinstance(desc, Mapping) else desc
         raise BadRequest(
@@ -65,21 +69,15 @@ def build_source(desc: Any, *, media_path: Callable[[str], Path]) -> tuple[Sourc
     kind = desc.get("type")
     match kind:
         case "tone":
-            from loa.streamer.tone import ToneSource
-
             freq = _number(desc, "freq_hz", 1000, 20, 20000)
             dur = _number(desc, "duration_s", None, 0.02, 86400)
             level = _number(desc, "level_dbfs", -12, -60, 0)
             return ToneSource(freq_hz=freq, level_dbfs=level, duration_s=dur), f"tone {freq:g} Hz"
         case "silence":
-            from loa.streamer.tone import SilenceSource
-
             return SilenceSource(
                 duration_s=_number(desc, "duration_s", None, 0.02, 86400)
             ), "silence"
         case "tts":
-            from loa.streamer.tts import TtsSource
-
             text = _text(desc, "text")
             voice = desc.get("voice", "vi")
             if not isinstance(voice, str) or not _VOICE.match(voice):
@@ -89,14 +87,10 @@ def build_source(desc: Any, *, media_path: Callable[[str], Path]) -> tuple[Sourc
             what = text if len(text) <= 60 else text[:57] + "…"
             return TtsSource(text, voice=voice, rate_wpm=rate, pitch=pitch), f"TTS: {what}"
         case "media":
-            from loa.streamer.file import FileSource
-
             media_id = _text(desc, "id", limit=64)
             path = media_path(media_id)
             return FileSource(path, name=desc.get("name") or path.name), f"media {media_id}"
         case "url":
-            from loa.streamer.url import UrlSource, redact
-
             url = _text(desc, "url", limit=2000)
             duration = _number(desc, "duration_s", None, 1, 86400)
             # UrlSource starts its reader thread on the first read: nothing to release if the
@@ -106,13 +100,9 @@ def build_source(desc: Any, *, media_path: Callable[[str], Path]) -> tuple[Sourc
             if desc.get("fallback") is not None:
                 source, what = _with_fallback(source, what, desc["fallback"], media_path)
             if duration is not None:
-                from loa.streamer.relay import Limited
-
                 source = Limited(source, duration)
             return source, what
         case "playlist":
-            from loa.streamer.playlist import Playlist
-
             items = desc.get("items")
             if not isinstance(items, list) or not 1 <= len(items) <= 100:
                 raise BadRequest("source.items must be a list of 1..100 sources")

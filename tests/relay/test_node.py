@@ -231,6 +231,23 @@ async def test_the_timer_is_armed_for_an_expiry_and_only_then(node: Node) -> Non
     assert node._timer is None
 
 
+async def test_closing_the_node_disarms_its_timer(tmp_path: Path) -> None:
+    node = Node(tree_config(tmp_path, communes=1, per_commune=0, rtp=("10.9.0.1:1",)))
+    node.transport = node._sock = FakeTransport()  # type: ignore[assignment]
+    loop = asyncio.get_running_loop()
+    await node.start_broadcast(
+        spec("far", Priority.SCHEDULED, expires_at=loop.time() + 3600),
+        ToneSource(400),
+        what="f",
+        source_kind="tone",
+        created_by="t",
+    )
+    timer = node._timer
+    assert timer is not None
+    await node.close()
+    assert node._timer is None and timer.cancelled()
+
+
 async def test_a_silent_udp_path_times_out_at_its_deadline(tmp_path: Path) -> None:
     config = tree_config(tmp_path, communes=1, per_commune=1)
     config = dataclasses.replace(

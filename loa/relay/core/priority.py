@@ -50,7 +50,11 @@ class Priority(IntEnum):
         elif isinstance(value, str) and value.upper() in cls.__members__:
             return cls[value.upper()]
         names = ", ".join(f"{p.name.lower()}={p.value}" for p in cls)
-        raise BadRequest(f"unknown broadcast class {value!r}; expected one of {names}")
+        raise BadRequest(
+            f"unknown broadcast class {value!r}; expected one of {names}",
+            field="class",
+            allowed=[p.name.lower() for p in cls],
+        )
 
 
 class Rank(NamedTuple):
@@ -145,36 +149,48 @@ class BroadcastSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
-            raise BadRequest(f"broadcast id must be a non-empty string, got {self.id!r}")
+            raise BadRequest(
+                f"broadcast id must be a non-empty string, got {self.id!r}", field="id"
+            )
         object.__setattr__(self, "priority", Priority.parse(self.priority))
         for name in ("target_zones", "target_endpoints"):
             ids = getattr(self, name)
             if not isinstance(ids, frozenset) or not all(isinstance(i, str) and i for i in ids):
-                raise BadRequest(f"broadcast {self.id}: {name} must be a frozenset of ids")
+                raise BadRequest(
+                    f"broadcast {self.id}: {name} must be a frozenset of ids", field=name
+                )
         if not self.target_zones and not self.target_endpoints:
             raise BadRequest(
-                f"broadcast {self.id} has no targets: give target_zones and/or target_endpoints"
+                f"broadcast {self.id} has no targets: give target_zones and/or target_endpoints",
+                field="targets",
             )
         if self.origin_zone is not None and not (
             isinstance(self.origin_zone, str) and self.origin_zone
         ):
-            raise BadRequest(f"broadcast {self.id}: origin_zone must be a zone id or None")
+            raise BadRequest(
+                f"broadcast {self.id}: origin_zone must be a zone id or None", field="origin_zone"
+            )
         if self.expires_at is not None and not (
             isinstance(self.expires_at, int | float) and math.isfinite(self.expires_at)
         ):
             raise BadRequest(
-                f"broadcast {self.id}: expires_at must be a finite time, got {self.expires_at!r}"
+                f"broadcast {self.id}: expires_at must be a finite time, got {self.expires_at!r}",
+                field="expires_at",
             )
         self._check_flags()
 
     def _check_flags(self) -> None:
         if self.interrupt is not None and not isinstance(self.interrupt, bool):
-            raise BadRequest(f"broadcast {self.id}: interrupt must be true, false or null")
+            raise BadRequest(
+                f"broadcast {self.id}: interrupt must be true, false or null", field="interrupt"
+            )
         for flag in ("exclusive", "resumable", "live"):
             if not isinstance(getattr(self, flag), bool):
-                raise BadRequest(f"broadcast {self.id}: {flag} must be true or false")
+                raise BadRequest(f"broadcast {self.id}: {flag} must be true or false", field=flag)
         if self.live and self.resumable:
-            raise BadRequest(f"broadcast {self.id}: a live source cannot be resumable")
+            raise BadRequest(
+                f"broadcast {self.id}: a live source cannot be resumable", field="resumable"
+            )
 
     @property
     def interrupts(self) -> bool:
