@@ -33,9 +33,9 @@ from loa.relay.core.control import (
     Mute,
     Playing,
     Stop,
-    Transport,
     Volume,
 )
+from loa.relay.core.control import Transport as TransportMode
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.core.rewriter import Rewriter
 from loa.relay.core.router import (
@@ -55,8 +55,14 @@ from loa.relay.core.router import (
     ZoneMoved,
     ZoneRemoved,
 )
-from loa.relay.core.session import Accepted, Dropped, RtcpReceived, Session, SessionTable
-from loa.relay.core.session import Transport as Carrier
+from loa.relay.core.session import (
+    Accepted,
+    Dropped,
+    RtcpReceived,
+    Session,
+    SessionTable,
+    Transport,
+)
 from loa.relay.core.zones import ZoneTree
 from loa.relay.endpoint import Endpoint, Peer
 from loa.relay.metrics import Metrics
@@ -334,7 +340,7 @@ class Node:
     def _session_lost_udp(self, session: Session) -> None:
         ep = self.endpoints.get(session.endpoint_id)
         if ep is not None and ep.peer is not None:
-            ep.peer.send(Transport("none", "udp timeout"))
+            ep.peer.send(TransportMode("none", "udp timeout"))
 
     def on_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> bytes | None:
         """Returns the reply to send back (an ack), if any."""
@@ -538,7 +544,7 @@ class Node:
                         sent += 1
                     except OSError:
                         dropped += 1
-                elif session.transport is Carrier.WS and ep.peer is not None:
+                elif session.transport is Transport.WS and ep.peer is not None:
                     ep.peer.send_audio(session.rewriter.rewrite(packet, bc.key, frame_index))
                     sent += 1
             elif ep.sink is not None and ep.rewriter is not None:
