@@ -35,6 +35,8 @@ import numpy as np
 
 from loa.codecs import SAMPLE_RATE
 from loa.codecs.opus import OpusDecoder
+from loa.codecs.rtp import RtpPacket
+from loa.relay.core.control import PROTOCOL_VERSION, Hello, Transport, Welcome, decode, encode
 from loa.relay.core.wire import ControlDatagram, DatagramType
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,6 @@ DECODE_WINDOW_FRAMES = 25  # 0.5 s of audio per frequency estimate: 2 Hz bins
 
 _HEAD = struct.Struct("!BBHI").unpack_from  # V/P/X/CC, M/PT, sequence, timestamp
 _STAMP = struct.Struct("!Q").unpack_from
-_EXT_HEAD = struct.Struct("!HH").unpack_from
 _TIMESPEC = struct.Struct("@qq").unpack_from  # struct timespec of SCM_TIMESTAMPNS
 # Linux's value (asm-generic/socket.h); Python's socket module does not export it.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
@@ -77,15 +78,6 @@ def backoff_delay(rng: random.Random, attempt: int) -> float:
     return rng.uniform(0.0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2.0 ** min(attempt, 30)))
 
 
-def rtp_payload(data: bytes) -> bytes:
-    """The payload of an RTP packet: after CSRCs and the header extension, if any."""
-    offset = 12 + 4 * (data[0] & 0x0F)
-    if data[0] & 0x10:
-        _, words = _EXT_HEAD(data, offset)
-        offset += 4 + 4 * words
-    return data[offset:]
-
-
 def peak_hz(pcm: np.ndarray) -> float:
     spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(len(pcm))))
     return float(np.argmax(spectrum) * SAMPLE_RATE / len(pcm))
@@ -107,7 +99,7 @@ class ToneCheck:
             self.frames.clear()
         if not self.frames:
             self.first_stamp = stamp
-        self.frames.append(self.decoder.decode(rtp_payload(data)))
+        self.frames.append(self.decoder.decode(RtpPacket.parse(data).payload))
         if len(self.frames) == DECODE_WINDOW_FRAMES:
             self.windows.append((self.first_stamp, peak_hz(np.concatenate(self.frames))))
             self.frames.clear()
@@ -277,21 +269,18 @@ class SimSpeaker:
 
     async def _connect(self) -> None:
         self.ws = await self.w.http.ws_connect(f"{self.w.cfg.url}/api/v1/speaker", autoping=True)
-        await self.ws.send_json(
-            {"type": "hello", "token": self.token, "version": 1, "client": "loa-bench/0.1"}
-        )
+        await self.ws.send_str(encode(Hello(self.token, PROTOCOL_VERSION, "loa-bench/0.1")))
         msg = await self.ws.receive(timeout=WELCOME_TIMEOUT_S)
         if msg.type is not aiohttp.WSMsgType.TEXT:
             raise ProtocolError(f"expected a welcome, got {msg.type.name}")
-        welcome = json.loads(msg.data)
-        if welcome.get("type") != "welcome":
-            raise ProtocolError(f"refused: {welcome.get('code')} {welcome.get('message')}")
-        self.session = bytes.fromhex(welcome["session"])
-        self.key = bytes.fromhex(welcome["key"])
-        self.server = (welcome["udp_host"], int(welcome["udp_port"]))
-        self.keepalive_s = float(welcome.get("keepalive_s", 10.0))
+        welcome = decode(msg.data)
+        if not isinstance(welcome, Welcome):
+            raise ProtocolError(f"refused: {welcome}")
+        self.session, self.key = welcome.session, welcome.key
+        self.server = (welcome.udp_host, welcome.udp_port)
+        self.keepalive_s = welcome.keepalive_s
         if self.w.cfg.transport == "ws":
-            await self.ws.send_json({"type": "transport", "mode": "ws"})
+            await self.ws.send_str(encode(Transport("ws")))
         self.acked.clear()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ACK_TIMEOUT_S

@@ -32,7 +32,6 @@ from typing import Any
 import aioice.ice
 import av
 import numpy as np
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
@@ -40,11 +39,13 @@ from aiortc.mediastreams import MediaStreamError
 from loa.codecs import SAMPLE_RATE
 from loa.codecs.pcm import clicks
 from loa.config import Config, EndpointSpec, RelayConfig, WebConfig, ZoneSpec
-from loa.relay import webrtc
+from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.speaker.client import AudioMeta, Speaker
 from loa.speaker.output import NullOutput
-from loa.streamer import whip
+from loa.streamer.tone import ToneSource
 from loa.web.app import create_app
+from loa.web.keys import NODE
+from tests.support.webrtc import WhepClient, WhipClient
 
 TOKEN = "bench-admin-token"
 PERIOD = SAMPLE_RATE // 2  # a click every 0.5 s
@@ -53,26 +54,13 @@ THRESHOLD = 3000  # int16: a click's onset in the played audio
 
 @contextlib.contextmanager
 def loopback_webrtc() -> Iterator[None]:
-    """aioice host candidates on 127.0.0.1 only, and WHIP/WHEP on /api/v1 if create_app does
-    not set them up yet (setup must run before add_subapp freezes the sub-app)."""
+    """aioice host candidates on 127.0.0.1 only (aioice leaves loopback out)."""
     get_host_addresses = aioice.ice.get_host_addresses
-    add_subapp = web.Application.add_subapp
-
-    def wired(self: web.Application, prefix: str, subapp: web.Application) -> Any:
-        if prefix == "/api/v1" and not any(
-            r.canonical in ("/whip", "/whep") for r in subapp.router.resources()
-        ):
-            whip.setup(subapp)
-            webrtc.setup(subapp)
-        return add_subapp(self, prefix, subapp)
-
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
-    web.Application.add_subapp = wired  # type: ignore[method-assign]
     try:
         yield
     finally:
         aioice.ice.get_host_addresses = get_host_addresses
-        web.Application.add_subapp = add_subapp  # type: ignore[method-assign]
 
 
 def bench_config(data_dir: Path) -> Config:
@@ -145,7 +133,7 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
         speaker = Speaker(url, "tok-e0", NullOutput(), on_audio=on_audio)
         speaker_task = asyncio.create_task(speaker.run())
         track = ClickTrack()
-        client = whip.WhipClient(f"{url}/api/v1/whip?zones=c0&id=mic", token=TOKEN)
+        client = WhipClient(f"{url}/api/v1/whip?zones=c0&id=mic", token=TOKEN)
         try:
             await asyncio.sleep(1.0)  # the speaker is on UDP
             await client.start(track)
@@ -175,9 +163,7 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
 async def listeners(url: str, zone: str, count: int, seconds: float) -> None:
     """The child: ``count`` WHEP listeners that decode everything they receive."""
     with loopback_webrtc():
-        clients = [
-            webrtc.WhepClient(f"{url}/api/v1/whep?zone={zone}", token=TOKEN) for _ in range(count)
-        ]
+        clients = [WhepClient(f"{url}/api/v1/whep?zone={zone}", token=TOKEN) for _ in range(count)]
         tracks = [await c.start() for c in clients]
 
         async def drain(track: MediaStreamTrack) -> None:
@@ -201,12 +187,7 @@ async def whep_cpu(args: argparse.Namespace) -> dict[str, Any]:
         server = TestServer(create_app(bench_config(Path(tmp))), host="127.0.0.1")
         await server.start_server()
         url = str(server.make_url("")).rstrip("/")
-        from loa.web.app import NODE
-
         node = server.app[NODE]
-        from loa.relay.core.priority import BroadcastSpec, Priority
-        from loa.streamer.tone import ToneSource
-
         spec = BroadcastSpec("tone", Priority.LIVE, target_zones=frozenset({"c0"}))
         await node.start_broadcast(
             spec, ToneSource(1000), what="tone", source_kind="tone", created_by="bench"

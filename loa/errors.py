@@ -1,5 +1,9 @@
 """The error hierarchy: one root, LoaError; subclasses also inherit the stdlib type a caller
-would catch, and carry a stable ``code`` the web layer turns into JSON."""
+would catch, and carry a stable ``code`` and their parameters (``fields``).
+
+Nothing here knows HTTP: the web layer maps each class to a status (``loa.web.errors``) and
+the pages word each code in the user's language (the ``errors`` texts of ``web/static/i18n``).
+The English ``message`` is for logs, the command line and API clients that read it."""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ class LoaError(Exception):
     """Root of every error loa raises on purpose."""
 
     code = "error"
-    status = 500
 
     def __init__(self, message: str, **fields: object) -> None:
         super().__init__(message)
@@ -18,26 +21,22 @@ class LoaError(Exception):
 
 class ConfigError(LoaError, ValueError):
     code = "bad_config"
-    status = 400
 
 
 class MissingDependency(LoaError, RuntimeError):
     """A system package loa needs is not installed; the message names it."""
 
     code = "missing_dependency"
-    status = 500
 
 
 class MediaError(LoaError, ValueError):
     """Audio that cannot be opened or decoded; the message names the file and the reason."""
 
     code = "bad_media"
-    status = 422
 
 
 class SourceError(LoaError, RuntimeError):
     code = "source_failed"
-    status = 502
 
 
 class SourceTimeout(SourceError, TimeoutError):
@@ -50,26 +49,51 @@ class TtsError(SourceError):
 
 class NotFound(LoaError, LookupError):
     code = "not_found"
-    status = 404
 
 
 class Conflict(LoaError):
     """A request clashes with current state, e.g. an exclusive broadcast whose targets are held."""
 
     code = "conflict"
-    status = 409
 
 
 class Unauthorized(LoaError, PermissionError):
     code = "unauthorized"
-    status = 401
 
 
 class Forbidden(LoaError, PermissionError):
     code = "forbidden"
-    status = 403
 
 
 class BadRequest(LoaError, ValueError):
     code = "bad_request"
-    status = 400
+
+
+class TooLarge(LoaError, ValueError):
+    """More bytes than a limit allows (an upload, an SDP offer)."""
+
+    code = "too_large"
+
+
+class UnsupportedMediaType(LoaError, ValueError):
+    """A body of a type this resource does not take; the message names what it needs."""
+
+    code = "unsupported_media_type"
+
+
+class UnsupportedOffer(LoaError, ValueError):
+    """Well-formed input that asks for nothing we can do (an SDP offer without Opus audio)."""
+
+    code = "unsupported_offer"
+
+
+class TooManySessions(LoaError):
+    """A limit of concurrent sessions is reached; retry later."""
+
+    code = "too_many_sessions"
+
+
+class Unprocessable(LoaError):
+    """Well formed, but unusable (a URL that does not parse, an impossible rule)."""
+
+    code = "unprocessable"

@@ -49,7 +49,6 @@ class BadSignature(LoaError, ValueError):
     """A webhook request whose signature or timestamp does not check out."""
 
     code = "bad_signature"
-    status = 401
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from bench import report
 from bench.relay import COMMUNE_SIZE, generate_config
-from bench.speakers import BUCKET_US, rtp_payload
+from bench.speakers import BUCKET_US
 from loa import config as cfg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,12 +45,6 @@ def test_histogram_percentiles() -> None:
     assert xs[0] == BUCKET_US / 1000
     assert report.percentile([5.0, 1.0, 3.0, 2.0], 50) == 2.0
     assert report.spread([]) == {"p50": None, "p99": None, "max": None, "n": 0}
-
-
-def test_rtp_payload_skips_the_stamp_extension() -> None:
-    stamped = bytes([0x90, 111]) + bytes(10) + b"\xbe\xde\x00\x03\x17" + bytes(11) + b"opus"
-    assert rtp_payload(stamped) == b"opus"
-    assert rtp_payload(bytes([0x80, 111]) + bytes(10) + b"opus") == b"opus"
 
 
 def test_loa_bench_subcommand_parses_the_bench_flags() -> None:

@@ -46,7 +46,6 @@ class CapError(LoaError, ValueError):
     """A CAP document that cannot be accepted; the message says what and where."""
 
     code = "bad_cap"
-    status = 422
 
 
 class Status(StrEnum):

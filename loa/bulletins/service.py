@@ -39,6 +39,7 @@ from zoneinfo import ZoneInfo
 
 from loa.bulletins.mapping import Level, language_rank
 from loa.errors import Conflict, LoaError, NotFound
+from loa.media import MediaLibrary
 from loa.relay.broadcast import Broadcast, State
 from loa.relay.core.priority import BroadcastSpec
 from loa.relay.node import Node
@@ -98,12 +99,14 @@ class BulletinService:
         node: Node,
         store: Store,
         *,
+        media: MediaLibrary | None = None,
         chime: bool | None = None,
         announce: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.node = node
         self.store = store
+        self.media = media or MediaLibrary.for_config(node.config)
         self.chime = node.config.relay.chime if chime is None else chime
         self.announce = announce
         self.clock = clock
@@ -293,7 +296,7 @@ class BulletinService:
             items.append(TtsSource(announcement(row.issued_at, timezone), voice="vi"))
         for v in ordered_variants(row.variants, languages):
             if "media" in v:
-                items.append(FileSource(self.node.media_path(v["media"]), name=v["media"]))
+                items.append(FileSource(self.media.path(v["media"]), name=v["media"]))
             else:
                 items.append(TtsSource(v["text"], voice=voice_for(v["language"])))
         return Playlist(items, name=row.title)

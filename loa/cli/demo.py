@@ -26,7 +26,8 @@ from loa.streamer.playlist import Playlist
 from loa.streamer.tone import SilenceSource, ToneSource
 from loa.streamer.tts import TtsSource
 from loa.web import auth
-from loa.web.app import NODE, STORE, create_app
+from loa.web.app import create_app
+from loa.web.keys import NODE, STORE
 from loa.web.server import run_options
 
 log = logging.getLogger(__name__)

@@ -119,16 +119,6 @@ class OggPage:
         return bytes(raw)
 
 
-def _page_length(buf: _Bytes, pos: int) -> int | None:
-    """Length of the page whose header starts at ``pos``, or None until its header is in."""
-    if len(buf) - pos < _HEADER.size:
-        return None
-    body_at = pos + _HEADER.size + buf[pos + 26]
-    if len(buf) < body_at:
-        return None
-    return body_at - pos + sum(buf[pos + _HEADER.size : body_at])
-
-
 class _Paginator:
     """Lays the packets of one logical stream into pages; driven by OggOpusWriter."""
 

@@ -30,6 +30,11 @@ MAX_PACKET_BYTES: Final = 1275
 MAX_PACKET_SAMPLES: Final = SAMPLE_RATE * 120 // 1000
 # Decoded and concealed durations are multiples of 2.5 ms.
 _QUANTUM_SAMPLES: Final = SAMPLE_RATE * 25 // 10_000
+# 20 ms of digital silence, the shortest mono packet: TOC 0xF8 (CELT fullband, 20 ms, one
+# frame) and a range-coder payload that decodes to exact zeros; what libopus itself makes of
+# a silent frame without FEC. Listeners get it while nothing is on air (players and browsers
+# time out on a silent socket, and a gap makes them rebuffer when audio comes back).
+SILENCE_PACKET: Final = b"\xf8\xff\xfe"
 
 # opus_defines.h
 APPLICATION_VOIP: Final = 2048

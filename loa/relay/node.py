@@ -1,28 +1,41 @@
 """One relay node: owns the router, the speaker sessions, the broadcasts and the fan-out.
 
 The asyncio side of the sans-IO core: it feeds router events, applies the router's actions
-(pause, resume, volume, log) and moves packets. Nothing here decides who hears what."""
+(pause, resume, volume, log) and moves packets. Nothing here decides who hears what. Time
+reaches the core only when the core asks for it: a timer is armed for the earliest of the
+router's and the session table's ``next_deadline()``, nothing ticks while nothing is due.
+
+How the node's objects read in the API is the web layer's (``loa.web.views``); a speaker's
+control channel is the core's protocol (``loa.relay.core.control``) carried by the web
+layer's WebSocket handler, which reaches the node through ``Peer``."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import logging
 import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from loa.codecs import FRAME_S
 from loa.codecs.opus import OpusEncoder
 from loa.config import Config, EndpointSpec
-from loa.errors import BadRequest, ConfigError, Conflict, NotFound
+from loa.errors import BadRequest, Conflict, NotFound
 from loa.relay.broadcast import Broadcast, LogEntry, State
+from loa.relay.core.control import (
+    CLOSE_AUTH,
+    CLOSE_REMOVED,
+    CLOSE_REPLACED,
+    Mute,
+    Playing,
+    Stop,
+    Volume,
+)
+from loa.relay.core.control import Transport as TransportMode
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.core.rewriter import Rewriter
 from loa.relay.core.router import (
@@ -42,58 +55,23 @@ from loa.relay.core.router import (
     ZoneMoved,
     ZoneRemoved,
 )
-from loa.relay.core.session import Session, SessionTable, Transport
+from loa.relay.core.session import (
+    Accepted,
+    Dropped,
+    RtcpReceived,
+    Session,
+    SessionTable,
+    Transport,
+)
 from loa.relay.core.zones import ZoneTree
+from loa.relay.endpoint import Endpoint, Peer
 from loa.relay.metrics import Metrics
+from loa.relay.udp import RelayDatagramProtocol, bind_udp
 from loa.streamer.base import Source
 
 log = logging.getLogger(__name__)
 
-
-def hash_token(token: str) -> str:
-    """Device tokens are long random strings, so one SHA-256 is enough to store them safely."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-class Peer(Protocol):
-    """A speaker's control channel as the node sees it: never awaited on the hot path."""
-
-    def send_json(self, message: dict[str, Any]) -> None: ...
-    def send_audio(self, packet: bytes) -> None: ...
-    def close(self, code: int, reason: str) -> None: ...
-
-
-@dataclass
-class Endpoint:
-    """An endpoint's configuration and what the node knows of it right now."""
-
-    spec: EndpointSpec
-    token_hash: str | None
-    volume: int
-    emergency_volume: int
-    muted: bool = False
-    session: Session | None = None
-    peer: Peer | None = None
-    rewriter: Rewriter | None = None  # static rtp endpoints only
-    address: tuple[str, int] | None = None  # static rtp endpoints only
-    last_seen: float | None = None
-    status: dict[str, Any] = field(default_factory=dict)
-    sink: Callable[[bytes], None] | None = None  # in-process listeners (Ogg mount, WHEP)
-    heard_since: float | None = None
-    idle_since: float | None = None
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
-
-    @property
-    def online(self) -> bool:
-        return self.address is not None or self.session is not None or self.sink is not None
-
-    @property
-    def listener(self) -> bool:
-        """A virtual endpoint standing for in-process listeners, not a pole."""
-        return self.sink is not None
+__all__ = ["Endpoint", "Node", "Peer"]  # the node's objects, whose module is endpoint.py
 
 
 class Node:
@@ -120,29 +98,18 @@ class Node:
         self._sock: socket.socket | None = None
         self._tasks: dict[str, asyncio.Task[State]] = {}
         self._keys = itertools.count(1)
-        self._ticker: asyncio.Task[None] | None = None
-        for spec in config.endpoints:
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing = False
+        for spec in config.endpoints:  # tokens reach the node hashed, from the store
             self.add_endpoint(spec)
 
     # -- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        from loa.relay.udp import RelayDatagramProtocol
-
-        host, port = self.config.relay.udp_host, self.config.relay.udp_port
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            raise ConfigError(f"cannot bind UDP {host}:{port}: {exc.strerror}") from None
-        sock.setblocking(False)
-        self._sock = sock
-        self.transport, _ = await loop.create_datagram_endpoint(
-            lambda: RelayDatagramProtocol(self), sock=sock
+        self._sock = sock = bind_udp(self.config.relay.udp_host, self.config.relay.udp_port)
+        self.transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: RelayDatagramProtocol(self.on_datagram), sock=sock
         )
-        self._ticker = asyncio.create_task(self._tick_forever(), name="loa-node-ticker")
+        self._schedule()
 
     @property
     def udp_port(self) -> int:
@@ -150,28 +117,46 @@ class Node:
         return int(self.transport.get_extra_info("sockname")[1])
 
     async def close(self) -> None:
+        self._closing = True
         for bc_id in list(self._tasks):
             await self.stop_broadcast(bc_id, reason="shutdown")
-        if self._ticker is not None:
-            self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for ep in self.endpoints.values():
             if ep.peer is not None:
                 ep.peer.close(1001, "server shutting down")
         if self.transport is not None:
             self.transport.close()
 
-    async def _tick_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_expire = 0.0
-        while True:
-            await asyncio.sleep(FRAME_S)
-            now = loop.time()
-            self._apply(self.router.handle(Tick(now)), now)
-            if now >= next_expire:
-                next_expire = now + 1.0
-                for session in self.sessions.expire(now):
-                    self._session_lost_udp(session)
+    def _schedule(self, due: float | None = None) -> None:
+        """Arm the timer for the core's earliest deadline. ``due``, when given, is a deadline
+        just added: if an earlier one is armed already, nothing needs computing."""
+        if self.transport is None or self._closing:  # not started, or closing: no timer
+            return
+        timer = self._timer
+        if due is not None and timer is not None and timer.when() <= due:
+            return
+        deadlines = [self.router.next_deadline(), self.sessions.next_deadline()]
+        deadline = min((d for d in deadlines if d is not None), default=None)
+        if timer is not None:
+            if deadline is not None and timer.when() == deadline:
+                return
+            timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        assert self._timer is not None
+        # call_at may fire within the clock's resolution before its time: the core must
+        # see the deadline reached, or it would ask for the same one again.
+        now = max(asyncio.get_running_loop().time(), self._timer.when())
+        self._timer = None
+        self._apply(self.router.handle(Tick(now)), now)
+        for session in self.sessions.expire(now):
+            self._session_lost_udp(session)
+        self._schedule()
 
     # -- endpoints ----------------------------------------------------------------------
     def add_endpoint(self, spec: EndpointSpec, *, token_hash: str | None = None) -> Endpoint:
@@ -179,7 +164,7 @@ class Node:
             raise Conflict(f"endpoint {spec.id} already exists")
         ep = Endpoint(
             spec=spec,
-            token_hash=token_hash or (hash_token(spec.token) if spec.token else None),
+            token_hash=token_hash,
             volume=spec.volume,
             emergency_volume=spec.emergency_volume,
         )
@@ -202,7 +187,7 @@ class Node:
         """Forget an endpoint: its speaker is disconnected and the router lets go of it."""
         ep = self.endpoint(endpoint_id)
         if ep.peer is not None:
-            ep.peer.close(4404, "endpoint removed")
+            ep.peer.close(CLOSE_REMOVED, "endpoint removed")
         if ep.session is not None:
             self.sessions.close(ep.session.id)
         now = asyncio.get_running_loop().time()
@@ -220,7 +205,7 @@ class Node:
             self.remove_endpoint(spec.id)
             self.add_endpoint(spec, token_hash=token_hash)
             if peer is not None:
-                peer.close(4409, "endpoint changed; reconnect")
+                peer.close(CLOSE_REPLACED, "endpoint changed; reconnect")
             return
         if old.token_hash != token_hash:
             if old.token_hash:
@@ -229,7 +214,7 @@ class Node:
                 self._by_token[token_hash] = spec.id
             old.token_hash = token_hash
             if old.peer is not None:  # a rotated token ends the session that used the old one
-                old.peer.close(4401, "device token rotated")
+                old.peer.close(CLOSE_AUTH, "device token rotated")
         old.spec = spec
         self.set_levels(old, volume=spec.volume, emergency_volume=spec.emergency_volume)
 
@@ -241,43 +226,6 @@ class Node:
 
     def remove_zone(self, zone_id: str) -> None:
         self._apply(self.router.handle(ZoneRemoved(zone_id)), self._now())
-
-    def sync_inventory(
-        self, zones: list[tuple[str, str | None]], endpoints: list[tuple[EndpointSpec, str | None]]
-    ) -> None:
-        """Make the node's zones and endpoints exactly the store's (the store is authoritative
-        after the first run; the config file only seeds an empty store). ``zones`` are in
-        parent-first order; ``endpoints`` are (spec, token hash)."""
-        wanted = {z for z, _ in zones}
-        for zone_id, parent in zones:
-            if zone_id not in self.zones:
-                self.add_zone(zone_id, parent)
-            elif self.zones.parent(zone_id) != parent:
-                self.move_zone(zone_id, parent)
-        by_id = {spec.id: (spec, token_hash) for spec, token_hash in endpoints}
-        for ep in self.poles():
-            if ep.id not in by_id:
-                log.warning("[ep=%s] in the config file but not in the database: ignored", ep.id)
-                self.remove_endpoint(ep.id)
-        for spec, token_hash in by_id.values():
-            if spec.id in self.endpoints:
-                self.update_endpoint(spec, token_hash=token_hash)
-            else:
-                self.add_endpoint(spec, token_hash=token_hash)
-        for zone_id in reversed([z for z in self._zone_order() if z not in wanted]):
-            self.remove_zone(zone_id)
-
-    def _zone_order(self) -> list[str]:
-        out: list[str] = []
-
-        def walk(zone_id: str) -> None:
-            out.append(zone_id)
-            for child in self.zones.children(zone_id):
-                walk(child)
-
-        for root in [z for z in self.zones if self.zones.parent(z) is None]:
-            walk(root)
-        return out
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time() if _loop_running() else 0.0
@@ -318,8 +266,9 @@ class Node:
             raise NotFound(f"endpoint {endpoint_id} not found")
         return ep
 
-    def endpoint_by_token(self, token: str) -> Endpoint | None:
-        ep_id = self._by_token.get(hash_token(token))
+    def endpoint_by_token_hash(self, token_hash: str) -> Endpoint | None:
+        """The endpoint whose device token hashes to ``token_hash`` (a speaker's hello)."""
+        ep_id = self._by_token.get(token_hash)
         return self.endpoints.get(ep_id) if ep_id else None
 
     def set_levels(
@@ -339,11 +288,10 @@ class Node:
         if ep.peer is None:
             return
         if volume is not None:
-            ep.peer.send_json({"type": "volume", "volume": volume})
+            ep.peer.send(Volume(volume))
         if muted is not None:
-            ep.peer.send_json({"type": "mute", "muted": muted})
-        holder = self.router.holder(ep.id)
-        ep.peer.send_json(self.playing_message(ep, self.broadcasts.get(holder) if holder else None))
+            ep.peer.send(Mute(muted))
+        ep.peer.send(self.playing_message(ep))
 
     # -- speaker sessions ---------------------------------------------------------------
     def attach_speaker(self, ep: Endpoint, peer: Peer, now: float) -> Session:
@@ -358,7 +306,7 @@ class Node:
             initial_timestamp=secrets.randbits(32),
         ).session
         if ep.peer is not None and ep.peer is not peer:
-            ep.peer.close(4409, "replaced by a newer connection")
+            ep.peer.close(CLOSE_REPLACED, "replaced by a newer connection")
         ep.peer, ep.session, ep.last_seen = peer, session, time.time()
         self._heard_start(ep, now, self.router.holder(ep.id))
         if self.on_presence is not None:
@@ -378,20 +326,31 @@ class Node:
         if self.on_presence is not None:
             self.on_presence(ep.id, False, time.time())
 
+    def report_status(self, ep: Endpoint, fields: dict[str, Any]) -> None:
+        """A speaker's status report (its counters, as the control channel parsed them)."""
+        ep.status = fields
+        ep.last_seen = time.time()
+
+    def request_transport(self, ep: Endpoint, session: Session, mode: str) -> None:
+        """The speaker asked for audio over ``ws`` or back over ``udp``."""
+        if not session.closed:
+            self.sessions.set_transport(session.id, mode)
+            log.info("[ep=%s] audio transport: %s", ep.id, mode)
+
     def _session_lost_udp(self, session: Session) -> None:
         ep = self.endpoints.get(session.endpoint_id)
         if ep is not None and ep.peer is not None:
-            ep.peer.send_json({"type": "transport", "mode": "none", "reason": "udp timeout"})
+            ep.peer.send(TransportMode("none", "udp timeout"))
 
     def on_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> bytes | None:
         """Returns the reply to send back (an ack), if any."""
-        from loa.relay.core.session import Accepted, Dropped, RtcpReceived
-
         match self.sessions.on_datagram(data, addr, now):
-            case Accepted(session=session, reply=reply):
+            case Accepted(session=session, reply=reply, addr_changed=bound):
                 ep = self.endpoints.get(session.endpoint_id)
                 if ep is not None:
                     ep.last_seen = time.time()
+                if bound:  # a new binding can time out: the core has a new deadline
+                    self._schedule(now + self.sessions.session_timeout_s)
                 return reply
             case RtcpReceived():
                 self.metrics.rtcp_received += 1
@@ -438,6 +397,8 @@ class Node:
             return bc
         if not self.router.listeners(spec.id) and spec.resumable and bc.state is State.PENDING:
             bc.pause()
+        if spec.expires_at is not None:
+            self._schedule(spec.expires_at)
         task = asyncio.create_task(bc.run(), name=f"loa-bc-{spec.id}")
         self._tasks[spec.id] = task
         task.add_done_callback(partial(self._on_task_done, bc))
@@ -529,19 +490,26 @@ class Node:
             if new is None and old_bc is not None and old_bc.stop_reason == "stopped":
                 # An operator's stop is heard at once, not after the speaker's buffer drains.
                 # (A speaker switching to another broadcast is told by that one's marker bit.)
-                ep.peer.send_json({"type": "stop"})
-            ep.peer.send_json(self.playing_message(ep, new_bc))
+                ep.peer.send(Stop())
+            ep.peer.send(self._playing(ep, new_bc))
 
-    def playing_message(self, ep: Endpoint, bc: Broadcast | None) -> dict[str, Any]:
-        emergency = bc is not None and bc.emergency_volume
-        return {
-            "type": "playing",
-            "broadcast": bc.id if bc else None,
-            "class": bc.spec.priority.name.lower() if bc else None,
-            "what": bc.log.what if bc else None,
-            "volume": ep.emergency_volume if emergency else ep.volume,
-            "override_mute": emergency,
-        }
+    def playing_message(self, ep: Endpoint) -> Playing:
+        """What ``ep`` plays now, as the speaker is told it (and at which volume)."""
+        holder = self.router.holder(ep.id)
+        return self._playing(ep, self.broadcasts.get(holder) if holder is not None else None)
+
+    @staticmethod
+    def _playing(ep: Endpoint, bc: Broadcast | None) -> Playing:
+        if bc is None:
+            return Playing(None, volume=ep.volume)
+        emergency = bc.emergency_volume
+        return Playing(
+            bc.id,
+            bc.spec.priority.name.lower(),
+            bc.log.what,
+            ep.emergency_volume if emergency else ep.volume,
+            emergency,
+        )
 
     def _heard_start(self, ep: Endpoint, now: float, holder: str | None) -> None:
         # The log counts poles; in-process listeners (browsers, the Ogg mount) are not poles.
@@ -596,48 +564,10 @@ class Node:
             now = asyncio.get_running_loop().time()
             self._apply(self.router.handle(ItemBoundary(bc.id)), now)
 
-    # -- helpers for the API ----------------------------------------------------------------
-    def media_dir(self) -> Path:
-        return self.config.data_dir / "media"
-
-    def media_path(self, media_id: str) -> Path:
-        from loa.web.media import media_file
-
-        return media_file(self.media_dir(), media_id)
-
     @staticmethod
     def wall_to_loop(unix_time: float) -> float:
         """The API speaks Unix time; the core runs on the loop's monotonic clock."""
         return asyncio.get_running_loop().time() + (unix_time - time.time())
-
-    # -- views ------------------------------------------------------------------------------
-    def broadcast_json(self, bc: Broadcast) -> dict[str, Any]:
-        data = bc.log.as_json()
-        data["state"] = bc.state.value
-        known = not bc.state.ended and bc.id in self.router.broadcasts()
-        heard = self.router.listeners(bc.id) if known else ()
-        data["listeners"] = sorted(e for e in heard if not self.endpoints[e].listener)
-        data["virtual_listeners"] = len(heard) - len(data["listeners"])
-        data["frames"] = bc.frames
-        return data
-
-    def endpoint_json(self, ep: Endpoint) -> dict[str, Any]:
-        holder = self.router.holder(ep.id)
-        return {
-            "id": ep.id,
-            "name": ep.spec.name,
-            "zone": ep.spec.zone,
-            "kind": ep.spec.kind,
-            "location": {"lat": ep.spec.lat, "lon": ep.spec.lon},
-            "online": ep.online,
-            "transport": ep.session.transport.name.lower() if ep.session else None,
-            "last_seen": ep.last_seen,
-            "playing": holder,
-            "volume": ep.volume,
-            "emergency_volume": ep.emergency_volume,
-            "muted": ep.muted,
-            "status": ep.status,
-        }
 
 
 def _loop_running() -> bool:

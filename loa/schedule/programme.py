@@ -32,7 +32,7 @@ MAX_TEXT = 5000
 TTS_RATE_WPM = (80, 450)
 CLASSES: dict[str, Priority] = {"scheduled": Priority.SCHEDULED, "background": Priority.BACKGROUND}
 
-_MEDIA_ID = re.compile(r"^[a-f0-9]{16}$")  # as loa.web.media names library files
+_MEDIA_ID = re.compile(r"^[a-f0-9]{16}$")  # as loa.media names library files
 _VOICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]{0,40}$")  # as the factory checks espeak voices
 _URL = re.compile(r"^(https?|rtsps?)://[^\s/?#]+", re.IGNORECASE)  # the relay's SCHEMES
 _TTS_PAD_S = 0.5  # espeak's lead-in and trailing pause, roughly

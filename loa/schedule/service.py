@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from loa.errors import LoaError
+from loa.media import MediaLibrary
 from loa.relay.node import Node
 from loa.schedule.scheduler import (
     DEFAULT_ON_TIME_S,
@@ -52,11 +53,13 @@ class ScheduleService:
         node: Node,
         store: Store,
         *,
+        media: MediaLibrary | None = None,
         clock: Callable[[], float] = time.time,
         on_time_s: float = DEFAULT_ON_TIME_S,
     ) -> None:
         self.node = node
         self.store = store
+        self.media = media or MediaLibrary.for_config(node.config)
         self._clock = clock
         self._on_time_s = on_time_s
         self.scheduler = Scheduler(on_time_s=on_time_s)
@@ -148,8 +151,8 @@ class ScheduleService:
         try:
             source, _ = build_source(
                 schedule.programme.to_source_description(),
-                media_path=self.node.media_path,
-                url_targets=TargetPolicy(self.node.config.relay.url_allow_networks),  # edges
+                media_path=self.media.path,
+                url_targets=TargetPolicy(self.node.config.relay.url_allow_networks),
             )
             try:
                 await self.node.start_broadcast(

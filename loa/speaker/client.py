@@ -1,9 +1,11 @@
 """The speaker's protocol client: WebSocket control, UDP hello/keepalive, audio, playout, status.
 
-Driven by ``Speaker.run()``. One TaskGroup owns the playout clock and the connection loop;
-each connection owns a second TaskGroup with the UDP prober and the status reporter, while
-the connection loop itself reads the WebSocket. Protocol: docs/DESIGN.md, "Speaker protocol,
-on the wire (version 1)".
+The control channel's protocol is the core's (``loa.relay.core.control.ClientChannel``: the
+hello, the welcome, the commands and the levels they set); this module moves its texts and
+acts on its events. Driven by ``Speaker.run()``. One TaskGroup owns the playout clock and
+the connection loop; each connection owns a second TaskGroup with the UDP prober and the
+status reporter, while the connection loop itself reads the WebSocket. Protocol:
+docs/DESIGN.md, "Speaker protocol, on the wire (version 1)".
 
 Decisions:
 
@@ -30,14 +32,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import random
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -48,13 +49,23 @@ from loa.codecs.opus import OpusDecoder
 from loa.codecs.pcm import Int16Array
 from loa.codecs.rtp import RtpPacket
 from loa.errors import LoaError
+from loa.relay.core.channel import (
+    ClientChannel,
+    DropAudio,
+    Ignored,
+    LevelsChanged,
+    Refused,
+    ServerError,
+    TransportLost,
+    Welcomed,
+)
+from loa.relay.core.control import CLOSE_REPLACED, NOT_JSON, Welcome
 from loa.relay.core.wire import ControlDatagram, DatagramType, looks_like_control
 from loa.speaker.jitter import Conceal, JitterBuffer, Play, Recover, Wait
 from loa.speaker.output import Output, apply_volume
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
 HELLO_INTERVAL_S = 0.5
 WELCOME_TIMEOUT_S = 10.0
 TAIL_FRAMES = 3  # concealment frames played after an underrun, so the sound fades, not clicks
@@ -76,46 +87,6 @@ class SpeakerRefused(LoaError, PermissionError):
     """The server refused the hello: ``code`` is its error code (e.g. ``bad_token``)."""
 
     code = "speaker_refused"
-    status = 401
-
-
-@dataclass(frozen=True, slots=True)
-class Welcome:
-    session: bytes
-    key: bytes
-    endpoint: str
-    udp_host: str
-    udp_port: int
-    ssrc: int
-    payload_type: int
-    keepalive_s: float
-    volume: int
-    muted: bool
-
-    @classmethod
-    def parse(cls, data: dict[str, Any]) -> Self:
-        try:
-            welcome = cls(
-                bytes.fromhex(data["session"]),
-                bytes.fromhex(data["key"]),
-                str(data["endpoint"]),
-                str(data.get("udp_host") or ""),
-                int(data["udp_port"]),
-                int(data["ssrc"]),
-                int(data.get("payload_type", 111)),
-                float(data.get("keepalive_s", 10.0)),
-                int(data.get("volume", 100)),
-                bool(data.get("muted", False)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"malformed welcome: {exc!r}") from None
-        if len(welcome.session) != 8 or len(welcome.key) != 32:
-            raise ValueError("malformed welcome: session must be 8 bytes and key 32")
-        if not 0 < welcome.udp_port < 65536 or welcome.keepalive_s <= 0:
-            raise ValueError("malformed welcome: bad udp_port or keepalive_s")
-        if not 0 <= welcome.volume <= 100:
-            raise ValueError(f"malformed welcome: volume {welcome.volume} is not 0..100")
-        return welcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,11 +161,7 @@ class Speaker:
         self.jitter = JitterBuffer()
         self.state = SpeakerState.STOPPED
         self.endpoint: str | None = None
-        self.volume = 100
-        self.muted = False
-        self.broadcast: str | None = None
-        self._broadcast_volume: int | None = None
-        self._override_mute = False
+        self.channel = ClientChannel(token, f"loa-speaker/{__version__}")
         self._counter = 0  # UDP control counter: one per process, strictly increasing
         self._link: _Link | None = None
         self._stopping = asyncio.Event()
@@ -211,8 +178,22 @@ class Speaker:
     # --- public --------------------------------------------------------------------------
 
     @property
+    def volume(self) -> int:
+        """The speaker's own volume, as the server last set it."""
+        return self.channel.volume
+
+    @property
+    def muted(self) -> bool:
+        return self.channel.muted
+
+    @property
+    def broadcast(self) -> str | None:
+        """What the server says plays now."""
+        return self.channel.broadcast
+
+    @property
     def effective_volume(self) -> int:
-        return self.volume if self._broadcast_volume is None else self._broadcast_volume
+        return self.channel.effective_volume
 
     def stop(self) -> None:
         self._stopping.set()
@@ -222,20 +203,17 @@ class Speaker:
         cap = min(self.backoff_max_s, self.backoff_min_s * 2.0 ** min(attempt, 30))
         return self._rng.uniform(0.0, cap)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> str:
+        """The status report to send now (JSON text)."""
         jb = self.jitter
-        return {
-            "type": "status",
-            "received": jb.received,
-            "lost": jb.lost,
-            "recovered": jb.recovered,
-            "late": jb.late,
-            "jitter_ms": round(jb.jitter_ms, 2),
-            "buffer_ms": jb.buffer_ms,
-            "volume": self.effective_volume,
-            "muted": self.muted,
-            "playing": self.broadcast,
-        }
+        return self.channel.status(
+            received=jb.received,
+            lost=jb.lost,
+            recovered=jb.recovered,
+            late=jb.late,
+            jitter_ms=round(jb.jitter_ms, 2),
+            buffer_ms=jb.buffer_ms,
+        )
 
     async def run(self) -> None:
         """Play until ``stop()`` (returns) or cancellation (sockets and output closed)."""
@@ -298,14 +276,7 @@ class Speaker:
 
     async def _session(self, http: aiohttp.ClientSession) -> None:
         async with http.ws_connect(f"{self.url}/api/v1/speaker", heartbeat=30.0) as ws:
-            await ws.send_json(
-                {
-                    "type": "hello",
-                    "token": self.token,
-                    "version": PROTOCOL_VERSION,
-                    "client": f"loa-speaker/{__version__}",
-                }
-            )
+            await ws.send_str(self.channel.hello())
             welcome = await self._read_welcome(ws)
             server = await self._resolve(welcome)
             link = _Link(ws, welcome, server)
@@ -328,24 +299,21 @@ class Speaker:
             finally:
                 self._link = None
                 transport.close()
-            if ws.close_code == 4409:
+            if ws.close_code == CLOSE_REPLACED:
                 log.warning("[ep=%s] replaced by another connection with our token", self.endpoint)
 
     async def _read_welcome(self, ws: aiohttp.ClientWebSocketResponse) -> Welcome:
         msg = await ws.receive(timeout=WELCOME_TIMEOUT_S)
-        if msg.type is not aiohttp.WSMsgType.TEXT:
-            if ws.close_code == 4401:
-                raise SpeakerRefused("bad_token: the server closed with 4401", server_code="")
-            raise ConnectionError(f"closed before welcome (code {ws.close_code})")
-        data = json.loads(msg.data)
-        if not isinstance(data, dict):
-            raise ValueError("welcome is not a JSON object")
-        if data.get("type") == "error":
-            code, text = data.get("code", "error"), data.get("message", "")
-            raise SpeakerRefused(f"{code}: {text}", server_code=code)
-        if data.get("type") != "welcome":
-            raise ValueError(f"expected a welcome, got {data.get('type')!r}")
-        return Welcome.parse(data)
+        if msg.type is aiohttp.WSMsgType.TEXT:
+            events = self.channel.on_text(msg.data)  # ValueError: not a welcome
+        else:
+            events = self.channel.on_close(ws.close_code)
+        match events:
+            case [Welcomed(welcome=welcome)]:
+                return welcome
+            case [Refused(code=code, message=text)]:
+                raise SpeakerRefused(f"{code}: {text}", server_code=code)
+        raise ConnectionError(f"closed before welcome (code {ws.close_code})")
 
     async def _resolve(self, welcome: Welcome) -> tuple[Any, ...]:
         host = welcome.udp_host
@@ -363,7 +331,6 @@ class Speaker:
         self._connected_at = asyncio.get_running_loop().time()
         self._last_problem = None
         self.endpoint = welcome.endpoint
-        self.volume, self.muted = welcome.volume, welcome.muted
         self.jitter.reset()
         self.state = SpeakerState.PROBING
         log.info(
@@ -376,46 +343,30 @@ class Speaker:
                 self.ws_audio += 1
                 self._on_rtp(msg.data, link)
             elif msg.type is aiohttp.WSMsgType.TEXT:
-                try:
-                    data = json.loads(msg.data)
-                except ValueError:
-                    self.bad_packets += 1
-                    continue
-                if isinstance(data, dict):
-                    self._on_command(data)
+                for event in self.channel.on_text(msg.data):
+                    self._on_event(event)
 
-    def _on_command(self, data: dict[str, Any]) -> None:
-        now = asyncio.get_running_loop().time()
-        match data.get("type"), data:
-            case "volume", {"volume": int(v)} if not isinstance(v, bool) and 0 <= v <= 100:
-                self.volume = v
-                log.info("[ep=%s] volume %d", self.endpoint, v)
-            case "mute", {"muted": bool(m)}:
-                self.muted = m
-                log.info("[ep=%s] %s", self.endpoint, "muted" if m else "unmuted")
-            case "stop", _:
-                self.jitter.flush(now)
+    def _on_event(self, event: Any) -> None:
+        match event:
+            case LevelsChanged(why=why):
+                log.info("[ep=%s] %s", self.endpoint, why)
+            case DropAudio():
+                self.jitter.flush(asyncio.get_running_loop().time())
                 self.output.discard()
                 log.info("[ep=%s] stop: buffered audio dropped", self.endpoint)
-            case "playing", _:
-                broadcast, volume = data.get("broadcast"), data.get("volume")
-                self.broadcast = None if broadcast is None else str(broadcast)
-                ok = isinstance(volume, int) and 0 <= volume <= 100
-                self._broadcast_volume = volume if self.broadcast is not None and ok else None
-                # An emergency is heard even on a muted pole; the mute returns after it.
-                self._override_mute = (
-                    self.broadcast is not None and data.get("override_mute") is True
-                )
-                log.info("[ep=%s] playing %s", self.endpoint, self.broadcast)
-            case "error", _:
-                log.warning("[ep=%s] server error: %s", self.endpoint, data.get("message"))
-            case other, _:
-                log.debug("[ep=%s] ignored message %r", self.endpoint, other)
+            case TransportLost(reason=reason):
+                log.info("[ep=%s] the server lost our UDP path: %s", self.endpoint, reason)
+            case ServerError(message=message):
+                log.warning("[ep=%s] server error: %s", self.endpoint, message)
+            case Ignored(what=what):  # a newer server may say more; a broken text is counted
+                if what == NOT_JSON:
+                    self.bad_packets += 1
+                log.debug("[ep=%s] ignored: %s", self.endpoint, what)
 
-    async def _send(self, link: _Link, message: dict[str, Any]) -> None:
+    async def _send(self, link: _Link, text: str) -> None:
         """Send on the control channel; a closed socket is the reader's business."""
         with contextlib.suppress(aiohttp.ClientError, ConnectionError):
-            await link.ws.send_json(message)
+            await link.ws.send_str(text)
 
     async def _status_loop(self, link: _Link) -> None:
         while True:
@@ -442,7 +393,7 @@ class Speaker:
         if link.mode == mode:
             return
         if mode == "ws" or link.mode == "ws":
-            await self._send(link, {"type": "transport", "mode": mode})
+            await self._send(link, self.channel.transport(mode))
         link.mode = mode
         self.state = SpeakerState.UDP if mode == "udp" else SpeakerState.WS
         log.info("[ep=%s] audio over %s", self.endpoint, "UDP" if mode == "udp" else "WebSocket")
@@ -574,7 +525,7 @@ class Speaker:
         await self._emit(pcm, kind)
 
     async def _emit(self, pcm: Int16Array, kind: str) -> None:
-        volume, muted = self.effective_volume, self.muted and not self._override_mute
+        volume, muted = self.channel.effective_volume, self.channel.audible_muted
         out = apply_volume(pcm, volume, muted)
         self.frames_out += 1
         if self.on_audio is not None:

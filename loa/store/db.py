@@ -38,7 +38,6 @@ class StoreError(LoaError, RuntimeError):
     """The database cannot be used: closed, unreadable, or from a newer loa."""
 
     code = "store_error"
-    status = 503
 
 
 class SchemaTooNew(StoreError):
@@ -46,8 +45,8 @@ class SchemaTooNew(StoreError):
 
 
 def hash_token(token: str) -> str:
-    """SHA-256 hex of a random token (device, API, session): the same as
-    ``loa.relay.node.hash_token``. Tokens are long and random, so no salt or stretching."""
+    """SHA-256 hex of a random token (device, API, session); the relay node knows device
+    tokens only by this hash. Tokens are long and random, so no salt or stretching."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 

@@ -59,7 +59,7 @@ class Media:
         self._db = db
 
     async def add(self, info: Mapping[str, Any], created_by: str) -> MediaRow:
-        """Record an upload from its metadata (``loa.web.media.store_upload``'s dict:
+        """Record an upload from its metadata (``loa.media.store_upload``'s dict:
         id, name, file, size, duration_s, rms_dbfs, peak_dbfs)."""
         missing = sorted({"id", "name", "file", *_NUMBERS} - set(info))
         if missing:

@@ -22,7 +22,6 @@ class TooLong(LoaError):
     ``decoded_s``) say by how much."""
 
     code = "too_long"
-    status = 413
 
 
 def human(seconds: float) -> str:

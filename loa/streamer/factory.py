@@ -9,6 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from loa.errors import BadRequest
 from loa.streamer.base import Source
+from loa.streamer.file import FileSource
+from loa.streamer.playlist import Playlist
+from loa.streamer.relay import Fallback, Limited
+from loa.streamer.tone import SilenceSource, ToneSource
+from loa.streamer.tts import TtsSource
+from loa.streamer.url import UrlSource, redact
 
 if TYPE_CHECKING:
     from loa.streamer.targets import TargetPolicy
@@ -49,8 +55,6 @@ def _with_fallback(
 ) -> tuple[Source, str]:
     """The relay with ``fallback`` (a media, tone, silence or tts description) playing while
     its upstream is down; the fallback is built once now, so a bad one is refused at start."""
-    from loa.streamer.relay import Fallback
-
     if not isinstance(desc, Mapping) or desc.get("type") not in FALLBACK_TYPES:
         kind = desc.get("type") if isinstance(desc, Mapping) else desc
         raise BadRequest(
@@ -77,21 +81,15 @@ def build_source(
     kind = desc.get("type")
     match kind:
         case "tone":
-            from loa.streamer.tone import ToneSource
-
             freq = _number(desc, "freq_hz", 1000, 20, 20000)
             dur = _number(desc, "duration_s", None, 0.02, 86400)
             level = _number(desc, "level_dbfs", -12, -60, 0)
             return ToneSource(freq_hz=freq, level_dbfs=level, duration_s=dur), f"tone {freq:g} Hz"
         case "silence":
-            from loa.streamer.tone import SilenceSource
-
             return SilenceSource(
                 duration_s=_number(desc, "duration_s", None, 0.02, 86400)
             ), "silence"
         case "tts":
-            from loa.streamer.tts import TtsSource
-
             text = _text(desc, "text")
             voice = desc.get("voice", "vi")
             if not isinstance(voice, str) or not _VOICE.match(voice):
@@ -101,14 +99,10 @@ def build_source(
             what = text if len(text) <= 60 else text[:57] + "…"
             return TtsSource(text, voice=voice, rate_wpm=rate, pitch=pitch), f"TTS: {what}"
         case "media":
-            from loa.streamer.file import FileSource
-
             media_id = _text(desc, "id", limit=64)
             path = media_path(media_id)
             return FileSource(path, name=desc.get("name") or path.name), f"media {media_id}"
         case "url":
-            from loa.streamer.url import UrlSource, redact
-
             url = _text(desc, "url", limit=2000)
             duration = _number(desc, "duration_s", None, 1, 86400)
             # UrlSource starts its reader thread on the first read: nothing to release if the
@@ -120,13 +114,9 @@ def build_source(
                     source, what, desc["fallback"], media_path, url_targets
                 )
             if duration is not None:
-                from loa.streamer.relay import Limited
-
                 source = Limited(source, duration)
             return source, what
         case "playlist":
-            from loa.streamer.playlist import Playlist
-
             items = desc.get("items")
             if not isinstance(items, list) or not 1 <= len(items) <= 100:
                 raise BadRequest("source.items must be a list of 1..100 sources")

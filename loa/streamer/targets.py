@@ -44,7 +44,6 @@ class TargetRefused(LoaError, PermissionError):
     the relay's reader treats it like a failed connect."""
 
     code = "url_target_refused"
-    status = 422
 
 
 def refusal(address: Address) -> str | None:

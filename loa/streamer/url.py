@@ -32,9 +32,10 @@ import numpy as np
 from av.audio.stream import AudioStream
 from av.container import InputContainer
 
-from loa.codecs import FRAME_S, FRAME_SAMPLES, SAMPLE_RATE
+from loa.codecs import FRAME_S, FRAME_SAMPLES
 from loa.errors import LoaError, SourceError
 from loa.streamer.base import Frame
+from loa.streamer.decode import decode_frames
 from loa.streamer.targets import TargetPolicy
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 SCHEMES = ("http", "https", "rtsp", "rtsps")
 STABLE_AFTER_S = 10.0  # a connection that played this long resets the backoff
 MAX_REDIRECTS = 5
-MAX_BAD_PACKETS = 50  # undecodable packets in a row that count as a drop
 _MAX_HEADER_LINES = 100
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _POLL_S = 0.1  # how often a blocked reader thread looks at the stop flag
@@ -81,19 +81,6 @@ class Backoff:
         ceiling = min(self.max_s, self.min_s * 2.0 ** min(self._attempt, 32))
         self._attempt += 1
         return self._rand(self.min_s, ceiling)
-
-
-class FrameCutter:
-    """Cuts a stream of int16 samples into exact 960-sample frames, carrying the remainder."""
-
-    def __init__(self) -> None:
-        self._carry = np.zeros(0, dtype=np.int16)
-
-    def push(self, samples: np.ndarray) -> list[np.ndarray]:
-        data = np.concatenate((self._carry, samples.astype(np.int16, copy=False).ravel()))
-        whole = data.size - data.size % FRAME_SAMPLES
-        self._carry = data[whole:]
-        return list(data[:whole].reshape(-1, FRAME_SAMPLES))
 
 
 def redact(url: str) -> str:
@@ -270,25 +257,9 @@ class UrlSource:
         if not container.streams.audio:
             raise SourceError(f"no audio stream in {self.url}")
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-        cutter = FrameCutter()
-        bad = 0
-        for packet in container.demux(stream):
-            try:
-                frames = packet.decode()
-            except av.error.InvalidDataError as exc:
-                # A damaged packet (a bit error on the air, a cut-in): skip it as a player
-                # would; only a stream that stops decoding altogether is a drop.
-                bad += 1
-                if bad >= MAX_BAD_PACKETS:
-                    raise SourceError(f"{bad} undecodable packets in a row: {exc}") from exc
-                continue
-            bad = 0
-            for frame in frames:
-                for out in resampler.resample(frame):
-                    for pcm in cutter.push(out.to_ndarray()):
-                        self._put(pcm)
-            if self._connection_frames and self._state is not State.PLAYING:
+        for pcm in decode_frames(container, stream):  # a stream that stops decoding is a drop
+            self._put(pcm)
+            if self._state is not State.PLAYING:
                 self._playing(stream)
 
     def _open(self) -> InputContainer:

@@ -14,17 +14,18 @@ from aiohttp import web
 from loa import __version__
 from loa.bulletins.service import BulletinService
 from loa.config import Config
-from loa.relay import webrtc
+from loa.inventory import load_inventory
+from loa.media import MediaLibrary
 from loa.relay.broadcast import LogEntry
 from loa.relay.node import Node
-from loa.relay.websocket import speaker_handler
 from loa.schedule.service import ScheduleService
 from loa.store import Store
-from loa.streamer import whip
 from loa.web import (
     auth,
     bulletins_page,
     contract,
+    icecast,
+    listen,
     live,
     middlewares,
     openapi,
@@ -33,6 +34,8 @@ from loa.web import (
     reports_page,
     schedules_page,
     studio,
+    whep,
+    whip,
 )
 from loa.web.api import admin as admin_api
 from loa.web.api import bulletins as bulletins_api
@@ -41,16 +44,20 @@ from loa.web.api import records as records_api
 from loa.web.api import relay as relay_api
 from loa.web.api import reports as reports_api
 from loa.web.api import schedules as schedules_api
+from loa.web.keys import (
+    BULLETINS,
+    CONFIG,
+    FIRST_RUN_PASSWORD,
+    MEDIA,
+    NODE,
+    SCHEDULES,
+    STARTED,
+    WEBHOOKS,
+)
+from loa.web.speaker import speaker_handler
 from loa.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
-
-CONFIG = web.AppKey("config", Config)
-STARTED = web.AppKey("started", float)
-NODE = web.AppKey("node", Node)
-STORE = auth.STORE
-FIRST_RUN_PASSWORD = web.AppKey("first_run_password", str)
-relay_api.NODE_KEY = NODE
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -85,13 +92,6 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
-async def load_inventory(node: Node, store: Store) -> None:
-    """The store is authoritative: give the node its zones and endpoints."""
-    zones = [(z.id, z.parent) for z in await store.zones.list()]
-    endpoints = [(admin_api.spec_of(e), e.token_hash) for e in await store.endpoints.list()]
-    node.sync_inventory(zones, endpoints)
-
-
 async def write_log(
     node: Node, store: Store, queue: asyncio.Queue[LogEntry], webhooks: Webhooks
 ) -> None:
@@ -123,9 +123,10 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[STARTED] = time.monotonic()
     app[NODE] = node = Node(config)
-    app[reports_api.WEBHOOKS] = webhooks = Webhooks(store)
-    app[bulletins_api.SERVICE] = service = BulletinService(node, store)
-    app[schedules_api.SERVICE] = schedules = ScheduleService(node, store)
+    app[MEDIA] = media = MediaLibrary.for_config(config)
+    app[WEBHOOKS] = webhooks = Webhooks(store)
+    app[BULLETINS] = service = BulletinService(node, store, media=media)
+    app[SCHEDULES] = schedules = ScheduleService(node, store, media=media)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.start()
@@ -178,7 +179,7 @@ def create_app(config: Config) -> web.Application:
     api.add_routes(relay_api.routes)
     api.add_routes(records_api.routes)
     whip.setup(api)  # POST /api/v1/whip: live from a browser or OBS
-    webrtc.setup(api)  # POST /api/v1/whep: listen in a browser
+    whep.setup(api)  # POST /api/v1/whep: listen in a browser
     auth.setup(app, store, api)
     live.setup(api)  # GET /api/v1/status/ws: the dashboard's live status
     api.add_routes(admin_api.routes)  # zones, endpoints, users and their tokens
@@ -192,10 +193,6 @@ def create_app(config: Config) -> web.Application:
     schedules_page.setup(app)  # GET /schedules: programmes, presets, next runs, conflicts
     reports_page.setup(app)  # GET /reports: played vs requested, availability, CSV
     studio.setup(app)  # GET /studio (live from the microphone by WHIP), GET /listen (WHEP)
-
-    from loa.relay import http_ogg
-    from loa.streamer import icecast
-
     icecast.setup(app)  # PUT|SOURCE /{mount}: studio encoders (Basic auth per [[mounts]])
-    http_ogg.setup(app)  # GET /listen/{zone}.ogg (?token= or Bearer)
+    listen.setup(app)  # GET /listen/{zone}.ogg (?token= or Bearer)
     return app

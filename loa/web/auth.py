@@ -1,9 +1,6 @@
-"""Who is asking, and may they: passwords, roles and zone scopes, login rate limits, page
-sessions with CSRF, the auth middleware, and the /login, /logout and /api/v1/me handlers.
-
-Scope rules (pure functions below): an admin sees and targets everything. An operator acts
-inside the subtree of their zone; an emergency broadcast also needs their emergency right.
-A viewer reads (their subtree, or everything when they have no zone) and never broadcasts."""
+"""Who is asking: passwords, login rate limits, page sessions with CSRF, the auth middleware,
+and the /login, /logout and /api/v1/me handlers. What they may do once known is the access
+policy's (``loa.access``)."""
 
 from __future__ import annotations
 
@@ -12,14 +9,18 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
-from loa.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from loa.relay.core.zones import ZoneTree
+# The access policy is used through this module by the handlers that check a user's scope.
+from loa.access import ADMIN, User
+from loa.access import can_see_zone as can_see_zone
+from loa.access import can_target as can_target
+from loa.access import require_admin as require_admin
+from loa.access import visible_zones as visible_zones
+from loa.errors import BadRequest, Forbidden, Unauthorized
 from loa.store import Account, Store
 from loa.store.passwords import MIN_PASSWORD as MIN_PASSWORD
 from loa.store.passwords import hash_password as hash_password
@@ -27,12 +28,13 @@ from loa.store.passwords import hash_password_async, verify_password_async
 from loa.store.passwords import verify_password as verify_password
 from loa.store.sessions import SESSION_TTL_S
 from loa.web.api.bodies import read_login
+from loa.web.keys import LIMITER, SESSION_CSRF, STORE, USER
 from loa.web.login_limits import LoginLimiter as LoginLimiter
 from loa.web.middlewares import error_json
+from loa.web.pages import render_login
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Zones = ZoneTree | Mapping[str, str | None]
 
 COOKIE = "loa_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -46,104 +48,7 @@ class CsrfError(Forbidden):
     code = "csrf"
 
 
-# -- users and scopes ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    """The authenticated principal of a request (``request[USER]``)."""
-
-    username: str
-    role: str
-    zone: str | None
-    emergency_right: bool
-
-    @classmethod
-    def of(cls, account: Account) -> User:
-        return cls(account.username, account.role, account.zone, account.emergency_right)
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "username": self.username,
-            "role": self.role,
-            "zone": self.zone,
-            "emergency_right": self.emergency_right or self.role == "admin",
-        }
-
-
-USER = web.RequestKey("user", User)
-SESSION_CSRF = web.RequestKey("session_csrf", str)  # set only for cookie sessions
-STORE = web.AppKey("store", Store)
-ADMIN = User("admin", "admin", None, True)  # who the config's admin_token acts as
-
-
-def _lineage(zones: Zones, zone_id: str) -> tuple[str, ...]:
-    if isinstance(zones, ZoneTree):
-        return zones.lineage(zone_id)
-    if zone_id not in zones:
-        raise NotFound(f"zone {zone_id!r} does not exist", zone=zone_id)
-    out, seen = [zone_id], {zone_id}
-    parent = zones[zone_id]
-    while parent is not None and parent not in seen:
-        out.append(parent)
-        seen.add(parent)
-        parent = zones.get(parent)
-    return tuple(out)
-
-
-def can_see_zone(user: User, zones: Zones, zone_id: str) -> bool:
-    """Admins and unscoped viewers see every zone; others their own zone's subtree. An
-    unknown zone is seen by no one."""
-    if zone_id not in zones:
-        return False
-    if user.role == "admin" or user.zone is None:
-        return True
-    return user.zone in _lineage(zones, zone_id)
-
-
-def visible_zones(user: User, zones: Zones) -> frozenset[str] | None:
-    """The zone ids the user may see, or None for all (e.g. to filter the broadcast log)."""
-    if user.role == "admin" or user.zone is None:
-        return None
-    return frozenset(z for z in zones if user.zone in _lineage(zones, z))
-
-
-def require_admin(user: User) -> None:
-    if user.role != "admin":
-        raise Forbidden(f"only an admin may do this; {user.username} is {user.role}")
-
-
-def can_target(
-    user: User,
-    zones: Zones,
-    target_zones: Iterable[str],
-    endpoint_zones: Mapping[str, str],
-    *,
-    emergency: bool,
-) -> None:
-    """Raise ``Forbidden`` unless ``user`` may broadcast to these zones and endpoints
-    (``endpoint_zones``: endpoint id → its zone). The message names what is out of scope."""
-    if user.role == "admin":
-        return
-    if user.role != "operator" or user.zone is None:
-        raise Forbidden(f"{user.username} is a {user.role} and may not broadcast")
-    if emergency and not user.emergency_right:
-        raise Forbidden(f"{user.username} has no emergency right", missing="emergency_right")
-    out = sorted(z for z in target_zones if user.zone not in _lineage(zones, z))
-    eps = sorted(e for e, z in endpoint_zones.items() if user.zone not in _lineage(zones, z))
-    if out or eps:
-        named = [f"zone {z}" for z in out] + [f"endpoint {e}" for e in eps]
-        raise Forbidden(
-            f"{', '.join(named)} outside {user.username}'s zone {user.zone}",
-            zones=out,
-            endpoints=eps,
-        )
-
-
-# -- login rate limiting (loa.web.login_limits) -------------------------------------------
-
-
-LIMITER = web.AppKey("login_limiter", LoginLimiter)
+# -- login rate limiting: loa.web.login_limits (per account and client, with backoff) ------
 
 
 # -- accounts (hashing off the loop, audited by the store) -------------------------------------
@@ -332,8 +237,6 @@ async def login(request: web.Request) -> web.StreamResponse:
         await store.audit.record(username or None, "login.limited", username, None, ip)
         seconds = math.ceil(wait)
         if form:
-            from loa.web.pages import render_login
-
             page = render_login(request, error="rate_limited", status=429, next_path=target)
             page.headers["Retry-After"] = str(seconds)
             return page
@@ -350,8 +253,6 @@ async def login(request: web.Request) -> web.StreamResponse:
         limiter.failed(username, ip, time.monotonic())
         await store.audit.record(username or None, "login.failed", username, None, ip)
         if form:
-            from loa.web.pages import render_login
-
             return render_login(request, error="invalid_credentials", status=401, next_path=target)
         raise Unauthorized("wrong username or password")
     limiter.succeeded(username, ip)

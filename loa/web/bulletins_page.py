@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from loa.web import pages
-from loa.web.auth import USER
+from loa.web.keys import USER
 
 
 async def bulletins_page(request: web.Request) -> web.Response:

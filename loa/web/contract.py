@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from loa.errors import BadRequest, LoaError
+from loa.errors import BadRequest, TooLarge, Unprocessable, UnsupportedMediaType
 
 PREFIX = "/api/v1"  # where the API sub-app is mounted
 MAX_JSON_BYTES = 1024 * 1024
@@ -54,23 +54,6 @@ class BadJson(BadRequest):
 
 class TooDeep(BadRequest):
     code = "too_deep"
-
-
-class TooLarge(LoaError):
-    code = "too_large"
-    status = 413
-
-
-class UnsupportedMediaType(LoaError):
-    code = "unsupported_media_type"
-    status = 415
-
-
-class Unprocessable(LoaError):
-    """Well formed, but unusable (a URL that does not parse, an impossible rule)."""
-
-    code = "unprocessable"
-    status = 422
 
 
 class BadUrl(Unprocessable):

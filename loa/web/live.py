@@ -24,6 +24,8 @@ from weakref import WeakSet
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from loa.relay.node import Node
+from loa.web.keys import NODE, PUBLISHER, SOCKETS
+from loa.web.views import broadcast_json, endpoint_json
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +38,11 @@ HEARTBEAT_S = 20.0
 def snapshot(node: Node) -> dict[str, Any]:
     """What a dashboard shows: every pole, every active broadcast, and the totals."""
     poles = node.poles()
-    endpoints = [node.endpoint_json(e) for e in poles]
+    endpoints = [endpoint_json(node, e) for e in poles]
     online = {e.id for e in poles if e.online}
     broadcasts = []
     for bc in node.broadcasts.values():
-        data = node.broadcast_json(bc)
+        data = broadcast_json(node, bc)
         data["hearing"] = sum(1 for ep_id in data["listeners"] if ep_id in online)
         broadcasts.append(data)
     playing = sum(1 for e in endpoints if e["online"] and e["playing"] is not None)
@@ -162,10 +164,6 @@ class StatusPublisher:
                 self.poll(loop.time())
 
 
-PUBLISHER = web.AppKey("status_publisher", StatusPublisher)
-SOCKETS = web.AppKey("status_sockets", WeakSet[web.WebSocketResponse])
-
-
 async def _send_loop(ws: web.WebSocketResponse, box: Mailbox) -> None:
     while not ws.closed:
         data = await box.take()
@@ -177,8 +175,6 @@ async def _send_loop(ws: web.WebSocketResponse, box: Mailbox) -> None:
 
 async def status_ws(request: web.Request) -> web.WebSocketResponse:
     """Push {"type": "status", endpoints, broadcasts, counts} on every change (coalesced)."""
-    from loa.web.app import NODE  # here, not at import: app.py imports this module
-
     publisher = request.config_dict[PUBLISHER]
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=4096)
     await ws.prepare(request)

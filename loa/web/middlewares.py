@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from loa.errors import LoaError
+from loa.web.errors import http_status
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -47,7 +48,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except LoaError as exc:
-        return error_json(exc.status, exc.code, exc.message, **exc.fields)
+        return error_json(http_status(exc), exc.code, exc.message, **exc.fields)
     except web.HTTPException as exc:
         if exc.empty_body or exc.status < 400:
             raise

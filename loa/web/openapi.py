@@ -20,6 +20,7 @@ from loa.web.api import answers
 from loa.web.api.types import Declared, time_zones
 from loa.web.auth import COOKIE, CSRF_HEADER
 from loa.web.contract import Operation
+from loa.web.keys import DOCUMENT
 
 Schema = dict[str, Any]
 PREFIX = contract.PREFIX
@@ -233,9 +234,6 @@ def build(api: web.Application) -> dict[str, Any]:
             },
         },
     }
-
-
-DOCUMENT = web.AppKey("openapi_document", bytes)
 
 
 async def openapi_json(request: web.Request) -> web.Response:

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from loa.web.auth import SESSION_CSRF, USER
+from loa.web.keys import PAGE_TEMPLATES, SESSION_CSRF, USER
 
 STATIC = Path(__file__).parent / "static"
 TEMPLATES = STATIC / "templates"
@@ -68,9 +68,6 @@ class Templates:
         return _PLACEHOLDER.sub(sub, self.pages[name])
 
 
-TEMPLATES_KEY = web.AppKey("page_templates", Templates)
-
-
 def user_json(request: web.Request) -> dict[str, Any] | None:
     """The signed-in user as the pages' scripts see it (the same shape as GET /api/v1/me)."""
     user = request.get(USER)
@@ -78,7 +75,7 @@ def user_json(request: web.Request) -> dict[str, Any] | None:
 
 
 def _page(request: web.Request, name: str, *, status: int = 200, **values: Any) -> web.Response:
-    templates = request.config_dict[TEMPLATES_KEY]
+    templates = request.config_dict[PAGE_TEMPLATES]
     values.setdefault("csrf", request.get(SESSION_CSRF) or request.get("csrf") or "")
     values.setdefault("user", json.dumps(user_json(request), ensure_ascii=False))
     values.setdefault("lang", DEFAULT_LANG)
@@ -117,7 +114,7 @@ def render_login(
     sentence shown as it is. ``next_path`` (where to go after signing in) defaults to the
     ``next`` query parameter; a handler re-rendering a failed POST passes the form's."""
     error_key = f"login.error.{error}" if error in LOGIN_ERRORS else ""
-    templates = request.config_dict[TEMPLATES_KEY]
+    templates = request.config_dict[PAGE_TEMPLATES]
     if error is None:
         error_text = ""
     elif error_key:
@@ -183,9 +180,9 @@ async def static_file(request: web.Request) -> web.FileResponse:
 def setup(app: web.Application) -> None:
     """Add the pages and static files to the main app. Idempotent. Public routes (the auth
     middleware must let them through): ``GET /login`` and ``/static/…``."""
-    if TEMPLATES_KEY in app:
+    if PAGE_TEMPLATES in app:
         return
-    app[TEMPLATES_KEY] = Templates.load()
+    app[PAGE_TEMPLATES] = Templates.load()
     app.router.add_get("/", dashboard_page, name="dashboard")
     app.router.add_get("/log", log_page, name="log_page")
     app.router.add_get("/login", login_page, name="login_page")

@@ -16,21 +16,20 @@ from typing import Any
 
 from aiohttp import web
 
-from loa.relay.http_ogg import listen_token
+from loa.access import User
 from loa.web import auth, pages
-from loa.web.auth import USER
+from loa.web.keys import NODE, USER
+from loa.web.listen import listen_token
 
 
-def may_broadcast(user: auth.User) -> bool:
+def may_broadcast(user: User) -> bool:
     """Admins, and operators (who always have a zone); never viewers."""
     return user.role == "admin" or (user.role == "operator" and user.zone is not None)
 
 
-def ogg_links(request: web.Request, user: auth.User) -> dict[str, str]:
+def ogg_links(request: web.Request, user: User) -> dict[str, str]:
     """zone id → ``/listen/{zone}.ogg?token=…`` for every zone the user may see; empty when
     the server has no admin token (then the mounts open for no one)."""
-    from loa.web.app import NODE  # the app imports this module: no import at load time
-
     node = request.config_dict[NODE]
     admin_token = node.config.admin_token
     if not admin_token:
@@ -42,7 +41,7 @@ def ogg_links(request: web.Request, user: auth.User) -> dict[str, str]:
     }
 
 
-def _signed_in(request: web.Request) -> auth.User:
+def _signed_in(request: web.Request) -> User:
     if USER not in request:  # the auth middleware redirects first; this guards a bare app
         raise web.HTTPSeeOther(f"/login?next={request.rel_url.path_qs}")
     return request[USER]
@@ -65,7 +64,7 @@ async def listen_page(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     """Add ``GET /studio`` and ``GET /listen`` to the main app (after ``pages.setup``, whose
-    templates they use). Idempotent. The Ogg mounts live at ``/listen/{zone}.ogg`` (``http_ogg``): a
+    templates they use). Idempotent. The Ogg mounts live at ``/listen/{zone}.ogg`` (``listen``): a
     different resource, and public to the auth middleware only under ``/listen/``."""
     if "studio_page" in app.router.named_resources():
         return

@@ -39,6 +39,7 @@ from loa.bulletins.mapping import (
 )
 from loa.errors import LoaError
 from loa.relay.core.priority import Priority
+from loa.web.errors import http_status
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "cap"
 ICT = timezone(timedelta(hours=7))
@@ -192,7 +193,7 @@ def test_malformed_xml_names_line_and_column() -> None:
     assert str(info.value) == "malformed XML at line 2, column 18: mismatched tag"
     assert info.value.fields == {"line": 2, "column": 18}
     assert info.value.code == "bad_cap"
-    assert info.value.status == 422
+    assert http_status(info.value) == 422
     assert isinstance(info.value, LoaError) and isinstance(info.value, ValueError)
 
 

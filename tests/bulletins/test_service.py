@@ -22,7 +22,7 @@ import pytest
 
 from loa.bulletins.service import BulletinService, announcement, ordered_variants
 from loa.codecs.pcm import dominant_frequency, rms_dbfs
-from loa.web.api.bulletins import SERVICE
+from loa.web.keys import BULLETINS
 from tests.conftest import AUTH, tree_config
 from tests.relay.fleet import Fleet, wait_for
 from tests.relay.relayfix import on_transport, tone
@@ -127,7 +127,7 @@ async def test_priority_waits_for_the_item_boundary_then_plays_before_the_rest(
 ) -> None:
     config = tree_config(tmp_path, communes=1, per_commune=2)
     relay = await relay_factory(config)
-    relay.server.app[SERVICE].announce = False  # short plays: the boundary is the point here
+    relay.server.app[BULLETINS].announce = False  # short plays: the boundary is the point here
     fleet = await started(relay, config)
     try:
         media = await upload(relay, 800, 0.8)
@@ -177,7 +177,7 @@ async def test_emergency_interrupts_at_once_and_repeats_until_cancelled(
 ) -> None:
     config = tree_config(tmp_path, communes=2, per_commune=1)
     relay = await relay_factory(config)
-    relay.server.app[SERVICE].announce = False
+    relay.server.app[BULLETINS].announce = False
     fleet = await started(relay, config)
     try:
         media = await upload(relay, 700, 0.6)

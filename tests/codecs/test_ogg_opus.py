@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loa.codecs.ogg import OggPage
-from loa.codecs.ogg_opus import OggOpusReader, OggOpusWriter, OpusHead, OpusTags, iter_packets
+from loa.codecs.ogg_opus import OggOpusWriter, OpusHead, OpusTags
 from tests.codecs.test_ogg import (
     HEAD_BODY,
     HEAD_PAGE,
@@ -24,6 +24,7 @@ from tests.codecs.test_ogg import (
     payload,
     with_byte,
 )
+from tests.support.ogg import OggOpusReader, iter_packets
 
 # --- OpusHead / OpusTags ----------------------------------------------------------------------
 

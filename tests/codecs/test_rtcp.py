@@ -25,8 +25,9 @@ from loa.codecs.rtcp import (
     parse_rtcp,
     serialize_rtcp,
 )
-from loa.codecs.rtp import RtpPacket, opus_packet
+from loa.codecs.rtp import RtpPacket
 from tests.codecs.test_rtp import RTP_FULL, RTP_OPUS, h, rtp_packets, u32, words
+from tests.support.rtp import opus_packet
 
 # --- fixtures, written out field by field --------------------------------------------------
 

@@ -3,6 +3,7 @@ properties, wrap-aware seq/ts maths, the header-rewrite fast path, and aiortc's 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import aiortc.rtp as peer
@@ -13,17 +14,13 @@ from hypothesis import strategies as st
 from loa.codecs.rtp import (
     OPUS_CLOCK_RATE,
     OPUS_FRAME_TICKS,
-    ExtendedSequence,
     RtpExtension,
     RtpPacket,
-    opus_packet,
-    rewrite_header,
     seq_add,
     seq_diff,
-    seq_lt,
-    ts_add,
     ts_diff,
 )
+from tests.support.rtp import ExtendedSequence, opus_packet, rewrite_header, seq_lt, ts_add
 
 
 def h(text: str) -> bytes:
@@ -109,6 +106,9 @@ def test_bad_rtp(data: bytes, message: str) -> None:
     with pytest.raises(ValueError) as info:
         RtpPacket.parse(data)
     assert str(info.value) == message
+    with pytest.raises(ValueError) as info:
+        RtpPacket.payload_of(data)
+    assert str(info.value) == message
 
 
 BAD_VALUES = [
@@ -169,6 +169,18 @@ rtp_packets = st.builds(
 @given(rtp_packets)
 def test_rtp_round_trip(p: RtpPacket) -> None:
     assert RtpPacket.parse(bytes(p)) == p
+    assert RtpPacket.payload_of(bytes(p)) == p.payload
+
+
+@given(st.binary(max_size=64) | rtp_packets.map(bytes).map(lambda b: b[: len(b) // 2]))
+def test_payload_of_agrees_with_parse_on_anything(data: bytes) -> None:
+    try:
+        payload = RtpPacket.parse(data).payload
+    except ValueError as exc:
+        with pytest.raises(ValueError, match=re.escape(str(exc))):
+            RtpPacket.payload_of(data)
+    else:
+        assert RtpPacket.payload_of(data) == payload
 
 
 # --- hypothesis: wrap-around ---------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The node with a fake UDP transport: chime, failure, pause vs live, bounded WS queues."""
+"""The node with a fake UDP transport: chime, failure, pause vs live, listeners, and a timer
+armed only for the core's deadlines."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import pytest
 
 from loa.codecs.opus import OpusDecoder
 from loa.codecs.pcm import dominant_frequency
+from loa.config import with_changes
 from loa.errors import Conflict, NotFound
 from loa.relay.broadcast import State
+from loa.relay.core.control import Message, Playing, Transport
 from loa.relay.core.priority import BroadcastSpec, Priority
+from loa.relay.core.wire import ControlDatagram, DatagramType
 from loa.relay.node import Node
-from loa.relay.websocket import AUDIO_QUEUE_FRAMES, SpeakerPeer
 from loa.streamer.base import Frame
 from loa.streamer.playlist import Playlist
 from loa.streamer.tone import ChimeSource, ToneSource
@@ -65,6 +68,7 @@ async def run_until(node: Node, bc_id: str, timeout: float = 10.0) -> None:
     await asyncio.sleep(0)
 
 
+@pytest.mark.slow
 async def test_emergency_chime_then_message(node: Node) -> None:
     source = Playlist([ChimeSource(), ToneSource(700, duration_s=0.6)])
     await node.start_broadcast(
@@ -187,17 +191,102 @@ async def test_exclusive_refusal_closes_the_source(node: Node) -> None:
         await node.stop_broadcast("b")
 
 
-class FakeWs:
-    closed = False
+class Peer:
+    """A speaker's control channel as the node sees it: records what it is told."""
+
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+        self.closed: tuple[int, str] | None = None
+
+    def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+    def send_audio(self, packet: bytes) -> None:
+        raise AssertionError("no audio over the WebSocket in this test")
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
 
 
-async def test_ws_audio_queue_is_bounded_and_drops_stale(node: Node) -> None:
-    peer = SpeakerPeer(FakeWs(), node)  # type: ignore[arg-type]
-    for i in range(AUDIO_QUEUE_FRAMES + 7):
-        peer.send_audio(bytes([i]))
-    assert len(peer.audio) == AUDIO_QUEUE_FRAMES
-    assert peer.audio[0] == bytes([7])  # the oldest went first
-    assert node.metrics.ws_audio_dropped == 7
+async def test_the_timer_is_armed_for_an_expiry_and_only_then(node: Node) -> None:
+    loop = asyncio.get_running_loop()
+    assert node._timer is None  # nothing is due: the node does not wake at all
+    await node.start_broadcast(
+        spec("hold", Priority.LIVE), ToneSource(900), what="h", source_kind="tone", created_by="t"
+    )
+    assert node._timer is None
+    expires = loop.time() + 0.2
+    await node.start_broadcast(
+        spec("late", Priority.SCHEDULED, expires_at=expires),
+        ToneSource(400),
+        what="l",
+        source_kind="tone",
+        created_by="t",
+    )
+    assert node._timer is not None and node._timer.when() == expires
+    assert node.router.holder("rtp0") == "hold"  # "late" waits everywhere...
+    await asyncio.sleep(0.35)
+    assert "late" not in node.broadcasts  # ...and expired at its deadline, with no tick
+    assert [e.state for e in node.history] == ["expired"]
+    assert node._timer is None
+
+
+async def test_closing_the_node_disarms_its_timer(tmp_path: Path) -> None:
+    node = Node(tree_config(tmp_path, communes=1, per_commune=0, rtp=("10.9.0.1:1",)))
+    node.transport = node._sock = FakeTransport()  # type: ignore[assignment]
+    loop = asyncio.get_running_loop()
+    await node.start_broadcast(
+        spec("far", Priority.SCHEDULED, expires_at=loop.time() + 3600),
+        ToneSource(400),
+        what="f",
+        source_kind="tone",
+        created_by="t",
+    )
+    timer = node._timer
+    assert timer is not None
+    await node.close()
+    assert node._timer is None and timer.cancelled()
+
+
+async def test_a_silent_udp_path_times_out_at_its_deadline(tmp_path: Path) -> None:
+    config = tree_config(tmp_path, communes=1, per_commune=1)
+    config = with_changes(
+        config, relay=with_changes(config.relay, keepalive_s=0.1, session_timeout_s=0.3)
+    )
+    node = Node(config)
+    node.transport = node._sock = FakeTransport()  # type: ignore[assignment]
+    loop = asyncio.get_running_loop()
+    try:
+        peer = Peer()
+        session = node.attach_speaker(node.endpoint("c0-e0"), peer, loop.time())
+        assert node._timer is None  # no UDP path yet: nothing can time out
+        hello = ControlDatagram.signed(DatagramType.HELLO, session.id, 1, session.key)
+        now = loop.time()
+        assert node.on_datagram(bytes(hello), ("10.0.0.9", 4000), now) is not None
+        assert session.destination == ("10.0.0.9", 4000)
+        assert node._timer is not None and node._timer.when() == now + 0.3
+        await asyncio.sleep(0.45)
+        assert session.destination is None
+        assert peer.sent == [Transport("none", "udp timeout")]
+        assert node._timer is None
+    finally:
+        await node.close()
+
+
+async def test_a_speaker_hears_its_levels_and_what_plays(tmp_path: Path) -> None:
+    node = Node(tree_config(tmp_path, communes=1, per_commune=1))
+    node.transport = node._sock = FakeTransport()  # type: ignore[assignment]
+    try:
+        peer, ep = Peer(), node.endpoint("c0-e0")
+        node.attach_speaker(ep, peer, asyncio.get_running_loop().time())
+        await node.start_broadcast(
+            spec("em", Priority.EMERGENCY), ToneSource(900), what="em", source_kind="tone",
+            created_by="t",
+        )  # fmt: skip
+        assert peer.sent == [Playing("em", "emergency", "em", ep.emergency_volume, True)]
+        assert node.playing_message(ep) == peer.sent[-1]
+    finally:
+        await node.close()
 
 
 async def test_a_listener_hears_what_its_zone_hears(node: Node) -> None:
@@ -221,7 +310,8 @@ async def test_a_listener_hears_what_its_zone_hears(node: Node) -> None:
     )
     await asyncio.sleep(0.3)
     assert node.router.holder(listener.id) == "em"
-    assert node.broadcast_json(node.broadcasts["em"])["virtual_listeners"] == 1
+    heard = node.router.listeners("em")
+    assert listener.id in heard and not [e for e in heard if e.startswith("rtp")]
     pcm = decode(got[-10:])
     assert dominant_frequency(pcm) == pytest.approx(900, rel=0.01)
     node.detach_listener(listener)

@@ -94,16 +94,16 @@ def test_background_relay_and_two_overlapping_programmes_on_one_commune() -> Non
     assert report.contested == (r_commune,)
 
     (why_bg,) = r_prov.outcomes[0].explanation.others
-    assert (why_bg.broadcast_id, why_bg.reason) == (
+    assert (why_bg.broadcast_id, why_bg.reason.code, why_bg.reason.fields) == (
         bg,
-        f"class background ranks below {prov}'s scheduled",
+        "lower_class",
+        {"holder": prov, "class": "background", "holder_class": "scheduled"},
     )
     outcome = r_commune.outcomes[0]
     assert outcome.holder == prov and not outcome.wins
     waiting = {s.broadcast_id: s.reason for s in outcome.explanation.others}
-    assert waiting[commune] == (
-        f"same class as {prov} but from a lower origin (zone level 1 vs zone level 0)"
-    )
+    assert waiting[commune].code == "lower_origin"
+    assert waiting[commune].fields == {"holder": prov, "level": 1, "holder_level": 0}
     assert report.run_of(prov).schedule_id == "prov"
 
     # The commune's programme is resumable: it waits paused, plays all of it when the
@@ -131,9 +131,8 @@ def test_a_higher_origin_waits_for_the_item_boundary() -> None:
     c_id = r_commune.run.broadcast_id
     assert r_prov.waits_on == ("c0-e0", "c0-e1")
     mine = {s.broadcast_id: s.reason for s in r_prov.outcomes[0].explanation.others}
-    assert mine[r_prov.run.broadcast_id] == (
-        f"outranks {c_id} but does not interrupt: takes the floor at {c_id}'s next item boundary"
-    )
+    assert mine[r_prov.run.broadcast_id].code == "at_boundary"
+    assert mine[r_prov.run.broadcast_id].fields == {"holder": c_id}
     # 05:10 boundary: the province takes over until 05:40; the commune resumes, ends 05:50.
     assert r_prov.end == local("05:40")
     assert r_commune.end == local("05:50")
@@ -148,9 +147,8 @@ def test_equal_ranks_starting_together_go_by_schedule_id() -> None:
     assert r_a.run.schedule_id == "a" and r_a.wins_on == ("c1-e0",)
     assert r_b.outcomes[0].holder == r_a.run.broadcast_id
     (standing,) = r_b.outcomes[0].explanation.others
-    assert standing.reason == (
-        f"equal rank with {r_a.run.broadcast_id}, which holds the floor (equal rank never preempts)"
-    )
+    assert standing.reason.code == "equal_rank"
+    assert standing.reason.fields == {"holder": r_a.run.broadcast_id}
     assert r_b.end == local("05:02")  # waited paused for a's minute, then played its own
 
 

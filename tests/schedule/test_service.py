@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
+from loa.inventory import load_inventory
 from loa.relay.broadcast import LogEntry
 from loa.relay.node import Node
 from loa.schedule import Schedule
 from loa.schedule.service import CREATED_BY, ScheduleService
 from loa.store import Store
-from loa.web.app import load_inventory
 from tests.conftest import tree_config
 from tests.relay.fleet import wait_for
 
@@ -81,6 +81,7 @@ async def audit_actions(store: Store) -> list[tuple[str, str | None]]:
     return [(r.action, r.target) for r in reversed(rows)]
 
 
+@pytest.mark.slow
 async def test_a_rule_due_in_two_seconds_starts_its_broadcast_and_logs_it(relay: Relay) -> None:
     service = ScheduleService(relay.node, relay.store)
     at = int(time.time()) + 2
@@ -112,6 +113,7 @@ async def test_a_rule_due_in_two_seconds_starts_its_broadcast_and_logs_it(relay:
         await service.close()
 
 
+@pytest.mark.slow
 async def test_a_restart_inside_the_grace_window_catches_up(relay: Relay) -> None:
     service = ScheduleService(relay.node, relay.store)
     await service.start()  # a first run: records now, nothing to catch up on
@@ -147,6 +149,7 @@ async def test_a_restart_inside_the_grace_window_catches_up(relay: Relay) -> Non
         await again.close()
 
 
+@pytest.mark.slow
 async def test_a_schedule_that_cannot_start_is_skipped_and_the_loop_goes_on(
     relay: Relay,
 ) -> None:
@@ -180,6 +183,7 @@ async def test_a_schedule_that_cannot_start_is_skipped_and_the_loop_goes_on(
     assert service._task is None
 
 
+@pytest.mark.slow
 async def test_edits_and_deletes_wake_the_loop(relay: Relay) -> None:
     service = ScheduleService(relay.node, relay.store)
     await service.start()

@@ -18,8 +18,8 @@ from aiohttp import WSMsgType, web
 
 from loa.codecs.opus import OpusEncoder
 from loa.codecs.pcm import tone
-from loa.codecs.rtp import opus_packet
 from loa.relay.core.wire import ControlDatagram, DatagramType, looks_like_control
+from tests.support.rtp import opus_packet
 
 
 class _Udp(asyncio.DatagramProtocol):

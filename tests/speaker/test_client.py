@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import signal
@@ -146,6 +147,7 @@ async def test_status_reports_plausible_counters(server: FakeServer, start: Any)
     await stop(h)
 
 
+@pytest.mark.slow
 async def test_volume_mute_and_emergency_volume_change_the_level(
     server: FakeServer, start: Any
 ) -> None:
@@ -168,7 +170,7 @@ async def test_volume_mute_and_emergency_volume_change_the_level(
     assert half - full == pytest.approx(-12.04, abs=1.0)
     muted = await level_after({"type": "mute", "muted": True})
     assert muted < -100
-    assert h.speaker.status()["muted"] is True
+    assert json.loads(h.speaker.status())["muted"] is True
     await server.send_json({"type": "mute", "muted": False})
     emergency = await level_after(
         {"type": "playing", "broadcast": "b7", "class": "emergency", "volume": 100}
@@ -195,6 +197,7 @@ async def test_stop_flushes_buffered_audio(server: FakeServer, start: Any) -> No
     await stop(h)
 
 
+@pytest.mark.slow
 async def test_falls_back_to_websocket_audio_and_back_to_udp(
     server: FakeServer, start: Any
 ) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from loa.errors import BadRequest
-from loa.store import SchemaTooNew, Store, StoreError, hash_token
+from loa.store import SchemaTooNew, Store, StoreError
 from loa.store.db import check_id, connect, migrate
 from loa.store.schema import MIGRATIONS
 from tests.store.conftest import FakeClock, province
@@ -190,12 +190,6 @@ async def test_sigkill_mid_write_loses_nothing_committed(tmp_path: Path) -> None
     committed = {f"z{i}" for i in range(last + 1)}  # printed only after its commit
     assert committed <= ids
     assert len(ids - committed - {"p"}) <= 1  # at most the one committed after the last print
-
-
-def test_hash_token_matches_the_relay_node() -> None:
-    from loa.relay.node import hash_token as node_hash
-
-    assert hash_token("tok-c0-e0") == node_hash("tok-c0-e0")
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,9 @@ import av
 import pytest
 
 from loa.config import Config, with_changes
+from loa.media import probe
 from loa.streamer.duration import DurationCap, TooLong, declared_s, human
-from loa.web.media import probe
+from loa.web.errors import http_status
 from tests.conftest import AUTH
 
 CAP_S = 3.0
@@ -94,7 +95,7 @@ def test_a_long_declared_duration_is_refused_before_decoding(files: dict[str, Pa
         "six.mka lasts 6.008 s; the limit is 3 s (web.max_media_duration_s)"
     )
     assert info.value.fields == {"limit_s": 3.0, "duration_s": 6.008}
-    assert (info.value.status, info.value.code) == (413, "too_long")
+    assert (http_status(info.value), info.value.code) == (413, "too_long")
 
 
 @pytest.mark.parametrize(("name", "said"), [("liar", "1 s"), ("undeclared", "no duration")])

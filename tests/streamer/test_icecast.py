@@ -18,6 +18,7 @@ from loa.config import Config, MountSpec, with_changes
 from loa.errors import SourceError
 from loa.streamer import icecast
 from loa.streamer.icecast import IcecastSource
+from loa.web.keys import MOUNTS
 from tests.conftest import Relay, need_binary, tree_config
 from tests.relay.fleet import Fleet, wait_for
 from tests.relay.relayfix import on_transport
@@ -197,7 +198,7 @@ async def test_legacy_source_plays_refuses_a_second_source_and_obeys_a_stop(
         (entry,) = await log_entries(relay)
         assert (entry["state"], entry["what"]) == ("stopped", "studio: Raw")
         # The mount is free again.
-        await wait_for(lambda: "studio" not in relay.server.app[icecast.MOUNTS].live, 5, "free")
+        await wait_for(lambda: "studio" not in relay.server.app[MOUNTS].live, 5, "free")
     finally:
         await fleet.close()
 
@@ -219,7 +220,7 @@ async def test_garbage_fails_the_broadcast_and_leaves_the_relay_fine(
     assert entry["reason"].startswith("cannot decode the stream: InvalidDataError"), entry
     async with relay.http.get(relay.url + "/healthz") as resp:
         assert resp.status == 200
-    assert relay.server.app[icecast.MOUNTS].live == {}
+    assert relay.server.app[MOUNTS].live == {}
 
 
 @pytest.mark.e2e
@@ -259,6 +260,7 @@ class Chunks:
         return out
 
 
+@pytest.mark.slow
 async def test_source_bridges_bursts_with_silence_and_grows_its_buffer(tmp_path: Path) -> None:
     mp3 = await mp3_tone(tmp_path, 1000, 2)
     half = len(mp3) // 2
@@ -298,6 +300,7 @@ async def test_source_settings_are_checked() -> None:
         IcecastSource(Chunks([]), name="t", idle_timeout_s=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("content_type", "codec", "suffix"),
     [

@@ -28,6 +28,7 @@ from loa.streamer.targets import (
     source_urls,
 )
 from loa.streamer.url import UrlSource
+from loa.web.errors import http_status
 from tests.conftest import tree_config
 from tests.streamer.test_url import (
     LOCAL,
@@ -80,7 +81,7 @@ def test_literal_refused_with_a_message_naming_the_reason() -> None:
         "address": "169.254.169.254",
         "reason": "link-local",
     }
-    assert (info.value.status, info.value.code) == (422, "url_target_refused")
+    assert (http_status(info.value), info.value.code) == (422, "url_target_refused")
     with pytest.raises(TargetRefused, match="is a loopback address"):
         UrlSource("https://[::1]:8443/live")
     with pytest.raises(TargetRefused, match="is a loopback address"):

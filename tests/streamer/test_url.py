@@ -28,16 +28,9 @@ from aiohttp.typedefs import Handler
 from loa.codecs import FRAME_S, FRAME_SAMPLES, SAMPLE_RATE
 from loa.errors import SourceError
 from loa.streamer.base import Frame, Source
+from loa.streamer.decode import MAX_BAD_PACKETS
 from loa.streamer.targets import TargetPolicy
-from loa.streamer.url import (
-    MAX_BAD_PACKETS,
-    STABLE_AFTER_S,
-    Backoff,
-    FrameCutter,
-    State,
-    UrlSource,
-    redact,
-)
+from loa.streamer.url import STABLE_AFTER_S, Backoff, State, UrlSource, redact
 
 # The upstreams here are served on 127.0.0.1, which URL sources refuse by default.
 LOCAL = TargetPolicy(["127.0.0.0/8", "::1"])
@@ -46,26 +39,6 @@ TONE_HZ = 440
 TONE_S = 3.0
 
 # --- no sockets: the pure parts -----------------------------------------------------------
-
-
-def test_frame_cutter_cuts_exact_frames_and_carries_the_remainder() -> None:
-    samples = np.arange(5000, dtype=np.int16)
-    cutter = FrameCutter()
-    frames: list[np.ndarray] = []
-    for start, stop in [(0, 1000), (1000, 1500), (1500, 1501), (1501, 4000), (4000, 5000)]:
-        frames += cutter.push(samples[start:stop])
-    assert all(f.shape == (FRAME_SAMPLES,) and f.dtype == np.int16 for f in frames)
-    assert len(frames) == 5000 // FRAME_SAMPLES
-    np.testing.assert_array_equal(np.concatenate(frames), samples[: len(frames) * FRAME_SAMPLES])
-    # The 200 samples left over start the next frame.
-    (nxt,) = cutter.push(np.full(760, -1, dtype=np.int16))
-    np.testing.assert_array_equal(nxt[:200], samples[4800:])
-    assert (nxt[200:] == -1).all()
-
-
-def test_frame_cutter_takes_the_resampler_2d_layout() -> None:
-    (frame,) = FrameCutter().push(np.ones((1, FRAME_SAMPLES), dtype=np.int16))
-    assert frame.shape == (FRAME_SAMPLES,)
 
 
 def highest(lo: float, hi: float) -> float:

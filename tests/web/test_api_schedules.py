@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
-from loa.web.api.schedules import SERVICE
 from loa.web.app import NODE, create_app
+from loa.web.keys import SCHEDULES
 from tests.conftest import AUTH, tree_config
 from tests.relay.fleet import wait_for
 from tests.web.test_api_admin import account
@@ -156,13 +157,20 @@ async def test_conflicts_report_who_wins_each_endpoint(aiohttp_client: Any, tmp_
     assert all(o["holder"] == mine["broadcast"] and not o["wins"] for o in prov["outcomes"])
     assert prov["end"] == MONDAY_5AM + 120  # paused while it waited, then its 60 s
     waiting = prov["outcomes"][0]["others"]
-    assert [w["broadcast"] for w in waiting] == [prov["broadcast"]] and waiting[0]["why"]
+    assert [w["broadcast"] for w in waiting] == [prov["broadcast"]]
+    holder = mine["broadcast"]
+    assert waiting[0]["why"] == (
+        f"outranks {holder} but does not interrupt: "
+        f"takes the floor at {holder}'s next item boundary"
+    )
+    assert (waiting[0]["why_code"], waiting[0]["why_params"]) == ("at_boundary", {"holder": holder})
     assert all(o["heard_s"] == 60 for o in prov["outcomes"])
 
 
+@pytest.mark.slow
 async def test_the_running_scheduler_follows_the_api(aiohttp_client: Any, tmp_path: Path) -> None:
     client = await client_for(aiohttp_client, tmp_path)
-    service, node = client.app[SERVICE], client.app[NODE]
+    service, node = client.app[SCHEDULES], client.app[NODE]
     at = int(time.time()) + 2
     data = body("soon", dtstart=at, rrule="FREQ=MINUTELY;COUNT=1")
     data["items"] = [{"type": "silence", "duration_s": 0.5}]

@@ -12,11 +12,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
+from loa.access import User, can_see_zone, can_target, visible_zones
 from loa.errors import Forbidden, NotFound
 from loa.relay.core.zones import ZoneTree
 from loa.store import Store
 from loa.web import auth, middlewares
-from loa.web.auth import User, can_see_zone, can_target, visible_zones
+from loa.web.errors import http_status
 
 ADMIN_TOKEN = "config-admin-token"
 
@@ -102,7 +103,7 @@ def test_can_target(zones: Any) -> None:
     for user, targets, eps, emergency, message in cases:
         with pytest.raises(Forbidden) as info:
             can_target(user, zones, targets, eps, emergency=emergency)
-        assert info.value.message == message and info.value.status == 403
+        assert info.value.message == message and http_status(info.value) == 403
     with pytest.raises(NotFound, match=r"^zone 'mars' does not exist$"):
         can_target(OP, zones, ["mars"], {}, emergency=False)
 

@@ -50,6 +50,7 @@ async def test_needs_credentials(client: TestClient) -> None:
     assert resp.status == 401
 
 
+@pytest.mark.slow
 async def test_snapshot_on_connect_then_a_push_per_change(client: TestClient) -> None:
     async with client.ws_connect(WS, headers=AUTH) as ws:
         first = await receive(ws)
@@ -154,6 +155,7 @@ async def test_shutdown_closes_dashboards(tmp_path: Path) -> None:
         await ws.close()
 
 
+@pytest.mark.slow
 async def test_push_latency_after_a_change(client: TestClient) -> None:
     """From sending a broadcast start (or stop) to the dashboard holding the push: an upper
     bound of change → push (the change happens inside the request)."""

@@ -12,7 +12,7 @@ import pytest
 
 from loa.config import Config, with_changes
 from loa.web import auth
-from loa.web.app import STORE
+from loa.web.keys import STORE
 from loa.web.proxies import TrustedProxies, parse_address
 from tests.conftest import AUTH, tree_config
 from tests.web.test_api_relay import write_wav

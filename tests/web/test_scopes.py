@@ -39,6 +39,9 @@ from tests.conftest import AUTH, tree_config
 from tests.web.test_api_admin import account
 from tests.web.test_openapi import document, routes_of
 
+# A full app and world per route, a hundred routes: the whole suite runs them, not the fast loop.
+pytestmark = pytest.mark.slow
+
 OFFER = "<sdp offer>"  # a body placeholder: a real aiortc offer is made for the call
 TONE = {"type": "tone", "freq_hz": 1000}
 HOOK = {"url": "http://127.0.0.1:9/loa", "events": ["endpoint.online"]}

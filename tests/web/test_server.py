@@ -18,8 +18,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from loa.config import Config, with_changes
-from loa.relay.http_ogg import listen_token
 from loa.web.app import create_app
+from loa.web.listen import listen_token
 from loa.web.server import redact_tokens, run_options
 from tests.conftest import ADMIN, AUTH
 from tests.relay.relayfix import free_port

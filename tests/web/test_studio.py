@@ -14,12 +14,12 @@ from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from loa.config import with_changes
-from loa.relay.http_ogg import listen_token
 from loa.web import pages
 from loa.web.app import NODE, create_app
+from loa.web.listen import listen_token
 from tests.conftest import ADMIN, tree_config
-from tests.streamer.test_whip import offer_sdp
 from tests.web.test_pages import add_user, dictionaries, sign_in
+from tests.web.test_whip import offer_sdp
 
 STATIC = pages.STATIC
 MY_TEMPLATES = ("studio", "studio_viewer", "listen")

@@ -8,6 +8,9 @@ from a higher zone wins. Equal ranks never preempt each other: the holder keeps 
 The preemption rule (``may_take``): a waiting broadcast takes an endpoint from its holder
 only if it outranks the holder and either it interrupts, or the holder is at an item
 boundary, or the holder is ``background`` (which has no boundaries).
+
+Why a broadcast stands where it does is a ``Reason``: a stable code and its parameters, no
+sentence. The web layer words it for the API and the pages translate the code.
 """
 
 from __future__ import annotations
@@ -47,7 +50,11 @@ class Priority(IntEnum):
         elif isinstance(value, str) and value.upper() in cls.__members__:
             return cls[value.upper()]
         names = ", ".join(f"{p.name.lower()}={p.value}" for p in cls)
-        raise BadRequest(f"unknown broadcast class {value!r}; expected one of {names}")
+        raise BadRequest(
+            f"unknown broadcast class {value!r}; expected one of {names}",
+            field="class",
+            allowed=[p.name.lower() for p in cls],
+        )
 
 
 class Rank(NamedTuple):
@@ -72,28 +79,53 @@ def may_take(challenger: Rank, interrupts: bool, holder: Rank, *, at_boundary: b
     )
 
 
-def _level_text(level: int) -> str:
-    return "national" if level == NATIONAL_LEVEL else f"zone level {level}"
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a broadcast holds an endpoint or not: ``code`` (one of ``REASONS``) and its
+    parameters, as (name, value) pairs."""
+
+    code: str
+    params: tuple[tuple[str, str | int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.code not in REASONS:
+            raise ValueError(f"unknown reason code {self.code!r}")
+
+    @property
+    def fields(self) -> dict[str, str | int]:
+        return dict(self.params)
 
 
-def waiting_reason(challenger: Rank, interrupts: bool, holder_id: str, holder: Rank) -> str:
+REASONS = frozenset(
+    {
+        "holds",  # it holds the floor
+        "holds_past_expiry",  # it holds the floor but, past its expires_at, gains no more
+        "past_expiry",  # past its expires_at: keeps what it holds, gains nothing
+        "equal_rank",  # holder: equal rank never preempts, first come keeps the floor
+        "lower_class",  # holder, class, holder_class
+        "lower_origin",  # holder, level, holder_level (origin levels; -1 is national)
+        "at_boundary",  # holder: outranks it, takes the floor at its next item boundary
+        "interrupts",  # holder: outranks it and interrupts (settles within the same frame)
+        "waiting",  # no holder to compare with (not reachable while the invariants hold)
+    }
+)
+
+
+def waiting_reason(challenger: Rank, interrupts: bool, holder_id: str, holder: Rank) -> Reason:
     """Why a waiting broadcast does not hold an endpoint that ``holder_id`` holds."""
+    held: tuple[tuple[str, str | int], ...] = (("holder", holder_id),)
     if challenger == holder:
-        return f"equal rank with {holder_id}, which holds the floor (equal rank never preempts)"
+        return Reason("equal_rank", held)
     if challenger.priority < holder.priority:
         mine, theirs = Priority(challenger.priority), Priority(holder.priority)
-        return f"class {mine.name.lower()} ranks below {holder_id}'s {theirs.name.lower()}"
+        classes = (("class", mine.name.lower()), ("holder_class", theirs.name.lower()))
+        return Reason("lower_class", held + classes)
     if challenger < holder:
-        return (
-            f"same class as {holder_id} but from a lower origin "
-            f"({_level_text(challenger.origin_level)} vs {_level_text(holder.origin_level)})"
-        )
+        levels = (("level", challenger.origin_level), ("holder_level", holder.origin_level))
+        return Reason("lower_origin", held + levels)
     if not may_take(challenger, interrupts, holder, at_boundary=False):
-        return (
-            f"outranks {holder_id} but does not interrupt: "
-            f"takes the floor at {holder_id}'s next item boundary"
-        )
-    return f"outranks {holder_id} and interrupts: takes the floor at once"
+        return Reason("at_boundary", held)
+    return Reason("interrupts", held)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,36 +149,48 @@ class BroadcastSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
-            raise BadRequest(f"broadcast id must be a non-empty string, got {self.id!r}")
+            raise BadRequest(
+                f"broadcast id must be a non-empty string, got {self.id!r}", field="id"
+            )
         object.__setattr__(self, "priority", Priority.parse(self.priority))
         for name in ("target_zones", "target_endpoints"):
             ids = getattr(self, name)
             if not isinstance(ids, frozenset) or not all(isinstance(i, str) and i for i in ids):
-                raise BadRequest(f"broadcast {self.id}: {name} must be a frozenset of ids")
+                raise BadRequest(
+                    f"broadcast {self.id}: {name} must be a frozenset of ids", field=name
+                )
         if not self.target_zones and not self.target_endpoints:
             raise BadRequest(
-                f"broadcast {self.id} has no targets: give target_zones and/or target_endpoints"
+                f"broadcast {self.id} has no targets: give target_zones and/or target_endpoints",
+                field="targets",
             )
         if self.origin_zone is not None and not (
             isinstance(self.origin_zone, str) and self.origin_zone
         ):
-            raise BadRequest(f"broadcast {self.id}: origin_zone must be a zone id or None")
+            raise BadRequest(
+                f"broadcast {self.id}: origin_zone must be a zone id or None", field="origin_zone"
+            )
         if self.expires_at is not None and not (
             isinstance(self.expires_at, int | float) and math.isfinite(self.expires_at)
         ):
             raise BadRequest(
-                f"broadcast {self.id}: expires_at must be a finite time, got {self.expires_at!r}"
+                f"broadcast {self.id}: expires_at must be a finite time, got {self.expires_at!r}",
+                field="expires_at",
             )
         self._check_flags()
 
     def _check_flags(self) -> None:
         if self.interrupt is not None and not isinstance(self.interrupt, bool):
-            raise BadRequest(f"broadcast {self.id}: interrupt must be true, false or null")
+            raise BadRequest(
+                f"broadcast {self.id}: interrupt must be true, false or null", field="interrupt"
+            )
         for flag in ("exclusive", "resumable", "live"):
             if not isinstance(getattr(self, flag), bool):
-                raise BadRequest(f"broadcast {self.id}: {flag} must be true or false")
+                raise BadRequest(f"broadcast {self.id}: {flag} must be true or false", field=flag)
         if self.live and self.resumable:
-            raise BadRequest(f"broadcast {self.id}: a live source cannot be resumable")
+            raise BadRequest(
+                f"broadcast {self.id}: a live source cannot be resumable", field="resumable"
+            )
 
     @property
     def interrupts(self) -> bool:
@@ -165,7 +209,7 @@ class Standing:
     arrival: int
     interrupts: bool
     holds: bool
-    reason: str
+    reason: Reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """The priority router: which broadcast holds the floor on each endpoint, and every switch.
 
 Sans-IO: ``Router.handle(event)`` takes one event and returns the actions it causes; time
-comes in only through ``BroadcastStarted.now`` and ``Tick.now``. ``listeners`` and
+comes in only through ``BroadcastStarted.now`` and ``Tick.now``, and ``next_deadline()``
+says when the next ``Tick`` is due (None: no time-driven change is pending). ``listeners`` and
 ``holder`` are the per-frame queries (O(1), no allocation once the tuple is cached).
 
 Rules (DESIGN.md "Priority and preemption", and the decisions where it is silent):
@@ -50,6 +51,7 @@ from loa.relay.core.priority import (
     BroadcastSpec,
     Explanation,
     Rank,
+    Reason,
     Standing,
     may_take,
     waiting_reason,
@@ -100,7 +102,8 @@ class ItemBoundary:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """Sent every frame; O(1) unless an expiry is due."""
+    """Time has reached ``now``; send one when ``next_deadline()`` comes (O(1) unless an
+    expiry is due, so an early or extra Tick costs nothing)."""
 
     now: float
 
@@ -279,6 +282,11 @@ class Router:
         except KeyError:
             raise self._no_endpoint(endpoint_id) from None
 
+    def next_deadline(self) -> float | None:
+        """When the next ``Tick`` can change anything: the earliest pending ``expires_at``
+        (perhaps of a broadcast stopped since; that Tick is then a no-op)."""
+        return self._expiries[0][0] if self._expiries else None
+
     def broadcasts(self) -> tuple[str, ...]:
         """Running broadcasts, in the order they started."""
         return tuple(self._bcs)
@@ -306,16 +314,16 @@ class Router:
             if bc is holder or not self._targets(endpoint_id, bc):
                 continue
             if bc.closed:
-                reason = "past its expires_at: keeps what it holds but gains no endpoint"
+                reason = Reason("past_expiry")
             elif holder is None:
-                reason = "waiting"  # unreachable while the invariants hold
+                reason = Reason("waiting")  # unreachable while the invariants hold
             else:
                 reason = waiting_reason(bc.rank, bc.interrupts, holder.spec.id, holder.rank)
             others.append(_standing(bc, False, reason))
         standing = None
         if holder is not None:
-            note = " (past its expires_at: it gains no more endpoints)" if holder.closed else ""
-            standing = _standing(holder, True, "holds the floor" + note)
+            code = "holds_past_expiry" if holder.closed else "holds"
+            standing = _standing(holder, True, Reason(code))
         return Explanation(endpoint_id, zone, standing, tuple(others))
 
     # -- transitions ---------------------------------------------------------------------
@@ -533,7 +541,7 @@ def _by_key(bc: _Bc) -> tuple[int, int, int]:
     return (-bc.key[0], -bc.key[1], -bc.key[2])
 
 
-def _standing(bc: _Bc, holds: bool, reason: str) -> Standing:
+def _standing(bc: _Bc, holds: bool, reason: Reason) -> Standing:
     spec = bc.spec
     return Standing(
         spec.id, spec.priority, bc.rank.origin_level, bc.seq, bc.interrupts, holds, reason

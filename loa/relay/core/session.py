@@ -243,6 +243,12 @@ class SessionTable:
 
     # --- the timer -------------------------------------------------------------------
 
+    def next_deadline(self) -> float | None:
+        """When ``expire`` next has something to do: the earliest moment a bound address
+        falls silent for ``session_timeout_s`` (None while no address is bound). O(n)."""
+        seen = [s.last_seen for s in self._by_addr.values() if s.last_seen is not None]
+        return min(seen) + self.session_timeout_s if seen else None
+
     def expire(self, now: float) -> list[Session]:
         """Unbind addresses silent for ``session_timeout_s``; return sessions that left UDP."""
         deadline = now - self.session_timeout_s

@@ -14,11 +14,12 @@ from typing import Any
 
 from aiohttp import web
 
-from loa.config import EndpointSpec
+from loa.access import User
 from loa.errors import Conflict, Forbidden, NotFound
+from loa.inventory import spec_of
 from loa.relay.node import Endpoint as LiveEndpoint
 from loa.relay.node import Node
-from loa.store import Account, Endpoint, Store
+from loa.store import Account, Store
 from loa.store.passwords import hash_password_async, verify_password_async
 from loa.web import auth
 from loa.web.api import answers
@@ -33,34 +34,20 @@ from loa.web.api.bodies import (
 )
 from loa.web.api.relay import node_of, user_of
 from loa.web.api.types import builtins
-from loa.web.auth import User
 from loa.web.contract import Routes
+from loa.web.keys import STORE
+from loa.web.views import endpoint_json
 
 routes = Routes()
 
 
 def store_of(request: web.Request) -> Store:
-    return request.config_dict[auth.STORE]
+    return request.config_dict[STORE]
 
 
 def may_change(user: User) -> None:
     if user.role == "viewer":
         raise Forbidden(f"{user.username} is a viewer and may not change anything")
-
-
-def spec_of(row: Endpoint) -> EndpointSpec:
-    """What the node runs from a store row (the token is matched by its hash)."""
-    return EndpointSpec(
-        row.id,
-        row.name,
-        row.zone,
-        kind=row.kind,
-        address=row.address,
-        lat=row.lat,
-        lon=row.lon,
-        volume=row.volume,
-        emergency_volume=row.emergency_volume,
-    )
 
 
 # -- zones -------------------------------------------------------------------------------------
@@ -228,7 +215,7 @@ async def add_endpoint(request: web.Request, body: NewEndpoint) -> web.Response:
     extra = {k: v for k, v in builtins(body).items() if k not in ("id", "name", "zone")}
     row, token = await store.endpoints.add(body.id, body.name, body.zone, **extra)
     ep = node.add_endpoint(spec_of(row), token_hash=row.token_hash)
-    answer = node.endpoint_json(ep)
+    answer = endpoint_json(node, ep)
     if token is not None:
         answer["token"] = token
     return web.json_response(answer, status=201)
@@ -259,7 +246,7 @@ async def update_endpoint(request: web.Request, body: EndpointChange) -> web.Res
         muted = was_muted if muted is None else muted
     if muted is not None and muted != ep.muted:
         node.set_levels(ep, muted=muted)
-    return web.json_response(node.endpoint_json(ep))
+    return web.json_response(endpoint_json(node, ep))
 
 
 @routes.post(
@@ -282,7 +269,7 @@ async def rotate_token(request: web.Request) -> web.Response:
     token = await store.endpoints.rotate_token(ep.id)
     row = await store.endpoints.get(ep.id)
     node.update_endpoint(spec_of(row), token_hash=row.token_hash)
-    return web.json_response({**node.endpoint_json(node.endpoint(ep.id)), "token": token})
+    return web.json_response({**endpoint_json(node, node.endpoint(ep.id)), "token": token})
 
 
 @routes.delete(

@@ -26,7 +26,7 @@ from loa.bulletins import cap
 from loa.bulletins.mapping import BulletinPlan, Cancel, Ignored, Level, plan
 from loa.bulletins.service import BulletinService
 from loa.bulletins.service import NewBulletin as NewBulletin_
-from loa.errors import Conflict, NotFound
+from loa.errors import Conflict, NotFound, TooLarge, UnsupportedMediaType
 from loa.relay.node import Node
 from loa.store.bulletins import BulletinRow
 from loa.web import auth
@@ -35,18 +35,18 @@ from loa.web.api.bodies import BulletinAt, NewBulletin
 from loa.web.api.queries import BulletinsQuery
 from loa.web.api.relay import node_of, user_of
 from loa.web.api.types import builtins
-from loa.web.contract import Routes, TooLarge, UnsupportedMediaType
+from loa.web.contract import Routes
+from loa.web.keys import BULLETINS
 
 log = logging.getLogger(__name__)
 routes = Routes()
-SERVICE = web.AppKey("bulletins", BulletinService)
 CAP_TYPES = ("application/cap+xml", "application/xml", "text/xml")
 GEOCODES_FILE = "geocodes.json"
 DIRECT_GEOCODE = "loa"
 
 
 def service_of(request: web.Request) -> BulletinService:
-    return request.config_dict[SERVICE]
+    return request.config_dict[BULLETINS]
 
 
 def _visible(request: web.Request, row: BulletinRow) -> bool:

@@ -7,19 +7,21 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from loa.errors import Forbidden, NotFound
+from loa.errors import Forbidden, LoaError, NotFound, TooLarge
+from loa.media import CHUNK
 from loa.store import LogRow, to_csv
 from loa.web import auth
 from loa.web.api import answers
 from loa.web.api.queries import AuditQuery, LogCsvQuery, LogQuery, UploadQuery
 from loa.web.api.relay import node_of, user_of
 from loa.web.contract import Routes
+from loa.web.errors import http_status
+from loa.web.keys import CONFIG, MEDIA, STORE, USER
 
 log = logging.getLogger(__name__)
 routes = Routes()
@@ -49,7 +51,7 @@ def _log_filters(request: web.Request, query: LogQuery | LogCsvQuery) -> dict[st
     errors=(404,),
 )
 async def broadcast_log(request: web.Request, query: LogQuery) -> web.Response:
-    store = request.config_dict[auth.STORE]
+    store = request.config_dict[STORE]
     filters = _log_filters(request, query)
     if filters is None:
         return web.json_response({"entries": [], "total": 0})
@@ -66,7 +68,7 @@ async def broadcast_log(request: web.Request, query: LogQuery) -> web.Response:
     errors=(404,),
 )
 async def broadcast_log_csv(request: web.Request, query: LogCsvQuery) -> web.Response:
-    store = request.config_dict[auth.STORE]
+    store = request.config_dict[STORE]
     filters = _log_filters(request, query)
     rows: list[LogRow] = []
     while filters is not None and len(rows) < CSV_MAX_ROWS:  # pages of at most 1000 rows
@@ -96,7 +98,7 @@ async def audit_log(request: web.Request, query: AuditQuery) -> web.Response:
     auth.require_admin(user_of(request))
     if query.since is not None and query.until is not None and query.since > query.until:
         return web.json_response({"entries": []})  # an empty window
-    store = request.config_dict[auth.STORE]
+    store = request.config_dict[STORE]
     rows = await store.audit.query(
         user=query.user,
         action=query.action,
@@ -133,28 +135,22 @@ def _may_change(request: web.Request) -> None:
 )
 async def upload_media(request: web.Request, query: UploadQuery) -> web.Response:
     """Raw body upload (any audio av decodes), ``?filename=``; size-limited, checked, kept."""
-    from loa.web.media import TooLarge, store_upload
-
     _may_change(request)
-    node = node_of(request)
-    limit = node.config.web.max_upload_mb * 1024**2
+    config = request.config_dict[CONFIG]
+    limit = config.web.max_upload_mb * 1024**2
     if request.content_length is not None and request.content_length > limit:
-        raise TooLarge(f"upload exceeds the {node.config.web.max_upload_mb} MiB limit")
+        raise TooLarge(f"upload exceeds the {config.web.max_upload_mb} MiB limit")
     filename = query.filename
-    info = await store_upload(
-        request.content,
-        node.media_dir(),
-        filename,
-        limit,
-        node.config.web.max_media_duration_s,  # edges: the duration cap
-    )
-    row = await request.config_dict[auth.STORE].media.add(info, user_of(request).username)
+    chunks = request.content.iter_chunked(CHUNK)
+    media = request.config_dict[MEDIA]
+    info = await media.add(chunks, filename, limit, config.web.max_media_duration_s)
+    row = await request.config_dict[STORE].media.add(info, user_of(request).username)
     return web.json_response({**info, **row.as_json()}, status=201)
 
 
 @routes.get("/media", summary="The media library", tag="media", returns=answers.MediaList)
 async def list_media(request: web.Request) -> web.Response:
-    rows = await request.config_dict[auth.STORE].media.list()
+    rows = await request.config_dict[STORE].media.list()
     return web.json_response({"media": [r.as_json() for r in rows]})
 
 
@@ -167,15 +163,8 @@ async def list_media(request: web.Request) -> web.Response:
 )
 async def delete_media(request: web.Request) -> web.Response:
     _may_change(request)
-    node = node_of(request)
-    row = await request.config_dict[auth.STORE].media.remove(request.match_info["id"])
-    media_dir = node.media_dir()
-
-    def unlink() -> None:
-        for path in (media_dir / row.file, media_dir / Path(row.file).with_suffix(".json")):
-            path.unlink(missing_ok=True)
-
-    await asyncio.get_running_loop().run_in_executor(None, unlink)
+    row = await request.config_dict[STORE].media.remove(request.match_info["id"])
+    await request.config_dict[MEDIA].remove(row.file)
     return web.json_response(row.as_json())
 
 
@@ -197,16 +186,16 @@ async def audit(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         status = exc.status
         raise
-    except Exception as exc:
-        status = getattr(exc, "status", 500)
+    except LoaError as exc:
+        status = http_status(exc)
         raise
     finally:
-        user = request.get(auth.USER)
+        user = request.get(USER)
         route = request.match_info.route.resource
         action = f"{request.method} {route.canonical if route is not None else request.path}"
         detail = {"status": status, "query": dict(request.query)}
         try:
-            await request.config_dict[auth.STORE].audit.record(
+            await request.config_dict[STORE].audit.record(
                 user.username if user else None,
                 action,
                 "/".join(request.match_info.values()) or None,

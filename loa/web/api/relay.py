@@ -8,28 +8,30 @@ from typing import Any
 
 from aiohttp import web
 
+from loa.access import User
 from loa.errors import BadRequest, Conflict, Forbidden, NotFound
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.node import Node
 from loa.streamer.factory import build_source
+from loa.streamer.playlist import Playlist
 from loa.streamer.targets import TargetPolicy, check_description
+from loa.streamer.tone import ChimeSource
 from loa.web import auth
 from loa.web.api import answers
 from loa.web.api.bodies import NewBroadcast
 from loa.web.api.types import builtins
-from loa.web.auth import USER, User
 from loa.web.contract import Routes
+from loa.web.keys import MEDIA, NODE, STORE, USER
+from loa.web.views import broadcast_json, endpoint_json
 
 __all__ = ["USER", "routes"]
 
-NODE_KEY: Any = None  # set by loa.web.app to avoid an import cycle
 routes = Routes()
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def node_of(request: web.Request) -> Node:
-    node: Node = request.config_dict[NODE_KEY]
-    return node
+    return request.config_dict[NODE]
 
 
 def user_of(request: web.Request) -> User:
@@ -56,7 +58,7 @@ async def list_zones(request: web.Request) -> web.Response:
     node, user = node_of(request), user_of(request)
     zones = [
         {**z.as_json(), "level": node.zones.level(z.id)}
-        for z in await request.config_dict[auth.STORE].zones.list()
+        for z in await request.config_dict[STORE].zones.list()
         if auth.can_see_zone(user, node.zones, z.id)
     ]
     return web.json_response({"zones": zones})
@@ -68,7 +70,7 @@ async def list_zones(request: web.Request) -> web.Response:
 async def list_endpoints(request: web.Request) -> web.Response:
     node, user = node_of(request), user_of(request)
     visible = [e for e in node.poles() if auth.can_see_zone(user, node.zones, e.spec.zone)]
-    return web.json_response({"endpoints": [node.endpoint_json(e) for e in visible]})
+    return web.json_response({"endpoints": [endpoint_json(node, e) for e in visible]})
 
 
 @routes.get(
@@ -80,7 +82,7 @@ async def list_endpoints(request: web.Request) -> web.Response:
 )
 async def get_endpoint(request: web.Request) -> web.Response:
     node = node_of(request)
-    return web.json_response(node.endpoint_json(_see_endpoint(request, request.match_info["id"])))
+    return web.json_response(endpoint_json(node, _see_endpoint(request, request.match_info["id"])))
 
 
 @routes.get(
@@ -146,7 +148,7 @@ def _optional_bool(data: dict[str, Any], key: str) -> bool | None:
     return value
 
 
-def _spec(
+def broadcast_spec(
     data: dict[str, Any], node: Node, user: User, resumable: bool, live: bool
 ) -> BroadcastSpec:
     zones, endpoints = _targets(data, node)
@@ -202,16 +204,15 @@ async def start_broadcast(request: web.Request, body: NewBroadcast) -> web.Respo
     # URL sources may not reach loopback, link-local … (relay.url_allow_networks)
     targets = TargetPolicy(node.config.relay.url_allow_networks)
     await check_description(data["source"], targets)
-    source, what = build_source(data["source"], media_path=node.media_path, url_targets=targets)
+    source, what = build_source(
+        data["source"], media_path=request.config_dict[MEDIA].path, url_targets=targets
+    )
     try:
-        spec = _spec(data, node, user_of(request), source.resumable, source.live)
+        spec = broadcast_spec(data, node, user_of(request), source.resumable, source.live)
         chime = _optional_bool(data, "chime")
         if chime is None:
             chime = spec.priority is Priority.EMERGENCY and node.config.relay.chime
         if chime:
-            from loa.streamer.playlist import Playlist
-            from loa.streamer.tone import ChimeSource
-
             source = Playlist([ChimeSource(), source], name=source.name)
     except BaseException:
         await source.aclose()
@@ -223,7 +224,7 @@ async def start_broadcast(request: web.Request, body: NewBroadcast) -> web.Respo
         source_kind=data["source"]["type"],
         created_by=user_of(request).username,
     )
-    return web.json_response(node.broadcast_json(bc), status=201)
+    return web.json_response(broadcast_json(node, bc), status=201)
 
 
 @routes.get(
@@ -235,7 +236,7 @@ async def start_broadcast(request: web.Request, body: NewBroadcast) -> web.Respo
 async def list_broadcasts(request: web.Request) -> web.Response:
     node, user = node_of(request), user_of(request)
     visible = [b for b in node.broadcasts.values() if _sees_broadcast(user, node, b.spec)]
-    return web.json_response({"broadcasts": [node.broadcast_json(b) for b in visible]})
+    return web.json_response({"broadcasts": [broadcast_json(node, b) for b in visible]})
 
 
 @routes.get(
@@ -255,9 +256,9 @@ async def get_broadcast(request: web.Request) -> web.Response:
     bc_id = request.match_info["id"]
     bc = node.broadcasts.get(bc_id)
     if bc is not None and _sees_broadcast(user, node, bc.spec):
-        return web.json_response(node.broadcast_json(bc))
+        return web.json_response(broadcast_json(node, bc))
     if bc is None:
-        row = await request.config_dict[auth.STORE].log.get(bc_id)
+        row = await request.config_dict[STORE].log.get(bc_id)
         visible = auth.visible_zones(user, node.zones)
         if row is not None and (visible is None or visible & set(row.target_zones)):
             return web.json_response(row.as_json())

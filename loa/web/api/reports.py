@@ -13,18 +13,16 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from loa import reports
-from loa.errors import NotFound
+from loa.errors import NotFound, Unprocessable
 from loa.reports import MAX_PERIOD_S, Period
 from loa.web import auth
 from loa.web.api import answers
-from loa.web.api import relay as relay_api
 from loa.web.api.bodies import NewWebhook
 from loa.web.api.queries import DeliveriesQuery, ReportQuery
 from loa.web.api.relay import node_of, user_of
-from loa.web.contract import Routes, Unprocessable
-from loa.webhooks import Webhooks
+from loa.web.contract import Routes
+from loa.web.keys import NODE, STORE, WEBHOOKS
 
-WEBHOOKS = web.AppKey("webhooks", Webhooks)
 routes = Routes()
 
 
@@ -33,7 +31,7 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     node shuts down are still written, then delivery stops."""
     hooks = app[WEBHOOKS]
     await hooks.start()
-    app[relay_api.NODE_KEY].on_presence = hooks.presence
+    app[NODE].on_presence = hooks.presence
     yield
     await hooks.close()
 
@@ -59,7 +57,7 @@ async def _report(request: web.Request, kind: str, query: ReportQuery) -> web.Re
             f"got since={query.since:g} until={query.until:g}",
             field="until",
         )
-    store = request.config_dict[auth.STORE]
+    store = request.config_dict[STORE]
     scope = _scope(request, query.zone)
     period = Period(query.since, query.until, store.db.clock())
     data = await reports.load(store, period)
@@ -137,7 +135,7 @@ def _hook_id(request: web.Request) -> int:
 )
 async def list_webhooks(request: web.Request) -> web.Response:
     auth.require_admin(user_of(request))
-    hooks = await request.config_dict[auth.STORE].webhooks.list()
+    hooks = await request.config_dict[STORE].webhooks.list()
     return web.json_response({"webhooks": [h.as_json() for h in hooks]})
 
 
@@ -152,7 +150,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
 async def add_webhook(request: web.Request, body: NewWebhook) -> web.Response:
     """The secret is answered once: receivers need it to check signatures."""
     auth.require_admin(user_of(request))
-    store = request.config_dict[auth.STORE]
+    store = request.config_dict[STORE]
     hook = await store.webhooks.add(body.url, list(body.events), body.secret, enabled=body.enabled)
     return web.json_response(
         {**hook.as_json(), "secret": hook.secret},
@@ -169,7 +167,7 @@ async def add_webhook(request: web.Request, body: NewWebhook) -> web.Response:
     errors=(403, 404),
 )
 async def delete_webhook(request: web.Request) -> web.Response:
-    hook = await request.config_dict[auth.STORE].webhooks.remove(_hook_id(request))
+    hook = await request.config_dict[STORE].webhooks.remove(_hook_id(request))
     return web.json_response(hook.as_json())
 
 
@@ -183,7 +181,7 @@ async def delete_webhook(request: web.Request) -> web.Response:
 async def webhook_deliveries(request: web.Request, query: DeliveriesQuery) -> web.Response:
     """Newest first, dead letters included (``?state=pending|delivered|dead``)."""
     hook_id = _hook_id(request)
-    rows = await request.config_dict[auth.STORE].webhooks.deliveries(
+    rows = await request.config_dict[STORE].webhooks.deliveries(
         hook_id, state=query.state, limit=query.limit, offset=query.offset
     )
     return web.json_response({"deliveries": [r.as_json() for r in rows]})
@@ -201,6 +199,6 @@ async def test_webhook(request: web.Request) -> web.Response:
     """Queue a ``webhook.test`` event for this hook alone; watch its deliveries for the result."""
     hook_id = _hook_id(request)
     payload: dict[str, Any] = {"hook": hook_id, "message": "test delivery from loa"}
-    row = await request.config_dict[auth.STORE].webhooks.enqueue_test(hook_id, payload)
+    row = await request.config_dict[STORE].webhooks.enqueue_test(hook_id, payload)
     request.config_dict[WEBHOOKS].wake()
     return web.json_response(row.as_json(), status=202)

@@ -15,11 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
-from loa.errors import BadRequest, Conflict, Forbidden, NotFound
+from loa.access import User
+from loa.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from loa.relay.node import Node
 from loa.schedule import DEFAULT_TZ, Recurrence, Schedule, conflicts
 from loa.schedule.conflicts import MAX_WINDOW_S, ConflictReport, RunReport
-from loa.schedule.service import ScheduleService
 from loa.store import Store
 from loa.store.schedules import ScheduleRow
 from loa.streamer.targets import TargetPolicy, check_description
@@ -30,11 +30,11 @@ from loa.web.api.bodies import NewSchedule, ScheduleChange
 from loa.web.api.queries import PreviewQuery, WindowQuery
 from loa.web.api.relay import node_of, user_of
 from loa.web.api.types import builtins
-from loa.web.auth import User
-from loa.web.contract import Routes, Unprocessable
+from loa.web.contract import Routes
+from loa.web.keys import SCHEDULES
+from loa.web.reasons import why_json
 
 routes = Routes()
-SERVICE = web.AppKey("schedule_service", ScheduleService)
 RESERVED_IDS = frozenset({"conflicts"})  # a path segment of its own
 SCHEDULE = "/schedules/{id:(?!conflicts$)[^/]+}"
 
@@ -131,7 +131,7 @@ async def _default_timezone(store: Store, zone: str | None) -> str:
 
 
 def _reload(request: web.Request) -> None:
-    service = request.config_dict.get(SERVICE)
+    service = request.config_dict.get(SCHEDULES)
     if service is not None:
         service.reload()
 
@@ -292,7 +292,11 @@ def _run_json(report: RunReport, user: User, node: Node) -> dict[str, Any]:
                 "wins": o.wins,
                 "heard_s": round(o.heard_s, 3),
                 "others": [
-                    {"broadcast": s.broadcast_id, "class": s.priority.name.lower(), "why": s.reason}
+                    {
+                        "broadcast": s.broadcast_id,
+                        "class": s.priority.name.lower(),
+                        **why_json(s.reason),
+                    }
                     for s in why.others
                 ],
             }

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import pytest
 
 from loa.errors import BadRequest, Conflict, NotFound
-from loa.relay.core.priority import BroadcastSpec, Priority
+from loa.relay.core.priority import BroadcastSpec, Priority, Reason
 from loa.relay.core.router import (
     BroadcastStarted,
     BroadcastStopped,
@@ -146,9 +146,7 @@ def test_priority_bulletin_waits_for_item_boundary_of_scheduled(router: Router) 
     expl = router.explain("a1")
     assert expl.holder is not None
     assert expl.holder.broadcast_id == "prog"
-    assert [o.reason for o in expl.others] == [
-        "outranks prog but does not interrupt: takes the floor at prog's next item boundary"
-    ]
+    assert [o.reason for o in expl.others] == [Reason("at_boundary", (("holder", "prog"),))]
     out = router.handle(ItemBoundary("prog"))
     assert out == switched(KY_ANH, "prog", "bulletin")
     # The bulletin's own boundary hands nothing back: the programme does not outrank it.
@@ -193,8 +191,8 @@ def test_commune_emergency_cannot_take_from_province_emergency(router: Router) -
     assert router.handle(ItemBoundary("province")) == []
     assert router.listeners("commune") == ()
     (other,) = router.explain("a1").others
-    assert other.reason == (
-        "same class as province but from a lower origin (zone level 1 vs zone level 0)"
+    assert other.reason == Reason(
+        "lower_origin", (("holder", "province"), ("level", 1), ("holder_level", 0))
     )
     # A national emergency outranks the province one.
     assert start(router, spec("national", EMERG, ["thon-1"])) == switched(
@@ -216,9 +214,7 @@ def test_equal_rank_first_come_keeps_the_floor(router: Router) -> None:
     )
     assert router.handle(ItemBoundary("first")) == []
     (other,) = router.explain("a1").others
-    assert other.reason == (
-        "equal rank with first, which holds the floor (equal rank never preempts)"
-    )
+    assert other.reason == Reason("equal_rank", (("holder", "first"),))
     # Two equal waiting broadcasts: the earlier one gets the freed endpoint.
     start(router, spec("third", EMERG, ["ky-anh"], origin_zone="ha-tinh"))
     assert router.waiting("a1") == ("second", "third")
@@ -282,9 +278,7 @@ def test_holder_past_expiry_keeps_what_it_holds_but_never_gains(router: Router) 
         Ended("talk", "stopped"),
     ]
     assert router.handle(EndpointAttached("a4", "thon-2")) == switched(["a4"], None, "radio")
-    assert router.explain("a4").others[0].reason == (
-        "past its expires_at: keeps what it holds but gains no endpoint"
-    )
+    assert router.explain("a4").others[0].reason == Reason("past_expiry")
     # Losing its last endpoint after expiry ends it: it could never play again.
     router.handle(EndpointDetached("a4"))
     out = start(router, spec("flood", EMERG, ["ky-anh"]), 11.0)
@@ -373,10 +367,11 @@ def test_explain_lists_every_target_best_first(router: Router) -> None:
     assert expl.zone_id == "thon-1"
     assert expl.holder is not None
     assert (expl.holder.broadcast_id, expl.holder.origin_level) == ("talk", 2)
-    assert expl.holder.reason == "holds the floor"
-    assert [(o.broadcast_id, o.reason) for o in expl.others] == [
-        ("prog", "class scheduled ranks below talk's live"),
-        ("radio", "class background ranks below talk's live"),
+    assert expl.holder.reason == Reason("holds")
+    below = (("holder", "talk"), ("class", "scheduled"), ("holder_class", "live"))
+    assert [(o.broadcast_id, o.reason.fields) for o in expl.others] == [
+        ("prog", dict(below)),
+        ("radio", {**dict(below), "class": "background"}),
     ]
     assert router.waiting("a1") == ("prog", "radio")
     assert router.explain("n1").others == ()

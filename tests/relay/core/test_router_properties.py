@@ -448,3 +448,4 @@ RouterMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestRouter = RouterMachine.TestCase
+TestRouter.pytestmark = [pytest.mark.slow]  # a few seconds of stateful examples

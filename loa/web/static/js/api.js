@@ -80,13 +80,30 @@ export function csrfToken() {
   return csrf;
 }
 
-/** An API error in the reader's language: a known code's sentence, else the server's message. */
+/** An error's parameters as text: lists joined, the code and message left out. */
+function errorParams(fields) {
+  const params = {};
+  for (const [name, value] of Object.entries(fields || {})) {
+    if (name === "code" || name === "message") continue;
+    params[name] = Array.isArray(value) ? value.join(", ") : value ?? "";
+  }
+  return params;
+}
+
+/** An API error in the reader's language: the text of its code, filled with its parameters
+ * (error.<code>.<parameter> when the error carries one that has its own text, else
+ * error.<code>); the server's (English) message only for a code with no text. */
 export function errorText(err) {
   if (err instanceof ApiError) {
+    const params = errorParams(err.fields);
+    for (const name of Object.keys(params)) {
+      const key = `error.${err.code}.${name}`;
+      if (has(key)) return t(key, params).replace(/\s+/g, " ").trim();
+    }
     const key = `error.${err.code}`;
     if (has(key)) {
       const detail = err.code === "conflict" || err.code === "bad_request" || err.code === "bad_media";
-      return detail && err.message ? `${t(key)} (${err.message})` : t(key);
+      return detail && err.message ? `${t(key, params)} (${err.message})` : t(key, params);
     }
     return err.message || t("error.unknown");
   }

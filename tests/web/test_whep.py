@@ -15,16 +15,17 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from loa.codecs import FRAME_SAMPLES
-from loa.codecs.opus import OpusDecoder, OpusEncoder
+from loa.codecs.opus import SILENCE_PACKET, OpusDecoder, OpusEncoder
 from loa.codecs.pcm import dominant_frequency, rms_dbfs, tone
 from loa.config import with_changes as replace
-from loa.relay import webrtc
-from loa.relay.webrtc import OpusPacketTrack, WhepClient, rtp_payload, silence_packet
+from loa.web import whep
+from loa.web.whep import OpusPacketTrack
 from tests.conftest import ADMIN, AUTH, Relay, tree_config
 from tests.relay.fleet import wait_for
 from tests.relay.relayfix import tone as tone_body
-from tests.streamer import test_whip as whip_tests
-from tests.streamer.test_whip import offer_sdp, peers_of, publish, sine
+from tests.support.webrtc import WhepClient
+from tests.web import test_whip as whip_tests
+from tests.web.test_whip import offer_sdp, peers_of, publish, sine
 
 # The fixtures that put WHIP and WHEP on a real server, on loopback.
 loopback = whip_tests.loopback
@@ -40,35 +41,29 @@ def rtp(payload: bytes, *, csrc: int = 0, ext_words: int = 0) -> bytes:
     return header + payload
 
 
-def test_rtp_payload_skips_csrcs_and_extensions() -> None:
-    assert rtp_payload(rtp(b"opus")) == b"opus"
-    assert rtp_payload(rtp(b"opus", csrc=2)) == b"opus"
-    assert rtp_payload(rtp(b"opus", ext_words=3)) == b"opus"  # relay.stamp_frames
-    with pytest.raises(ValueError, match="shorter than its header"):
-        rtp_payload(b"\x80\x6f\0")
-    with pytest.raises(ValueError, match="extension header is truncated"):
-        rtp_payload(rtp(b"", ext_words=1)[:13])
-    with pytest.raises(ValueError, match="shorter than its header and extension"):
-        rtp_payload(rtp(b"", ext_words=3)[:20])
-
-
-def test_silence_packet_decodes_to_silence() -> None:
-    pcm = OpusDecoder().decode(silence_packet())
+def test_the_silence_packet_decodes_to_silence_and_is_what_libopus_makes_of_it() -> None:
+    pcm = OpusDecoder().decode(SILENCE_PACKET)
     assert pcm.shape == (FRAME_SAMPLES,) and not pcm.any()
+    encoder = OpusEncoder(fec=False, signal="music")
+    assert encoder.encode(np.zeros(FRAME_SAMPLES, np.int16)) == SILENCE_PACKET
 
 
 async def test_track_passes_packets_through_on_a_continuous_clock() -> None:
-    track = OpusPacketTrack(queue_packets=3)
+    track = OpusPacketTrack(max_age_s=0.05)
     encoder = OpusEncoder()
     payloads = [encoder.encode(tone(1000, start=i * FRAME_SAMPLES)) for i in range(5)]
-    for p in payloads:
-        track.push(rtp(p))
-    track.push(b"\x80")  # junk from nowhere is dropped and counted
+    track.sink.push(rtp(payloads[0]))
+    track.sink.push(rtp(payloads[1], csrc=2))
+    await asyncio.sleep(0.08)  # the two waited longer than the listener may lag
+    track.sink.push(rtp(payloads[2], ext_words=3))  # relay.stamp_frames
+    for p in payloads[3:]:
+        track.sink.push(rtp(p))
+    track.sink.push(b"\x80")  # junk from nowhere is dropped and counted
     got = [await track.recv() for _ in range(3)]
-    assert [bytes(p) for p in got] == payloads[2:]  # the two oldest dropped
+    assert [bytes(p) for p in got] == payloads[2:]  # the two stale ones dropped
     assert [p.pts for p in got] == [0, 960, 1920]
-    assert all(p.time_base == webrtc.TIME_BASE for p in got)
-    assert (track.received, track.dropped) == (5, 3)
+    assert all(p.time_base == whep.TIME_BASE for p in got)
+    assert (track.sink.received, track.sink.dropped, track.sink.bad) == (5, 2, 1)
     track.stop()
     with pytest.raises(MediaStreamError):
         await track.recv()
@@ -80,15 +75,15 @@ async def test_track_fills_with_paced_silence_when_nothing_is_on_air() -> None:
     t0 = loop.time()
     silent = [await track.recv() for _ in range(6)]
     elapsed = loop.time() - t0
-    assert all(bytes(p) == silence_packet() for p in silent)
+    assert all(bytes(p) == SILENCE_PACKET for p in silent)
     assert 0.08 <= elapsed < 0.2  # one at once, then every 20 ms
-    track.push(rtp(b"live"))
+    track.sink.push(rtp(b"live"))
     assert bytes(await track.recv()) == b"live"
     # A broadcast that pauses: silence only after IDLE_AFTER_S, so jitter is not filled.
     t1 = loop.time()
     filler = await track.recv()
-    assert bytes(filler) == silence_packet()
-    assert loop.time() - t1 >= webrtc.IDLE_AFTER_S - 0.005
+    assert bytes(filler) == SILENCE_PACKET
+    assert loop.time() - t1 >= whep.IDLE_AFTER_S - 0.005
     assert track.silence_sent == 7
     track.stop()
 
@@ -96,7 +91,7 @@ async def test_track_fills_with_paced_silence_when_nothing_is_on_air() -> None:
 async def test_stopping_the_track_wakes_a_waiting_sender() -> None:
     track = OpusPacketTrack()
     await track.recv()  # the first silence packet; the next one waits 20 ms
-    track.push(rtp(b"x"))
+    track.sink.push(rtp(b"x"))
     await track.recv()
     waiting = asyncio.ensure_future(track.recv())
     await asyncio.sleep(0.01)
@@ -137,12 +132,12 @@ async def test_whep_listener_hears_the_zone_broadcast(
     client, track = await listen(relay, "c0")
     try:
         (session,) = peers_of(relay).sessions.values()
-        assert isinstance(session, webrtc.WhepSession)
+        assert isinstance(session, whep.WhepSession)
         await record(track, 0.5)  # let the browser-side clock settle
         heard = await record(track, 1.0)
         assert rms_dbfs(heard) > -20
         assert dominant_frequency(heard) == pytest.approx(1000, rel=0.01)
-        assert session.track.received > 40 and session.track.dropped == 0
+        assert session.track.sink.received > 40 and session.track.sink.dropped == 0
         bc = await relay.api("GET", "/broadcasts/t")
         assert bc["virtual_listeners"] == 1 and bc["listeners"] == ["c0-e0", "c0-e1"]
     finally:
@@ -161,7 +156,7 @@ async def test_whep_listener_gets_silence_until_a_broadcast_starts(
         quiet = await record(track, 0.6)
         assert rms_dbfs(quiet) < -90
         (session,) = peers_of(relay).sessions.values()
-        assert isinstance(session, webrtc.WhepSession)
+        assert isinstance(session, whep.WhepSession)
         assert session.track.silence_sent >= 25
         await relay.api("POST", "/broadcasts", tone_body("late", 600, ["p"], "live"), 201)
         await record(track, 0.3)

@@ -6,16 +6,17 @@ listener hears exactly as for a pole in that zone, the broadcast log counts it a
 a 12-byte header rewrite per packet per listener, as for a pole; the Ogg pages cannot be
 shared anyway, since each listener's page sequence starts at its own join and skips nothing.
 
-A slow listener never blocks the relay: the sink (called by the fan-out, never awaiting)
-strips the RTP header and appends the Opus packet to a bounded per-listener queue, dropping
-the oldest *packet* when full. Pages are made only when the listener's own task writes, so
-its page sequence and granule positions stay gapless whatever was dropped. A listener whose
-socket accepts nothing for ``STALL_S`` is disconnected.
+A slow listener never blocks the relay: its ``PacketSink`` (fed by the fan-out, never
+awaiting) keeps the Opus payloads and drops those older than ``MAX_AGE_S``. Pages are made
+only when the listener's own task writes, so its page sequence and granule positions stay
+gapless whatever was dropped. A listener whose socket accepts nothing for ``STALL_S`` is
+disconnected.
 
-While nothing is on air for the zone, the stream carries a precomputed 20 ms Opus silence
-packet per 20 ms (players and proxies time out on a silent socket, and a gap would make a
-player rebuffer when the next broadcast starts). Silence is filled only when the stream is
-more than ``LAG_FRAMES`` behind real time, so it never adds latency to live audio.
+While nothing is on air for the zone, the stream carries the 20 ms Opus silence packet
+(``SILENCE_PACKET``) per 20 ms (players and proxies time out on a silent socket, and a gap
+would make a player rebuffer when the next broadcast starts). Silence is filled only when
+the stream is more than ``LAG_FRAMES`` behind real time, so it never adds latency to live
+audio.
 
 Auth. This is emergency infrastructure on a government intranet, so listening is not public:
 a listener presents the admin token or the zone's listen token (``listen_token``: derived
@@ -32,21 +33,20 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections import deque
+from collections.abc import Callable
 
 from aiohttp import web
 
 from loa.codecs import FRAME_SAMPLES, SAMPLE_RATE
 from loa.codecs.ogg_opus import OggOpusWriter
-from loa.codecs.rtp import RtpPacket
+from loa.codecs.opus import SILENCE_PACKET
+from loa.relay.sink import PacketSink
+from loa.web.keys import LISTENERS, NODE
 from loa.web.middlewares import error_json
 
 log = logging.getLogger(__name__)
 
-# The shortest mono 20 ms Opus packet: TOC 0xF8 (CELT fullband, 20 ms, one frame) and a
-# range-coder payload that decodes to digital silence.
-SILENCE = b"\xf8\xff\xfe"
-QUEUE_PACKETS = 50  # 1 s of audio waits per listener; older packets are dropped first
+MAX_AGE_S = 1.0  # audio waits this long for a slow listener, then goes (oldest first)
 LAG_FRAMES = 5  # fill silence once the stream is this many frames behind real time
 RESYNC_S = 1.0  # further behind than this (a stalled socket): restart the clock, no flood
 STALL_S = 10.0  # a listener that accepts nothing this long is cut off
@@ -60,44 +60,27 @@ def listen_token(admin_token: str, zone: str) -> str:
 
 
 class Listener:
-    """One HTTP listener's queue and Ogg stream; the fan-out feeds ``push``, the listener's
-    handler drains ``pages``. Nothing here awaits or reads a clock."""
+    """One HTTP listener's sink and Ogg stream; the fan-out feeds ``sink.push``, the
+    listener's handler drains ``pages``. Nothing here awaits; time comes in as ``now`` (and
+    the sink's ``clock``)."""
 
-    def __init__(self, zone: str, now: float, *, capacity: int = QUEUE_PACKETS) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be at least 1 packet, got {capacity}")
+    def __init__(
+        self, zone: str, now: float, clock: Callable[[], float], *, max_age_s: float = MAX_AGE_S
+    ) -> None:
         self.zone = zone
-        self.capacity = capacity
         self.writer = OggOpusWriter(secrets.randbits(32), tags=(f"ZONE={zone}",))
         self.wake = asyncio.Event()
+        self.sink = PacketSink(clock, max_age_s=max_age_s, on_push=self.wake.set)
         self.closing = False
-        self._queue: deque[bytes] = deque()
         self._start = now
         self._samples = 0  # 48 kHz samples written so far
-        self.packets = self.dropped = self.bad = self.silence = self.resyncs = 0
-
-    def push(self, packet: bytes) -> None:
-        """The node's sink: one rewritten RTP packet. Never blocks; drops the oldest packet
-        when the listener is behind."""
-        try:
-            payload = RtpPacket.parse(packet).payload
-        except ValueError:
-            self.bad += 1
-            return
-        if not payload:
-            self.bad += 1
-            return
-        if len(self._queue) >= self.capacity:
-            self._queue.popleft()
-            self.dropped += 1
-        self._queue.append(payload)
-        self.wake.set()
+        self.packets = self.silence = self.resyncs = 0
 
     def pages(self, now: float) -> bytes:
         """The Ogg pages to send now: every queued packet, then silence if behind real time."""
         out = []
-        while self._queue:
-            out.append(self.writer.write_packet(self._queue.popleft(), FRAME_SAMPLES))
+        for payload in self.sink.drain():
+            out.append(self.writer.write_packet(payload, FRAME_SAMPLES))
             self._samples += FRAME_SAMPLES
             self.packets += 1
         behind = round((now - self._start) * SAMPLE_RATE) - self._samples
@@ -106,13 +89,10 @@ class Listener:
             self.resyncs += 1
         elif behind >= LAG_FRAMES * FRAME_SAMPLES:
             for _ in range(int(behind // FRAME_SAMPLES) - 1):
-                out.append(self.writer.write_packet(SILENCE, FRAME_SAMPLES))
+                out.append(self.writer.write_packet(SILENCE_PACKET, FRAME_SAMPLES))
                 self._samples += FRAME_SAMPLES
                 self.silence += 1
         return b"".join(out)
-
-
-LISTENERS = web.AppKey("ogg_listeners", set[Listener])
 
 
 def _token(request: web.Request) -> str:
@@ -132,8 +112,6 @@ def _authorized(request: web.Request, zone: str, admin_token: str | None) -> boo
 
 
 async def listen_handler(request: web.Request) -> web.StreamResponse:
-    from loa.web.app import NODE  # the app imports this module: no import at load time
-
     node = request.app[NODE]
     zone = request.match_info["zone"]
     if not _authorized(request, zone, node.config.admin_token):
@@ -145,12 +123,12 @@ async def listen_handler(request: web.Request) -> web.StreamResponse:
     if zone not in node.zones:
         return error_json(404, "not_found", f"zone {zone} not found", zone=zone)
     loop = asyncio.get_running_loop()
-    listener = Listener(zone, loop.time())
+    listener = Listener(zone, loop.time(), loop.time)
     resp = web.StreamResponse(
         headers={"Content-Type": "audio/ogg", "Cache-Control": "no-cache, no-store"}
     )
     await resp.prepare(request)
-    ep = node.attach_listener(zone, listener.push)
+    ep = node.attach_listener(zone, listener.sink.push)
     request.app[LISTENERS].add(listener)
     prefix = f"[listen {zone} ep={ep.id}]"
     log.info("%s connected from %s", prefix, request.remote)
@@ -178,7 +156,8 @@ async def listen_handler(request: web.Request) -> web.StreamResponse:
         request.app[LISTENERS].discard(listener)
         log.info(
             "%s %s: %d packets, %d silence, %d dropped, %d resyncs",
-            prefix, why, listener.packets, listener.silence, listener.dropped, listener.resyncs,
+            prefix, why, listener.packets, listener.silence, listener.sink.dropped,
+            listener.resyncs,
         )  # fmt: skip
     return resp
 

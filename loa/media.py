@@ -1,6 +1,8 @@
-"""The media library on disk: uploads streamed to a temp file, checked by av, then renamed.
+"""The media library on disk: uploads streamed to a temp file, checked by av, then renamed;
+where each entry's audio file is (for the sources that play it), and removal.
 
-A half-finished or killed upload leaves only a ``.part`` file, never a library entry."""
+A half-finished or killed upload leaves only a ``.part`` file, never a library entry. The
+rows (who uploaded what, when) are the store's (``loa.store.media``); this owns the files."""
 
 from __future__ import annotations
 
@@ -10,43 +12,69 @@ import logging
 import os
 import re
 import secrets
+from collections.abc import AsyncIterable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from aiohttp import StreamReader
+import av
+import numpy as np
 
-from loa.errors import LoaError, MediaError, NotFound
+from loa.config import Config
+from loa.errors import MediaError, NotFound, TooLarge
+from loa.streamer.duration import DurationCap, TooLong
 
 log = logging.getLogger(__name__)
 _MEDIA_ID = re.compile(r"^[a-f0-9]{16}$")
 _SAFE_EXT = re.compile(r"^\.[a-z0-9]{1,5}$")
+CHUNK = 256 * 1024
 
 
-class TooLarge(LoaError):
-    code = "too_large"
-    status = 413
+class MediaLibrary:
+    """The files of the media library, in one directory (``DATA/media``)."""
 
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
 
-def media_file(media_dir: Path, media_id: str) -> Path:
-    if not _MEDIA_ID.match(media_id):
-        raise NotFound(f"media {media_id!r} not found")
-    meta = media_dir / f"{media_id}.json"
-    try:
-        info = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise NotFound(f"media {media_id} not found") from None
-    return media_dir / str(info["file"])
+    @classmethod
+    def for_config(cls, config: Config) -> MediaLibrary:
+        return cls(config.data_dir / "media")
+
+    def path(self, media_id: str) -> Path:
+        """The audio file of an entry; NotFound for an unknown (or malformed) id."""
+        if not _MEDIA_ID.match(media_id):
+            raise NotFound(f"media {media_id!r} not found")
+        meta = self.directory / f"{media_id}.json"
+        try:
+            info = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise NotFound(f"media {media_id} not found") from None
+        return self.directory / str(info["file"])
+
+    async def add(
+        self,
+        chunks: AsyncIterable[bytes],
+        name: str,
+        limit: int,
+        max_duration_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Stream an upload into the library (see ``store_upload``); its info for the store."""
+        return await store_upload(chunks, self.directory, name, limit, max_duration_s)
+
+    async def remove(self, file: str) -> None:
+        """Delete an entry's audio file and its metadata (off the loop)."""
+
+        def unlink() -> None:
+            audio = self.directory / file
+            for path in (audio, audio.with_suffix(".json")):
+                path.unlink(missing_ok=True)
+
+        await asyncio.get_running_loop().run_in_executor(None, unlink)
 
 
 def probe(path: Path, original_name: str, max_duration_s: float | None = None) -> dict[str, Any]:
     """Decode the whole file once (off the loop): duration and loudness, or a clear error.
     ``max_duration_s``: refuse longer media before decoding, or as decoding passes it."""
-    import av
-    import numpy as np
-
-    from loa.streamer.duration import DurationCap, TooLong  # edges: web.max_media_duration_s
-
     cap = DurationCap(original_name, max_duration_s, 48000) if max_duration_s else None
     try:
         with av.open(str(path)) as container:
@@ -89,13 +117,13 @@ def _commit(part: Path, final: Path, info: dict[str, Any]) -> None:
 
 
 async def store_upload(
-    content: StreamReader,
+    chunks: AsyncIterable[bytes],
     media_dir: Path,
     name: str,
     limit: int,
     max_duration_s: float | None = None,
 ) -> dict[str, Any]:
-    """Stream ``content`` to ``<id><ext>.part``, check it decodes (and is at most
+    """Stream ``chunks`` to ``<id><ext>.part``, check it decodes (and is at most
     ``max_duration_s`` long), then commit it."""
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, partial(media_dir.mkdir, parents=True, exist_ok=True))
@@ -107,7 +135,7 @@ async def store_upload(
     try:
         fh = await loop.run_in_executor(None, part.open, "wb")
         try:
-            async for chunk in content.iter_chunked(256 * 1024):
+            async for chunk in chunks:
                 size += len(chunk)
                 if size > limit:
                     raise TooLarge(f"upload exceeds the {limit // 1024**2} MiB limit")

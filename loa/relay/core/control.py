@@ -1,0 +1,322 @@
+"""The speaker protocol's control channel (the WebSocket half, version 1): its messages.
+
+Messages are JSON text objects with a ``type`` (docs/DESIGN.md, "Speaker protocol, on the
+wire"); each is a small frozen dataclass here with ``parse(obj)`` and ``to_json()``, and
+``decode``/``encode`` turn text into one and back, raising ``ValueError`` with a precise
+message for anything else. What each end does with them is ``channel.py``'s.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Final, Self
+
+PROTOCOL_VERSION: Final = 1
+HELLO_TIMEOUT_S: Final = 10.0
+PAYLOAD_TYPE: Final = 111
+CLOCK_RATE: Final = 48_000
+# WebSocket close codes (RFC 6455 §7.4.2 leaves 4000-4999 to applications).
+CLOSE_PROTOCOL: Final = 4400  # a bad hello, or a version we do not speak
+CLOSE_AUTH: Final = 4401  # an unknown token, or one rotated while connected
+CLOSE_REMOVED: Final = 4404  # the endpoint was deleted
+CLOSE_REPLACED: Final = 4409  # a newer connection with the same token, or an edited endpoint
+STATUS_FIELDS: Final = frozenset(
+    {
+        "received",
+        "lost",
+        "recovered",
+        "late",
+        "jitter_ms",
+        "buffer_ms",
+        "volume",
+        "muted",
+        "playing",
+        "concealed",
+        "underruns",
+    }
+)
+TRANSPORT_MODES: Final = ("ws", "udp", "none")
+NOT_JSON: Final = "not valid JSON"  # what ``decode`` says of a text that is not JSON at all
+
+
+def _level(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+        raise ValueError(f"{what}: volume must be an integer 0..100, got {value!r}")
+    return value
+
+
+# -- messages ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """speaker → server, first: who I am."""
+
+    token: str
+    version: int = PROTOCOL_VERSION
+    client: str = ""
+
+    @classmethod
+    def parse(cls, obj: dict[str, Any]) -> Self:
+        """Never raises: a token that is not a string is no token (refused as unknown), a
+        version that is not an integer is version 0 (refused as unsupported)."""
+        token, version, client = (
+            obj.get("token"),
+            obj.get("version", PROTOCOL_VERSION),
+            obj.get("client"),
+        )
+        if isinstance(version, bool) or not isinstance(version, int):
+            version = 0
+        return cls(
+            token if isinstance(token, str) else "",
+            version,
+            client if isinstance(client, str) else "",
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "hello",
+            "token": self.token,
+            "version": self.version,
+            "client": self.client,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """server → speaker: the session, its key and where to send the UDP hello."""
+
+    session: bytes
+    key: bytes
+    endpoint: str
+    udp_host: str
+    udp_port: int
+    ssrc: int
+    payload_type: int = PAYLOAD_TYPE
+    clock_rate: int = CLOCK_RATE
+    keepalive_s: float = 10.0
+    volume: int = 100
+    muted: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.session) != 8 or len(self.key) != 32:
+            raise ValueError("malformed welcome: session must be 8 bytes and key 32")
+        if not 0 < self.udp_port < 65536 or not self.keepalive_s > 0:
+            raise ValueError("malformed welcome: bad udp_port or keepalive_s")
+        if not math.isfinite(self.keepalive_s):
+            raise ValueError("malformed welcome: bad udp_port or keepalive_s")
+        if not 0 <= self.volume <= 100:
+            raise ValueError(f"malformed welcome: volume {self.volume} is not 0..100")
+
+    @classmethod
+    def parse(cls, obj: dict[str, Any]) -> Self:
+        try:
+            return cls(
+                bytes.fromhex(obj["session"]),
+                bytes.fromhex(obj["key"]),
+                str(obj["endpoint"]),
+                str(obj.get("udp_host") or ""),
+                int(obj["udp_port"]),
+                int(obj["ssrc"]),
+                int(obj.get("payload_type", PAYLOAD_TYPE)),
+                int(obj.get("clock_rate", CLOCK_RATE)),
+                float(obj.get("keepalive_s", 10.0)),
+                int(obj.get("volume", 100)),
+                bool(obj.get("muted", False)),
+            )
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            if isinstance(exc, ValueError) and str(exc).startswith("malformed welcome"):
+                raise
+            raise ValueError(f"malformed welcome: {exc!r}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "welcome",
+            "session": self.session.hex(),
+            "key": self.key.hex(),
+            "endpoint": self.endpoint,
+            "udp_host": self.udp_host,
+            "udp_port": self.udp_port,
+            "ssrc": self.ssrc,
+            "payload_type": self.payload_type,
+            "clock_rate": self.clock_rate,
+            "keepalive_s": self.keepalive_s,
+            "volume": self.volume,
+            "muted": self.muted,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """server → speaker instead of a welcome (``type: error``); the socket closes after it."""
+
+    code: str
+    message: str
+
+    @classmethod
+    def parse(cls, obj: dict[str, Any]) -> Self:
+        code, message = obj.get("code", "error"), obj.get("message", "")
+        return cls(str(code), str(message))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "error", "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """speaker → server every few seconds: its counters (known fields only)."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, obj: dict[str, Any]) -> Self:
+        return cls({k: v for k, v in obj.items() if k in STATUS_FIELDS})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "status", **self.fields}
+
+
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """Either way: the speaker asks for audio on ``ws`` or back on ``udp``; the server says
+    ``none`` when the speaker's UDP path timed out."""
+
+    mode: str
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in TRANSPORT_MODES:
+            raise ValueError(f"transport: mode must be one of {TRANSPORT_MODES}, got {self.mode!r}")
+
+    @classmethod
+    def parse(cls, obj: dict[str, Any]) -> Self:
+        reason = obj.get("reason")
+        return cls(str(obj.get("mode")), reason if isinstance(reason, str) else None)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "transport", "mode": self.mode}
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """server → speaker: its own volume (0-100)."""
+
+    volume: int
+
+    @classmethod
+    def parse(cls, obj: dict[str, Any]) -> Self:
+        return cls(_level(obj.get("volume"), "volume"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "volume", "volume": self.volume}
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    """server → speaker: mute or unmute (an emergency is heard all the same)."""
+
+    muted: bool
+
+    @classmethod
+    def parse(cls, obj: dict[str, Any]) -> Self:
+        muted = obj.get("muted")
+        if not isinstance(muted, bool):
+            raise ValueError(f"mute: muted must be true or false, got {muted!r}")
+        return cls(muted)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "mute", "muted": self.muted}
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """server → speaker: drop buffered audio now (an operator's stop left it idle)."""
+
+    @classmethod
+    def parse(cls, obj: dict[str, Any]) -> Self:
+        return cls()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "stop"}
+
+
+@dataclass(frozen=True, slots=True)
+class Playing:
+    """server → speaker on every switch: what plays now, at which volume; ``override_mute``
+    for an emergency, which a muted pole still plays."""
+
+    broadcast: str | None
+    klass: str | None = None
+    what: str | None = None
+    volume: int | None = None
+    override_mute: bool = False
+
+    @classmethod
+    def parse(cls, obj: dict[str, Any]) -> Self:
+        broadcast, volume = obj.get("broadcast"), obj.get("volume")
+        ok = isinstance(volume, int) and not isinstance(volume, bool) and 0 <= volume <= 100
+        klass, what = obj.get("class"), obj.get("what")
+        return cls(
+            None if broadcast is None else str(broadcast),
+            klass if isinstance(klass, str) else None,
+            what if isinstance(what, str) else None,
+            volume if ok else None,
+            obj.get("override_mute") is True,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "playing",
+            "broadcast": self.broadcast,
+            "class": self.klass,
+            "what": self.what,
+            "volume": self.volume,
+            "override_mute": self.override_mute,
+        }
+
+
+Message = Hello | Welcome | Refusal | Status | Transport | Volume | Mute | Stop | Playing
+_TYPES: Final[dict[str, Any]] = {
+    "hello": Hello,
+    "welcome": Welcome,
+    "error": Refusal,
+    "status": Status,
+    "transport": Transport,
+    "volume": Volume,
+    "mute": Mute,
+    "stop": Stop,
+    "playing": Playing,
+}
+
+
+def decode(text: str | bytes) -> Message:
+    """One message from its JSON text; ValueError saying what is wrong with it."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise ValueError(NOT_JSON) from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"a message is a JSON object, got {type(obj).__name__}")
+    kind = obj.get("type")
+    cls = _TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise UnknownType(kind)
+    message: Message = cls.parse(obj)
+    return message
+
+
+def encode(message: Message) -> str:
+    return json.dumps(message.to_json(), ensure_ascii=False)
+
+
+class UnknownType(ValueError):
+    """A message of a type this version does not know; newer peers may send more."""
+
+    def __init__(self, kind: object) -> None:
+        super().__init__(f"unknown message type {kind!r}")
+        self.kind = kind

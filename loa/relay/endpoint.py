@@ -1,0 +1,54 @@
+"""An endpoint as the node knows it (configuration and live state) and the ``Peer`` through
+which the node reaches a connected speaker's control channel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from loa.config import EndpointSpec
+from loa.relay.core.control import Message
+from loa.relay.core.rewriter import Rewriter
+from loa.relay.core.session import Session
+
+
+class Peer(Protocol):
+    """A speaker's control channel as the node sees it: never awaited on the hot path."""
+
+    def send(self, message: Message) -> None: ...
+    def send_audio(self, packet: bytes) -> None: ...
+    def close(self, code: int, reason: str) -> None: ...
+
+
+@dataclass
+class Endpoint:
+    """An endpoint's configuration and what the node knows of it right now."""
+
+    spec: EndpointSpec
+    token_hash: str | None  # of the device token (the store's ``hash_token``)
+    volume: int
+    emergency_volume: int
+    muted: bool = False
+    session: Session | None = None
+    peer: Peer | None = None
+    rewriter: Rewriter | None = None  # static rtp endpoints only
+    address: tuple[str, int] | None = None  # static rtp endpoints only
+    last_seen: float | None = None
+    status: dict[str, Any] = field(default_factory=dict)
+    sink: Callable[[bytes], None] | None = None  # in-process listeners (Ogg mount, WHEP)
+    heard_since: float | None = None
+    idle_since: float | None = None
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def online(self) -> bool:
+        return self.address is not None or self.session is not None or self.sink is not None
+
+    @property
+    def listener(self) -> bool:
+        """A virtual endpoint standing for in-process listeners, not a pole."""
+        return self.sink is not None

@@ -1,0 +1,44 @@
+"""The API's JSON views of the node's live objects: a running broadcast, an endpoint.
+
+The node keeps state and moves packets; how that state reads on the wire (the shape the
+API documents, the dashboard draws and the OpenAPI schema names) is decided here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loa.relay.broadcast import Broadcast
+from loa.relay.node import Endpoint, Node
+
+
+def broadcast_json(node: Node, bc: Broadcast) -> dict[str, Any]:
+    """A broadcast as ``GET /broadcasts/{id}`` shows it while it runs: its log entry, its
+    state, which poles hear it (listener endpoints counted apart) and frames sent."""
+    data = bc.log.as_json()
+    data["state"] = bc.state.value
+    known = not bc.state.ended and bc.id in node.router.broadcasts()
+    heard = node.router.listeners(bc.id) if known else ()
+    data["listeners"] = sorted(e for e in heard if not node.endpoints[e].listener)
+    data["virtual_listeners"] = len(heard) - len(data["listeners"])
+    data["frames"] = bc.frames
+    return data
+
+
+def endpoint_json(node: Node, ep: Endpoint) -> dict[str, Any]:
+    """An endpoint as ``GET /endpoints/{id}`` shows it: configuration, presence, what it
+    plays and its speaker's last status report."""
+    return {
+        "id": ep.id,
+        "name": ep.spec.name,
+        "zone": ep.spec.zone,
+        "kind": ep.spec.kind,
+        "location": {"lat": ep.spec.lat, "lon": ep.spec.lon},
+        "online": ep.online,
+        "transport": ep.session.transport.name.lower() if ep.session else None,
+        "last_seen": ep.last_seen,
+        "playing": node.router.holder(ep.id),
+        "volume": ep.volume,
+        "emergency_volume": ep.emergency_volume,
+        "muted": ep.muted,
+        "status": ep.status,
+    }

@@ -1,0 +1,95 @@
+"""Every error code has words in both languages, and the pages word an API error's code with
+its parameters (in Chromium: the page's own api.js and i18n.js, on a real server)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from loa.web.app import create_app
+from loa.web.pages import STATIC
+from tests.conftest import tree_config
+from tests.web.test_browser import browser, in_thread
+from tests.web.test_errors import every_error
+
+__all__ = ["browser"]  # the Chromium fixture
+
+
+def dictionaries() -> dict[str, dict[str, str]]:
+    return {
+        lang: json.loads((STATIC / "i18n" / f"{lang}.json").read_text(encoding="utf-8"))
+        for lang in ("vi", "en")
+    }
+
+
+def test_every_error_code_has_words_in_both_languages() -> None:
+    codes = {cls.code for cls in every_error()}
+    for lang, texts in dictionaries().items():
+        missing = sorted(c for c in codes if f"error.{c}" not in texts)
+        assert missing == [], lang
+
+
+def test_a_parameter_text_belongs_to_a_code_and_names_its_parameter() -> None:
+    for lang, texts in dictionaries().items():
+        for key, text in texts.items():
+            parts = key.split(".")
+            if parts[0] != "error" or len(parts) != 3:
+                continue
+            assert f"error.{parts[1]}" in texts, (lang, key)
+            assert parts[2] in re.findall(r"\{(\w+)\}", text) or parts[2] == "missing", key
+
+
+CASES = [
+    # code, fields, what a Vietnamese reader sees
+    (
+        "conflict",
+        {"broadcast": "b", "holder": "em-1", "endpoint": "c0-e0"},
+        "Không thể phát: loa c0-e0 đang phát em-1, chương trình có mức ưu tiên cao hơn.",
+    ),
+    ("not_found", {"zone": "xa-9"}, "Không tìm thấy khu vực xa-9."),
+    (
+        "forbidden",
+        {"zones": ["c1", "p"], "endpoints": []},
+        "Ngoài khu vực của bạn: c1, p",
+    ),
+    ("too_large", {}, "Tệp quá lớn."),
+]
+
+
+@pytest.mark.e2e
+async def test_the_pages_word_an_api_error_with_its_parameters(
+    tmp_path: Path, browser: Any
+) -> None:
+    server = TestServer(create_app(tree_config(tmp_path)), host="127.0.0.1")
+    await server.start_server()
+    try:
+        url = str(server.make_url("/login"))
+
+        def word(code: str, fields: dict[str, Any]) -> str:
+            return str(
+                browser.execute_async_script(
+                    """
+                    const [code, fields, done] = arguments;
+                    Promise.all([import("/static/js/i18n.js"), import("/static/js/api.js")])
+                      .then(async ([i18n, api]) => {
+                        await i18n.setLang("vi");
+                        const body = { code, message: "english", ...fields };
+                        done(api.errorText(new api.ApiError(400, code, "english", body)));
+                      })
+                      .catch((e) => done(`failed: ${e}`));
+                    """,
+                    code,
+                    fields,
+                )
+            )
+
+        await in_thread(browser.get, url)
+        for code, fields, words in CASES:
+            assert await in_thread(word, code, fields) == words
+    finally:
+        await server.close()
