@@ -1,24 +1,13 @@
 """The cluster bus over Redis (redis-py asyncio): node presence, the leader lease with its
-fencing token, the control channels and the per-node audio channels. A thin adapter: the
-decisions live in ``loa.cluster`` (lease timing, fencing, message and bundle formats).
-
-Keys and channels, for cluster name ``C`` (see docs/DESIGN.md, "Cluster protocol"):
-
-- ``loa:C:node:<id>``: presence, JSON ``{node, public_url, capacity}``, PX ``presence_ttl_s``,
-  refreshed every third of it.
-- ``loa:C:leader``: ``"<node> <token>"``, taken with ``SET NX PX`` by a script that first
-  draws the token with ``INCR loa:C:fence`` (raised to the candidate's highest seen token, so
-  tokens keep growing across a Redis restart); renewed and released only by its holder.
-- ``loa:C:assignment``: the leader's commune placement (an ``assignment`` envelope), written
-  only while ``loa:C:leader`` still holds the writer's token (checked in the same script).
-- channels ``loa:C:lifecycle`` (sequence numbered by ``INCR loa:C:lifecycle:seq`` in the
-  publishing script), ``loa:C:commands``, ``loa:C:status``, and ``loa:C:audio:<node>``
-  (one bundle per tick per receiving node; never one message per packet; no Streams).
+fencing token, the control channels and the per-node audio channels (one bundle per tick per
+receiving node; never one message per packet; no Streams). A thin adapter: the decisions
+live in ``loa.cluster`` (lease timing, fencing, key names and scripts, message and bundle
+formats); docs/DESIGN.md, "Cluster protocol", lists the keys and channels.
 
 Owned by whoever starts it (``start``/``close``): three tasks (presence, lease, listener),
 each retrying with jittered exponential backoff while Redis is away. The listener
-resubscribes after a reconnect and calls ``on_resync``: pub/sub loses what was sent while a
-node was away, so the node rereads the state it needs.
+resubscribes after a reconnect and calls ``Handlers.resync``: pub/sub loses what was sent
+while a node was away, so the node rereads the state it needs.
 """
 
 from __future__ import annotations
@@ -29,6 +18,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import redis.asyncio as redis
@@ -92,6 +82,7 @@ class BusStats:
     dropped_bad: int = 0
     dropped_stale: int = 0
     gaps: int = 0
+    handler_errors: int = 0
     reconnects: int = 0
 
 
@@ -108,7 +99,7 @@ class Bus:
         self._tasks: list[asyncio.Task[None]] = []
         self._leader = False
         self._last_seq: int | None = None
-        self._bad_logged: set[str] = set()
+        self._bad_logged: set[object] = set()
         self._clock: Callable[[], float] = lambda: 0.0
         self._poke = asyncio.Event()  # the listener (re)connected: the lease loop looks now
 
@@ -287,14 +278,17 @@ class Bus:
         self.stats.published += 1
         return int(seq)
 
+    def _leader_token(self) -> int:
+        token = self.token
+        if token is None:
+            raise NotLeader(f"node {self.config.node_id} does not hold the leader lease")
+        return token
+
     async def publish_command(self, message: Message, *, fenced: bool = False) -> None:
         """Publish on the commands channel; ``fenced`` ones only while leader, with the token."""
-        token = self.token if fenced else None
-        if fenced and token is None:
-            raise NotLeader(f"node {self.config.node_id} does not hold the leader lease")
-        await self._client().publish(
-            self.keys.commands, bytes(Envelope(0, self.config.node_id, token, message))
-        )
+        token = self._leader_token() if fenced else None
+        data = bytes(Envelope(0, self.config.node_id, token, message))
+        await self._client().publish(self.keys.commands, data)
         self.stats.published += 1
 
     async def publish_status(self, message: Message) -> None:
@@ -305,10 +299,7 @@ class Bus:
     async def set_assignment(self, message: Assignment) -> bool:
         """Store and announce the leader's commune placement; False (nothing written) when
         the lease in Redis is no longer this node's."""
-        token = self.token
-        if token is None:
-            raise NotLeader(f"node {self.config.node_id} does not hold the leader lease")
-        data = bytes(Envelope(0, self.config.node_id, token, message))
+        data = bytes(Envelope(0, self.config.node_id, self._leader_token(), message))
         written = await self._script(
             "leader_set",
             [self.keys.leader, self.keys.assignment],
@@ -378,8 +369,9 @@ class Bus:
         self.stats.received += 1
         try:
             if channel == self.keys.audio(self.config.node_id):
+                bundle = Bundle.parse(data)
                 if self.handlers.audio is not None:
-                    self.handlers.audio(Bundle.parse(data))
+                    self._call(channel, partial(self.handlers.audio, bundle))
                 return
             envelope = Envelope.parse(data)
         except ValueError as exc:
@@ -396,7 +388,16 @@ class Bus:
         else:
             handler = self.handlers.status
         if handler is not None:
-            handler(envelope)
+            self._call(channel, partial(handler, envelope))
+
+    def _call(self, channel: str, handler: Callable[[], None]) -> None:
+        try:
+            handler()
+        except Exception:  # a handler's bug must not end the listener
+            self.stats.handler_errors += 1
+            if ("handler", channel) not in self._bad_logged:
+                self._bad_logged.add(("handler", channel))
+                log.exception("[node=%s] the handler of %s failed", self.config.node_id, channel)
 
     def _sequence(self, seq: int) -> None:
         last, self._last_seq = self._last_seq, seq

@@ -285,3 +285,33 @@ async def test_close_stops_every_task_and_is_idempotent(make_bus: Factory) -> No
 def test_bad_config_is_refused() -> None:
     with pytest.raises(ValueError, match="node_id must be non-empty without spaces, got 'a b'"):
         BusConfig("redis://127.0.0.1:1/0", "a b")
+
+
+async def test_a_failing_handler_is_counted_and_the_listener_goes_on(
+    redis_url: str,
+) -> None:
+    seen: list[str] = []
+
+    def status(env: Envelope) -> None:
+        assert isinstance(env.message, NodeStatus)
+        if env.message.node == "boom":
+            raise RuntimeError("a bug in the node's handler")
+        seen.append(env.message.node)
+
+    bus = Bus(BusConfig(redis_url, "n1", cluster="t", lease=FAST), Handlers(status=status))
+    await bus.start()
+    try:
+        async with aioredis.Redis.from_url(redis_url) as r:
+
+            async def subscribed() -> bool:
+                [(_, count)] = await r.pubsub_numsub(KEYS.status)
+                return bool(count)
+
+            await until(subscribed, 5)
+            for node in ("boom", "n2"):
+                env = Envelope(0, node, None, NodeStatus(node, 1.0, {}, {}))
+                await r.publish(KEYS.status, bytes(env))
+        await until(lambda: seen == ["n2"])
+        assert bus.stats.handler_errors == 1
+    finally:
+        await bus.close()
