@@ -15,6 +15,9 @@ from loa.config import Config, EndpointSpec, RelayConfig, WebConfig, ZoneSpec
 from loa.relay.node import Node
 from loa.web.app import NODE, create_app
 
+# the suite's own redis-server and PostgreSQL (tests/support/servers.py)
+pytest_plugins = ("tests.support.servers",)
+
 ADMIN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 

@@ -38,7 +38,7 @@ LAYERS = (
     Layer(
         "core",  # sans-IO: codecs, the relay core, and the rules of schedules and bulletins
         1,
-        ("loa.codecs", "loa.relay.core", "loa.schedule", "loa.bulletins"),
+        ("loa.codecs", "loa.relay.core", "loa.schedule", "loa.bulletins", "loa.cluster"),
     ),
     Layer("sources", 2, ("loa.streamer",)),
     Layer("speaker", 2, ("loa.speaker",)),  # the receiver on a pole: core only, no sources
@@ -55,7 +55,7 @@ LAYERS = (
             "loa.bulletins.service",
             "loa.webhooks",
             "loa.reports",
-            "loa.cluster",
+            "loa.localservers",
         ),
     ),
     Layer("web", 6, ("loa.web",)),

@@ -36,7 +36,7 @@ def test_mypy() -> None:
 FORBIDDEN = {"asyncio", "socket", "time", "selectors", "threading"}
 
 
-@pytest.mark.parametrize("package", ["loa/codecs", "loa/relay/core"])
+@pytest.mark.parametrize("package", ["loa/codecs", "loa/relay/core", "loa/cluster"])
 def test_sans_io_packages_import_no_io(package: str) -> None:
     offenders = []
     for path in sorted((ROOT / package).rglob("*.py")):

@@ -47,8 +47,8 @@ H, M = 3600.0, 60.0
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "loa.db", clock=FakeClock(DAY - 7 * 86400))
+async def store(store_where: Path | str) -> AsyncIterator[Store]:
+    s = await Store.open(store_where, clock=FakeClock(DAY - 7 * 86400))
     yield s
     await s.close()
 

@@ -83,8 +83,8 @@ async def receiver(aiohttp_server: Any) -> Receiver:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "loa.db")
+async def store(store_where: Path | str) -> AsyncIterator[Store]:
+    s = await Store.open(store_where)
     await province(s)
     await s.endpoints.add("A", "Loa A", "v0")
     yield s
@@ -380,7 +380,7 @@ async def test_one_attempt_in_flight_per_hook(
 
 
 async def test_the_outbox_survives_a_restart(
-    tmp_path: Path, store: Store, receiver: Receiver
+    store_where: Path | str, store: Store, receiver: Receiver
 ) -> None:
     """An event queued and not delivered when the relay stops is delivered by the next run."""
     up = False
@@ -398,7 +398,7 @@ async def test_the_outbox_survives_a_restart(
     await store.close()
 
     up = True
-    later = await Store.open(tmp_path / "loa.db")
+    later = await Store.open(store_where)
     try:
         (row,) = await later.webhooks.deliveries(hook.id)
         assert (row.state, row.attempts, row.last_error) == ("pending", 1, "HTTP 503: nope")

@@ -1,7 +1,9 @@
-"""Persistence: one SQLite file per node (``<data_dir>/loa.db``) behind async repositories.
+"""Persistence: one SQLite file per node (``<data_dir>/loa.db``, the default) or one PostgreSQL
+database shared by a cluster's nodes, behind the same async repositories.
 
-``Store`` opens it; its repositories (``zones``, ``endpoints``, ``users``, ``media``,
-``log``, ``audit``) return frozen rows and raise ``loa.errors`` with precise messages."""
+``Store`` opens it (``Store.for_config``, ``Store.for_url``); its repositories (``zones``,
+``endpoints``, ``users``, ``media``, ``log``, ``audit``, …) return frozen rows and raise
+``loa.errors`` with precise messages."""
 
 from loa.store.accounts import ROLES, Account, ApiToken
 from loa.store.audit import AuditRow

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import builtins
 import re
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from loa.errors import BadRequest, Conflict, NotFound
 from loa.store import audit
-from loa.store.db import Database, hash_token, new_token
+from loa.store.db import Conn, Database, Row, hash_token, new_token
 from loa.store.zones import get_zone
 
 ROLES = ("admin", "operator", "viewer")
@@ -33,7 +32,7 @@ class Account:
     created_at: float
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Account:
+    def from_row(cls, row: Row) -> Account:
         return cls(
             username=row["username"],
             password_hash=row["password_hash"],
@@ -91,14 +90,14 @@ def check_role(role: str, zone: str | None) -> None:
         raise BadRequest("an admin is not scoped to a zone; leave zone empty")
 
 
-def get_account(conn: sqlite3.Connection, username: str) -> Account:
+def get_account(conn: Conn, username: str) -> Account:
     row = conn.execute("SELECT * FROM users WHERE username = ?", (username,)).fetchone()
     if row is None:
         raise NotFound(f"user {username!r} does not exist", user=username)
     return Account.from_row(row)
 
 
-def _add(conn: sqlite3.Connection, acc: Account, actor: str, ip: str | None) -> Account:
+def _add(conn: Conn, acc: Account, actor: str, ip: str | None) -> Account:
     if conn.execute("SELECT 1 FROM users WHERE username = ?", (acc.username,)).fetchone():
         raise Conflict(f"user {acc.username!r} already exists", user=acc.username)
     if acc.zone is not None:
@@ -121,7 +120,7 @@ def _add(conn: sqlite3.Connection, acc: Account, actor: str, ip: str | None) -> 
     return get_account(conn, acc.username)
 
 
-def _first_admin(conn: sqlite3.Connection, acc: Account, token_hash: str | None) -> bool:
+def _first_admin(conn: Conn, acc: Account, token_hash: str | None) -> bool:
     if conn.execute("SELECT 1 FROM users LIMIT 1").fetchone():
         return False
     _add(conn, acc, "system", None)
@@ -139,7 +138,7 @@ def _first_admin(conn: sqlite3.Connection, acc: Account, token_hash: str | None)
 
 
 def _update(
-    conn: sqlite3.Connection,
+    conn: Conn,
     username: str,
     changes: dict[str, Any],
     now: float,
@@ -162,26 +161,23 @@ def _update(
     return get_account(conn, username)
 
 
-def _remove(
-    conn: sqlite3.Connection, username: str, now: float, actor: str, ip: str | None
-) -> None:
+def _remove(conn: Conn, username: str, now: float, actor: str, ip: str | None) -> None:
     get_account(conn, username)
     conn.execute("DELETE FROM users WHERE username = ?", (username,))
     audit.insert(conn, now, actor, "user.remove", username, None, ip)
 
 
-def _insert_token(
-    conn: sqlite3.Connection, username: str, token_hash: str, label: str, now: float
-) -> int:
-    cur = conn.execute(
-        "INSERT INTO api_tokens (hash, username, label, created_at) VALUES (?, ?, ?, ?)",
+def _insert_token(conn: Conn, username: str, token_hash: str, label: str, now: float) -> int:
+    row = conn.execute(
+        "INSERT INTO api_tokens (hash, username, label, created_at) VALUES (?, ?, ?, ?)"
+        " RETURNING id",
         (token_hash, username, label, now),
-    )
-    return int(cur.lastrowid or 0)
+    ).fetchone()
+    return int(row[0])
 
 
 def _add_token(
-    conn: sqlite3.Connection,
+    conn: Conn,
     username: str,
     token_hash: str,
     label: str,
@@ -195,7 +191,7 @@ def _add_token(
     return ApiToken(token_id, username, label, now, None)
 
 
-def _tokens(conn: sqlite3.Connection, username: str | None) -> list[ApiToken]:
+def _tokens(conn: Conn, username: str | None) -> list[ApiToken]:
     sql = "SELECT id, username, label, created_at, last_used FROM api_tokens"
     rows = conn.execute(
         sql + " WHERE username = ? ORDER BY id" if username else sql + " ORDER BY id",
@@ -204,9 +200,7 @@ def _tokens(conn: sqlite3.Connection, username: str | None) -> list[ApiToken]:
     return [ApiToken(**dict(r)) for r in rows]
 
 
-def _revoke(
-    conn: sqlite3.Connection, token_id: int, now: float, actor: str, ip: str | None
-) -> None:
+def _revoke(conn: Conn, token_id: int, now: float, actor: str, ip: str | None) -> None:
     row = conn.execute(
         "SELECT username, label FROM api_tokens WHERE id = ?", (token_id,)
     ).fetchone()
@@ -224,7 +218,7 @@ def _revoke(
     )
 
 
-def _by_token(conn: sqlite3.Connection, token_hash: str, now: float) -> Account | None:
+def _by_token(conn: Conn, token_hash: str, now: float) -> Account | None:
     row = conn.execute(
         "SELECT t.id AS token_id, t.last_used, u.* FROM api_tokens t"
         " JOIN users u USING (username) WHERE t.hash = ?",

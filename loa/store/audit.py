@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from loa.errors import BadRequest
-from loa.store.db import Database
+from loa.store.db import Conn, Database
 
 MAX_PAGE = 1000
 
@@ -37,7 +36,7 @@ class AuditRow:
 
 
 def insert(
-    conn: sqlite3.Connection,
+    conn: Conn,
     ts: float,
     user: str | None,
     action: str,
@@ -47,7 +46,7 @@ def insert(
 ) -> None:
     """Add a row with the caller's connection, so it commits with the change it records."""
     conn.execute(
-        "INSERT INTO audit (ts, user, action, target, detail, ip) VALUES (?, ?, ?, ?, ?, ?)",
+        'INSERT INTO audit (ts, "user", action, target, detail, ip) VALUES (?, ?, ?, ?, ?, ?)',
         (ts, user, action, target, json.dumps(dict(detail or {}), ensure_ascii=False), ip),
     )
 
@@ -59,7 +58,7 @@ def check_page(limit: int, offset: int) -> None:
         raise BadRequest(f"offset must be an integer >= 0, got {offset!r}")
 
 
-def _query(conn: sqlite3.Connection, sql: str, args: list[Any]) -> list[AuditRow]:
+def _query(conn: Conn, sql: str, args: list[Any]) -> list[AuditRow]:
     return [
         AuditRow(
             id=r["id"],
@@ -103,7 +102,7 @@ class Audit:
         where: list[str] = []
         args: list[Any] = []
         if user is not None:
-            where.append("user = ?")
+            where.append('"user" = ?')
             args.append(user)
         if action is not None and action.endswith("."):
             where.append("substr(action, 1, ?) = ?")

@@ -8,13 +8,12 @@ states it may come from, so two racing changes cannot both win (the loser gets 4
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass, fields
 from typing import Any
 
 from loa.errors import Conflict, NotFound
-from loa.store.db import Database
+from loa.store.db import Conn, Database, Row, one_of
 
 STATES = ("inbox", "scheduled", "on_air", "done", "cancelled", "expired")
 FINAL = frozenset({"done", "cancelled", "expired"})
@@ -42,7 +41,7 @@ class BulletinRow:
     updated_at: float
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> BulletinRow:
+    def from_row(cls, row: Row) -> BulletinRow:
         data = dict(row)
         for key in _JSON:
             data[key] = tuple(json.loads(data[key]))
@@ -58,21 +57,28 @@ class BulletinRow:
         return self.expires_at is not None and self.expires_at <= now
 
 
-def _get(conn: sqlite3.Connection, bulletin_id: str) -> BulletinRow:
+def _get(conn: Conn, bulletin_id: str) -> BulletinRow:
     row = conn.execute("SELECT * FROM bulletins WHERE id = ?", (bulletin_id,)).fetchone()
     if row is None:
         raise NotFound(f"bulletin {bulletin_id} not found", bulletin=bulletin_id)
     return BulletinRow.from_row(row)
 
 
-def _insert(conn: sqlite3.Connection, row: BulletinRow) -> BulletinRow:
+def _by_cap(conn: Conn, sender: str | None, identifier: str) -> Row | None:
+    # "cap_sender IS ?" is SQLite's; spelled out, it runs on PostgreSQL too
+    args: tuple[str, ...]
+    if sender is None:
+        sql, args = "cap_sender IS NULL AND cap_identifier = ?", (identifier,)
+    else:
+        sql, args = "cap_sender = ? AND cap_identifier = ?", (sender, identifier)
+    return conn.execute(f"SELECT * FROM bulletins WHERE {sql}", args).fetchone()
+
+
+def _insert(conn: Conn, row: BulletinRow) -> BulletinRow:
     if conn.execute("SELECT 1 FROM bulletins WHERE id = ?", (row.id,)).fetchone():
         raise Conflict(f"bulletin {row.id} already exists", bulletin=row.id)
     if row.cap_identifier is not None:
-        dup = conn.execute(
-            "SELECT id FROM bulletins WHERE cap_sender IS ? AND cap_identifier = ?",
-            (row.cap_sender, row.cap_identifier),
-        ).fetchone()
+        dup = _by_cap(conn, row.cap_sender, row.cap_identifier)
         if dup is not None:
             raise Conflict(
                 f"CAP alert {row.cap_identifier} from {row.cap_sender} was already received "
@@ -91,7 +97,7 @@ def _insert(conn: sqlite3.Connection, row: BulletinRow) -> BulletinRow:
 
 
 def _transition(
-    conn: sqlite3.Connection, bulletin_id: str, state: str, expect: Collection[str], now: float
+    conn: Conn, bulletin_id: str, state: str, expect: Collection[str], now: float
 ) -> BulletinRow:
     row = _get(conn, bulletin_id)
     if row.state not in expect:
@@ -107,9 +113,7 @@ def _transition(
     return _get(conn, bulletin_id)
 
 
-def _add_broadcast(
-    conn: sqlite3.Connection, bulletin_id: str, broadcast_id: str, now: float
-) -> BulletinRow:
+def _add_broadcast(conn: Conn, bulletin_id: str, broadcast_id: str, now: float) -> BulletinRow:
     row = _get(conn, bulletin_id)
     ids = json.dumps([*row.broadcasts, broadcast_id])
     conn.execute(
@@ -133,20 +137,16 @@ class Bulletins:
         return await self._db.run(_get, bulletin_id)
 
     async def by_cap(self, sender: str, identifier: str) -> BulletinRow | None:
-        row = await self._db.run(
-            lambda c: c.execute(
-                "SELECT * FROM bulletins WHERE cap_sender IS ? AND cap_identifier = ?",
-                (sender, identifier),
-            ).fetchone()
-        )
+        row = await self._db.run(_by_cap, sender, identifier)
         return None if row is None else BulletinRow.from_row(row)
 
     async def list(self, states: Collection[str] | None = None) -> list[BulletinRow]:
         """Newest issued first; ``states`` narrows to those states."""
-        sql, args = "SELECT * FROM bulletins", []
+        sql = "SELECT * FROM bulletins"
+        args: list[Any] = []
         if states is not None:
-            sql += f" WHERE state IN ({', '.join('?' * len(states))})"
-            args = list(states)
+            condition, args = one_of("state", states)
+            sql += f" WHERE {condition}"
         sql += " ORDER BY issued_at DESC, id"
         rows = await self._db.run(lambda c: c.execute(sql, args).fetchall())
         return [BulletinRow.from_row(r) for r in rows]

@@ -1,14 +1,24 @@
-"""The SQLite connection: one file, WAL, versioned migrations, one worker thread for every query.
+"""The database behind a ``Store``: one connection, one worker thread that runs every query on
+it, versioned migrations, and all-or-nothing write transactions, on either of two dialects.
 
-Why one thread: sqlite3 connections must not be shared across threads, SQLite serialises
-writers anyway, and a single owner makes every call a short critical section with no locks of
-our own. The event loop never touches the file; it awaits the worker.
+- ``sqlite:///<path>`` (or a plain path): one file, the single-node default
+  (``loa.store.sqlite``).
+- ``postgresql://…`` (a libpq URL): one database shared by the nodes of a cluster
+  (``loa.store.postgres``).
 
-Why ``synchronous=NORMAL`` is safe here: in WAL mode NORMAL syncs the WAL at every checkpoint,
-not at every commit. A crash of the process (kill -9, OOM) loses nothing that was committed,
-because the WAL is already in the OS page cache; a power cut or kernel panic can lose the last
-few commits since the previous checkpoint, but never corrupts the database. A relay that loses
-a second of log rows on a power cut is fine; one that syncs on every log row is not.
+Why one thread: sqlite3 connections must not be shared across threads, and psycopg's
+blocking connection is used the same way, so both dialects run the very same repository
+functions (``fn(conn, *args)``) with no locks of our own. The event loop never blocks on the
+database; it awaits the worker.
+
+Repository SQL is written once, in the subset both engines run: ``?`` placeholders (the
+PostgreSQL dialect rewrites them), ``INSERT … ON CONFLICT``, ``RETURNING``, ``greatest()``
+(registered on SQLite), booleans stored as integers 0/1 (tested with ``<> 0``), no
+``IS ?`` with a NULL parameter, no ``json_each``, the column ``"user"`` quoted.
+
+A write function passed to ``Database.write`` may run more than once on PostgreSQL (a
+serialization failure against another node's transaction is retried), so it must only
+touch the connection it is given.
 """
 
 from __future__ import annotations
@@ -17,25 +27,48 @@ import asyncio
 import hashlib
 import logging
 import secrets
-import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
-from loa.errors import BadRequest, LoaError
-from loa.store.schema import MIGRATIONS
+from loa.errors import BadRequest, ConfigError, LoaError
+from loa.store import schema
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Clock = Callable[[], float]
 BUSY_TIMEOUT_MS = 5000
+Row = Any  # sqlite3.Row or loa.store.postgres.Row: both index by position and by column name
+
+
+class Cursor(Protocol):
+    """What repositories use of a cursor (sqlite3's and psycopg's both have it)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> Sequence[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Conn(Protocol):
+    """What repositories use of a connection: ``sqlite3.Connection`` as it is, or
+    ``loa.store.postgres.PgConn`` (which rewrites ``?`` placeholders for psycopg)."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]], /) -> Cursor: ...
 
 
 class StoreError(LoaError, RuntimeError):
-    """The database cannot be used: closed, unreadable, or from a newer loa."""
+    """The database cannot be used: closed, unreachable, unreadable, or from a newer loa."""
 
     code = "store_error"
 
@@ -54,88 +87,86 @@ def new_token(nbytes: int = 24) -> str:
     return secrets.token_urlsafe(nbytes)
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection in autocommit mode (we issue BEGIN ourselves) with the house pragmas."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
-    conn.row_factory = sqlite3.Row
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if mode != "wal":
-        conn.close()
-        raise StoreError(f"{path}: cannot switch to WAL journal mode (got {mode!r})")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA foreign_keys = ON")
-    return conn
+def too_new(label: str, version: int) -> SchemaTooNew:
+    return SchemaTooNew(
+        f"{label} has schema version {version}, newer than this loa knows "
+        f"({len(schema.MIGRATIONS)}); upgrade loa or restore a backup of the database",
+        path=label,
+        version=version,
+        supported=len(schema.MIGRATIONS),
+    )
 
 
-def schema_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+class Dialect(Protocol):
+    """One engine's way to connect, migrate, run and retry; owns the connection. Every method
+    but ``label`` and ``name`` runs on the database's worker thread."""
+
+    name: str  # "sqlite" or "postgresql"
+    label: str  # for messages: the file, or the URL without its password
+    integrity_errors: tuple[type[Exception], ...]  # the driver's constraint violations
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T: ...
+
+    def transaction(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T: ...
+
+    def integrity_check(self) -> str: ...
 
 
-def migrate(conn: sqlite3.Connection, path: Path, upto: int | None = None) -> int:
-    """Apply the migrations after the file's ``user_version``, each in its own transaction
-    (the version bump commits with it, so a failed step leaves the previous version intact)."""
-    latest = len(MIGRATIONS) if upto is None else upto
-    current = schema_version(conn)
-    if current > len(MIGRATIONS):
-        raise SchemaTooNew(
-            f"{path} has schema version {current}, newer than this loa knows "
-            f"({len(MIGRATIONS)}); upgrade loa or restore a backup of the database",
-            path=str(path),
-            version=current,
-            supported=len(MIGRATIONS),
+def redact(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def sqlite_path(url: str) -> Path:
+    """``sqlite:///data/loa.db`` → ``data/loa.db`` (relative), ``sqlite:////var/lib/loa.db`` →
+    ``/var/lib/loa.db`` (absolute): the convention of SQLAlchemy and dj-database-url."""
+    rest = url[len("sqlite://") :]
+    if not rest.startswith("/") or len(rest) < 2 or "?" in rest or "#" in rest:
+        raise ConfigError(
+            f"store url {url!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db"
         )
-    for version in range(current + 1, latest + 1):
-        script = f"BEGIN IMMEDIATE;\n{MIGRATIONS[version - 1]}\nPRAGMA user_version = {version};"
-        try:
-            conn.executescript(script)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        log.info("%s: migrated the schema to version %d", path, version)
-    return schema_version(conn)
+    return Path(rest[1:])
 
 
 class Database:
-    """Owns the connection and the one worker thread that runs every query on it."""
+    """Owns the dialect (and so the connection) and the one worker thread that runs every
+    query on it."""
 
-    def __init__(self, path: Path, clock: Clock = time.time) -> None:
-        self.path = Path(path)
+    def __init__(self, dialect: Dialect, clock: Clock = time.time) -> None:
+        self.dialect = dialect
+        self.path: Path | None = getattr(self.dialect, "path", None)  # SQLite's file
         self.clock = clock
         self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def label(self) -> str:
+        return self.dialect.label
 
     @property
     def is_open(self) -> bool:
         return self._executor is not None
 
     async def start(self) -> None:
-        """Create the directory, connect and migrate (all on the worker thread)."""
+        """Connect and migrate (on the worker thread)."""
         if self._executor is not None:
-            raise StoreError(f"{self.path} is already open")
+            raise StoreError(f"{self.label} is already open")
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loa-store")
         loop = asyncio.get_running_loop()
         try:
-            self._conn = await loop.run_in_executor(executor, self._open)
+            await loop.run_in_executor(executor, self.dialect.open)
         except BaseException:
             executor.shutdown(wait=True)
             raise
         self._executor = executor
-
-    def _open(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = connect(self.path)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open the database {self.path}: {exc}") from None
-        try:
-            migrate(conn, self.path)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
 
     async def close(self) -> None:
         executor, self._executor = self._executor, None
@@ -143,38 +174,38 @@ class Database:
             return
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(executor, self._close)
+            await loop.run_in_executor(executor, self.dialect.close)
         finally:
             executor.shutdown(wait=True)
 
-    def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.execute("PRAGMA optimize")
-            conn.close()
+    def _submit(self, call: Callable[[], T]) -> asyncio.Future[T]:
+        executor = self._executor
+        if executor is None:
+            raise StoreError(f"the database {self.label} is not open")
+        return asyncio.get_running_loop().run_in_executor(executor, call)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` on the worker thread (reads, or single statements)."""
-        executor, conn = self._executor, self._conn
-        if executor is None or conn is None:
-            raise StoreError(f"the database {self.path} is not open")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, partial(fn, conn, *args))
+        """Run ``fn(conn, *args)`` on the worker thread, outside a transaction (reads, or
+        single statements)."""
+        return await self._submit(partial(self.dialect.call, fn, args))
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` inside one ``BEGIN IMMEDIATE`` transaction: all or nothing."""
-        return await self.run(transaction, fn, *args)
+        """Run ``fn(conn, *args)`` inside one transaction: all or nothing, and serial with
+        every other writer (SQLite ``BEGIN IMMEDIATE``; PostgreSQL ``SERIALIZABLE``, retried)."""
+        return await self._submit(partial(self.dialect.transaction, fn, args))
+
+    async def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check``: 'ok' or its list of problems."""
+        return await self._submit(self.dialect.integrity_check)
 
 
-def transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn, *args)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
+def one_of(column: str, values: Iterable[Any]) -> tuple[str, list[Any]]:
+    """``column IN (?, …)`` and its arguments (sorted); for no values, a condition that is
+    false (SQLite accepts ``IN ()``, PostgreSQL does not)."""
+    args = sorted(values)
+    if not args:
+        return "1 = 0", []
+    return f"{column} IN ({', '.join('?' * len(args))})", args
 
 
 _FORBIDDEN_IN_ID = frozenset(" \t\r\n/?#%\\")

@@ -6,12 +6,11 @@ returned in plain text exactly once, from ``add`` or ``rotate_token``."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from loa.errors import BadRequest, Conflict, NotFound
-from loa.store.db import Database, check_id, hash_token, new_token
+from loa.store.db import Conn, Database, Row, check_id, hash_token, new_token
 from loa.store.zones import check_name, get_zone
 
 KINDS = ("managed", "rtp")
@@ -33,8 +32,8 @@ class Endpoint:
     created_at: float
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Endpoint:
-        return cls(**{k: row[k] for k in row.keys()})  # noqa: SIM118 (sqlite3.Row)
+    def from_row(cls, row: Row) -> Endpoint:
+        return cls(**{k: row[k] for k in row.keys()})  # noqa: SIM118 (Row)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -93,7 +92,7 @@ def check_fields(endpoint_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def get_endpoint(conn: sqlite3.Connection, endpoint_id: str) -> Endpoint:
+def get_endpoint(conn: Conn, endpoint_id: str) -> Endpoint:
     row = conn.execute("SELECT * FROM endpoints WHERE id = ?", (endpoint_id,)).fetchone()
     if row is None:
         raise NotFound(f"endpoint {endpoint_id!r} does not exist", endpoint=endpoint_id)
@@ -101,7 +100,7 @@ def get_endpoint(conn: sqlite3.Connection, endpoint_id: str) -> Endpoint:
 
 
 def insert_endpoint(
-    conn: sqlite3.Connection,
+    conn: Conn,
     endpoint_id: str,
     kind: str,
     token_hash: str | None,
@@ -124,7 +123,7 @@ def insert_endpoint(
     return get_endpoint(conn, endpoint_id)
 
 
-def _update(conn: sqlite3.Connection, endpoint_id: str, changes: dict[str, Any]) -> Endpoint:
+def _update(conn: Conn, endpoint_id: str, changes: dict[str, Any]) -> Endpoint:
     current = get_endpoint(conn, endpoint_id)
     if "zone" in changes:
         get_zone(conn, changes["zone"])
@@ -135,24 +134,24 @@ def _update(conn: sqlite3.Connection, endpoint_id: str, changes: dict[str, Any])
     return get_endpoint(conn, endpoint_id)
 
 
-def _set_token(conn: sqlite3.Connection, endpoint_id: str, token_hash: str) -> None:
+def _set_token(conn: Conn, endpoint_id: str, token_hash: str) -> None:
     if get_endpoint(conn, endpoint_id).kind != "managed":
         raise BadRequest(f"endpoint {endpoint_id}: only managed endpoints have a device token")
     conn.execute("UPDATE endpoints SET token_hash = ? WHERE id = ?", (token_hash, endpoint_id))
 
 
-def _remove(conn: sqlite3.Connection, endpoint_id: str) -> None:
+def _remove(conn: Conn, endpoint_id: str) -> None:
     get_endpoint(conn, endpoint_id)
     conn.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
 
 
-def _list(conn: sqlite3.Connection, zones: frozenset[str] | None) -> list[Endpoint]:
+def _list(conn: Conn, zones: frozenset[str] | None) -> list[Endpoint]:
     rows = conn.execute("SELECT * FROM endpoints ORDER BY id").fetchall()
     eps = [Endpoint.from_row(r) for r in rows]
     return eps if zones is None else [e for e in eps if e.zone in zones]
 
 
-def _by_hash(conn: sqlite3.Connection, token_hash: str) -> Endpoint | None:
+def _by_hash(conn: Conn, token_hash: str) -> Endpoint | None:
     row = conn.execute("SELECT * FROM endpoints WHERE token_hash = ?", (token_hash,)).fetchone()
     return None if row is None else Endpoint.from_row(row)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sqlite3
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -18,7 +17,7 @@ from typing import Any
 
 from loa.errors import BadRequest
 from loa.store.audit import check_page
-from loa.store.db import Database
+from loa.store.db import Conn, Database, Row, one_of
 
 CLASSES = ("background", "scheduled", "priority", "live", "emergency")
 CSV_COLUMNS = (
@@ -99,7 +98,7 @@ class LogRow:
         return row
 
     @classmethod
-    def from_row(cls, r: sqlite3.Row) -> LogRow:
+    def from_row(cls, r: Row) -> LogRow:
         targets = json.loads(r["targets"])
         return cls(
             id=r["id"],
@@ -144,7 +143,7 @@ def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _put(conn: sqlite3.Connection, row: LogRow, zones: frozenset[str]) -> None:
+def _put(conn: Conn, row: LogRow, zones: frozenset[str]) -> None:
     targets = {"zones": list(row.target_zones), "endpoints": list(row.target_endpoints)}
     conn.execute(
         "INSERT INTO broadcast_log (id, what, source, class, origin_zone, targets, created_by,"
@@ -173,7 +172,7 @@ def _put(conn: sqlite3.Connection, row: LogRow, zones: frozenset[str]) -> None:
         ),
     )
     conn.executemany(
-        "INSERT OR IGNORE INTO log_zones (log_id, zone) VALUES (?, ?)",
+        "INSERT INTO log_zones (log_id, zone) VALUES (?, ?) ON CONFLICT DO NOTHING",
         [(row.id, z) for z in sorted(zones)],
     )
 
@@ -184,9 +183,9 @@ def _where(
     where: list[str] = []
     args: list[Any] = []
     if zones is not None:
-        marks = ", ".join("?" * len(zones))
-        where.append(f"id IN (SELECT log_id FROM log_zones WHERE zone IN ({marks}))")
-        args += sorted(zones)
+        condition, values = one_of("zone", zones)
+        where.append(f"id IN (SELECT log_id FROM log_zones WHERE {condition})")
+        args += values
     if since is not None:
         where.append("requested_at >= ?")
         args.append(since)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from loa.errors import BadRequest, Conflict, NotFound
-from loa.store.db import Database
+from loa.store.db import Conn, Database
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +29,14 @@ class MediaRow:
 _NUMBERS = {"size": int, "duration_s": float, "rms_dbfs": float, "peak_dbfs": float}
 
 
-def _get(conn: sqlite3.Connection, media_id: str) -> MediaRow:
+def _get(conn: Conn, media_id: str) -> MediaRow:
     row = conn.execute("SELECT * FROM media WHERE id = ?", (media_id,)).fetchone()
     if row is None:
         raise NotFound(f"media {media_id!r} not found", media=media_id)
     return MediaRow(**dict(row))
 
 
-def _insert(conn: sqlite3.Connection, row: MediaRow) -> MediaRow:
+def _insert(conn: Conn, row: MediaRow) -> MediaRow:
     if conn.execute("SELECT 1 FROM media WHERE id = ?", (row.id,)).fetchone():
         raise Conflict(f"media {row.id!r} already exists", media=row.id)
     names = [f.name for f in fields(row)]
@@ -48,7 +47,7 @@ def _insert(conn: sqlite3.Connection, row: MediaRow) -> MediaRow:
     return row
 
 
-def _remove(conn: sqlite3.Connection, media_id: str) -> MediaRow:
+def _remove(conn: Conn, media_id: str) -> MediaRow:
     row = _get(conn, media_id)
     conn.execute("DELETE FROM media WHERE id = ?", (media_id,))
     return row

@@ -10,13 +10,12 @@ start, so downtime of the relay never counts as availability, give or take one m
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from loa.errors import BadRequest
-from loa.store.db import Database
+from loa.store.db import Conn, Database, one_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +32,7 @@ class Interval:
         }
 
 
-def record(conn: sqlite3.Connection, endpoint: str, online: bool, at: float) -> bool:
+def record(conn: Conn, endpoint: str, online: bool, at: float) -> bool:
     """Open or close the endpoint's interval with the caller's connection (so it commits with
     what else the caller writes); True if the endpoint's state changed."""
     if online:
@@ -45,7 +44,8 @@ def record(conn: sqlite3.Connection, endpoint: str, online: bool, at: float) -> 
     else:
         # a clock step backwards must not make an interval end before it began
         cur = conn.execute(
-            "UPDATE presence SET offline_at = max(?, online_at), seen_at = max(?, online_at)"
+            "UPDATE presence SET offline_at = greatest(?, online_at),"
+            " seen_at = greatest(?, online_at)"
             " WHERE endpoint = ? AND offline_at IS NULL",
             (at, at, endpoint),
         )
@@ -53,7 +53,7 @@ def record(conn: sqlite3.Connection, endpoint: str, online: bool, at: float) -> 
 
 
 def _intervals(
-    conn: sqlite3.Connection, since: float, until: float, endpoints: Collection[str] | None
+    conn: Conn, since: float, until: float, endpoints: Collection[str] | None
 ) -> list[Interval]:
     sql = (
         "SELECT endpoint, online_at, offline_at FROM presence"
@@ -61,8 +61,9 @@ def _intervals(
     )
     args: list[Any] = [until, since]
     if endpoints is not None:
-        sql += f" AND endpoint IN ({', '.join('?' * len(endpoints))})"
-        args += sorted(endpoints)
+        condition, values = one_of("endpoint", endpoints)
+        sql += f" AND {condition}"
+        args += values
     sql += " ORDER BY endpoint, online_at"
     return [Interval(r[0], r[1], r[2]) for r in conn.execute(sql, args)]
 
@@ -96,7 +97,7 @@ class Presence:
 
     async def checkpoint(self, now: float) -> int:
         """Renew ``seen_at`` of the open intervals: the node is alive at ``now``."""
-        return await self._db.run(_update, "seen_at = max(?, online_at)", (now,))
+        return await self._db.run(_update, "seen_at = greatest(?, online_at)", (now,))
 
     async def close_orphans(self) -> int:
         """At start: close every interval a previous run left open at its last checkpoint."""
@@ -105,11 +106,13 @@ class Presence:
     async def close_all(self, now: float) -> int:
         """At shutdown: nobody is served once the relay stops."""
         return await self._db.run(
-            _update, "offline_at = max(?, online_at), seen_at = max(?, online_at)", (now, now)
+            _update,
+            "offline_at = greatest(?, online_at), seen_at = greatest(?, online_at)",
+            (now, now),
         )
 
 
-def _update(conn: sqlite3.Connection, assignments: str, args: tuple[float, ...]) -> int:
+def _update(conn: Conn, assignments: str, args: tuple[float, ...]) -> int:
     """Apply ``assignments`` to every open interval; how many there were."""
     sql = f"UPDATE presence SET {assignments} WHERE offline_at IS NULL"
     return conn.execute(sql, args).rowcount

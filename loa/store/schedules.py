@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from loa.errors import BadRequest, Conflict, LoaError, NotFound
 from loa.schedule import DEFAULT_TZ, Schedule
-from loa.store.db import Database
+from loa.store.db import Conn, Database, Row
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ class ScheduleRow:
         }
 
 
-def _row(r: sqlite3.Row) -> ScheduleRow:
+def _row(r: Row) -> ScheduleRow:
     data = {
         "id": r["id"],
         "name": r["name"],
@@ -63,14 +62,14 @@ def _row(r: sqlite3.Row) -> ScheduleRow:
     )
 
 
-def _get(conn: sqlite3.Connection, schedule_id: str) -> ScheduleRow:
+def _get(conn: Conn, schedule_id: str) -> ScheduleRow:
     r = conn.execute(_SELECT + " WHERE s.id = ?", (DEFAULT_TZ, schedule_id)).fetchone()
     if r is None:
         raise NotFound(f"schedule {schedule_id!r} not found", schedule=schedule_id)
     return _row(r)
 
 
-def _list(conn: sqlite3.Connection) -> list[ScheduleRow]:
+def _list(conn: Conn) -> list[ScheduleRow]:
     out = []
     for r in conn.execute(_SELECT + " ORDER BY s.created_at, s.id", (DEFAULT_TZ,)):
         try:
@@ -96,7 +95,7 @@ def _values(schedule: Schedule, enabled: bool) -> dict[str, Any]:
     }
 
 
-def _check_zone(conn: sqlite3.Connection, zone: str | None) -> None:
+def _check_zone(conn: Conn, zone: str | None) -> None:
     if (
         zone is not None
         and not conn.execute("SELECT 1 FROM zones WHERE id = ?", (zone,)).fetchone()
@@ -104,9 +103,7 @@ def _check_zone(conn: sqlite3.Connection, zone: str | None) -> None:
         raise NotFound(f"zone {zone!r} does not exist", zone=zone)
 
 
-def _insert(
-    conn: sqlite3.Connection, schedule: Schedule, enabled: bool, by: str, now: float
-) -> ScheduleRow:
+def _insert(conn: Conn, schedule: Schedule, enabled: bool, by: str, now: float) -> ScheduleRow:
     if conn.execute("SELECT 1 FROM schedules WHERE id = ?", (schedule.id,)).fetchone():
         raise Conflict(f"schedule {schedule.id!r} already exists", schedule=schedule.id)
     _check_zone(conn, schedule.origin_zone)
@@ -118,7 +115,7 @@ def _insert(
     return _get(conn, schedule.id)
 
 
-def _update(conn: sqlite3.Connection, schedule: Schedule, enabled: bool) -> ScheduleRow:
+def _update(conn: Conn, schedule: Schedule, enabled: bool) -> ScheduleRow:
     _get(conn, schedule.id)
     _check_zone(conn, schedule.origin_zone)
     values = _values(schedule, enabled)
@@ -129,17 +126,18 @@ def _update(conn: sqlite3.Connection, schedule: Schedule, enabled: bool) -> Sche
     return _get(conn, schedule.id)
 
 
-def _remove(conn: sqlite3.Connection, schedule_id: str) -> ScheduleRow:
+def _remove(conn: Conn, schedule_id: str) -> ScheduleRow:
     row = _get(conn, schedule_id)
     conn.execute("DELETE FROM schedules WHERE id = ?", (schedule_id,))
     return row
 
 
-def _set_last_run(conn: sqlite3.Connection, at: float) -> None:
+def _set_last_run(conn: Conn, at: float) -> None:
     # never backwards: a clock that went back must not replay what already fired
     conn.execute(
         "INSERT INTO scheduler_state (id, last_run) VALUES (1, ?) "
-        "ON CONFLICT(id) DO UPDATE SET last_run = max(last_run, excluded.last_run)",
+        "ON CONFLICT(id) DO UPDATE"
+        " SET last_run = greatest(scheduler_state.last_run, excluded.last_run)",
         (at,),
     )
 

@@ -1,9 +1,16 @@
-"""The database schema as numbered migrations; ``PRAGMA user_version`` says which ran.
+"""The database schema as numbered migrations; SQLite's ``PRAGMA user_version`` (PostgreSQL:
+table ``loa_schema``) says which ran.
 
 Rules: never edit a migration that has shipped, append a new one. Each runs in one
-transaction together with its ``user_version`` bump (see ``db.migrate``). Times are Unix
-seconds (REAL); lists and maps are JSON text. Log and audit rows name zones, users and
-endpoints by id without foreign keys: history must outlive what it mentions.
+transaction together with its version bump (``sqlite.migrate``, ``postgres.migrate``). Times
+are Unix seconds (REAL); lists and maps are JSON text; booleans are INTEGER 0/1. Log and audit
+rows name zones, users and endpoints by id without foreign keys: history must outlive what it
+mentions.
+
+Write them in SQLite's dialect, within what ``postgres.translate_ddl`` turns into PostgreSQL
+(types INTEGER, REAL, TEXT, BLOB; ``INTEGER PRIMARY KEY``; ``WITHOUT ROWID``; partial
+indexes; ``ALTER TABLE … ADD COLUMN``): it refuses the rest by name, and the store tests run
+every migration on both engines.
 """
 
 from __future__ import annotations

@@ -3,11 +3,10 @@ sliding expiry (12 h after the last use, written at most once a minute)."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from loa.store.accounts import TOUCH_EVERY_S, Account, get_account
-from loa.store.db import Database, hash_token, new_token
+from loa.store.db import Conn, Database, hash_token, new_token
 
 SESSION_TTL_S = 12 * 3600
 
@@ -21,7 +20,7 @@ class Session:
 
 
 def _new_session(
-    conn: sqlite3.Connection, username: str, sid_hash: str, csrf: str, now: float, ttl: float
+    conn: Conn, username: str, sid_hash: str, csrf: str, now: float, ttl: float
 ) -> Session:
     get_account(conn, username)
     conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
@@ -33,9 +32,7 @@ def _new_session(
     return Session(username, csrf, now, now + ttl)
 
 
-def _session(
-    conn: sqlite3.Connection, sid_hash: str, now: float, ttl: float
-) -> tuple[Session, Account] | None:
+def _session(conn: Conn, sid_hash: str, now: float, ttl: float) -> tuple[Session, Account] | None:
     row = conn.execute(
         "SELECT s.csrf, s.created_at AS s_created, s.expires_at, u.* FROM sessions s"
         " JOIN users u USING (username) WHERE s.hash = ?",

@@ -1,4 +1,5 @@
-"""``Store``: the one SQLite database of a node and its repositories, opened and closed once.
+"""``Store``: the database of a node (a SQLite file, or a PostgreSQL database that the nodes
+of a cluster share) and its repositories, opened and closed once.
 
 Seeding rule: the config file's ``[[zones]]`` and ``[[endpoints]]`` are copied into the
 database only when it holds no zone and no endpoint (first run). From then on the database
@@ -8,7 +9,6 @@ endpoints the database lacks only earns a warning in the log."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from pathlib import Path
 from types import TracebackType
@@ -17,7 +17,8 @@ from loa.config import Config
 from loa.store.accounts import Users
 from loa.store.audit import Audit
 from loa.store.bulletins import Bulletins
-from loa.store.db import Clock, Database, check_id, hash_token
+from loa.store.db import Clock, Conn, Database, check_id, hash_token
+from loa.store.dialects import open_dialect
 from loa.store.endpoints import Endpoints, check_fields, insert_endpoint
 from loa.store.log import BroadcastLog
 from loa.store.media import Media
@@ -34,8 +35,9 @@ DB_NAME = "loa.db"
 class Store:
     """Owned by the app's cleanup context (``start``/``close``) or used as ``async with``."""
 
-    def __init__(self, path: Path, *, clock: Clock = time.time) -> None:
-        self.db = Database(path, clock)
+    def __init__(self, where: Path | str, *, clock: Clock = time.time) -> None:
+        """``where``: a SQLite file's path, or a URL (``sqlite:///…``, ``postgresql://…``)."""
+        self.db = Database(open_dialect(where), clock)
         self.zones = Zones(self.db)
         self.endpoints = Endpoints(self.db)
         self.users = Users(self.db)
@@ -49,17 +51,36 @@ class Store:
         self.schedules = Schedules(self.db)
 
     @property
-    def path(self) -> Path:
+    def path(self) -> Path | None:
+        """The SQLite file (None on PostgreSQL)."""
         return self.db.path
+
+    @property
+    def label(self) -> str:
+        """Where the data is, for messages: the file, or the URL without its password."""
+        return self.db.label
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.db.dialect.name
+
+    @classmethod
+    def for_url(cls, url: str, *, clock: Clock = time.time) -> Store:
+        """``sqlite:///relative/loa.db``, ``sqlite:////absolute/loa.db`` or a libpq URL
+        ``postgresql://user:password@host:5432/dbname`` (``?host=/run/dir`` for a socket).
+        Anything else is a ``ConfigError`` naming the URL (password redacted)."""
+        return cls(url, clock=clock)
 
     @classmethod
     def for_config(cls, config: Config, *, clock: Clock = time.time) -> Store:
         return cls(Path(config.data_dir) / DB_NAME, clock=clock)
 
     @classmethod
-    async def open(cls, path: Path, *, clock: Clock = time.time) -> Store:
-        """Create the directory if needed, open the file and bring its schema up to date."""
-        store = cls(path, clock=clock)
+    async def open(cls, where: Path | str, *, clock: Clock = time.time) -> Store:
+        """Connect (creating a SQLite file's directory if needed) and bring the schema up to
+        date."""
+        store = cls(where, clock=clock)
         await store.start()
         return store
 
@@ -80,9 +101,8 @@ class Store:
         await self.close()
 
     async def integrity_check(self) -> str:
-        """``PRAGMA integrity_check``: 'ok' or SQLite's list of problems."""
-        rows = await self.db.run(lambda c: c.execute("PRAGMA integrity_check").fetchall())
-        return "\n".join(str(r[0]) for r in rows)
+        """``PRAGMA integrity_check``: 'ok' or SQLite's list of problems (SQLite only)."""
+        return await self.db.integrity_check()
 
     async def seed_from_config(self, config: Config) -> bool:
         """Copy the config's zones and endpoints into an empty database (their device tokens
@@ -116,12 +136,12 @@ class Store:
             log.warning(
                 "%s: the config lists %s, absent from the database; the database is "
                 "authoritative after the first run (add them through the API)",
-                self.path,
+                self.label,
                 ", ".join(missing),
             )
 
 
-def _seed(conn: sqlite3.Connection, config: Config, now: float) -> bool:
+def _seed(conn: Conn, config: Config, now: float) -> bool:
     if conn.execute(
         "SELECT EXISTS(SELECT 1 FROM zones) OR EXISTS(SELECT 1 FROM endpoints)"
     ).fetchone()[0]:

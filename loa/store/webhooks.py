@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ from urllib.parse import urlsplit
 
 from loa.errors import BadRequest, NotFound
 from loa.store.audit import check_page
-from loa.store.db import Database
+from loa.store.db import Conn, Database, Row
 
 EVENTS = ("broadcast.logged", "endpoint.online", "endpoint.offline")
 TEST_EVENT = "webhook.test"  # sent by POST /webhooks/{id}/test only, to that hook only
@@ -36,7 +35,7 @@ class Hook:
     created_at: float
 
     @classmethod
-    def from_row(cls, r: sqlite3.Row) -> Hook:
+    def from_row(cls, r: Row) -> Hook:
         return cls(
             r["id"], r["url"], r["secret"], tuple(json.loads(r["events"])), bool(r["enabled"]),
             r["created_at"],
@@ -68,7 +67,7 @@ class Delivery:
     dead_at: float | None
 
     @classmethod
-    def from_row(cls, r: sqlite3.Row) -> Delivery:
+    def from_row(cls, r: Row) -> Delivery:
         return cls(
             r["id"], r["hook"], r["event"], json.loads(r["payload"]), r["attempts"],
             r["next_attempt_at"], r["last_error"], r["created_at"], r["delivered_at"],
@@ -139,37 +138,43 @@ def check_secret(secret: object) -> str:
     return secret
 
 
-def enqueue(conn: sqlite3.Connection, event: str, payload: Mapping[str, Any], now: float) -> int:
+def enqueue(conn: Conn, event: str, payload: Mapping[str, Any], now: float) -> int:
     """One outbox row per enabled hook subscribed to ``event``, with the caller's connection;
     returns how many."""
-    return conn.execute(
-        "INSERT INTO webhook_outbox (hook, event, payload, next_attempt_at, created_at)"
-        " SELECT id, ?, ?, ?, ? FROM webhooks WHERE enabled"
-        " AND EXISTS (SELECT 1 FROM json_each(webhooks.events) WHERE value = ?)",
-        (event, json.dumps(dict(payload), ensure_ascii=False), now, now, event),
-    ).rowcount
+    hooks = [
+        r[0]
+        for r in conn.execute("SELECT id, events FROM webhooks WHERE enabled <> 0 ORDER BY id")
+        if event in json.loads(r[1])
+    ]
+    body = json.dumps(dict(payload), ensure_ascii=False)
+    if hooks:
+        conn.executemany(
+            "INSERT INTO webhook_outbox (hook, event, payload, next_attempt_at, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(hook, event, body, now, now) for hook in hooks],
+        )
+    return len(hooks)
 
 
-def _get_hook(conn: sqlite3.Connection, hook_id: int) -> Hook:
+def _get_hook(conn: Conn, hook_id: int) -> Hook:
     r = conn.execute("SELECT * FROM webhooks WHERE id = ?", (hook_id,)).fetchone()
     if r is None:
         raise NotFound(f"webhook {hook_id} not found", webhook=hook_id)
     return Hook.from_row(r)
 
 
-def _add_test(conn: sqlite3.Connection, hook_id: int, payload: str, now: float) -> Delivery:
+def _add_test(conn: Conn, hook_id: int, payload: str, now: float) -> Delivery:
     _get_hook(conn, hook_id)
-    cur = conn.execute(
+    r = conn.execute(
         "INSERT INTO webhook_outbox (hook, event, payload, next_attempt_at, created_at)"
-        " VALUES (?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?) RETURNING *",
         (hook_id, TEST_EVENT, payload, now, now),
-    )
-    r = conn.execute("SELECT * FROM webhook_outbox WHERE id = ?", (cur.lastrowid,)).fetchone()
+    ).fetchone()
     return Delivery.from_row(r)
 
 
 def _deliveries(
-    conn: sqlite3.Connection, hook_id: int, state: str | None, limit: int, offset: int
+    conn: Conn, hook_id: int, state: str | None, limit: int, offset: int
 ) -> list[Delivery]:
     _get_hook(conn, hook_id)
     where = {
@@ -182,11 +187,11 @@ def _deliveries(
     return [Delivery.from_row(r) for r in conn.execute(sql, (hook_id, limit, offset))]
 
 
-def _due(conn: sqlite3.Connection, now: float, limit: int) -> list[tuple[Delivery, Hook]]:
+def _due(conn: Conn, now: float, limit: int) -> list[tuple[Delivery, Hook]]:
     rows = conn.execute(
         "SELECT o.*, w.url, w.secret, w.events AS hook_events, w.enabled,"
         " w.created_at AS hook_created_at FROM webhook_outbox o JOIN webhooks w ON w.id = o.hook"
-        " WHERE o.delivered_at IS NULL AND o.dead_at IS NULL AND w.enabled"
+        " WHERE o.delivered_at IS NULL AND o.dead_at IS NULL AND w.enabled <> 0"
         " AND o.next_attempt_at <= ? ORDER BY o.next_attempt_at, o.id LIMIT ?",
         (now, limit),
     ).fetchall()
@@ -215,14 +220,13 @@ class Webhooks:
         url, events, secret = check_url(url), check_events(events), check_secret(secret)
         now = self._db.clock()
 
-        def insert(conn: sqlite3.Connection) -> Hook:
-            cur = conn.execute(
+        def insert(conn: Conn) -> Hook:
+            row = conn.execute(
                 "INSERT INTO webhooks (url, secret, events, enabled, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?) RETURNING *",
                 (url, secret, json.dumps(list(events)), int(enabled), now),
-            )
-            assert cur.lastrowid is not None
-            return _get_hook(conn, cur.lastrowid)
+            ).fetchone()
+            return Hook.from_row(row)
 
         return await self._db.write(insert)
 
@@ -232,7 +236,7 @@ class Webhooks:
     async def remove(self, hook_id: int) -> Hook:
         """Remove the hook and its outbox rows (pending ones are not delivered)."""
 
-        def delete(conn: sqlite3.Connection) -> Hook:
+        def delete(conn: Conn) -> Hook:
             hook = _get_hook(conn, hook_id)
             conn.execute("DELETE FROM webhooks WHERE id = ?", (hook_id,))
             return hook
@@ -277,7 +281,7 @@ class Webhooks:
             lambda c: c.execute(
                 "SELECT min(o.next_attempt_at) FROM webhook_outbox o JOIN webhooks w"
                 " ON w.id = o.hook WHERE o.delivered_at IS NULL AND o.dead_at IS NULL"
-                " AND w.enabled"
+                " AND w.enabled <> 0"
             ).fetchone()[0]
         )
         return None if value is None else float(value)
@@ -295,12 +299,16 @@ class Webhooks:
         self, delivery_id: int, error: str, now: float, retry_at: float | None
     ) -> None:
         """Count the attempt; retry at ``retry_at``, or dead-letter it when that is None."""
+        # decided here, not with "? IS NULL" in SQL: PostgreSQL cannot type a NULL parameter
+        if retry_at is None:
+            sql, args = "dead_at = ?", (now,)
+        else:
+            sql, args = "next_attempt_at = ?, dead_at = NULL", (retry_at,)
         await self._db.run(
             lambda c: c.execute(
-                "UPDATE webhook_outbox SET attempts = attempts + 1, last_error = ?,"
-                " next_attempt_at = coalesce(?, next_attempt_at),"
-                " dead_at = CASE WHEN ? IS NULL THEN ? END WHERE id = ?",
-                (error[:500], retry_at, retry_at, now, delivery_id),
+                f"UPDATE webhook_outbox SET attempts = attempts + 1, last_error = ?, {sql}"
+                " WHERE id = ?",
+                (error[:500], *args, delivery_id),
             )
         )
 

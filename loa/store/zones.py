@@ -7,7 +7,6 @@ cannot move under its own subtree."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from typing import Any
 
 from loa.errors import BadRequest, Conflict, NotFound
 from loa.relay.core.zones import ZoneTree
-from loa.store.db import Database, check_id
+from loa.store.db import Conn, Database, Row, check_id
 
 DEFAULT_TZ = "Asia/Ho_Chi_Minh"
 _SUBTREE = """
@@ -36,7 +35,7 @@ class Zone:
     created_at: float
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Zone:
+    def from_row(cls, row: Row) -> Zone:
         return cls(
             id=row["id"],
             name=row["name"],
@@ -84,20 +83,20 @@ def check_languages(languages: object) -> tuple[str, ...]:
     return out
 
 
-def get_zone(conn: sqlite3.Connection, zone_id: str, what: str = "zone") -> Zone:
+def get_zone(conn: Conn, zone_id: str, what: str = "zone") -> Zone:
     row = conn.execute("SELECT * FROM zones WHERE id = ?", (zone_id,)).fetchone()
     if row is None:
         raise NotFound(f"{what} {zone_id!r} does not exist", zone=zone_id)
     return Zone.from_row(row)
 
 
-def subtree(conn: sqlite3.Connection, zone_id: str) -> frozenset[str]:
+def subtree(conn: Conn, zone_id: str) -> frozenset[str]:
     get_zone(conn, zone_id)
     return frozenset(r[0] for r in conn.execute(_SUBTREE, (zone_id,)))
 
 
 def insert_zone(
-    conn: sqlite3.Connection,
+    conn: Conn,
     zone_id: str,
     name: str,
     parent: str | None,
@@ -117,11 +116,11 @@ def insert_zone(
     return get_zone(conn, zone_id)
 
 
-def _names(conn: sqlite3.Connection, sql: str, zone_id: str) -> list[str]:
+def _names(conn: Conn, sql: str, zone_id: str) -> list[str]:
     return [r[0] for r in conn.execute(sql, (zone_id,))]
 
 
-def _remove(conn: sqlite3.Connection, zone_id: str) -> None:
+def _remove(conn: Conn, zone_id: str) -> None:
     get_zone(conn, zone_id)
     blockers = [
         ("child zones", "SELECT id FROM zones WHERE parent = ? ORDER BY id"),
@@ -141,7 +140,7 @@ def _remove(conn: sqlite3.Connection, zone_id: str) -> None:
     conn.execute("DELETE FROM zones WHERE id = ?", (zone_id,))
 
 
-def _move(conn: sqlite3.Connection, zone_id: str, parent: str | None) -> Zone:
+def _move(conn: Conn, zone_id: str, parent: str | None) -> Zone:
     get_zone(conn, zone_id)
     if parent is not None:
         get_zone(conn, parent, "parent zone")
@@ -156,7 +155,7 @@ def _move(conn: sqlite3.Connection, zone_id: str, parent: str | None) -> Zone:
     return get_zone(conn, zone_id)
 
 
-def _update(conn: sqlite3.Connection, zone_id: str, changes: dict[str, Any]) -> Zone:
+def _update(conn: Conn, zone_id: str, changes: dict[str, Any]) -> Zone:
     get_zone(conn, zone_id)
     for column, value in changes.items():  # column names come from our own code, not input
         conn.execute(f"UPDATE zones SET {column} = ? WHERE id = ?", (value, zone_id))
@@ -178,11 +177,11 @@ def ordered(zones: Iterable[Zone]) -> list[Zone]:
     return out
 
 
-def _list(conn: sqlite3.Connection) -> list[Zone]:
+def _list(conn: Conn) -> list[Zone]:
     return ordered(Zone.from_row(r) for r in conn.execute("SELECT * FROM zones"))
 
 
-def _tree(conn: sqlite3.Connection) -> ZoneTree:
+def _tree(conn: Conn) -> ZoneTree:
     tree = ZoneTree.build((z.id, z.parent) for z in _list(conn))
     for row in conn.execute("SELECT id, zone FROM endpoints ORDER BY id"):
         tree.attach(row["id"], row["zone"])

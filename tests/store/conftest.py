@@ -1,4 +1,5 @@
-"""Fixtures: a fresh store on a temporary file with a fake clock."""
+"""Fixtures: a fresh store with a fake clock, once on a SQLite file and once on a new
+PostgreSQL database (every test that takes ``store`` runs on both dialects)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,13 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "data" / "loa.db", clock=clock)
+def where(store_where: Path | str) -> Path | str:
+    return store_where
+
+
+@pytest.fixture
+async def store(where: Path | str, clock: FakeClock) -> AsyncIterator[Store]:
+    s = await Store.open(where, clock=clock)
     yield s
     await s.close()
 

@@ -14,8 +14,9 @@ import pytest
 
 from loa.errors import BadRequest
 from loa.store import SchemaTooNew, Store, StoreError
-from loa.store.db import check_id, connect, migrate
+from loa.store.db import check_id
 from loa.store.schema import MIGRATIONS
+from loa.store.sqlite import connect, migrate
 from tests.store.conftest import FakeClock, province
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,12 +45,14 @@ async def test_every_query_runs_on_one_worker_thread(store: Store) -> None:
     assert names[0] != threading.current_thread().name
 
 
-async def test_closed_store_refuses_calls_and_close_is_idempotent(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "loa.db")
+async def test_closed_store_refuses_calls_and_close_is_idempotent(where: Path | str) -> None:
+    store = await Store.open(where)
     await store.close()
     await store.close()
-    with pytest.raises(StoreError, match=r"loa\.db is not open"):
+    with pytest.raises(StoreError) as info:
         await store.zones.list()
+    assert info.value.message == f"the database {store.label} is not open"
+    assert store.label == (str(where) if isinstance(where, Path) else where)
 
 
 async def test_opening_twice_is_refused(store: Store) -> None:
@@ -101,7 +104,7 @@ async def test_failed_migration_leaves_the_previous_version(
     path = tmp_path / "loa.db"
     _v1_database(path)
     broken = (MIGRATIONS[0], "CREATE TABLE media (id TEXT); CREATE TABLE media (id TEXT);")
-    monkeypatch.setattr("loa.store.db.MIGRATIONS", broken)
+    monkeypatch.setattr("loa.store.schema.MIGRATIONS", broken)
     with pytest.raises(sqlite3.OperationalError, match="table media already exists"):
         await Store(path).start()
     conn = sqlite3.connect(path)
@@ -111,12 +114,11 @@ async def test_failed_migration_leaves_the_previous_version(
     )
 
 
-async def test_restart_keeps_everything(tmp_path: Path, clock: FakeClock) -> None:
-    path = tmp_path / "loa.db"
-    async with Store(path, clock=clock) as store:
+async def test_restart_keeps_everything(where: Path | str, clock: FakeClock) -> None:
+    async with Store(where, clock=clock) as store:
         await province(store)
         ep, token = await store.endpoints.add("e1", "Loa 1", "v0", lat=21.5, lon=105.8)
-    async with Store(path, clock=clock) as store:
+    async with Store(where, clock=clock) as store:
         assert [z.id for z in await store.zones.list()] == ["p", "c0", "c1", "v0"]
         assert await store.endpoints.get("e1") == ep
         assert token is not None and (await store.endpoints.by_token(token)) == ep
@@ -180,10 +182,9 @@ async def test_sigkill_mid_write_loses_nothing_committed(tmp_path: Path) -> None
             last = int(await proc.stdout.readline())
     proc.send_signal(signal.SIGKILL)
     assert await proc.wait() == -signal.SIGKILL
-    # Lines printed before the kill may still sit in the pipe (a loaded machine lets the
-    # writer run ahead of this reader): the last commit is the last line printed, read or not.
+    # lines printed before the kill but not read yet: on a busy machine there can be several
     for line in (await proc.stdout.read()).split():
-        last = int(line)
+        last = max(last, int(line))
     async with Store(path) as store:
         assert await store.integrity_check() == "ok"
         ids = {z.id for z in await store.zones.list()}

@@ -3,7 +3,6 @@ NULL time zone of an old row reads as its zone's, and last_run never goes back."
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import pytest
@@ -84,7 +83,7 @@ async def test_errors_name_the_schedule_or_zone(store: Store) -> None:
     with pytest.raises(NotFound, match=r"^zone 'atlantis' does not exist$"):
         await store.schedules.replace(schedule(zone="atlantis"), enabled=True)
     # a zone that still has schedules cannot be deleted under them
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(store.db.dialect.integrity_errors):
         await store.db.write(lambda c: c.execute("DELETE FROM zones WHERE id = 'c0'"))
 
 
