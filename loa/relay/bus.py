@@ -33,6 +33,7 @@ from loa.cluster.keys import SCRIPTS, Keys
 from loa.cluster.lease import Lease, LeaseTiming
 from loa.cluster.messages import Assignment, Envelope, Message
 
+CLOSE_TIMEOUT_S = 2.0  # what close() waits for Redis, per step
 log = logging.getLogger(__name__)
 FAILURES = (RedisError, OSError, TimeoutError)
 
@@ -127,20 +128,35 @@ class Bus:
     async def close(self) -> None:
         """Stop the tasks, give up the lease and the presence key (best effort), disconnect."""
         tasks, self._tasks = self._tasks, []
+        pending = set(tasks)
+        # Cancel until they end: on Python 3.11 a cancel that lands as an asyncio.timeout()
+        # expires is turned into the TimeoutError the loops ignore, so one cancel can be lost.
+        for _ in range(10):
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
+        if pending:
+            log.error("[node=%s] bus tasks would not stop: %s", self.config.node_id, pending)
         for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("[node=%s] bus task failed", self.config.node_id,
+                          exc_info=task.exception())  # fmt: skip
         if self._redis is None:
             return
-        with contextlib.suppress(*FAILURES):
-            if self.lease.token is not None:
-                await self._script("release", [self.keys.leader], [self._holder()])
-            await self._redis.delete(self.keys.node(self.config.node_id))
+        # Best effort, and bounded: a connection whose command was cancelled mid-reply (a task
+        # cancelled above) may never answer, and shutdown must not wait on it.
+        with contextlib.suppress(*FAILURES, TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                if self.lease.token is not None:
+                    await self._script("release", [self.keys.leader], [self._holder()])
+                await self._redis.delete(self.keys.node(self.config.node_id))
         self.lease.lost()
         self._set_leader(False)
-        await self._redis.aclose()
+        with contextlib.suppress(*FAILURES, TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self._redis.aclose()
         self._redis = None
 
     def _client(self) -> redis.Redis:
@@ -350,6 +366,10 @@ class Bus:
                                 self.config.node_id, exc)  # fmt: skip
                 down = True
                 self.lease.disconnected()
+                # Every pooled connection died with the server: drop them all, so neither the
+                # next subscribe nor the next command picks a stale one after Redis returns.
+                with contextlib.suppress(*FAILURES):
+                    await self._client().connection_pool.disconnect()
             finally:
                 with contextlib.suppress(*FAILURES):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
