@@ -159,14 +159,14 @@ async def whep_post(request: web.Request) -> web.Response:
     if not can_see_zone(request[USER], node.zones, zone):  # unknown or out of scope alike
         raise NotFound(f"zone {zone} not found", zone=zone)
     offer = await read_offer(request)
-    check_offer(offer, direction="recv")
+    keep = check_offer(offer, direction="recv")
     peers.reserve("whep", MAX_WHEP_LISTENERS)
     pc = new_peer_connection()
     session = WhepSession(pc, peers, node, zone)
     try:
         transceiver = pc.addTransceiver(session.track, direction="sendonly")
         transceiver.setCodecPreferences(opus_only())
-        sdp = await answer(pc, offer)
+        sdp = await answer(pc, offer, keep)
         session.attach()
     except BaseException:
         await session.abandon()

@@ -148,7 +148,7 @@ async def whip_post(request: web.Request) -> web.Response:
     node = node_of(request)
     peers = request.config_dict[PEERS]
     offer = await read_offer(request)
-    check_offer(offer, direction="send")
+    keep = check_offer(offer, direction="send")
     spec, chime, name = whip_spec(request.query, node, request[USER])
     peers.reserve("whip", MAX_WHIP_SESSIONS)
     pc = new_peer_connection()
@@ -157,7 +157,7 @@ async def whip_post(request: web.Request) -> web.Response:
         transceiver = pc.addTransceiver("audio", direction="recvonly")
         transceiver.setCodecPreferences(opus_only())
         shallow_jitter_buffer(transceiver.receiver)
-        sdp = await answer(pc, offer)
+        sdp = await answer(pc, offer, keep)
         prelude: Source | None = None
         if chime:
             prelude = ChimeSource()
