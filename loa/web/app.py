@@ -24,6 +24,7 @@ from loa.web import (
     auth,
     bulletins_page,
     contract,
+    cors,
     icecast,
     listen,
     live,
@@ -116,12 +117,14 @@ def create_app(config: Config) -> web.Application:
         middlewares=[
             # -- edges: the real client behind web.trusted_proxies, before anything reads it
             proxies.middleware(proxies.TrustedProxies(config.web.trusted_proxies)),
+            cors.middleware,  # WHIP/WHEP from pages on web.cors_origins
             middlewares.errors,
             auth.auth_middleware(store, config.admin_token),
         ]
     )
     app[CONFIG] = config
     app[STARTED] = time.monotonic()
+    cors.setup(app, config.web.cors_origins)
     app[NODE] = node = Node(config)
     app[MEDIA] = media = MediaLibrary.for_config(config)
     app[WEBHOOKS] = webhooks = Webhooks(store)

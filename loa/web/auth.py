@@ -28,6 +28,7 @@ from loa.store.passwords import hash_password_async, verify_password_async
 from loa.store.passwords import verify_password as verify_password
 from loa.store.sessions import SESSION_TTL_S
 from loa.web.api.bodies import read_login
+from loa.web.cors import is_cross_origin_path
 from loa.web.keys import LIMITER, SESSION_CSRF, STORE, USER
 from loa.web.login_limits import LoginLimiter as LoginLimiter
 from loa.web.middlewares import error_json
@@ -96,8 +97,11 @@ async def ensure_admin(store: Store, admin_token: str | None) -> str | None:
 
 def is_public(path: str, method: str = "GET") -> bool:
     """Paths that authenticate themselves or need no user: the speaker socket (device token),
-    listen mounts (listen token), Icecast source pushes (Basic auth per mount), static files."""
+    listen mounts (listen token), Icecast source pushes (Basic auth per mount), static files,
+    and the WHIP/WHEP preflights (a browser sends no credentials with OPTIONS)."""
     if path in PUBLIC_PATHS or path.startswith(("/static/", "/listen/")):
+        return True
+    if method == "OPTIONS" and is_cross_origin_path(path):
         return True
     return method in ("PUT", "SOURCE") and not path.startswith("/api/")
 

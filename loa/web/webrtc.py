@@ -26,6 +26,8 @@ from aiortc.sdp import SessionDescription
 from loa.access import User
 from loa.codecs.sdp import Sdp
 from loa.errors import BadRequest, NotFound, TooManySessions, UnsupportedMediaType, UnsupportedOffer
+from loa.web import cors
+from loa.web.contract import OPERATION_ATTR, Operation
 from loa.web.keys import PEERS, USER
 from loa.web.middlewares import error_json
 
@@ -278,8 +280,8 @@ async def _patch_not_allowed(_request: web.Request) -> web.Response:
 
 def add_session_routes(api: web.Application, kind: str, post: Handler) -> None:
     """``POST /{kind}`` (``post`` negotiates and answers), ``DELETE /{kind}/{session}``
-    (the session's owner, or whoever its ``check_access`` lets, ends it) and ``PATCH`` (405);
-    the registry too, once per app."""
+    (the session's owner, or whoever its ``check_access`` lets, ends it), ``PATCH`` (405),
+    ``OPTIONS`` on both (CORS preflights, ``loa.web.cors``); the registry too, once per app."""
     ensure_peers(api)
 
     async def delete(request: web.Request) -> web.Response:
@@ -291,3 +293,18 @@ def add_session_routes(api: web.Application, kind: str, post: Handler) -> None:
     api.router.add_post(f"/{kind}", post)
     api.router.add_delete(f"/{kind}/{{session}}", delete)
     api.router.add_route("PATCH", f"/{kind}/{{session}}", _patch_not_allowed)
+    name = kind.upper()
+    for path, methods, what in (
+        (f"/{kind}", ("POST",), f"the {name} endpoint"),
+        (f"/{kind}/{{session}}", ("DELETE", "PATCH"), f"a {name} session"),
+    ):
+        options = cors.preflight(methods, accept_post=methods == ("POST",))
+        # Declared on the handler, so the preflight's query string (the one of the request it
+        # precedes) is not held to a declaration of its own.
+        summary = f"CORS preflight (or plain OPTIONS) for {what}: Allow, allowed origins"
+        setattr(
+            options,
+            OPERATION_ATTR,
+            Operation(summary, "webrtc", ok=204, errors=(403,), public=True),
+        )
+        api.router.add_route("OPTIONS", path, options)
