@@ -23,12 +23,11 @@ from aiortc import (
 )
 from aiortc.sdp import SessionDescription
 
-from loa.access import User
 from loa.codecs.sdp import Sdp
 from loa.errors import BadRequest, NotFound, TooManySessions, UnsupportedMediaType, UnsupportedOffer
 from loa.web import cors
 from loa.web.contract import OPERATION_ATTR, Operation
-from loa.web.keys import PEERS, USER
+from loa.web.keys import PEERS
 from loa.web.middlewares import error_json
 
 log = logging.getLogger(__name__)
@@ -210,9 +209,9 @@ class PeerSession:
     async def teardown(self) -> None:
         """Release what the session holds, before its peer connection closes."""
 
-    def check_access(self, user: User) -> None:
-        """Raise NotFound (or Forbidden) unless ``user`` may end this session; a kind of
-        session that names nobody is ended by nobody."""
+    def check_access(self, request: web.Request) -> None:
+        """Raise NotFound (or Forbidden, Unauthorized) unless the request's user (or token)
+        may end this session; a kind of session that names nobody is ended by nobody."""
         raise NotFound(f"{self.kind.upper()} session {self.id} not found")
 
 
@@ -256,13 +255,14 @@ def ensure_peers(api: web.Application) -> None:
     api.on_shutdown.append(lambda app: app[PEERS].close())
 
 
-def created(request: web.Request, session: PeerSession, sdp: str) -> web.Response:
-    """RFC 9725 §4.2: 201, the answer as application/sdp, the session URL in Location."""
+def created(request: web.Request, session: PeerSession, sdp: str, query: str = "") -> web.Response:
+    """RFC 9725 §4.2: 201, the answer as application/sdp, the session URL in Location
+    (with ``query``, e.g. the token a client that authenticates in the URL needs)."""
     return web.Response(
         status=201,
         text=sdp,
         content_type="application/sdp",
-        headers={"Location": f"{request.path.rstrip('/')}/{session.id}"},
+        headers={"Location": f"{request.path.rstrip('/')}/{session.id}{query}"},
     )
 
 
@@ -286,7 +286,7 @@ def add_session_routes(api: web.Application, kind: str, post: Handler) -> None:
 
     async def delete(request: web.Request) -> web.Response:
         session = request.config_dict[PEERS].get(kind, request.match_info["session"])
-        session.check_access(request[USER])
+        session.check_access(request)
         await session.close(session.deleted)
         return web.Response(status=200)
 

@@ -125,10 +125,10 @@ class WhipSession(PeerSession):
             log.info("[whip=%s bc=%s] ending the broadcast: %s", self.id, bc.id, self.reason)
             await self.node.stop_broadcast(bc.id, reason=self.reason or "stopped")
 
-    def check_access(self, user: User) -> None:
+    def check_access(self, request: web.Request) -> None:
         if self.broadcast is not None:
             missing = f"WHIP session {self.id} not found"
-            may_stop(user, self.node, self.broadcast.spec, missing)
+            may_stop(request[USER], self.node, self.broadcast.spec, missing)
 
 
 def shallow_jitter_buffer(receiver: Any) -> None:
