@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from loa.codecs.sdp import Sdp
-from loa.config import web_origin, with_changes
+from loa.config import load, web_origin, with_changes
 from loa.errors import ConfigError
 from loa.web.cors import Cors
 from tests.conftest import ADMIN, AUTH, Relay, tree_config
@@ -66,6 +66,21 @@ def test_a_setting_that_is_not_an_origin_stops_the_server(tmp_path: Path, bad: s
     web_config = tree_config(tmp_path).web
     with pytest.raises(ConfigError, match=r"^web\.cors_origins: .* is not an origin; write"):
         with_changes(web_config, cors_origins=("https://ok.example.vn", bad))
+
+
+def test_the_setting_from_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "loa.toml"
+    path.write_text("[web]\ncors_origins = ['https://studio.example.vn', '*']\n")
+    assert load(path, env={}).web.cors_origins == ("https://studio.example.vn", "*")
+    assert load(None, env={}).web.cors_origins == ()  # same-origin only
+    path.write_text("[web]\ncors_origins = 'https://studio.example.vn'\n")
+    with pytest.raises(ConfigError, match=r"\[web\]\.cors_origins: expected array, got str"):
+        load(path, env={})
+    path.write_text("[web]\ncors_origins = ['https://studio.example.vn/page']\n")
+    with pytest.raises(ConfigError, match=r"'https://studio\.example\.vn/page' is not an origin"):
+        load(path, env={})
+    example = Path(__file__).resolve().parents[2] / "examples" / "loa.toml"
+    assert "# cors_origins = [" in example.read_text(encoding="utf-8")
 
 
 def test_who_may_use_webrtc_from_another_origin() -> None:
