@@ -178,7 +178,7 @@ async def whep_post(request: web.Request) -> web.Response:
     user = request.get(USER)
     if user is None:
         allowed(request, node, zone)
-    if zone not in node.zones or (user and not can_see_zone(user, node.zones, zone)):
+    if zone not in node.zones or (user is not None and not can_see_zone(user, node.zones, zone)):
         raise NotFound(f"zone {zone} not found", zone=zone)  # unknown or out of scope alike
     offer = await read_offer(request)
     keep = check_offer(offer, direction="recv")
@@ -194,9 +194,10 @@ async def whep_post(request: web.Request) -> web.Response:
         await session.abandon()
         raise
     session.start()
-    # A player that authenticated in the URL (no header) ends its session by the URL too.
-    by_url = user is None and "token" in request.query and "Authorization" not in request.headers
-    query = f"?token={quote(request.query['token'], safe='')}" if by_url else ""
+    # A player that authenticated in the URL ends its session by the URL too.
+    in_url = request.query.get("token")
+    by_url = user is None and in_url is not None and token_of(request) == in_url
+    query = f"?token={quote(in_url, safe='')}" if by_url and in_url else ""
     return created(request, session, sdp, query)
 
 

@@ -6,7 +6,9 @@ receives the track and decodes the Opus to av frames; ``loa.streamer.whip.WhipSo
 resamples them to 48 kHz mono s16 and cuts 20 ms frames for the broadcast, which encodes
 them once like any other source. Targets and class come from the query string
 (``?zones=a,b&endpoints=x&class=live&chime=0&name=...``); OBS sends only the bearer token,
-so without targets a session goes to every root zone of the tree as class ``live``."""
+so without targets a session goes to every root zone of the tree as class ``live``. What the
+answer says to each kind of publisher (the DTLS role, rejected video sections, CORS) is
+``webrtc.answer``'s and ``cors``'s; docs/DESIGN.md, "WHIP and WHEP clients as they are"."""
 
 from __future__ import annotations
 
