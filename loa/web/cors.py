@@ -88,10 +88,13 @@ def _allowed_origin(request: web.Request) -> str | None:
     return origin
 
 
-def _mark(headers: web.StreamResponse | web.HTTPException, origin: str) -> None:
-    headers.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
-    headers.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = ", ".join(EXPOSED)
-    headers.headers.add(hdrs.VARY, hdrs.ORIGIN)
+def _mark(target: web.StreamResponse | web.HTTPException, origin: str | None) -> None:
+    """What a response on these paths says: that it depends on ``Origin`` (for caches),
+    and, to an allowed origin, its name and the headers its script may read."""
+    target.headers.add(hdrs.VARY, hdrs.ORIGIN)
+    if origin is not None:
+        target.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
+        target.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = ", ".join(EXPOSED)
 
 
 @web.middleware
@@ -105,11 +108,9 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     try:
         response = await handler(request)
     except web.HTTPException as exc:  # a redirect, or an error the error middleware let by
-        if origin is not None:
-            _mark(exc, origin)
+        _mark(exc, origin)
         raise
-    if origin is not None:
-        _mark(response, origin)
+    _mark(response, origin)
     return response
 
 

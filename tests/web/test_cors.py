@@ -148,6 +148,7 @@ async def test_a_preflight_from_another_origin_is_refused(
     relay = await cors_relay(webrtc_relay, tmp_path, STUDIO)
     status, headers, text = await preflight(relay, "/whip", "https://evil.example")
     assert status == 403 and "Access-Control-Allow-Origin" not in headers
+    assert "Origin" in headers.getall("Vary")  # a cache must not serve it to another origin
     assert '"code": "origin_refused"' in text and '"origin": "https://evil.example"' in text
     assert "web.cors_origins does not list that origin" in text
 
