@@ -20,6 +20,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -33,6 +34,7 @@ INTERNAL_KINDS = ("listener",)
 # Broadcast classes by name (loa.relay.core.priority.Priority; config does not import the relay).
 CLASSES = ("background", "scheduled", "priority", "live", "emergency")
 DEFAULT_TZ = "Asia/Ho_Chi_Minh"
+_HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")  # a DNS name or IPv4, lower case
 _MOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
@@ -45,6 +47,45 @@ def _networks(key: str, value: tuple[str, ...]) -> None:
             ipaddress.ip_network(item, strict=False)
         except ValueError:
             raise ConfigError(f"{key}: {item!r} is not an IP address or CIDR") from None
+
+
+def web_origin(text: str) -> str:
+    """``text`` as a browser writes an ``Origin`` header: ``scheme://host[:port]``, lower
+    case, without the scheme's default port. ValueError for anything that is not one (a
+    path, a query, user info, a scheme other than http and https)."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{text!r} is not an origin") from None
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    extra = parts.query or parts.fragment or parts.username or parts.password
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal
+        try:
+            host = f"[{ipaddress.IPv6Address(host)}]"
+        except ValueError:
+            host = ""
+    elif not _HOST.match(host):
+        host = ""
+    if default is None or not host or parts.path not in ("", "/") or extra:
+        raise ValueError(f"{text!r} is not an origin")
+    shown = "" if port in (None, default) else f":{port}"
+    return f"{parts.scheme}://{host}{shown}"
+
+
+def _origins(key: str, value: tuple[str, ...]) -> None:
+    """Each item ``*`` (any origin) or an origin, ``scheme://host[:port]``."""
+    for item in value:
+        if item == "*":
+            continue
+        try:
+            web_origin(item)
+        except ValueError:
+            raise ConfigError(
+                f"{key}: {item!r} is not an origin; write scheme://host[:port] "
+                "(https://studio.example.vn, no path), or '*' for any origin"
+            ) from None
 
 
 class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -109,6 +150,9 @@ class WebConfig(Section, frozen=True):
     metrics_token: str | None = None
     # Uploaded media longer than this are refused (checked before the whole file is decoded).
     max_media_duration_s: float = 7200.0
+    # Other origins whose pages may publish by WHIP or listen by WHEP (CORS), e.g.
+    # "https://studio.example.vn"; "*" for any. Empty: same-origin pages only.
+    cors_origins: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # the metrics token stays out of logs
         shown = ", ".join(
@@ -134,6 +178,7 @@ class WebConfig(Section, frozen=True):
         if self.metrics_token is not None and len(self.metrics_token) < 16:
             raise ConfigError("web.metrics_token must be a string of at least 16 characters")
         _networks("web.trusted_proxies", self.trusted_proxies)
+        _origins("web.cors_origins", self.cors_origins)
 
 
 def check_timezone(name: str, where: str) -> None:

@@ -24,6 +24,7 @@ from loa.web import (
     auth,
     bulletins_page,
     contract,
+    cors,
     icecast,
     listen,
     live,
@@ -40,6 +41,7 @@ from loa.web import (
 from loa.web.api import admin as admin_api
 from loa.web.api import bulletins as bulletins_api
 from loa.web.api import elsewhere as elsewhere_api
+from loa.web.api import listening as listening_api
 from loa.web.api import records as records_api
 from loa.web.api import relay as relay_api
 from loa.web.api import reports as reports_api
@@ -116,12 +118,14 @@ def create_app(config: Config) -> web.Application:
         middlewares=[
             # -- edges: the real client behind web.trusted_proxies, before anything reads it
             proxies.middleware(proxies.TrustedProxies(config.web.trusted_proxies)),
+            cors.middleware,  # WHIP/WHEP from pages on web.cors_origins
             middlewares.errors,
             auth.auth_middleware(store, config.admin_token),
         ]
     )
     app[CONFIG] = config
     app[STARTED] = time.monotonic()
+    cors.setup(app, config.web.cors_origins)
     app[NODE] = node = Node(config)
     app[MEDIA] = media = MediaLibrary.for_config(config)
     app[WEBHOOKS] = webhooks = Webhooks(store)
@@ -183,6 +187,7 @@ def create_app(config: Config) -> web.Application:
     auth.setup(app, store, api)
     live.setup(api)  # GET /api/v1/status/ws: the dashboard's live status
     api.add_routes(admin_api.routes)  # zones, endpoints, users and their tokens
+    api.add_routes(listening_api.routes)  # GET /zones/{id}/listen: Ogg and WHEP URLs
     api.add_routes(reports_api.routes)  # reports upward, webhook management
     api.add_routes(bulletins_api.routes)  # the bulletin inbox, JSON and CAP 1.2 ingest
     api.add_routes(schedules_api.routes)  # schedules, their next runs, the conflicts report

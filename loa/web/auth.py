@@ -7,6 +7,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -27,7 +28,9 @@ from loa.store.passwords import hash_password as hash_password
 from loa.store.passwords import hash_password_async, verify_password_async
 from loa.store.passwords import verify_password as verify_password
 from loa.store.sessions import SESSION_TTL_S
+from loa.web import listen
 from loa.web.api.bodies import read_login
+from loa.web.cors import is_cross_origin_path
 from loa.web.keys import LIMITER, SESSION_CSRF, STORE, USER
 from loa.web.login_limits import LoginLimiter as LoginLimiter
 from loa.web.middlewares import error_json
@@ -42,6 +45,7 @@ PUBLIC_PATHS = frozenset(
     {"/api/v1/speaker", "/api/v1/openapi.json", "/healthz", "/metrics", "/login"}
 )
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+WHEP_PATHS = re.compile(r"^/api/v1/whep(?:/[^/]+)?$")
 
 
 class CsrfError(Forbidden):
@@ -96,10 +100,19 @@ async def ensure_admin(store: Store, admin_token: str | None) -> str | None:
 
 def is_public(path: str, method: str = "GET") -> bool:
     """Paths that authenticate themselves or need no user: the speaker socket (device token),
-    listen mounts (listen token), Icecast source pushes (Basic auth per mount), static files."""
+    listen mounts (listen token), Icecast source pushes (Basic auth per mount), static files,
+    and the WHIP/WHEP preflights (a browser sends no credentials with OPTIONS)."""
     if path in PUBLIC_PATHS or path.startswith(("/static/", "/listen/")):
         return True
+    if method == "OPTIONS" and is_cross_origin_path(path):
+        return True
     return method in ("PUT", "SOURCE") and not path.startswith("/api/")
+
+
+def by_listen_token(request: web.Request) -> bool:
+    """A WHEP request with a token that is no API token: it may be a zone's listen token,
+    which the WHEP handlers check against the zone (``loa.web.whep``); no user is set."""
+    return WHEP_PATHS.match(request.path) is not None and bool(listen.token_of(request))
 
 
 async def _bearer(store: Store, admin_token: str | None, header: str) -> User:
@@ -151,7 +164,8 @@ def auth_middleware(
     store: Store, admin_token: str | None
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
     """For ``/api/v1/*``: a bearer API token, the config's admin token, or a session cookie
-    (plus CSRF on every non-GET). For pages: a session cookie, else 303 to /login.
+    (plus CSRF on every non-GET); WHEP may instead carry a zone's listen token, which its
+    handlers check (``by_listen_token``). For pages: a session cookie, else 303 to /login.
     Install it on the root app, after the error middleware."""
 
     @web.middleware
@@ -162,11 +176,17 @@ def auth_middleware(
         api = path == "/api/v1" or path.startswith("/api/v1/")
         header = request.headers.get("Authorization")
         if api and header is not None:
-            request[USER] = await _bearer(store, admin_token, header)
+            try:
+                request[USER] = await _bearer(store, admin_token, header)
+            except Unauthorized:
+                if not by_listen_token(request):
+                    raise
             return await handler(request)
         sid = request.cookies.get(COOKIE)
         found = await store.sessions.get(sid) if sid else None
         if found is None:
+            if api and by_listen_token(request):
+                return await handler(request)
             if api:
                 raise Unauthorized("missing Authorization: Bearer <token> or session cookie")
             target = request.path_qs if request.method in SAFE_METHODS else "/"

@@ -23,6 +23,7 @@ from loa.store import Store
 from loa.webhooks import Webhooks
 
 if TYPE_CHECKING:
+    from loa.web.cors import Cors
     from loa.web.icecast import Mounts
     from loa.web.listen import Listener
     from loa.web.live import StatusPublisher
@@ -49,6 +50,7 @@ SOCKETS = web.AppKey("status_sockets", WeakSet[web.WebSocketResponse])
 LISTENERS: web.AppKey[set[Listener]] = web.AppKey("ogg_listeners")
 MOUNTS: web.AppKey[Mounts] = web.AppKey("icecast_mounts")
 PEERS: web.AppKey[Peers] = web.AppKey("webrtc_peers")
+CORS: web.AppKey[Cors] = web.AppKey("cors_origins")
 DOCUMENT = web.AppKey("openapi_document", bytes)
 
 # -- per request ----------------------------------------------------------------------------

@@ -95,26 +95,30 @@ class Listener:
         return b"".join(out)
 
 
-def _token(request: web.Request) -> str:
+def token_of(request: web.Request) -> str:
+    """The token a listener presents: ``Authorization: Bearer …``, else ``?token=…``."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token:
+    if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     return request.query.get("token", "")
 
 
-def _authorized(request: web.Request, zone: str, admin_token: str | None) -> bool:
-    token = _token(request).encode()
+def may_listen(token: str, zone: str, admin_token: str | None) -> bool:
+    """Whether ``token`` opens listening to ``zone``: the admin token, or that zone's own
+    listen token (not a parent's, not a child's). No admin token, no listening by token.
+    Decided without looking the zone up, so a refusal says nothing about which exist."""
     if admin_token is None or not token:
         return False
-    ok_admin = hmac.compare_digest(token, admin_token.encode())
-    ok_zone = hmac.compare_digest(token, listen_token(admin_token, zone).encode())
+    given = token.encode()
+    ok_admin = hmac.compare_digest(given, admin_token.encode())
+    ok_zone = hmac.compare_digest(given, listen_token(admin_token, zone).encode())
     return ok_admin or ok_zone
 
 
 async def listen_handler(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     zone = request.match_info["zone"]
-    if not _authorized(request, zone, node.config.admin_token):
+    if not may_listen(token_of(request), zone, node.config.admin_token):
         refused = error_json(
             401, "unauthorized", "listening needs ?token= or Authorization: Bearer <token>"
         )

@@ -26,7 +26,13 @@ Schema = dict[str, Any]
 PREFIX = contract.PREFIX
 REF = "#/components/schemas/{name}"
 _PARAM = re.compile(r"\{([^}/:]+)(?::[^}]*)?\}")
-DESCRIPTIONS = {101: "switching to WebSocket", 200: "OK", 201: "created", 202: "accepted"}
+DESCRIPTIONS = {
+    101: "switching to WebSocket",
+    200: "OK",
+    201: "created",
+    202: "accepted",
+    204: "no content",
+}
 ERRORS = {
     400: "refused by the declaration: the error's field names what (unknown_field, "
     "missing_field, wrong_type, invalid_value, bad_json, too_deep)",

@@ -23,9 +23,11 @@ from aiortc import (
 )
 from aiortc.sdp import SessionDescription
 
-from loa.access import User
+from loa.codecs.sdp import Sdp
 from loa.errors import BadRequest, NotFound, TooManySessions, UnsupportedMediaType, UnsupportedOffer
-from loa.web.keys import PEERS, USER
+from loa.web import cors
+from loa.web.contract import OPERATION_ATTR, Operation
+from loa.web.keys import PEERS
 from loa.web.middlewares import error_json
 
 log = logging.getLogger(__name__)
@@ -52,13 +54,15 @@ async def read_offer(request: web.Request) -> str:
     return text
 
 
-def check_offer(sdp: str, *, direction: str) -> None:
-    """Raise BadRequest for text that is not an SDP offer we can negotiate (RFC 8866 lines,
-    ICE credentials, a DTLS fingerprint) and UnsupportedOffer when it has no audio section
-    that can ``direction`` ("send" for WHIP, "recv" for WHEP) with Opus."""
+def check_offer(sdp: str, *, direction: str) -> int:
+    """The index of the m= section a session uses: the first audio section that can
+    ``direction`` ("send" for WHIP, "recv" for WHEP) with Opus; the answer rejects every
+    other section. BadRequest for text that is not an SDP offer we can negotiate (RFC 8866
+    lines, ICE credentials, a DTLS fingerprint); UnsupportedOffer when no audio section fits."""
     if not sdp.startswith("v=0"):
         raise BadRequest("malformed SDP: an offer starts with 'v=0'")
     try:
+        Sdp.parse(sdp)
         desc = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc's parser asserts and raises bare errors on bad lines
         raise BadRequest(f"malformed SDP: {type(exc).__name__} {exc}".rstrip()) from None
@@ -74,14 +78,16 @@ def check_offer(sdp: str, *, direction: str) -> None:
         raise UnsupportedOffer(
             f"the offer's audio is {audio[0].direction}; this endpoint needs one of {wanted}"
         )
-    if not any(c.mimeType.lower() == "audio/opus" for m in usable for c in m.rtp.codecs):
+    opus = [m for m in usable if any(c.mimeType.lower() == "audio/opus" for c in m.rtp.codecs)]
+    if not opus:
         codecs = sorted({c.mimeType for m in usable for c in m.rtp.codecs}) or ["none"]
         raise UnsupportedOffer(f"the offer's audio has no Opus codec (offered: {codecs})")
-    for m in usable:
-        if m.ice is None or not m.ice.usernameFragment or not m.ice.password:
-            raise BadRequest("malformed SDP: the audio section has no a=ice-ufrag/ice-pwd")
-        if m.dtls is None or not m.dtls.fingerprints:
-            raise BadRequest("malformed SDP: the audio section has no a=fingerprint (DTLS)")
+    chosen = opus[0]
+    if chosen.ice is None or not chosen.ice.usernameFragment or not chosen.ice.password:
+        raise BadRequest("malformed SDP: the audio section has no a=ice-ufrag/ice-pwd")
+    if chosen.dtls is None or not chosen.dtls.fingerprints:
+        raise BadRequest("malformed SDP: the audio section has no a=fingerprint (DTLS)")
+    return desc.media.index(chosen)
 
 
 def opus_only() -> list[RTCRtpCodecCapability]:
@@ -95,14 +101,45 @@ def new_peer_connection() -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
 
-async def answer(pc: RTCPeerConnection, offer: str) -> str:
-    """Apply ``offer`` and return the answer with every candidate gathered (no trickle)."""
+async def answer(pc: RTCPeerConnection, offer: str, keep: int) -> str:
+    """Apply ``offer`` and return the answer with every candidate gathered (no trickle).
+
+    Only section ``keep`` (``check_offer``'s choice) is negotiated; every other section
+    comes back rejected, port 0 (OBS offers video, browsers may offer a data channel: aiortc
+    would accept them ``recvonly`` and the publisher would upload video for nothing). An
+    ``actpass`` offer is answered ``passive`` (``answer_as_dtls_server``)."""
+    full = Sdp.parse(offer)
+    wanted = full.keeping([keep])
     try:
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=str(wanted), type="offer"))
     except (ValueError, AssertionError, LookupError) as exc:
         raise BadRequest(f"SDP offer rejected: {exc or type(exc).__name__}") from None
+    answer_as_dtls_server(pc, str(wanted))
     await pc.setLocalDescription(await pc.createAnswer())
-    return str(pc.localDescription.sdp)
+    mine = Sdp.parse(pc.localDescription.sdp)
+    return str(full.answer_rejecting(mine, [keep]))
+
+
+def answer_as_dtls_server(pc: RTCPeerConnection, offer: str) -> None:
+    """Answer an ``actpass`` offer with ``a=setup:passive``: we are the DTLS server.
+
+    aiortc answers ``active`` (it is the DTLS client), and its client hello offers only
+    ECDHE-ECDSA cipher suites: a peer with an RSA certificate (GStreamer's webrtcbin) then
+    fails the handshake with "no shared cipher". As the server, aiortc keeps its ECDSA
+    certificate and picks a suite from the client's list, which works with RSA and ECDSA
+    peers alike (RFC 8842 §5.3 lets the answerer take either role). An offer that says
+    ``active`` already gets ``passive``; one that says ``passive`` still gets ``active``.
+    aiortc has no public knob for the role: this sets its transports' own before
+    ``createAnswer`` reads it, and says so in the log if aiortc changed."""
+    roles = {m.dtls.role for m in SessionDescription.parse(offer).media if m.dtls is not None}
+    if roles != {"auto"}:
+        return
+    for transceiver in pc.getTransceivers():
+        transport = transceiver.receiver.transport
+        if getattr(transport, "_role", None) == "auto" and hasattr(transport, "_set_role"):
+            transport._set_role("server")
+        elif getattr(transport, "_role", None) != "server":
+            log.warning("aiortc's DTLS transport changed: an actpass offer is answered active")
 
 
 # -- sessions -----------------------------------------------------------------------------
@@ -172,9 +209,9 @@ class PeerSession:
     async def teardown(self) -> None:
         """Release what the session holds, before its peer connection closes."""
 
-    def check_access(self, user: User) -> None:
-        """Raise NotFound (or Forbidden) unless ``user`` may end this session; a kind of
-        session that names nobody is ended by nobody."""
+    def check_access(self, request: web.Request) -> None:
+        """Raise NotFound (or Forbidden, Unauthorized) unless the request's user (or token)
+        may end this session; a kind of session that names nobody is ended by nobody."""
         raise NotFound(f"{self.kind.upper()} session {self.id} not found")
 
 
@@ -218,13 +255,14 @@ def ensure_peers(api: web.Application) -> None:
     api.on_shutdown.append(lambda app: app[PEERS].close())
 
 
-def created(request: web.Request, session: PeerSession, sdp: str) -> web.Response:
-    """RFC 9725 §4.2: 201, the answer as application/sdp, the session URL in Location."""
+def created(request: web.Request, session: PeerSession, sdp: str, query: str = "") -> web.Response:
+    """RFC 9725 §4.2: 201, the answer as application/sdp, the session URL in Location
+    (with ``query``, e.g. the token a client that authenticates in the URL needs)."""
     return web.Response(
         status=201,
         text=sdp,
         content_type="application/sdp",
-        headers={"Location": f"{request.path.rstrip('/')}/{session.id}"},
+        headers={"Location": f"{request.path.rstrip('/')}/{session.id}{query}"},
     )
 
 
@@ -242,16 +280,31 @@ async def _patch_not_allowed(_request: web.Request) -> web.Response:
 
 def add_session_routes(api: web.Application, kind: str, post: Handler) -> None:
     """``POST /{kind}`` (``post`` negotiates and answers), ``DELETE /{kind}/{session}``
-    (the session's owner, or whoever its ``check_access`` lets, ends it) and ``PATCH`` (405);
-    the registry too, once per app."""
+    (the session's owner, or whoever its ``check_access`` lets, ends it), ``PATCH`` (405),
+    ``OPTIONS`` on both (CORS preflights, ``loa.web.cors``); the registry too, once per app."""
     ensure_peers(api)
 
     async def delete(request: web.Request) -> web.Response:
         session = request.config_dict[PEERS].get(kind, request.match_info["session"])
-        session.check_access(request[USER])
+        session.check_access(request)
         await session.close(session.deleted)
         return web.Response(status=200)
 
     api.router.add_post(f"/{kind}", post)
     api.router.add_delete(f"/{kind}/{{session}}", delete)
     api.router.add_route("PATCH", f"/{kind}/{{session}}", _patch_not_allowed)
+    name = kind.upper()
+    for path, methods, what in (
+        (f"/{kind}", ("POST",), f"the {name} endpoint"),
+        (f"/{kind}/{{session}}", ("DELETE", "PATCH"), f"a {name} session"),
+    ):
+        options = cors.preflight(methods, accept_post=methods == ("POST",))
+        # Declared on the handler, so the preflight's query string (the one of the request it
+        # precedes) is not held to a declaration of its own.
+        summary = f"CORS preflight (or plain OPTIONS) for {what}: Allow, allowed origins"
+        setattr(
+            options,
+            OPERATION_ATTR,
+            Operation(summary, "webrtc", ok=204, errors=(403,), public=True),
+        )
+        api.router.add_route("OPTIONS", path, options)

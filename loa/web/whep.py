@@ -1,5 +1,7 @@
 """WHEP listening: ``POST /api/v1/whep?zone=Z`` with an SDP offer → 201, the answer and
-the session's URL; ``DELETE`` there ends it.
+the session's URL; ``DELETE`` there ends it. A user who sees the zone may listen, and so may
+anyone with the zone's listen token (the one its Ogg mount takes, ``loa.web.listen``), as
+``Authorization: Bearer`` or ``?token=``: a player on a commune office PC needs no account.
 
 A WHEP listener is a virtual endpoint (``Node.attach_listener``): it hears exactly what a
 pole in its zone hears. The broadcast's Opus packets are already encoded once; their
@@ -14,20 +16,22 @@ import asyncio
 import fractions
 import logging
 from typing import Any, Final
+from urllib.parse import quote
 
 import av
 from aiohttp import web
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
-from loa.access import User, can_see_zone
+from loa.access import can_see_zone
 from loa.codecs import FRAME_S, FRAME_SAMPLES, SAMPLE_RATE
 from loa.codecs.opus import SILENCE_PACKET
-from loa.errors import BadRequest, NotFound
+from loa.errors import BadRequest, NotFound, Unauthorized
 from loa.relay.node import Endpoint, Node
 from loa.relay.sink import PacketSink
 from loa.web.api.relay import node_of
 from loa.web.keys import PEERS, USER
+from loa.web.listen import may_listen, token_of
 from loa.web.webrtc import (
     Peers,
     PeerSession,
@@ -144,35 +148,57 @@ class WhepSession(PeerSession):
             self.endpoint = None
         self.track.stop()
 
-    def check_access(self, user: User) -> None:
-        if not can_see_zone(user, self.node.zones, self.zone):
+    def check_access(self, request: web.Request) -> None:
+        user = request.get(USER)
+        if user is None:  # the zone's listen token (or the admin token), as for the POST
+            allowed(request, self.node, self.zone)
+        elif not can_see_zone(user, self.node.zones, self.zone):
             raise NotFound(f"WHEP session {self.id} not found")
 
 
+def allowed(request: web.Request, node: Node, zone: str) -> None:
+    """A request without a user (``auth.by_listen_token``) must carry the zone's listen
+    token or the admin token, as the zone's Ogg mount does; checked before the zone is
+    looked up, so a refusal does not say which zones exist."""
+    if not may_listen(token_of(request), zone, node.config.admin_token):
+        raise Unauthorized(
+            f"listening to zone {zone} by WHEP needs an API token, or the zone's listen token "
+            "(Authorization: Bearer or ?token=)"
+        )
+
+
 async def whep_post(request: web.Request) -> web.Response:
-    """POST /whep?zone=Z with an SDP offer (audio, recvonly) → 201 and the answer."""
+    """POST /whep?zone=Z with an SDP offer (audio, recvonly) → 201 and the answer. Who may:
+    a user who sees the zone, or anyone with the zone's listen token."""
     node = node_of(request)
     peers = request.config_dict[PEERS]
     zone = request.query.get("zone", "")
     if not zone:
         raise BadRequest("say which zone to listen to: /whep?zone=<zone id>")
-    if not can_see_zone(request[USER], node.zones, zone):  # unknown or out of scope alike
-        raise NotFound(f"zone {zone} not found", zone=zone)
+    user = request.get(USER)
+    if user is None:
+        allowed(request, node, zone)
+    if zone not in node.zones or (user is not None and not can_see_zone(user, node.zones, zone)):
+        raise NotFound(f"zone {zone} not found", zone=zone)  # unknown or out of scope alike
     offer = await read_offer(request)
-    check_offer(offer, direction="recv")
+    keep = check_offer(offer, direction="recv")
     peers.reserve("whep", MAX_WHEP_LISTENERS)
     pc = new_peer_connection()
     session = WhepSession(pc, peers, node, zone)
     try:
         transceiver = pc.addTransceiver(session.track, direction="sendonly")
         transceiver.setCodecPreferences(opus_only())
-        sdp = await answer(pc, offer)
+        sdp = await answer(pc, offer, keep)
         session.attach()
     except BaseException:
         await session.abandon()
         raise
     session.start()
-    return created(request, session, sdp)
+    # A player that authenticated in the URL ends its session by the URL too.
+    in_url = request.query.get("token")
+    by_url = user is None and in_url is not None and token_of(request) == in_url
+    query = f"?token={quote(in_url, safe='')}" if by_url and in_url else ""
+    return created(request, session, sdp, query)
 
 
 def setup(api: web.Application) -> None:

@@ -6,7 +6,9 @@ receives the track and decodes the Opus to av frames; ``loa.streamer.whip.WhipSo
 resamples them to 48 kHz mono s16 and cuts 20 ms frames for the broadcast, which encodes
 them once like any other source. Targets and class come from the query string
 (``?zones=a,b&endpoints=x&class=live&chime=0&name=...``); OBS sends only the bearer token,
-so without targets a session goes to every root zone of the tree as class ``live``."""
+so without targets a session goes to every root zone of the tree as class ``live``. What the
+answer says to each kind of publisher (the DTLS role, rejected video sections, CORS) is
+``webrtc.answer``'s and ``cors``'s; docs/DESIGN.md, "WHIP and WHEP clients as they are"."""
 
 from __future__ import annotations
 
@@ -125,10 +127,10 @@ class WhipSession(PeerSession):
             log.info("[whip=%s bc=%s] ending the broadcast: %s", self.id, bc.id, self.reason)
             await self.node.stop_broadcast(bc.id, reason=self.reason or "stopped")
 
-    def check_access(self, user: User) -> None:
+    def check_access(self, request: web.Request) -> None:
         if self.broadcast is not None:
             missing = f"WHIP session {self.id} not found"
-            may_stop(user, self.node, self.broadcast.spec, missing)
+            may_stop(request[USER], self.node, self.broadcast.spec, missing)
 
 
 def shallow_jitter_buffer(receiver: Any) -> None:
@@ -148,7 +150,7 @@ async def whip_post(request: web.Request) -> web.Response:
     node = node_of(request)
     peers = request.config_dict[PEERS]
     offer = await read_offer(request)
-    check_offer(offer, direction="send")
+    keep = check_offer(offer, direction="send")
     spec, chime, name = whip_spec(request.query, node, request[USER])
     peers.reserve("whip", MAX_WHIP_SESSIONS)
     pc = new_peer_connection()
@@ -157,7 +159,7 @@ async def whip_post(request: web.Request) -> web.Response:
         transceiver = pc.addTransceiver("audio", direction="recvonly")
         transceiver.setCodecPreferences(opus_only())
         shallow_jitter_buffer(transceiver.receiver)
-        sdp = await answer(pc, offer)
+        sdp = await answer(pc, offer, keep)
         prelude: Source | None = None
         if chime:
             prelude = ChimeSource()

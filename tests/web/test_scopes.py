@@ -154,6 +154,12 @@ ROUTES: dict[tuple[str, str], list[Call]] = {
         Call("viewer", "GET", "/zones/c1", 200),
         Call("op", "GET", "/zones/c0", 200),
     ],
+    ("get", "/zones/{id}/listen"): [
+        *calls("op", "GET", ("/zones/c1/listen", 404), ("/zones/p/listen", 404)),
+        Call("op", "GET", "/zones/nope/listen", 404),
+        Call("viewer", "GET", "/zones/c1/listen", 200, check=lambda d: d["zone"] == "c1"),
+        Call("op", "GET", "/zones/v0/listen", 200, check=lambda d: "/listen/v0.ogg" in d["ogg"]),
+    ],
     ("patch", "/zones/{id}"): [
         Call("op", "PATCH", "/zones/v1", 404, {"name": "X"}),
         Call("op", "PATCH", "/zones/c0", 403, {"name": "X"}),
@@ -288,6 +294,16 @@ ROUTES: dict[tuple[str, str], list[Call]] = {
         *calls("op", "DELETE", ("/whep/{s0}", 200), ("/whep/{s0}", 404)),
     ],
     ("patch", "/whep/{session}"): [Call("op", "PATCH", "/whep/0123456789abcdef", 405)],
+    # CORS preflights (and plain OPTIONS) need no credentials: a browser sends none.
+    **{
+        ("options", path): [Call("anon", "OPTIONS", concrete, 204)]
+        for path, concrete in (
+            ("/whip", "/whip?zones=c0"),
+            ("/whep", "/whep?zone=c0"),
+            ("/whip/{session}", "/whip/0123456789abcdef"),
+            ("/whep/{session}", "/whep/0123456789abcdef"),
+        )
+    },
     ("get", "/users"): [
         Call("op", "GET", "/users", 403),
         Call("viewer", "GET", "/users", 403),
@@ -506,7 +522,9 @@ ROUTES: dict[tuple[str, str], list[Call]] = {
         *calls("op", "POST", ("/bulletins/{mine}/cancel", 200), ("/bulletins/{mine}/cancel", 409)),
     ],
 }
-PUBLIC = {("get", "/openapi.json"), ("get", "/speaker")}
+PUBLIC = {("get", "/openapi.json"), ("get", "/speaker")} | {
+    ("options", p) for p in ("/whip", "/whep", "/whip/{session}", "/whep/{session}")
+}
 
 
 @dataclass

@@ -69,6 +69,18 @@ class Zone(Answer, frozen=True):
     level: int | Unset = UNSET
 
 
+class ListenUrls(Answer, frozen=True):
+    """A zone's listen URLs, each usable as it is by a player: ``ogg`` (``<audio>``, VLC,
+    ffplay) and ``whep`` (a WHEP player or a page) carry the zone's listen token in the
+    query; ``token`` is the same token for ``Authorization: Bearer``. ``ogg`` and ``token``
+    are null when the server has no admin token (no listen tokens exist then)."""
+
+    zone: str
+    ogg: str | None
+    whep: str
+    token: str | None
+
+
 class EndpointCounts(Answer, frozen=True):
     here: Count
     total: Count

@@ -5,7 +5,7 @@ document. Their query strings are held to these by ``contract.declared_queries``
 from __future__ import annotations
 
 from loa.web.api import answers
-from loa.web.api.queries import WhepQuery, WhipQuery
+from loa.web.api.queries import WhepQuery, WhepSessionQuery, WhipQuery
 from loa.web.contract import Operation, declare
 
 SDP = {"application/sdp": {"type": "string", "description": "an SDP offer or answer"}}
@@ -55,7 +55,8 @@ def declare_all() -> None:
         "POST",
         "/whep",
         Operation(
-            "Listen to a zone by WHEP: SDP offer in, answer out, Location header",
+            "Listen to a zone by WHEP: SDP offer in, answer out, Location header; an API "
+            "token, or the zone's listen token (Bearer or ?token=)",
             "webrtc",
             ok=201,
             query=WhepQuery,
@@ -65,15 +66,20 @@ def declare_all() -> None:
         ),
     )
     for kind in ("whip", "whep"):
+        query = WhepSessionQuery if kind == "whep" else None
         declare(
             "DELETE",
             f"/{kind}/{{session}}",
-            Operation(f"End a {kind.upper()} session", "webrtc", errors=(404,)),
+            Operation(f"End a {kind.upper()} session", "webrtc", query=query, errors=(404,)),
         )
         declare(
             "PATCH",
             f"/{kind}/{{session}}",
             Operation(
-                "Trickle ICE / ICE restart: not supported", "webrtc", ok=405, returns=answers.Error
+                "Trickle ICE / ICE restart: not supported",
+                "webrtc",
+                ok=405,
+                query=query,
+                returns=answers.Error,
             ),
         )

@@ -110,5 +110,23 @@ class WhipQuery(Declared, frozen=True):
     id: Id | None = None
 
 
+ListenToken = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=256,
+        description="the zone's listen token (GET /zones/{id}/listen), for players that "
+        "cannot send Authorization: Bearer",
+    ),
+]
+
+
 class WhepQuery(Declared, frozen=True):
     zone: AnyId
+    token: ListenToken | None = None
+
+
+class WhepSessionQuery(Declared, frozen=True):
+    """A WHEP session's URL carries the listen token when the POST's URL did."""
+
+    token: ListenToken | None = None

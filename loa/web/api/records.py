@@ -22,6 +22,7 @@ from loa.web.api.relay import node_of, user_of
 from loa.web.contract import Routes
 from loa.web.errors import http_status
 from loa.web.keys import CONFIG, MEDIA, STORE, USER
+from loa.web.server import REDACTED
 
 log = logging.getLogger(__name__)
 routes = Routes()
@@ -193,7 +194,8 @@ async def audit(request: web.Request, handler: Handler) -> web.StreamResponse:
         user = request.get(USER)
         route = request.match_info.route.resource
         action = f"{request.method} {route.canonical if route is not None else request.path}"
-        detail = {"status": status, "query": dict(request.query)}
+        query = {k: REDACTED if "token" in k.lower() else v for k, v in request.query.items()}
+        detail = {"status": status, "query": query}
         try:
             await request.config_dict[STORE].audit.record(
                 user.username if user else None,
