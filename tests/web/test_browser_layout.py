@@ -1,12 +1,16 @@
 """Every page in headless Chromium at a desktop (1366×900) and a phone (390×844, mobile
 viewport): nothing scrolls sideways (``scrollWidth > clientWidth`` fails, naming the elements
-that stick out), a PNG of each is saved for a human (``LOA_SCREENSHOTS``, default /tmp), and
-the phone menu stays compact. Speakers are online and a programme is on air, so the pages
-show real rows."""
+that stick out), a PNG of each is saved for a human (``LOA_SCREENSHOTS``, default /tmp), the
+phone menu stays compact and opens, and — the page in Vietnamese — no visible text is a
+string that exists only in en.json (English leaking into the Vietnamese UI) or a bare i18n
+key (a text never translated). Speakers are online, a programme is on air and one has
+ended, so the pages show real rows."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +20,7 @@ import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
+from loa.web import pages
 from loa.web.app import NODE, create_app
 from tests.conftest import AUTH
 from tests.relay.fleet import Fleet, wait_for
@@ -53,6 +58,70 @@ if (de.scrollWidth > de.clientWidth) {
 }
 return [de.scrollWidth, de.clientWidth, out.slice(0, 10)];
 """
+
+
+TEXTS_JS = """
+const out = [document.title];
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+while (walker.nextNode()) {
+  const node = walker.currentNode;
+  const el = node.parentElement;
+  const text = node.textContent.trim();
+  if (!el || !text || el.closest('script, style, [hidden]')) continue;
+  if (el.closest('svg')) { out.push(text); continue; }  // map labels and pin tooltips
+  if (el.getClientRects().length) out.push(text);
+}
+for (const el of document.querySelectorAll('[placeholder], [title], [aria-label], img[alt]')) {
+  if (el.closest('[hidden]')) continue;
+  for (const name of ['placeholder', 'title', 'aria-label', 'alt']) {
+    const value = el.getAttribute(name);
+    if (value && value.trim()) out.push(value.trim());
+  }
+}
+for (const option of document.querySelectorAll('option')) out.push(option.textContent.trim());
+return out;
+"""
+
+
+def _dictionary(lang: str) -> dict[str, str]:
+    data: dict[str, str] = json.loads((pages.STATIC / "i18n" / f"{lang}.json").read_text("utf-8"))
+    return data
+
+
+def english_only() -> list[tuple[str, str]]:
+    """(key, fragment): the literal parts of every en.json text that vi.json does not also
+    have, split at {placeholders}."""
+    vi_texts = set(_dictionary("vi").values())
+    out = []
+    for key, text in _dictionary("en").items():
+        if text in vi_texts:
+            continue
+        for part in re.split(r"\{[a-z_]+\}", text):
+            part = part.strip(" .,:;·—-–()/…")
+            if re.search(r"[A-Za-z]{2}", part):
+                out.append((key, part))
+    return out
+
+
+ENGLISH = english_only()
+KEYS = set(_dictionary("vi"))
+
+
+def leaks(texts: list[str]) -> list[str]:
+    """English-only strings and bare keys among the visible texts. One word must be a whole
+    text (``Stop``); longer English must appear as whole words."""
+    found = set()
+    for text in texts:
+        if text in KEYS:
+            found.add(f"untranslated key {text!r}")
+        for key, part in ENGLISH:
+            if " " not in part or len(part) < 8:
+                hit = text == part
+            else:
+                hit = re.search(rf"(?<![\w]){re.escape(part)}(?![\w])", text) is not None
+            if hit:
+                found.add(f"{part!r} (en.json {key}) in {text[:80]!r}")
+    return sorted(found)
 
 
 @pytest.fixture
@@ -101,15 +170,65 @@ def visit(driver: Any, base: str, path: str, ready: str, size: str, name: str) -
     time.sleep(0.6)  # the page's fetches and the live status fill in
     problem = overflow(driver)
     driver.save_screenshot(str(SHOTS / f"{name}-{size}.png"))
+    english = leaks(driver.execute_script(TEXTS_JS))
+    if english:
+        problem = (problem or "") + " English in the Vietnamese page: " + "; ".join(english)
     return None if problem is None else f"{name} at {size}: {problem}"
 
 
-def phone_menu_height(driver: Any) -> float:
-    return float(
-        driver.execute_script(
-            "return document.querySelector('.topbar').getBoundingClientRect().height"
-        )
+def phone_menu_and_dialog(driver: Any, base: str) -> list[str]:
+    """On the phone: the top bar is one compact line; its menu button opens every link; the
+    emergency dialog fits (the README's phone screenshots come from here)."""
+    from selenium.webdriver.common.by import By
+
+    problems = []
+    driver.get(base + "/")
+    until(driver, "the dashboard", lambda d: d.find_elements(By.CSS_SELECTOR, "#endpoint-rows tr"))
+    time.sleep(0.6)
+    height = driver.execute_script("return document.querySelector('.topbar').offsetHeight")
+    if height > SIZES["phone"][1] / 8:  # an eighth of the screen at most
+        problems.append(f"the phone's top bar is {height} px tall")
+    links = driver.find_elements(By.CSS_SELECTOR, ".nav a")
+    if any(a.is_displayed() for a in links):
+        problems.append("the phone shows the menu's links before the menu is opened")
+    toggle = driver.find_element(By.ID, "menu-toggle")
+    toggle.click()
+    until(driver, "the menu open", lambda d: all(a.is_displayed() for a in links))
+    assert toggle.get_attribute("aria-expanded") == "true"
+    driver.save_screenshot(str(SHOTS / "menu-phone.png"))
+    if problem := overflow(driver):
+        problems.append(f"the open menu: {problem}")
+    driver.find_element(By.CSS_SELECTOR, '.nav a[data-nav="log"]').click()
+    until(driver, "the log page", lambda d: d.current_url.endswith("/log"))
+    driver.get(base + "/")
+    until(driver, "the dashboard", lambda d: d.find_elements(By.CSS_SELECTOR, "#endpoint-rows tr"))
+    time.sleep(0.6)
+    driver.save_screenshot(str(SHOTS / "dashboard-top-phone.png"))
+    driver.find_element(By.ID, "em-open").click()
+    until(
+        driver, "the emergency dialog", lambda d: d.find_element(By.ID, "em-dialog").is_displayed()
     )
+    time.sleep(0.4)
+    driver.save_screenshot(str(SHOTS / "emergency-dialog-phone.png"))
+    if problem := overflow(driver):
+        problems.append(f"the emergency dialog: {problem}")
+    if english := leaks(driver.execute_script(TEXTS_JS)):
+        problems.append("the emergency dialog in Vietnamese: " + "; ".join(english))
+    return problems
+
+
+def in_english(driver: Any, base: str) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    viewport(driver, "desktop")
+    driver.get(base + "/")
+    driver.execute_script("localStorage.setItem('loa.lang', 'en')")
+    driver.get(base + "/")
+    until(driver, "the dashboard", lambda d: d.find_elements(By.CSS_SELECTOR, "#endpoint-rows tr"))
+    time.sleep(0.6)
+    found = leaks(driver.execute_script(TEXTS_JS))
+    driver.execute_script("localStorage.removeItem('loa.lang')")
+    return found
 
 
 async def test_no_page_scrolls_sideways_at_desktop_or_phone_size(
@@ -136,6 +255,11 @@ async def test_no_page_scrolls_sideways_at_desktop_or_phone_size(
             }
             async with http.post(base + "/api/v1/broadcasts", json=body) as resp:
                 assert resp.status in (200, 201), await resp.text()
+            ended = {**body, "targets": {"zones": ["c1"]}, "name": "Thông báo lịch tiêm chủng"}
+            async with http.post(base + "/api/v1/broadcasts", json=ended) as resp:
+                bc_id = (await resp.json())["id"]
+            async with http.delete(f"{base}/api/v1/broadcasts/{bc_id}") as resp:
+                assert resp.status in (200, 204), await resp.text()
 
         problems: list[str] = []
         for size in SIZES:
@@ -150,15 +274,10 @@ async def test_no_page_scrolls_sideways_at_desktop_or_phone_size(
             for name, (path, ready) in PAGES.items():
                 problems.append(await in_thread(visit, browser, base, path, ready, size, name))
             if size == "phone":
-                await in_thread(browser.get, base + "/")
-                await in_thread(
-                    until, browser, "the dashboard", lambda d: d.find_elements("id", "em-open")
-                )
-                # A compact menu: the top bar takes at most an eighth of a phone's height.
-                height = await in_thread(phone_menu_height, browser)
-                assert height <= SIZES["phone"][1] / 6, (
-                    f"the phone's top bar is {height:.0f} px tall"
-                )
+                problems.extend(await in_thread(phone_menu_and_dialog, browser, base))
+        # The check can fail: the same page in English is full of en.json strings.
+        english = await in_thread(in_english, browser, base)
+        assert any("(en.json em.button)" in e for e in english), english
         failed = [p for p in problems if p]
         assert not failed, "\n".join(failed)
     finally:
