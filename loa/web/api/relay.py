@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import re
+import asyncio
+import hashlib
+import json
 import secrets
 from typing import Any
 
@@ -27,7 +29,14 @@ from loa.web.views import broadcast_json, endpoint_json
 __all__ = ["USER", "routes"]
 
 routes = Routes()
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# One lock for keyed starts: a retry racing its original waits for its answer.
+_KEYED = asyncio.Lock()
+
+
+def new_broadcast_id() -> str:
+    """A broadcast id is the server's: random and unguessable, so no client can name (and
+    so overwrite or pre-empt) another broadcast's row in the log."""
+    return "bc-" + secrets.token_urlsafe(12)
 
 
 def node_of(request: web.Request) -> Node:
@@ -173,11 +182,8 @@ def broadcast_spec(
         isinstance(expires_at, bool) or not isinstance(expires_at, int | float)
     ):
         raise BadRequest("expires_at must be a Unix time in seconds")
-    bc_id = data.get("id") or secrets.token_hex(6)
-    if not isinstance(bc_id, str) or not _ID.match(bc_id):
-        raise BadRequest("id must be 1-64 characters of letters, digits, '.', '_' or '-'")
     return BroadcastSpec(
-        id=bc_id,
+        id=new_broadcast_id(),
         priority=priority,
         origin_zone=origin,
         target_zones=zones,
@@ -197,10 +203,34 @@ def broadcast_spec(
     ok=201,
     returns=answers.Broadcast,
     errors=(403, 404, 409, 422),
+    also={
+        200: ("the answer to an earlier request with the same idempotency_key", answers.Broadcast)
+    },
 )
 async def start_broadcast(request: web.Request, body: NewBroadcast) -> web.Response:
-    node = node_of(request)
     data = builtins(body)
+    key = data.pop("idempotency_key", None)
+    if key is None:
+        return web.json_response(await _start(request, data), status=201)
+    user, keys = user_of(request), request.config_dict[STORE].idempotency
+    fingerprint = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    async with _KEYED:
+        seen = await keys.get(user.username, key)
+        if seen is None:
+            answer = await _start(request, data)
+            await keys.put(user.username, key, fingerprint, answer["id"], json.dumps(answer))
+            return web.json_response(answer, status=201)
+    if seen.fingerprint != fingerprint:
+        raise Conflict(
+            f"idempotency key {key!r} was used for another request (broadcast {seen.broadcast})",
+            idempotency_key=key,
+            broadcast=seen.broadcast,
+        )
+    return web.Response(text=seen.answer, content_type="application/json")
+
+
+async def _start(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
+    node = node_of(request)
     # URL sources may not reach loopback, link-local … (relay.url_allow_networks)
     targets = TargetPolicy(node.config.relay.url_allow_networks)
     await check_description(data["source"], targets)
@@ -224,7 +254,7 @@ async def start_broadcast(request: web.Request, body: NewBroadcast) -> web.Respo
         source_kind=data["source"]["type"],
         created_by=user_of(request).username,
     )
-    return web.json_response(broadcast_json(node, bc), status=201)
+    return broadcast_json(node, bc)
 
 
 @routes.get(

@@ -1,0 +1,135 @@
+"""Records nobody can forge: an operator of commune c0 (A) tries every way to touch commune
+c1's (B's) records through a real server on loopback, and gets 4xx with nothing changed.
+
+Ids are the server's; the idempotency key is scoped to the caller's account; the broadcast
+log is append-only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from loa.web.app import create_app
+from loa.web.keys import NODE, STORE
+from tests.conftest import AUTH, tree_config
+from tests.web.test_api_admin import account
+
+TONE = {"type": "tone", "freq_hz": 1000}
+
+
+def bc(zone: str, klass: str = "scheduled", **extra: Any) -> dict[str, Any]:
+    return {"source": TONE, "targets": {"zones": [zone]}, "class": klass, "chime": False, **extra}
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, tmp_path: Path) -> TestClient:
+    client: TestClient = await aiohttp_client(create_app(tree_config(tmp_path)))
+    return client
+
+
+async def call(
+    client: TestClient,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: Any = None,
+    status: int = 200,
+) -> Any:
+    resp = await client.request(method, "/api/v1" + path, json=body, headers=headers)
+    data = await resp.json()
+    assert resp.status == status, data
+    return data
+
+
+async def test_a_client_id_is_refused_and_the_other_row_stays(client: TestClient) -> None:
+    """The old overwrite attack: A posts a broadcast naming B's id. Refused (400, the field
+    named), and B's running broadcast and its log row are as they were."""
+    op_a = await account(client.app, "op-a", "operator", "c0")
+    op_b = await account(client.app, "op-b", "operator", "c1")
+    b = await call(client, "POST", "/broadcasts", op_b, bc("c1", name="Tin xã B"), 201)
+    assert b["id"].startswith("bc-") and len(b["id"]) == 19
+    err = await call(client, "POST", "/broadcasts", op_a, bc("c0", id=b["id"], name="giả mạo"), 400)
+    assert err["error"]["code"] == "unknown_field" and err["error"]["field"] == "id"
+    node = client.app[NODE]
+    assert list(node.broadcasts) == [b["id"]]
+    assert node.broadcasts[b["id"]].log.what == "Tin xã B"
+    stopped = await call(client, "DELETE", f"/broadcasts/{b['id']}", op_b)
+    err = await call(client, "POST", "/broadcasts", op_a, bc("c0", id=b["id"]), 400)
+    assert err["error"]["field"] == "id"
+    row = await client.app[STORE].log.get(b["id"])
+    assert row is not None and row.as_json() == stopped
+    assert (row.what, row.created_by, row.target_zones) == ("Tin xã B", "op-b", ("c1",))
+    # Ids never repeat: a hundred starts, a hundred ids, none derived from the last.
+    made = set()
+    for _ in range(100):
+        new = (await call(client, "POST", "/broadcasts", op_a, bc("c0"), 201))["id"]
+        await call(client, "DELETE", f"/broadcasts/{new}", AUTH)
+        made.add(new)
+    assert len(made) == 100
+
+
+async def test_a_scheduled_run_id_cannot_be_claimed(client: TestClient) -> None:
+    """Before: creating ``sch-<schedule>-<unix time>`` first made the run fail. A client
+    cannot name a broadcast at all now, and a run's id has a random tail."""
+    op_a = await account(client.app, "op-a", "operator", "c0")
+    err = await call(
+        client, "POST", "/broadcasts", op_a, bc("c0", id="sch-morning-1764720000"), 400
+    )
+    assert err["error"]["message"] == 'unknown field "id"'
+    assert not client.app[NODE].broadcasts
+
+
+async def test_a_whip_id_in_the_query_is_refused(client: TestClient) -> None:
+    resp = await client.post(
+        "/api/v1/whip?zones=c0&id=mine",
+        data="v=0\r\n",
+        headers={**AUTH, "Content-Type": "application/sdp"},
+    )
+    assert resp.status == 400
+    assert "id" in (await resp.json())["error"]["message"]
+    assert not client.app[NODE].broadcasts
+
+
+async def test_the_same_idempotency_key_gets_the_same_broadcast(client: TestClient) -> None:
+    op_a = await account(client.app, "op-a", "operator", "c0")
+    body = bc("c0", "live", name="Loa sáng", idempotency_key="nut-bam-7f3a")
+    first = await call(client, "POST", "/broadcasts", op_a, body, 201)
+    again = await client.post("/api/v1/broadcasts", json=body, headers=op_a)
+    assert again.status == 200
+    assert await again.json() == first  # the same body, word for word
+    node = client.app[NODE]
+    assert list(node.broadcasts) == [first["id"]]
+    # The same key with another request is a client bug: refused, naming the first broadcast.
+    other = {**body, "name": "Loa chiều"}
+    err = await call(client, "POST", "/broadcasts", op_a, other, 409)
+    assert err["error"]["broadcast"] == first["id"]
+    assert "nut-bam-7f3a" in err["error"]["message"]
+    # Still the same answer after the broadcast ended: a retry must not start it again.
+    await call(client, "DELETE", f"/broadcasts/{first['id']}", op_a)
+    again = await client.post("/api/v1/broadcasts", json=body, headers=op_a)
+    assert again.status == 200 and (await again.json())["id"] == first["id"]
+    assert not node.broadcasts
+
+
+async def test_an_idempotency_key_is_scoped_to_its_account(client: TestClient) -> None:
+    """Another account's key of the same spelling is independent: B neither gets A's
+    broadcast back nor blocks A's key."""
+    op_a = await account(client.app, "op-a", "operator", "c0")
+    op_b = await account(client.app, "op-b", "operator", "c1")
+    a = await call(client, "POST", "/broadcasts", op_a, bc("c0", idempotency_key="k1"), 201)
+    b = await call(client, "POST", "/broadcasts", op_b, bc("c1", idempotency_key="k1"), 201)
+    assert a["id"] != b["id"]
+    assert b["targets"]["zones"] == ["c1"]
+    assert sorted(client.app[NODE].broadcasts) == sorted([a["id"], b["id"]])
+    kept = await client.app[STORE].idempotency.get("op-a", "k1")
+    assert kept is not None and kept.broadcast == a["id"]
+
+
+async def test_a_refused_request_does_not_use_up_its_key(client: TestClient) -> None:
+    op_a = await account(client.app, "op-a", "operator", "c0")
+    await call(client, "POST", "/broadcasts", op_a, bc("c1", idempotency_key="k2"), 403)
+    made = await call(client, "POST", "/broadcasts", op_a, bc("c0", idempotency_key="k2"), 201)
+    assert made["targets"]["zones"] == ["c0"]
