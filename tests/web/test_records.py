@@ -133,3 +133,32 @@ async def test_a_refused_request_does_not_use_up_its_key(client: TestClient) -> 
     await call(client, "POST", "/broadcasts", op_a, bc("c1", idempotency_key="k2"), 403)
     made = await call(client, "POST", "/broadcasts", op_a, bc("c0", idempotency_key="k2"), 201)
     assert made["targets"]["zones"] == ["c0"]
+
+
+async def test_an_operator_cannot_stop_a_provincial_emergency(client: TestClient) -> None:
+    """The province's emergency plays on commune c0's speakers: its operator sees it (it is
+    on their speakers) but may not stop it — 403 naming the origin; it plays on."""
+    province = await account(client.app, "tinh", "operator", "p", emergency_right=True)
+    op_a = await account(client.app, "op-a", "operator", "c0", emergency_right=True)
+    em = await call(client, "POST", "/broadcasts", province, bc("p", "emergency"), 201)
+    assert em["origin_zone"] == "p"
+    listed = await call(client, "GET", "/broadcasts", op_a)
+    assert [b["id"] for b in listed["broadcasts"]] == [em["id"]]
+    err = await call(client, "DELETE", f"/broadcasts/{em['id']}", op_a, status=403)
+    assert err["error"]["origin_zone"] == "p"
+    assert "comes from zone p, above op-a's zone c0" in err["error"]["message"]
+    assert em["id"] in client.app[NODE].broadcasts
+    # The admin's own (national) broadcast to c0 is not c0's to stop either.
+    national = await call(client, "POST", "/broadcasts", AUTH, bc("c0", "live"), 201)
+    err = await call(client, "DELETE", f"/broadcasts/{national['id']}", op_a, status=403)
+    assert err["error"]["origin_zone"] == "national"
+    # What c0 itself started, c0 stops; the province stops its own.
+    mine = await call(client, "POST", "/broadcasts", op_a, bc("c0", "live"), 201)
+    assert (await call(client, "DELETE", f"/broadcasts/{mine['id']}", op_a))["state"] == "stopped"
+    assert (await call(client, "DELETE", f"/broadcasts/{em['id']}", province))["state"] == "stopped"
+    # Commune c1's operator does not see c0's broadcasts at all: 404, as if absent.
+    op_b = await account(client.app, "op-b", "operator", "c1")
+    a_live = await call(client, "POST", "/broadcasts", op_a, bc("c0", "live"), 201)
+    await call(client, "DELETE", f"/broadcasts/{a_live['id']}", op_b, status=404)
+    await call(client, "GET", f"/broadcasts/{a_live['id']}", op_b, status=404)
+    assert a_live["id"] in client.app[NODE].broadcasts

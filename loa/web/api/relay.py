@@ -57,9 +57,12 @@ def _see_endpoint(request: web.Request, endpoint_id: str) -> Any:
 
 
 def _sees_broadcast(user: User, node: Node, spec: BroadcastSpec) -> bool:
-    zones = set(spec.target_zones)
-    zones.update(node.endpoints[e].spec.zone for e in spec.target_endpoints if e in node.endpoints)
-    return any(auth.can_see_zone(user, node.zones, z) for z in zones)
+    """A broadcast that plays in the user's area: to a zone of their subtree or above it, or
+    to one of their endpoints."""
+    endpoints = [node.endpoints[e] for e in spec.target_endpoints if e in node.endpoints]
+    return any(auth.covers_zone(user, node.zones, z) for z in spec.target_zones) or any(
+        auth.can_see_zone(user, node.zones, e.spec.zone) for e in endpoints
+    )
 
 
 @routes.get("/zones", summary="Zones the caller sees", tag="zones", returns=answers.Zones)
@@ -296,9 +299,12 @@ async def get_broadcast(request: web.Request) -> web.Response:
 
 
 def may_stop(user: User, node: Node, spec: BroadcastSpec, missing: str) -> None:
-    """404 (``missing``) unless the user sees the broadcast; 403 unless they may stop it."""
+    """404 (``missing``) unless the user sees the broadcast; 403 unless they may stop it:
+    it comes from their level or below (a provincial emergency is the province's to stop,
+    the 403 names its origin) and targets only their area."""
     if not _sees_broadcast(user, node, spec):
         raise NotFound(missing)
+    auth.can_stop_from(user, node.zones, spec.id, spec.origin_zone)
     auth.can_target(
         user,
         node.zones,
