@@ -162,3 +162,47 @@ async def test_an_operator_cannot_stop_a_provincial_emergency(client: TestClient
     await call(client, "DELETE", f"/broadcasts/{a_live['id']}", op_b, status=404)
     await call(client, "GET", f"/broadcasts/{a_live['id']}", op_b, status=404)
     assert a_live["id"] in client.app[NODE].broadcasts
+
+
+async def ws_status(ws: Any, timeout: float = 3.0) -> dict[str, Any]:
+    data: dict[str, Any] = await ws.receive_json(timeout=timeout)
+    assert data["type"] == "status"
+    return data
+
+
+async def test_the_status_socket_shows_each_client_its_own_scope(client: TestClient) -> None:
+    """Commune c0's operator sees c0's poles and what plays there, never c1's; a change in
+    c1 is not even pushed to them. The admin sees everything."""
+    op_a = await account(client.app, "op-a", "operator", "c0")
+    op_b = await account(client.app, "op-b", "operator", "c1", emergency_right=True)
+    province = await account(client.app, "tinh", "operator", "p", emergency_right=True)
+    async with (
+        client.ws_connect("/api/v1/status/ws", headers=op_a) as ws_a,
+        client.ws_connect("/api/v1/status/ws", headers=AUTH) as ws_admin,
+    ):
+        first = await ws_status(ws_a)
+        assert [e["id"] for e in first["endpoints"]] == ["c0-e0", "c0-e1"]
+        assert first["counts"] == {"online": 0, "offline": 2, "playing": 0}
+        everything = await ws_status(ws_admin)
+        assert len(everything["endpoints"]) == 4
+        # B's emergency: the admin is told, A hears nothing about it.
+        b_em = await call(client, "POST", "/broadcasts", op_b, bc("c1", "emergency"), 201)
+        pushed = await ws_status(ws_admin)
+        assert [b["id"] for b in pushed["broadcasts"]] == [b_em["id"]]
+        with pytest.raises(TimeoutError):
+            await ws_a.receive_json(timeout=1.0)
+        # The province's broadcast plays in c0 too: A sees it, with c0's poles only.
+        prov = await call(client, "POST", "/broadcasts", province, bc("p", "live"), 201)
+        pushed = await ws_status(ws_a)
+        (seen,) = pushed["broadcasts"]
+        assert seen["id"] == prov["id"] and seen["listeners"] == ["c0-e0", "c0-e1"]
+        assert set(seen["heard_s"]) <= {"c0-e0", "c0-e1"}
+        assert {e["playing"] for e in pushed["endpoints"]} == {prov["id"]}
+        assert b_em["id"] not in str(pushed)
+        everything = await ws_status(ws_admin)
+        assert {b["id"] for b in everything["broadcasts"]} == {b_em["id"], prov["id"]}
+    # The REST list agrees with the socket.
+    listed = await call(client, "GET", "/broadcasts", op_a)
+    assert [(b["id"], b["listeners"]) for b in listed["broadcasts"]] == [
+        (prov["id"], ["c0-e0", "c0-e1"])
+    ]

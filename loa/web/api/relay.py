@@ -24,7 +24,7 @@ from loa.web.api.bodies import NewBroadcast
 from loa.web.api.types import builtins
 from loa.web.contract import Routes
 from loa.web.keys import MEDIA, NODE, STORE, USER
-from loa.web.views import broadcast_json, endpoint_json
+from loa.web.views import broadcast_json, endpoint_json, scoped, sees_broadcast
 
 __all__ = ["USER", "routes"]
 
@@ -54,15 +54,6 @@ def _see_endpoint(request: web.Request, endpoint_id: str) -> Any:
     if not auth.can_see_zone(user_of(request), node.zones, ep.spec.zone):
         raise NotFound(f"endpoint {endpoint_id} not found")
     return ep
-
-
-def _sees_broadcast(user: User, node: Node, spec: BroadcastSpec) -> bool:
-    """A broadcast that plays in the user's area: to a zone of their subtree or above it, or
-    to one of their endpoints."""
-    endpoints = [node.endpoints[e] for e in spec.target_endpoints if e in node.endpoints]
-    return any(auth.covers_zone(user, node.zones, z) for z in spec.target_zones) or any(
-        auth.can_see_zone(user, node.zones, e.spec.zone) for e in endpoints
-    )
 
 
 @routes.get("/zones", summary="Zones the caller sees", tag="zones", returns=answers.Zones)
@@ -268,8 +259,9 @@ async def _start(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
 )
 async def list_broadcasts(request: web.Request) -> web.Response:
     node, user = node_of(request), user_of(request)
-    visible = [b for b in node.broadcasts.values() if _sees_broadcast(user, node, b.spec)]
-    return web.json_response({"broadcasts": [broadcast_json(node, b) for b in visible]})
+    visible = [b for b in node.broadcasts.values() if sees_broadcast(user, node, b.spec)]
+    answer = [scoped(user, node, broadcast_json(node, b)) for b in visible]
+    return web.json_response({"broadcasts": answer})
 
 
 @routes.get(
@@ -288,13 +280,13 @@ async def get_broadcast(request: web.Request) -> web.Response:
     node, user = node_of(request), user_of(request)
     bc_id = request.match_info["id"]
     bc = node.broadcasts.get(bc_id)
-    if bc is not None and _sees_broadcast(user, node, bc.spec):
-        return web.json_response(broadcast_json(node, bc))
+    if bc is not None and sees_broadcast(user, node, bc.spec):
+        return web.json_response(scoped(user, node, broadcast_json(node, bc)))
     if bc is None:
         row = await request.config_dict[STORE].log.get(bc_id)
         visible = auth.visible_zones(user, node.zones)
         if row is not None and (visible is None or visible & set(row.target_zones)):
-            return web.json_response(row.as_json())
+            return web.json_response(scoped(user, node, row.as_json()))
     raise NotFound(f"broadcast {bc_id} not found")
 
 
@@ -302,7 +294,7 @@ def may_stop(user: User, node: Node, spec: BroadcastSpec, missing: str) -> None:
     """404 (``missing``) unless the user sees the broadcast; 403 unless they may stop it:
     it comes from their level or below (a provincial emergency is the province's to stop,
     the 403 names its origin) and targets only their area."""
-    if not _sees_broadcast(user, node, spec):
+    if not sees_broadcast(user, node, spec):
         raise NotFound(missing)
     auth.can_stop_from(user, node.zones, spec.id, spec.origin_zone)
     auth.can_target(
