@@ -90,6 +90,30 @@ def can_stop_from(user: User, zones: Zones, bc_id: str, origin_zone: str | None)
     )
 
 
+def can_use_media(user: User, zones: Zones, owner: str | None) -> bool:
+    """Media of the user's subtree, and media from above it (the top level's, the
+    province's): theirs to see and play. A sibling commune's media are not."""
+    if user.role == "admin" or user.zone is None or owner is None:
+        return True
+    return covers_zone(user, zones, owner)
+
+
+def can_delete_media(user: User, zones: Zones, media_id: str, owner: str | None) -> None:
+    """Raise ``Forbidden`` naming the owner unless the media are the user's subtree's: what
+    came from above is read-only to them."""
+    if user.role == "admin":
+        return
+    if owner is not None and user.zone is not None and can_see_zone(user, zones, owner):
+        return
+    where = "the top level" if owner is None else f"zone {owner}"
+    raise Forbidden(
+        f"media {media_id} belong to {where}, above {user.username}'s zone {user.zone}: "
+        "read-only to them",
+        media=media_id,
+        owner_zone=owner or "national",
+    )
+
+
 def visible_zones(user: User, zones: Zones) -> frozenset[str] | None:
     """The zone ids the user may see, or None for all (e.g. to filter the broadcast log)."""
     if user.role == "admin" or user.zone is None:

@@ -245,4 +245,11 @@ CREATE TABLE idempotency_keys (
 CREATE INDEX idempotency_keys_age ON idempotency_keys(created_at);
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V_IDEMPOTENCY)
+# records: a media file belongs to a zone (its uploader's); NULL is the top level (uploads by
+# an admin, and every file uploaded before owners existed): every operator may use it, only
+# admins may delete it.
+V_MEDIA_OWNER = """
+ALTER TABLE media ADD COLUMN zone TEXT;
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V_IDEMPOTENCY, V_MEDIA_OWNER)

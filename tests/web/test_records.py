@@ -6,9 +6,12 @@ log is append-only."""
 
 from __future__ import annotations
 
+import io
+import wave
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -206,3 +209,103 @@ async def test_the_status_socket_shows_each_client_its_own_scope(client: TestCli
     assert [(b["id"], b["listeners"]) for b in listed["broadcasts"]] == [
         (prov["id"], ["c0-e0", "c0-e1"])
     ]
+
+
+def wav(seconds: float = 0.2) -> bytes:
+    t = np.arange(int(48000 * seconds)) / 48000
+    pcm = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+        w.writeframes(pcm.tobytes())
+    return out.getvalue()
+
+
+async def upload(client: TestClient, headers: dict[str, str], name: str) -> dict[str, Any]:
+    resp = await client.post(f"/api/v1/media?filename={name}.wav", data=wav(), headers=headers)
+    data: dict[str, Any] = await resp.json()
+    assert resp.status == 201, data
+    return data
+
+
+def schedule(schedule_id: str, media_id: str, zone: str) -> dict[str, Any]:
+    return {
+        "id": schedule_id,
+        "name": "Phát thanh sáng",
+        "dtstart": "2025-03-03T05:00",
+        "rrule": "FREQ=DAILY;BYHOUR=5",
+        "items": [{"type": "media", "id": media_id}],
+        "targets": {"zones": [zone]},
+    }
+
+
+async def test_media_belong_to_a_zone(client: TestClient) -> None:
+    """A lists, uses and deletes c0's media; uses the province's and the top level's but may
+    not delete them (403 naming the owner); B's are absent to A (404) whatever A tries;
+    media a schedule plays cannot be deleted (409 naming the schedule)."""
+    op_a = await account(client.app, "op-a", "operator", "c0")
+    op_b = await account(client.app, "op-b", "operator", "c1")
+    province = await account(client.app, "tinh", "operator", "p")
+    mine = await upload(client, op_a, "a")
+    theirs = await upload(client, op_b, "b")
+    provincial = await upload(client, province, "p")
+    top = await upload(client, AUTH, "top")
+    assert (mine["zone"], theirs["zone"], provincial["zone"], top["zone"]) == (
+        "c0",
+        "c1",
+        "p",
+        None,
+    )
+    listed = await call(client, "GET", "/media", op_a)
+    assert {m["id"] for m in listed["media"]} == {mine["id"], provincial["id"], top["id"]}
+    everything = await call(client, "GET", "/media", AUTH)
+    assert len(everything["media"]) == 4
+
+    # B's media: not listed, not playable, not schedulable, not in a bulletin, not deletable.
+    b_media = {"type": "media", "id": theirs["id"]}
+    for body in (
+        {**bc("c0"), "source": b_media},
+        {**bc("c0"), "source": {"type": "playlist", "items": [b_media]}},
+    ):
+        err = await call(client, "POST", "/broadcasts", op_a, body, 404)
+        assert err["error"]["media"] == theirs["id"]
+    err = await call(client, "POST", "/schedules", op_a, schedule("a1", theirs["id"], "c0"), 404)
+    assert err["error"]["media"] == theirs["id"]
+    note = {
+        "level": "normal",
+        "zones": ["c0"],
+        "title": "Thông báo",
+        "variants": [{"language": "vi", "media": theirs["id"]}],
+    }
+    await call(client, "POST", "/bulletins", op_a, note, 404)
+    await call(client, "DELETE", f"/media/{theirs['id']}", op_a, status=404)
+    assert not client.app[NODE].broadcasts
+
+    # From above: playable, read-only.
+    from_above = {**bc("c0"), "source": {"type": "media", "id": provincial["id"]}}
+    played = await call(client, "POST", "/broadcasts", op_a, from_above, 201)
+    assert played["source"] == "media"
+    err = await call(client, "DELETE", f"/media/{provincial['id']}", op_a, status=403)
+    assert err["error"]["owner_zone"] == "p"
+    assert "above op-a's zone c0: read-only" in err["error"]["message"]
+    err = await call(client, "DELETE", f"/media/{top['id']}", op_a, status=403)
+    assert err["error"]["owner_zone"] == "national"
+
+    # A's own, played by a schedule: 409 naming it; free again once the schedule is gone.
+    await call(client, "POST", "/schedules", op_a, schedule("sang", mine["id"], "c0"), 201)
+    err = await call(client, "DELETE", f"/media/{mine['id']}", op_a, status=409)
+    assert err["error"]["schedules"] == "sang"
+    assert "schedule(s) sang" in err["error"]["message"]
+    await call(client, "DELETE", "/schedules/sang", op_a)
+    gone = await call(client, "DELETE", f"/media/{mine['id']}", op_a)
+    assert gone["id"] == mine["id"]
+
+    # Nothing of B's or of the province changed.
+    left = await call(client, "GET", "/media", AUTH)
+    assert {m["id"] for m in left["media"]} == {theirs["id"], provincial["id"], top["id"]}
+    seen_by_b = await call(client, "GET", "/media", op_b)
+    assert {m["id"] for m in seen_by_b["media"]} == {theirs["id"], provincial["id"], top["id"]}
+    # The province's operator deletes its own.
+    await call(client, "DELETE", f"/media/{provincial['id']}", province)

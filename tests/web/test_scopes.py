@@ -2,9 +2,9 @@
 
 The world: province p ⊃ communes c0, c1; villages v0 ⊂ c0, v1 ⊂ c1; endpoints c0-e0, c0-e1,
 rtp0 (rtp) in c0 and c1-e0, c1-e1, rtp1 (rtp) in c1; running broadcasts bc0 → c0 (by op)
-and bc1 → c1 (by the admin); one media file. Users: the config's admin token, ``op``
-(operator of c0), ``ope`` (operator of c0 with the emergency right) and ``viewer`` (reads
-everything).
+and bc1 → c1 (by the admin); one media file (c0's, uploaded by op). Users: the config's
+admin token, ``op`` (operator of c0), ``ope`` (operator of c0 with the emergency right) and
+``viewer`` (reads everything).
 
 403 or 404, and why:
 - A resource outside the caller's zones answers 404, word for word as if it did not exist
@@ -596,7 +596,7 @@ async def world(aiohttp_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyP
         ),
         Call("op", "POST", "/broadcasts", 201, bc("c0", name="bc0")),  # from c0: op may stop it
         Call("admin", "POST", "/broadcasts", 201, bc("c1", name="bc1")),
-        Call("admin", "POST", "/media?filename=m.wav", 201, WAV, "audio/wav"),
+        Call("op", "POST", "/media?filename=m.wav", 201, WAV, "audio/wav"),  # c0's media
     ]
     for c in setup:
         status, data = await send(w, c)

@@ -21,6 +21,7 @@ from loa.streamer.tone import ChimeSource
 from loa.web import auth
 from loa.web.api import answers
 from loa.web.api.bodies import NewBroadcast
+from loa.web.api.media_scope import check_usable, media_in
 from loa.web.api.types import builtins
 from loa.web.contract import Routes
 from loa.web.keys import MEDIA, NODE, STORE, USER
@@ -228,6 +229,7 @@ async def _start(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
     # URL sources may not reach loopback, link-local … (relay.url_allow_networks)
     targets = TargetPolicy(node.config.relay.url_allow_networks)
     await check_description(data["source"], targets)
+    await check_usable(request, media_in(data["source"]))  # another commune's media: 404
     source, what = build_source(
         data["source"], media_path=request.config_dict[MEDIA].path, url_targets=targets
     )
