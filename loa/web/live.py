@@ -28,10 +28,11 @@ from weakref import WeakSet
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from loa.access import User, can_see_zone
+from loa.access import User, visible_zones
+from loa.relay.core.priority import BroadcastSpec
 from loa.relay.node import Node
 from loa.web.keys import NODE, PUBLISHER, SOCKETS, USER
-from loa.web.views import broadcast_json, endpoint_json, scoped, sees_broadcast
+from loa.web.views import broadcast_json, endpoint_json
 
 log = logging.getLogger(__name__)
 
@@ -48,28 +49,68 @@ def scope_of(user: User | None) -> str | None:
     return user.zone
 
 
-def snapshot(node: Node, user: User | None = None) -> dict[str, Any]:
+Parts = tuple[list[dict[str, Any]], list[tuple[BroadcastSpec, dict[str, Any]]]]
+
+
+def parts(node: Node) -> Parts:
+    """Every pole's and every active broadcast's view, built once per push for all scopes."""
+    endpoints = [endpoint_json(node, e) for e in node.poles()]
+    broadcasts = [(bc.spec, broadcast_json(node, bc)) for bc in node.broadcasts.values()]
+    return endpoints, broadcasts
+
+
+def snapshot(node: Node, user: User | None = None, views: Parts | None = None) -> dict[str, Any]:
     """What a dashboard shows: the poles and active broadcasts ``user`` sees (None: all),
-    and the totals over those poles."""
-    if scope_of(user) is None:
-        user = None
-    poles = [e for e in node.poles() if user is None or can_see_zone(user, node.zones, e.spec.zone)]
-    endpoints = [endpoint_json(node, e) for e in poles]
-    online = {e.id for e in poles if e.online}
-    broadcasts = []
-    for bc in node.broadcasts.values():
-        if user is not None and not sees_broadcast(user, node, bc.spec):
-            continue
-        data = scoped(user, node, broadcast_json(node, bc))
-        data["hearing"] = sum(1 for ep_id in data["listeners"] if ep_id in online)
-        broadcasts.append(data)
+    and the totals over those poles. ``views``: ``parts(node)``, when already built."""
+    endpoints, broadcasts = parts(node) if views is None else views
+    zones = above = None
+    if user is not None and (zone := scope_of(user)) is not None:
+        zones = visible_zones(user, node.zones) or frozenset()
+        above = set(node.zones.lineage(zone)) if zone in node.zones else set()
+        endpoints = [e for e in endpoints if e["zone"] in zones]
+    online = {e["id"] for e in endpoints if e["online"]}
+    shown = []
+    for spec, data in broadcasts:
+        if zones is not None and above is not None:
+            if not _plays_in(node, spec, zones, above):
+                continue
+            data = _cut(node, data, zones)
+        shown.append({**data, "hearing": sum(1 for e in data["listeners"] if e in online)})
     playing = sum(1 for e in endpoints if e["online"] and e["playing"] is not None)
     return {
         "type": "status",
         "time": time.time(),
         "endpoints": endpoints,
-        "broadcasts": broadcasts,
-        "counts": {"online": len(online), "offline": len(poles) - len(online), "playing": playing},
+        "broadcasts": shown,
+        "counts": {
+            "online": len(online),
+            "offline": len(endpoints) - len(online),
+            "playing": playing,
+        },
+    }
+
+
+def _plays_in(node: Node, spec: BroadcastSpec, zones: frozenset[str], above: set[str]) -> bool:
+    """``views.sees_broadcast`` with the scope's zone sets at hand."""
+    if any(z in zones or z in above for z in spec.target_zones):
+        return True
+    eps = node.endpoints
+    return any(e in eps and eps[e].spec.zone in zones for e in spec.target_endpoints)
+
+
+def _cut(node: Node, data: dict[str, Any], zones: frozenset[str]) -> dict[str, Any]:
+    """``views.scoped`` with the scope's zone set at hand; a copy (views are shared)."""
+    eps = node.endpoints
+
+    def mine(ep_id: str) -> bool:
+        return ep_id in eps and eps[ep_id].spec.zone in zones
+
+    heard = {k: v for k, v in data["heard_s"].items() if mine(k)}
+    return {
+        **data,
+        "listeners": [e for e in data["listeners"] if mine(e)],
+        "heard_s": heard,
+        "endpoints_heard": sum(1 for v in heard.values() if v > 0),
     }
 
 
@@ -179,8 +220,9 @@ class StatusPublisher:
             scopes.setdefault(scope_of(box.user), []).append(box)
         for scope in set(self._shown) - set(scopes):
             del self._shown[scope]
+        views = parts(self.node)
         for scope, boxes in scopes.items():
-            data = snapshot(self.node, boxes[0].user)
+            data = snapshot(self.node, boxes[0].user, views)
             shown = {k: v for k, v in data.items() if k != "time"}
             if self._shown.get(scope) == shown:
                 continue
