@@ -309,3 +309,24 @@ async def test_media_belong_to_a_zone(client: TestClient) -> None:
     assert {m["id"] for m in seen_by_b["media"]} == {theirs["id"], provincial["id"], top["id"]}
     # The province's operator deletes its own.
     await call(client, "DELETE", f"/media/{provincial['id']}", province)
+
+
+async def test_the_log_shows_an_operator_only_their_poles(client: TestClient) -> None:
+    """A provincial broadcast's log row, read by commune c0's operator, names c0's poles
+    only; the admin reads them all."""
+    node = client.app[NODE]
+    prov = await call(client, "POST", "/broadcasts", AUTH, bc("p", "live"), 201)
+    bc_obj = node.broadcasts[prov["id"]]
+    bc_obj.log.heard_s.update({"c0-e0": 1.5, "c1-e0": 2.0})  # as if both had heard it
+    await call(client, "DELETE", f"/broadcasts/{prov['id']}", AUTH)
+    op_a = await account(client.app, "op-a", "operator", "c0")
+    (row,) = (await call(client, "GET", "/log", op_a))["entries"]
+    assert row["heard_s"] == {"c0-e0": 1.5} and row["endpoints_heard"] == 1
+    (row,) = (await call(client, "GET", "/log", AUTH))["entries"]
+    assert row["heard_s"] == {"c0-e0": 1.5, "c1-e0": 2.0}
+    single = await call(client, "GET", f"/broadcasts/{prov['id']}", op_a)
+    assert single["heard_s"] == {"c0-e0": 1.5}
+    op_b = await account(client.app, "op-b", "operator", "c1")
+    assert (await call(client, "GET", f"/broadcasts/{prov['id']}", op_b))["heard_s"] == {
+        "c1-e0": 2.0
+    }

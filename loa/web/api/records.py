@@ -23,6 +23,7 @@ from loa.web.contract import Routes
 from loa.web.errors import http_status
 from loa.web.keys import CONFIG, MEDIA, STORE, USER
 from loa.web.server import REDACTED
+from loa.web.views import scoped
 
 log = logging.getLogger(__name__)
 routes = Routes()
@@ -58,7 +59,9 @@ async def broadcast_log(request: web.Request, query: LogQuery) -> web.Response:
         return web.json_response({"entries": [], "total": 0})
     rows = await store.log.query(**filters, limit=query.limit, offset=query.offset)
     total = await store.log.count(**filters)
-    return web.json_response({"entries": [r.as_json() for r in rows], "total": total})
+    node, user = node_of(request), user_of(request)
+    entries = [scoped(user, node, r.as_json()) for r in rows]  # heard_s: the caller's poles
+    return web.json_response({"entries": entries, "total": total})
 
 
 @routes.get(

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import secrets
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -286,10 +287,20 @@ async def get_broadcast(request: web.Request) -> web.Response:
         return web.json_response(scoped(user, node, broadcast_json(node, bc)))
     if bc is None:
         row = await request.config_dict[STORE].log.get(bc_id)
-        visible = auth.visible_zones(user, node.zones)
-        if row is not None and (visible is None or visible & set(row.target_zones)):
+        if row is not None and _sees_row(user, node, row.target_zones, row.heard_s):
             return web.json_response(scoped(user, node, row.as_json()))
     raise NotFound(f"broadcast {bc_id} not found")
+
+
+def _sees_row(user: User, node: Node, targets: Iterable[str], heard: Mapping[str, float]) -> bool:
+    """A logged broadcast the user may read: it targeted their area (or above it), or one of
+    their poles heard it (as ``GET /log`` finds it). Admins read every row."""
+    if auth.visible_zones(user, node.zones) is None:
+        return True
+    if any(z in node.zones and auth.covers_zone(user, node.zones, z) for z in targets):
+        return True
+    eps = node.endpoints
+    return any(e in eps and auth.can_see_zone(user, node.zones, eps[e].spec.zone) for e in heard)
 
 
 def may_stop(user: User, node: Node, spec: BroadcastSpec, missing: str) -> None:
