@@ -6,6 +6,7 @@ log is append-only."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import wave
 from pathlib import Path
@@ -330,3 +331,17 @@ async def test_the_log_shows_an_operator_only_their_poles(client: TestClient) ->
     assert (await call(client, "GET", f"/broadcasts/{prov['id']}", op_b))["heard_s"] == {
         "c1-e0": 2.0
     }
+
+
+async def test_a_retry_racing_its_original_gets_the_same_broadcast(client: TestClient) -> None:
+    """A double click: both requests in flight at once. One starts the broadcast (201), the
+    other waits for it and gets the same answer (200); one broadcast on air."""
+    op_a = await account(client.app, "op-a", "operator", "c0")
+    body = bc("c0", "live", idempotency_key="double-click")
+    answers = await asyncio.gather(
+        *(client.post("/api/v1/broadcasts", json=body, headers=op_a) for _ in range(4))
+    )
+    statuses = sorted(r.status for r in answers)
+    ids = {(await r.json())["id"] for r in answers}
+    assert statuses == [200, 200, 200, 201] and len(ids) == 1
+    assert list(client.app[NODE].broadcasts) == list(ids)

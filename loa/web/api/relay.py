@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import secrets
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -31,8 +32,11 @@ from loa.web.views import broadcast_json, endpoint_json, scoped, sees_broadcast
 __all__ = ["USER", "routes"]
 
 routes = Routes()
-# One lock for keyed starts: a retry racing its original waits for its answer.
-_KEYED = asyncio.Lock()
+# A lock per (store, account, key) while a keyed start runs: a retry racing its original
+# waits for its answer. Weak: a lock lives only as long as someone holds or awaits it.
+_KEYED: weakref.WeakValueDictionary[tuple[int, str, str], asyncio.Lock] = (
+    weakref.WeakValueDictionary()
+)
 
 
 def new_broadcast_id() -> str:
@@ -210,7 +214,8 @@ async def start_broadcast(request: web.Request, body: NewBroadcast) -> web.Respo
         return web.json_response(await _start(request, data), status=201)
     user, keys = user_of(request), request.config_dict[STORE].idempotency
     fingerprint = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-    async with _KEYED:
+    lock = _KEYED.setdefault((id(keys), user.username, key), asyncio.Lock())
+    async with lock:
         seen = await keys.get(user.username, key)
         if seen is None:
             answer = await _start(request, data)
