@@ -1,7 +1,8 @@
 """Every page in headless Chromium at a desktop (1366×900) and a phone (390×844, mobile
 viewport): nothing scrolls sideways (``scrollWidth > clientWidth`` fails, naming the elements
 that stick out), a PNG of each is saved for a human (``LOA_SCREENSHOTS``, default /tmp), the
-phone menu stays compact and opens, and — the page in Vietnamese — no visible text is a
+phone menu stays compact and opens, no page loads a file from another origin, and — the
+page in Vietnamese — no visible text is a
 string that exists only in en.json (English leaking into the Vietnamese UI) or a bare i18n
 key (a text never translated). Speakers are online, a programme is on air and one has
 ended, so the pages show real rows."""
@@ -59,6 +60,11 @@ if (de.scrollWidth > de.clientWidth) {
 return [de.scrollWidth, de.clientWidth, out.slice(0, 10)];
 """
 
+
+FOREIGN_JS = """
+return performance.getEntriesByType('resource').map((e) => e.name)
+  .filter((url) => !url.startsWith(location.origin));
+"""
 
 TEXTS_JS = """
 const out = [document.title];
@@ -170,6 +176,9 @@ def visit(driver: Any, base: str, path: str, ready: str, size: str, name: str) -
     time.sleep(0.6)  # the page's fetches and the live status fill in
     problem = overflow(driver)
     driver.save_screenshot(str(SHOTS / f"{name}-{size}.png"))
+    foreign = driver.execute_script(FOREIGN_JS)
+    if foreign:  # the intranet has no Internet: every file comes from this server
+        problem = (problem or "") + f" loaded from elsewhere: {foreign}"
     english = leaks(driver.execute_script(TEXTS_JS))
     if english:
         problem = (problem or "") + " English in the Vietnamese page: " + "; ".join(english)
