@@ -2,9 +2,8 @@
 viewport): nothing scrolls sideways (``scrollWidth > clientWidth`` fails, naming the elements
 that stick out), a PNG of each is saved for a human (``LOA_SCREENSHOTS``, default /tmp), the
 phone menu stays compact and opens, no page loads a file from another origin, and — the
-page in Vietnamese — no visible text is a
-string that exists only in en.json (English leaking into the Vietnamese UI) or a bare i18n
-key (a text never translated). Speakers are online, a programme is on air and one has
+page in Vietnamese — no visible text is a string that exists only in en.json (English
+leaking into the Vietnamese UI) or a bare i18n key (a text never translated). Speakers are online, a programme is on air and one has
 ended, so the pages show real rows."""
 
 from __future__ import annotations
