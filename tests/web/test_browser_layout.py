@@ -3,8 +3,9 @@ viewport): nothing scrolls sideways (``scrollWidth > clientWidth`` fails, naming
 that stick out), a PNG of each is saved for a human (``LOA_SCREENSHOTS``, default /tmp), the
 phone menu stays compact and opens, no page loads a file from another origin, and — the
 page in Vietnamese — no visible text is a string that exists only in en.json (English
-leaking into the Vietnamese UI) or a bare i18n key (a text never translated). Speakers are online, a programme is on air and one has
-ended, so the pages show real rows."""
+leaking into the Vietnamese UI) or a bare i18n key (a text never translated). Speakers are
+online, a programme is on air and one has ended, so the pages show real rows; an operator
+walks every page at both sizes, an admin and a viewer at the phone's."""
 
 from __future__ import annotations
 
@@ -251,6 +252,8 @@ async def test_no_page_scrolls_sideways_at_desktop_or_phone_size(
     fleet = Fleet(base, [(e.id, e.token or "") for e in config.endpoints])
     try:
         await add_user(server.app, "tinh", "operator", zone="p", emergency_right=True)
+        await add_user(server.app, "quan-tri", "admin")
+        await add_user(server.app, "nguoi-xem", "viewer", zone="c1")
         await fleet.start()
         await wait_for(lambda: on_transport(server.app[NODE], ids), 15, "9 speakers on UDP")
         async with ClientSession(headers=AUTH) as http:
@@ -286,6 +289,13 @@ async def test_no_page_scrolls_sideways_at_desktop_or_phone_size(
         # The check can fail: the same page in English is full of en.json strings.
         english = await in_thread(in_english, browser, base)
         assert any("(en.json em.button)" in e for e in english), english
+        # What other roles see on a phone: an admin gets every editor, a viewer no studio.
+        for user in ("quan-tri", "nguoi-xem"):
+            await in_thread(browser.delete_all_cookies)
+            await in_thread(sign_in, browser, base, user)
+            for name, (path, ready) in PAGES.items():
+                shot = f"{name}-{user}"
+                problems.append(await in_thread(visit, browser, base, path, ready, "phone", shot))
         failed = [p for p in problems if p]
         assert not failed, "\n".join(failed)
     finally:
