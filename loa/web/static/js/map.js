@@ -64,29 +64,78 @@ function commonZone(tree, a, b) {
  * [{zone, members, x, y}] (zone null for a single pin).
  */
 export function cluster(points, tree) {
-  let groups = points.map((p) => ({ zone: null, home: p.ep.zone, members: [p] }));
   const centre = (g) => {
     g.x = g.members.reduce((s, p) => s + p.x, 0) / g.members.length;
     g.y = g.members.reduce((s, p) => s + p.y, 0) / g.members.length;
   };
-  groups.forEach(centre);
+  // A leaf zone whose pins all lie within a pin's gap of their middle starts as one group
+  // (they would merge anyway): a province of thousands starts from its villages.
+  const byZone = new Map();
+  for (const p of points) {
+    if (!byZone.has(p.ep.zone)) byZone.set(p.ep.zone, []);
+    byZone.get(p.ep.zone).push(p);
+  }
+  let groups = [];
+  for (const [zone, members] of byZone) {
+    const g = { zone, home: zone, members, nudges: 0 };
+    centre(g);
+    const leaf = tree ? (tree.children.get(zone) ?? []).length === 0 : true;
+    const tight = members.every((p) => Math.hypot(p.x - g.x, p.y - g.y) < MIN_GAP / 2);
+    if (members.length > 1 && leaf && tight) groups.push(g);
+    else groups.push(...members.map((p) => ({ zone: null, home: zone, members: [p], nudges: 0, x: p.x, y: p.y })));
+  }
   const radius = (g) => (g.members.length > 1 ? 12 + Math.min(6, Math.log2(g.members.length) * 2) : PIN_R);
-  for (let round = 0; round < points.length; round += 1) {
-    let pair = null;
-    for (let i = 0; i < groups.length && !pair; i += 1) {
-      for (let j = i + 1; j < groups.length; j += 1) {
-        const [a, b] = [groups[i], groups[j]];
-        if (Math.hypot(a.x - b.x, a.y - b.y) < Math.max(MIN_GAP, radius(a) + radius(b) + 4)) {
-          pair = [a, b];
-          break;
+  // Overlaps are looked for in a grid of CELL-sized squares (no two groups farther apart
+  // than a cell can overlap), so a round costs O(groups), not O(groups²).
+  const CELL = 2 * 18 + 4;
+  const collide = (a, b) =>
+    Math.hypot(a.x - b.x, a.y - b.y) < Math.max(MIN_GAP, radius(a) + radius(b) + 4);
+  const overlapping = () => {
+    const grid = new Map();
+    for (const g of groups) {
+      const [cx, cy] = [Math.floor(g.x / CELL), Math.floor(g.y / CELL)];
+      for (let dx = -1; dx <= 1; dx += 1) {
+        for (let dy = -1; dy <= 1; dy += 1) {
+          for (const other of grid.get(`${cx + dx},${cy + dy}`) ?? []) {
+            if (collide(g, other)) return [other, g];
+          }
         }
       }
+      const key = `${cx},${cy}`;
+      if (!grid.has(key)) grid.set(key, []);
+      grid.get(key).push(g);
     }
+    return null;
+  };
+  const clamp = (g) => {
+    const r = radius(g);
+    g.x = Math.min(W - r, Math.max(r, g.x));
+    g.y = Math.min(H - r, Math.max(r, g.y));
+  };
+  // Two zone circles that touch are pushed apart a little (a few times each) before they
+  // are merged into their common parent: neighbouring districts stay two circles.
+  const NUDGES = 6;
+  for (let round = 0; round < 2 * points.length + 100; round += 1) {
+    const pair = overlapping();
     if (!pair) break;
     const [a, b] = pair;
+    if (a.members.length > 1 && b.members.length > 1 && a.nudges < NUDGES && b.nudges < NUDGES) {
+      const d = Math.hypot(b.x - a.x, b.y - a.y);
+      const [ux, uy] = d > 0.01 ? [(b.x - a.x) / d, (b.y - a.y) / d] : [1, 0];
+      const push = (Math.max(MIN_GAP, radius(a) + radius(b) + 4) - d) / 2 + 0.5;
+      a.x -= ux * push;
+      a.y -= uy * push;
+      b.x += ux * push;
+      b.y += uy * push;
+      clamp(a);
+      clamp(b);
+      a.nudges += 1;
+      b.nudges += 1;
+      continue;
+    }
     const zone = commonZone(tree, a.zone ?? a.home, b.zone ?? b.home) ?? a.zone ?? a.home;
     const inside = tree ? tree.subtree(zone) : new Set([zone]);
-    const merged = { zone, home: zone, members: [] };
+    const merged = { zone, home: zone, members: [], nudges: 0 };
     const rest = [];
     for (const g of groups) {
       if (g === a || g === b || inside.has(g.zone ?? g.home)) merged.members.push(...g.members);
