@@ -125,6 +125,9 @@ class RelayConfig(Section, frozen=True):
     # Benchmarks only: every packet carries its frame-ready wall-clock time in an RTP header
     # extension (RFC 8285 one-byte form, id 1, 8 bytes, microseconds since the epoch).
     stamp_frames: bool = False
+    # Fan-out by sendmmsg(2), one call a frame (loa.relay.sendmmsg); false, or a system
+    # without it: one sendto a packet. Kept switchable so the bench can measure the gain.
+    sendmmsg: bool = True
     # Networks (addresses or CIDRs) that URL sources may reach although they are loopback,
     # link-local, unspecified or multicast (refused by default; loa.streamer.targets).
     url_allow_networks: tuple[str, ...] = ()
