@@ -122,11 +122,24 @@ class PlaylistSource(Source, frozen=True, tag="playlist"):
 AnySource = ToneSource | SilenceSource | TtsSource | MediaSource | UrlSource | PlaylistSource
 
 
+IdempotencyKey = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[!-~]+$",
+        description="printable ASCII without spaces, 1-128; scoped to the caller's account",
+    ),
+]
+
+
 class NewBroadcast(Declared, frozen=True):
     source: AnySource
     targets: BroadcastTargets
     klass: Class = msgspec.field(default="live", name="class")
-    id: Id | Unset = UNSET
+    # The broadcast's id is the server's; a retry that sends the same key (per account)
+    # gets the first answer back instead of a second broadcast.
+    idempotency_key: IdempotencyKey | Unset = UNSET
     name: Name | Unset = UNSET
     origin_zone: AnyId | Unset = UNSET  # default: the operator's zone (an admin: national)
     interrupt: bool | Unset = UNSET  # default: by the class (live and emergency interrupt)

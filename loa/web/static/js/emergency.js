@@ -127,7 +127,7 @@ export function renderOnAir(state) {
           " · ",
           el("b", { class: "onair-elapsed" }),
         ),
-        state.canEmergency()
+        state.canEmergency() && state.canStopFrom(bc)
           ? el("button", { type: "button", class: "btn btn-stop", onclick: (e) => stopBroadcast(bc.id, e.currentTarget) })
           : null,
       ),
