@@ -59,7 +59,7 @@ async def play_with_ffmpeg(relay: Any, tmp_path: Path, seconds: float) -> tuple[
     )
     try:
         await asyncio.sleep(0.5)  # let ffmpeg bind its ports before the first packet
-        await relay.api("POST", "/broadcasts", tone("t", 1000, ["c0"], "live"), 201)
+        await relay.api("POST", "/broadcasts", tone(1000, ["c0"], "live"), 201)
         _, err = await asyncio.wait_for(proc.communicate(), seconds + 20)
     finally:
         if proc.returncode is None:
@@ -105,7 +105,7 @@ async def test_a_receivers_report_on_our_sender_report_gives_loss_jitter_and_rou
     relay = await relay_factory(config)
     loop = asyncio.get_running_loop()
     try:
-        await relay.api("POST", "/broadcasts", tone("t", 1000, ["c0"], "live"), 201)
+        await relay.api("POST", "/broadcasts", tone(1000, ["c0"], "live"), 201)
         data, source = await asyncio.wait_for(loop.sock_recvfrom(rtcp, 2048), 5)
         sr = parse_rtcp(data)[0]
         assert isinstance(sr, SenderReport)
@@ -149,7 +149,7 @@ async def test_speakers_get_sender_reports_and_send_receiver_reports(
     await fleet.start()
     try:
         await wait_for(lambda: on_transport(relay.node, ids), 15, "3 speakers on UDP")
-        await relay.api("POST", "/broadcasts", tone("t", 1000, ["c0"], "live"), 201)
+        await relay.api("POST", "/broadcasts", tone(1000, ["c0"], "live"), 201)
         t0 = time.monotonic()
         eps = [relay.node.endpoints[i] for i in ids]
         await wait_for(
