@@ -339,7 +339,13 @@ def compare(loa_run: dict[str, Any], icecast_runs: Sequence[dict[str, Any]]) -> 
     """The side-by-side table: loa's UDP speakers against icecast's HTTP listeners."""
     n, duration = loa_run["speakers"], loa_run["duration_s"]
     cpu_pct = loa_run["relay_cpu_pct"]
-    loa_us = round(cpu_pct / 100 * 1e6 / n, 1) if cpu_pct is not None else None
+    # Per packet × 50 packets a listener-second: a relay short of CPU (below real time)
+    # sends fewer packets, and its CPU over listener-seconds would flatter it.
+    per_packet = loa_run.get("cpu_us_per_packet")
+    if per_packet is not None:
+        loa_us: float | None = round(per_packet * 50, 1)
+    else:
+        loa_us = round(cpu_pct / 100 * 1e6 / n, 1) if cpu_pct is not None else None
     rows: list[dict[str, Any]] = [
         {
             "server": "loa",

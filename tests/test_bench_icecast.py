@@ -12,6 +12,7 @@ def test_the_comparison_puts_loa_beside_icecast_per_listener_second() -> None:
         "speakers": 1000,
         "duration_s": 20.0,
         "relay_cpu_pct": 40.0,
+        "cpu_us_per_packet": 8.0,
         "relay_rss_mb": 120.0,
         "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0, "max": 9.0},
     }
@@ -25,7 +26,7 @@ def test_the_comparison_puts_loa_beside_icecast_per_listener_second() -> None:
         "latency_ms": {"p50": 2.0, "p95": 4.0, "p99": 8.0, "max": 20.0},
     }
     table = icecast.compare(loa, [theirs, {"error": "not installed"}])
-    assert table["rows"][0]["cpu_us_per_listener_s"] == 400.0  # 0.4 s/s over 1,000
+    assert table["rows"][0]["cpu_us_per_listener_s"] == 400.0  # 8 µs × 50 packets a second
     assert table["rows"][0]["ratio_to_icecast_20ms"] == 0.8
     text = icecast.table(table)
     assert "icecast2: not installed" in text and "loa" in text

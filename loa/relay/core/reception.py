@@ -8,18 +8,18 @@ arguments (Unix seconds for NTP, the caller's own clock for elapsed time)."""
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Final
 
 from loa.codecs import SAMPLE_RATE
 from loa.codecs.rtcp import (
+    RTCP_SDES,
+    RTCP_SR,
     ReceiverReport,
     ReportBlock,
-    SdesChunk,
     SenderReport,
-    SourceDescription,
     parse_rtcp,
-    serialize_rtcp,
 )
 from loa.relay.core.rewriter import Rewriter
 
@@ -40,6 +40,13 @@ def ntp_middle(ntp: int) -> int:
     return (ntp >> 16) & _TS_MASK
 
 
+# SR (RFC 3550 §6.4.1, no report blocks) then SDES with one chunk: SSRC, CNAME "loa", end.
+# Packed in one go: the node sends one per endpoint per interval, on the event loop (the
+# dataclasses of loa.codecs.rtcp took 30 µs a report, 30 ms a round at 1,000 endpoints).
+_SR_SDES: Final = struct.Struct("!BBHIQIIIBBHI")
+_CNAME_ITEM: Final = bytes((1, len(CNAME))) + CNAME.encode() + bytes(3)  # padded to 8 bytes
+
+
 def sender_report(rewriter: Rewriter, unix_s: float, since_last_packet_s: float) -> bytes | None:
     """The compound SR + SDES for the stream ``rewriter`` writes, at wall time ``unix_s``;
     ``since_last_packet_s`` is how long ago its last packet left. None before any packet."""
@@ -47,15 +54,10 @@ def sender_report(rewriter: Rewriter, unix_s: float, since_last_packet_s: float)
     if last is None:
         return None
     rtp_now = (last + round(max(0.0, since_last_packet_s) * SAMPLE_RATE)) & _TS_MASK
-    sr = SenderReport(
-        rewriter.ssrc,
-        ntp_timestamp(unix_s),
-        rtp_now,
-        rewriter.sent & _TS_MASK,
-        rewriter.octets & _TS_MASK,
-    )
-    sdes = SourceDescription((SdesChunk(rewriter.ssrc, ((1, CNAME.encode()),)),))
-    return serialize_rtcp([sr, sdes])
+    ssrc = rewriter.ssrc
+    sr = (0x80, RTCP_SR, 6, ssrc, ntp_timestamp(unix_s), rtp_now)
+    counts = (rewriter.sent & _TS_MASK, rewriter.octets & _TS_MASK)
+    return _SR_SDES.pack(*sr, *counts, 0x81, RTCP_SDES, 3, ssrc) + _CNAME_ITEM
 
 
 @dataclass(frozen=True, slots=True)
