@@ -94,6 +94,8 @@ class Node:
         self.broadcasts: dict[str, Broadcast] = {}
         self.history: list[LogEntry] = []
         self.on_log = on_log
+        # Called with each broadcast once it is started (loa.onair records what is on air).
+        self.on_start: Callable[[Broadcast], None] | None = None
         # Called with (endpoint id, online, Unix time) when a speaker connects or goes away:
         # the availability reports and status webhooks hang off this.
         self.on_presence: Callable[[str, bool, float], None] | None = None
@@ -438,7 +440,10 @@ class Node:
         what: str,
         source_kind: str,
         created_by: str,
+        description: dict[str, Any] | None = None,
     ) -> Broadcast:
+        """``description``: how to build its source again after a restart (``{"source": the
+        API's source object, "chime": bool}``); None: it cannot be (live, or built in code)."""
         if spec.id in self.broadcasts:
             raise Conflict(f"broadcast {spec.id} already exists")
         encoder = OpusEncoder.from_config(self.config.opus)
@@ -453,6 +458,7 @@ class Node:
             deliver=self.deliver,
             emergency_volume=spec.priority is Priority.EMERGENCY,
             stamp_frames=self.config.relay.stamp_frames,
+            description=description,
         )
         now = asyncio.get_running_loop().time()
         try:
@@ -474,6 +480,8 @@ class Node:
         self._tasks[spec.id] = task
         task.add_done_callback(partial(self._on_task_done, bc))
         self.metrics.broadcasts_started[spec.priority.name.lower()] += 1
+        if self.on_start is not None:
+            self.on_start(bc)
         log.info("[bc=%s] started: %s (%s)", spec.id, what, spec.priority.name.lower())
         return bc
 

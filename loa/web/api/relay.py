@@ -260,6 +260,7 @@ async def _start(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
         what=str(data.get("name") or what),
         source_kind=data["source"]["type"],
         created_by=user_of(request).username,
+        description=None if spec.live else {"source": data["source"], "chime": chime},
     )
     return broadcast_json(node, bc)
 
