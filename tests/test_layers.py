@@ -49,6 +49,7 @@ LAYERS = (
         5,
         (
             "loa.media",
+            "loa.onair",
             "loa.access",
             "loa.inventory",
             "loa.schedule.service",

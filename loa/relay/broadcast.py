@@ -60,6 +60,8 @@ class LogEntry:
     reason: str | None = None
     heard_s: dict[str, float] = field(default_factory=dict)
     preemptions: int = 0
+    interrupted_at: float | None = None  # a restart cut it off then (loa.onair) …
+    resumed_at: float | None = None  # … and it came back then (None: it did not)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +80,8 @@ class LogEntry:
             "endpoints_heard": sum(1 for s in self.heard_s.values() if s > 0),
             "heard_s": {k: round(v, 3) for k, v in sorted(self.heard_s.items())},
             "preemptions": self.preemptions,
+            "interrupted_at": self.interrupted_at,
+            "resumed_at": self.resumed_at,
         }
 
 
@@ -102,8 +106,10 @@ class Broadcast:
         deliver: Deliver,
         emergency_volume: bool = False,
         stamp_frames: bool = False,
+        description: dict[str, Any] | None = None,
     ) -> None:
         self.spec = spec
+        self.description = description  # how to rebuild its source (Node.start_broadcast)
         self.id = spec.id
         self.key = key  # small int for the hot path (rewriters compare it per packet)
         self.source = source

@@ -14,8 +14,12 @@ Decisions:
   on its own once the operator fixes its token, without hammering the server meanwhile.
   ``fatal_auth=True`` makes ``run()`` raise ``SpeakerRefused`` instead (for a person at a
   terminal).
-- Every other disconnect retries after ``uniform(0, min(backoff_max_s, backoff_min_s * 2**n))``
-  (full jitter); ``n`` returns to 0 after a connection that stayed up ``stable_after_s``.
+- Every other disconnect retries quickly first: for ``quick_window_s`` (120 s) after the
+  connection was lost, each retry waits ``uniform(0, min(quick_retry_s, backoff_max_s))``
+  (2 s, full jitter), so a speaker is back within ~2 s of a restarted server listening and a
+  thousand of them still arrive spread over 2 s, not at once. A longer outage falls back to
+  ``uniform(0, min(backoff_max_s, backoff_min_s * 2**n))`` (full jitter, ``n`` counting the
+  retries); ``n`` returns to 0 after a connection that stayed up ``stable_after_s``.
 - The UDP counter is one per process, so it keeps increasing across reconnects.
 - Audio is taken from UDP and from binary WebSocket messages alike; the server decides
   which it sends. UDP datagrams from any address but the server's are counted and ignored;
@@ -47,6 +51,7 @@ from loa import __version__
 from loa.codecs import FRAME_S
 from loa.codecs.opus import OpusDecoder
 from loa.codecs.pcm import Int16Array
+from loa.codecs.rtcp import is_rtcp
 from loa.codecs.rtp import RtpPacket
 from loa.errors import LoaError
 from loa.relay.core.channel import (
@@ -63,6 +68,7 @@ from loa.relay.core.control import CLOSE_REPLACED, NOT_JSON, Welcome
 from loa.relay.core.wire import ControlDatagram, DatagramType, looks_like_control
 from loa.speaker.jitter import Conceal, JitterBuffer, Play, Recover, Wait
 from loa.speaker.output import Output, apply_volume
+from loa.speaker.reports import ReceptionStats
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +142,8 @@ class Speaker:
         ws_fallback_after_s: float = 3.0,
         backoff_min_s: float = 1.0,
         backoff_max_s: float = 60.0,
+        quick_retry_s: float = 2.0,
+        quick_window_s: float = 120.0,
         force_ws: bool = False,
         udp_reprobe_s: float = 30.0,
         stable_after_s: float = 10.0,
@@ -145,6 +153,8 @@ class Speaker:
     ) -> None:
         if not 0 < backoff_min_s <= backoff_max_s:
             raise ValueError("need 0 < backoff_min_s <= backoff_max_s")
+        if quick_retry_s <= 0 or quick_window_s < 0:
+            raise ValueError("need quick_retry_s > 0 and quick_window_s >= 0")
         self.url = url.rstrip("/")
         self.token = token
         self.output = output
@@ -152,6 +162,8 @@ class Speaker:
         self.ws_fallback_after_s = ws_fallback_after_s
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
+        self.quick_retry_s = quick_retry_s
+        self.quick_window_s = quick_window_s
         self.force_ws = force_ws
         self.udp_reprobe_s = udp_reprobe_s
         self.stable_after_s = stable_after_s
@@ -159,6 +171,8 @@ class Speaker:
         self.on_audio = on_audio
         self._rng = rng or random.Random()
         self.jitter = JitterBuffer()
+        self.reports = ReceptionStats()  # RTCP: our receiver reports, the server's SRs
+        self.rtcp_ssrc = self._rng.getrandbits(32)
         self.state = SpeakerState.STOPPED
         self.endpoint: str | None = None
         self.channel = ClientChannel(token, f"loa-speaker/{__version__}")
@@ -172,7 +186,7 @@ class Speaker:
         self.connects = self.reconnects = self.acks = self.hellos = self.keepalives = 0
         self.foreign_packets = self.bad_packets = self.udp_errors = 0
         self.udp_audio = self.ws_audio = self.decode_errors = self.frames_out = 0
-        self.playout_resyncs = self.status_sent = 0
+        self.playout_resyncs = self.status_sent = self.rtcp_sent = 0
         self.backoff_delays: list[float] = []
 
     # --- public --------------------------------------------------------------------------
@@ -198,8 +212,11 @@ class Speaker:
     def stop(self) -> None:
         self._stopping.set()
 
-    def backoff_delay(self, attempt: int) -> float:
-        """Full jitter: uniform(0, min(max, min * 2**attempt))."""
+    def backoff_delay(self, attempt: int, down_s: float = float("inf")) -> float:
+        """Full jitter. Within ``quick_window_s`` of losing the connection (``down_s``):
+        uniform(0, min(quick_retry_s, max)); after it: uniform(0, min(max, min * 2**attempt))."""
+        if down_s < self.quick_window_s:
+            return self._rng.uniform(0.0, min(self.quick_retry_s, self.backoff_max_s))
         cap = min(self.backoff_max_s, self.backoff_min_s * 2.0 ** min(attempt, 30))
         return self._rng.uniform(0.0, cap)
 
@@ -235,6 +252,7 @@ class Speaker:
     async def _connect_loop(self, http: aiohttp.ClientSession) -> None:
         loop = asyncio.get_running_loop()
         attempt = 0
+        lost_at: float | None = None  # when the current outage began
         while True:
             self.state = SpeakerState.CONNECTING
             self._connected_at = None
@@ -255,9 +273,14 @@ class Speaker:
                 problem = f"{type(exc).__name__}: {exc}"
             if delay is None:
                 up = self._connected_at
-                if up is not None and loop.time() - up >= self.stable_after_s:
-                    attempt = 0
-                delay = self.backoff_delay(attempt)
+                now = loop.time()
+                if up is not None:  # was connected: a new outage begins now
+                    lost_at = now
+                    if now - up >= self.stable_after_s:
+                        attempt = 0
+                elif lost_at is None:
+                    lost_at = now
+                delay = self.backoff_delay(attempt, now - lost_at)
                 attempt += 1
                 self.state = SpeakerState.BACKOFF
                 self._report(problem, logging.WARNING, "")
@@ -332,6 +355,7 @@ class Speaker:
         self._last_problem = None
         self.endpoint = welcome.endpoint
         self.jitter.reset()
+        self.reports.reset(welcome.ssrc)
         self.state = SpeakerState.PROBING
         log.info(
             "[ep=%s] connected to %s, session %s", welcome.endpoint, self.url, welcome.session.hex()
@@ -373,6 +397,17 @@ class Speaker:
             await asyncio.sleep(self.status_interval_s)
             await self._send(link, self.status())
             self.status_sent += 1
+            self._send_receiver_report(link)
+
+    def _send_receiver_report(self, link: _Link) -> None:
+        """An RTCP RR (loa.speaker.reports) to the server, on the UDP path while it is used."""
+        if link.mode != "udp" or link.udp is None or link.udp.is_closing():
+            return
+        now = asyncio.get_running_loop().time()
+        report = self.reports.receiver_report(self.rtcp_ssrc, now, f"loa-speaker@{self.endpoint}")
+        if report is not None:
+            link.udp.sendto(report, link.server)
+            self.rtcp_sent += 1
 
     # --- UDP -----------------------------------------------------------------------------
 
@@ -451,6 +486,12 @@ class Speaker:
         if addr[:2] != link.server:
             self.foreign_packets += 1
             return
+        if is_rtcp(data):  # the server's sender reports share the port (RFC 5761)
+            try:
+                self.reports.on_rtcp(data, asyncio.get_running_loop().time())
+            except ValueError:
+                self.bad_packets += 1
+            return
         if not looks_like_control(data):
             self.udp_audio += 1
             self._on_rtp(data, link)
@@ -485,6 +526,7 @@ class Speaker:
             return
         now = asyncio.get_running_loop().time()
         self.jitter.push(packet.sequence, packet.timestamp, packet.payload, now, packet.marker)
+        self.reports.on_rtp(packet.sequence, packet.timestamp, now)
 
     # --- playout -------------------------------------------------------------------------
 

@@ -37,6 +37,8 @@ CSV_COLUMNS = (
     "endpoints_heard",
     "heard_s_total",
     "preemptions",
+    "interrupted_at",
+    "resumed_at",
 )
 
 
@@ -60,6 +62,8 @@ class LogRow:
     endpoints_heard: int
     heard_s: Mapping[str, float]
     preemptions: int
+    interrupted_at: float | None = None
+    resumed_at: float | None = None
 
     @classmethod
     def from_json(cls, entry: Mapping[str, Any]) -> LogRow:
@@ -86,6 +90,8 @@ class LogRow:
                 ),
                 heard_s=heard,
                 preemptions=int(entry.get("preemptions", 0)),
+                interrupted_at=_opt_float(entry.get("interrupted_at")),
+                resumed_at=_opt_float(entry.get("resumed_at")),
             )
         except KeyError as exc:
             raise BadRequest(f"log entry lacks the field {exc.args[0]!r}") from None
@@ -117,6 +123,8 @@ class LogRow:
             endpoints_heard=r["endpoints_heard"],
             heard_s=json.loads(r["heard_s"]),
             preemptions=r["preemptions"],
+            interrupted_at=r["interrupted_at"],
+            resumed_at=r["resumed_at"],
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -136,6 +144,8 @@ class LogRow:
             "endpoints_heard": self.endpoints_heard,
             "heard_s": dict(self.heard_s),
             "preemptions": self.preemptions,
+            "interrupted_at": self.interrupted_at,
+            "resumed_at": self.resumed_at,
         }
 
 
@@ -148,11 +158,13 @@ def _put(conn: Conn, row: LogRow, zones: frozenset[str]) -> None:
     conn.execute(
         "INSERT INTO broadcast_log (id, what, source, class, origin_zone, targets, created_by,"
         " requested_at, started_at, ended_at, state, reason, endpoints_heard, heard_s,"
-        " preemptions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " preemptions, interrupted_at, resumed_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT(id) DO UPDATE SET what = excluded.what, started_at = excluded.started_at,"
         " ended_at = excluded.ended_at, state = excluded.state, reason = excluded.reason,"
         " endpoints_heard = excluded.endpoints_heard, heard_s = excluded.heard_s,"
-        " preemptions = excluded.preemptions, targets = excluded.targets",
+        " preemptions = excluded.preemptions, targets = excluded.targets,"
+        " interrupted_at = excluded.interrupted_at, resumed_at = excluded.resumed_at",
         (
             row.id,
             row.what,
@@ -169,6 +181,8 @@ def _put(conn: Conn, row: LogRow, zones: frozenset[str]) -> None:
             row.endpoints_heard,
             json.dumps(dict(row.heard_s), ensure_ascii=False),
             row.preemptions,
+            row.interrupted_at,
+            row.resumed_at,
         ),
     )
     conn.executemany(
@@ -301,6 +315,8 @@ def to_csv(rows: Sequence[LogRow], tz: tzinfo = UTC) -> bytes:
                 r.endpoints_heard,
                 round(sum(r.heard_s.values()), 3),
                 r.preemptions,
+                _when(r.interrupted_at, tz),
+                _when(r.resumed_at, tz),
             ]
         )
     return ("\ufeff" + out.getvalue()).encode("utf-8")

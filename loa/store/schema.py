@@ -252,4 +252,20 @@ V_MEDIA_OWNER = """
 ALTER TABLE media ADD COLUMN zone TEXT;
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V_IDEMPOTENCY, V_MEDIA_OWNER)
+# durable: what is on air, kept from its start to its end so a restart after a crash brings it
+# back (loa.onair). ``record`` is the broadcast as started (spec, source description, who,
+# when) as JSON; ``alive_at`` is the last time the server was known alive with it on air (the
+# start of an interruption). The log shows an interruption: when it began and when the
+# broadcast came back (NULL: it did not).
+V_ONAIR = """
+CREATE TABLE onair (
+    id         TEXT PRIMARY KEY,
+    record     TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    alive_at   REAL NOT NULL
+);
+ALTER TABLE broadcast_log ADD COLUMN interrupted_at REAL;
+ALTER TABLE broadcast_log ADD COLUMN resumed_at REAL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V_IDEMPOTENCY, V_MEDIA_OWNER, V_ONAIR)

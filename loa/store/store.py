@@ -23,6 +23,7 @@ from loa.store.endpoints import Endpoints, check_fields, insert_endpoint
 from loa.store.idempotency import IdempotencyKeys
 from loa.store.log import BroadcastLog
 from loa.store.media import Media
+from loa.store.onair import OnAir
 from loa.store.presence import Presence
 from loa.store.schedules import Schedules
 from loa.store.sessions import Sessions
@@ -51,6 +52,7 @@ class Store:
         self.webhooks = Webhooks(self.db)
         self.schedules = Schedules(self.db)
         self.idempotency = IdempotencyKeys(self.db)
+        self.onair = OnAir(self.db)
 
     @property
     def path(self) -> Path | None:

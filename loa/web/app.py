@@ -16,10 +16,12 @@ from loa.bulletins.service import BulletinService
 from loa.config import Config
 from loa.inventory import load_inventory
 from loa.media import MediaLibrary
-from loa.relay.broadcast import LogEntry
+from loa.onair import OnAirService
+from loa.relay.broadcast import Broadcast, LogEntry
 from loa.relay.node import Node
 from loa.schedule.service import ScheduleService
 from loa.store import Store
+from loa.streamer.targets import TargetPolicy
 from loa.web import (
     auth,
     bulletins_page,
@@ -90,24 +92,32 @@ async def metrics(request: web.Request) -> web.Response:
         endpoints_total=len(node.poles()),
         active=active,
         drops=node.sessions.drops,
+        receptions=[(e.id, e.reception) for e in node.poles() if e.reception is not None],
     )
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
 async def write_log(
-    node: Node, store: Store, queue: asyncio.Queue[LogEntry], webhooks: Webhooks
+    node: Node,
+    onair: OnAirService,
+    queue: asyncio.Queue[LogEntry | Broadcast],
+    webhooks: Webhooks,
 ) -> None:
-    """Persist each ended broadcast's log entry (with the zones of the poles that heard it,
-    so an operator of a commune sees a province-wide broadcast that played there), and hand
-    it to the webhooks (``broadcast.logged``)."""
+    """Record each broadcast as it starts (on air, and its log row) and persist its log entry
+    as it ends (with the zones of the poles that heard it, so an operator of a commune sees a
+    province-wide broadcast that played there), handing that to the webhooks
+    (``broadcast.logged``). One queue keeps a start before its end."""
     while True:
-        entry = await queue.get()
-        webhooks.logged(entry.as_json())
-        zones = {node.endpoints[e].spec.zone for e in entry.heard_s if e in node.endpoints}
+        item = await queue.get()
         try:
-            await store.log.put(entry.as_json(), zones=zones)
+            if isinstance(item, Broadcast):
+                await onair.started(item)
+                continue
+            webhooks.logged(item.as_json())
+            zones = {node.endpoints[e].spec.zone for e in item.heard_s if e in node.endpoints}
+            await onair.ended(item, frozenset(zones))
         except Exception:  # the log must not take the relay down; say so once per entry
-            log.exception("[bc=%s] could not write the broadcast log entry", entry.id)
+            log.exception("[bc=%s] could not write the broadcast log entry", item.id)
         finally:
             queue.task_done()
 
@@ -131,6 +141,12 @@ def create_app(config: Config) -> web.Application:
     app[WEBHOOKS] = webhooks = Webhooks(store)
     app[BULLETINS] = service = BulletinService(node, store, media=media)
     app[SCHEDULES] = schedules = ScheduleService(node, store, media=media)
+    onair = OnAirService(
+        node,
+        store,
+        media_path=media.path,
+        url_targets=TargetPolicy(config.relay.url_allow_networks),
+    )
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.start()
@@ -144,11 +160,14 @@ def create_app(config: Config) -> web.Application:
 
     async def node_ctx(app: web.Application) -> AsyncIterator[None]:
         await load_inventory(node, store)
-        queue: asyncio.Queue[LogEntry] = asyncio.Queue()
-        node.on_log = queue.put_nowait
+        queue: asyncio.Queue[LogEntry | Broadcast] = asyncio.Queue()
+        node.on_log = node.on_start = queue.put_nowait
         await node.start()
-        writer = asyncio.create_task(write_log(node, store, queue, webhooks), name="loa-log-writer")
+        writer = asyncio.create_task(write_log(node, onair, queue, webhooks), name="loa-log-writer")
+        await onair.restore()  # what was on air when the server stopped, before it listens
+        await onair.start()
         yield
+        await onair.close()
         await node.close()  # ends every broadcast, which queues their log entries
         await queue.join()
         writer.cancel()

@@ -62,12 +62,13 @@ class FakeServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
+        """Listen (on ``port``, e.g. the one of before a ``close()``; 0 picks one)."""
         app = web.Application()
         app.router.add_get("/api/v1/speaker", self._handler)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         self.port = self._runner.addresses[0][1]
         loop = asyncio.get_running_loop()
@@ -81,8 +82,10 @@ class FakeServer:
             await self.ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
         if self._udp is not None:
             self._udp.close()
+            self._udp = None
 
     async def __aenter__(self) -> FakeServer:
         await self.start()

@@ -248,7 +248,7 @@ async def test_reconnects_with_backoff_and_counter_keeps_increasing(
     await until(lambda: server.connections == 2)
     await until(lambda: h.speaker.state is SpeakerState.UDP)
     delay = h.speaker.backoff_delays[0]
-    assert 0 <= delay <= 0.1  # attempt 0: uniform(0, min)
+    assert 0 <= delay <= 0.2  # quick phase: uniform(0, min(quick_retry_s, max))
     assert server.connect_times[1] - dropped_at >= delay - 0.01
     assert server.counters[len(first_counters)] > first_counters[-1]
     assert h.speaker.connects == 2
@@ -260,9 +260,39 @@ def test_backoff_is_full_jitter_capped_at_the_maximum() -> None:
     rng = random.Random(0)
     speaker._rng = rng
     for attempt, cap in [(0, 1), (1, 2), (3, 8), (5, 32), (6, 60), (40, 60)]:
-        samples = [speaker.backoff_delay(attempt) for _ in range(300)]
+        samples = [speaker.backoff_delay(attempt, down_s=121) for _ in range(300)]
         assert all(0 <= s <= cap for s in samples)
         assert max(samples) > 0.9 * cap  # spread over the whole range, not a fixed step
+
+
+def test_backoff_retries_within_two_seconds_for_the_first_two_minutes() -> None:
+    speaker = Speaker("http://x", "t", CaptureOutput(), backoff_min_s=1, backoff_max_s=60)
+    speaker._rng = random.Random(1)
+    for attempt, down_s in [(0, 0.0), (5, 30.0), (40, 119.9)]:
+        samples = [speaker.backoff_delay(attempt, down_s) for _ in range(300)]
+        assert all(0 <= s <= 2.0 for s in samples)
+        assert max(samples) > 1.8 and min(samples) < 0.2  # jittered: a fleet spreads over 2 s
+    assert max(speaker.backoff_delay(40, 120.0) for _ in range(300)) > 10  # long outage: slow
+
+
+@pytest.mark.slow
+async def test_back_within_three_seconds_of_the_server_listening_after_a_long_outage(
+    server: FakeServer, start: Any
+) -> None:
+    h = start(backoff_min_s=1.0, backoff_max_s=60.0)
+    await until(lambda: h.speaker.state is SpeakerState.UDP)
+    port = server.port
+    await server.close()
+    await asyncio.sleep(8.0)  # the old policy's retries were 0-1, 0-2, 0-4, 0-8 s by now
+    retries = len(h.speaker.backoff_delays)
+    assert retries >= 4 and max(h.speaker.backoff_delays) <= 2.0
+    connections = server.connections
+    await server.start(port)
+    listening = asyncio.get_running_loop().time()
+    await until(lambda: server.connections > connections, within_s=3.0)
+    assert asyncio.get_running_loop().time() - listening < 3.0
+    await until(lambda: h.speaker.state is SpeakerState.UDP)
+    await stop(h)
 
 
 async def test_bad_token_is_fatal_when_asked(server: FakeServer) -> None:

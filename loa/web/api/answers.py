@@ -52,6 +52,8 @@ class LogEntry(Answer, frozen=True):
     endpoints_heard: Count
     heard_s: dict[str, float]
     preemptions: Count
+    interrupted_at: float | None  # a restart of the server cut it off then (Unix time) …
+    resumed_at: float | None  # … and it came back then; null: it did not
 
 
 class Broadcast(LogEntry, frozen=True):

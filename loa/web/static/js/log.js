@@ -39,6 +39,20 @@ function csvHref(f) {
 
 let endpointZones = new Map();
 
+// Why it ended, and an interruption by a server restart (loa.onair): when, and how long.
+function stateNote(e) {
+  const parts = [];
+  if (e.reason && e.reason !== e.state && !e.reason.startsWith("interrupted")) parts.push(e.reason);
+  if (e.interrupted_at != null) {
+    parts.push(
+      e.resumed_at != null
+        ? t("log.interrupted", { at: formatTime(e.interrupted_at), gap: formatDuration(e.resumed_at - e.interrupted_at) })
+        : t("log.interrupted_lost", { at: formatTime(e.interrupted_at) }),
+    );
+  }
+  return parts.length ? ` (${parts.join("; ")})` : "";
+}
+
 function render() {
   const f = filters();
   document.getElementById("csv-link").href = csvHref(f);
@@ -70,7 +84,7 @@ function render() {
         el("td", { "data-label": t("log.by") }, e.created_by),
         el("td", { "data-label": t("log.duration") }, formatDuration(duration)),
         el("td", { "data-label": t("log.heard"), title: heard.join(", ") }, t("log.heard_n", { n: e.endpoints_heard })),
-        el("td", { "data-label": t("log.state") }, t(`bcstate.${e.state}`), e.reason && e.reason !== e.state ? ` (${e.reason})` : ""),
+        el("td", { "data-label": t("log.state") }, t(`bcstate.${e.state}`), stateNote(e)),
       );
     }),
   );
