@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 from aiohttp import web
+from aiohttp.web_runner import GracefulExit
 
 from loa import config as cfg
 from loa.web.app import create_app
 from loa.web.server import run_options
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,6 +52,23 @@ def run(args: argparse.Namespace) -> int:
     serve_until_stopped(create_app(config), config)
 
 
+async def _stop_once(app: web.Application) -> None:
+    """Replace aiohttp's SIGINT/SIGTERM handlers (which raise on every signal) by ones that
+    start the graceful stop once and only log the next signals."""
+    loop = asyncio.get_running_loop()
+
+    def again() -> None:
+        log.warning("already stopping; the stop takes well under a second")
+
+    def stop() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, again)
+        raise GracefulExit()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+
+
 def serve_until_stopped(app: web.Application, config: cfg.Config) -> NoReturn:
     """Run the app until SIGINT (Ctrl+C) or SIGTERM, then exit 0 at once.
 
@@ -54,7 +76,10 @@ def serve_until_stopped(app: web.Application, config: cfg.Config) -> NoReturn:
     the long-lived connections, the cleanup contexts close the node and the store. Once that
     has returned everything is closed and flushed; the interpreter's own teardown (a final
     garbage collection over every object and module, 0.3–1 s on a busy two-core board) is
-    skipped, so the process is gone within the 2 s an operator waits for."""
+    skipped, so the process is gone within the 2 s an operator waits for. A second Ctrl+C
+    while stopping is noted and ignored: the stop takes a fraction of a second, and cutting
+    it short would leave the on-air state and the log half-written."""
+    app.on_startup.append(_stop_once)
     with contextlib.suppress(KeyboardInterrupt):
         web.run_app(
             app,

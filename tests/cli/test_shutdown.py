@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(90)]
 
 STOP_WITHIN_S = 2.0
 SIGNALS = [pytest.param(signal.SIGINT, id="ctrl-c"), pytest.param(signal.SIGTERM, id="sigterm")]
+TWICE = -signal.SIGINT  # Ctrl+C, and Ctrl+C again 5 ms later (an impatient operator)
 
 
 def _interruptible() -> None:
@@ -53,7 +54,10 @@ async def wait_for_text(proc: asyncio.subprocess.Process, path: Path, text: str)
 async def stopped_in(proc: asyncio.subprocess.Process, sig: int) -> tuple[float, int]:
     """Send ``sig``; seconds until the process exits and its exit code (killed after 15 s)."""
     t0 = time.monotonic()
-    proc.send_signal(sig)
+    proc.send_signal(abs(sig))
+    if sig == TWICE:
+        await asyncio.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
     try:
         code = await asyncio.wait_for(proc.wait(), 15)
     except TimeoutError:
@@ -120,7 +124,7 @@ async def test_demo_stops_at_once(tmp_path: Path, sig: int) -> None:
     assert "loa.speaker" not in stderr, stderr[-3000:]
 
 
-@pytest.mark.parametrize("sig", SIGNALS)
+@pytest.mark.parametrize("sig", [*SIGNALS, pytest.param(TWICE, id="ctrl-c-twice")])
 async def test_serve_stops_at_once_with_a_speaker_connected(tmp_path: Path, sig: int) -> None:
     port, udp = free_port(__import__("socket").SOCK_STREAM), free_port()
     config = tmp_path / "loa.toml"
