@@ -122,6 +122,9 @@ class RelayConfig(Section, frozen=True):
     keepalive_s: float = 10.0
     session_timeout_s: float = 35.0
     chime: bool = True
+    # Seconds between plays of an emergency CAP alert until it expires or is cancelled, unless
+    # the alert's repeatIntervalMinutes parameter says otherwise; 0 plays it once.
+    cap_repeat_every_s: float = 600.0
     # Benchmarks only: every packet carries its frame-ready wall-clock time in an RTP header
     # extension (RFC 8285 one-byte form, id 1, 8 bytes, microseconds since the epoch).
     stamp_frames: bool = False
@@ -135,6 +138,10 @@ class RelayConfig(Section, frozen=True):
         if self.keepalive_s <= 0 or self.session_timeout_s <= self.keepalive_s:
             raise ConfigError("relay.session_timeout_s must exceed relay.keepalive_s > 0")
         _networks("relay.url_allow_networks", self.url_allow_networks)
+        if not 0 <= self.cap_repeat_every_s <= 86400:
+            raise ConfigError(
+                f"relay.cap_repeat_every_s must be 0..86400, got {self.cap_repeat_every_s}"
+            )
 
 
 class WebConfig(Section, frozen=True):
