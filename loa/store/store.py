@@ -22,7 +22,9 @@ from loa.store.dialects import open_dialect
 from loa.store.endpoints import Endpoints, check_fields, insert_endpoint
 from loa.store.log import BroadcastLog
 from loa.store.media import Media
+from loa.store.prepared import Prepared
 from loa.store.presence import Presence
+from loa.store.repeats import Repeats
 from loa.store.schedules import Schedules
 from loa.store.sessions import Sessions
 from loa.store.webhooks import Webhooks
@@ -49,6 +51,8 @@ class Store:
         self.presence = Presence(self.db)
         self.webhooks = Webhooks(self.db)
         self.schedules = Schedules(self.db)
+        self.repeats = Repeats(self.db)
+        self.prepared = Prepared(self.db)
 
     @property
     def path(self) -> Path | None:
