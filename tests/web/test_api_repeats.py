@@ -5,11 +5,14 @@ restart keeps them, scopes hold, and every refusal names what is wrong."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -18,8 +21,10 @@ from loa.streamer.tone import ChimeSource
 from loa.streamer.tts import TtsSource
 from loa.web.app import NODE, create_app
 from loa.web.keys import REPEATS
-from tests.conftest import AUTH, tree_config
+from tests.conftest import ADMIN, AUTH, tree_config
+from tests.relay.relayfix import free_port
 from tests.web.test_api_admin import account
+from tests.web.test_server import spawn, stop
 
 
 def emergency(every_s: float, *, zones: tuple[str, ...] = ("c0",), **repeat: Any) -> dict[str, Any]:
@@ -200,3 +205,50 @@ async def test_scopes(client: TestClient) -> None:
     assert (await call(client, "DELETE", f"/repeats/{rep_id}", 200, headers=mine))["state"] == (
         "cancelled"
     )
+
+
+@pytest.mark.e2e
+async def test_a_sigkilled_loa_serve_keeps_its_repeat(tmp_path: Path) -> None:
+    """A real `loa serve`, killed with SIGKILL between plays, comes back with the repeat
+    active at its stored next play time, and plays it."""
+    port = free_port(socket.SOCK_STREAM)
+    config = tmp_path / "loa.toml"
+    config.write_text(
+        f'admin_token = "{ADMIN}"\n'
+        f'data_dir = "{tmp_path / "data"}"\n'
+        f'[web]\nhost = "127.0.0.1"\nport = {port}\n'
+        f'[relay]\nudp_host = "127.0.0.1"\nudp_port = {free_port()}\nchime = false\n'
+        '[[zones]]\nid = "p"\nname = "P"\n[[zones]]\nid = "c0"\nname = "Xã 0"\nparent = "p"\n'
+    )
+    args = ["serve", "--config", str(config)]
+    served = await spawn(args, port, tmp_path / "serve.log")
+    try:
+        async with aiohttp.ClientSession(headers=AUTH) as http:
+            async with http.post(served.url + "/api/v1/broadcasts", json=emergency(3.0)) as r:
+                made = await r.json()
+                assert r.status == 201, made
+            rep_id, next_at = made["repeat"]["id"], made["repeat"]["next_at"]
+            served.proc.send_signal(signal.SIGKILL)
+            await served.proc.wait()
+            served = await spawn(args, port, tmp_path / "serve.log")
+            url = f"{served.url}/api/v1/repeats/{rep_id}"
+
+            async def row() -> Any:
+                async with http.get(url) as r:
+                    assert r.status == 200
+                    return await r.json()
+
+            again = await row()
+            assert again["state"] == "active" and again["next_at"] == next_at
+            assert again["plays"] == [f"{rep_id}.1"]
+
+            async def replayed() -> Any:
+                data = await row()
+                return data if len(data["plays"]) == 2 else None
+
+            data = await until(replayed, 15, "the play after the SIGKILL")
+            assert data["plays"][1] == f"{rep_id}.2" and time.time() >= next_at - 0.1
+            async with http.delete(url) as r:
+                assert r.status == 200 and (await r.json())["state"] == "cancelled"
+    finally:
+        await stop(served)

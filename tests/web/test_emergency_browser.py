@@ -196,3 +196,58 @@ async def test_prepared_message_in_three_taps_and_repeats(tmp_path: Path, browse
     finally:
         await fleet.close()
         await server.close()
+
+
+def add_prepared(driver: Any) -> list[str]:
+    """An admin adds "Lũ quét" for Xã 1 and edits the typhoon text; returns the list."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    items = until_(
+        driver, "the prepared messages card", lambda d: d.find_elements(By.CSS_SELECTOR, ".pm-item")
+    )
+    assert len(items) == 5
+    driver.find_element(By.ID, "pm-title").send_keys("Lũ quét")
+    Select(driver.find_element(By.ID, "pm-zone")).select_by_value("c1")
+    driver.find_element(By.ID, "pm-text").send_keys("Lũ quét trên suối Xã 1, tránh xa bờ suối.")
+    driver.find_element(By.ID, "pm-position").clear()
+    driver.find_element(By.ID, "pm-position").send_keys("5")
+    driver.find_element(By.ID, "pm-save").click()
+    until_(driver, "six messages", lambda d: len(d.find_elements(By.CSS_SELECTOR, ".pm-item")) == 6)
+    driver.find_element(By.CSS_SELECTOR, '.pm-item[data-id="bao"] .pm-edit').click()
+    text = driver.find_element(By.ID, "pm-text")
+    assert text.get_attribute("value").startswith("Thông báo khẩn cấp. Bão")
+    text.clear()
+    text.send_keys("Bão số 3 sắp đổ bộ.")
+    driver.find_element(By.ID, "pm-save").click()
+    until_(
+        driver,
+        "the edited text",
+        lambda d: "Bão số 3 sắp đổ bộ." in d.find_element(By.ID, "pm-list").text,
+    )
+    return [i.text.split("\n")[0] for i in driver.find_elements(By.CSS_SELECTOR, ".pm-item")]
+
+
+async def test_an_admin_edits_the_prepared_messages(tmp_path: Path, browser: Any) -> None:
+    config = tree_config(tmp_path, communes=2, per_commune=1)
+    server = TestServer(create_app(config), host="127.0.0.1")
+    await server.start_server()
+    base = str(server.make_url("")).rstrip("/")
+    try:
+        await add_user(server.app, "quantri", "admin")
+        await in_thread(browser.set_window_size, 1366, 900)
+        await in_thread(sign_in, browser, base, "quantri")
+        titles = await in_thread(add_prepared, browser)
+        assert titles[0].startswith("Lũ quét · Xã 1"), titles
+        async with (
+            ClientSession(headers=AUTH) as http,
+            http.get(base + "/api/v1/prepared") as resp,
+        ):
+            saved = {p["id"]: p for p in (await resp.json())["prepared"]}
+        assert saved["lu-quet-c1"]["zone"] == "c1" and saved["lu-quet-c1"]["position"] == 5
+        assert saved["lu-quet-c1"]["text"] == "Lũ quét trên suối Xã 1, tránh xa bờ suối."
+        assert saved["bao"]["text"] == "Bão số 3 sắp đổ bộ." and saved["bao"]["updated_by"] == (
+            "quantri"
+        )
+    finally:
+        await server.close()
