@@ -402,3 +402,30 @@ async def test_cap_parameter_overrides_the_interval_and_zero_plays_once(
         "minutes from 0 to 1440, got 'soon'",
     )
     assert (await call(client, "GET", "/bulletins?state=on_air", 200))["bulletins"] == []
+
+
+async def test_a_repeating_cap_emergency_shows_in_repeats_with_its_next_play(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await cap_client(aiohttp_client, tmp_path, every_s=2.5)
+    made = await post_cap(client, short_typhoon(), 201)
+
+    async def between() -> Any:
+        listed = (await call(client, "GET", "/repeats", 200))["repeats"]
+        return listed if listed and listed[0]["next_at"] is not None else None
+
+    listed = None
+    for _ in range(100):  # the first play (~1 s) ends, then it waits for the next
+        if listed := await between():
+            break
+        await asyncio.sleep(0.05)
+    assert listed is not None, "no next play shown between plays"
+    (entry,) = listed
+    assert entry["id"] == made["id"] and entry["kind"] == "bulletin"
+    assert entry["every_s"] == 2.5 and entry["playing"] is None
+    assert entry["next_at"] == pytest.approx(made["created_at"] + 2.5, abs=0.5)
+    assert entry["until_at"] == made["expires_at"] and entry["what"] == "Bão số 5"
+    other = await account(client.app, "far", "operator", "c1")
+    assert (await call(client, "GET", "/repeats", 200, headers=other))["repeats"] == [entry]
+    await call(client, "POST", f"/bulletins/{made['id']}/cancel", 200)
+    assert (await call(client, "GET", "/repeats", 200))["repeats"] == []

@@ -51,6 +51,8 @@ def three_taps(driver: Any) -> tuple[str, int]:
     )
     titles = [b.text for b in typhoon]
     assert titles == ["Bão", "Lũ lụt", "Sạt lở đất", "Cháy", "Sơ tán"], titles
+    assert visible_without_scrolling(driver, "em-next"), "the footer stays on screen"
+    driver.save_screenshot(str(SHOTS / "loa-emergency-dialog-phone.png"))
     typhoon[0].click()
     taps += 1
     summary = until_(driver, "the confirmation", lambda d: d.find_element(By.ID, "em-summary").text)

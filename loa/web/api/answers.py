@@ -57,9 +57,11 @@ class LogEntry(Answer, frozen=True):
 class RepeatOut(Answer, frozen=True):
     """A repeating emergency: every ``every_s`` seconds until ``until_at`` (null: until
     cancelled); ``next_at`` is the next play's time (null when none is to come), ``playing``
-    its play on air now."""
+    its play on air now. ``kind`` ``bulletin``: an emergency bulletin (CAP or API) that
+    repeats, ``id`` its bulletin id (cancel it with ``POST /bulletins/{id}/cancel``)."""
 
     id: str
+    kind: Literal["broadcast", "bulletin"]
     state: Literal["active", "cancelled", "done"]
     reason: str | None
     every_s: float

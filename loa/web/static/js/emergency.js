@@ -220,10 +220,12 @@ function repeatOf(bcId) {
   return repeats.list.find((r) => r.playing === bcId || bcId.startsWith(`${r.id}.`)) || null;
 }
 
-async function cancelRepeat(id, button) {
+async function cancelRepeat(r, button) {
   if (button) button.disabled = true;
   try {
-    await api("DELETE", `/repeats/${encodeURIComponent(id)}`);
+    const id = encodeURIComponent(r.id);
+    // an emergency bulletin (CAP or API) that repeats is cancelled as a bulletin
+    await (r.kind === "bulletin" ? api("POST", `/bulletins/${id}/cancel`) : api("DELETE", `/repeats/${id}`));
     notice(t("rep.cancelled"));
   } catch (err) {
     notice(errorText(err), "error");
@@ -243,7 +245,7 @@ function initStopDialog() {
   });
   document.getElementById("stop-all").addEventListener("click", async () => {
     dialog.close();
-    await cancelRepeat(stopTarget.repeat.id, null); // stops the play on air too
+    await cancelRepeat(stopTarget.repeat, null); // stops the play on air too
   });
 }
 
@@ -271,7 +273,7 @@ export function renderRepeats(state) {
         el("b", { class: "repeating-title" }),
         el("span", { class: "repeating-text" }),
         state.canEmergency()
-          ? el("button", { type: "button", class: "btn btn-danger btn-cancel-repeat", onclick: (e) => cancelRepeat(r.id, e.currentTarget) })
+          ? el("button", { type: "button", class: "btn btn-danger btn-cancel-repeat", onclick: (e) => cancelRepeat(r, e.currentTarget) })
           : null,
       ),
     (node, r) => {
