@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
 import multiprocessing as mp
 import os
@@ -42,6 +43,7 @@ LIVE_HZ = 1000.0
 EMERGENCY_HZ = 2000.0
 WARMUP_S = 1.0
 SPEAKERS_PER_WORKER = 1000
+FLOOR_BITRATE_BPS = 32_000  # the generated config's Opus bitrate (loa's default)
 
 
 class Workers:
@@ -147,6 +149,7 @@ async def measure(
     sent0 = await api.packets_sent()
     r0, w0 = _cpu_s(relay_pids), _cpu_s(workers.pids)
     q0 = _cpu_s(relay_pids, "wait_s")
+    u0, k0 = _cpu_s(relay_pids, "user_s"), _cpu_s(relay_pids, "sys_s")
     await asyncio.sleep(args.emergency_at)
     targets = layout.emergency_communes(args.emergency_fraction)
     request_us = time.time_ns() // 1000  # just before the POST: the switch time starts here
@@ -154,6 +157,7 @@ async def measure(
     await asyncio.sleep(max(0.0, args.duration - args.emergency_at))
     r1, w1 = _cpu_s(relay_pids), _cpu_s(workers.pids)
     q1 = _cpu_s(relay_pids, "wait_s")
+    u1, k1 = _cpu_s(relay_pids, "user_s"), _cpu_s(relay_pids, "sys_s")
     load = _loadavg()
     sent1 = await api.packets_sent()
     rss = sample(relay_pid) if relay_pid else None
@@ -170,6 +174,8 @@ async def measure(
         "targets": targets,
         "relay_cpu_pct": _pct(r0, r1),
         "relay_cpu_s": None if r0 is None or r1 is None else r1[1] - r0[1],
+        "relay_user_cpu_pct": _pct(u0, u1),
+        "relay_sys_cpu_pct": _pct(k0, k1),
         "bench_cpu_pct": _pct(w0, w1),
         "relay_storm_cpu_pct": _pct(s0, s1),
         "relay_rss_mb": None if rss is None else round(rss.rss_mb, 1),
@@ -202,9 +208,16 @@ def build_result(
     latency["max"] = round(max_ms, 3) if stamped else None
     lag = report.merge_hists(w["lag_hist"] for w in stopped)
     lag_max = max(w["max_lag_us"] for w in stopped) / 1000
+    cpu_us = (
+        round(raw["relay_cpu_s"] * 1e6 / received, 2)
+        if raw["relay_cpu_s"] is not None and received
+        else None
+    )
+    floor = raw.get("floor", {}).get("us_per_packet")
     return {
         "speakers": len(layout.speakers),
         "transport": args.transport,
+        "sendmmsg": not args.no_sendmmsg if not args.relay else None,
         "workers": workers,
         "duration_s": args.duration,
         "emergency_at_s": args.emergency_at,
@@ -214,9 +227,13 @@ def build_result(
         "preempt_ms": report.spread([p for w in stopped for p in w["preempt_ms"]]),
         "preempt_ctl_ms": report.spread([p for w in stopped for p in w["preempt_ctl_ms"]]),
         "relay_cpu_pct": raw["relay_cpu_pct"],
-        "cpu_us_per_packet": round(raw["relay_cpu_s"] * 1e6 / received, 2)
-        if raw["relay_cpu_s"] is not None and received
-        else None,
+        "relay_user_cpu_pct": raw["relay_user_cpu_pct"],
+        "relay_sys_cpu_pct": raw["relay_sys_cpu_pct"],
+        "cpu_us_per_packet": cpu_us,
+        # The floor: a bare sendto loop to as many loopback sockets, same size and rate
+        # (bench.floor, run after the relay stopped); the relay's CPU per packet over it.
+        "floor_us_per_packet": floor,
+        "ratio_to_floor": round(cpu_us / floor, 2) if cpu_us and floor else None,
         "relay_rss_mb": raw["relay_rss_mb"],
         "reconnect_s": round(back[-1], 3) if back and not not_back else None,
         "reconnect": {
@@ -286,7 +303,9 @@ async def run_once(n: int, args: argparse.Namespace) -> dict[str, Any]:
         else:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loa-bench-")))
             port = free_port()
-            text, layout = generate_config(n, web_port=port, data_dir=tmp / "data")
+            text, layout = generate_config(
+                n, web_port=port, data_dir=tmp / "data", sendmmsg=not args.no_sendmmsg
+            )
             (tmp / "loa.toml").write_text(text, encoding="utf-8")
             log_path = (args.out or tmp) / f"relay-{n}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -299,7 +318,33 @@ async def run_once(n: int, args: argparse.Namespace) -> dict[str, Any]:
             raw = await measure(api, layout, workers, relay_pid, args)
         if relay is not None:
             relay.check_alive()
-        return build_result(raw, layout, len(workers.procs), args)
+    raw["floor"] = await run_floor(n, args)
+    return build_result(raw, layout, len(workers.procs), args)
+
+
+async def run_floor(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """``bench.floor`` in its own process, after the relay and the speakers are gone: the
+    same number of destinations, the relay's packet size (RTP header, the bench's 12-byte
+    stamp extension, the Opus payload at the configured bitrate) and frame rate."""
+    if args.floor_s <= 0:
+        return {}
+    packet_bytes = 12 + 12 + round(FLOOR_BITRATE_BPS * FRAME_S / 8)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.floor",
+        "--speakers",
+        str(n),
+        "--packet-bytes",
+        str(packet_bytes),
+        "--duration",
+        str(args.floor_s),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), args.floor_s + 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.floor failed with exit code {proc.returncode}")
+    return dict(json.loads(out.decode().strip().splitlines()[-1]))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -342,6 +387,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=60.0,
         help="give up on the reconnect storm after this many seconds",
     )
+    p.add_argument(
+        "--no-sendmmsg",
+        action="store_true",
+        help="run the relay with relay.sendmmsg = false (one sendto a packet), to compare",
+    )
+    p.add_argument(
+        "--floor-s",
+        type=float,
+        default=5.0,
+        help="seconds of the bare sendto floor run after each relay run (0: skip)",
+    )
     p.add_argument("--json", type=Path, help="write the run's (or sweep's) JSON here")
     p.add_argument("--out", type=Path, help="directory for per-run JSON, relay logs and a PNG")
     p.add_argument("--relay", help="attach to a running relay at this URL instead of starting one")
@@ -378,8 +434,6 @@ def run(args: argparse.Namespace) -> int:
         report.plot_runs(runs, args.out / f"bench-{args.transport}.png")
     if args.json:
         report.write_json(final, args.json)
-    import json
-
     print(json.dumps(final), flush=True)
     return 0
 

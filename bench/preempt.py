@@ -89,23 +89,23 @@ def drain(sock: socket.socket) -> None:
 
 def measure(port: int, sock: socket.socket, runs: int) -> tuple[list[float], list[float]]:
     call(port, "POST", "/broadcasts", {
-        "id": "prog", "source": {"type": "tone", "freq_hz": 500},
+        "source": {"type": "tone", "freq_hz": 500},
         "targets": {"zones": ["p"]}, "class": "scheduled",
     })  # fmt: skip
     time.sleep(0.5)
     received, stamped = [], []
-    for i in range(runs):
+    for _ in range(runs):
         drain(sock)
         t0 = time.time()
-        call(port, "POST", "/broadcasts", {
-            "id": f"em{i}", "source": {"type": "tone", "freq_hz": 900},
+        em = call(port, "POST", "/broadcasts", {
+            "source": {"type": "tone", "freq_hz": 900},
             "targets": {"zones": ["c0"]}, "class": "emergency", "chime": False,
         })  # fmt: skip
         recv, stamp = first_marked(sock)
         received.append((recv - t0) * 1000)
         stamped.append((stamp - t0) * 1000)
         time.sleep(0.2)
-        call(port, "DELETE", f"/broadcasts/em{i}")
+        call(port, "DELETE", f"/broadcasts/{em['id']}")
         time.sleep(0.2)
     return received, stamped
 

@@ -66,7 +66,9 @@ def _q(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def generate_config(speakers: int, *, web_port: int, data_dir: Path) -> tuple[str, Layout]:
+def generate_config(
+    speakers: int, *, web_port: int, data_dir: Path, sendmmsg: bool = True
+) -> tuple[str, Layout]:
     """A province of communes of ``COMMUNE_SIZE`` managed endpoints each, random tokens,
     stamped frames, an ephemeral UDP port. Returns the TOML text and its layout."""
     admin = secrets.token_urlsafe(18)
@@ -82,6 +84,7 @@ def generate_config(speakers: int, *, web_port: int, data_dir: Path) -> tuple[st
         'udp_host = "127.0.0.1"',
         "udp_port = 0",
         "stamp_frames = true",
+        f"sendmmsg = {'true' if sendmmsg else 'false'}",
         "",
         "[[zones]]",
         f"id = {_q(PROVINCE)}",
@@ -138,6 +141,8 @@ class ProcSample:
     cpu_s: float  # utime + stime
     rss_mb: float  # VmRSS
     wait_s: float  # main thread's time runnable but not running (schedstat): CPU starvation
+    user_s: float = 0.0  # utime
+    sys_s: float = 0.0  # stime
 
 
 def sample(pid: int) -> ProcSample | None:
@@ -150,13 +155,15 @@ def sample(pid: int) -> ProcSample | None:
         return None
     # The command name (field 2) may hold spaces: split after its closing parenthesis.
     fields = stat[stat.rindex(")") + 2 :].split()
-    cpu_s = (int(fields[11]) + int(fields[12])) / _CLK_TCK  # fields 14 and 15 of stat
+    user_s, sys_s = int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK  # stat 14, 15
+    cpu_s = user_s + sys_s
     rss_kb = 0
     for line in status.splitlines():
         if line.startswith("VmRSS:"):
             rss_kb = int(line.split()[1])
             break
-    return ProcSample(time.monotonic(), cpu_s, rss_kb / 1024, int(schedstat[1]) / 1e9)
+    wait_s = int(schedstat[1]) / 1e9
+    return ProcSample(time.monotonic(), cpu_s, rss_kb / 1024, wait_s, user_s, sys_s)
 
 
 # -- the relay process -----------------------------------------------------------------------

@@ -23,6 +23,10 @@ REQUIRED_KEYS = (
     "preempt_ms",
     "relay_cpu_pct",
     "cpu_us_per_packet",
+    "relay_user_cpu_pct",
+    "relay_sys_cpu_pct",
+    "floor_us_per_packet",
+    "ratio_to_floor",
     "relay_rss_mb",
     "reconnect_s",
 )
@@ -116,7 +120,9 @@ def summary(r: Mapping[str, Any]) -> str:
             f"{r['realtime_pct']['received']} % of 50 frames/s",
             f"  preemption ms p50 {pre['p50']} p99 {pre['p99']} max {pre['max']} "
             f"({pre['n']} of {r['emergency']['targeted']} targeted speakers)",
-            f"  relay CPU {r['relay_cpu_pct']} %, {r['cpu_us_per_packet']} µs/packet, "
+            f"  relay CPU {r['relay_cpu_pct']} % (user {r['relay_user_cpu_pct']} %, system "
+            f"{r['relay_sys_cpu_pct']} %), {r['cpu_us_per_packet']} µs/packet, floor "
+            f"{r['floor_us_per_packet']} µs/packet, ratio to floor {r['ratio_to_floor']}, "
             f"RSS {r['relay_rss_mb']} MB   bench CPU {r['bench_cpu_pct']} %   "
             f"relay waited for CPU {r['relay_wait_pct']} %, load {r['loadavg_1m']}",
             f"  reconnect storm: all back in {r['reconnect_s']} s   "
@@ -139,6 +145,8 @@ def sweep_summary(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 "preempt_ms",
                 "relay_cpu_pct",
                 "cpu_us_per_packet",
+                "floor_us_per_packet",
+                "ratio_to_floor",
                 "relay_rss_mb",
                 "bench_cpu_pct",
                 "bench_lag_ms",

@@ -133,7 +133,7 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
         speaker = Speaker(url, "tok-e0", NullOutput(), on_audio=on_audio)
         speaker_task = asyncio.create_task(speaker.run())
         track = ClickTrack()
-        client = WhipClient(f"{url}/api/v1/whip?zones=c0&id=mic", token=TOKEN)
+        client = WhipClient(f"{url}/api/v1/whip?zones=c0", token=TOKEN)
         try:
             await asyncio.sleep(1.0)  # the speaker is on UDP
             await client.start(track)

@@ -66,6 +66,54 @@ def can_see_zone(user: User, zones: Zones, zone_id: str) -> bool:
     return user.zone in _lineage(zones, zone_id)
 
 
+def covers_zone(user: User, zones: Zones, zone_id: str) -> bool:
+    """Whether a broadcast to ``zone_id`` plays in the user's area: the zone is in their
+    subtree, or above it (a provincial broadcast plays in every commune)."""
+    if can_see_zone(user, zones, zone_id):
+        return True
+    return user.zone is not None and user.zone in zones and zone_id in _lineage(zones, user.zone)
+
+
+def can_stop_from(user: User, zones: Zones, bc_id: str, origin_zone: str | None) -> None:
+    """Raise ``Forbidden`` naming the origin unless the user's level may stop a broadcast
+    that comes from ``origin_zone`` (``None``: the national level): an operator may stop
+    what comes from their own subtree, never what a level above them sent."""
+    if user.role == "admin":
+        return
+    if origin_zone is not None and origin_zone in zones and can_see_zone(user, zones, origin_zone):
+        return
+    where = "the national level" if origin_zone is None else f"zone {origin_zone}"
+    raise Forbidden(
+        f"broadcast {bc_id} comes from {where}, above {user.username}'s zone {user.zone}: "
+        "only that level may stop it",
+        origin_zone=origin_zone or "national",
+    )
+
+
+def can_use_media(user: User, zones: Zones, owner: str | None) -> bool:
+    """Media of the user's subtree, and media from above it (the top level's, the
+    province's): theirs to see and play. A sibling commune's media are not."""
+    if user.role == "admin" or user.zone is None or owner is None:
+        return True
+    return covers_zone(user, zones, owner)
+
+
+def can_delete_media(user: User, zones: Zones, media_id: str, owner: str | None) -> None:
+    """Raise ``Forbidden`` naming the owner unless the media are the user's subtree's: what
+    came from above is read-only to them."""
+    if user.role == "admin":
+        return
+    if owner is not None and user.zone is not None and can_see_zone(user, zones, owner):
+        return
+    where = "the top level" if owner is None else f"zone {owner}"
+    raise Forbidden(
+        f"media {media_id} belong to {where}, above {user.username}'s zone {user.zone}: "
+        "read-only to them",
+        media=media_id,
+        owner_zone=owner or "national",
+    )
+
+
 def visible_zones(user: User, zones: Zones) -> frozenset[str] | None:
     """The zone ids the user may see, or None for all (e.g. to filter the broadcast log)."""
     if user.role == "admin" or user.zone is None:

@@ -128,6 +128,9 @@ class RelayConfig(Section, frozen=True):
     # Benchmarks only: every packet carries its frame-ready wall-clock time in an RTP header
     # extension (RFC 8285 one-byte form, id 1, 8 bytes, microseconds since the epoch).
     stamp_frames: bool = False
+    # Fan-out by sendmmsg(2), one call a frame (loa.relay.sendmmsg); false, or a system
+    # without it: one sendto a packet. Kept switchable so the bench can measure the gain.
+    sendmmsg: bool = True
     # Networks (addresses or CIDRs) that URL sources may reach although they are loopback,
     # link-local, unspecified or multicast (refused by default; loa.streamer.targets).
     url_allow_networks: tuple[str, ...] = ()
@@ -240,6 +243,12 @@ class MountSpec(Section, frozen=True):
     priority: str = msgspec.field(default="live", name="class")
     origin_zone: str | None = None
     user: str = "source"
+    # A source that sends nothing for this long is closed and its broadcast ends (Icecast's
+    # own <source-timeout>); one that sends fewer bytes than this per second, averaged over
+    # source_rate_window_s, too (a 1 byte/s trickle must not hold the mount).
+    source_timeout_s: float = 10.0
+    source_min_bytes_per_s: float = 500.0  # 4 kbit/s: below any real encoder's stream
+    source_rate_window_s: float = 10.0
 
     def __repr__(self) -> str:  # the password stays out of logs
         return (
@@ -265,6 +274,11 @@ class MountSpec(Section, frozen=True):
             raise ConfigError(
                 f"mount {self.name}: class must be one of {CLASSES}, got {self.priority!r}"
             )
+        for key in ("source_timeout_s", "source_rate_window_s"):
+            if not 0 < getattr(self, key) <= 3600:
+                raise ConfigError(f"mount {self.name}: {key} must be in (0, 3600] seconds")
+        if not 0 <= self.source_min_bytes_per_s <= 1_000_000:
+            raise ConfigError(f"mount {self.name}: source_min_bytes_per_s must be in [0, 1000000]")
 
 
 class Config(Section, frozen=True):

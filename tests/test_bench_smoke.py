@@ -62,7 +62,7 @@ def test_loa_bench_subcommand_parses_the_bench_flags() -> None:
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(100)
 def test_short_run_against_a_real_relay(tmp_path: Path) -> None:
     out = tmp_path / "run.json"
     proc = subprocess.run(
@@ -78,6 +78,8 @@ def test_short_run_against_a_real_relay(tmp_path: Path) -> None:
             "0.5",
             "--storm-timeout",
             "20",
+            "--floor-s",
+            "1",
             "--json",
             str(out),
         ],
@@ -108,6 +110,13 @@ def test_short_run_against_a_real_relay(tmp_path: Path) -> None:
     assert 0 < last["preempt_ms"]["p50"] <= last["preempt_ms"]["max"]
     assert last["relay_cpu_pct"] > 0
     assert last["cpu_us_per_packet"] > 0
+    assert last["relay_user_cpu_pct"] + last["relay_sys_cpu_pct"] == pytest.approx(
+        last["relay_cpu_pct"], abs=0.2
+    )
+    assert last["floor_us_per_packet"] > 0
+    assert last["ratio_to_floor"] == pytest.approx(
+        last["cpu_us_per_packet"] / last["floor_us_per_packet"], abs=0.01
+    )
     assert last["relay_rss_mb"] > 10
     assert last["reconnect"]["not_back"] == 0
     assert 0 < last["reconnect_s"] < 20

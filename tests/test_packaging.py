@@ -93,7 +93,7 @@ async def test_loa_speaker_plays_without_the_server_dependencies(
     try:
         ep = relay.node.endpoint("c0-e0")
         await wait_for(lambda: ep.session is not None and ep.status, 20, "the speaker's status")
-        await relay.api("POST", "/broadcasts", tone("t", 880, ["c0"], "live"), 201)
+        await relay.api("POST", "/broadcasts", tone(880, ["c0"], "live"), 201)
         await asyncio.sleep(1.5)
     finally:
         proc.send_signal(signal.SIGINT)

@@ -271,7 +271,8 @@ class BulletinService:
         languages, timezone = await self._zone_facts(zones)
         source = self._source(row, languages, timezone)
         spec = BroadcastSpec(
-            id=f"{row.id}.{len(row.broadcasts) + 1}",
+            # the n-th play, with a random tail: nobody can know a play's id before it starts
+            id=f"{row.id}.{len(row.broadcasts) + 1}-{secrets.token_urlsafe(6)}",
             priority=Level(row.level).priority,
             target_zones=frozenset(zones),
             expires_at=None if row.expires_at is None else self.node.wall_to_loop(row.expires_at),

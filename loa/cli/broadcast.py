@@ -72,6 +72,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="attention chime first (default: emergencies only)",
     )
     start.add_argument("--name", help="what the log calls it")
+    start.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="run again with the same KEY (and options): the same broadcast, not a second one",
+    )
     start.set_defaults(func=cmd_start)
 
     stop = actions.add_parser("stop", help="stop a broadcast")
@@ -160,6 +165,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         ("interrupt", args.interrupt),
         ("chime", args.chime),
         ("name", args.name),
+        ("idempotency_key", args.idempotency_key),
     ):
         if value is not None:
             body[key] = value

@@ -20,14 +20,14 @@ from aiohttp import web
 
 from loa.config import Config, EndpointSpec, RelayConfig, WebConfig, ZoneSpec
 from loa.relay.core.priority import BroadcastSpec, Priority
-from loa.speaker.client import Speaker
+from loa.speaker.client import Speaker, SpeakerState
 from loa.speaker.output import NullOutput
 from loa.streamer.playlist import Playlist
 from loa.streamer.tone import SilenceSource, ToneSource
 from loa.streamer.tts import TtsSource
 from loa.web import auth
 from loa.web.app import create_app
-from loa.web.keys import NODE, STORE
+from loa.web.keys import NODE, SIGN_IN, STORE
 from loa.web.server import run_options
 
 log = logging.getLogger(__name__)
@@ -148,40 +148,88 @@ async def programme_loop(app: web.Application) -> None:
         await asyncio.sleep(5.0)
 
 
-async def _run_when_listening(speaker: Speaker, url: str) -> None:
-    """Start a speaker once the server accepts connections (cleanup contexts run before the
-    site listens), so the demo's log does not open with 27 refused connections."""
+async def demo_account(app: web.Application, password: str) -> None:
+    """The demo's sign-in: user ``demo`` (admin), a fresh password on every run."""
+    store = app[STORE]
+    if await store.users.find("demo") is None:
+        await auth.add_user(store, "demo", password, "admin", actor="demo")
+    else:
+        await auth.set_password(store, "demo", password, actor="demo")
+
+
+def sign_in_box(url: str, username: str, password: str) -> str:
+    """The sign-in details in a box, so they stand out from the log above them."""
+    lines = [
+        "Đăng nhập / sign in:",
+        f"  {url}/login",
+        f"  tên đăng nhập / user:  {username}",
+        f"  mật khẩu / password:   {password}",
+        "Dừng / stop: Ctrl+C",
+    ]
+    width = max(len(line) for line in lines) + 2
+    rows = [f"│ {line.ljust(width - 2)} │" for line in lines]
+    return "\n".join(["┌" + "─" * width + "┐", *rows, "└" + "─" * width + "┘"])
+
+
+class DemoLogs(logging.Filter):
+    """The simulated speakers' chatter (connected, playing …) is DEBUG in the demo: at the
+    default level the log shows the relay, not 27 copies of each speaker event."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("loa.speaker") and record.levelno <= logging.INFO:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+async def _wait_listening(url: str) -> None:
+    """Until the server answers /healthz (cleanup contexts run before the site listens)."""
     async with aiohttp.ClientSession() as http:
         for _ in range(200):
             try:
                 async with http.get(url + "/healthz") as resp:
                     if resp.status == 200:
-                        break
+                        return
             except aiohttp.ClientError:
-                await asyncio.sleep(0.05)
+                pass
+            await asyncio.sleep(0.05)
+
+
+async def _run_when_listening(speaker: Speaker, url: str) -> None:
+    """Start a speaker once the server accepts connections, so the demo's log does not open
+    with 27 refused connections."""
+    await _wait_listening(url)
     await speaker.run()
 
 
-async def demo_account(app: web.Application, url: str) -> None:
-    """The demo's sign-in: user ``demo`` (admin), a fresh password printed on every run."""
-    store = app[STORE]
-    password = secrets.token_urlsafe(9)
-    if await store.users.find("demo") is None:
-        await auth.add_user(store, "demo", password, "admin", actor="demo")
-    else:
-        await auth.set_password(store, "demo", password, actor="demo")
-    print(f"  sign in:      {url}/login  user demo, password {password}", flush=True)
+async def _announce(url: str, password: str, speakers: list[Speaker]) -> None:
+    """Print the sign-in box last: once the server listens and the speakers have connected
+    (at most 5 s), so the start-up log does not scroll it away."""
+    await _wait_listening(url)
+    for _ in range(100):
+        if all(s.state in (SpeakerState.UDP, SpeakerState.WS) for s in speakers):
+            break
+        await asyncio.sleep(0.05)
+    print(sign_in_box(url, "demo", password), flush=True)
 
 
-def demo_ctx(tokens: dict[str, str], url: str, programme: bool):  # type: ignore[no-untyped-def]
+def demo_ctx(tokens: dict[str, str], url: str, password: str, programme: bool):  # type: ignore[no-untyped-def]
+    speakers = [
+        Speaker(url, token, NullOutput(), backoff_min_s=0.5, backoff_max_s=5.0)
+        for token in tokens.values()
+    ]
+
+    async def stop_speakers(app: web.Application) -> None:
+        # on_shutdown runs before aiohttp waits for open connections to end: the simulated
+        # speakers hang up first, so their WebSockets do not hold the shutdown up.
+        for s in speakers:
+            s.stop()
+
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        await demo_account(app, url)
-        speakers = [
-            Speaker(url, token, NullOutput(), backoff_min_s=0.5, backoff_max_s=5.0)
-            for token in tokens.values()
-        ]
+        await demo_account(app, password)
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(_run_when_listening(s, url)) for s in speakers]
+            tasks.append(tg.create_task(_announce(url, password, speakers)))
             if programme:
                 tasks.append(tg.create_task(programme_loop(app)))
             yield
@@ -190,14 +238,20 @@ def demo_ctx(tokens: dict[str, str], url: str, programme: bool):  # type: ignore
             for task in tasks:
                 task.cancel()
 
-    return ctx
+    return ctx, stop_speakers
 
 
 def run(args: argparse.Namespace) -> int:
     config, tokens = demo_config(args, args.speakers_per_village)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    password = secrets.token_urlsafe(9)
     app = create_app(config)
-    app.cleanup_ctx.append(demo_ctx(tokens, url, not args.no_programme))
+    app[SIGN_IN] = ("demo", password)  # the login page shows it to a browser on this machine
+    ctx, stop_speakers = demo_ctx(tokens, url, password, not args.no_programme)
+    app.cleanup_ctx.append(ctx)
+    app.on_shutdown.append(stop_speakers)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(DemoLogs())
     print(
         f"loa demo: {len(config.zones)} zones, {len(tokens)} simulated speakers\n"
         f"  web and API:  {url}   (health: {url}/healthz, metrics: {url}/metrics)\n"
@@ -205,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
         f"  try:          LOA_SERVER={url} LOA_ADMIN_TOKEN={config.admin_token} \\\n"
         f"                .venv/bin/loa broadcast start --class emergency --zone dai-tu \\\n"
         f"                --tts 'Bão sắp đổ bộ, bà con sơ tán đến nhà văn hóa thôn.'\n"
-        f"  stop with Ctrl+C (the sign-in line follows once the database is open)",
+        f"  stop with Ctrl+C (the sign-in details follow once the server listens)",
         flush=True,
     )
     with contextlib.suppress(KeyboardInterrupt):

@@ -37,12 +37,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("--role", choices=ROLES, required=True)
     add.add_argument("--zone", help="the zone whose subtree an operator or viewer is scoped to")
     add.add_argument("--emergency", action="store_true", help="may broadcast emergencies")
-    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    _password_options(add)
     add.set_defaults(func=cmd_add)
 
     passwd = action("passwd", "set a user's password (ends their sessions)")
     passwd.add_argument("username")
-    passwd.add_argument("--password-stdin", action="store_true", help="read it from stdin")
+    _password_options(passwd)
     passwd.set_defaults(func=cmd_passwd)
 
     token = action("token", "issue an API token (printed once)")
@@ -54,11 +54,36 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lst.set_defaults(func=cmd_list)
 
 
-def read_password(from_stdin: bool, stdin: TextIO | None = None) -> str:
-    """From stdin's first line, or typed twice at a prompt that does not echo."""
-    if from_stdin:
-        line = (stdin or sys.stdin).readline()
-        password = line.rstrip("\r\n")
+def _password_options(p: argparse.ArgumentParser) -> None:
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from stdin's first line (the default without a terminal)",
+    )
+    how.add_argument(
+        "--password-file", type=Path, metavar="PATH", help="read it from this file's first line"
+    )
+
+
+def read_password(args: argparse.Namespace, stdin: TextIO | None = None) -> str:
+    """From ``--password-file``'s first line; from stdin's first line with
+    ``--password-stdin`` or when stdin is not a terminal (a script, a pipe, systemd); else
+    typed twice at a prompt that does not echo."""
+    if args.password_file is not None:
+        try:
+            text = Path(args.password_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise BadRequest(f"cannot read {args.password_file}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"{args.password_file} is not UTF-8 text") from exc
+        password = text.splitlines()[0] if text else ""
+        if not password:
+            raise BadRequest(f"no password in {args.password_file}")
+        return password
+    source = stdin or sys.stdin
+    if args.password_stdin or not source.isatty():
+        password = source.readline().rstrip("\r\n")
         if not password:
             raise BadRequest("no password on stdin")
         return password
@@ -73,7 +98,7 @@ def _store(args: argparse.Namespace) -> Store:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    password = read_password(args.password_stdin)
+    password = read_password(args)
 
     async def go() -> None:
         async with _store(args) as store:
@@ -93,7 +118,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:
-    password = read_password(args.password_stdin)
+    password = read_password(args)
 
     async def go() -> None:
         async with _store(args) as store:

@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from loa.errors import LoaError
@@ -147,6 +149,9 @@ class ScheduleService:
         self, schedule: Schedule, at: float, action: str, detail: dict[str, Any]
     ) -> None:
         spec = schedule.broadcast_spec(at)
+        # The occurrence names the run, a random tail makes its id unguessable: nobody can
+        # know (let alone take) the id of a run before it starts.
+        spec = replace(spec, id=f"{spec.id}-{secrets.token_urlsafe(6)}")
         detail = {"at": at, "broadcast": spec.id, **detail}
         try:
             source, _ = build_source(

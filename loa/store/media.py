@@ -21,6 +21,7 @@ class MediaRow:
     peak_dbfs: float
     created_by: str
     created_at: float
+    zone: str | None = None  # the owner zone; None: the top level (admins')
 
     def as_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -57,9 +58,11 @@ class Media:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def add(self, info: Mapping[str, Any], created_by: str) -> MediaRow:
+    async def add(
+        self, info: Mapping[str, Any], created_by: str, zone: str | None = None
+    ) -> MediaRow:
         """Record an upload from its metadata (``loa.media.store_upload``'s dict:
-        id, name, file, size, duration_s, rms_dbfs, peak_dbfs)."""
+        id, name, file, size, duration_s, rms_dbfs, peak_dbfs), owned by ``zone``."""
         missing = sorted({"id", "name", "file", *_NUMBERS} - set(info))
         if missing:
             raise BadRequest(f"media metadata lacks {', '.join(missing)}")
@@ -73,6 +76,7 @@ class Media:
             file=str(info["file"]),
             created_by=created_by,
             created_at=self._db.clock(),
+            zone=zone,
             **numbers,
         )
         return await self._db.write(_insert, row)

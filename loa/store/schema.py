@@ -321,4 +321,36 @@ CREATE TABLE prepared_messages (
     for id_, title, pos, text in PREPARED_SEEDS
 )
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V_REPEATS, V_PREPARED)
+# records: a client's idempotency key for POST /broadcasts, scoped to its account. The answer
+# it got is kept, so a retry (lost response, double click) gets the same broadcast back.
+V_IDEMPOTENCY = """
+CREATE TABLE idempotency_keys (
+    account     TEXT NOT NULL,
+    idem_key    TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    broadcast   TEXT NOT NULL,
+    answer      TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    PRIMARY KEY (account, idem_key)
+) WITHOUT ROWID;
+CREATE INDEX idempotency_keys_age ON idempotency_keys(created_at);
+"""
+
+# records: a media file belongs to a zone (its uploader's); NULL is the top level (uploads by
+# an admin, and every file uploaded before owners existed): every operator may use it, only
+# admins may delete it.
+V_MEDIA_OWNER = """
+ALTER TABLE media ADD COLUMN zone TEXT;
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    V1,
+    V2,
+    V3,
+    V4,
+    V5,
+    V_IDEMPOTENCY,
+    V_MEDIA_OWNER,
+    V_REPEATS,
+    V_PREPARED,
+)

@@ -20,6 +20,7 @@ from loa.store.bulletins import Bulletins
 from loa.store.db import Clock, Conn, Database, check_id, hash_token
 from loa.store.dialects import open_dialect
 from loa.store.endpoints import Endpoints, check_fields, insert_endpoint
+from loa.store.idempotency import IdempotencyKeys
 from loa.store.log import BroadcastLog
 from loa.store.media import Media
 from loa.store.prepared import Prepared
@@ -51,6 +52,7 @@ class Store:
         self.presence = Presence(self.db)
         self.webhooks = Webhooks(self.db)
         self.schedules = Schedules(self.db)
+        self.idempotency = IdempotencyKeys(self.db)
         self.repeats = Repeats(self.db)
         self.prepared = Prepared(self.db)
 

@@ -23,6 +23,7 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from typing import Any, Protocol
 
 import av
@@ -52,6 +53,8 @@ FORMATS = {
 }
 PROBED = ("", "application/octet-stream")
 IDLE_TIMEOUT_S = 10.0  # Icecast's own source-timeout: a source silent this long is gone
+MIN_BYTES_PER_S = 500.0  # below this (averaged over RATE_WINDOW_S) a source is only a trickle
+RATE_WINDOW_S = 10.0
 _POLL_S = 0.1  # how often a blocked reader thread looks at the stop flag
 _PROBE_OPTIONS = {"probesize": "65536", "analyzeduration": "500000"}  # start within ~0.5 s
 
@@ -67,36 +70,75 @@ class _Stopped(Exception):
 
 
 class _Body:
-    """The file-like object av reads from the reader thread; each read hops to the loop."""
+    """The file-like object av reads from the reader thread; each read hops to the loop.
+
+    It is also the source's watchdog: no byte for ``idle_timeout_s``, or fewer than
+    ``min_bytes_per_s`` on average over the last ``rate_window_s``, and the body fails for
+    good (every later read fails at once, whatever av does with the first failure). Time is
+    counted only while a read waits for the encoder: while a full jitter buffer holds the
+    reader back, the encoder is not the one being slow."""
 
     def __init__(self, source: IcecastSource) -> None:
         self._source = source
         self._eof = False
+        self._failed: str | None = None
+        self._waited = 0.0  # seconds spent waiting for the body, all reads together
+        self._arrivals: deque[tuple[float, int]] = deque()  # (_waited then, bytes)
+        self._recent = 0  # bytes in _arrivals
         self.bytes = 0
 
     def read(self, size: int) -> bytes:
+        if self._failed is not None:
+            raise SourceTimeout(self._failed)
         if self._eof:
             return b""
         src = self._source
         future = asyncio.run_coroutine_threadsafe(src.body.read(size), src.loop)
-        waited = 0.0
+        asked = time.monotonic()
         while True:
             try:
                 data = future.result(_POLL_S)
                 break
             except concurrent.futures.TimeoutError:
-                waited += _POLL_S
                 if src.stop.is_set():
                     future.cancel()
                     raise _Stopped from None
-                if waited >= src.idle_timeout_s:
+                waited = time.monotonic() - asked
+                why = self._verdict(self._waited + waited, waited)
+                if why is not None:
                     future.cancel()
-                    raise SourceTimeout(
-                        f"no data from the source for {src.idle_timeout_s:g} s"
-                    ) from None
+                    raise self._fail(why) from None
+        self._waited += time.monotonic() - asked
         self._eof = not data
         self.bytes += len(data)
+        if data:
+            self._arrivals.append((self._waited, len(data)))
+            self._recent += len(data)
+        why = self._verdict(self._waited, 0.0)
+        if why is not None:
+            raise self._fail(why)
         return data
+
+    def _verdict(self, now: float, waited: float) -> str | None:
+        """Why the source is to be closed at ``now`` (waiting time), or None."""
+        src = self._source
+        if waited >= src.idle_timeout_s:
+            return f"no data from the source for {src.idle_timeout_s:g} s"
+        window = src.rate_window_s
+        while self._arrivals and self._arrivals[0][0] <= now - window:
+            self._recent -= self._arrivals.popleft()[1]
+        if now >= window and self._recent < src.min_bytes_per_s * window:
+            return (
+                f"the source sent {self._recent} bytes in {window:g} s, below the minimum "
+                f"of {src.min_bytes_per_s:g} bytes/s"
+            )
+        return None
+
+    def _fail(self, why: str) -> SourceTimeout:
+        self._failed = why
+        self._source.fail(why)
+        log.warning("[icecast %s] closing the source: %s", self._source.name, why)
+        return SourceTimeout(why)
 
 
 class IcecastSource:
@@ -121,15 +163,21 @@ class IcecastSource:
         buffer_s: float = 3.0,
         min_prebuffer_s: float = 0.1,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
+        min_bytes_per_s: float = MIN_BYTES_PER_S,
+        rate_window_s: float = RATE_WINDOW_S,
     ) -> None:
         if buffer_s < 4 * FRAME_S or not 0 < min_prebuffer_s < buffer_s / 2:
             raise SourceError("need 0 < min_prebuffer_s < buffer_s / 2 and buffer_s >= 0.08 s")
         if idle_timeout_s <= 0:
             raise SourceError("idle_timeout_s must be positive")
+        if rate_window_s <= 0 or min_bytes_per_s < 0:
+            raise SourceError("need rate_window_s > 0 and min_bytes_per_s >= 0")
         self.body = body
         self.name = name
         self.format = format
         self.idle_timeout_s = idle_timeout_s
+        self.min_bytes_per_s = min_bytes_per_s
+        self.rate_window_s = rate_window_s
         self.loop = asyncio.get_running_loop()
         self.stop = threading.Event()
         self._capacity = max(4, round(buffer_s / FRAME_S))
@@ -154,6 +202,13 @@ class IcecastSource:
     @property
     def bytes_in(self) -> int:
         return self._body_reader.bytes
+
+    def fail(self, why: str) -> None:
+        """End the source with ``why`` (the first reason wins): the reader thread stops, and
+        ``read()`` raises once what was decoded has played. Safe from any thread."""
+        if self._error is None:
+            self._error = why
+        self.stop.set()
 
     def start(self) -> None:
         if self._thread is None and not self._closed:
@@ -237,9 +292,9 @@ class IcecastSource:
         except _Stopped:
             pass
         except SourceError as exc:
-            self._error = exc.message
+            self._error = self._error or exc.message
         except Exception as exc:  # av's verdict on the body: the broadcast fails with it
-            self._error = f"cannot decode the stream: {type(exc).__name__}: {exc}"
+            self._error = self._error or f"cannot decode the stream: {type(exc).__name__}: {exc}"
         if self._error is None and not self.decoded_frames and not self.stop.is_set():
             self._error = "the source sent no decodable audio"
         self._done = True

@@ -35,6 +35,7 @@ from loa.web import (
     proxies,
     reports_page,
     schedules_page,
+    speaker,
     studio,
     whep,
     whip,
@@ -60,7 +61,6 @@ from loa.web.keys import (
     STARTED,
     WEBHOOKS,
 )
-from loa.web.speaker import speaker_handler
 from loa.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ def create_app(config: Config) -> web.Application:
         middlewares=[middlewares.errors, records_api.audit, contract.declared_queries],
         client_max_size=config.web.max_upload_mb * 1024**2,
     )
-    api.router.add_get("/speaker", speaker_handler)
+    speaker.setup(api)  # GET /api/v1/speaker: the speakers' control channel
     api.add_routes(relay_api.routes)
     api.add_routes(records_api.routes)
     whip.setup(api)  # POST /api/v1/whip: live from a browser or OBS

@@ -17,8 +17,12 @@ from aiohttp import web
 
 # The access policy is used through this module by the handlers that check a user's scope.
 from loa.access import ADMIN, User
+from loa.access import can_delete_media as can_delete_media
 from loa.access import can_see_zone as can_see_zone
+from loa.access import can_stop_from as can_stop_from
 from loa.access import can_target as can_target
+from loa.access import can_use_media as can_use_media
+from loa.access import covers_zone as covers_zone
 from loa.access import require_admin as require_admin
 from loa.access import visible_zones as visible_zones
 from loa.errors import BadRequest, Forbidden, Unauthorized

@@ -35,7 +35,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PATHS = re.compile(r"^/api/v1/wh[ie]p(?:/[^/]+)?$")
 # What a WHIP/WHEP client reads of a response (RFC 9725 §4: Location, Link for ICE servers,
 # ETag and Accept-Patch for ICE restarts; Allow on a 405; Retry-After on a 503).
-EXPOSED = ("Location", "Link", "ETag", "Accept-Patch", "Accept-Post", "Allow", "Retry-After")
+EXPOSED = (
+    "Location",
+    "Link",
+    "ETag",
+    "Accept-Patch",
+    "Accept-Post",
+    "Allow",
+    "Retry-After",
+    "X-Loa-Broadcast",
+)
 ALLOWED_HEADERS = ("Authorization", "Content-Type", "If-Match")
 MAX_AGE_S = 600  # browsers may cache a preflight this long (Chromium caps it at 2 h)
 

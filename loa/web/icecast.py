@@ -129,7 +129,14 @@ async def source_handler(request: web.Request) -> web.StreamResponse:
         message = f"Content-Type {ctype!r} is not audio"
         return error_json(415, "unsupported_media_type", message)
     node = request.app[NODE]
-    source = IcecastSource(_take_body(request), name=name, format=FORMATS.get(ctype))
+    source = IcecastSource(
+        _take_body(request),
+        name=name,
+        format=FORMATS.get(ctype),
+        idle_timeout_s=mount.source_timeout_s,
+        min_bytes_per_s=mount.source_min_bytes_per_s,
+        rate_window_s=mount.source_rate_window_s,
+    )
     spec = BroadcastSpec(
         id=f"icecast-{name}-{secrets.token_hex(3)}",
         priority=Priority.parse(mount.priority),

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from loa.web.live import StatusPublisher
     from loa.web.login_limits import LoginLimiter
     from loa.web.pages import Templates
+    from loa.web.speaker import SpeakerPeer
     from loa.web.webrtc import Peers
 
 # -- the app and its services ---------------------------------------------------------------
@@ -54,6 +55,9 @@ MOUNTS: web.AppKey[Mounts] = web.AppKey("icecast_mounts")
 PEERS: web.AppKey[Peers] = web.AppKey("webrtc_peers")
 CORS: web.AppKey[Cors] = web.AppKey("cors_origins")
 DOCUMENT = web.AppKey("openapi_document", bytes)
+SPEAKERS: web.AppKey[set[SpeakerPeer]] = web.AppKey("speaker_peers")
+# Who may sign in, shown on the login page to a browser on this machine (the demo, a first run).
+SIGN_IN = web.AppKey("sign_in", tuple[str, str])
 
 # -- per request ----------------------------------------------------------------------------
 USER = web.RequestKey("user", User)

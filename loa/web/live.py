@@ -7,8 +7,13 @@ pushed at once unless the last push was less than ``MIN_PUSH_S`` ago, in which c
 for the window, so a burst of changes becomes one push. Speakers' own counters (received,
 lost, jitter) change with every status report; those alone are pushed at most every
 ``STATS_PUSH_S``, so a fleet of a thousand speakers does not flood a phone. Each snapshot is
-serialised once and shared; every socket has a one-slot mailbox (the newest snapshot wins) and
-its own sender, so a slow phone never delays the others."""
+serialised once per scope and shared; every socket has a one-slot mailbox (the newest snapshot
+wins) and its own sender, so a slow phone never delays the others.
+
+Scope. Each socket gets only what its user may see: the poles of their zone's subtree and the
+broadcasts that play there (listeners cut to those poles), counts over those poles; admins
+and unscoped viewers everything. Sockets of one zone share one snapshot, and a scope whose
+snapshot did not change is not pushed to (a commune does not learn when another changes)."""
 
 from __future__ import annotations
 
@@ -23,8 +28,10 @@ from weakref import WeakSet
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from loa.access import User, visible_zones
+from loa.relay.core.priority import BroadcastSpec
 from loa.relay.node import Node
-from loa.web.keys import NODE, PUBLISHER, SOCKETS
+from loa.web.keys import NODE, PUBLISHER, SOCKETS, USER
 from loa.web.views import broadcast_json, endpoint_json
 
 log = logging.getLogger(__name__)
@@ -35,23 +42,75 @@ STATS_PUSH_S = 2.0
 HEARTBEAT_S = 20.0
 
 
-def snapshot(node: Node) -> dict[str, Any]:
-    """What a dashboard shows: every pole, every active broadcast, and the totals."""
-    poles = node.poles()
-    endpoints = [endpoint_json(node, e) for e in poles]
-    online = {e.id for e in poles if e.online}
-    broadcasts = []
-    for bc in node.broadcasts.values():
-        data = broadcast_json(node, bc)
-        data["hearing"] = sum(1 for ep_id in data["listeners"] if ep_id in online)
-        broadcasts.append(data)
+def scope_of(user: User | None) -> str | None:
+    """Sockets with the same scope see the same snapshot: a zone, or None for everything."""
+    if user is None or user.role == "admin" or user.zone is None:
+        return None
+    return user.zone
+
+
+Parts = tuple[list[dict[str, Any]], list[tuple[BroadcastSpec, dict[str, Any]]]]
+
+
+def parts(node: Node) -> Parts:
+    """Every pole's and every active broadcast's view, built once per push for all scopes."""
+    endpoints = [endpoint_json(node, e) for e in node.poles()]
+    broadcasts = [(bc.spec, broadcast_json(node, bc)) for bc in node.broadcasts.values()]
+    return endpoints, broadcasts
+
+
+def snapshot(node: Node, user: User | None = None, views: Parts | None = None) -> dict[str, Any]:
+    """What a dashboard shows: the poles and active broadcasts ``user`` sees (None: all),
+    and the totals over those poles. ``views``: ``parts(node)``, when already built."""
+    endpoints, broadcasts = parts(node) if views is None else views
+    zones = above = None
+    if user is not None and (zone := scope_of(user)) is not None:
+        zones = visible_zones(user, node.zones) or frozenset()
+        above = set(node.zones.lineage(zone)) if zone in node.zones else set()
+        endpoints = [e for e in endpoints if e["zone"] in zones]
+    online = {e["id"] for e in endpoints if e["online"]}
+    shown = []
+    for spec, data in broadcasts:
+        if zones is not None and above is not None:
+            if not _plays_in(node, spec, zones, above):
+                continue
+            data = _cut(node, data, zones)
+        shown.append({**data, "hearing": sum(1 for e in data["listeners"] if e in online)})
     playing = sum(1 for e in endpoints if e["online"] and e["playing"] is not None)
     return {
         "type": "status",
         "time": time.time(),
         "endpoints": endpoints,
-        "broadcasts": broadcasts,
-        "counts": {"online": len(online), "offline": len(poles) - len(online), "playing": playing},
+        "broadcasts": shown,
+        "counts": {
+            "online": len(online),
+            "offline": len(endpoints) - len(online),
+            "playing": playing,
+        },
+    }
+
+
+def _plays_in(node: Node, spec: BroadcastSpec, zones: frozenset[str], above: set[str]) -> bool:
+    """``views.sees_broadcast`` with the scope's zone sets at hand."""
+    if any(z in zones or z in above for z in spec.target_zones):
+        return True
+    eps = node.endpoints
+    return any(e in eps and eps[e].spec.zone in zones for e in spec.target_endpoints)
+
+
+def _cut(node: Node, data: dict[str, Any], zones: frozenset[str]) -> dict[str, Any]:
+    """``views.scoped`` with the scope's zone set at hand; a copy (views are shared)."""
+    eps = node.endpoints
+
+    def mine(ep_id: str) -> bool:
+        return ep_id in eps and eps[ep_id].spec.zone in zones
+
+    heard = {k: v for k, v in data["heard_s"].items() if mine(k)}
+    return {
+        **data,
+        "listeners": [e for e in data["listeners"] if mine(e)],
+        "heard_s": heard,
+        "endpoints_heard": sum(1 for v in heard.values() if v > 0),
     }
 
 
@@ -76,11 +135,12 @@ def fingerprint(node: Node) -> tuple[Any, ...]:
 
 
 class Mailbox:
-    """One dashboard's slot: the newest snapshot not yet sent to it."""
+    """One dashboard's slot: the newest snapshot of its user's scope not yet sent to it."""
 
-    __slots__ = ("event", "latest")
+    __slots__ = ("event", "latest", "user")
 
-    def __init__(self) -> None:
+    def __init__(self, user: User | None = None) -> None:
+        self.user = user
         self.latest: str | None = None
         self.event = asyncio.Event()
 
@@ -109,13 +169,18 @@ class StatusPublisher:
         self._key: tuple[Any, ...] | None = None
         self._stats: list[dict[str, Any]] = []
         self._last_push = float("-inf")
+        self._shown: dict[str | None, dict[str, Any]] = {}  # scope → last snapshot pushed
 
-    def subscribe(self, node: Node) -> Mailbox:
+    def subscribe(self, node: Node, user: User | None = None) -> Mailbox:
         self.node = node
         if not self.mailboxes:  # nobody saw the changes made while no one was watching
             self._record()
-        box = Mailbox()
-        box.put(self._serialise())  # a new dashboard gets the whole picture at once
+        box = Mailbox(user)
+        data = snapshot(node, user)
+        box.put(_serialise(data))  # a new dashboard gets the whole picture at once
+        scope = scope_of(user)
+        if not any(scope_of(b.user) == scope for b in self.mailboxes):
+            self._shown[scope] = {k: v for k, v in data.items() if k != "time"}
         self.mailboxes.add(box)
         self._wake.set()
         return box
@@ -127,10 +192,6 @@ class StatusPublisher:
         assert self.node is not None
         self._key = fingerprint(self.node)
         self._stats = [e.status for e in self.node.poles()]
-
-    def _serialise(self) -> str:
-        assert self.node is not None
-        return json.dumps(snapshot(self.node), ensure_ascii=False, separators=(",", ":"))
 
     def poll(self, now: float) -> bool:
         """Push if something changed and the coalescing window allows; True if it pushed."""
@@ -147,11 +208,28 @@ class StatusPublisher:
         ):
             return False
         self._key, self._stats, self._last_push = key, stats, now
-        data = self._serialise()
         self.pushes += 1
-        for box in self.mailboxes:
-            box.put(data)
+        self._push()
         return True
+
+    def _push(self) -> None:
+        """One snapshot per scope, to that scope's sockets, unless it shows what it showed."""
+        assert self.node is not None
+        scopes: dict[str | None, list[Mailbox]] = {}
+        for box in self.mailboxes:
+            scopes.setdefault(scope_of(box.user), []).append(box)
+        for scope in set(self._shown) - set(scopes):
+            del self._shown[scope]
+        views = parts(self.node)
+        for scope, boxes in scopes.items():
+            data = snapshot(self.node, boxes[0].user, views)
+            shown = {k: v for k, v in data.items() if k != "time"}
+            if self._shown.get(scope) == shown:
+                continue
+            self._shown[scope] = shown
+            text = _serialise(data)
+            for box in boxes:
+                box.put(text)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -162,6 +240,10 @@ class StatusPublisher:
             await asyncio.sleep(POLL_S)
             if self.mailboxes:
                 self.poll(loop.time())
+
+
+def _serialise(data: dict[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 async def _send_loop(ws: web.WebSocketResponse, box: Mailbox) -> None:
@@ -179,7 +261,7 @@ async def status_ws(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=4096)
     await ws.prepare(request)
     request.config_dict[SOCKETS].add(ws)
-    box = publisher.subscribe(request.config_dict[NODE])
+    box = publisher.subscribe(request.config_dict[NODE], request.get(USER))
     sender = asyncio.create_task(_send_loop(ws, box), name="loa-status-ws-send")
     try:
         async for msg in ws:  # the dashboard only listens; anything it sends is ignored

@@ -9,6 +9,7 @@ HTML-escaped, and ``{{>name}}`` another template (the page header). Elements car
 from __future__ import annotations
 
 import html
+import ipaddress
 import json
 import re
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from loa.web.keys import PAGE_TEMPLATES, SESSION_CSRF, USER
+from loa.web.keys import PAGE_TEMPLATES, SESSION_CSRF, SIGN_IN, USER
 
 STATIC = Path(__file__).parent / "static"
 TEMPLATES = STATIC / "templates"
@@ -123,6 +124,7 @@ def render_login(
         error_text = error
     if next_path is None:
         next_path = request.query.get("next")
+    username, password = _sign_in_here(request)
     return _page(
         request,
         "login",
@@ -131,7 +133,26 @@ def render_login(
         error=error_text,
         error_key=error_key,
         error_hidden="" if error else "hidden",
+        signin_user=username,
+        signin_password=password,
+        signin_hidden="" if password else "hidden",
     )
+
+
+def _sign_in_here(request: web.Request) -> tuple[str, str]:
+    """The demo's sign-in details, for a browser on this machine only (the demo prints them
+    on its terminal too); ``("", "")`` for anyone else or when there are none."""
+    details = request.config_dict.get(SIGN_IN)
+    if details is None or not _loopback(request.remote):
+        return "", ""
+    return details
+
+
+def _loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def _require_user(request: web.Request) -> None:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections import deque
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from loa.relay.core.channel import (
     Authenticate,
@@ -30,7 +30,7 @@ from loa.relay.metrics import Metrics
 from loa.relay.node import Endpoint, Node
 from loa.relay.sink import PacketSink
 from loa.store import hash_token
-from loa.web.keys import NODE
+from loa.web.keys import NODE, SPEAKERS
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,8 @@ async def speaker_handler(request: web.Request) -> web.WebSocketResponse:
     if ep is None:
         return ws
     peer = SpeakerPeer(ws, channel, node.metrics)
+    peers = request.config_dict[SPEAKERS]
+    peers.add(peer)
     session = node.attach_speaker(ep, peer, loop.time())
     peer.queue(channel.accept(welcome(request, node, ep, session)))
     peer.send(node.playing_message(ep))
@@ -173,6 +175,7 @@ async def speaker_handler(request: web.Request) -> web.WebSocketResponse:
     try:
         await _control_loop(ws, channel, node, ep, session)
     finally:
+        peers.discard(peer)
         node.detach_speaker(ep, peer, loop.time())
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -195,3 +198,21 @@ async def _control_loop(
                     node.request_transport(ep, session, mode)
                 case Ignored(what=what):  # newer speakers may send more: ignore, stay
                     log.debug("[ep=%s] ignored: %s", ep.id, what)
+
+
+async def close_speakers(app: web.Application) -> None:
+    """On shutdown, before aiohttp waits for handlers to end: say goodbye (1001 going away)
+    to every connected speaker, so their handlers end now and the speakers reconnect to
+    whichever node comes back, instead of the server waiting out its shutdown timeout."""
+    for peer in app[SPEAKERS].copy():
+        peer.close(WSCloseCode.GOING_AWAY, "server shutting down")
+
+
+def setup(api_app: web.Application) -> None:
+    """Add ``GET /speaker`` to the API sub-app; a second call does nothing."""
+    if SPEAKERS in api_app:
+        return
+    peers: set[SpeakerPeer] = set()
+    api_app[SPEAKERS] = peers
+    api_app.router.add_get("/speaker", speaker_handler)
+    api_app.on_shutdown.append(close_speakers)

@@ -44,6 +44,7 @@ from loa.web.webrtc import (
 log = logging.getLogger(__name__)
 
 MAX_WHIP_SESSIONS: Final = 8  # concurrent publishers per node
+BROADCAST_HEADER: Final = "X-Loa-Broadcast"  # names the broadcast in the 201
 
 
 # -- the WHIP resource ------------------------------------------------------------------
@@ -75,7 +76,7 @@ def whip_spec(query: Any, node: Node, user: User) -> tuple[BroadcastSpec, bool, 
         roots = [z for z in node.zones if node.zones.parent(z) is None]
         zones = [user.zone] if user.zone is not None else roots
     data: dict[str, Any] = {"targets": {"zones": zones, "endpoints": endpoints}}
-    for key in ("class", "origin_zone", "id"):
+    for key in ("class", "origin_zone"):
         if key in query:
             data[key] = query[key]
     for key in ("interrupt", "exclusive"):
@@ -181,7 +182,9 @@ async def whip_post(request: web.Request) -> web.Response:
         raise
     session.start()
     log.info("[whip=%s bc=%s] publishing to %s", session.id, spec.id, sorted(spec.target_zones))
-    return created(request, session, sdp)
+    resp = created(request, session, sdp)
+    resp.headers[BROADCAST_HEADER] = spec.id  # the server chose it: the page finds itself by it
+    return resp
 
 
 def setup(api: web.Application) -> None:

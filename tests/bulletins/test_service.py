@@ -31,6 +31,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CAP_DIR = Path(__file__).parent.parent / "data" / "cap"
 
 
+def play(relay: Any, bulletin_id: str, n: int) -> str | None:
+    """The running n-th play of a bulletin: ``<bulletin>.<n>-<random tail>``."""
+    prefix = f"{bulletin_id}.{n}-"
+    return next((b for b in relay.node.broadcasts if b.startswith(prefix)), None)
+
+
 def wav(freq: float, seconds: float) -> bytes:
     t = np.arange(int(48000 * seconds)) / 48000
     out = io.BytesIO()
@@ -99,8 +105,8 @@ async def test_normal_waits_in_the_inbox_and_plays_when_scheduled(
         assert scheduled["state"] == "scheduled"
         await asyncio.sleep(1.0)
         assert relay.node.broadcasts == {}, "it plays at the chosen time, not before"
-        bc_id = f"{made['id']}.1"
-        await wait_for(lambda: bc_id in relay.node.broadcasts, 2, "the scheduled play")
+        await wait_for(lambda: play(relay, made["id"], 1), 2, "the scheduled play")
+        bc_id = play(relay, made["id"], 1) or ""
         assert time.time() >= at - 0.05
         bc = relay.node.broadcasts[bc_id]
         assert bc.spec.priority.name == "SCHEDULED" and bc.spec.target_zones == {"c0"}
@@ -137,30 +143,29 @@ async def test_priority_waits_for_the_item_boundary_then_plays_before_the_rest(
         ]
         t0 = time.monotonic()
         programme = {
-            "id": "prog",
             "source": {"type": "playlist", "items": items},
             "targets": {"zones": ["c0"]},
             "class": "scheduled",
         }
-        await relay.api("POST", "/broadcasts", programme, 201)
+        prog_id = (await relay.api("POST", "/broadcasts", programme, 201))["id"]
         await asyncio.sleep(0.4)
         made = await relay.api("POST", "/bulletins", bulletin("priority", media, ["c0"]), 201)
-        bc_id = f"{made['id']}.1"
-        await wait_for(lambda: bc_id in relay.node.broadcasts, 2, "the priority broadcast")
+        await wait_for(lambda: play(relay, made["id"], 1), 2, "the priority broadcast")
+        bc_id = play(relay, made["id"], 1) or ""
         assert relay.node.broadcasts[bc_id].spec.priority.name == "PRIORITY"
-        assert all(relay.node.router.holder(e) == "prog" for e in ("c0-e0", "c0-e1"))
-        prog = relay.node.broadcasts["prog"]
+        assert all(relay.node.router.holder(e) == prog_id for e in ("c0-e0", "c0-e1"))
+        prog = relay.node.broadcasts[prog_id]
         await wait_for(lambda: relay.node.router.holder("c0-e0") == bc_id, 3, "the boundary")
         # the programme paused exactly at the end of item 1: 1.5 s is 75 frames
         assert prog.frames == 75, prog.frames
         assert relay.node.router.holder("c0-e1") == bc_id
-        await wait_for(lambda: "prog" not in relay.node.broadcasts, 8, "the programme's end")
+        await wait_for(lambda: prog_id not in relay.node.broadcasts, 8, "the programme's end")
         row = await relay.api("GET", f"/bulletins/{made['id']}")
         assert row["state"] == "done"
 
         for ep in ("c0-e0", "c0-e1"):
             heard = runs(fleet.heard[ep].frames, t0)
-            assert [b for b, _ in heard] == ["prog", bc_id, "prog"], ep
+            assert [b for b, _ in heard] == [prog_id, bc_id, prog_id], ep
             item1, bulletin_frames, item2 = (frames for _, frames in heard)
             # item 1 (the speaker may miss its first few frames), the bulletin, item 2 whole
             assert 68 <= len(item1) <= 76, (ep, len(item1))
@@ -181,18 +186,21 @@ async def test_emergency_interrupts_at_once_and_repeats_until_cancelled(
     fleet = await started(relay, config)
     try:
         media = await upload(relay, 700, 0.6)
-        await relay.api("POST", "/broadcasts", tone("prog", 1000, ["p"], "scheduled"), 201)
+        prog_id = (await relay.api("POST", "/broadcasts", tone(1000, ["p"], "scheduled"), 201))[
+            "id"
+        ]
         await asyncio.sleep(0.5)
         body = bulletin("emergency", media, ["c0"], repeat_every_s=3)
         t_req = time.monotonic()
         made = await relay.api("POST", "/bulletins", body, 201)
-        first = f"{made['id']}.1"
+        await wait_for(lambda: play(relay, made["id"], 1), 0.5, "the emergency")
+        first = play(relay, made["id"], 1) or ""
         await wait_for(lambda: relay.node.router.holder("c0-e0") == first, 0.5, "interrupt")
-        assert relay.node.router.holder("c1-e0") == "prog"
+        assert relay.node.router.holder("c1-e0") == prog_id
         # chime (1.5 s) + 0.6 s of 700 Hz, then back to the programme until the repeat
-        await wait_for(lambda: relay.node.router.holder("c0-e0") == "prog", 4, "the first end")
-        second = f"{made['id']}.2"
-        await wait_for(lambda: second in relay.node.broadcasts, 3, "the repeat")
+        await wait_for(lambda: relay.node.router.holder("c0-e0") == prog_id, 4, "the first end")
+        await wait_for(lambda: play(relay, made["id"], 2), 3, "the repeat")
+        second = play(relay, made["id"], 2) or ""
         assert time.monotonic() - t_req == pytest.approx(3.0, abs=0.5)  # start to start
         await wait_for(lambda: relay.node.router.holder("c0-e0") == second, 0.5, "repeat on air")
         await asyncio.sleep(1.7)  # into the 700 Hz part of the repeat
@@ -202,21 +210,21 @@ async def test_emergency_interrupts_at_once_and_repeats_until_cancelled(
         cancelled = await relay.api("POST", f"/bulletins/{made['id']}/cancel")
         assert cancelled["state"] == "cancelled"
         assert second not in relay.node.broadcasts
-        assert relay.node.router.holder("c0-e0") == "prog"
+        assert relay.node.router.holder("c0-e0") == prog_id
         await asyncio.sleep(3.5)
         row = await relay.api("GET", f"/bulletins/{made['id']}")
         assert row["broadcasts"] == [first, second], "no repeat after a cancel"
-        assert set(relay.node.broadcasts) == {"prog"}
+        assert set(relay.node.broadcasts) == {prog_id}
 
         heard = runs(fleet.heard["c0-e0"].frames, t_req)
         order = [b for b, _ in heard]
-        assert order == ["prog", first, "prog", second, "prog"][-len(order) :]
+        assert order == [prog_id, first, prog_id, second, prog_id][-len(order) :]
         for bc, frames in heard:
             if bc == second:
                 assert freq(frames[-15:]) == pytest.approx(700, rel=0.01)
                 assert fleet.heard["c0-e0"].volumes(t_req, second) == {100}
-        assert fleet.heard["c1-e0"].frequency(t_req, "prog") == pytest.approx(1000, rel=0.01)
-        assert {b for b, _ in runs(fleet.heard["c1-e0"].frames, t_req)} == {"prog"}
+        assert fleet.heard["c1-e0"].frequency(t_req, prog_id) == pytest.approx(1000, rel=0.01)
+        assert {b for b, _ in runs(fleet.heard["c1-e0"].frames, t_req)} == {prog_id}
     finally:
         await fleet.close()
 
@@ -257,8 +265,8 @@ async def test_cap_typhoon_plays_in_the_mapped_communes_until_its_cancel(
         t0 = time.monotonic()
         status, made = await post_cap(relay, typhoon())
         assert status == 201 and made["level"] == "emergency", made
-        bc_id = f"{made['id']}.1"
-        await wait_for(lambda: bc_id in relay.node.broadcasts, 2, "the typhoon warning")
+        await wait_for(lambda: play(relay, made["id"], 1), 2, "the typhoon warning")
+        bc_id = play(relay, made["id"], 1) or ""
         await wait_for(lambda: relay.node.router.holder("c0-e0") == bc_id, 1, "c0 hears it")
         assert relay.node.router.holder("c1-e0") == bc_id
         assert relay.node.router.holder("c2-e0") is None

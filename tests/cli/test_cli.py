@@ -100,6 +100,16 @@ async def test_broadcast_start_list_stop(relay_factory: Any, tmp_path: Path) -> 
     assert rc == 0, err
     em_id = out.split("\t")[0]
 
+    # A retry with the same key (a lost answer, a cron job run twice) starts nothing new.
+    again = [*base, "start", "--tone", "500", "--zone", "c0", "--idempotency-key", "cron-0500"]
+    rc, first, err = await run_cli(*again)
+    assert rc == 0, err
+    rc, second, err = await run_cli(*again)
+    assert rc == 0, err
+    assert first == second
+    rc, _, _ = await run_cli(*base, "stop", first.split("\t")[0])
+    assert rc == 0
+
     rc, out, _ = await run_cli(*base, "list")
     assert rc == 0
     listed = {line.split("\t")[0]: line.split("\t")[1] for line in out.strip().splitlines()}

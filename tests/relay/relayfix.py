@@ -24,9 +24,9 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
         return int(s.getsockname()[1])
 
 
-def tone(bc_id: str, freq: float, zones: list[str], klass: str, **extra: Any) -> dict[str, Any]:
+def tone(freq: float, zones: list[str], klass: str, **extra: Any) -> dict[str, Any]:
+    """A tone broadcast's body; the server names it (the answer's ``id``)."""
     return {
-        "id": bc_id,
         "source": {"type": "tone", "freq_hz": freq},
         "targets": {"zones": zones},
         "class": klass,

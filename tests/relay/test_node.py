@@ -4,6 +4,7 @@ armed only for the core's deadlines."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from loa.relay.core.control import Message, Playing, Transport
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.core.wire import ControlDatagram, DatagramType
 from loa.relay.node import Node
+from loa.relay.sendmmsg import Batch
 from loa.streamer.base import Frame
 from loa.streamer.playlist import Playlist
 from loa.streamer.tone import ChimeSource, ToneSource
@@ -35,6 +37,11 @@ class FakeTransport:
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
         self.sent[addr].append(data)
 
+    family = socket.AF_INET  # what loa.relay.sendmmsg.Batch asks of a socket
+
+    def fileno(self) -> int:
+        return -1
+
     def get_extra_info(self, name: str) -> Any:
         return ("127.0.0.1", 5004)
 
@@ -47,6 +54,7 @@ async def node(tmp_path: Path) -> Any:
     config = tree_config(tmp_path, communes=2, per_commune=0, rtp=("10.9.0.1:1", "10.9.0.2:2"))
     node = Node(config)
     node.transport = node._sock = FakeTransport()  # type: ignore[assignment]
+    node._batch = Batch(node._sock, batched=False)  # type: ignore[arg-type]
     yield node
     await node.close()
 
@@ -234,6 +242,7 @@ async def test_the_timer_is_armed_for_an_expiry_and_only_then(node: Node) -> Non
 async def test_closing_the_node_disarms_its_timer(tmp_path: Path) -> None:
     node = Node(tree_config(tmp_path, communes=1, per_commune=0, rtp=("10.9.0.1:1",)))
     node.transport = node._sock = FakeTransport()  # type: ignore[assignment]
+    node._batch = Batch(node._sock, batched=False)  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
     await node.start_broadcast(
         spec("far", Priority.SCHEDULED, expires_at=loop.time() + 3600),
@@ -255,6 +264,7 @@ async def test_a_silent_udp_path_times_out_at_its_deadline(tmp_path: Path) -> No
     )
     node = Node(config)
     node.transport = node._sock = FakeTransport()  # type: ignore[assignment]
+    node._batch = Batch(node._sock, batched=False)  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
     try:
         peer = Peer()
@@ -276,6 +286,7 @@ async def test_a_silent_udp_path_times_out_at_its_deadline(tmp_path: Path) -> No
 async def test_a_speaker_hears_its_levels_and_what_plays(tmp_path: Path) -> None:
     node = Node(tree_config(tmp_path, communes=1, per_commune=1))
     node.transport = node._sock = FakeTransport()  # type: ignore[assignment]
+    node._batch = Batch(node._sock, batched=False)  # type: ignore[arg-type]
     try:
         peer, ep = Peer(), node.endpoint("c0-e0")
         node.attach_speaker(ep, peer, asyncio.get_running_loop().time())

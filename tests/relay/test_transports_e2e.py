@@ -96,7 +96,7 @@ async def test_nat_rebinding_keeps_audio_flowing(relay_factory: Any, tmp_path: P
     await fleet.start()
     try:
         await wait_for(lambda: on_transport(relay.node, ["c0-e0"]), 10, "speaker on UDP")
-        await relay.api("POST", "/broadcasts", tone("t", 1000, ["p"], "live"), 201)
+        await relay.api("POST", "/broadcasts", tone(1000, ["p"], "live"), 201)
         await asyncio.sleep(0.8)
         session = relay.node.endpoints["c0-e0"].session
         assert session is not None
@@ -132,10 +132,10 @@ async def test_blocked_udp_falls_back_to_websocket_audio(
     try:
         await wait_for(lambda: on_transport(relay.node, ids, Transport.WS), 10, "WS fallback")
         t0 = time.monotonic()
-        await relay.api("POST", "/broadcasts", tone("t", 1000, ["c0"], "live"), 201)
+        t_id = (await relay.api("POST", "/broadcasts", tone(1000, ["c0"], "live"), 201))["id"]
         await asyncio.sleep(1.0)
         for i in ids:
-            assert fleet.heard[i].frequency(t0, "t") == pytest.approx(1000, rel=0.01)
+            assert fleet.heard[i].frequency(t0, t_id) == pytest.approx(1000, rel=0.01)
             assert fleet.speakers[i].jitter.stats().lost <= 1
     finally:
         await fleet.close()
@@ -156,7 +156,7 @@ async def test_junk_and_replays_are_dropped_and_audio_is_unaffected(
     try:
         await wait_for(lambda: on_transport(relay.node, ids), 10, "speakers on UDP")
         t0 = time.monotonic()
-        await relay.api("POST", "/broadcasts", tone("t", 1000, ["c0"], "live"), 201)
+        t_id = (await relay.api("POST", "/broadcasts", tone(1000, ["c0"], "live"), 201))["id"]
         # A third endpoint's own session, so that its datagrams can be replayed.
         async with relay.http.ws_connect(relay.url + "/api/v1/speaker") as ws:
             await ws.send_json({"type": "hello", "token": "tok-c0-e2", "version": 1})
@@ -184,7 +184,7 @@ async def test_junk_and_replays_are_dropped_and_audio_is_unaffected(
         assert drops["unknown_session"] >= 15
         assert drops["rtp_from_peer"] + drops["malformed"] >= 1500
         for i in ids:
-            assert fleet.heard[i].frequency(t0, "t") == pytest.approx(1000, rel=0.01)
+            assert fleet.heard[i].frequency(t0, t_id) == pytest.approx(1000, rel=0.01)
             assert fleet.speakers[i].jitter.stats().lost == 0
         metrics = await (await relay.http.get(relay.url + "/metrics")).text()
         assert 'loa_datagrams_dropped_total{reason="replay"}' in metrics
@@ -257,7 +257,7 @@ async def test_ffmpeg_plays_a_static_rtp_endpoint_from_its_sdp(
     )
     try:
         await asyncio.sleep(0.5)  # let ffmpeg bind its port before the first packet
-        await relay.api("POST", "/broadcasts", tone("t", 1000, ["c0"], "live"), 201)
+        await relay.api("POST", "/broadcasts", tone(1000, ["c0"], "live"), 201)
         _, err = await asyncio.wait_for(proc.communicate(), 20)
     finally:
         if proc.returncode is None:
@@ -350,11 +350,14 @@ async def test_killed_and_restarted_server_gets_all_speakers_back(tmp_path: Path
         # And they play: a tone reaches them after the restart.
         t0 = time.monotonic()
         async with http.post(
-            url + "/api/v1/broadcasts", json=tone("t", 1000, ["p"], "live"), headers=AUTH
+            url + "/api/v1/broadcasts", json=tone(1000, ["p"], "live"), headers=AUTH
         ) as resp:
             assert resp.status == 201
+            t_id = (await resp.json())["id"]
         await wait_for(
-            lambda: all(abs(fleet.heard[f"e{i}"].frequency(t0, "t") - 1000) < 10 for i in range(n)),
+            lambda: all(
+                abs(fleet.heard[f"e{i}"].frequency(t0, t_id) - 1000) < 10 for i in range(n)
+            ),
             10,
             "every speaker to hear the tone after the restart",
         )

@@ -24,8 +24,15 @@ def data(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def run(argv: list[str], monkeypatch: pytest.MonkeyPatch, stdin: str = "") -> int:
-    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def run(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, stdin: str = "", tty: bool = False
+) -> int:
+    monkeypatch.setattr("sys.stdin", Terminal(stdin) if tty else io.StringIO(stdin))
     return cli.main(argv)
 
 
@@ -86,10 +93,10 @@ def test_passwd_prompts_twice(
     )
     answers = iter(["second password", "second password"])
     monkeypatch.setattr("getpass.getpass", lambda prompt: next(answers))
-    assert run(["user", "passwd", "v", "--data", str(data)], monkeypatch) == 0
+    assert run(["user", "passwd", "v", "--data", str(data)], monkeypatch, tty=True) == 0
     assert verify_password("second password", account(data, "v").password_hash)  # type: ignore[attr-defined]
     answers = iter(["third password", "typo password"])
-    assert run(["user", "passwd", "v", "--data", str(data)], monkeypatch) == 2
+    assert run(["user", "passwd", "v", "--data", str(data)], monkeypatch, tty=True) == 2
     assert capsys.readouterr().err == "loa: the two passwords differ\n"
     assert (
         run(
@@ -122,3 +129,61 @@ def test_token_is_printed_once_and_works(
             return (acc.username if acc else None), [t.label for t in await store.users.tokens()]
 
     assert asyncio.run(check()) == ("v", ["grafana"])
+
+
+def test_add_reads_a_password_file(
+    data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = data / "pw.txt"
+    secret.write_text("mật khẩu trong tệp\nignored second line\n", encoding="utf-8")
+    argv = ["user", "add", "f", "--role", "viewer", "--data", str(data)]
+    assert run([*argv, "--password-file", str(secret)], monkeypatch, tty=True) == 0
+    assert verify_password("mật khẩu trong tệp", account(data, "f").password_hash)  # type: ignore[attr-defined]
+    capsys.readouterr()
+    argv = ["user", "add", "g", "--role", "viewer", "--data", str(data), "--password-file"]
+    assert run([*argv, str(data / "missing.txt")], monkeypatch) == 2
+    missing = data / "missing.txt"
+    assert capsys.readouterr().err == f"loa: cannot read {missing}: No such file or directory\n"
+    (data / "empty.txt").write_text("")
+    assert run([*argv, str(data / "empty.txt")], monkeypatch) == 2
+    assert capsys.readouterr().err == f"loa: no password in {data / 'empty.txt'}\n"
+    (data / "bin.txt").write_bytes(b"\xff\xfe\x00password")
+    assert run([*argv, str(data / "bin.txt")], monkeypatch) == 2
+    assert capsys.readouterr().err == f"loa: {data / 'bin.txt'} is not UTF-8 text\n"
+    assert run(["user", "list", "--data", str(data)], monkeypatch) == 0
+    assert capsys.readouterr().out == "f\tviewer\t-\t-\n"  # nothing half-made for g
+
+
+def test_add_without_a_terminal_reads_stdin(data: Path) -> None:
+    """A real process whose stdin is a pipe (a script, ssh without -t): no prompt, no crash;
+    the password is stdin's first line."""
+    import subprocess
+    import sys
+
+    argv = [
+        sys.executable,
+        "-m",
+        "loa",
+        "user",
+        "add",
+        "s",
+        "--role",
+        "viewer",
+        "--data",
+        str(data),
+    ]
+    done = subprocess.run(
+        argv, input="từ ống dẫn 123\n", capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "loa: user s added (viewer)\n"
+    assert "Traceback" not in done.stderr and "Password" not in done.stderr
+    assert verify_password("từ ống dẫn 123", account(data, "s").password_hash)  # type: ignore[attr-defined]
+    nothing = subprocess.run(
+        [*argv[:5], "t", *argv[6:]],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (nothing.returncode, nothing.stderr) == (2, "loa: no password on stdin\n")

@@ -27,8 +27,16 @@ INFO = {
 
 async def test_media_rows(store: Store) -> None:
     row = await store.media.add(INFO, "op")
-    assert row.as_json() == {**INFO, "created_by": "op", "created_at": 1_700_000_000.0}
+    assert row.as_json() == {
+        **INFO,
+        "created_by": "op",
+        "created_at": 1_700_000_000.0,
+        "zone": None,  # the top level
+    }
     assert await store.media.list() == [row]
+    owned = await store.media.add({**INFO, "id": "fedcba9876543210"}, "op", "c0")
+    assert (await store.media.get(owned.id)).zone == "c0"
+    await store.media.remove(owned.id)
     with pytest.raises(Conflict, match=r"^media '0123456789abcdef' already exists$"):
         await store.media.add(INFO, "op")
     with pytest.raises(BadRequest, match=r"^media metadata lacks duration_s, size$"):

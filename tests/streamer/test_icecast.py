@@ -15,7 +15,7 @@ import pytest
 
 from loa.codecs.pcm import dominant_frequency
 from loa.config import Config, MountSpec, with_changes
-from loa.errors import SourceError
+from loa.errors import ConfigError, SourceError
 from loa.streamer import icecast
 from loa.streamer.icecast import IcecastSource
 from loa.web.keys import MOUNTS
@@ -328,3 +328,117 @@ async def test_source_decodes_what_studios_push(
     await source.aclose()
     assert abs(len(pcm) - 50) <= 3
     assert dominant_frequency(np.concatenate(pcm[5:-5])) == pytest.approx(800, rel=0.01)
+
+
+# -- watchdog: silent and trickling sources -----------------------------------------------------
+
+
+def watched_config(tmp_path: Path, **limits: float) -> Config:
+    config = tree_config(tmp_path, communes=2, per_commune=1)
+    return with_changes(config, mounts=(MountSpec("studio", PASSWORD, ("c0",), **limits),))
+
+
+async def closed_after(reader: Any, t0: float, limit: float) -> float:
+    """Seconds from ``t0`` until the server hangs up on the source."""
+    assert await asyncio.wait_for(reader.read(), limit) == b""
+    return time.monotonic() - t0
+
+
+def test_mount_source_limits_default_to_icecast_and_are_checked() -> None:
+    mount = MountSpec("m", "pw", ("c0",))
+    assert (mount.source_timeout_s, mount.source_min_bytes_per_s) == (10.0, 500.0)
+    assert mount.source_rate_window_s == 10.0
+    with pytest.raises(ConfigError, match="mount m: source_timeout_s must be in"):
+        MountSpec("m", "pw", ("c0",), source_timeout_s=0)
+    with pytest.raises(ConfigError, match="source_min_bytes_per_s must be in"):
+        MountSpec("m", "pw", ("c0",), source_min_bytes_per_s=-1)
+
+
+@pytest.mark.e2e
+async def test_a_source_that_goes_silent_is_closed_on_time(
+    relay_factory: Any, tmp_path: Path
+) -> None:
+    """Audio for a second, then nothing on an open connection: closed source_timeout_s
+    later (not 30 s), its broadcast ended and logged with the reason."""
+    relay = await relay_factory(watched_config(tmp_path, source_timeout_s=1.5))
+    mp3 = await mp3_tone(tmp_path, 700, 1)
+    reader, writer, head = await legacy_source(relay, "audio/mpeg")
+    assert head.startswith(b"HTTP/1.0 200 OK\r\n")
+    (bc_id,) = icecast_ids(relay)
+    step = len(mp3) // 10
+    for i in range(10):  # about real time
+        writer.write(mp3[i * step : (i + 1) * step])
+        await asyncio.sleep(0.1)
+    t0 = time.monotonic()
+    took = await closed_after(reader, t0, 10)
+    writer.close()
+    assert 1.4 <= took <= 3.0, took
+    assert bc_id not in relay.node.broadcasts
+    (entry,) = await log_entries(relay)
+    assert (entry["state"], entry["reason"]) == ("failed", "no data from the source for 1.5 s")
+    assert relay.server.app[MOUNTS].live == {}
+
+
+@pytest.mark.e2e
+async def test_a_source_trickling_one_byte_a_second_is_closed(
+    relay_factory: Any, tmp_path: Path
+) -> None:
+    """Never silent long enough for the timeout, yet far below any encoder's rate: closed
+    once a window's average is below the minimum, and the mount is free again."""
+    limits = {"source_timeout_s": 10.0, "source_min_bytes_per_s": 500.0}
+    relay = await relay_factory(watched_config(tmp_path, source_rate_window_s=3.0, **limits))
+    mp3 = await mp3_tone(tmp_path, 700, 2)
+    reader, writer, _ = await legacy_source(relay, "audio/mpeg")
+    (bc_id,) = icecast_ids(relay)
+    writer.write(mp3[:2000])  # a start that looks real, then a byte a second
+    t0 = time.monotonic()
+
+    async def trickle() -> None:
+        for byte in mp3[2000:2030]:
+            await asyncio.sleep(1.0)
+            writer.write(bytes([byte]))
+
+    trickling = asyncio.create_task(trickle())
+    try:
+        took = await closed_after(reader, t0, 15)
+    finally:
+        trickling.cancel()
+        await asyncio.gather(trickling, return_exceptions=True)
+        writer.close()
+    assert took < 6.5, took  # the window (3 s) after the start burst aged out of it
+    assert bc_id not in relay.node.broadcasts
+    (entry,) = await log_entries(relay)
+    assert entry["state"] == "failed"
+    assert "below the minimum of 500 bytes/s" in entry["reason"], entry
+    assert relay.server.app[MOUNTS].live == {}
+
+
+async def test_source_trickle_is_refused_without_http() -> None:
+    source = IcecastSource(
+        Chunks([(0, b"ID3\x04" + b"\0" * 600)] + [(0.1, b"x")] * 20),
+        name="t",
+        min_bytes_per_s=500,
+        rate_window_s=0.5,
+    )
+    with pytest.raises(SourceError, match=r"bytes in 0.5 s, below the minimum of 500 bytes/s"):
+        await source.read()
+    await source.aclose()
+
+
+async def test_a_source_pushing_ahead_is_not_taken_for_a_trickle(tmp_path: Path) -> None:
+    """ffmpeg without -re sends everything at once; then the full jitter buffer holds the
+    reader back for seconds. That waiting is ours, not the encoder's: no verdict."""
+    mp3 = await mp3_tone(tmp_path, 1000, 3)
+    source = IcecastSource(
+        Chunks([(0, mp3)]),
+        name="t",
+        format="mp3",
+        buffer_s=0.5,
+        min_bytes_per_s=100_000,
+        rate_window_s=0.2,
+    )
+    frames = 0
+    while (frame := await source.read()) is not None:
+        frames += not frame.silent_fill
+    await source.aclose()
+    assert abs(frames - 150) <= 3

@@ -106,6 +106,7 @@ class Publisher:
             with urllib.request.urlopen(request, timeout=10) as resp:
                 status, answer = resp.status, resp.read().decode()
                 location = resp.headers.get("Location")
+                broadcast = resp.headers.get("X-Loa-Broadcast")
         except urllib.error.HTTPError as exc:
             say("refused", status=exc.code, body=exc.read().decode(errors="replace"))
             GLib.idle_add(self.loop.quit)
@@ -115,7 +116,14 @@ class Publisher:
             GLib.idle_add(self.loop.quit)
             return
         self.location = urllib.parse.urljoin(self.args.url, location) if location else None
-        say("answered", status=status, location=self.location, offer=offer, answer=answer)
+        say(
+            "answered",
+            status=status,
+            location=self.location,
+            broadcast=broadcast,
+            offer=offer,
+            answer=answer,
+        )
         GLib.idle_add(self._apply_answer, answer)
 
     def _apply_answer(self, answer: str) -> bool:

@@ -36,6 +36,7 @@ class WebRtcClient:
         self.token = token
         self.pc = new_peer_connection()
         self.location: str | None = None
+        self.broadcast: str | None = None  # a WHIP answer names the broadcast (X-Loa-Broadcast)
         self.edit_offer = edit_offer or (lambda sdp: sdp)
         self.edit_answer = edit_answer or (lambda sdp: sdp)
         self.offer = self.answer = ""
@@ -61,6 +62,7 @@ class WebRtcClient:
             if resp.status != 201:
                 raise ConnectionError(f"{self.url} answered {resp.status}: {body}")
             self.location = str(URL(self.url).join(URL(resp.headers["Location"])))
+            self.broadcast = resp.headers.get("X-Loa-Broadcast")
         self.answer = body
         answer = self.edit_answer(body)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))

@@ -160,14 +160,16 @@ async def test_moving_a_village_reroutes_running_broadcasts(client: TestClient) 
     """A village's speaker follows its village from one commune's broadcast to the other's."""
     await call(client, "POST", "/zones", {"id": "v0", "name": "Thôn 0", "parent": "c0"}, 201)
     await call(client, "PATCH", "/endpoints/c0-e1", {"zone": "v0"})
-    for bc_id, commune in (("b0", "c0"), ("b1", "c1")):
-        body = {"id": bc_id, "source": TONE, "targets": {"zones": [commune]}, "class": "live"}
-        await call(client, "POST", "/broadcasts", body, status=201)
-    assert (await call(client, "GET", "/broadcasts/b0"))["listeners"] == ["c0-e0", "c0-e1"]
+    ids = []
+    for commune in ("c0", "c1"):
+        body = {"source": TONE, "targets": {"zones": [commune]}, "class": "live"}
+        ids.append((await call(client, "POST", "/broadcasts", body, status=201))["id"])
+    b0, b1 = ids
+    assert (await call(client, "GET", f"/broadcasts/{b0}"))["listeners"] == ["c0-e0", "c0-e1"]
     moved = await call(client, "PATCH", "/zones/v0", {"parent": "c1"})
     assert moved["parent"] == "c1" and moved["level"] == 2
-    assert (await call(client, "GET", "/broadcasts/b0"))["listeners"] == ["c0-e0"]
-    assert (await call(client, "GET", "/broadcasts/b1"))["listeners"] == [
+    assert (await call(client, "GET", f"/broadcasts/{b0}"))["listeners"] == ["c0-e0"]
+    assert (await call(client, "GET", f"/broadcasts/{b1}"))["listeners"] == [
         "c0-e1",
         "c1-e0",
         "c1-e1",
@@ -196,7 +198,7 @@ async def test_added_endpoint_gets_its_token_once_and_is_routed(client: TestClie
     ws, welcome = await hello(client, token)
     assert welcome["type"] == "welcome" and welcome["endpoint"] == "c0-e9"
     await ws.close()
-    bc = {"id": "b", "source": TONE, "targets": {"zones": ["c0"]}}
+    bc = {"source": TONE, "targets": {"zones": ["c0"]}}
     assert (await call(client, "POST", "/broadcasts", bc, status=201))["listeners"] == [
         "c0-e0",
         "c0-e1",
@@ -474,7 +476,7 @@ async def test_a_restart_keeps_everything_made_through_the_api(
     assert resp.status == 303
     ws, welcome = await hello(client, made["token"])
     assert (welcome["type"], welcome["endpoint"]) == ("welcome", "v0-e0")
-    bc = {"id": "b", "source": {"type": "media", "id": media}, "targets": {"zones": ["c0"]}}
+    bc = {"source": {"type": "media", "id": media}, "targets": {"zones": ["c0"]}}
     started = await call(client, "POST", "/broadcasts", bc, status=201)
     assert started["listeners"] == ["c0-e0", "c0-e1", "v0-e0"]
     await ws.close()

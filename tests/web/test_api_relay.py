@@ -59,27 +59,28 @@ async def test_api_refuses_missing_or_wrong_token(client: TestClient, header: st
 
 
 async def test_start_list_stop_and_log(client: TestClient) -> None:
-    bc = await start(client, tone_body(id="prog-1"))
+    bc = await start(client, tone_body())
+    assert bc["id"].startswith("bc-") and len(bc["id"]) == 19  # the server's, random
+    bc_id = bc["id"]
     assert bc["state"] == "playing"
     assert bc["listeners"] == ["c0-e0", "c0-e1", "c1-e0", "c1-e1", "rtp0"]
     listed = await (await client.get("/api/v1/broadcasts", headers=AUTH)).json()
-    assert [b["id"] for b in listed["broadcasts"]] == ["prog-1"]
+    assert [b["id"] for b in listed["broadcasts"]] == [bc_id]
     await asyncio.sleep(0.1)
-    stopped = await (await client.delete("/api/v1/broadcasts/prog-1", headers=AUTH)).json()
+    stopped = await (await client.delete(f"/api/v1/broadcasts/{bc_id}", headers=AUTH)).json()
     assert stopped["state"] == "stopped" and stopped["reason"] == "stopped"
     log = await (await client.get("/api/v1/log", headers=AUTH)).json()
-    assert log["entries"][0]["id"] == "prog-1"
+    assert log["entries"][0]["id"] == bc_id
     assert log["entries"][0]["heard_s"]["rtp0"] > 0.05
-    resp = await client.get("/api/v1/broadcasts/prog-1", headers=AUTH)
+    resp = await client.get(f"/api/v1/broadcasts/{bc_id}", headers=AUTH)
     assert (await resp.json())["state"] == "stopped"
 
 
 async def test_emergency_preempts_one_commune(client: TestClient) -> None:
-    await start(client, tone_body(id="prog"))
+    prog_id = (await start(client, tone_body()))["id"]
     em = await start(
         client,
         {
-            "id": "em",
             "source": {"type": "tone", "freq_hz": 700},
             "targets": {"zones": ["c1"]},
             "class": "emergency",
@@ -87,29 +88,27 @@ async def test_emergency_preempts_one_commune(client: TestClient) -> None:
         },
     )
     assert em["listeners"] == ["c1-e0", "c1-e1"]
-    prog = await (await client.get("/api/v1/broadcasts/prog", headers=AUTH)).json()
+    prog = await (await client.get(f"/api/v1/broadcasts/{prog_id}", headers=AUTH)).json()
     assert prog["listeners"] == ["c0-e0", "c0-e1", "rtp0"]
-    await client.delete("/api/v1/broadcasts/em", headers=AUTH)
-    prog = await (await client.get("/api/v1/broadcasts/prog", headers=AUTH)).json()
+    await client.delete(f"/api/v1/broadcasts/{em['id']}", headers=AUTH)
+    prog = await (await client.get(f"/api/v1/broadcasts/{prog_id}", headers=AUTH)).json()
     assert prog["listeners"] == ["c0-e0", "c0-e1", "c1-e0", "c1-e1", "rtp0"]
 
 
 async def test_exclusive_conflict_names_the_holder(client: TestClient) -> None:
-    await start(client, tone_body(id="holder", **{"class": "live"}))
-    err = await start(
-        client, tone_body(id="excl", exclusive=True, **{"class": "scheduled"}), status=409
-    )
+    holder = (await start(client, tone_body(**{"class": "live"})))["id"]
+    err = await start(client, tone_body(exclusive=True, **{"class": "scheduled"}), status=409)
     assert err["error"]["code"] == "conflict"
-    assert err["error"]["holder"] == "holder"
-    assert "holder" in err["error"]["message"]
+    assert err["error"]["holder"] == holder
+    assert holder in err["error"]["message"]
     listed = await (await client.get("/api/v1/broadcasts", headers=AUTH)).json()
-    assert [b["id"] for b in listed["broadcasts"]] == ["holder"]
+    assert [b["id"] for b in listed["broadcasts"]] == [holder]
 
 
 async def test_expired_broadcast_never_plays(client: TestClient) -> None:
     import time
 
-    bc = await start(client, tone_body(id="late", expires_at=time.time() - 1))
+    bc = await start(client, tone_body(expires_at=time.time() - 1))
     assert bc["state"] == "expired" and bc["listeners"] == []
 
 
@@ -126,7 +125,8 @@ async def test_expired_broadcast_never_plays(client: TestClient) -> None:
         (tone_body(source={"type": "tts", "text": ""}), 400, "invalid_value", "source.text"),
         (tone_body(source={"type": "media", "id": "nope"}), 404, "not_found", "media"),
         (tone_body(expires_at="soon"), 400, "wrong_type", 'field "expires_at" must be float'),
-        (tone_body(id="bad id!"), 400, "invalid_value", 'field "id": expected str matching'),
+        (tone_body(id="mine"), 400, "unknown_field", 'unknown field "id"'),
+        (tone_body(idempotency_key="a b"), 400, "invalid_value", 'field "idempotency_key"'),
         (tone_body(clas="emergency"), 400, "unknown_field", 'unknown field "clas"'),
         (
             tone_body(source={"type": "tone", "frq_hz": 440}),
@@ -253,7 +253,7 @@ async def test_patch_endpoint_levels(client: TestClient) -> None:
 
 
 async def test_metrics_has_a_fanout_histogram(client: TestClient) -> None:
-    await start(client, tone_body(id="m"))
+    await start(client, tone_body())
     await asyncio.sleep(0.3)
     text = await (await client.get("/metrics")).text()
     lines = {

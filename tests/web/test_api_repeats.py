@@ -202,9 +202,17 @@ async def test_scopes(client: TestClient) -> None:
     assert data["error"]["code"] == "forbidden"
     assert (await call(client, "GET", f"/repeats/{rep_id}", 200))["state"] == "active"
     mine = await account(client.app, "c", "operator", "c0", emergency_right=True)
-    assert (await call(client, "DELETE", f"/repeats/{rep_id}", 200, headers=mine))["state"] == (
-        "cancelled"
+    data = await call(client, "DELETE", f"/repeats/{rep_id}", 403, headers=mine)
+    assert data["error"]["message"] == (
+        f"broadcast {rep_id} comes from the national level, above c's zone c0: "
+        "only that level may stop it"
     )
+    theirs = await call(client, "POST", "/broadcasts", 201, emergency(60), headers=mine)
+    own_id = theirs["repeat"]["id"]
+    assert theirs["origin_zone"] == "c0"
+    cancelled = await call(client, "DELETE", f"/repeats/{own_id}", 200, headers=mine)
+    assert cancelled["state"] == "cancelled"
+    assert (await call(client, "DELETE", f"/repeats/{rep_id}", 200))["state"] == "cancelled"
 
 
 @pytest.mark.e2e

@@ -81,7 +81,7 @@ async def test_gstreamer_webrtcbin_publishes_and_the_commune_hears_it(
     others = [e for e in config.endpoints if e.id != "c0-e0"]
     fleet = Fleet(relay.url, [(e.id, e.token or "") for e in others])
     await fleet.start()
-    gst = GstPublisher(f"{relay.url}/api/v1/whip?zones=c0&id=gst&chime=0", token=ADMIN, freq=440)
+    gst = GstPublisher(f"{relay.url}/api/v1/whip?zones=c0&chime=0", token=ADMIN, freq=440)
     try:
         ids = [e.id for e in config.endpoints]
         await wait_for(lambda: on_transport(relay.node, ids), 15, "speakers on UDP")
@@ -89,17 +89,18 @@ async def test_gstreamer_webrtcbin_publishes_and_the_commune_hears_it(
         await gst.start()
         answered = await gst.wait("answered")
         assert answered["status"] == 201 and "/api/v1/whip/" in answered["location"]
+        gst_id = answered["broadcast"]
         assert set(setup_of(answered["offer"])) == {"actpass"}
         assert setup_of(answered["answer"]) == ["passive"]
         await gst.wait("state", connection="connected")
-        bc = await relay.api("GET", "/broadcasts/gst")
+        bc = await relay.api("GET", f"/broadcasts/{gst_id}")
         assert (bc["source"], bc["class"]) == ("whip", "live")
         await wait_for(
-            lambda: fleet.heard["c0-e1"].frequency(t0, "gst") > 0, 15, "c0 hearing GStreamer"
+            lambda: fleet.heard["c0-e1"].frequency(t0, gst_id) > 0, 15, "c0 hearing GStreamer"
         )
-        assert fleet.heard["c0-e1"].frequency(t0, "gst") == pytest.approx(440, rel=0.02)
+        assert fleet.heard["c0-e1"].frequency(t0, gst_id) == pytest.approx(440, rel=0.02)
         for ep_id in ("c1-e0", "c1-e1"):
-            assert fleet.heard[ep_id].since(t0, "gst") == []
+            assert fleet.heard[ep_id].since(t0, gst_id) == []
         await asyncio.sleep(1.0)  # the pole's WAV ends with a second of it
         await stop(pole)
         with wave.open(str(wav)) as w:
@@ -107,8 +108,8 @@ async def test_gstreamer_webrtcbin_publishes_and_the_commune_hears_it(
         assert dominant_frequency(pcm[-24000:]) == pytest.approx(440, rel=0.01)
         assert await gst.close() == 0
         assert gst.event("deleted", status=200) is not None, gst.transcript()
-        await wait_for(lambda: "gst" not in relay.node.broadcasts, 5, "the broadcast to end")
-        entry = await relay.api("GET", "/broadcasts/gst")
+        await wait_for(lambda: gst_id not in relay.node.broadcasts, 5, "the broadcast to end")
+        entry = await relay.api("GET", f"/broadcasts/{gst_id}")
         assert entry["reason"] == "stopped by the publisher (WHIP DELETE)"
         assert entry["heard_s"]["c0-e0"] > 1.0
         assert "no shared cipher" not in gst.transcript()
@@ -128,13 +129,14 @@ async def test_an_obs_shaped_gstreamer_publisher_sends_no_video(
     relay = await webrtc_relay(config)
     fleet = await speakers(relay, config)
     gst = GstPublisher(
-        f"{relay.url}/api/v1/whip?zones=c0&id=obs&chime=0", token=ADMIN, freq=660, video=True
+        f"{relay.url}/api/v1/whip?zones=c0&chime=0", token=ADMIN, freq=660, video=True
     )
     try:
         t0 = time.monotonic()
         await gst.start()
         answered = await gst.wait("answered")
         assert [kind for kind, _ in ports(answered["offer"])] == ["audio", "video"]
+        obs = answered["broadcast"]
         assert ports(answered["answer"])[1] == ("video", 0)
         assert ports(answered["answer"])[0][1] > 0
         await gst.wait("applied")
@@ -142,9 +144,9 @@ async def test_an_obs_shaped_gstreamer_publisher_sends_no_video(
         (session,) = peers_of(relay).sessions.values()
         assert [t.kind for t in session.pc.getTransceivers()] == ["audio"]
         await wait_for(
-            lambda: fleet.heard["c0-e0"].frequency(t0, "obs") > 0, 15, "c0 hearing the audio"
+            lambda: fleet.heard["c0-e0"].frequency(t0, obs) > 0, 15, "c0 hearing the audio"
         )
-        assert fleet.heard["c0-e0"].frequency(t0, "obs") == pytest.approx(660, rel=0.02)
+        assert fleet.heard["c0-e0"].frequency(t0, obs) == pytest.approx(660, rel=0.02)
         await asyncio.sleep(1.0)  # a second more for video that should not be there
         await gst.close()
         sent = (await gst.wait("sent"))["packets"]
@@ -164,14 +166,17 @@ async def test_each_dtls_role_a_publisher_claims_connects(
 ) -> None:
     relay = await webrtc_relay(tree_config(tmp_path))
     client = WhipClient(
-        f"{relay.url}/api/v1/whip?zones=c1&id=role", token=ADMIN, edit_offer=with_setup(offered)
+        f"{relay.url}/api/v1/whip?zones=c1", token=ADMIN, edit_offer=with_setup(offered)
     )
     try:
         await client.start(PcmTrack(sine(500)))
         assert setup_of(client.offer) == [offered]
         assert setup_of(client.answer) == [answered]
         await wait_for(
-            lambda: (b := relay.node.broadcasts.get("role")) is not None and b.frames > 10,
+            lambda: (
+                (b := relay.node.broadcasts.get(client.broadcast or "")) is not None
+                and b.frames > 10
+            ),
             10,
             "audio over DTLS-SRTP",
         )
@@ -207,7 +212,7 @@ async def test_an_obs_shaped_offer_gets_its_video_rejected(
     same mid, outside the BUNDLE group) and the audio plays."""
     relay = await webrtc_relay(tree_config(tmp_path))
     client = WhipClient(
-        f"{relay.url}/api/v1/whip?zones=c1&id=obs",
+        f"{relay.url}/api/v1/whip?zones=c1",
         token=ADMIN,
         edit_offer=lambda sdp: with_video(sdp, first=video_first),
         edit_answer=without_rejected,
@@ -225,7 +230,10 @@ async def test_an_obs_shaped_offer_gets_its_video_rejected(
         bundle = [ln for ln in answer.session if ln.startswith("a=group:BUNDLE")]
         assert bundle == [f"a=group:BUNDLE {audio.mid}"]
         await wait_for(
-            lambda: (b := relay.node.broadcasts.get("obs")) is not None and b.frames > 10,
+            lambda: (
+                (b := relay.node.broadcasts.get(client.broadcast or "")) is not None
+                and b.frames > 10
+            ),
             10,
             "the audio beside the rejected video",
         )
@@ -239,7 +247,7 @@ async def test_a_whep_player_that_offers_video_gets_audio_only(
     webrtc_relay: Any, tmp_path: Path
 ) -> None:
     relay = await webrtc_relay(tree_config(tmp_path))
-    await relay.api("POST", "/broadcasts", tone_body("t", 700, ["c0"], "live"), 201)
+    await relay.api("POST", "/broadcasts", tone_body(700, ["c0"], "live"), 201)
 
     def recvonly_video(sdp: str) -> str:
         return with_video(sdp).replace("a=sendonly", "a=recvonly")

@@ -185,7 +185,7 @@ async def test_ffmpeg_hears_its_zone_while_a_slow_reader_stalls_nobody(
     await fleet.start()
     try:
         await wait_for(lambda: on_transport(relay.node, ["c0-e0", "c1-e0"]), 15, "speakers")
-        await relay.api("POST", "/broadcasts", tone("t", 1000, ["c0"], "live"), 201)
+        t_id = (await relay.api("POST", "/broadcasts", tone(1000, ["c0"], "live"), 201))["id"]
         # A reader that takes nothing for 2 s, on the same zone as ffmpeg and the pole.
         async with relay.http.get(
             relay.url + "/listen/c0.ogg", headers={"Authorization": f"Bearer {ADMIN}"}
@@ -197,7 +197,7 @@ async def test_ffmpeg_hears_its_zone_while_a_slow_reader_stalls_nobody(
                 ffmpeg_listen(relay.url + f"/listen/c1.ogg?token={listen_token(ADMIN, 'c1')}", 2),
             )
             assert time.monotonic() - t0 < 6  # ~real time: ffmpeg was never held up
-            assert fleet.heard["c0-e0"].frequency(t0, "t") == pytest.approx(1000, rel=0.01)
+            assert fleet.heard["c0-e0"].frequency(t0, t_id) == pytest.approx(1000, rel=0.01)
             # The slow reader's stream, read late, is still a clean Ogg stream of the tone.
             reader = OggOpusReader()
             got = reader.feed(await slow.content.read(20_000))
@@ -206,7 +206,7 @@ async def test_ffmpeg_hears_its_zone_while_a_slow_reader_stalls_nobody(
         assert dominant_frequency(c0[4800:]) == pytest.approx(1000, rel=0.01)
         assert c1.size == pytest.approx(2 * 48000, rel=0.02)
         assert rms_dbfs(c1) < -80  # nothing on air in c1: silence, not the c0 tone
-        bc = broadcast_json(relay.node, relay.node.broadcasts["t"])
+        bc = broadcast_json(relay.node, relay.node.broadcasts[t_id])
         assert bc["listeners"] == ["c0-e0"]  # the poles; listeners are counted apart
     finally:
         await fleet.close()

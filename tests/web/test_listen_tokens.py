@@ -108,7 +108,7 @@ async def test_whep_plays_with_the_token_in_the_url_and_ends_by_it(
 ) -> None:
     """A player given only the URL: no Authorization header on the POST or the DELETE."""
     relay = await webrtc_relay(tree_config(tmp_path))
-    await relay.api("POST", "/broadcasts", tone_body("t", 880, ["c0"], "live"), 201)
+    await relay.api("POST", "/broadcasts", tone_body(880, ["c0"], "live"), 201)
     _, urls = await get(relay, "/zones/c0/listen", AUTH)
     client = WhepClient(urls["whep"])
     try:

@@ -24,9 +24,8 @@ from tests.relay.fleet import Fleet
 WS = "/api/v1/status/ws"
 
 
-def tone(bc_id: str, zones: list[str], klass: str = "live") -> dict[str, Any]:
+def tone(zones: list[str], klass: str = "live") -> dict[str, Any]:
     return {
-        "id": bc_id,
         "source": {"type": "tone", "freq_hz": 800},
         "targets": {"zones": zones},
         "class": klass,
@@ -59,20 +58,21 @@ async def test_snapshot_on_connect_then_a_push_per_change(client: TestClient) ->
         assert first["broadcasts"] == []
         assert first["counts"] == {"online": 0, "offline": 4, "playing": 0}
 
-        resp = await client.post("/api/v1/broadcasts", json=tone("b1", ["c0"]), headers=AUTH)
+        resp = await client.post("/api/v1/broadcasts", json=tone(["c0"]), headers=AUTH)
         assert resp.status == 201
+        b1 = (await resp.json())["id"]
         pushed = await receive(ws)
         (bc,) = pushed["broadcasts"]
-        assert bc["id"] == "b1" and bc["listeners"] == ["c0-e0", "c0-e1"]
+        assert bc["id"] == b1 and bc["listeners"] == ["c0-e0", "c0-e1"]
         assert bc["hearing"] == 0  # routed, but no speaker is connected
-        assert {e["id"]: e["playing"] for e in pushed["endpoints"]}["c0-e0"] == "b1"
+        assert {e["id"]: e["playing"] for e in pushed["endpoints"]}["c0-e0"] == b1
 
         resp = await client.patch("/api/v1/endpoints/c1-e1", json={"volume": 35}, headers=AUTH)
         assert resp.status == 200
         pushed = await receive(ws)
         assert {e["id"]: e["volume"] for e in pushed["endpoints"]}["c1-e1"] == 35
 
-        resp = await client.delete("/api/v1/broadcasts/b1", headers=AUTH)
+        resp = await client.delete(f"/api/v1/broadcasts/{b1}", headers=AUTH)
         assert resp.status == 200
         pushed = await receive(ws)
         assert pushed["broadcasts"] == []
@@ -163,21 +163,21 @@ async def test_push_latency_after_a_change(client: TestClient) -> None:
     async with client.ws_connect(WS, headers=AUTH) as ws:
         await receive(ws)
         rng = random.Random(7)
+        started = ""
         for i in range(16):
             # Changes at random phases of the publisher's poll, as operators make them.
             await asyncio.sleep(live.MIN_PUSH_S + rng.uniform(0.0, live.POLL_S * 2))
             t0 = time.monotonic()
             if i % 2 == 0:
-                resp = await client.post(
-                    "/api/v1/broadcasts", json=tone(f"l{i}", ["c1"]), headers=AUTH
-                )
+                resp = await client.post("/api/v1/broadcasts", json=tone(["c1"]), headers=AUTH)
+                started = (await resp.json())["id"]
             else:
-                resp = await client.delete(f"/api/v1/broadcasts/l{i - 1}", headers=AUTH)
+                resp = await client.delete(f"/api/v1/broadcasts/{started}", headers=AUTH)
             assert resp.status in (200, 201)
             data = await receive(ws)
             latencies.append(time.monotonic() - t0)
             ids = [b["id"] for b in data["broadcasts"]]
-            assert ids == ([f"l{i}"] if i % 2 == 0 else [])
+            assert ids == ([started] if i % 2 == 0 else [])
     median = statistics.median(latencies)
     print(f"status push latency: median {median * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms")
     assert median < live.POLL_S * 3, latencies

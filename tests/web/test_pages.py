@@ -275,8 +275,36 @@ def test_every_template_renders() -> None:
         "error": "",
         "error_key": "",
         "error_hidden": "hidden",
+        "signin_user": "",
+        "signin_password": "",
+        "signin_hidden": "hidden",
     }
     for name in ("login", "dashboard", "log"):
         html = templates.render(name, values)
         assert "{{" not in html and "}}" not in html, name
         assert html.count("<html") == 1
+
+
+async def test_demo_sign_in_is_shown_to_this_machine_only(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """`loa demo` sets SIGN_IN: a signed-out browser on loopback sees it on the page GET /
+    leads to; a client a trusted proxy forwards from elsewhere does not; nor does a server
+    that is not the demo."""
+    from loa.config import with_changes
+    from loa.web.keys import SIGN_IN
+
+    config = tree_config(tmp_path)
+    app = create_app(
+        with_changes(config, web=with_changes(config.web, trusted_proxies=("127.0.0.1",)))
+    )
+    app[SIGN_IN] = ("demo", "pw-<shown>")
+    client = await aiohttp_client(app)
+    text = await (await client.get("/")).text()  # → /login
+    assert 'id="login-demo" class="info-box" >' in text
+    assert "<code>demo</code>" in text and "<code>pw-&lt;shown&gt;</code>" in text
+    assert "Bản chạy thử trên máy này" in text
+    remote = await (await client.get("/", headers={"X-Forwarded-For": "198.51.100.7"})).text()
+    assert "pw-&lt;shown&gt;" not in remote and 'id="login-demo" class="info-box" hidden>' in remote
+    plain = await aiohttp_client(create_app(tree_config(tmp_path / "other")))
+    assert 'id="login-demo" class="info-box" hidden>' in await (await plain.get("/login")).text()

@@ -1,9 +1,10 @@
 """Who may call what, for every route of the /api/v1 sub-app (parametrised per route).
 
 The world: province p ⊃ communes c0, c1; villages v0 ⊂ c0, v1 ⊂ c1; endpoints c0-e0, c0-e1,
-rtp0 (rtp) in c0 and c1-e0, c1-e1, rtp1 (rtp) in c1; running broadcasts bc0 → c0 and
-bc1 → c1; one media file. Users: the config's admin token, ``op`` (operator of c0), ``ope``
-(operator of c0 with the emergency right) and ``viewer`` (reads everything).
+rtp0 (rtp) in c0 and c1-e0, c1-e1, rtp1 (rtp) in c1; running broadcasts bc0 → c0 (by op)
+and bc1 → c1 (by the admin); one media file (c0's, uploaded by op). Users: the config's
+admin token, ``op`` (operator of c0), ``ope`` (operator of c0 with the emergency right) and
+``viewer`` (reads everything).
 
 403 or 404, and why:
 - A resource outside the caller's zones answers 404, word for word as if it did not exist
@@ -106,6 +107,11 @@ def calls(who: str, method: str, *items: tuple[Any, ...]) -> list[Call]:
 
 def ids(key: str, items: str) -> Callable[[Any], bool]:
     return lambda data: sorted(x["id"] for x in data[items]) == key.split()
+
+
+def names(key: str) -> Callable[[Any], bool]:
+    """The broadcasts listed, by name (their ids are the server's)."""
+    return lambda data: sorted(x["what"] for x in data["broadcasts"]) == key.split()
 
 
 CAP_SAMPLES = Path(__file__).parent.parent / "data" / "cap"
@@ -221,8 +227,8 @@ ROUTES: dict[tuple[str, str], list[Call]] = {
         Call("op", "GET", "/endpoints/rtp0/sdp", 200),
     ],
     ("get", "/broadcasts"): [
-        Call("op", "GET", "/broadcasts", 200, check=ids("bc0", "broadcasts")),
-        Call("viewer", "GET", "/broadcasts", 200, check=ids("bc0 bc1", "broadcasts")),
+        Call("op", "GET", "/broadcasts", 200, check=names("bc0")),
+        Call("viewer", "GET", "/broadcasts", 200, check=names("bc0 bc1")),
     ],
     ("post", "/broadcasts"): [
         Call("op", "POST", "/broadcasts", 403, bc("c1")),
@@ -235,14 +241,14 @@ ROUTES: dict[tuple[str, str], list[Call]] = {
         Call("op", "POST", "/broadcasts", 201, bc("c0", "live")),
     ],
     ("get", "/broadcasts/{id}"): [
-        *calls("op", "GET", ("/broadcasts/bc1", 404), ("/broadcasts/nope", 404)),
-        Call("viewer", "GET", "/broadcasts/bc1", 200),
-        Call("op", "GET", "/broadcasts/bc0", 200),
+        *calls("op", "GET", ("/broadcasts/{bc1}", 404), ("/broadcasts/nope", 404)),
+        Call("viewer", "GET", "/broadcasts/{bc1}", 200),
+        Call("op", "GET", "/broadcasts/{bc0}", 200),
     ],
     ("delete", "/broadcasts/{id}"): [
-        Call("op", "DELETE", "/broadcasts/bc1", 404),
-        Call("viewer", "DELETE", "/broadcasts/bc0", 403),
-        *calls("op", "DELETE", ("/broadcasts/bc0", 200), ("/broadcasts/bc0", 404)),
+        Call("op", "DELETE", "/broadcasts/{bc1}", 404),
+        Call("viewer", "DELETE", "/broadcasts/{bc0}", 403),
+        *calls("op", "DELETE", ("/broadcasts/{bc0}", 200), ("/broadcasts/{bc0}", 404)),
     ],
     ("get", "/repeats"): [
         Call("admin", "POST", "/broadcasts", 201, rep("c1"), save="theirs"),
@@ -257,8 +263,10 @@ ROUTES: dict[tuple[str, str], list[Call]] = {
     ],
     ("delete", "/repeats/{id}"): [
         Call("admin", "POST", "/broadcasts", 201, rep("c1"), save="theirs"),
-        Call("admin", "POST", "/broadcasts", 201, rep("c0"), save="mine"),
+        Call("admin", "POST", "/broadcasts", 201, rep("c0"), save="national"),
+        Call("ope", "POST", "/broadcasts", 201, rep("c0"), save="mine"),
         Call("ope", "DELETE", "/repeats/{theirs}", 404),
+        Call("ope", "DELETE", "/repeats/{national}", 403),  # from above: not theirs to stop
         Call("op", "DELETE", "/repeats/{mine}", 403),  # no emergency right
         Call("viewer", "DELETE", "/repeats/{mine}", 403),
         *calls("ope", "DELETE", ("/repeats/{mine}", 200), ("/repeats/{mine}", 409)),
@@ -629,13 +637,15 @@ async def world(aiohttp_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyP
             201,
             {"id": "rtp1", "name": "R", "zone": "c1", "kind": "rtp", "address": "127.0.0.1:9"},
         ),
-        Call("admin", "POST", "/broadcasts", 201, bc("c0", id="bc0")),
-        Call("admin", "POST", "/broadcasts", 201, bc("c1", id="bc1")),
-        Call("admin", "POST", "/media?filename=m.wav", 201, WAV, "audio/wav"),
+        Call("op", "POST", "/broadcasts", 201, bc("c0", name="bc0")),  # from c0: op may stop it
+        Call("admin", "POST", "/broadcasts", 201, bc("c1", name="bc1")),
+        Call("op", "POST", "/media?filename=m.wav", 201, WAV, "audio/wav"),  # c0's media
     ]
     for c in setup:
         status, data = await send(w, c)
         assert status == c.status, data
+        if c.path == "/broadcasts":  # ids are the server's: {bc0} and {bc1} in paths
+            w.ids[c.body["name"]] = data["id"]
     w.ids["media"] = data["id"]
     return w
 

@@ -135,13 +135,13 @@ async def test_no_admin_token_means_no_ogg_links(aiohttp_client: Any, tmp_path: 
 
 # -- WHIP from a page session ----------------------------------------------------------------------
 async def test_whip_takes_the_page_session_with_csrf(client: TestClient) -> None:
-    """What studio.js does: the cookie authenticates, X-CSRF-Token is required, the page
-    chooses the broadcast id so it can find itself in the status."""
+    """What studio.js does: the cookie authenticates, X-CSRF-Token is required, the answer
+    names the broadcast (the server's id) so the page can find itself in the status."""
     app = client.server.app
     await add_user(app, "xa0", zone="c0")
     csrf = await sign_in(client, "xa0")
     offer = await offer_sdp()
-    query = "zones=c0&class=live&chime=0&name=Th%C3%B4ng%20b%C3%A1o&id=studio-test-1"
+    query = "zones=c0&class=live&chime=0&name=Th%C3%B4ng%20b%C3%A1o"
     resp = await client.post(
         f"/api/v1/whip?{query}", data=offer, headers={"Content-Type": "application/sdp"}
     )
@@ -157,20 +157,22 @@ async def test_whip_takes_the_page_session_with_csrf(client: TestClient) -> None
     location = resp.headers["Location"]
     assert location.startswith("/api/v1/whip/")
     node = app[NODE]
-    bc = node.broadcasts["studio-test-1"]
+    bc_id = resp.headers["X-Loa-Broadcast"]
+    assert bc_id.startswith("bc-")
+    bc = node.broadcasts[bc_id]
     assert bc.log.created_by == "xa0" and bc.log.what == "Thông báo" and bc.log.source == "whip"
     assert bc.spec.target_zones == frozenset({"c0"})
     # Outside the operator's zone: refused, and nothing starts.
     resp = await client.post(
-        "/api/v1/whip?zones=c1&id=studio-test-2",
+        "/api/v1/whip?zones=c1",
         data=await offer_sdp(),
         headers={"Content-Type": "application/sdp", "X-CSRF-Token": csrf},
     )
     assert resp.status == 403
-    assert "studio-test-2" not in node.broadcasts
+    assert list(node.broadcasts) == [bc_id]
     resp = await client.delete(location, headers={"X-CSRF-Token": csrf})
     assert resp.status == 200
-    assert "studio-test-1" not in node.broadcasts
+    assert bc_id not in node.broadcasts
 
 
 # -- texts -----------------------------------------------------------------------------------------

@@ -128,7 +128,7 @@ async def test_whep_listener_hears_the_zone_broadcast(
     if stamp:  # packets carry the bench's RFC 8285 extension; the track must skip it
         config = replace(config, relay=replace(config.relay, stamp_frames=True))
     relay = await webrtc_relay(config)
-    await relay.api("POST", "/broadcasts", tone_body("t", 1000, ["c0"], "scheduled"), 201)
+    t_id = (await relay.api("POST", "/broadcasts", tone_body(1000, ["c0"], "scheduled"), 201))["id"]
     client, track = await listen(relay, "c0")
     try:
         (session,) = peers_of(relay).sessions.values()
@@ -138,7 +138,7 @@ async def test_whep_listener_hears_the_zone_broadcast(
         assert rms_dbfs(heard) > -20
         assert dominant_frequency(heard) == pytest.approx(1000, rel=0.01)
         assert session.track.sink.received > 40 and session.track.sink.dropped == 0
-        bc = await relay.api("GET", "/broadcasts/t")
+        bc = await relay.api("GET", f"/broadcasts/{t_id}")
         assert bc["virtual_listeners"] == 1 and bc["listeners"] == ["c0-e0", "c0-e1"]
     finally:
         await client.close()
@@ -158,7 +158,7 @@ async def test_whep_listener_gets_silence_until_a_broadcast_starts(
         (session,) = peers_of(relay).sessions.values()
         assert isinstance(session, whep.WhepSession)
         assert session.track.silence_sent >= 25
-        await relay.api("POST", "/broadcasts", tone_body("late", 600, ["p"], "live"), 201)
+        await relay.api("POST", "/broadcasts", tone_body(600, ["p"], "live"), 201)
         await record(track, 0.3)
         assert dominant_frequency(await record(track, 0.6)) == pytest.approx(600, rel=0.01)
     finally:
@@ -170,13 +170,14 @@ async def test_whep_listener_gets_silence_until_a_broadcast_starts(
 async def test_whip_publisher_to_whep_listener(webrtc_relay: Any, tmp_path: Path) -> None:
     """Browser to browser through the relay: one Opus encode in the relay, none per listener."""
     relay = await webrtc_relay(tree_config(tmp_path))
-    publisher = await publish(relay, "?zones=c0&id=mic", sine(1000))
+    publisher = await publish(relay, "?zones=c0", sine(1000))
+    mic = publisher.broadcast or ""
     client, track = await listen(relay, "c0")
     try:
         await record(track, 0.5)
         heard = await record(track, 1.0)
         assert dominant_frequency(heard) == pytest.approx(1000, rel=0.01)
-        bc = relay.node.broadcasts["mic"]
+        bc = relay.node.broadcasts[mic]
         assert bc.frames > 50
     finally:
         await client.close()

@@ -118,26 +118,28 @@ async def test_whip_tone_reaches_its_commune_only_and_delete_logs_it(
     try:
         await wait_for(lambda: on_transport(relay.node, ids), 15, "speakers on UDP")
         t0 = time.monotonic()
-        client = await publish(relay, "?zones=c0&name=Loa%20x%C3%A3&chime=0&id=mic", sine(1000))
+        client = await publish(relay, "?zones=c0&name=Loa%20x%C3%A3&chime=0", sine(1000))
         assert client.location is not None and "/api/v1/whip/" in client.location
-        bc = await relay.api("GET", "/broadcasts/mic")
+        mic = client.broadcast or ""
+        assert mic.startswith("bc-")
+        bc = await relay.api("GET", f"/broadcasts/{mic}")
         assert (bc["source"], bc["class"], bc["what"]) == ("whip", "live", "Loa xã")
         await wait_for(
-            lambda: all(fleet.heard[i].frequency(t0, "mic") > 0 for i in ("c0-e0", "c0-e1")),
+            lambda: all(fleet.heard[i].frequency(t0, mic) > 0 for i in ("c0-e0", "c0-e1")),
             10,
             "c0 speakers hearing the publisher",
         )
         await asyncio.sleep(0.5)
         for ep_id in ("c0-e0", "c0-e1"):
-            assert fleet.heard[ep_id].frequency(t0, "mic") == pytest.approx(1000, rel=0.01)
+            assert fleet.heard[ep_id].frequency(t0, mic) == pytest.approx(1000, rel=0.01)
         for ep_id in ("c1-e0", "c1-e1"):
-            assert fleet.heard[ep_id].since(t0, "mic") == []
+            assert fleet.heard[ep_id].since(t0, mic) == []
 
         await client.close()  # DELETE, then close the peer connection
         client = None
         await wait_for(lambda: "mic" not in relay.node.broadcasts, 5, "the broadcast to end")
         assert not peers_of(relay).sessions
-        entry = next(e for e in (await relay.api("GET", "/log"))["entries"] if e["id"] == "mic")
+        entry = next(e for e in (await relay.api("GET", "/log"))["entries"] if e["id"] == mic)
         assert entry["state"] == "stopped"
         assert entry["reason"] == "stopped by the publisher (WHIP DELETE)"
         assert entry["source"] == "whip"
@@ -155,18 +157,19 @@ async def test_publisher_that_vanishes_ends_the_broadcast(
     webrtc_relay: Any, tmp_path: Path
 ) -> None:
     relay = await webrtc_relay(tree_config(tmp_path))
-    client = await publish(relay, "?zones=c1&id=gone", sine(500))
+    client = await publish(relay, "?zones=c1", sine(500))
+    gone = client.broadcast or ""
     await wait_for(
-        lambda: (b := relay.node.broadcasts.get("gone")) is not None and b.frames > 10,
+        lambda: (b := relay.node.broadcasts.get(gone)) is not None and b.frames > 10,
         10,
         "audio from the publisher",
     )
     await client.close(delete=False)  # the browser tab closes: RTCP BYE, no DELETE
     await wait_for(lambda: "gone" not in relay.node.broadcasts, 10, "the broadcast to end")
     await wait_for(lambda: not peers_of(relay).sessions, 5, "the session to close")
-    entry = await relay.api("GET", "/broadcasts/gone")
+    entry = await relay.api("GET", f"/broadcasts/{gone}")
     assert (entry["state"], entry["reason"]) == ("finished", "finished")
-    assert any(e["id"] == "gone" for e in (await relay.api("GET", "/log"))["entries"])
+    assert any(e["id"] == gone for e in (await relay.api("GET", "/log"))["entries"])
 
 
 @pytest.mark.e2e
@@ -175,10 +178,11 @@ async def test_publisher_whose_audio_stops_is_timed_out(
 ) -> None:
     monkeypatch.setattr(whip, "IDLE_TIMEOUT_S", 1.0)
     relay = await webrtc_relay(tree_config(tmp_path))
-    client = await publish(relay, "?zones=c1&id=cut", sine(500))
+    client = await publish(relay, "?zones=c1", sine(500))
+    cut = client.broadcast or ""
     try:
         await wait_for(
-            lambda: (b := relay.node.broadcasts.get("cut")) is not None and b.frames > 10,
+            lambda: (b := relay.node.broadcasts.get(cut)) is not None and b.frames > 10,
             10,
             "audio from the publisher",
         )
@@ -186,7 +190,7 @@ async def test_publisher_whose_audio_stops_is_timed_out(
         client.pc.getTransceivers()[0].sender.replaceTrack(None)
         await wait_for(lambda: "cut" not in relay.node.broadcasts, 5, "the broadcast to end")
         await wait_for(lambda: not peers_of(relay).sessions, 5, "the session to close")
-        entry = await relay.api("GET", "/broadcasts/cut")
+        entry = await relay.api("GET", f"/broadcasts/{cut}")
         assert entry["state"] == "failed"
         assert entry["reason"] == "no audio from the publisher for 1 s"
     finally:
@@ -255,10 +259,10 @@ async def test_whip_rejects_bad_requests(webrtc_relay: Any, tmp_path: Path) -> N
     assert status == 400 and 'query parameter \\"chime\\" must be bool' in text
 
     # Refused by the router after negotiating: the peer connection is closed again.
-    await relay.api("POST", "/broadcasts", tone_body("em", 700, ["c0"], "emergency"), 201)
+    em = (await relay.api("POST", "/broadcasts", tone_body(700, ["c0"], "emergency"), 201))["id"]
     status, _, text = await post(relay, good, query="?zones=c0&exclusive=1")
-    assert status == 409 and "em" in text
-    await relay.api("DELETE", "/broadcasts/em")
+    assert status == 409 and em in text
+    await relay.api("DELETE", f"/broadcasts/{em}")
 
     async with relay.http.delete(f"{relay.url}/api/v1/whip/0123456789abcdef", headers=AUTH) as r:
         assert r.status == 404 and "WHIP session 0123456789abcdef not found" in await r.text()
@@ -288,13 +292,14 @@ async def test_shutdown_closes_publishers_and_logs_their_broadcasts(
     webrtc_relay: Any, tmp_path: Path
 ) -> None:
     relay = await webrtc_relay(tree_config(tmp_path))
-    client = await publish(relay, "?zones=c0&id=late", sine(500))
+    client = await publish(relay, "?zones=c0", sine(500))
+    late = client.broadcast or ""
     session = next(iter(peers_of(relay).sessions.values()))
     node = relay.node
     await relay.server.close()
     assert session.pc.connectionState == "closed"
     assert not peers_of(relay).sessions
-    (entry,) = [e for e in node.history if e.id == "late"]
+    (entry,) = [e for e in node.history if e.id == late]
     assert entry.state == "stopped" and entry.reason == "server shutting down"
     await client.close(delete=False)
 

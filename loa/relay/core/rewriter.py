@@ -25,7 +25,10 @@ receiver sees real loss as loss and nothing else as loss.
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer as WritableBuffer
 
 from loa.codecs import FRAME_SAMPLES, OPUS_PAYLOAD_TYPE
 
@@ -89,6 +92,29 @@ class Rewriter:
 
     def rewrite(self, packet: bytes, broadcast_key: int, frame_index: int) -> bytes:
         """``packet`` with this endpoint's sequence, timestamp, SSRC and marker."""
+        m_pt, seq, ts = self._advance(packet, broadcast_key, frame_index)
+        return HEADER.pack(packet[0], m_pt, seq, ts, self.ssrc) + packet[HEADER_SIZE:]
+
+    def header(self, packet: bytes, broadcast_key: int, frame_index: int) -> bytes:
+        """Like ``rewrite``, but only this endpoint's 12-byte header (sent with ``packet[12:]``)."""
+        m_pt, seq, ts = self._advance(packet, broadcast_key, frame_index)
+        return HEADER.pack(packet[0], m_pt, seq, ts, self.ssrc)
+
+    def pack_header_into(
+        self,
+        buffer: WritableBuffer,
+        offset: int,
+        packet: bytes,
+        broadcast_key: int,
+        frame_index: int,
+    ) -> None:
+        """Like ``rewrite``, but only this endpoint's 12-byte header, packed into ``buffer``
+        at ``offset``: the batched fan-out sends it with the shared payload ``packet[12:]``."""
+        m_pt, seq, ts = self._advance(packet, broadcast_key, frame_index)
+        HEADER.pack_into(buffer, offset, packet[0], m_pt, seq, ts, self.ssrc)
+
+    def _advance(self, packet: bytes, broadcast_key: int, frame_index: int) -> tuple[int, int, int]:
+        """The next packet's (marker and payload type, sequence, timestamp); counts it."""
         if broadcast_key == self._key and not self._gap and frame_index > self._frame:
             ts = (self._ts + FRAME_TICKS * (frame_index - self._frame)) & _TS_MASK
             m_pt = packet[1]
@@ -101,7 +127,7 @@ class Rewriter:
         self._frame = frame_index
         self.sent += 1
         self.octets += len(packet) - HEADER_SIZE
-        return HEADER.pack(packet[0], m_pt, seq, ts, self.ssrc) + packet[HEADER_SIZE:]
+        return m_pt, seq, ts
 
     def _discontinuity(self, broadcast_key: int, frame_index: int) -> int:
         """The timestamp of a packet that starts a talkspurt; updates the counters."""

@@ -186,6 +186,7 @@ class Media(Answer, frozen=True):
     peak_dbfs: float
     created_by: str
     created_at: float
+    zone: str | None = None  # the owner zone; null: the top level (read-only to operators)
 
 
 class AuditEntry(Answer, frozen=True):

@@ -122,6 +122,17 @@ class PlaylistSource(Source, frozen=True, tag="playlist"):
 AnySource = ToneSource | SilenceSource | TtsSource | MediaSource | UrlSource | PlaylistSource
 
 
+IdempotencyKey = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[!-~]+$",
+        description="printable ASCII without spaces, 1-128; scoped to the caller's account",
+    ),
+]
+
+
 class Repeat(Declared, frozen=True):
     """Play an emergency again every ``every_s`` seconds (start to start) until it is
     cancelled, until ``until`` (Unix time) or for ``for_s`` seconds from now (not both)."""
@@ -140,7 +151,9 @@ class NewBroadcast(Declared, frozen=True):
     source: AnySource
     targets: BroadcastTargets
     klass: Class = msgspec.field(default="live", name="class")
-    id: Id | Unset = UNSET
+    # The broadcast's id is the server's; a retry that sends the same key (per account)
+    # gets the first answer back instead of a second broadcast.
+    idempotency_key: IdempotencyKey | Unset = UNSET
     name: Name | Unset = UNSET
     origin_zone: AnyId | Unset = UNSET  # default: the operator's zone (an admin: national)
     interrupt: bool | Unset = UNSET  # default: by the class (live and emergency interrupt)

@@ -32,6 +32,7 @@ from loa.store.bulletins import BulletinRow
 from loa.web import auth
 from loa.web.api import answers
 from loa.web.api.bodies import BulletinAt, NewBulletin
+from loa.web.api.media_scope import check_usable
 from loa.web.api.queries import BulletinsQuery
 from loa.web.api.relay import node_of, user_of
 from loa.web.api.types import builtins
@@ -86,6 +87,7 @@ async def _new_bulletin(request: web.Request, body: NewBulletin) -> NewBulletin_
     for v in variants:
         if "media" in v:
             await media.get(v["media"])  # 404 naming it
+    await check_usable(request, (v["media"] for v in variants if "media" in v))
     now = time.time()
     if body.expires_at is not None and body.expires_at <= now:
         raise Conflict(

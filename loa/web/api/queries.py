@@ -12,7 +12,6 @@ from loa.web.api.types import (
     AnyId,
     Class,
     Declared,
-    Id,
     Meta,
     Name,
     TimeZone,
@@ -107,7 +106,6 @@ class WhipQuery(Declared, frozen=True):
     expires_at: Unix | None = None
     chime: bool | None = None
     name: Name | None = None
-    id: Id | None = None
 
 
 ListenToken = Annotated[

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from loa.errors import Forbidden, LoaError, NotFound, TooLarge
+from loa.errors import Conflict, Forbidden, LoaError, NotFound, TooLarge
 from loa.media import CHUNK
 from loa.store import LogRow, to_csv
 from loa.web import auth
@@ -23,6 +23,7 @@ from loa.web.contract import Routes
 from loa.web.errors import http_status
 from loa.web.keys import CONFIG, MEDIA, STORE, USER
 from loa.web.server import REDACTED
+from loa.web.views import scoped
 
 log = logging.getLogger(__name__)
 routes = Routes()
@@ -58,7 +59,9 @@ async def broadcast_log(request: web.Request, query: LogQuery) -> web.Response:
         return web.json_response({"entries": [], "total": 0})
     rows = await store.log.query(**filters, limit=query.limit, offset=query.offset)
     total = await store.log.count(**filters)
-    return web.json_response({"entries": [r.as_json() for r in rows], "total": total})
+    node, user = node_of(request), user_of(request)
+    entries = [scoped(user, node, r.as_json()) for r in rows]  # heard_s: the caller's poles
+    return web.json_response({"entries": entries, "total": total})
 
 
 @routes.get(
@@ -145,14 +148,23 @@ async def upload_media(request: web.Request, query: UploadQuery) -> web.Response
     chunks = request.content.iter_chunked(CHUNK)
     media = request.config_dict[MEDIA]
     info = await media.add(chunks, filename, limit, config.web.max_media_duration_s)
-    row = await request.config_dict[STORE].media.add(info, user_of(request).username)
+    user = user_of(request)
+    owner = None if user.role == "admin" else user.zone  # an operator's media are their zone's
+    row = await request.config_dict[STORE].media.add(info, user.username, owner)
     return web.json_response({**info, **row.as_json()}, status=201)
 
 
-@routes.get("/media", summary="The media library", tag="media", returns=answers.MediaList)
+@routes.get(
+    "/media",
+    summary="The media library the caller may use (their zone's and those from above)",
+    tag="media",
+    returns=answers.MediaList,
+)
 async def list_media(request: web.Request) -> web.Response:
+    node, user = node_of(request), user_of(request)
     rows = await request.config_dict[STORE].media.list()
-    return web.json_response({"media": [r.as_json() for r in rows]})
+    usable = [r for r in rows if auth.can_use_media(user, node.zones, r.zone)]
+    return web.json_response({"media": [r.as_json() for r in usable]})
 
 
 @routes.delete(
@@ -160,11 +172,30 @@ async def list_media(request: web.Request) -> web.Response:
     summary="Remove a media file",
     tag="media",
     returns=answers.Media,
-    errors=(403, 404),
+    errors=(403, 404, 409),
 )
 async def delete_media(request: web.Request) -> web.Response:
+    """Only the owner zone's operators (and admins) delete; media a schedule plays stay."""
     _may_change(request)
-    row = await request.config_dict[STORE].media.remove(request.match_info["id"])
+    node, user, store = node_of(request), user_of(request), request.config_dict[STORE]
+    media_id = request.match_info["id"]
+    row = await store.media.get(media_id)
+    if not auth.can_use_media(user, node.zones, row.zone):
+        raise NotFound(f"media {media_id!r} not found", media=media_id)
+    auth.can_delete_media(user, node.zones, media_id, row.zone)
+    users = sorted(
+        s.schedule.id
+        for s in await store.schedules.list()
+        if media_id in s.schedule.programme.media_ids()
+    )
+    if users:
+        raise Conflict(
+            f"media {media_id} is played by schedule(s) {', '.join(users)}: change or delete "
+            "them first",
+            media=media_id,
+            schedules=", ".join(users),
+        )
+    row = await store.media.remove(media_id)
     await request.config_dict[MEDIA].remove(row.file)
     return web.json_response(row.as_json())
 

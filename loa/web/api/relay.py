@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import re
+import hashlib
+import json
 import secrets
 import time
+import weakref
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -22,16 +26,27 @@ from loa.streamer.tone import ChimeSource
 from loa.web import auth
 from loa.web.api import answers
 from loa.web.api.bodies import NewBroadcast
+from loa.web.api.media_scope import check_usable, media_in
 from loa.web.api.repeats import repeat_json
 from loa.web.api.types import builtins
 from loa.web.contract import Routes
 from loa.web.keys import MEDIA, NODE, REPEATS, STORE, USER
-from loa.web.views import broadcast_json, endpoint_json
+from loa.web.views import broadcast_json, endpoint_json, scoped, sees_broadcast
 
 __all__ = ["USER", "routes"]
 
 routes = Routes()
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# A lock per (store, account, key) while a keyed start runs: a retry racing its original
+# waits for its answer. Weak: a lock lives only as long as someone holds or awaits it.
+_KEYED: weakref.WeakValueDictionary[tuple[int, str, str], asyncio.Lock] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def new_broadcast_id() -> str:
+    """A broadcast id is the server's: random and unguessable, so no client can name (and
+    so overwrite or pre-empt) another broadcast's row in the log."""
+    return "bc-" + secrets.token_urlsafe(12)
 
 
 def node_of(request: web.Request) -> Node:
@@ -49,12 +64,6 @@ def _see_endpoint(request: web.Request, endpoint_id: str) -> Any:
     if not auth.can_see_zone(user_of(request), node.zones, ep.spec.zone):
         raise NotFound(f"endpoint {endpoint_id} not found")
     return ep
-
-
-def _sees_broadcast(user: User, node: Node, spec: BroadcastSpec) -> bool:
-    zones = set(spec.target_zones)
-    zones.update(node.endpoints[e].spec.zone for e in spec.target_endpoints if e in node.endpoints)
-    return any(auth.can_see_zone(user, node.zones, z) for z in zones)
 
 
 @routes.get("/zones", summary="Zones the caller sees", tag="zones", returns=answers.Zones)
@@ -177,11 +186,8 @@ def broadcast_spec(
         isinstance(expires_at, bool) or not isinstance(expires_at, int | float)
     ):
         raise BadRequest("expires_at must be a Unix time in seconds")
-    bc_id = data.get("id") or secrets.token_hex(6)
-    if not isinstance(bc_id, str) or not _ID.match(bc_id):
-        raise BadRequest("id must be 1-64 characters of letters, digits, '.', '_' or '-'")
     return BroadcastSpec(
-        id=bc_id,
+        id=new_broadcast_id(),
         priority=priority,
         origin_zone=origin,
         target_zones=zones,
@@ -201,13 +207,39 @@ def broadcast_spec(
     ok=201,
     returns=answers.Broadcast,
     errors=(403, 404, 409, 422),
+    also={
+        200: ("the answer to an earlier request with the same idempotency_key", answers.Broadcast)
+    },
 )
 async def start_broadcast(request: web.Request, body: NewBroadcast) -> web.Response:
-    node = node_of(request)
     data = builtins(body)
+    key = data.pop("idempotency_key", None)
+    if key is None:
+        return web.json_response(await _start(request, data), status=201)
+    user, keys = user_of(request), request.config_dict[STORE].idempotency
+    fingerprint = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    lock = _KEYED.setdefault((id(keys), user.username, key), asyncio.Lock())
+    async with lock:
+        seen = await keys.get(user.username, key)
+        if seen is None:
+            answer = await _start(request, data)
+            await keys.put(user.username, key, fingerprint, answer["id"], json.dumps(answer))
+            return web.json_response(answer, status=201)
+    if seen.fingerprint != fingerprint:
+        raise Conflict(
+            f"idempotency key {key!r} was used for another request (broadcast {seen.broadcast})",
+            idempotency_key=key,
+            broadcast=seen.broadcast,
+        )
+    return web.Response(text=seen.answer, content_type="application/json")
+
+
+async def _start(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
+    node = node_of(request)
     # URL sources may not reach loopback, link-local … (relay.url_allow_networks)
     targets = TargetPolicy(node.config.relay.url_allow_networks)
     await check_description(data["source"], targets)
+    await check_usable(request, media_in(data["source"]))  # another commune's media: 404
     source, what = build_source(
         data["source"], media_path=request.config_dict[MEDIA].path, url_targets=targets
     )
@@ -234,7 +266,7 @@ async def start_broadcast(request: web.Request, body: NewBroadcast) -> web.Respo
     answer = broadcast_json(node, bc)
     if repeat_id is not None:
         answer["repeat"] = await _begin_repeat(request, data, spec, bc, repeat_id, chime)
-    return web.json_response(answer, status=201)
+    return answer
 
 
 def _repeatable(data: dict[str, Any]) -> str:
@@ -279,8 +311,9 @@ async def _begin_repeat(
 )
 async def list_broadcasts(request: web.Request) -> web.Response:
     node, user = node_of(request), user_of(request)
-    visible = [b for b in node.broadcasts.values() if _sees_broadcast(user, node, b.spec)]
-    return web.json_response({"broadcasts": [broadcast_json(node, b) for b in visible]})
+    visible = [b for b in node.broadcasts.values() if sees_broadcast(user, node, b.spec)]
+    answer = [scoped(user, node, broadcast_json(node, b)) for b in visible]
+    return web.json_response({"broadcasts": answer})
 
 
 @routes.get(
@@ -299,20 +332,33 @@ async def get_broadcast(request: web.Request) -> web.Response:
     node, user = node_of(request), user_of(request)
     bc_id = request.match_info["id"]
     bc = node.broadcasts.get(bc_id)
-    if bc is not None and _sees_broadcast(user, node, bc.spec):
-        return web.json_response(broadcast_json(node, bc))
+    if bc is not None and sees_broadcast(user, node, bc.spec):
+        return web.json_response(scoped(user, node, broadcast_json(node, bc)))
     if bc is None:
         row = await request.config_dict[STORE].log.get(bc_id)
-        visible = auth.visible_zones(user, node.zones)
-        if row is not None and (visible is None or visible & set(row.target_zones)):
-            return web.json_response(row.as_json())
+        if row is not None and _sees_row(user, node, row.target_zones, row.heard_s):
+            return web.json_response(scoped(user, node, row.as_json()))
     raise NotFound(f"broadcast {bc_id} not found")
 
 
+def _sees_row(user: User, node: Node, targets: Iterable[str], heard: Mapping[str, float]) -> bool:
+    """A logged broadcast the user may read: it targeted their area (or above it), or one of
+    their poles heard it (as ``GET /log`` finds it). Admins read every row."""
+    if auth.visible_zones(user, node.zones) is None:
+        return True
+    if any(z in node.zones and auth.covers_zone(user, node.zones, z) for z in targets):
+        return True
+    eps = node.endpoints
+    return any(e in eps and auth.can_see_zone(user, node.zones, eps[e].spec.zone) for e in heard)
+
+
 def may_stop(user: User, node: Node, spec: BroadcastSpec, missing: str) -> None:
-    """404 (``missing``) unless the user sees the broadcast; 403 unless they may stop it."""
-    if not _sees_broadcast(user, node, spec):
+    """404 (``missing``) unless the user sees the broadcast; 403 unless they may stop it:
+    it comes from their level or below (a provincial emergency is the province's to stop,
+    the 403 names its origin) and targets only their area."""
+    if not sees_broadcast(user, node, spec):
         raise NotFound(missing)
+    auth.can_stop_from(user, node.zones, spec.id, spec.origin_zone)
     auth.can_target(
         user,
         node.zones,

@@ -137,6 +137,7 @@ async def get_repeat(request: web.Request) -> web.Response:
 async def cancel_repeat(request: web.Request) -> web.Response:
     node, user = request.config_dict[NODE], request[USER]
     row = await _seen(request)
+    auth.can_stop_from(user, node.zones, row.id, row.plan["origin_zone"])  # 403 from above
     auth.can_target(
         user,
         node.zones,

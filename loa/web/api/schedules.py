@@ -27,6 +27,7 @@ from loa.web import auth
 from loa.web.api import answers
 from loa.web.api.admin import may_change, store_of
 from loa.web.api.bodies import NewSchedule, ScheduleChange
+from loa.web.api.media_scope import check_usable
 from loa.web.api.queries import PreviewQuery, WindowQuery
 from loa.web.api.relay import node_of, user_of
 from loa.web.api.types import builtins
@@ -171,6 +172,7 @@ async def add_schedule(request: web.Request, body: NewSchedule) -> web.Response:
     schedule = _schedule(data)
     _may_own(user, node, schedule)
     await _check_media(store, schedule)
+    await check_usable(request, schedule.programme.media_ids())  # another zone's: 404
     await _check_urls(node, schedule)
     row = await store.schedules.add(schedule, user.username, enabled=enabled)
     _reload(request)
@@ -230,6 +232,7 @@ async def edit_schedule(request: web.Request, body: ScheduleChange) -> web.Respo
     schedule = _schedule({**row.schedule.to_json(), **data})
     _may_own(user, node, schedule)
     await _check_media(store, schedule)
+    await check_usable(request, schedule.programme.media_ids())  # another zone's: 404
     await _check_urls(node, schedule)
     row = await store.schedules.replace(
         schedule, enabled=row.enabled if enabled is None else enabled

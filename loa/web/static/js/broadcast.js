@@ -123,7 +123,7 @@ export function renderActive(state) {
     (bc) => bc.id,
     (bc) => {
       const emergency = bc.class === "emergency";
-      const canStop = state.canBroadcast() && (!emergency || state.canEmergency());
+      const canStop = state.canStopFrom(bc) && (!emergency || state.canEmergency());
       return el(
         "li",
         { class: `active-item${emergency ? " emergency" : ""}` },

@@ -33,6 +33,12 @@ const state = {
   canEmergency() {
     return this.canBroadcast() && (this.me.role === "admin" || Boolean(this.me.emergency_right));
   },
+  // A broadcast from a level above the user's (the province's emergency) is not theirs to
+  // stop: the server answers 403, so no stop button.
+  canStopFrom(bc) {
+    if (!this.canBroadcast()) return false;
+    return this.me.role === "admin" || (bc.origin_zone != null && this.allowed.has(bc.origin_zone));
+  },
   addBroadcast(bc) {
     if (!this.broadcasts.some((b) => b.id === bc.id)) {
       this.broadcasts.push(withHearing(bc, this.endpoints));

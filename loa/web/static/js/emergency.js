@@ -272,7 +272,7 @@ export function renderRepeats(state) {
         { class: "repeating", dataset: { id: r.id } },
         el("b", { class: "repeating-title" }),
         el("span", { class: "repeating-text" }),
-        state.canEmergency()
+        state.canEmergency() && state.canStopFrom(r)
           ? el("button", { type: "button", class: "btn btn-danger btn-cancel-repeat", onclick: (e) => cancelRepeat(r, e.currentTarget) })
           : null,
       ),
@@ -312,7 +312,7 @@ export function renderOnAir(state) {
           " · ",
           el("b", { class: "onair-elapsed" }),
         ),
-        state.canEmergency()
+        state.canEmergency() && state.canStopFrom(bc)
           ? el("button", { type: "button", class: "btn btn-stop", onclick: (e) => askStop(bc.id, e.currentTarget) })
           : null,
       ),

@@ -189,11 +189,6 @@ function initTalkControls() {
 }
 
 // -- going live and stopping ---------------------------------------------------------------------
-function newId() {
-  const random = crypto.getRandomValues(new Uint32Array(2));
-  return `studio-${Date.now().toString(36)}-${[...random].map((n) => n.toString(36)).join("")}`;
-}
-
 function whipPath(zones) {
   const klass = $("studio-class").value;
   const name = $("studio-name").value.trim() || t("studio.default_name", { user: state.me.username });
@@ -202,7 +197,6 @@ function whipPath(zones) {
     class: klass,
     chime: $("studio-chime").checked ? "1" : "0",
     name: name.slice(0, 200),
-    id: live.bcId,
   });
   return `/whip?${params}`;
 }
@@ -219,7 +213,7 @@ async function goLive() {
     showError(errorBox, t("bc.need_zone"));
     return;
   }
-  Object.assign(live, { phase: "connecting", zones, bcId: newId(), seen: false, cancelled: false });
+  Object.assign(live, { phase: "connecting", zones, bcId: null, seen: false, cancelled: false });
   render();
   try {
     const stream = await microphone();
@@ -229,7 +223,9 @@ async function goLive() {
     live.pc = newPeerConnection();
     const transceiver = live.pc.addTransceiver(live.sendTrack, { direction: "sendonly" });
     preferOpus(transceiver);
-    live.location = await negotiate(live.pc, whipPath(zones));
+    // The broadcast id is the server's: the answer names it, so the page finds itself in the status.
+    const onCreated = (resp) => { live.bcId = resp.headers.get("X-Loa-Broadcast"); };
+    live.location = await negotiate(live.pc, whipPath(zones), { onCreated });
     checkCancelled();
     await connected(live.pc);
     checkCancelled();

@@ -45,12 +45,26 @@ export function roleName(role) {
 /** Fill the top bar: who is signed in, which page is current, logging out. */
 export function initHeader(me) {
   const page = document.body.dataset.page;
+  let current = null;
   for (const link of document.querySelectorAll("[data-nav]")) {
-    if (link.dataset.nav === page) link.setAttribute("aria-current", "page");
+    if (link.dataset.nav === page) {
+      link.setAttribute("aria-current", "page");
+      current = link;
+    }
   }
+  // Phones: one line (brand, live dot, this page's name, a menu button); the menu opens below.
+  const toggle = document.getElementById("menu-toggle");
+  const bar = toggle?.closest(".topbar");
+  toggle?.addEventListener("click", () => {
+    const open = !bar.classList.contains("open");
+    bar.classList.toggle("open", open);
+    toggle.setAttribute("aria-expanded", String(open));
+  });
   const label = document.getElementById("user-label");
+  const pageName = document.getElementById("page-name");
   const update = () => {
     if (label && me) label.textContent = `${me.username} · ${roleName(me.role)}`;
+    if (pageName && current) pageName.textContent = current.textContent;
   };
   update();
   document.addEventListener("loa:lang", update);

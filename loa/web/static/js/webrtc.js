@@ -43,7 +43,7 @@ async function errorOf(resp) {
 }
 
 /** Offer → POST path (under /api/v1) → answer applied. Returns the session's Location. */
-export async function negotiate(pc, path, { timeoutMs = 20000 } = {}) {
+export async function negotiate(pc, path, { timeoutMs = 20000, onCreated = null } = {}) {
   await pc.setLocalDescription(await pc.createOffer());
   await gathered(pc);
   const controller = new AbortController();
@@ -67,6 +67,7 @@ export async function negotiate(pc, path, { timeoutMs = 20000 } = {}) {
   const answer = await resp.text();
   if (!location || !answer.startsWith("v=0")) throw new ApiError(resp.status, "bad_answer", "no SDP answer or Location");
   await pc.setRemoteDescription({ type: "answer", sdp: answer });
+  if (onCreated) onCreated(resp);
   return new URL(location, new URL(`/api/v1${path}`, window.location.href)).pathname;
 }
 

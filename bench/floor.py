@@ -1,0 +1,137 @@
+"""The floor a Python relay is measured against: a bare loop that ``sendto``s one packet to
+each of N loopback sockets per frame, paced like the relay (same packet size, same frame
+rate), and nothing else. Its CPU per packet is what one syscall a packet costs from Python
+on this machine; the relay's ``ratio_to_floor`` is its own CPU per packet over this.
+
+``--mode sendmmsg`` runs the relay's batched path (``loa.relay.sendmmsg.Batch``, a header
+rewrite per destination plus one ``sendmmsg`` a frame), ``--mode fallback`` the same
+``Batch`` forced onto one ``sendto`` a packet: the gain of batching, without the relay
+around it. Run as ``python -m bench.floor --speakers 1000``; one JSON line on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from loa.relay.core.rewriter import Rewriter
+from loa.relay.sendmmsg import Batch
+
+# A 32 kbit/s Opus frame of 20 ms is ~80 bytes of payload plus the 12-byte RTP header.
+DEFAULT_PACKET_BYTES = 92
+
+
+def _receivers(n: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # Small receive buffers: nobody reads, the kernel drops at the receiver (counted as
+        # the receiver's, not the sender's, cost, as with real speakers on the far end).
+        r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        r.bind(("127.0.0.1", 0))
+        socks.append(r)
+    return socks
+
+
+def _cpu() -> tuple[float, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+def measure(
+    speakers: int,
+    *,
+    packet_bytes: int = DEFAULT_PACKET_BYTES,
+    frame_ms: int = 20,
+    duration_s: float = 5.0,
+    mode: str = "sendto",
+) -> dict[str, Any]:
+    """Paced fan-out for ``duration_s``; CPU (user, system) per packet in µs."""
+    rx = _receivers(speakers)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    tx.bind(("127.0.0.1", 0))
+    tx.setblocking(False)
+    addresses = [r.getsockname() for r in rx]
+    packet = Rewriter.source_packet(bytes(packet_bytes - 12))
+    rewriters = [Rewriter(i + 1, i & 0xFFFF, i) for i in range(speakers)]
+    batch = Batch(tx, batched=mode == "sendmmsg") if mode != "sendto" else None
+    frame_s = frame_ms / 1000
+    frames = max(1, round(duration_s / frame_s))
+    sent = dropped = 0
+    try:
+        cpu0, wall0 = _cpu(), time.perf_counter()
+        deadline = time.monotonic()
+        for index in range(frames):
+            if batch is None:
+                sendto = tx.sendto
+                for addr in addresses:
+                    try:
+                        sendto(packet, addr)
+                        sent += 1
+                    except OSError:
+                        dropped += 1
+            else:
+                batch.begin(memoryview(packet)[12:])
+                for rw, addr in zip(rewriters, addresses, strict=True):
+                    offset = batch.slot(addr)
+                    if offset is None:
+                        batch.later(rw.header(packet, 1, index), addr)
+                    else:
+                        rw.pack_header_into(batch.headers, offset, packet, 1, index)
+                s, d = batch.flush()
+                sent, dropped = sent + s, dropped + d
+            deadline += frame_s
+            pause = deadline - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+        cpu1, wall1 = _cpu(), time.perf_counter()
+    finally:
+        tx.close()
+        for r in rx:
+            r.close()
+    user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    packets = max(1, sent + dropped)
+    return {
+        "mode": mode,
+        "speakers": speakers,
+        "frame_ms": frame_ms,
+        "packet_bytes": packet_bytes,
+        "duration_s": round(wall1 - wall0, 3),
+        "packets": sent,
+        "dropped": dropped,
+        "syscalls": batch.syscalls if batch is not None else sent + dropped,
+        "us_per_packet": round((user + system) * 1e6 / packets, 3),
+        "user_us_per_packet": round(user * 1e6 / packets, 3),
+        "sys_us_per_packet": round(system * 1e6 / packets, 3),
+        "cpu_pct": round((user + system) / (wall1 - wall0) * 100, 1),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__.split("\n")[0])
+    p.add_argument("--speakers", type=int, default=1000)
+    p.add_argument("--packet-bytes", type=int, default=DEFAULT_PACKET_BYTES)
+    p.add_argument("--frame-ms", type=int, default=20, choices=(20, 40, 60))
+    p.add_argument("--duration", type=float, default=5.0)
+    p.add_argument("--mode", choices=("sendto", "sendmmsg", "fallback"), default="sendto")
+    args = p.parse_args(argv)
+    if args.speakers < 1 or args.duration <= 0 or not 12 < args.packet_bytes <= 1500:
+        p.error("--speakers ≥ 1, --duration > 0 and 12 < --packet-bytes ≤ 1500")
+    result = measure(
+        args.speakers,
+        packet_bytes=args.packet_bytes,
+        frame_ms=args.frame_ms,
+        duration_s=args.duration,
+        mode=args.mode,
+    )
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
