@@ -260,3 +260,12 @@ async def test_a_sigkilled_loa_serve_keeps_its_repeat(tmp_path: Path) -> None:
                 assert r.status == 200 and (await r.json())["state"] == "cancelled"
     finally:
         await stop(served)
+
+
+async def test_an_idempotent_retry_gets_the_same_repeat(client: TestClient) -> None:
+    body = {**emergency(60), "idempotency_key": "bao-1"}
+    first = await call(client, "POST", "/broadcasts", 201, body)
+    again = await call(client, "POST", "/broadcasts", 200, body)  # the first answer, again
+    assert again["repeat"]["id"] == first["repeat"]["id"] and again["id"] == first["id"]
+    listed = (await call(client, "GET", "/repeats", 200))["repeats"]
+    assert [r["id"] for r in listed] == [first["repeat"]["id"]]
