@@ -10,9 +10,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from loa.web.app import create_app
-from tests.conftest import tree_config
+from tests.conftest import AUTH, tree_config
 from tests.web.test_api_admin import account
 from tests.web.test_api_repeats import call
+from tests.web.test_scopes import WAV
 
 
 @pytest.fixture
@@ -67,3 +68,32 @@ async def test_bad_prepared_messages_are_refused(
     data = await call(client, "PUT", path, status, body)
     assert message in data["error"]["message"]
     assert len((await call(client, "GET", "/prepared", 200))["prepared"]) == 5
+
+
+async def test_media_an_emergency_needs_cannot_be_deleted(client: TestClient) -> None:
+    async with client.post(
+        "/api/v1/media?filename=bao.wav", data=WAV, headers={**AUTH, "Content-Type": "audio/wav"}
+    ) as resp:
+        media = (await resp.json())["id"]
+        assert resp.status == 201
+    await call(
+        client, "PUT", "/prepared/bao-ghi-am", 200, {"title": "Bão (ghi âm)", "media": media}
+    )
+    body = {
+        "source": {"type": "media", "id": media},
+        "targets": {"zones": ["c0"]},
+        "class": "emergency",
+        "chime": False,
+        "repeat": {"every_s": 3600},
+    }
+    rep_id = (await call(client, "POST", "/broadcasts", 201, body))["repeat"]["id"]
+    data = await call(client, "DELETE", f"/media/{media}", 409)
+    assert data["error"]["message"] == (
+        f"media {media} is used by repeating emergency {rep_id}, prepared message bao-ghi-am: "
+        "cancel or change them first"
+    )
+    await call(client, "DELETE", f"/repeats/{rep_id}", 200)
+    data = await call(client, "DELETE", f"/media/{media}", 409)
+    assert "prepared message bao-ghi-am" in data["error"]["message"]
+    await call(client, "DELETE", "/prepared/bao-ghi-am", 200)
+    await call(client, "DELETE", f"/media/{media}", 200)
