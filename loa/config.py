@@ -122,6 +122,9 @@ class RelayConfig(Section, frozen=True):
     keepalive_s: float = 10.0
     session_timeout_s: float = 35.0
     chime: bool = True
+    # Seconds between plays of an emergency CAP alert until it expires or is cancelled, unless
+    # the alert's repeatIntervalMinutes parameter says otherwise; 0 plays it once.
+    cap_repeat_every_s: float = 600.0
     # Benchmarks only: every packet carries its frame-ready wall-clock time in an RTP header
     # extension (RFC 8285 one-byte form, id 1, 8 bytes, microseconds since the epoch).
     stamp_frames: bool = False
@@ -143,6 +146,10 @@ class RelayConfig(Section, frozen=True):
         if not 0.5 <= self.rtcp_interval_s <= 60:
             raise ConfigError(f"relay.rtcp_interval_s must be 0.5..60, got {self.rtcp_interval_s}")
         _networks("relay.url_allow_networks", self.url_allow_networks)
+        if not 0 <= self.cap_repeat_every_s <= 86400:
+            raise ConfigError(
+                f"relay.cap_repeat_every_s must be 0..86400, got {self.cap_repeat_every_s}"
+            )
 
 
 class WebConfig(Section, frozen=True):

@@ -47,6 +47,10 @@ def test_precedence_file_env_flags(tmp_path: Path) -> None:
         ("[relay]\nudp_prot = 5004\n", "[relay].udp_prot: unknown key"),
         ("[relay]\nudp_port = '5004'\n", "[relay].udp_port: expected int, got str"),
         ("[relay]\nqueue_frames = 8\n", "[relay].queue_frames: unknown key"),
+        (
+            "[relay]\ncap_repeat_every_s = -1\n",
+            "[relay]: relay.cap_repeat_every_s must be 0..86400, got -1.0",
+        ),
         ("[relay]\nws_fallback_after_s = 3\n", "[relay].ws_fallback_after_s: unknown key"),
         ("[web]\nport = true\n", "[web].port: expected int, got bool"),
         ("web = 1\n", "[web]: expected object, got int"),

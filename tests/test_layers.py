@@ -57,6 +57,7 @@ LAYERS = (
             "loa.webhooks",
             "loa.reports",
             "loa.localservers",
+            "loa.repeats",
         ),
     ),
     Layer("web", 6, ("loa.web",)),

@@ -163,6 +163,8 @@ class Info:
     instruction: str | None = None
     resources: tuple[Resource, ...] = ()
     areas: tuple[Area, ...] = ()
+    # <parameter> pairs (valueName, value) in document order; loa reads REPEAT_PARAMETER.
+    parameters: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,7 +375,14 @@ class _Reader:
             areas=tuple(
                 self.area(a, f"{p}/area[{i}]") for i, a in enumerate(self._all(el, "area"), 1)
             ),
+            parameters=tuple(
+                self.parameter(g, f"{p}/parameter[{i}]")
+                for i, g in enumerate(self._all(el, "parameter"), 1)
+            ),
         )
+
+    def parameter(self, el: Element, p: str) -> tuple[str, str]:
+        return self.req(el, p, "valueName"), self.req(el, p, "value")
 
     def resource(self, el: Element, p: str) -> Resource:
         desc = self.req(el, p, "resourceDesc")

@@ -32,7 +32,14 @@ given and returns a ``BulletinPlan``, a ``Cancel`` or ``Ignored(reason)``. In or
 6. TTL: ``expires_at`` is the latest ``expires`` (Unix time) when every info block has one,
    else ``None`` (no limit); ``effective_at`` is the earliest ``effective`` (CAP's default
    is ``sent``).
-7. What to play: one variant per info block, ordered by ``languages`` (exact tag first, then
+7. Repeats (emergency level only; others play once): every ``repeat_every_s`` seconds,
+   start to start, until the alert expires or is cancelled. The interval is the info
+   parameter ``repeatIntervalMinutes`` (``<parameter><valueName>repeatIntervalMinutes
+   </valueName><value>5</value></parameter>``; ``0`` plays once; the smallest when several
+   info blocks say it), else the configured default (``relay.cap_repeat_every_s``, 600 s;
+   ``0`` plays once). A value that is not a whole number of minutes from 0 to 1440 is
+   refused (``CapError`` naming the parameter's path), never guessed at.
+8. What to play: one variant per info block, ordered by ``languages`` (exact tag first, then
    the primary subtag: ``vi`` matches ``vi-VN``; unlisted languages follow in document
    order, with a warning). A variant plays the info's first audio resource (``audio/*``
    with a ``uri`` or ``derefUri``) if it has one, else speaks its text: headline,
@@ -41,12 +48,27 @@ given and returns a ``BulletinPlan``, a ``Cancel`` or ``Ignored(reason)``. In or
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from loa.bulletins.cap import Alert, Info, MsgType, Reference, Resource, Severity, Urgency
+from loa.bulletins.cap import (
+    Alert,
+    CapError,
+    Info,
+    MsgType,
+    Reference,
+    Resource,
+    Severity,
+    Urgency,
+)
 from loa.relay.core.priority import Priority
+
+REPEAT_PARAMETER = "repeatIntervalMinutes"
+_MINUTES = re.compile(r"[0-9]{1,4}")  # ASCII digits: str.isdigit() takes "١" too
+MAX_REPEAT_MINUTES = 1440
+DEFAULT_REPEAT_S = 600.0
 
 
 class Level(StrEnum):
@@ -109,6 +131,7 @@ class BulletinPlan:
     effective_at: float | None = None
     replaces: tuple[Reference, ...] = ()
     warnings: tuple[str, ...] = ()
+    repeat_every_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +159,7 @@ def plan(
     allow_scope: Collection[str] = ("Public",),
     languages: Sequence[str] = ("vi",),
     now: float | None = None,
+    repeat_every_s: float = DEFAULT_REPEAT_S,
 ) -> BulletinPlan | Cancel | Ignored:
     """Decide what loa does with ``alert`` (the rules are in the module docstring)."""
     if alert.status not in allow_status:
@@ -168,9 +192,11 @@ def plan(
         if not replaces:
             warnings.append("Update names no earlier alert in references: nothing to replace")
     expiries = [info.expires.timestamp() for info in infos if info.expires is not None]
+    level = max((level_for(i.urgency, i.severity) for i in infos), key=lambda lv: lv.rank)
+    every = repeat_interval(infos, repeat_every_s)
     return BulletinPlan(
         alert=alert.reference,
-        level=max((level_for(i.urgency, i.severity) for i in infos), key=lambda lv: lv.rank),
+        level=level,
         zones=frozenset(zones),
         variants=variants,
         event=infos[0].event,
@@ -178,7 +204,27 @@ def plan(
         effective_at=min((i.effective or alert.sent).timestamp() for i in infos),
         replaces=replaces,
         warnings=tuple(warnings),
+        repeat_every_s=every if level is Level.EMERGENCY and every else None,
     )
+
+
+def repeat_interval(infos: Sequence[Info], default_s: float) -> float:
+    """Seconds between plays: the smallest ``repeatIntervalMinutes`` any info block states,
+    else ``default_s``; 0 means play once. A malformed value raises ``CapError``."""
+    stated = []
+    for n, info in enumerate(infos, 1):
+        for k, (name, value) in enumerate(info.parameters, 1):
+            if name != REPEAT_PARAMETER:
+                continue
+            path = f"alert/info[{n}]/parameter[{k}]/value"
+            if not _MINUTES.fullmatch(value) or int(value) > MAX_REPEAT_MINUTES:
+                raise CapError(
+                    f"{path}: {REPEAT_PARAMETER} must be a whole number of minutes from 0 "
+                    f"to {MAX_REPEAT_MINUTES}, got {value!r}",
+                    path=path,
+                )
+            stated.append(int(value) * 60.0)
+    return min(stated) if stated else default_s
 
 
 def _current(infos: Sequence[Info], now: float | None, warnings: list[str]) -> list[Info]:

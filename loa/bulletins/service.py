@@ -112,6 +112,7 @@ class BulletinService:
         self.clock = clock
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._playing: dict[str, str] = {}  # bulletin id → the id of its running broadcast
+        self._next: dict[str, float] = {}  # a repeating emergency between plays → next play
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -144,6 +145,10 @@ class BulletinService:
     def active(self) -> dict[str, str]:
         """Bulletin id → id of the broadcast it is playing right now."""
         return dict(self._playing)
+
+    def next_plays(self) -> dict[str, float]:
+        """Repeating emergency bulletin id → Unix time of its next play (between plays)."""
+        return dict(self._next)
 
     # -- what the API asks ---------------------------------------------------------------
     async def submit(self, new: NewBulletin, created_by: str) -> BulletinRow:
@@ -247,7 +252,12 @@ class BulletinService:
                 if row.level != Level.EMERGENCY or not row.repeat_every_s:
                     await self._settle(row.id, "done")
                     return
-                await asyncio.sleep(max(0.0, started + row.repeat_every_s - loop.time()))
+                wait = max(0.0, started + row.repeat_every_s - loop.time())
+                self._next[row.id] = self.clock() + wait
+                try:
+                    await asyncio.sleep(wait)
+                finally:
+                    self._next.pop(row.id, None)
         except (Conflict, NotFound):
             return  # cancelled or superseded meanwhile; the canceller stopped what played
         except LoaError as exc:

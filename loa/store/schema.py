@@ -230,6 +230,97 @@ CREATE UNIQUE INDEX bulletins_cap ON bulletins(cap_sender, cap_identifier)
     WHERE cap_identifier IS NOT NULL;
 """
 
+# Emergency repeats (issue 10 item 6, loa/store/repeats.py): a repeating emergency broadcast,
+# what each play is (plan, JSON), how often, until when, its plays and the next play's time.
+V_REPEATS = """
+CREATE TABLE repeats (
+    id         TEXT PRIMARY KEY,
+    plan       TEXT NOT NULL,
+    every_s    REAL NOT NULL CHECK (every_s > 0),
+    until_at   REAL,
+    state      TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'cancelled', 'done')),
+    reason     TEXT,
+    plays      TEXT NOT NULL DEFAULT '[]',
+    next_at    REAL,
+    issued_at  REAL NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX repeats_state ON repeats(state, created_at);
+"""
+
+# Prepared emergency messages (issue 14 item 1, loa/store/prepared.py): a text or a media id,
+# for every zone (zone NULL) or one; five national Vietnamese texts seeded once.
+PREPARED_SEEDS = (
+    (
+        "bao",
+        "Bão",
+        10,
+        (
+            "Thông báo khẩn cấp. Bão đang tiến sát địa phương. Bà con chằng chống nhà cửa, "
+            "không ra biển, không ra đồng, neo đậu tàu thuyền an toàn và di chuyển đến nơi "
+            "trú ẩn theo hướng dẫn của chính quyền."
+        ),
+    ),
+    (
+        "lu",
+        "Lũ lụt",
+        20,
+        (
+            "Thông báo khẩn cấp. Nước lũ đang lên nhanh. Bà con vùng trũng thấp, ven sông, "
+            "ven suối di chuyển ngay người và tài sản lên nơi cao an toàn. Không đi qua ngầm,"
+            " tràn và vùng nước chảy xiết."
+        ),
+    ),
+    (
+        "sat-lo",
+        "Sạt lở đất",
+        30,
+        (
+            "Thông báo khẩn cấp. Nguy cơ sạt lở đất rất cao. Bà con sống gần sườn đồi, taluy "
+            "và ven sông suối rời khỏi nhà ngay, đến nơi an toàn theo hướng dẫn của chính "
+            "quyền xã."
+        ),
+    ),
+    (
+        "chay",
+        "Cháy",
+        40,
+        (
+            "Thông báo khẩn cấp. Đang xảy ra cháy. Bà con tránh xa khu vực cháy, không tụ "
+            "tập, nhường đường cho lực lượng chữa cháy. Gọi 114 khi cần hỗ trợ."
+        ),
+    ),
+    (
+        "so-tan",
+        "Sơ tán",
+        50,
+        (
+            "Lệnh sơ tán khẩn cấp. Toàn bộ bà con trong khu vực di chuyển ngay đến điểm sơ "
+            "tán theo hướng dẫn của chính quyền và lực lượng chức năng. Mang theo giấy tờ, "
+            "thuốc men và nước uống."
+        ),
+    ),
+)
+V_PREPARED = """
+CREATE TABLE prepared_messages (
+    id         TEXT PRIMARY KEY,
+    title      TEXT NOT NULL,
+    zone       TEXT,
+    text       TEXT,
+    media      TEXT,
+    position   INTEGER NOT NULL DEFAULT 100,
+    updated_by TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    CHECK ((text IS NULL) <> (media IS NULL))
+);
+""" + "".join(
+    "INSERT INTO prepared_messages (id, title, zone, text, media, position, updated_by, "
+    f"updated_at) VALUES ('{id_}', '{title}', NULL, '{text}', NULL, {pos}, 'loa', 0);\n"
+    for id_, title, pos, text in PREPARED_SEEDS
+)
+
 # records: a client's idempotency key for POST /broadcasts, scoped to its account. The answer
 # it got is kept, so a retry (lost response, double click) gets the same broadcast back.
 V_IDEMPOTENCY = """
@@ -268,4 +359,15 @@ ALTER TABLE broadcast_log ADD COLUMN interrupted_at REAL;
 ALTER TABLE broadcast_log ADD COLUMN resumed_at REAL;
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V_IDEMPOTENCY, V_MEDIA_OWNER, V_ONAIR)
+MIGRATIONS: tuple[str, ...] = (
+    V1,
+    V2,
+    V3,
+    V4,
+    V5,
+    V_IDEMPOTENCY,
+    V_MEDIA_OWNER,
+    V_ONAIR,
+    V_REPEATS,
+    V_PREPARED,
+)

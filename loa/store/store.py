@@ -24,7 +24,9 @@ from loa.store.idempotency import IdempotencyKeys
 from loa.store.log import BroadcastLog
 from loa.store.media import Media
 from loa.store.onair import OnAir
+from loa.store.prepared import Prepared
 from loa.store.presence import Presence
+from loa.store.repeats import Repeats
 from loa.store.schedules import Schedules
 from loa.store.sessions import Sessions
 from loa.store.webhooks import Webhooks
@@ -53,6 +55,8 @@ class Store:
         self.schedules = Schedules(self.db)
         self.idempotency = IdempotencyKeys(self.db)
         self.onair = OnAir(self.db)
+        self.repeats = Repeats(self.db)
+        self.prepared = Prepared(self.db)
 
     @property
     def path(self) -> Path | None:

@@ -19,6 +19,7 @@ from loa.media import MediaLibrary
 from loa.onair import OnAirService
 from loa.relay.broadcast import Broadcast, LogEntry
 from loa.relay.node import Node
+from loa.repeats import RepeatService
 from loa.schedule.service import ScheduleService
 from loa.store import Store
 from loa.streamer.targets import TargetPolicy
@@ -45,8 +46,10 @@ from loa.web.api import admin as admin_api
 from loa.web.api import bulletins as bulletins_api
 from loa.web.api import elsewhere as elsewhere_api
 from loa.web.api import listening as listening_api
+from loa.web.api import prepared as prepared_api
 from loa.web.api import records as records_api
 from loa.web.api import relay as relay_api
+from loa.web.api import repeats as repeats_api
 from loa.web.api import reports as reports_api
 from loa.web.api import schedules as schedules_api
 from loa.web.keys import (
@@ -55,6 +58,7 @@ from loa.web.keys import (
     FIRST_RUN_PASSWORD,
     MEDIA,
     NODE,
+    REPEATS,
     SCHEDULES,
     STARTED,
     WEBHOOKS,
@@ -147,6 +151,7 @@ def create_app(config: Config) -> web.Application:
         media_path=media.path,
         url_targets=TargetPolicy(config.relay.url_allow_networks),
     )
+    app[REPEATS] = repeats = RepeatService(node, store, media=media)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.start()
@@ -184,6 +189,13 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(node_ctx)
     app.cleanup_ctx.append(bulletins_ctx)
 
+    async def repeats_ctx(app: web.Application) -> AsyncIterator[None]:
+        await repeats.start()  # after the node: it starts plays on it
+        yield
+        await repeats.close()  # before the node: no play starts on a closing node
+
+    app.cleanup_ctx.append(repeats_ctx)
+
     async def schedules_ctx(app: web.Application) -> AsyncIterator[None]:
         await schedules.start()  # after the node: it starts broadcasts on it
         yield
@@ -209,6 +221,8 @@ def create_app(config: Config) -> web.Application:
     api.add_routes(listening_api.routes)  # GET /zones/{id}/listen: Ogg and WHEP URLs
     api.add_routes(reports_api.routes)  # reports upward, webhook management
     api.add_routes(bulletins_api.routes)  # the bulletin inbox, JSON and CAP 1.2 ingest
+    api.add_routes(repeats_api.routes)  # repeating emergencies: list, cancel
+    api.add_routes(prepared_api.routes)  # prepared emergency messages
     api.add_routes(schedules_api.routes)  # schedules, their next runs, the conflicts report
     openapi.setup(api)  # GET /api/v1/openapi.json (public), describes every route above
     app.add_subapp("/api/v1", api)

@@ -18,6 +18,7 @@ from loa.bulletins.service import BulletinService
 from loa.config import Config
 from loa.media import MediaLibrary
 from loa.relay.node import Node
+from loa.repeats import RepeatService
 from loa.schedule.service import ScheduleService
 from loa.store import Store
 from loa.webhooks import Webhooks
@@ -41,6 +42,7 @@ MEDIA = web.AppKey("media", MediaLibrary)
 FIRST_RUN_PASSWORD = web.AppKey("first_run_password", str)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
 BULLETINS = web.AppKey("bulletins", BulletinService)
+REPEATS = web.AppKey("repeats", RepeatService)
 SCHEDULES = web.AppKey("schedule_service", ScheduleService)
 
 # -- resources of single handler modules ----------------------------------------------------

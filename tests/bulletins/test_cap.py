@@ -494,6 +494,7 @@ def test_typhoon_warning_is_an_emergency_on_both_communes() -> None:
         event="Bão số 5",
         expires_at=datetime(2025, 9, 13, 1, tzinfo=UTC).timestamp(),
         effective_at=datetime(2025, 9, 12, 7, tzinfo=UTC).timestamp(),
+        repeat_every_s=600.0,  # the default: an emergency repeats every 10 minutes
     )
     assert result.level.priority is Priority.EMERGENCY
 
@@ -711,3 +712,64 @@ def test_spoken_text_ends_each_part_as_a_sentence() -> None:
         instruction=None,
     )
     assert spoken_text(info) == "Khẩn cấp!\nNước lên rất nhanh."
+
+
+# --- repeats -----------------------------------------------------------------------------
+
+
+def with_parameters(*pairs: tuple[str, str]) -> bytes:
+    xml = "".join(
+        f"<parameter><valueName>{n}</valueName><value>{v}</value></parameter>" for n, v in pairs
+    )
+    return typhoon_with("    <area>", xml + "\n    <area>")
+
+
+def test_parameters_are_parsed_in_document_order() -> None:
+    alert = parse_alert(with_parameters(("repeatIntervalMinutes", "5"), ("other", "x y")))
+    assert alert.infos[0].parameters == (("repeatIntervalMinutes", "5"), ("other", "x y"))
+    assert parse_alert(sample("typhoon.xml")).infos[0].parameters == ()
+
+
+def test_parameter_without_value_names_its_path() -> None:
+    bad = typhoon_with("    <area>", "<parameter><valueName>x</valueName></parameter><area>")
+    assert rejected(bad) == "missing required element alert/info[1]/parameter[1]/value"
+
+
+@pytest.mark.parametrize(
+    ("pairs", "default", "every"),
+    [
+        ((), 600.0, 600.0),
+        ((), 90.0, 90.0),
+        ((), 0.0, None),  # configured to play once
+        ((("repeatIntervalMinutes", "5"),), 600.0, 300.0),
+        ((("repeatIntervalMinutes", "0"),), 600.0, None),  # the alert asks to play once
+        ((("repeatIntervalMinutes", "15"), ("repeatIntervalMinutes", "3")), 600.0, 180.0),
+        ((("somethingElse", "1"),), 600.0, 600.0),
+    ],
+)
+def test_emergency_repeat_interval(
+    pairs: tuple[tuple[str, str], ...], default: float, every: float | None
+) -> None:
+    result = plan(parse_alert(with_parameters(*pairs)), geocode_zones=ZONES, repeat_every_s=default)
+    assert isinstance(result, BulletinPlan)
+    assert result.repeat_every_s == every
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "five", "1441", "١"])
+def test_malformed_repeat_interval_is_refused_with_its_path(value: str) -> None:
+    alert = parse_alert(with_parameters(("other", "x"), ("repeatIntervalMinutes", value)))
+    with pytest.raises(CapError) as info:
+        plan(alert, geocode_zones=ZONES)
+    assert str(info.value) == (
+        "alert/info[1]/parameter[2]/value: repeatIntervalMinutes must be a whole number of "
+        f"minutes from 0 to 1440, got {value!r}"
+    )
+
+
+def test_only_emergencies_repeat() -> None:
+    priority = with_parameters(("repeatIntervalMinutes", "5")).replace(
+        b"<urgency>Immediate<", b"<urgency>Expected<"
+    )
+    result = plan(parse_alert(priority), geocode_zones=ZONES)
+    assert isinstance(result, BulletinPlan) and result.level is Level.PRIORITY
+    assert result.repeat_every_s is None

@@ -3,15 +3,19 @@ and every refusal with its status and message (400/403/404/409/413/415/422)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
 
 from loa.bulletins.cap import MAX_BYTES
 from loa.web.app import NODE, create_app
+from loa.web.keys import BULLETINS
 from tests.conftest import AUTH, tree_config
 from tests.relay.fleet import wait_for
 from tests.web.test_api_admin import account
@@ -327,3 +331,104 @@ async def test_the_inbox_page(client: TestClient) -> None:
         assert '<script type="module" src="/static/js/bulletins.js"></script>' in text
     async with client.get("/static/js/bulletins.js") as resp:
         assert resp.status == 200
+
+
+def short_typhoon(parameters: str = "") -> bytes:
+    """The typhoon alert with one short sentence to speak (each play lasts ~1 s)."""
+    text = cap_sample("typhoon.xml").decode()
+    start, end = text.index("<headline>"), text.index("<area>")
+    return (text[:start] + "<headline>Bão</headline>" + parameters + text[end:]).encode()
+
+
+async def cap_client(aiohttp_client: Any, tmp_path: Path, every_s: float) -> TestClient:
+    config = tree_config(tmp_path)
+    config = msgspec.structs.replace(
+        config, relay=msgspec.structs.replace(config.relay, cap_repeat_every_s=every_s)
+    )
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    (config.data_dir / "geocodes.json").write_text(json.dumps(GEOCODES), encoding="utf-8")
+    client = await aiohttp_client(create_app(config))
+    client.app[BULLETINS].chime = client.app[BULLETINS].announce = False
+    return client
+
+
+async def test_cap_emergency_repeats_at_the_configured_interval_until_cancelled(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await cap_client(aiohttp_client, tmp_path, every_s=1.5)
+    made = await post_cap(client, short_typhoon(), 201)
+    assert made["repeat_every_s"] == 1.5 and made["state"] == "on_air"
+    path = f"/bulletins/{made['id']}"
+
+    async def plays() -> list[str]:
+        # play ids are <bulletin>.<n>-<random>: keep <bulletin>.<n>
+        ids = (await call(client, "GET", path, 200))["broadcasts"]
+        return [b[: b.index("-", len(made["id"]))] for b in ids]
+
+    for _ in range(60):  # 1.5 s apart, each ~1 s long: three plays well inside 6 s
+        if len(await plays()) >= 3:
+            break
+        await asyncio.sleep(0.1)
+    assert await plays() == [f"{made['id']}.{n}" for n in (1, 2, 3)]
+    cancelled = await post_cap(client, cap_sample("cancel.xml"), 200)
+    assert cancelled["cancelled"] == [made["id"]]
+    played = await plays()
+    await asyncio.sleep(3.5)  # two intervals: nothing more starts
+    assert await plays() == played
+    assert (await call(client, "GET", path, 200))["state"] == "cancelled"
+    assert client.app[NODE].broadcasts == {}
+
+
+async def test_cap_parameter_overrides_the_interval_and_zero_plays_once(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await cap_client(aiohttp_client, tmp_path, every_s=600)
+    param = "<parameter><valueName>{}</valueName><value>{}</value></parameter>"
+    made = await post_cap(client, short_typhoon(param.format("repeatIntervalMinutes", 2)), 201)
+    assert made["repeat_every_s"] == 120
+    await post_cap(client, cap_sample("cancel.xml"), 200)
+    once = short_typhoon(param.format("repeatIntervalMinutes", 0)).replace(b"0912-001", b"0912-9")
+    made = await post_cap(client, once, 201)
+    assert made["repeat_every_s"] is None
+    path = f"/bulletins/{made['id']}"
+    deadline = time.monotonic() + 8
+    while (await call(client, "GET", path, 200))["state"] != "done":
+        assert time.monotonic() < deadline, "the single play did not end"
+        await asyncio.sleep(0.1)
+    (only,) = (await call(client, "GET", path, 200))["broadcasts"]
+    assert only.startswith(f"{made['id']}.1-")
+    bad = short_typhoon(param.format("repeatIntervalMinutes", "soon")).replace(b"001", b"777")
+    data = await post_cap(client, bad, 422)
+    assert error(data) == (
+        "bad_cap",
+        "alert/info[1]/parameter[1]/value: repeatIntervalMinutes must be a whole number of "
+        "minutes from 0 to 1440, got 'soon'",
+    )
+    assert (await call(client, "GET", "/bulletins?state=on_air", 200))["bulletins"] == []
+
+
+async def test_a_repeating_cap_emergency_shows_in_repeats_with_its_next_play(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await cap_client(aiohttp_client, tmp_path, every_s=2.5)
+    made = await post_cap(client, short_typhoon(), 201)
+
+    async def between() -> Any:
+        listed = (await call(client, "GET", "/repeats", 200))["repeats"]
+        return listed if listed and listed[0]["next_at"] is not None else None
+
+    listed = None
+    for _ in range(100):  # the first play (~1 s) ends, then it waits for the next
+        if listed := await between():
+            break
+        await asyncio.sleep(0.05)
+    assert listed is not None, "no next play shown between plays"
+    (entry,) = listed
+    assert entry["id"] == made["id"] and entry["kind"] == "bulletin"
+    assert entry["every_s"] == 2.5 and entry["playing"] is None
+    assert entry["next_at"] == pytest.approx(made["created_at"] + 2.5, abs=0.5)
+    assert entry["until_at"] == made["expires_at"] and entry["what"] == "Bão số 5"
+    other = await account(client.app, "far", "operator", "c1")
+    assert (await call(client, "GET", "/repeats", 200, headers=other))["repeats"] == [entry]
+    await call(client, "POST", f"/bulletins/{made['id']}/cancel", 200)
+    assert (await call(client, "GET", "/repeats", 200))["repeats"] == []

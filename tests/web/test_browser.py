@@ -96,7 +96,8 @@ def online_rows(driver: Any) -> int:
 
 
 def emergency_flow(driver: Any, zone: str) -> str:
-    """Button → zone → text → confirm (checking what it names) → ON AIR; returns the id."""
+    """Button → typed text → zone (instead of the own one) → confirm (checking what it names)
+    → ON AIR; returns the id."""
     from selenium.webdriver.common.by import By
 
     button = driver.find_element(By.ID, "em-open")
@@ -105,9 +106,13 @@ def emergency_flow(driver: Any, zone: str) -> str:
     until(
         driver, "the emergency dialog", lambda d: d.find_element(By.ID, "em-dialog").is_displayed()
     )
-    driver.find_element(By.CSS_SELECTOR, f'#em-zones input[value="{zone}"]').click()
-    driver.find_element(By.ID, "em-next").click()
+    driver.find_element(By.CSS_SELECTOR, 'input[name="em-source"][value="tts"]').click()
     driver.find_element(By.ID, "em-text").send_keys(WARNING)
+    driver.find_element(By.ID, "em-next").click()
+    own = driver.find_element(By.CSS_SELECTOR, '#em-zones input[value="p"]')
+    assert own.is_selected(), "the operator's own zone is ticked"
+    own.click()
+    driver.find_element(By.CSS_SELECTOR, f'#em-zones input[value="{zone}"]').click()
     driver.find_element(By.ID, "em-next").click()
     summary = until(driver, "the confirmation", lambda d: d.find_element(By.ID, "em-summary").text)
     assert "Xã 1" in summary and "3 cụm loa (3 đang trực tuyến)" in summary, summary

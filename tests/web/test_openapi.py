@@ -155,6 +155,7 @@ def test_json_bodies_are_closed_schemas() -> None:
         ("post", "/users"): ["password", "role", "username"],
         ("post", "/users/{username}/tokens"): ["label"],
         ("post", "/broadcasts"): ["source", "targets"],
+        ("put", "/prepared/{id}"): ["title"],
         ("post", "/webhooks"): ["events", "url"],
         ("post", "/schedules"): ["dtstart", "items", "name", "rrule", "targets"],
         ("post", "/bulletins"): ["level", "title", "variants", "zones"],

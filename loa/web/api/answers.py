@@ -56,10 +56,53 @@ class LogEntry(Answer, frozen=True):
     resumed_at: float | None  # … and it came back then; null: it did not
 
 
+class RepeatOut(Answer, frozen=True):
+    """A repeating emergency: every ``every_s`` seconds until ``until_at`` (null: until
+    cancelled); ``next_at`` is the next play's time (null when none is to come), ``playing``
+    its play on air now. ``kind`` ``bulletin``: an emergency bulletin (CAP or API) that
+    repeats, ``id`` its bulletin id (cancel it with ``POST /bulletins/{id}/cancel``)."""
+
+    id: str
+    kind: Literal["broadcast", "bulletin"]
+    state: Literal["active", "cancelled", "done"]
+    reason: str | None
+    every_s: float
+    until_at: float | None
+    next_at: float | None
+    playing: str | None
+    plays: list[str]
+    what: str
+    klass: Class = msgspec.field(name="class")
+    origin_zone: str | None
+    targets: TargetsOut
+    issued_at: float
+    created_by: str
+
+
+class Repeats(Answer, frozen=True):
+    repeats: list[RepeatOut]
+
+
+class Prepared(Answer, frozen=True):
+    id: str
+    title: str
+    zone: str | None
+    text: str | None
+    media: str | None
+    position: int
+    updated_by: str
+    updated_at: float
+
+
+class PreparedList(Answer, frozen=True):
+    prepared: list[Prepared]
+
+
 class Broadcast(LogEntry, frozen=True):
     listeners: list[str]
     virtual_listeners: Count
     frames: Count
+    repeat: RepeatOut | Unset = UNSET  # when it plays as part of a repeating emergency
 
 
 class Zone(Answer, frozen=True):

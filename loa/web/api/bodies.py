@@ -133,6 +133,20 @@ IdempotencyKey = Annotated[
 ]
 
 
+class Repeat(Declared, frozen=True):
+    """Play an emergency again every ``every_s`` seconds (start to start) until it is
+    cancelled, until ``until`` (Unix time) or for ``for_s`` seconds from now (not both)."""
+
+    every_s: Annotated[float, Meta(ge=1, le=86400)]
+    until: Unix | Unset = UNSET
+    for_s: Annotated[float, Meta(ge=1, le=7 * 86400)] | Unset = UNSET
+    json_schema_extra: ClassVar[dict[str, Any] | None] = {"not": {"required": ["until", "for_s"]}}
+
+    def __post_init__(self) -> None:
+        if self.until is not UNSET and self.for_s is not UNSET:
+            raise invalid("repeat", "give repeat.until or repeat.for_s, not both")
+
+
 class NewBroadcast(Declared, frozen=True):
     source: AnySource
     targets: BroadcastTargets
@@ -146,6 +160,33 @@ class NewBroadcast(Declared, frozen=True):
     exclusive: bool = False
     chime: bool | Unset = UNSET  # default: emergencies begin with the attention chime
     expires_at: Unix | Unset = UNSET
+    repeat: Repeat | Unset = UNSET  # emergencies only: play again every so often
+    json_schema_extra: ClassVar[dict[str, Any] | None] = {
+        "if": {"required": ["repeat"]},
+        "then": {"required": ["class"], "properties": {"class": {"const": "emergency"}}},
+    }
+
+    def __post_init__(self) -> None:
+        if self.repeat is not UNSET and self.klass != "emergency":
+            raise invalid("repeat", "repeat is for emergency broadcasts only")
+
+
+class PreparedMessage(Declared, frozen=True):
+    """A message the emergency dialog offers in one tap: a text to speak or a media id
+    (exactly one), for every zone (``zone`` null) or one zone and what is below it."""
+
+    title: Name
+    zone: AnyId | None = None
+    text: Text | Unset = UNSET
+    media: MediaId | Unset = UNSET
+    position: Annotated[int, Meta(ge=0, le=10000)] = 100
+    json_schema_extra: ClassVar[dict[str, Any] | None] = {
+        "oneOf": [{"required": ["text"]}, {"required": ["media"]}]
+    }
+
+    def __post_init__(self) -> None:
+        if (self.text is UNSET) == (self.media is UNSET):
+            raise invalid("text", "a prepared message has exactly one of text or media")
 
 
 # -- zones, endpoints, users -----------------------------------------------------------------

@@ -244,7 +244,12 @@ async def ingest_cap(request: web.Request) -> web.Response:
     node, service = node_of(request), service_of(request)
     path = node.config.data_dir / GEOCODES_FILE
     table, table_warnings = await asyncio.to_thread(read_geocodes, path, frozenset(node.zones))
-    result = plan(alert, geocode_zones=table, now=time.time())
+    result = plan(
+        alert,
+        geocode_zones=table,
+        now=time.time(),
+        repeat_every_s=node.config.relay.cap_repeat_every_s,
+    )
     match result:
         case Ignored(reason=reason, warnings=warnings):
             log.info("CAP %s from %s ignored: %s", alert.identifier, alert.sender, reason)
@@ -303,6 +308,7 @@ async def _accept_plan(
         variants=variants,
         issued_at=alert.sent.timestamp(),
         expires_at=p.expires_at,
+        repeat_every_s=p.repeat_every_s,
         source="cap",
         cap_sender=alert.sender,
         cap_identifier=alert.identifier,

@@ -17,6 +17,7 @@ from loa.media import CHUNK
 from loa.store import LogRow, to_csv
 from loa.web import auth
 from loa.web.api import answers
+from loa.web.api.media_scope import media_in
 from loa.web.api.queries import AuditQuery, LogCsvQuery, LogQuery, UploadQuery
 from loa.web.api.relay import node_of, user_of
 from loa.web.contract import Routes
@@ -205,9 +206,30 @@ async def delete_media(request: web.Request) -> web.Response:
             media=media_id,
             schedules=", ".join(users),
         )
+    await _not_for_emergencies(store, media_id)
     row = await store.media.remove(media_id)
     await request.config_dict[MEDIA].remove(row.file)
     return web.json_response(row.as_json())
+
+
+async def _not_for_emergencies(store: Any, media_id: str) -> None:
+    """409 naming them when a repeating emergency plays the media or a prepared emergency
+    message is that recording: deleting it would silence the next play or the button."""
+    repeats = sorted(
+        r.id
+        for r in await store.repeats.list(("active",))
+        if media_id in media_in(r.plan["source"])
+    )
+    prepared = sorted(p.id for p in await store.prepared.list() if p.media == media_id)
+    if repeats or prepared:
+        used = [f"repeating emergency {r}" for r in repeats]
+        used += [f"prepared message {p}" for p in prepared]
+        raise Conflict(
+            f"media {media_id} is used by {', '.join(used)}: cancel or change them first",
+            media=media_id,
+            repeats=", ".join(repeats),
+            prepared=", ".join(prepared),
+        )
 
 
 # -- audit ----------------------------------------------------------------------------------

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import secrets
+import time
 import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -14,9 +16,10 @@ from aiohttp import web
 
 from loa.access import User
 from loa.codecs import FRAME_MS
-from loa.errors import BadRequest, Conflict, Forbidden, NotFound
+from loa.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.node import Node
+from loa.repeats import new_repeat_id, plan_of
 from loa.streamer.factory import build_source
 from loa.streamer.playlist import Playlist
 from loa.streamer.targets import TargetPolicy, check_description
@@ -25,9 +28,10 @@ from loa.web import auth
 from loa.web.api import answers
 from loa.web.api.bodies import NewBroadcast
 from loa.web.api.media_scope import check_usable, media_in
+from loa.web.api.repeats import repeat_json
 from loa.web.api.types import builtins
 from loa.web.contract import Routes
-from loa.web.keys import MEDIA, NODE, STORE, USER
+from loa.web.keys import MEDIA, NODE, REPEATS, STORE, USER
 from loa.web.views import broadcast_json, endpoint_json, scoped, sees_broadcast
 
 __all__ = ["USER", "routes"]
@@ -251,6 +255,9 @@ async def _start(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
             chime = spec.priority is Priority.EMERGENCY and node.config.relay.chime
         if chime:
             source = Playlist([ChimeSource(), source], name=source.name)
+        repeat_id = _repeatable(data) if "repeat" in data else None
+        if repeat_id is not None:
+            spec = dataclasses.replace(spec, id=f"{repeat_id}.1")
     except BaseException:
         await source.aclose()
         raise
@@ -262,7 +269,44 @@ async def _start(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
         created_by=user_of(request).username,
         description=None if spec.live else {"source": data["source"], "chime": chime},
     )
-    return broadcast_json(node, bc)
+    answer = broadcast_json(node, bc)
+    if repeat_id is not None:
+        answer["repeat"] = await _begin_repeat(request, data, spec, bc, repeat_id, chime)
+    return answer
+
+
+def _repeatable(data: dict[str, Any]) -> str:
+    """A new repeat id, after the check a repeat needs beyond the body's declaration (every
+    source POST /broadcasts takes can play again; WHIP and Icecast sessions have no repeat)."""
+    until = data["repeat"].get("until")
+    if until is not None and until <= time.time():
+        raise Unprocessable("repeat.until is in the past", field="repeat.until")
+    return new_repeat_id()
+
+
+async def _begin_repeat(
+    request: web.Request,
+    data: dict[str, Any],
+    spec: BroadcastSpec,
+    bc: Any,
+    repeat_id: str,
+    chime: bool,
+) -> dict[str, Any]:
+    repeat = data["repeat"]
+    until = repeat.get("until")
+    if "for_s" in repeat:
+        until = time.time() + repeat["for_s"]
+    service = request.config_dict[REPEATS]
+    row = await service.begin(
+        repeat_id,
+        plan_of(spec, data["source"], what=bc.log.what, chime=chime),
+        bc,
+        every_s=repeat["every_s"],
+        until_at=until,
+        expires_at=data.get("expires_at"),
+        created_by=user_of(request).username,
+    )
+    return repeat_json(row, service)
 
 
 @routes.get(

@@ -3,6 +3,7 @@
 import { api, errorText, loadMe } from "./api.js";
 import { initBroadcastForm, renderActive, zoneChecks } from "./broadcast.js";
 import { initEmergency, renderOnAir } from "./emergency.js";
+import { initPrepared } from "./prepared.js";
 import { highlightEndpoint, renderEndpoints, resetEndpointRows } from "./endpoints.js";
 import { initI18n, t } from "./i18n.js";
 import { connectStatus } from "./live.js";
@@ -212,6 +213,7 @@ async function main() {
     await refreshMedia();
   }
   if (canEmergency) emergency = initEmergency(state);
+  if (state.me.role === "admin") initPrepared(state); // the dialog's one-tap messages
   connectStatus((message) => {
     if (message.time) state.skew = message.time - Date.now() / 1000;
     applyStatus(message);
