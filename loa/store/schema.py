@@ -268,4 +268,20 @@ ALTER TABLE broadcast_log ADD COLUMN interrupted_at REAL;
 ALTER TABLE broadcast_log ADD COLUMN resumed_at REAL;
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V_IDEMPOTENCY, V_MEDIA_OWNER, V_ONAIR)
+# durable: when a bulletin plays, kept across restarts: the time an operator scheduled a
+# normal one for, or a CAP alert's future ``effective`` time (held until then).
+V_BULLETIN_AT = """
+ALTER TABLE bulletins ADD COLUMN scheduled_at REAL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    V1,
+    V2,
+    V3,
+    V4,
+    V5,
+    V_IDEMPOTENCY,
+    V_MEDIA_OWNER,
+    V_ONAIR,
+    V_BULLETIN_AT,
+)

@@ -303,6 +303,7 @@ async def _accept_plan(
         variants=variants,
         issued_at=alert.sent.timestamp(),
         expires_at=p.expires_at,
+        effective_at=p.effective_at,
         source="cap",
         cap_sender=alert.sender,
         cap_identifier=alert.identifier,
