@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import report
+from bench import icecast, report
 from bench.relay import (
     Layout,
     RelayApi,
@@ -388,6 +388,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="give up on the reconnect storm after this many seconds",
     )
     p.add_argument(
+        "--against",
+        choices=("icecast",),
+        help="then run Debian's icecast2 (if installed) with as many listeners, 20 and 40 ms pages",
+    )
+    p.add_argument(
         "--no-sendmmsg",
         action="store_true",
         help="run the relay with relay.sendmmsg = false (one sendto a packet), to compare",
@@ -425,6 +430,10 @@ def run(args: argparse.Namespace) -> int:
     runs = []
     for n in args.counts:
         result = asyncio.run(run_once(n, args))
+        if args.against == "icecast":
+            theirs = [icecast.run(n, args.duration, page_ms) for page_ms in (20, 40)]
+            result["against_icecast"] = icecast.compare(result, theirs)
+            print(icecast.table(result["against_icecast"]), flush=True)
         print(report.summary(result), flush=True)
         if args.out:
             report.write_json(result, args.out / f"run-{args.transport}-{n}.json")

@@ -176,7 +176,7 @@ class SimSpeaker:
             return
         if data[0] == 0x4C:  # "L": a control datagram, never RTP (0x80..0xBF)
             self._on_control(data)
-        elif self.w.recording and len(data) > 12:
+        elif self.w.recording and len(data) > 12 and not 192 <= data[1] <= 223:  # not RTCP
             if anc:
                 sec, nsec = _TIMESPEC(anc[0][2])
                 rx_us = sec * 1_000_000 + nsec // 1000

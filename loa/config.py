@@ -128,6 +128,9 @@ class RelayConfig(Section, frozen=True):
     # Fan-out by sendmmsg(2), one call a frame (loa.relay.sendmmsg); false, or a system
     # without it: one sendto a packet. Kept switchable so the bench can measure the gain.
     sendmmsg: bool = True
+    # RTCP sender reports (NTP ↔ RTP time, RFC 3550) to every receiving endpoint this often:
+    # speakers get them on their RTP port (rtcp-mux), plain RTP receivers on port + 1.
+    rtcp_interval_s: float = 5.0
     # Networks (addresses or CIDRs) that URL sources may reach although they are loopback,
     # link-local, unspecified or multicast (refused by default; loa.streamer.targets).
     url_allow_networks: tuple[str, ...] = ()
@@ -137,6 +140,8 @@ class RelayConfig(Section, frozen=True):
             raise ConfigError(f"relay.udp_port must be 0..65535, got {self.udp_port}")
         if self.keepalive_s <= 0 or self.session_timeout_s <= self.keepalive_s:
             raise ConfigError("relay.session_timeout_s must exceed relay.keepalive_s > 0")
+        if not 0.5 <= self.rtcp_interval_s <= 60:
+            raise ConfigError(f"relay.rtcp_interval_s must be 0.5..60, got {self.rtcp_interval_s}")
         _networks("relay.url_allow_networks", self.url_allow_networks)
 
 

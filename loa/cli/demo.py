@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -18,6 +17,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from loa.cli.serve import serve_until_stopped
 from loa.config import Config, EndpointSpec, RelayConfig, WebConfig, ZoneSpec
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.speaker.client import Speaker, SpeakerState
@@ -28,7 +28,6 @@ from loa.streamer.tts import TtsSource
 from loa.web import auth
 from loa.web.app import create_app
 from loa.web.keys import NODE, SIGN_IN, STORE
-from loa.web.server import run_options
 
 log = logging.getLogger(__name__)
 
@@ -262,12 +261,4 @@ def run(args: argparse.Namespace) -> int:
         f"  stop with Ctrl+C (the sign-in details follow once the server listens)",
         flush=True,
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        web.run_app(
-            app,
-            host=config.web.host,
-            port=config.web.port,
-            print=None,
-            **run_options(config.web),  # request-head timeout, access log without tokens
-        )
-    return 0
+    serve_until_stopped(app, config)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 from aiohttp import web
 
@@ -39,11 +44,26 @@ def load_config(args: argparse.Namespace) -> cfg.Config:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     print(f"loa: serving on http://{config.web.host}:{config.web.port}", flush=True)
-    web.run_app(
-        create_app(config),
-        host=config.web.host,
-        port=config.web.port,
-        print=None,
-        **run_options(config.web),  # request-head timeout, access log without tokens
-    )
-    return 0
+    serve_until_stopped(create_app(config), config)
+
+
+def serve_until_stopped(app: web.Application, config: cfg.Config) -> NoReturn:
+    """Run the app until SIGINT (Ctrl+C) or SIGTERM, then exit 0 at once.
+
+    aiohttp turns both signals into a graceful stop: listening ends, ``on_shutdown`` closes
+    the long-lived connections, the cleanup contexts close the node and the store. Once that
+    has returned everything is closed and flushed; the interpreter's own teardown (a final
+    garbage collection over every object and module, 0.3–1 s on a busy two-core board) is
+    skipped, so the process is gone within the 2 s an operator waits for."""
+    with contextlib.suppress(KeyboardInterrupt):
+        web.run_app(
+            app,
+            host=config.web.host,
+            port=config.web.port,
+            print=None,
+            **run_options(config.web),  # request-head timeout, access log without tokens
+        )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

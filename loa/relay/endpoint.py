@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from loa.config import EndpointSpec
 from loa.relay.core.control import Message
+from loa.relay.core.reception import Reception
 from loa.relay.core.rewriter import Rewriter
 from loa.relay.core.session import Session
 
@@ -39,6 +40,7 @@ class Endpoint:
     sink: Callable[[bytes], None] | None = None  # in-process listeners (Ogg mount, WHEP)
     heard_since: float | None = None
     idle_since: float | None = None
+    reception: Reception | None = None  # its last RTCP receiver report about our stream
 
     @property
     def id(self) -> str:

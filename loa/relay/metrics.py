@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+from loa.relay.core.reception import Reception
 
 # Fan-out time of one frame to all its listeners, in seconds (Prometheus histogram buckets).
 FANOUT_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
@@ -16,6 +19,8 @@ class Metrics:
     frames_encoded: int = 0
     datagrams_dropped: int = 0
     rtcp_received: int = 0
+    rtcp_sent: int = 0  # sender reports
+    rtcp_malformed: int = 0  # RTCP from a known receiver that did not parse
     preemptions: int = 0
     broadcasts_expired: int = 0
     speaker_connects: int = 0
@@ -52,6 +57,7 @@ class Metrics:
         endpoints_total: int,
         active: Counter[str],
         drops: dict[str, int],
+        receptions: Sequence[tuple[str, Reception]] = (),
     ) -> str:
         lines: list[str] = []
 
@@ -140,5 +146,44 @@ class Metrics:
             "RTP packets dropped because the socket buffer was full.",
             [("", self.udp_send_dropped)],
         )
+        metric(
+            "rtcp_sent_total",
+            "counter",
+            "RTCP sender reports sent to endpoints.",
+            [("", self.rtcp_sent)],
+        )
+        metric(
+            "rtcp_malformed_total",
+            "counter",
+            "RTCP packets from receivers that did not parse.",
+            [("", self.rtcp_malformed)],
+        )
+        for name, help_, value in _RECEPTION:
+            samples = [(_pole(ep_id), value(r)) for ep_id, r in receptions]
+            samples = [(labels, v) for labels, v in samples if v is not None]
+            if samples:
+                metric(name, "gauge", help_, samples)  # type: ignore[arg-type]
         lines.extend(self._fanout_lines())
         return "\n".join(lines) + "\n"
+
+
+def _pole(endpoint_id: str) -> str:
+    escaped = endpoint_id.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'{{endpoint="{escaped}"}}'
+
+
+# Per pole, from its last RTCP receiver report (loa.relay.core.reception).
+_RECEPTION: tuple[tuple[str, str, Callable[[Reception], float | None]], ...] = (
+    (
+        "pole_fraction_lost",
+        "Share of packets lost since the pole's previous report.",
+        lambda r: r.fraction_lost,
+    ),
+    (
+        "pole_packets_lost",
+        "Packets the pole has lost in all (RTCP cumulative).",
+        lambda r: r.cumulative_lost,
+    ),
+    ("pole_jitter_seconds", "Interarrival jitter the pole reports.", lambda r: r.jitter_s),
+    ("pole_rtt_seconds", "Round trip to the pole (RTCP LSR/DLSR).", lambda r: r.rtt_s),
+)

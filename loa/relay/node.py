@@ -23,6 +23,7 @@ from typing import Any
 
 from loa.codecs import FRAME_S
 from loa.codecs.opus import OpusEncoder
+from loa.codecs.rtcp import is_rtcp
 from loa.config import Config, EndpointSpec
 from loa.errors import BadRequest, Conflict, NotFound
 from loa.relay.broadcast import Broadcast, LogEntry, State
@@ -37,6 +38,7 @@ from loa.relay.core.control import (
 )
 from loa.relay.core.control import Transport as TransportMode
 from loa.relay.core.priority import BroadcastSpec, Priority
+from loa.relay.core.reception import read_reception, sender_report
 from loa.relay.core.rewriter import HEADER_SIZE, Rewriter
 from loa.relay.core.router import (
     BroadcastStarted,
@@ -100,6 +102,11 @@ class Node:
         self.transport: asyncio.DatagramTransport | None = None
         self._sock: socket.socket | None = None
         self._batch: Batch | None = None  # the UDP fan-out, once the socket is bound
+        # RTCP: when each broadcast's last frame went out (perf_counter), by broadcast key,
+        # and the RTCP address (port + 1) of each static RTP endpoint, for their RRs.
+        self._frame_at: dict[int, float] = {}
+        self._rtcp_peers: dict[tuple[str, int], str] = {}
+        self._rtcp_timer: asyncio.TimerHandle | None = None
         self._tasks: dict[str, asyncio.Task[State]] = {}
         self._keys = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
@@ -111,6 +118,9 @@ class Node:
     async def start(self) -> None:
         self._sock = sock = bind_udp(self.config.relay.udp_host, self.config.relay.udp_port)
         self._batch = Batch(sock, batched=self.config.relay.sendmmsg)
+        self._rtcp_timer = asyncio.get_running_loop().call_later(
+            self.config.relay.rtcp_interval_s, self._send_sender_reports
+        )
         self.transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
             lambda: RelayDatagramProtocol(self.on_datagram), sock=sock
         )
@@ -128,6 +138,9 @@ class Node:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._rtcp_timer is not None:
+            self._rtcp_timer.cancel()
+            self._rtcp_timer = None
         for ep in self.endpoints.values():
             if ep.peer is not None:
                 ep.peer.close(1001, "server shutting down")
@@ -181,6 +194,7 @@ class Node:
                     f"endpoint {spec.id}: address must be host:port, got {spec.address!r}"
                 )
             ep.address = (host, int(port))
+            self._rtcp_peers[(host, int(port) + 1)] = spec.id
             ep.rewriter = Rewriter(secrets.randbits(32), secrets.randbits(16), secrets.randbits(32))
         if ep.token_hash:
             self._by_token[ep.token_hash] = spec.id
@@ -199,6 +213,8 @@ class Node:
         self._apply(self.router.handle(EndpointDetached(ep.id)), now)
         if ep.token_hash:
             self._by_token.pop(ep.token_hash, None)
+        if ep.address is not None:
+            self._rtcp_peers.pop((ep.address[0], ep.address[1] + 1), None)
         del self.endpoints[ep.id]
 
     def update_endpoint(self, spec: EndpointSpec, *, token_hash: str | None) -> None:
@@ -349,6 +365,12 @@ class Node:
 
     def on_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> bytes | None:
         """Returns the reply to send back (an ack), if any."""
+        if addr in self._rtcp_peers and is_rtcp(data):  # a static RTP receiver's RR
+            ep = self.endpoints.get(self._rtcp_peers[addr])
+            if ep is not None and ep.rewriter is not None:
+                self.metrics.rtcp_received += 1
+                self._read_receiver_report(ep, ep.rewriter, data, now)
+                return None
         match self.sessions.on_datagram(data, addr, now):
             case Accepted(session=session, reply=reply, addr_changed=bound):
                 ep = self.endpoints.get(session.endpoint_id)
@@ -357,11 +379,57 @@ class Node:
                 if bound:  # a new binding can time out: the core has a new deadline
                     self._schedule(now + self.sessions.session_timeout_s)
                 return reply
-            case RtcpReceived():
+            case RtcpReceived(session=session, data=rtcp):
                 self.metrics.rtcp_received += 1
+                ep = self.endpoints.get(session.endpoint_id)
+                if ep is not None:
+                    self._read_receiver_report(ep, session.rewriter, rtcp, now)
             case Dropped():
                 self.metrics.datagrams_dropped += 1
         return None
+
+    # -- RTCP (RFC 3550): sender reports out, receiver reports in --------------------------
+    def _read_receiver_report(
+        self, ep: Endpoint, rewriter: Rewriter, data: bytes, now: float
+    ) -> None:
+        try:
+            reception = read_reception(data, rewriter.ssrc, time.time(), now)
+        except ValueError:
+            self.metrics.rtcp_malformed += 1
+            return
+        if reception is not None:
+            ep.reception = reception
+
+    def _send_sender_reports(self) -> None:
+        """Every ``relay.rtcp_interval_s``: an SR to each endpoint that got audio since the
+        last round, on the socket the audio left by (non-blocking; a full buffer skips it)."""
+        interval = self.config.relay.rtcp_interval_s
+        self._rtcp_timer = asyncio.get_running_loop().call_later(
+            interval, self._send_sender_reports
+        )
+        sock = self._sock
+        if sock is None:
+            return
+        unix_s, now_pc = time.time(), time.perf_counter()
+        for ep in self.endpoints.values():
+            if ep.session is not None:
+                rewriter, destination = ep.session.rewriter, ep.session.destination
+            elif ep.address is not None and ep.rewriter is not None:
+                rewriter, destination = ep.rewriter, (ep.address[0], ep.address[1] + 1)
+            else:
+                continue
+            key = rewriter.broadcast_key
+            sent_at = self._frame_at.get(key) if key is not None else None
+            if destination is None or sent_at is None or now_pc - sent_at > interval:
+                continue  # RFC 3550 §6.4: only a stream that sent since the last report
+            report = sender_report(rewriter, unix_s, now_pc - sent_at)
+            if report is None:
+                continue
+            try:
+                sock.sendto(report, destination)
+                self.metrics.rtcp_sent += 1
+            except OSError:
+                self.metrics.udp_send_dropped += 1
 
     # -- broadcasts ---------------------------------------------------------------------
     async def start_broadcast(
@@ -444,6 +512,7 @@ class Node:
 
     def _finish(self, bc: Broadcast) -> None:
         self.broadcasts.pop(bc.id, None)
+        self._frame_at.pop(bc.key, None)
         bc.ended.set()
         self.history.append(bc.log)
         del self.history[:-1000]
@@ -581,6 +650,7 @@ class Node:
             sent += udp_sent
         self.metrics.packets_sent += sent
         self.metrics.udp_send_dropped += dropped
+        self._frame_at[key] = started
         self.metrics.observe_fanout(time.perf_counter() - started)
         self.metrics.frames_encoded += 1
         if item_end:

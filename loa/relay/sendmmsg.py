@@ -167,8 +167,9 @@ class Batch:
         size = len(payload)
         if size > MAX_PAYLOAD:
             raise ValueError(f"payload of {size} bytes exceeds the UDP maximum {MAX_PAYLOAD}")
-        if self._count or self._later:
-            raise RuntimeError("begin() before the previous frame was flushed")
+        # A frame whose fan-out raised before flush() is abandoned, not sent with this one.
+        self._count = 0
+        self._later.clear()
         self._sent = self._dropped = 0
         ctypes.memmove(self._payload, bytes(payload), size)
         self._payload_len = size

@@ -51,6 +51,7 @@ from loa import __version__
 from loa.codecs import FRAME_S
 from loa.codecs.opus import OpusDecoder
 from loa.codecs.pcm import Int16Array
+from loa.codecs.rtcp import is_rtcp
 from loa.codecs.rtp import RtpPacket
 from loa.errors import LoaError
 from loa.relay.core.channel import (
@@ -67,6 +68,7 @@ from loa.relay.core.control import CLOSE_REPLACED, NOT_JSON, Welcome
 from loa.relay.core.wire import ControlDatagram, DatagramType, looks_like_control
 from loa.speaker.jitter import Conceal, JitterBuffer, Play, Recover, Wait
 from loa.speaker.output import Output, apply_volume
+from loa.speaker.reports import ReceptionStats
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +171,8 @@ class Speaker:
         self.on_audio = on_audio
         self._rng = rng or random.Random()
         self.jitter = JitterBuffer()
+        self.reports = ReceptionStats()  # RTCP: our receiver reports, the server's SRs
+        self.rtcp_ssrc = self._rng.getrandbits(32)
         self.state = SpeakerState.STOPPED
         self.endpoint: str | None = None
         self.channel = ClientChannel(token, f"loa-speaker/{__version__}")
@@ -182,7 +186,7 @@ class Speaker:
         self.connects = self.reconnects = self.acks = self.hellos = self.keepalives = 0
         self.foreign_packets = self.bad_packets = self.udp_errors = 0
         self.udp_audio = self.ws_audio = self.decode_errors = self.frames_out = 0
-        self.playout_resyncs = self.status_sent = 0
+        self.playout_resyncs = self.status_sent = self.rtcp_sent = 0
         self.backoff_delays: list[float] = []
 
     # --- public --------------------------------------------------------------------------
@@ -351,6 +355,7 @@ class Speaker:
         self._last_problem = None
         self.endpoint = welcome.endpoint
         self.jitter.reset()
+        self.reports.reset(welcome.ssrc)
         self.state = SpeakerState.PROBING
         log.info(
             "[ep=%s] connected to %s, session %s", welcome.endpoint, self.url, welcome.session.hex()
@@ -392,6 +397,17 @@ class Speaker:
             await asyncio.sleep(self.status_interval_s)
             await self._send(link, self.status())
             self.status_sent += 1
+            self._send_receiver_report(link)
+
+    def _send_receiver_report(self, link: _Link) -> None:
+        """An RTCP RR (loa.speaker.reports) to the server, on the UDP path while it is used."""
+        if link.mode != "udp" or link.udp is None or link.udp.is_closing():
+            return
+        now = asyncio.get_running_loop().time()
+        report = self.reports.receiver_report(self.rtcp_ssrc, now, f"loa-speaker@{self.endpoint}")
+        if report is not None:
+            link.udp.sendto(report, link.server)
+            self.rtcp_sent += 1
 
     # --- UDP -----------------------------------------------------------------------------
 
@@ -470,6 +486,12 @@ class Speaker:
         if addr[:2] != link.server:
             self.foreign_packets += 1
             return
+        if is_rtcp(data):  # the server's sender reports share the port (RFC 5761)
+            try:
+                self.reports.on_rtcp(data, asyncio.get_running_loop().time())
+            except ValueError:
+                self.bad_packets += 1
+            return
         if not looks_like_control(data):
             self.udp_audio += 1
             self._on_rtp(data, link)
@@ -504,6 +526,7 @@ class Speaker:
             return
         now = asyncio.get_running_loop().time()
         self.jitter.push(packet.sequence, packet.timestamp, packet.payload, now, packet.marker)
+        self.reports.on_rtp(packet.sequence, packet.timestamp, now)
 
     # --- playout -------------------------------------------------------------------------
 

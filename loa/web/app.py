@@ -92,6 +92,7 @@ async def metrics(request: web.Request) -> web.Response:
         endpoints_total=len(node.poles()),
         active=active,
         drops=node.sessions.drops,
+        receptions=[(e.id, e.reception) for e in node.poles() if e.reception is not None],
     )
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 

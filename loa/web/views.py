@@ -70,4 +70,6 @@ def endpoint_json(node: Node, ep: Endpoint) -> dict[str, Any]:
         "emergency_volume": ep.emergency_volume,
         "muted": ep.muted,
         "status": ep.status,
+        # its last RTCP receiver report: loss, jitter, round trip (None before the first)
+        "reception": ep.reception.as_dict() if ep.reception is not None else None,
     }

@@ -39,7 +39,9 @@ def test_python_dash_m_loa_works() -> None:
 
 
 def write_wav(path: Path) -> None:
-    t = np.arange(48000 * 8) / 48000  # long enough to outlive the other CLI calls
+    t = (
+        np.arange(48000 * 40) / 48000
+    )  # outlives the other CLI calls, each a fresh interpreter (seconds each on a loaded machine)
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)

@@ -5,7 +5,9 @@ for `loa serve`) and a listener on the Ogg stream. Real processes on loopback.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -155,3 +157,10 @@ async def test_serve_stops_at_once_with_a_speaker_connected(tmp_path: Path, sig:
     assert took <= STOP_WITHIN_S, f"stopped after {took:.2f} s\n{stderr[-3000:]}"
     assert code == 0, stderr[-3000:]
     clean(stderr)
+    # Stopped gracefully, not just quickly: the broadcast's log entry was written and the
+    # database closed (no WAL left behind) before the process exited.
+    db = tmp_path / "data" / "loa.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT state, reason FROM broadcast_log").fetchall()
+    assert rows == [("stopped", "shutdown")], rows
+    assert not (tmp_path / "data" / "loa.db-wal").exists()

@@ -222,3 +222,24 @@ def test_an_ipv6_socket_reaches_ipv4_receivers_mapped() -> None:
         sender.close()
         for r in rx:
             r.close()
+
+
+@needs_sendmmsg
+def test_a_frame_abandoned_before_flush_does_not_leak_into_the_next(
+    sender: socket.socket,
+) -> None:
+    rx = receivers(2)
+    batch = Batch(sender)
+    try:
+        fan_out(batch, [Rewriter(1000 + i, 7 * i, 11 * i) for i in range(2)], rx, 0)
+        # no flush: the fan-out raised; the next frame starts clean
+        fan_out(batch, [Rewriter(1000 + i, 7 * i, 11 * i) for i in range(2)], rx, 0)
+        assert batch.flush() == (2, 0) and batch.syscalls == 1
+        for i, r in enumerate(rx):
+            assert r.recv(2048) == expected(i, 1)[0]
+            r.settimeout(0.05)
+            with pytest.raises(TimeoutError):
+                r.recv(2048)
+    finally:
+        for r in rx:
+            r.close()

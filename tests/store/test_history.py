@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import sqlite3
 from datetime import timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,8 @@ import pytest
 from loa.errors import BadRequest, Conflict, NotFound
 from loa.relay.broadcast import LogEntry
 from loa.store import Store, to_csv
+from loa.store.schema import MIGRATIONS, V_MEDIA_OWNER
+from loa.store.sqlite import migrate
 from tests.store.conftest import FakeClock
 
 INFO = {
@@ -166,3 +170,22 @@ async def test_audit_records_and_filters(store: Store, clock: FakeClock) -> None
     ] == [2]
     with pytest.raises(BadRequest, match=r"^limit must be 1\.\.1000, got 5000$"):
         await store.audit.query(limit=5000)
+
+
+async def test_media_uploaded_before_owners_become_the_top_levels(tmp_path: Path) -> None:
+    """A database from before V_MEDIA_OWNER: its files belong to the top level (zone NULL),
+    usable by every operator, deletable by admins only."""
+    path = tmp_path / "loa.db"
+    conn = sqlite3.connect(path)
+    migrate(conn, path, upto=MIGRATIONS.index(V_MEDIA_OWNER))
+    names = ", ".join(INFO)
+    conn.execute(
+        f"INSERT INTO media ({names}, created_by, created_at) VALUES"
+        f" ({', '.join('?' * len(INFO))}, 'op', 1)",
+        list(INFO.values()),
+    )
+    conn.commit()
+    conn.close()
+    async with Store(path) as store:
+        row = await store.media.get(str(INFO["id"]))
+    assert (row.zone, row.created_by) == (None, "op")

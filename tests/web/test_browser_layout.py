@@ -1,10 +1,11 @@
 """Every page in headless Chromium at a desktop (1366×900) and a phone (390×844, mobile
 viewport): nothing scrolls sideways (``scrollWidth > clientWidth`` fails, naming the elements
 that stick out), a PNG of each is saved for a human (``LOA_SCREENSHOTS``, default /tmp), the
-phone menu stays compact and opens, and — the page in Vietnamese — no visible text is a
-string that exists only in en.json (English leaking into the Vietnamese UI) or a bare i18n
-key (a text never translated). Speakers are online, a programme is on air and one has
-ended, so the pages show real rows."""
+phone menu stays compact and opens, no page loads a file from another origin, and — the
+page in Vietnamese — no visible text is a string that exists only in en.json (English
+leaking into the Vietnamese UI) or a bare i18n key (a text never translated). Speakers are
+online, a programme is on air and one has ended, so the pages show real rows; an operator
+walks every page at both sizes, an admin and a viewer at the phone's."""
 
 from __future__ import annotations
 
@@ -59,6 +60,11 @@ if (de.scrollWidth > de.clientWidth) {
 return [de.scrollWidth, de.clientWidth, out.slice(0, 10)];
 """
 
+
+FOREIGN_JS = """
+return performance.getEntriesByType('resource').map((e) => e.name)
+  .filter((url) => !url.startsWith(location.origin));
+"""
 
 TEXTS_JS = """
 const out = [document.title];
@@ -170,6 +176,9 @@ def visit(driver: Any, base: str, path: str, ready: str, size: str, name: str) -
     time.sleep(0.6)  # the page's fetches and the live status fill in
     problem = overflow(driver)
     driver.save_screenshot(str(SHOTS / f"{name}-{size}.png"))
+    foreign = driver.execute_script(FOREIGN_JS)
+    if foreign:  # the intranet has no Internet: every file comes from this server
+        problem = (problem or "") + f" loaded from elsewhere: {foreign}"
     english = leaks(driver.execute_script(TEXTS_JS))
     if english:
         problem = (problem or "") + " English in the Vietnamese page: " + "; ".join(english)
@@ -243,6 +252,8 @@ async def test_no_page_scrolls_sideways_at_desktop_or_phone_size(
     fleet = Fleet(base, [(e.id, e.token or "") for e in config.endpoints])
     try:
         await add_user(server.app, "tinh", "operator", zone="p", emergency_right=True)
+        await add_user(server.app, "quan-tri", "admin")
+        await add_user(server.app, "nguoi-xem", "viewer", zone="c1")
         await fleet.start()
         await wait_for(lambda: on_transport(server.app[NODE], ids), 15, "9 speakers on UDP")
         async with ClientSession(headers=AUTH) as http:
@@ -278,6 +289,13 @@ async def test_no_page_scrolls_sideways_at_desktop_or_phone_size(
         # The check can fail: the same page in English is full of en.json strings.
         english = await in_thread(in_english, browser, base)
         assert any("(en.json em.button)" in e for e in english), english
+        # What other roles see on a phone: an admin gets every editor, a viewer no studio.
+        for user in ("quan-tri", "nguoi-xem"):
+            await in_thread(browser.delete_all_cookies)
+            await in_thread(sign_in, browser, base, user)
+            for name, (path, ready) in PAGES.items():
+                shot = f"{name}-{user}"
+                problems.append(await in_thread(visit, browser, base, path, ready, "phone", shot))
         failed = [p for p in problems if p]
         assert not failed, "\n".join(failed)
     finally:

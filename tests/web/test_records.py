@@ -345,3 +345,21 @@ async def test_a_retry_racing_its_original_gets_the_same_broadcast(client: TestC
     ids = {(await r.json())["id"] for r in answers}
     assert statuses == [200, 200, 200, 201] and len(ids) == 1
     assert list(client.app[NODE].broadcasts) == list(ids)
+
+
+async def test_an_upload_may_name_its_owner_zone_within_the_callers_scope(
+    client: TestClient,
+) -> None:
+    op_a = await account(client.app, "op-a", "operator", "c0")
+    for_c0 = await client.post("/api/v1/media?filename=a.wav&zone=c0", data=wav(), headers=AUTH)
+    assert for_c0.status == 201
+    made = await for_c0.json()
+    assert made["zone"] == "c0"
+    await call(client, "DELETE", f"/media/{made['id']}", op_a)  # c0's: theirs to delete
+    for zone in ("p", "c1", "nowhere"):  # above, beside, absent: all look absent
+        resp = await client.post(
+            f"/api/v1/media?filename=a.wav&zone={zone}", data=wav(), headers=op_a
+        )
+        assert resp.status == 404, zone
+        assert (await resp.json())["error"]["zone"] == zone
+    assert (await call(client, "GET", "/media", AUTH))["media"] == []

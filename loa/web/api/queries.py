@@ -60,6 +60,8 @@ class AuditQuery(Declared, frozen=True):
 
 class UploadQuery(Declared, frozen=True):
     filename: Annotated[str, Meta(min_length=1, max_length=255)] = "upload.bin"
+    # The owner zone: default the uploader's (an admin's: the top level); one the caller sees.
+    zone: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
 
 
 class ReportQuery(_Zoned, frozen=True, kw_only=True):

@@ -123,6 +123,17 @@ def _may_change(request: web.Request) -> None:
         raise Forbidden(f"{user.username} is a viewer and may not change the library")
 
 
+def _owner(request: web.Request, zone: str | None) -> str | None:
+    """The zone new media belong to: ``zone`` if the caller sees it (404 if not: absent and
+    out of scope look alike), else the uploader's zone (an admin's: the top level)."""
+    node, user = node_of(request), user_of(request)
+    if zone is None:
+        return None if user.role == "admin" else user.zone
+    if not auth.can_see_zone(user, node.zones, zone):
+        raise NotFound(f"zone {zone} not found", zone=zone)
+    return zone
+
+
 @routes.post(
     "/media",
     summary="Upload audio (raw body, any format av decodes), size-limited",
@@ -135,11 +146,12 @@ def _may_change(request: web.Request) -> None:
             "contentMediaType": "application/octet-stream",
         }
     },
-    errors=(403, 413, 422),
+    errors=(403, 404, 413, 422),
 )
 async def upload_media(request: web.Request, query: UploadQuery) -> web.Response:
     """Raw body upload (any audio av decodes), ``?filename=``; size-limited, checked, kept."""
     _may_change(request)
+    owner = _owner(request, query.zone)
     config = request.config_dict[CONFIG]
     limit = config.web.max_upload_mb * 1024**2
     if request.content_length is not None and request.content_length > limit:
@@ -148,9 +160,7 @@ async def upload_media(request: web.Request, query: UploadQuery) -> web.Response
     chunks = request.content.iter_chunked(CHUNK)
     media = request.config_dict[MEDIA]
     info = await media.add(chunks, filename, limit, config.web.max_media_duration_s)
-    user = user_of(request)
-    owner = None if user.role == "admin" else user.zone  # an operator's media are their zone's
-    row = await request.config_dict[STORE].media.add(info, user.username, owner)
+    row = await request.config_dict[STORE].media.add(info, user_of(request).username, owner)
     return web.json_response({**info, **row.as_json()}, status=201)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from loa.access import User
+from loa.codecs import FRAME_MS
 from loa.errors import BadRequest, Conflict, Forbidden, NotFound
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.node import Node
@@ -117,6 +118,10 @@ async def endpoint_sdp(request: web.Request) -> web.Response:
         f"m=audio {port} RTP/AVP 111\r\n"
         "a=rtpmap:111 opus/48000/2\r\n"
         "a=fmtp:111 sprop-stereo=0;stereo=0;useinbandfec=1\r\n"
+        f"a=ptime:{FRAME_MS}\r\n"  # every packet is one frame of this many ms
+        f"a=maxptime:{FRAME_MS}\r\n"
+        # RTCP (sender reports) comes from the relay to port + 1, as RFC 3550 §11 has it
+        f"a=rtcp:{port + 1}\r\n"
         "a=recvonly\r\n"
     )
     return web.Response(text=sdp, content_type="application/sdp")

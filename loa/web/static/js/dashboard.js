@@ -95,12 +95,23 @@ function zoneItem(id) {
     el(
       "span",
       { class: "zc" },
-      el("span", { class: "pill pill-online", title: t("counts.online") }, c.online),
-      el("span", { class: "pill pill-offline", title: t("counts.offline") }, c.offline),
-      c.playing ? el("span", { class: "pill pill-playing", title: t("counts.playing") }, `▶ ${c.playing}`) : null,
+      badge("online", c.online),
+      badge("offline", c.offline),
+      badge("playing", c.playing),
     ),
   );
   return el("li", {}, row, kids.length ? el("ul", { role: "group" }, kids.map(zoneItem)) : null);
+}
+
+/** A count in the zone tree, labelled: the column heads above the tree name each column,
+ * and the badge itself says what it counts to a screen reader and on hover. */
+function badge(kind, n) {
+  const label = t(`counts.${kind}`);
+  return el(
+    "span",
+    { class: `pill pill-${kind}${n ? "" : " pill-zero"}`, title: `${label}: ${n}`, "aria-label": `${label}: ${n}` },
+    kind === "playing" ? `▶ ${n}` : n,
+  );
 }
 
 function visibleEndpoints() {
@@ -124,11 +135,27 @@ function renderAll() {
     ? `(${state.tree.name(state.selectedZone)})`
     : "";
   const classes = new Map(state.broadcasts.map((b) => [b.id, b.class]));
-  const unplaced = drawMap(document.getElementById("map"), visible, classes, state.selectedEp, (id) => {
-    state.selectedEp = id;
-    renderAll();
-    highlightEndpoint(id);
-  });
+  const unplaced = drawMap(
+    document.getElementById("map"),
+    visible,
+    classes,
+    state.selectedEp,
+    (id) => {
+      state.selectedEp = id;
+      renderAll();
+      highlightEndpoint(id);
+    },
+    {
+      tree: state.tree,
+      // A numbered circle: show that zone (the map fits it, so its pins spread out).
+      onZone: (zone) => {
+        if (state.selectedZone === zone) return;
+        state.selectedZone = zone;
+        renderAll();
+      },
+    },
+  );
+  document.getElementById("map-all").hidden = !state.selectedZone;
   document.getElementById("map-note").textContent = unplaced ? t("map.unplaced", { n: unplaced }) : "";
   renderEndpoints(state, visible);
   renderActive(state);
@@ -150,6 +177,10 @@ async function main() {
     return;
   }
   initHeader(state.me);
+  document.getElementById("map-all").addEventListener("click", () => {
+    state.selectedZone = null;
+    renderAll();
+  });
   try {
     const [zones, eps, bcs] = await Promise.all([
       api("GET", "/zones"),
