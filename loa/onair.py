@@ -7,8 +7,8 @@ back after a crash (docs/DESIGN.md, "Restart semantics").
   has it even if the process dies a moment later.
 - End: ``ended`` writes the log entry and drops the record — except at a shutdown (reason
   ``shutdown``): a restarted server brings it back just as after a crash.
-- Alive: every ``alive_every_s`` the rows' ``alive_at`` is set to now: after a crash, the
-  interruption began at most that long before the last ``alive_at``.
+- Alive: every ``alive_every_s`` while anything is on air the rows' ``alive_at`` is set to
+  now: after a crash, the interruption began at most that long after the last ``alive_at``.
 - Restart (``restore``, before the server listens): each record is decided by ``decide``:
   expired → logged ``expired``; live (WHIP, Icecast) or without a source to rebuild →
   logged ``interrupted`` (its publisher reconnects and starts a new one); an emergency
@@ -146,6 +146,8 @@ class OnAirService:
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(self.alive_every_s)
+            if not self.node.broadcasts:
+                continue  # nothing on air: no row to mark (their ends removed them)
             try:
                 await self.store.onair.alive()
             except LoaError as exc:  # the store is away: the next beat tries again

@@ -20,9 +20,15 @@ A bulletin whose ``expires_at`` has passed never starts: it becomes ``expired`` 
 also drops a broadcast still waiting for the floor when it expires). Cancelling stops the
 running broadcast and any repeat to come.
 
-The time an operator chose is kept in memory only (the schema has no column for it): after
-a restart a ``scheduled`` bulletin goes back to the inbox and says so in the log; an
-emergency that was repeating resumes its repeats; any other ``on_air`` one becomes ``done``.
+A priority or emergency CAP alert whose ``effective`` time is in the future is held until
+then (state ``scheduled``, ``scheduled_at`` = effective); a normal one waits in the inbox as
+any other.
+
+Restarts (docs/DESIGN.md, "Restart semantics"): the time a bulletin plays is stored
+(``scheduled_at``), so a ``scheduled`` bulletin keeps its time across a restart (one whose
+time passed while the server was down plays at once, unless it expired); one that was
+``on_air`` plays again from its start (its announcement says when it was issued), and a
+repeating emergency goes on repeating.
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ class NewBulletin:
     source: str = "api"
     cap_sender: str | None = None
     cap_identifier: str | None = None
+    effective_at: float | None = None  # CAP: not before then (priority and emergency are held)
 
 
 def announcement(issued_at: float, timezone: str) -> str:
@@ -121,7 +128,10 @@ class BulletinService:
         for row in await self.store.bulletins.list(("inbox", "scheduled", "on_air")):
             if row.expired(now):
                 await self._settle(row.id, "expired")
-            elif row.state == "scheduled":
+            elif row.state == "scheduled" and row.scheduled_at is not None:
+                log.info("[bulletin=%s] keeps its time across the restart", row.id)
+                self._spawn(row.id, row.scheduled_at)  # a time that passed meanwhile: now
+            elif row.state == "scheduled":  # scheduled before its time was stored
                 log.warning(
                     "[bulletin=%s] its scheduled time was lost in a restart: back to the inbox",
                     row.id,
@@ -131,8 +141,8 @@ class BulletinService:
                 log.info("[bulletin=%s] resuming its repeats after a restart", row.id)
                 self._spawn(row.id, None)
             elif row.state == "on_air":
-                log.warning("[bulletin=%s] was on air when the node stopped: done", row.id)
-                await self._settle(row.id, "done")
+                log.warning("[bulletin=%s] was on air when the node stopped: again", row.id)
+                self._spawn(row.id, None)
 
     async def close(self) -> None:
         """Cancel every bulletin task; their states stay for the next ``start()``."""
@@ -154,6 +164,11 @@ class BulletinService:
     async def submit(self, new: NewBulletin, created_by: str) -> BulletinRow:
         """Store a bulletin; priority and emergency ones start at once."""
         now = self.clock()
+        held = (
+            new.level is not Level.NORMAL
+            and new.effective_at is not None
+            and new.effective_at > now
+        )
         row = BulletinRow(
             id="b-" + secrets.token_hex(5),
             level=new.level.value,
@@ -163,7 +178,7 @@ class BulletinService:
             issued_at=new.issued_at,
             expires_at=new.expires_at,
             repeat_every_s=new.repeat_every_s if new.level is Level.EMERGENCY else None,
-            state="inbox" if new.level is Level.NORMAL else "on_air",
+            state="inbox" if new.level is Level.NORMAL else "scheduled" if held else "on_air",
             source=new.source,
             cap_sender=new.cap_sender,
             cap_identifier=new.cap_identifier,
@@ -171,11 +186,12 @@ class BulletinService:
             created_by=created_by,
             created_at=now,
             updated_at=now,
+            scheduled_at=new.effective_at if held else None,
         )
         row = await self.store.bulletins.add(row)
         log.info("[bulletin=%s] %s from %s: %s", row.id, row.level, row.source, row.title)
         if new.level is not Level.NORMAL:
-            self._spawn(row.id, None)
+            self._spawn(row.id, row.scheduled_at)  # held until CAP effective, else now
         return row
 
     async def schedule(self, bulletin_id: str, at: float | None) -> BulletinRow:
@@ -195,7 +211,9 @@ class BulletinService:
                 f"bulletin {row.id} expires before the chosen time; it would never play",
                 bulletin=row.id,
             )
-        row = await self.store.bulletins.transition(row.id, "scheduled", expect={"inbox"})
+        row = await self.store.bulletins.transition(
+            row.id, "scheduled", expect={"inbox"}, at=self.clock() if at is None else at
+        )
         self._spawn(row.id, at)
         return row
 

@@ -39,6 +39,7 @@ class BulletinRow:
     created_by: str
     created_at: float
     updated_at: float
+    scheduled_at: float | None = None  # when it plays (scheduled, or held to CAP effective)
 
     @classmethod
     def from_row(cls, row: Row) -> BulletinRow:
@@ -97,7 +98,12 @@ def _insert(conn: Conn, row: BulletinRow) -> BulletinRow:
 
 
 def _transition(
-    conn: Conn, bulletin_id: str, state: str, expect: Collection[str], now: float
+    conn: Conn,
+    bulletin_id: str,
+    state: str,
+    expect: Collection[str],
+    now: float,
+    at: float | None,
 ) -> BulletinRow:
     row = _get(conn, bulletin_id)
     if row.state not in expect:
@@ -108,7 +114,8 @@ def _transition(
             state=row.state,
         )
     conn.execute(
-        "UPDATE bulletins SET state = ?, updated_at = ? WHERE id = ?", (state, now, bulletin_id)
+        "UPDATE bulletins SET state = ?, updated_at = ?, scheduled_at = ? WHERE id = ?",
+        (state, now, at if state == "scheduled" else row.scheduled_at, bulletin_id),
     )
     return _get(conn, bulletin_id)
 
@@ -152,12 +159,13 @@ class Bulletins:
         return [BulletinRow.from_row(r) for r in rows]
 
     async def transition(
-        self, bulletin_id: str, state: str, *, expect: Collection[str]
+        self, bulletin_id: str, state: str, *, expect: Collection[str], at: float | None = None
     ) -> BulletinRow:
-        """Move to ``state`` if the bulletin is in one of ``expect``, else 409 naming its state."""
+        """Move to ``state`` if the bulletin is in one of ``expect``, else 409 naming its state.
+        Into ``scheduled``: ``at`` is when it plays (kept across restarts)."""
         if state not in STATES:
             raise ValueError(f"unknown bulletin state {state!r}")
-        return await self._db.write(_transition, bulletin_id, state, expect, self._db.clock())
+        return await self._db.write(_transition, bulletin_id, state, expect, self._db.clock(), at)
 
     async def add_broadcast(self, bulletin_id: str, broadcast_id: str) -> BulletinRow:
         """Record one broadcast (a play or a repeat) of the bulletin."""

@@ -359,6 +359,12 @@ ALTER TABLE broadcast_log ADD COLUMN interrupted_at REAL;
 ALTER TABLE broadcast_log ADD COLUMN resumed_at REAL;
 """
 
+# durable: when a bulletin plays, kept across restarts: the time an operator scheduled a
+# normal one for, or a CAP alert's future ``effective`` time (held until then).
+V_BULLETIN_AT = """
+ALTER TABLE bulletins ADD COLUMN scheduled_at REAL;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     V1,
     V2,
@@ -370,4 +376,5 @@ MIGRATIONS: tuple[str, ...] = (
     V_ONAIR,
     V_REPEATS,
     V_PREPARED,
+    V_BULLETIN_AT,
 )

@@ -97,3 +97,16 @@ async def test_broadcasts_are_appended(store: Store, clock: FakeClock) -> None:
     assert row.updated_at == 1_700_000_001.0
     assert row.expired(1_700_003_600.0) and not row.expired(1_700_003_599.0)
     assert not replace(row, expires_at=None).expired(1e12)
+
+
+async def test_the_time_it_plays_is_kept(store: Store) -> None:
+    held = replace(ROW, id="b-2", cap_identifier="QT-2", state="scheduled", scheduled_at=1.8e9)
+    await store.bulletins.add(held)
+    assert (await store.bulletins.get("b-2")).scheduled_at == 1.8e9  # CAP effective, held
+    await store.bulletins.add(replace(ROW, state="inbox", cap_identifier=None))
+    assert (await store.bulletins.get("b-1")).scheduled_at is None
+    row = await store.bulletins.transition("b-1", "scheduled", expect={"inbox"}, at=1.75e9)
+    assert row.scheduled_at == 1.75e9
+    assert row.as_json()["scheduled_at"] == 1.75e9
+    row = await store.bulletins.transition("b-1", "on_air", expect={"scheduled"})
+    assert row.scheduled_at == 1.75e9  # when it was due, kept after it played

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from loa.bulletins.cap import MAX_BYTES
 from loa.web.app import NODE, create_app
@@ -432,3 +433,58 @@ async def test_a_repeating_cap_emergency_shows_in_repeats_with_its_next_play(
     assert (await call(client, "GET", "/repeats", 200, headers=other))["repeats"] == [entry]
     await call(client, "POST", f"/bulletins/{made['id']}/cancel", 200)
     assert (await call(client, "GET", "/repeats", 200))["repeats"] == []
+
+
+# -- times kept across restarts (durable) -------------------------------------------------
+def cap_effective_in(seconds: float) -> bytes:
+    when = datetime.fromtimestamp(time.time() + seconds, UTC).isoformat(timespec="seconds")
+    text = cap_sample("typhoon.xml").decode()
+    return text.replace("2025-09-12T14:00:00+07:00</effective>", f"{when}</effective>").encode()
+
+
+async def test_cap_effective_in_the_future_is_held_until_then(client: TestClient) -> None:
+    made = await post_cap(client, cap_effective_in(2.0), 201)
+    assert made["state"] == "scheduled" and made["level"] == "emergency"
+    assert made["scheduled_at"] == pytest.approx(time.time() + 2.0, abs=1.5)
+    listed = await call(client, "GET", "/bulletins?state=scheduled", 200)
+    assert [b["id"] for b in listed["bulletins"]] == [made["id"]]
+    node = client.app[NODE]
+    await asyncio.sleep(0.8)
+    assert node.broadcasts == {}, "held until its effective time"
+    await wait_for(lambda: node.broadcasts, 4, "the emergency at its effective time")
+    assert time.time() >= made["scheduled_at"] - 0.05
+    assert (await call(client, "GET", f"/bulletins/{made['id']}", 200))["state"] == "on_air"
+
+
+async def test_times_survive_a_restart(tmp_path: Path) -> None:
+    config = tree_config(tmp_path)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    (config.data_dir / "geocodes.json").write_text(json.dumps(GEOCODES), encoding="utf-8")
+
+    async def server() -> TestClient:
+        c = TestClient(TestServer(create_app(config), host="127.0.0.1"))
+        await c.start_server()
+        return c
+
+    first = await server()
+    later = time.time() + 3600
+    held = await post_cap(first, cap_effective_in(3600), 201)
+    inbox = await call(first, "POST", "/bulletins", 201, normal())
+    await call(first, "POST", f"/bulletins/{inbox['id']}/schedule", 200, {"at": later})
+    soon = await call(first, "POST", "/bulletins", 201, normal(title="sắp phát"))
+    soon_at = time.time() + 2.5
+    await call(first, "POST", f"/bulletins/{soon['id']}/schedule", 200, {"at": soon_at})
+    await first.close()
+
+    second = await server()
+    try:
+        for made, at in ((held, held["scheduled_at"]), (inbox, later)):
+            row = await call(second, "GET", f"/bulletins/{made['id']}", 200)
+            assert (row["state"], row["scheduled_at"]) == ("scheduled", at)
+        node = second.app[NODE]
+        assert node.broadcasts == {}
+        await wait_for(lambda: node.broadcasts, 5, "the bulletin at its time after the restart")
+        assert time.time() >= soon_at - 0.05
+        assert all(b.startswith(soon["id"]) for b in node.broadcasts)
+    finally:
+        await second.close()

@@ -13,6 +13,7 @@ from loa.config import Config
 from loa.store import Store
 from tests.conftest import tree_config
 from tests.relay.relayfix import tone
+from tests.streamer.test_icecast import icecast_ids, legacy_source, mount_config, mp3_tone
 
 
 def rec(klass: str, source: dict[str, Any] | None, **spec: Any) -> dict[str, Any]:
@@ -103,3 +104,24 @@ async def test_after_a_crash(tmp_path: Path, relay_factory: Any) -> None:
         assert [r.id for r in await store.onair.all()] == ["bc-resume"]
     finally:
         await store.close()
+
+
+async def test_a_live_icecast_source_is_logged_interrupted(
+    tmp_path: Path, relay_factory: Any
+) -> None:
+    config = mount_config(tmp_path)
+    relay = await relay_factory(config)
+    mp3 = await mp3_tone(tmp_path, 500, 2)
+    _, writer, _ = await legacy_source(relay, "audio/mpeg")
+    writer.write(mp3[:4000])
+    await writer.drain()
+    (bc_id,) = icecast_ids(relay)
+    await asyncio.sleep(0.3)  # the log writer has recorded it on air
+    await relay.server.close()
+    writer.close()
+    relay = await relay_factory(config)  # the encoder has not reconnected: nothing live
+    assert relay.node.broadcasts == {}
+    row = await relay.api("GET", f"/broadcasts/{bc_id}")
+    assert (row["state"], row["reason"], row["resumed_at"]) == ("stopped", "interrupted", None)
+    assert row["interrupted_at"] is not None and row["ended_at"] == row["interrupted_at"]
+    assert row["source"] == "icecast"

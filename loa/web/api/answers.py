@@ -298,6 +298,7 @@ class Bulletin(Answer, frozen=True):
     created_by: str
     created_at: float
     updated_at: float
+    scheduled_at: float | None  # when it plays: the time chosen, or a CAP alert's effective
 
 
 class CapBulletin(Bulletin, frozen=True):

@@ -309,6 +309,7 @@ async def _accept_plan(
         issued_at=alert.sent.timestamp(),
         expires_at=p.expires_at,
         repeat_every_s=p.repeat_every_s,
+        effective_at=p.effective_at,
         source="cap",
         cap_sender=alert.sender,
         cap_identifier=alert.identifier,
