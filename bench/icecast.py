@@ -37,7 +37,6 @@ from bench import report
 from bench.relay import free_port, sample
 from loa.codecs.ogg_opus import OggOpusWriter
 from loa.codecs.opus import OpusEncoder
-from loa.config import OpusConfig
 
 ICECAST = "/usr/bin/icecast2"
 MOUNT = "/live.opus"
@@ -71,7 +70,7 @@ def available() -> bool:
 # -- the source -------------------------------------------------------------------------------
 def _pages(page_ms: int, seconds: float) -> list[bytes]:
     """The whole stream's audio pages (encoded before pacing starts: only sending is paced)."""
-    encoder = OpusEncoder.from_config(OpusConfig())
+    encoder = OpusEncoder()  # the defaults are [opus]'s defaults
     writer = OggOpusWriter(secrets.randbits(32), PRE_SKIP, packets_per_page=page_ms // 20)
     t = np.arange(960) / 48000
     pages: list[bytes] = []

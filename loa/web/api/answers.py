@@ -148,6 +148,16 @@ class Location(Answer, frozen=True):
     lon: float | None
 
 
+class Reception(Answer, frozen=True):
+    """What a pole (or a plain RTP receiver) last reported about the stream sent to it."""
+
+    fraction_lost: float  # 0..1, since its previous report
+    cumulative_lost: int
+    highest_sequence: int
+    jitter_ms: float
+    rtt_ms: float | None  # null until it has seen one of our sender reports
+
+
 class Endpoint(Answer, frozen=True):
     id: str
     name: str
@@ -162,6 +172,7 @@ class Endpoint(Answer, frozen=True):
     emergency_volume: Level
     muted: bool
     status: dict[str, Any]
+    reception: Reception | None  # its last RTCP receiver report; null before the first
     token: str | Unset = UNSET  # the device token: only in the answer that made it
 
 
