@@ -7,6 +7,7 @@ log is append-only."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import io
 import wave
 from pathlib import Path
@@ -331,6 +332,25 @@ async def test_the_log_shows_an_operator_only_their_poles(client: TestClient) ->
     assert (await call(client, "GET", f"/broadcasts/{prov['id']}", op_b))["heard_s"] == {
         "c1-e0": 2.0
     }
+    # The CSV export is cut the same way: poles heard and seconds heard are c0's.
+    columns, line = await log_csv(client, op_a)
+    assert (line[columns.index("endpoints_heard")], line[columns.index("heard_s_total")]) == (
+        "1",
+        "1.5",
+    )
+    columns, line = await log_csv(client, AUTH)
+    assert (line[columns.index("endpoints_heard")], line[columns.index("heard_s_total")]) == (
+        "2",
+        "3.5",
+    )
+
+
+async def log_csv(client: TestClient, headers: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The header and the one row of ``GET /log.csv`` as ``headers`` reads it."""
+    resp = await client.get("/api/v1/log.csv", headers=headers)
+    assert resp.status == 200, await resp.text()
+    columns, line = list(csv.reader(io.StringIO((await resp.read()).decode("utf-8-sig"))))
+    return columns, line
 
 
 async def test_a_retry_racing_its_original_gets_the_same_broadcast(client: TestClient) -> None:

@@ -81,6 +81,8 @@ async def broadcast_log_csv(request: web.Request, query: LogCsvQuery) -> web.Res
         rows += page
         if len(page) < 1000:
             break
+    node, user = node_of(request), user_of(request)
+    rows = [LogRow.from_json(scoped(user, node, r.as_json())) for r in rows]  # their poles
     tz = ZoneInfo(query.tz)
     body = await asyncio.get_running_loop().run_in_executor(None, to_csv, rows, tz)
     stamp = datetime.now(tz).strftime("%Y%m%d-%H%M")
