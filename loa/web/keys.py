@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from loa.web.listen import Listener
     from loa.web.live import StatusPublisher
     from loa.web.login_limits import LoginLimiter
+    from loa.web.openapi import Document
     from loa.web.pages import Templates
     from loa.web.speaker import SpeakerPeer
     from loa.web.webrtc import Peers
@@ -54,7 +55,7 @@ LISTENERS: web.AppKey[set[Listener]] = web.AppKey("ogg_listeners")
 MOUNTS: web.AppKey[Mounts] = web.AppKey("icecast_mounts")
 PEERS: web.AppKey[Peers] = web.AppKey("webrtc_peers")
 CORS: web.AppKey[Cors] = web.AppKey("cors_origins")
-DOCUMENT = web.AppKey("openapi_document", bytes)
+DOCUMENT: web.AppKey[Document] = web.AppKey("openapi_document")
 SPEAKERS: web.AppKey[set[SpeakerPeer]] = web.AppKey("speaker_peers")
 # Who may sign in, shown on the login page to a browser on this machine (the demo, a first run).
 SIGN_IN = web.AppKey("sign_in", tuple[str, str])

@@ -242,12 +242,27 @@ def build(api: web.Application) -> dict[str, Any]:
     }
 
 
+class Document:
+    """The document of one API app, built when it is first asked for (building it takes
+    tens of milliseconds of msgspec and json work; most apps, and every test app, never
+    serve it), then kept."""
+
+    def __init__(self, api: web.Application) -> None:
+        self._api = api
+        self._body: bytes | None = None
+
+    def body(self) -> bytes:
+        if self._body is None:
+            self._body = json.dumps(build(self._api), ensure_ascii=False, indent=1).encode()
+        return self._body
+
+
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.Response(body=request.config_dict[DOCUMENT], content_type="application/json")
+    return web.Response(body=request.config_dict[DOCUMENT].body(), content_type="application/json")
 
 
 def setup(api: web.Application) -> None:
-    """Add ``GET /openapi.json`` (public) to the /api/v1 sub-app, and build the document of
-    every route added before this call (so call it last)."""
+    """Add ``GET /openapi.json`` (public) to the /api/v1 sub-app; its document covers every
+    route of the app, and is built at the first request."""
     api.router.add_get("/openapi.json", openapi_json)
-    api[DOCUMENT] = json.dumps(build(api), ensure_ascii=False, indent=1).encode()
+    api[DOCUMENT] = Document(api)

@@ -425,6 +425,7 @@ async def test_source_trickle_is_refused_without_http() -> None:
     await source.aclose()
 
 
+@pytest.mark.slow  # real time: a source paced for seconds
 async def test_a_source_pushing_ahead_is_not_taken_for_a_trickle(tmp_path: Path) -> None:
     """ffmpeg without -re sends everything at once; then the full jitter buffer holds the
     reader back for seconds. That waiting is ours, not the encoder's: no verdict."""

@@ -42,7 +42,9 @@ def postgres_url_factory(postgres_server: PostgresServer) -> Iterator[Callable[[
     def make() -> str:
         name = f"loa_test_{next(_databases)}"
         with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
-            admin.execute(f"CREATE DATABASE {name}")
+            admin.execute(
+                f"CREATE DATABASE {name} STRATEGY FILE_COPY"
+            )  # 3x faster than WAL_LOG here
         made.append(name)
         return postgres_server.url(name)
 

@@ -353,6 +353,7 @@ async def cap_client(aiohttp_client: Any, tmp_path: Path, every_s: float) -> Tes
     return client
 
 
+@pytest.mark.slow  # real time: seconds of waiting for plays
 async def test_cap_emergency_repeats_at_the_configured_interval_until_cancelled(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
@@ -442,6 +443,7 @@ def cap_effective_in(seconds: float) -> bytes:
     return text.replace("2025-09-12T14:00:00+07:00</effective>", f"{when}</effective>").encode()
 
 
+@pytest.mark.slow  # real time: seconds of waiting for plays
 async def test_cap_effective_in_the_future_is_held_until_then(client: TestClient) -> None:
     made = await post_cap(client, cap_effective_in(2.0), 201)
     assert made["state"] == "scheduled" and made["level"] == "emergency"
@@ -456,6 +458,7 @@ async def test_cap_effective_in_the_future_is_held_until_then(client: TestClient
     assert (await call(client, "GET", f"/bulletins/{made['id']}", 200))["state"] == "on_air"
 
 
+@pytest.mark.slow  # real time: seconds of waiting for plays
 async def test_times_survive_a_restart(tmp_path: Path) -> None:
     config = tree_config(tmp_path)
     config.data_dir.mkdir(parents=True, exist_ok=True)

@@ -73,6 +73,7 @@ async def plays(client: TestClient, repeat_id: str) -> list[str]:
     return list((await call(client, "GET", f"/repeats/{repeat_id}", 200))["plays"])
 
 
+@pytest.mark.slow  # real time: seconds of waiting for plays
 async def test_repeats_fire_start_to_start_until_cancelled(client: TestClient) -> None:
     t0 = time.time()
     made = await call(client, "POST", "/broadcasts", 201, emergency(1.5))
@@ -108,6 +109,7 @@ async def test_repeats_fire_start_to_start_until_cancelled(client: TestClient) -
     )
 
 
+@pytest.mark.slow  # real time: seconds of waiting for plays
 async def test_for_s_ends_the_repeat_and_stopping_a_play_keeps_it(client: TestClient) -> None:
     made = await call(client, "POST", "/broadcasts", 201, emergency(1.0, for_s=2.5))
     rep = made["repeat"]
@@ -125,6 +127,7 @@ async def test_for_s_ends_the_repeat_and_stopping_a_play_keeps_it(client: TestCl
     assert row["reason"] == "until reached" and row["next_at"] is None
 
 
+@pytest.mark.slow  # real time: seconds of waiting for plays
 async def test_replays_open_with_chime_and_the_issue_time(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
@@ -148,6 +151,7 @@ async def test_replays_open_with_chime_and_the_issue_time(
     await call(client, "DELETE", f"/repeats/{made['repeat']['id']}", 200)
 
 
+@pytest.mark.slow  # real time: seconds of waiting for plays
 async def test_a_restart_keeps_the_repeat(aiohttp_client: Any, tmp_path: Path) -> None:
     config = tree_config(tmp_path)
     first = await quiet_client(aiohttp_client, config)
