@@ -39,6 +39,7 @@ from loa.media import MediaLibrary
 from loa.relay.broadcast import Broadcast, State
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.node import Node
+from loa.relay.runs import Runs
 from loa.store import Store
 from loa.store.repeats import RepeatRow
 from loa.streamer.base import Source
@@ -88,8 +89,7 @@ class RepeatService:
         self.media = media or MediaLibrary.for_config(node.config)
         self.announce = announce
         self.clock = clock
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._playing: dict[str, str] = {}  # repeat id → its play on air
+        self._runs = Runs(node, "repeat")  # repeat id → its task and its broadcast on air
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -100,15 +100,11 @@ class RepeatService:
 
     async def close(self) -> None:
         """Cancel every task; the rows stay active for the next ``start()``."""
-        tasks = list(self._tasks.values())
-        self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._runs.close()
 
     def playing(self) -> dict[str, str]:
         """Repeat id → id of its play on air right now."""
-        return dict(self._playing)
+        return self._runs.playing()
 
     # -- what the API asks ----------------------------------------------------------------
     async def begin(
@@ -141,33 +137,20 @@ class RepeatService:
         )
         row = await self.store.repeats.add(row)
         log.info("[repeat=%s bc=%s] every %.0f s until %s", row.id, first.id, every_s, until_at)
-        self._playing[row.id] = first.id
+        self._runs.on_air(row.id, first.id)
         self._spawn(row.id, first)
         return row
 
     async def cancel(self, repeat_id: str, *, reason: str = "cancelled") -> RepeatRow:
         """No further play; the play on air (if any) stops too."""
         row = await self.store.repeats.finish(repeat_id, "cancelled", reason)
-        task = self._tasks.pop(repeat_id, None)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        bc_id = self._playing.pop(repeat_id, None)
-        if bc_id is not None and bc_id in self.node.broadcasts:
-            await self.node.stop_broadcast(bc_id, reason=reason)
+        await self._runs.cancel(repeat_id, reason)
         log.info("[repeat=%s] %s", repeat_id, reason)
         return row
 
     # -- the runner -----------------------------------------------------------------------
     def _spawn(self, repeat_id: str, first: Broadcast | None) -> None:
-        task = asyncio.create_task(self._run(repeat_id, first), name=f"loa-repeat-{repeat_id}")
-        self._tasks[repeat_id] = task
-
-        def done(t: asyncio.Task[None]) -> None:
-            if self._tasks.get(repeat_id) is t:
-                del self._tasks[repeat_id]
-
-        task.add_done_callback(done)
+        self._runs.spawn(repeat_id, self._run(repeat_id, first))
 
     async def _run(self, repeat_id: str, bc: Broadcast | None) -> None:
         try:
@@ -186,8 +169,7 @@ class RepeatService:
                     bc = await self._play(row)
                     row = await self._played(row, bc)
                 await bc.ended.wait()
-                if self._playing.get(repeat_id) == bc.id:
-                    del self._playing[repeat_id]
+                self._runs.off_air(repeat_id, bc.id)
                 if bc.state is State.EXPIRED:
                     await self._end(repeat_id, "done", "expired")
                     return
@@ -206,7 +188,7 @@ class RepeatService:
         next_at: float | None = self.clock() + row.every_s
         if row.until_at is not None and next_at is not None and next_at >= row.until_at:
             next_at = None  # this is the last play
-        self._playing[row.id] = bc.id
+        self._runs.on_air(row.id, bc.id)
         return await self.store.repeats.played(row.id, bc.id, next_at)
 
     async def _play(self, row: RepeatRow) -> Broadcast:

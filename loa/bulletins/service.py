@@ -49,6 +49,7 @@ from loa.media import MediaLibrary
 from loa.relay.broadcast import Broadcast, State
 from loa.relay.core.priority import BroadcastSpec
 from loa.relay.node import Node
+from loa.relay.runs import Runs
 from loa.store import Store
 from loa.store.bulletins import FINAL, BulletinRow
 from loa.streamer.base import Source
@@ -117,8 +118,7 @@ class BulletinService:
         self.chime = node.config.relay.chime if chime is None else chime
         self.announce = announce
         self.clock = clock
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._playing: dict[str, str] = {}  # bulletin id → the id of its running broadcast
+        self._runs = Runs(node, "bulletin")  # bulletin id → its task and its broadcast on air
         self._next: dict[str, float] = {}  # a repeating emergency between plays → next play
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -146,15 +146,11 @@ class BulletinService:
 
     async def close(self) -> None:
         """Cancel every bulletin task; their states stay for the next ``start()``."""
-        tasks = list(self._tasks.values())
-        self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._runs.close()
 
     def active(self) -> dict[str, str]:
         """Bulletin id → id of the broadcast it is playing right now."""
-        return dict(self._playing)
+        return self._runs.playing()
 
     def next_plays(self) -> dict[str, float]:
         """Repeating emergency bulletin id → Unix time of its next play (between plays)."""
@@ -222,26 +218,13 @@ class BulletinService:
         row = await self.store.bulletins.transition(
             bulletin_id, "cancelled", expect={"inbox", "scheduled", "on_air"}
         )
-        task = self._tasks.pop(bulletin_id, None)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        bc_id = self._playing.pop(bulletin_id, None)
-        if bc_id is not None and bc_id in self.node.broadcasts:
-            await self.node.stop_broadcast(bc_id, reason=reason)
+        await self._runs.cancel(bulletin_id, reason)
         log.info("[bulletin=%s] %s", bulletin_id, reason)
         return row
 
     # -- the runner ------------------------------------------------------------------------
     def _spawn(self, bulletin_id: str, at: float | None) -> None:
-        task = asyncio.create_task(self._run(bulletin_id, at), name=f"loa-bulletin-{bulletin_id}")
-        self._tasks[bulletin_id] = task
-
-        def done(t: asyncio.Task[None]) -> None:
-            if self._tasks.get(bulletin_id) is t:
-                del self._tasks[bulletin_id]
-
-        task.add_done_callback(done)
+        self._runs.spawn(bulletin_id, self._run(bulletin_id, at))
 
     async def _run(self, bulletin_id: str, at: float | None) -> None:
         loop = asyncio.get_running_loop()
@@ -260,8 +243,7 @@ class BulletinService:
                 if row.state == "scheduled":
                     await self.store.bulletins.transition(row.id, "on_air", expect={"scheduled"})
                 await bc.ended.wait()
-                if self._playing.get(row.id) == bc.id:
-                    del self._playing[row.id]
+                self._runs.off_air(row.id, bc.id)
                 if bc.state is State.EXPIRED:
                     await self._settle(row.id, "expired")
                     return
@@ -304,7 +286,7 @@ class BulletinService:
             source_kind="bulletin",
             created_by=row.created_by,
         )
-        self._playing[row.id] = bc.id
+        self._runs.on_air(row.id, bc.id)
         return bc
 
     async def _zone_facts(self, zones: Sequence[str]) -> tuple[list[str], str]:
