@@ -372,7 +372,7 @@ class Bus:
                     await self._client().connection_pool.disconnect()
             finally:
                 with contextlib.suppress(*FAILURES):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             await asyncio.sleep(backoff.next())
 
     def _connected(self, why: str) -> None:

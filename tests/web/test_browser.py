@@ -127,9 +127,13 @@ def emergency_flow(driver: Any, zone: str) -> str:
         "3 speakers hearing",
         lambda d: "3 loa đang phát" in d.find_element(By.ID, "onair").text,
     )
-    until(
-        driver, "the elapsed time ticking", lambda d: "0:01" in d.find_element(By.ID, "onair").text
-    )
+    # The banner's clock ticks between pushes: two readings a second or more apart differ. (Not
+    # "0:01" itself: on a loaded machine the banner can already say 0:02 when it is first read.)
+    def clock(d: Any) -> str:
+        return str(d.find_element(By.CSS_SELECTOR, "#onair .onair-elapsed").text)
+
+    first = until(driver, "the elapsed time", lambda d: clock(d) not in ("", "–") and clock(d))
+    until(driver, "the elapsed time ticking", lambda d: clock(d) not in ("", "–", first))
     return str(banner[0].get_attribute("data-id"))
 
 
