@@ -13,10 +13,15 @@ is the one function that reads, on the store's worker thread. The rules:
   contributes the share of its span inside the period, so consecutive periods add up.
 - *broadcasts* / *emergencies*: rows the endpoint heard (class emergency for the latter).
 - *availability_pct*: online time (presence intervals, an open one counting up to the period
-  end) over the period length. The period ends at ``min(until, now)``: a report on today
-  says how today has gone so far. ``rtp`` endpoints have no session to watch: None.
+  end) over the time the endpoint existed inside the period: from ``max(since, created_at)``
+  to the period's end, ``min(until, now)`` — a pole installed halfway through and online
+  since is at 100 %, and a report on today says how today has gone so far (no future hours).
+  None when there is no such time (the period is still ahead, or the pole came later), and
+  for ``rtp`` endpoints, which have no session to watch.
 - A zone aggregates its subtree's endpoints: broadcasts and emergencies are distinct rows
-  heard there, times are sums (endpoint-seconds), availability the mean over monitored ones.
+  heard there, times are sums (endpoint-seconds), availability the online endpoint-seconds
+  over the existing endpoint-seconds of its monitored endpoints (the plain mean when they all
+  existed the whole period).
 """
 
 from __future__ import annotations
@@ -97,6 +102,8 @@ class _Tally:
     emergencies: set[str] = field(default_factory=set)
     played_s: float = 0.0
     requested_s: float = 0.0
+    online_s: float = 0.0
+    existed_s: float = 0.0  # monitored time inside the period; 0: not monitored
 
 
 def _clip(start: float, end: float, lo: float, hi: float) -> float:
@@ -141,17 +148,28 @@ def _tally(
     return tallies
 
 
-def _online_s(intervals: Iterable[Interval], period: Period) -> dict[str, float]:
-    """Online time per endpoint inside the period, overlapping intervals merged."""
+def _measured_from(endpoint: Endpoint, period: Period) -> float:
+    """Where the endpoint's measured time starts: the period's start, or its creation."""
+    return max(period.since, endpoint.created_at)
+
+
+def _online_s(
+    intervals: Iterable[Interval], period: Period, starts: Mapping[str, float]
+) -> dict[str, float]:
+    """Online time per endpoint inside ``[starts[endpoint], period.end)``, overlapping
+    intervals merged; endpoints not in ``starts`` are left out."""
     spans: dict[str, list[tuple[float, float]]] = {}
     for i in intervals:
+        start = starts.get(i.endpoint)
+        if start is None:
+            continue
         off = period.end if i.offline_at is None else i.offline_at
-        lo, hi = max(i.online_at, period.since), min(off, period.end)
+        lo, hi = max(i.online_at, start), min(off, period.end)
         if hi > lo:
             spans.setdefault(i.endpoint, []).append((lo, hi))
     out: dict[str, float] = {}
     for ep, pieces in spans.items():
-        total, reach = 0.0, period.since
+        total, reach = 0.0, starts[ep]
         for lo, hi in sorted(pieces):
             lo = max(lo, reach)
             if hi > lo:
@@ -173,14 +191,16 @@ def compute(
     that are among ``endpoints``); ``tree`` is the zone tree with every endpoint attached."""
     eps = {e.id for e in endpoints}
     tallies = _tally(rows, tree, period, eps)
-    online = _online_s(intervals, period)
-    length = period.end - period.since
+    starts = {e.id: _measured_from(e, period) for e in endpoints if e.kind == "managed"}
+    online = _online_s(intervals, period, starts)
     by_endpoint: dict[str, tuple[EndpointReport, _Tally]] = {}
     for e in endpoints:
         t = tallies[e.id]
         availability = None
-        if e.kind == "managed" and length > 0:
-            availability = round(100.0 * online.get(e.id, 0.0) / length, 3)
+        if e.id in starts and period.end > starts[e.id]:
+            t.existed_s = period.end - starts[e.id]
+            t.online_s = online.get(e.id, 0.0)
+            availability = round(100.0 * t.online_s / t.existed_s, 3)
         report = EndpointReport(
             e.id, e.name, e.zone, len(t.heard), len(t.emergencies), round(t.played_s, 3),
             round(t.requested_s, 3), availability,
@@ -196,12 +216,13 @@ def _zone(
     members = [by_endpoint[e] for e in sorted(tree.endpoints_in(zone.id)) if e in by_endpoint]
     heard: set[str] = set().union(*(t.heard for _, t in members))
     emergencies: set[str] = set().union(*(t.emergencies for _, t in members))
-    monitored = [r.availability_pct for r, _ in members if r.availability_pct is not None]
+    existed = sum(t.existed_s for _, t in members)
+    online = sum(t.online_s for _, t in members)
     return ZoneReport(
         zone.id, zone.name, len(members), len(heard), len(emergencies),
         round(sum(r.played_s for r, _ in members), 3),
         round(sum(r.requested_s for r, _ in members), 3),
-        round(sum(monitored) / len(monitored), 3) if monitored else None,
+        round(100.0 * online / existed, 3) if existed > 0 else None,
     )  # fmt: skip
 
 
@@ -255,23 +276,38 @@ def _cell(value: object) -> object:
     return "" if value is None else value
 
 
-def _csv(columns: Sequence[str], reports: Sequence[Any], period: Period, tz: tzinfo) -> bytes:
+def _csv(header: Sequence[str], reports: Sequence[Any], period: Period, tz: tzinfo) -> bytes:
     since = datetime.fromtimestamp(period.since, tz).isoformat(timespec="seconds")
     until = datetime.fromtimestamp(period.until, tz).isoformat(timespec="seconds")
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(columns)
+    writer.writerow(header)
     for r in reports:
         writer.writerow([since, until, *(_cell(v) for v in asdict(r).values())])
     return ("\ufeff" + out.getvalue()).encode("utf-8")
 
 
-def endpoints_csv(reports: Sequence[EndpointReport], period: Period, tz: tzinfo = UTC) -> bytes:
+def _header(columns: Sequence[str], labels: Mapping[str, str] | None) -> list[str]:
+    return [str(_cell(labels.get(c, c))) if labels else c for c in columns]
+
+
+def endpoints_csv(
+    reports: Sequence[EndpointReport],
+    period: Period,
+    tz: tzinfo = UTC,
+    labels: Mapping[str, str] | None = None,
+) -> bytes:
     """UTF-8 with a byte-order mark (Excel shows Vietnamese names right), the period in ISO
-    8601 in ``tz`` on every line; an empty availability means not monitored."""
-    return _csv(ENDPOINT_COLUMNS, reports, period, tz)
+    8601 in ``tz`` on every line; an empty availability means not monitored. The header
+    line words each of ENDPOINT_COLUMNS by ``labels`` (the reader's language), else names it."""
+    return _csv(_header(ENDPOINT_COLUMNS, labels), reports, period, tz)
 
 
-def zones_csv(reports: Sequence[ZoneReport], period: Period, tz: tzinfo = UTC) -> bytes:
-    """As ``endpoints_csv``, one line per zone."""
-    return _csv(ZONE_COLUMNS, reports, period, tz)
+def zones_csv(
+    reports: Sequence[ZoneReport],
+    period: Period,
+    tz: tzinfo = UTC,
+    labels: Mapping[str, str] | None = None,
+) -> bytes:
+    """As ``endpoints_csv``, one line per zone (ZONE_COLUMNS)."""
+    return _csv(_header(ZONE_COLUMNS, labels), reports, period, tz)

@@ -40,6 +40,7 @@ from loa.reports import EndpointReport, Period, ZoneReport
 from loa.store import Store
 from loa.store.endpoints import Endpoint
 from loa.store.presence import Interval
+from loa.store.zones import Zone
 from tests.store.conftest import FakeClock, province
 
 DAY = 1_704_067_200.0  # 2024-01-01 00:00 UTC
@@ -174,13 +175,68 @@ async def test_consecutive_periods_add_up(store: Store) -> None:
     assert first["A"] == (600.0, 900.0) and second["A"] == (120.0, 120 + 600)
 
 
-def availability(period: Period, intervals: list[Interval]) -> float | None:
+def pole(endpoint_id: str, created_at: float = 0.0) -> Endpoint:
+    return Endpoint(
+        endpoint_id, f"Loa {endpoint_id}", "v0", "managed", None, None, None, 80, 100, None,
+        created_at,
+    )  # fmt: skip
+
+
+def availability(
+    period: Period, intervals: list[Interval], created_at: float = 0.0
+) -> float | None:
     """Endpoint A's availability from these intervals (nothing else in the world)."""
     tree = ZoneTree.build([("v0", None)])
     tree.attach("A", "v0")
-    a = Endpoint("A", "Loa A", "v0", "managed", None, None, None, 80, 100, None, 0.0)
-    (report,), _ = reports.compute(period, [a], [], tree, [], intervals)
+    (report,), _ = reports.compute(period, [pole("A", created_at)], [], tree, [], intervals)
     return report.availability_pct
+
+
+def test_a_pole_is_measured_from_when_it_was_created() -> None:
+    """Over a finished day: A installed at 12:00 and online from then on is at 100 %, not
+    50 %; installed at 12:00 and online 15:00–18:00, 3 h of 12 h: 25 %; installed before the
+    day and online 12:00–24:00, 50 %; installed after the day: no figure at all."""
+    day = Period(DAY, DAY + 24 * H, now=DAY + 48 * H)
+    noon = DAY + 12 * H
+    assert availability(day, [Interval("A", noon, None)], created_at=noon) == 100.0
+    assert availability(day, [Interval("A", noon, DAY + 30 * H)], created_at=noon) == 100.0
+    assert availability(day, [Interval("A", DAY + 15 * H, DAY + 18 * H)], created_at=noon) == 25.0
+    assert availability(day, [Interval("A", noon, None)], created_at=DAY - 86400) == 50.0
+    assert availability(day, [], created_at=DAY + 25 * H) is None
+    # presence before the creation (an id reused after a pole was removed) does not count
+    earlier = [Interval("A", DAY, DAY + 6 * H), Interval("A", DAY + 18 * H, None)]
+    assert availability(day, earlier, created_at=noon) == 50.0
+
+
+def test_a_window_ending_in_the_future_stops_at_now() -> None:
+    """A week whose last day is under way, at Wednesday 18:00 (2.75 days in): A installed on
+    Tuesday 06:00 (1.5 days before now) and online since, but for 6 hours on Wednesday
+    night 00:00–06:00: 30 h of 36 h, 83.333 %; a week in the future has no figure."""
+    week = Period(DAY, DAY + 7 * 86400, now=DAY + 2 * 86400 + 18 * H)
+    created = DAY + 86400 + 6 * H
+    intervals = [
+        Interval("A", created, DAY + 2 * 86400),
+        Interval("A", DAY + 2 * 86400 + 6 * H, None),
+    ]
+    assert availability(week, intervals, created_at=created) == 83.333
+    assert availability(Period(DAY + 86400, DAY + 8 * 86400, now=DAY), [], 0.0) is None
+
+
+def test_a_zone_weighs_its_poles_by_the_time_they_existed() -> None:
+    """Over a finished day in v0: A existed all 24 h and was online 12 h (50 %); B was
+    installed at 12:00 and online ever since (100 %). The zone was online 12 + 12 of
+    24 + 12 pole-hours: 66.667 %, not the 75 % mean of the two."""
+    tree = ZoneTree.build([("v0", None)])
+    tree.attach("A", "v0")
+    tree.attach("B", "v0")
+    day = Period(DAY, DAY + 24 * H, now=DAY + 30 * H)
+    zone = Zone("v0", "Thôn 0", None, "Asia/Ho_Chi_Minh", ("vi",), 0.0)
+    intervals = [Interval("A", DAY + 6 * H, DAY + 18 * H), Interval("B", DAY + 12 * H, None)]
+    eps, (v0,) = reports.compute(
+        day, [pole("A", DAY - 86400), pole("B", DAY + 12 * H)], [zone], tree, [], intervals
+    )
+    assert [e.availability_pct for e in eps] == [50.0, 100.0]
+    assert v0.availability_pct == 66.667
 
 
 def test_a_period_under_way_is_measured_up_to_now() -> None:
@@ -233,6 +289,13 @@ async def test_csv(store: Store) -> None:
         "2024-01-01T00:00:00+00:00", "2024-01-02T00:00:00+00:00", "p", "Tỉnh P", "4", "3", "1",
         "3840.0", "7080.0", "41.667",
     ]  # fmt: skip
+    # the header line in the reader's words, a column without words keeps its name
+    labels = {"since": "Từ", "zone": "Mã khu vực", "availability_pct": "Sẵn sàng (%)"}
+    worded = reports.zones_csv(by_zone, period, labels=labels).decode("utf-8-sig")
+    assert worded.splitlines()[0] == (
+        "Từ,until,Mã khu vực,name,endpoints,broadcasts,emergencies,played_s,requested_s,"
+        "Sẵn sàng (%)"
+    )
 
 
 async def test_presence_intervals(store: Store) -> None:

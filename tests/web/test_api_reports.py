@@ -47,10 +47,21 @@ async def get(client: TestClient, path: str, headers: dict[str, str], status: in
     return body
 
 
+async def installed(client: TestClient, at: float) -> None:
+    """Every pole installed at ``at`` (the app made them now, long after the day reported)."""
+
+    def update(conn: Any) -> None:
+        conn.execute("UPDATE endpoints SET created_at = ?", (at,))
+
+    await store_of(client).db.write(update)
+
+
 async def a_day(client: TestClient) -> None:
-    """c0-e0 online 06:00–18:00 and heard 10 of a 15-minute programme to c0 at 05:55; c1-e0
-    online all day and heard a 2-minute emergency to p at 12:00."""
+    """The poles installed a week before; c0-e0 online 06:00–18:00 and heard 10 of a
+    15-minute programme to c0 at 05:55; c1-e0 online all day and heard a 2-minute emergency
+    to p at 12:00."""
     store = store_of(client)
+    await installed(client, DAY - 7 * 86400)
     await store.presence.record("c0-e0", True, DAY + 6 * H)
     await store.presence.record("c0-e0", False, DAY + 18 * H)
     await store.presence.record("c1-e0", True, DAY - H)
@@ -126,13 +137,60 @@ async def test_csv(client: TestClient) -> None:
     raw = await resp.read()
     assert raw.startswith(b"\xef\xbb\xbf")
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
-    assert rows[0][:4] == ["since", "until", "zone", "name"]
+    assert rows[0][:4] == ["Từ", "Đến", "Mã khu vực", "Tên"]
     assert {r[2]: r for r in rows[1:]}["c0"][3:] == [
         "Xã 0", "2", "1", "0", "600.0", "2040.0", "25.0",
     ]  # fmt: skip
     resp = await client.get(f"/api/v1/reports/endpoints?{PERIOD}&format=csv", headers=AUTH)
     text = (await resp.read()).decode("utf-8-sig")
     assert text.splitlines()[1].startswith("2024-01-01T07:00:00+07:00,")  # Vietnam by default
+
+
+async def test_availability_counts_from_installation_up_to_now(client: TestClient) -> None:
+    """A week ending tomorrow, asked now: poles installed an hour ago count from then, not from
+    the week's start, and up to now, not to tomorrow. c0-e0 online since its installation:
+    100 %; c0-e1 never: 0 %; the zone c0: 50 % (equal times)."""
+    store = store_of(client)
+    now = time.time()
+    await installed(client, now - H)
+    await store.presence.record("c0-e0", True, now - H)
+    query = f"since={now - 6 * 86400:.0f}&until={now + 86400:.0f}"
+    poles = await get(client, f"/reports/endpoints?{query}", AUTH)
+    by_id = {r["endpoint"]: r["availability_pct"] for r in poles["endpoints"]}
+    assert by_id["c0-e0"] == 100.0 and by_id["c0-e1"] == 0.0
+    zones = await get(client, f"/reports/zones?{query}&zone=c0", AUTH)
+    assert zones["zones"][0]["availability_pct"] == 50.0
+
+
+ENDPOINT_HEADER = {
+    "vi": "Từ,Đến,Mã cụm loa,Tên,Mã khu vực,Số lượt phát,Khẩn cấp,Đã phát (giây),"
+    "Yêu cầu phát (giây),Sẵn sàng (%)",
+    "en": "From,To,Loudspeaker id,Name,Zone id,Broadcasts,Emergencies,Played (s),"
+    "Requested (s),Availability (%)",
+}
+
+
+@pytest.mark.parametrize(
+    ("query", "accept", "lang"),
+    [
+        ("", None, "vi"),  # Vietnamese by default
+        ("&lang=en", None, "en"),
+        ("&lang=vi", "en", "vi"),  # the page's choice wins over the browser's
+        ("", "en-GB,en;q=0.9", "en"),
+        ("", "fr-FR, vi;q=0.5, en;q=0.4", "vi"),
+        ("", "fr, en;q=0", "vi"),  # q=0: not wanted
+    ],
+)
+async def test_csv_headers_in_the_readers_language(
+    client: TestClient, query: str, accept: str | None, lang: str
+) -> None:
+    headers = dict(AUTH) | ({"Accept-Language": accept} if accept else {})
+    body = await get(client, f"/reports/endpoints?{PERIOD}&format=csv{query}", headers)
+    assert body.decode("utf-8-sig").splitlines()[0] == ENDPOINT_HEADER[lang]
+    zones = await get(client, f"/reports/zones?{PERIOD}&format=csv{query}", headers)
+    assert zones.decode("utf-8-sig").splitlines()[0].split(",")[2:5] == (
+        ["Mã khu vực", "Tên", "Số cụm loa"] if lang == "vi" else ["Zone id", "Name", "Loudspeakers"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -143,6 +201,7 @@ async def test_csv(client: TestClient) -> None:
         ("since=today&until=1", 400, "wrong_type", 'query parameter "since" must be float'),
         ("since=10&until=10", 422, "unprocessable", "a report covers since < until"),
         (f"{PERIOD}&format=xml", 400, "invalid_value", "'xml'; one of json, csv"),
+        (f"{PERIOD}&format=csv&lang=fr", 400, "invalid_value", "'fr'; one of vi, en"),
         (f"{PERIOD}&tz=Mars/Base", 400, "invalid_value", "tz must be an IANA time zone"),
         (f"{PERIOD}&zone=c0&zone=c1", 400, "invalid_value", '"zone" is given more than once'),
         (f"{PERIOD}&zoen=c0", 400, "unknown_field", 'unknown query parameter "zoen"'),

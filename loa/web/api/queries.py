@@ -71,6 +71,7 @@ class ReportQuery(_Zoned, frozen=True, kw_only=True):
     until: Unix
     zone: AnyId | None = None
     format: Literal["json", "csv"] = "json"
+    lang: Literal["vi", "en"] | None = None  # the CSV header's; default Accept-Language, vi
 
 
 class DeliveriesQuery(Declared, frozen=True):

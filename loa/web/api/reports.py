@@ -5,6 +5,8 @@ caller's zones) and webhook management (admins); and the cleanup context that ru
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -22,6 +24,7 @@ from loa.web.api.queries import DeliveriesQuery, ReportQuery
 from loa.web.api.relay import node_of, user_of
 from loa.web.contract import Routes
 from loa.web.keys import NODE, STORE, WEBHOOKS
+from loa.web.pages import DEFAULT_LANG, STATIC
 
 routes = Routes()
 
@@ -49,6 +52,37 @@ def _scope(request: web.Request, zone: str | None) -> frozenset[str] | None:
     return auth.visible_zones(user, node.zones)
 
 
+LANGS = ("vi", "en")
+
+
+def csv_lang(request: web.Request, lang: str | None) -> str:
+    """The language of a CSV's header line: ``?lang=``, else the first of ``Accept-Language``
+    (by its q weights) that the UI speaks, else Vietnamese."""
+    if lang is not None:
+        return lang
+    weighted: list[tuple[float, int, str]] = []
+    for n, part in enumerate(request.headers.get("Accept-Language", "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        primary = tag.strip().lower().split("-")[0]
+        if primary in LANGS and q > 0:
+            weighted.append((-q, n, primary))
+    return min(weighted)[2] if weighted else DEFAULT_LANG
+
+
+@functools.cache
+def column_labels(lang: str) -> dict[str, str]:
+    """The CSV columns worded in ``lang`` (the ``reports.col.*`` texts of the UI)."""
+    texts = json.loads((STATIC / "i18n" / f"{lang}.json").read_text(encoding="utf-8"))
+    prefix = "reports.col."
+    return {k[len(prefix) :]: v for k, v in texts.items() if k.startswith(prefix)}
+
+
 async def _report(request: web.Request, kind: str, query: ReportQuery) -> web.Response:
     fmt, tz = query.format, ZoneInfo(query.tz)
     if not query.since < query.until or query.until - query.since > MAX_PERIOD_S:
@@ -68,10 +102,12 @@ async def _report(request: web.Request, kind: str, query: ReportQuery) -> web.Re
         None, reports.compute, period, endpoints, zones, data.tree, data.rows, data.intervals
     )
     if fmt == "csv":
+        labels = column_labels(csv_lang(request, query.lang))
         if kind == "zones":
-            body = await loop.run_in_executor(None, reports.zones_csv, by_zone, period, tz)
+            make = functools.partial(reports.zones_csv, by_zone, period, tz, labels)
         else:
-            body = await loop.run_in_executor(None, reports.endpoints_csv, by_endpoint, period, tz)
+            make = functools.partial(reports.endpoints_csv, by_endpoint, period, tz, labels)
+        body = await loop.run_in_executor(None, make)
         stamp = datetime.fromtimestamp(period.since, tz).strftime("%Y%m%d-%H%M")
         return web.Response(
             body=body,
@@ -87,7 +123,8 @@ async def _report(request: web.Request, kind: str, query: ReportQuery) -> web.Re
 
 REPORT = (
     "over [since, until): broadcasts and emergencies heard, air time played vs requested, "
-    "availability; narrowed to the caller's zones (format=csv for CSV)"
+    "availability; narrowed to the caller's zones (format=csv for CSV, its header line in "
+    "?lang= or the Accept-Language, Vietnamese by default)"
 )
 
 

@@ -1,7 +1,7 @@
 // Reports upward: per zone and per pole over a period (played vs requested air time,
 // emergencies, availability) from /api/v1/reports/*, with CSV downloads of the same figures.
 import { api, errorText, loadMe } from "./api.js";
-import { initI18n, t } from "./i18n.js";
+import { currentLang, initI18n, t } from "./i18n.js";
 import { el, initHeader, notice } from "./ui.js";
 
 const DAY_S = 86400;
@@ -55,8 +55,10 @@ function fill(id, rows, columns) {
 
 async function load() {
   const params = query();
-  document.getElementById("csv-zones").href = `/api/v1/reports/zones?${params}&format=csv`;
-  document.getElementById("csv-endpoints").href = `/api/v1/reports/endpoints?${params}&format=csv`;
+  // The CSV's column headers in the page's language (the server's default is Vietnamese).
+  const csv = `${params}&format=csv&lang=${currentLang()}`;
+  document.getElementById("csv-zones").href = `/api/v1/reports/zones?${csv}`;
+  document.getElementById("csv-endpoints").href = `/api/v1/reports/endpoints?${csv}`;
   try {
     const [zones, poles] = await Promise.all([
       api("GET", `/reports/zones?${params}`),
