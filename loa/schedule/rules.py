@@ -7,15 +7,19 @@ jump, so it lands after it (02:30 → 03:30); an ambiguous one (repeated by a ju
 means its first occurrence. Two rule times that land on the same instant count once, so
 occurrences are strictly increasing in Unix time.
 
-``Recurrence`` is validated when built; every error is a ``BadRequest`` naming the field
-(``rrule``, ``timezone`` or ``dtstart``). Some of our own checks run before dateutil's
-because dateutil loops forever on ``INTERVAL=0`` and scans to the year 9999 on rules that
-name a day no month has (``BYMONTH=2;BYMONTHDAY=30``).
+``Recurrence`` is validated when built; every error names the field (``rrule``,
+``timezone`` or ``dtstart``): a refused rule is a ``BadRule`` (code ``bad_rrule``) whose
+``reason`` is one of ``RULE_REASONS`` with that reason's parameters, so a page can say what
+is wrong in the reader's language (docs/DESIGN.md, "Inbox and schedules in plain words").
+Some of our own checks run before dateutil's because dateutil loops forever on
+``INTERVAL=0`` and scans to the year 9999 on rules that name a day no month has
+(``BYMONTH=2;BYMONTHDAY=30``).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import warnings
 import zoneinfo
 from dataclasses import dataclass, field
@@ -23,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 from dateutil import rrule as du
 
-from loa.errors import BadRequest
+from loa.errors import BadRequest, Unprocessable
 
 DEFAULT_TZ = "Asia/Ho_Chi_Minh"
 FREQS = ("YEARLY", "MONTHLY", "WEEKLY", "DAILY", "HOURLY", "MINUTELY")
@@ -50,6 +54,34 @@ MAX_COUNT = 100_000
 _MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February at its longest
 _SLACK = timedelta(days=1)  # more than any DST jump: wall order vs. UTC order near one
 _FIRST_SPAN_S = 2 * 86400.0
+_DAY_RE = re.compile(r"([+-]?[0-9]{1,2})?(MO|TU|WE|TH|FR|SA|SU)")
+_RANGES = {"BYSECOND": (0, 59), "BYMINUTE": (0, 59), "BYHOUR": (0, 23)}
+RULE_REASONS = frozenset(
+    {
+        "empty",  # no rule at all
+        "lines",  # more than one line (DTSTART, RDATE, EXDATE …)
+        "not_name_value",  # part
+        "unknown_part",  # part
+        "twice",  # part
+        "no_freq",
+        "secondly",
+        "freq",  # value
+        "range",  # part, value, low, high
+        "count_and_until",
+        "until_utc",  # value
+        "numbers",  # part, value: not a list of whole numbers
+        "days",  # value: not a list of MO…SU, optionally with an ordinal
+        "no_month_day",  # BYMONTH × BYMONTHDAY: a day no listed month has
+        "never",  # no occurrence at or after DTSTART
+        "invalid",  # refused by the RRULE parser for another reason (its words in message)
+    }
+)
+
+
+class BadRule(Unprocessable, ValueError):
+    """An RRULE that is refused: ``reason`` (one of ``RULE_REASONS``) and its parameters."""
+
+    code = "bad_rrule"
 
 
 def zone_info(name: object) -> zoneinfo.ZoneInfo:
@@ -66,8 +98,9 @@ def zone_info(name: object) -> zoneinfo.ZoneInfo:
         ) from None
 
 
-def _bad(text: str, why: str) -> BadRequest:
-    return BadRequest(f"invalid RRULE {text!r}: {why}", field="rrule")
+def _bad(text: str, why: str, reason: str, **params: object) -> BadRule:
+    assert reason in RULE_REASONS, reason
+    return BadRule(f"invalid RRULE {text!r}: {why}", field="rrule", reason=reason, **params)
 
 
 def _int_list(text: str, key: str, value: str) -> list[int]:
@@ -75,7 +108,11 @@ def _int_list(text: str, key: str, value: str) -> list[int]:
         return [int(v) for v in value.split(",")]
     except ValueError:
         raise _bad(
-            text, f"{key} must be a comma-separated list of integers, got {value!r}"
+            text,
+            f"{key} must be a comma-separated list of integers, got {value!r}",
+            "numbers",
+            part=key,
+            value=value,
         ) from None
 
 
@@ -86,29 +123,52 @@ def _split(text: str) -> dict[str, str]:
         name, eq, value = part.partition("=")
         key = name.strip().upper()
         if not eq or not key or not value.strip():
-            raise _bad(text, f"{part!r} is not NAME=VALUE")
+            raise _bad(text, f"{part!r} is not NAME=VALUE", "not_name_value", part=part)
         if key not in KEYS:
-            raise _bad(text, f"unknown part {key}; expected {', '.join(sorted(KEYS))}")
+            raise _bad(
+                text,
+                f"unknown part {key}; expected {', '.join(sorted(KEYS))}",
+                "unknown_part",
+                part=key,
+            )
         if key in parts:
-            raise _bad(text, f"{key} is given twice")
+            raise _bad(text, f"{key} is given twice", "twice", part=key)
         parts[key] = value.strip()
     freq = parts.get("FREQ", "").upper()
     if not freq:
-        raise _bad(text, "FREQ is required")
+        raise _bad(text, "FREQ is required", "no_freq")
     if freq == "SECONDLY":
-        raise _bad(text, "FREQ=SECONDLY is not allowed; the finest is MINUTELY")
+        raise _bad(text, "FREQ=SECONDLY is not allowed; the finest is MINUTELY", "secondly")
     if freq not in FREQS:
-        raise _bad(text, f"FREQ must be one of {', '.join(FREQS)}, got {freq}")
+        why = f"FREQ must be one of {', '.join(FREQS)}, got {freq}"
+        raise _bad(text, why, "freq", value=freq)
     for key, top in (("INTERVAL", MAX_INTERVAL), ("COUNT", MAX_COUNT)):
         given = parts.get(key)
         if given is not None and not (given.isdigit() and 1 <= int(given) <= top):
-            raise _bad(text, f"{key} must be a whole number in [1, {top}], got {given}")
+            why = f"{key} must be a whole number in [1, {top}], got {given}"
+            raise _bad(text, why, "range", part=key, value=given, low=1, high=top)
     if "COUNT" in parts and "UNTIL" in parts:
-        raise _bad(text, "COUNT and UNTIL cannot both be given (RFC 5545)")
+        raise _bad(text, "COUNT and UNTIL cannot both be given (RFC 5545)", "count_and_until")
     if "UNTIL" in parts and not parts["UNTIL"].upper().endswith("Z"):
-        raise _bad(text, f"UNTIL must be a UTC time ending in Z, got {parts['UNTIL']}")
+        why = f"UNTIL must be a UTC time ending in Z, got {parts['UNTIL']}"
+        raise _bad(text, why, "until_utc", value=parts["UNTIL"])
+    _check_times_and_days(text, parts)
     _check_month_days(text, parts)
     return parts
+
+
+def _check_times_and_days(text: str, parts: dict[str, str]) -> None:
+    """The parts an operator types most, checked here so each refusal has a reason."""
+    for key, (low, high) in _RANGES.items():
+        if key in parts:
+            for v in _int_list(text, key, parts[key]):
+                if not low <= v <= high:
+                    why = f"{key} values must be in {low}..{high}, got {v}"
+                    raise _bad(text, why, "range", part=key, value=v, low=low, high=high)
+    days = parts.get("BYDAY")
+    if days is not None and not all(_DAY_RE.fullmatch(d.strip().upper()) for d in days.split(",")):
+        why = f"BYDAY must list days MO, TU, WE, TH, FR, SA, SU, got {days}"
+        raise _bad(text, why, "days", value=days)
 
 
 def _check_month_days(text: str, parts: dict[str, str]) -> None:
@@ -117,15 +177,18 @@ def _check_month_days(text: str, parts: dict[str, str]) -> None:
     if "BYMONTHDAY" not in parts:
         return
     days = _int_list(text, "BYMONTHDAY", parts["BYMONTHDAY"])
-    if any(d == 0 or not -31 <= d <= 31 for d in days):
-        raise _bad(
-            text, f"BYMONTHDAY values must be in 1..31 or -31..-1, got {parts['BYMONTHDAY']}"
-        )
+    for d in days:
+        if d == 0 or not -31 <= d <= 31:
+            why = f"BYMONTHDAY values must be in 1..31 or -31..-1, got {parts['BYMONTHDAY']}"
+            raise _bad(text, why, "range", part="BYMONTHDAY", value=d, low=1, high=31)
     months = _int_list(text, "BYMONTH", parts["BYMONTH"]) if "BYMONTH" in parts else range(1, 13)
-    if any(not 1 <= m <= 12 for m in months):
-        raise _bad(text, f"BYMONTH values must be in 1..12, got {parts['BYMONTH']}")
+    for m in months:
+        if not 1 <= m <= 12:
+            why = f"BYMONTH values must be in 1..12, got {parts['BYMONTH']}"
+            raise _bad(text, why, "range", part="BYMONTH", value=m, low=1, high=12)
     if not any(abs(d) <= _MONTH_DAYS[m - 1] for d in days for m in months):
-        raise _bad(text, "no month in BYMONTH has a day in BYMONTHDAY: it never occurs")
+        why = "no month in BYMONTH has a day in BYMONTHDAY: it never occurs"
+        raise _bad(text, why, "no_month_day")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +222,11 @@ class Recurrence:
             raise BadRequest(f"dtstart must be whole seconds, got {start!r}", field="dtstart")
         text = self.rrule
         if not isinstance(text, str) or not text.strip():
-            raise BadRequest(f"rrule must be a non-empty string, got {text!r}", field="rrule")
+            why = f"rrule must be a non-empty string, got {text!r}"
+            raise BadRule(why, field="rrule", reason="empty")
         if "\n" in text or "\r" in text:
-            raise _bad(text, "give one RRULE line; DTSTART, RDATE and EXDATE are not accepted")
+            why = "give one RRULE line; DTSTART, RDATE and EXDATE are not accepted"
+            raise _bad(text, why, "lines")
         body = text.strip()
         if body.upper().startswith("RRULE:"):
             body = body[len("RRULE:") :]
@@ -172,13 +237,13 @@ class Recurrence:
                 warnings.simplefilter("error")  # dateutil warns about what RFC 5545 forbids
                 rule = du.rrulestr(body, dtstart=local_start, cache=True)
         except (ValueError, TypeError, UserWarning, DeprecationWarning) as exc:
-            raise _bad(text, str(exc)) from None
+            raise _bad(text, str(exc), "invalid") from None
         if not isinstance(rule, du.rrule):  # pragma: no cover - one line gives one rule
-            raise _bad(text, "expected a single rule")
+            raise _bad(text, "expected a single rule", "invalid")
         object.__setattr__(self, "_tz", tz)
         object.__setattr__(self, "_rule", rule)
         if rule.after(local_start, inc=True) is None:
-            raise _bad(text, "it has no occurrence at or after DTSTART")
+            raise _bad(text, "it has no occurrence at or after DTSTART", "never")
 
     @classmethod
     def from_local(cls, dtstart: str, rrule: str, timezone: str = DEFAULT_TZ) -> Recurrence:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loa.errors import BadRequest
-from loa.schedule.rules import Recurrence, zone_info
+from loa.schedule.rules import RULE_REASONS, BadRule, Recurrence, zone_info
 
 WEEKDAYS_5_17 = "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR,SA;BYHOUR=5,17;BYMINUTE=0;BYSECOND=0"
 MONDAY = "2025-01-06T00:00"  # a Monday in Hà Nội
@@ -107,55 +107,77 @@ def test_dst_keeps_wall_clock_time_across_a_change() -> None:
 
 
 INVALID = [
-    ("", "rrule must be a non-empty string, got ''"),
-    ("BYHOUR=5", "invalid RRULE 'BYHOUR=5': FREQ is required"),
+    ("", "rrule must be a non-empty string, got ''", {"reason": "empty"}),
+    ("BYHOUR=5", "invalid RRULE 'BYHOUR=5': FREQ is required", {"reason": "no_freq"}),
     ("FREQ=FORTNIGHTLY", "invalid RRULE 'FREQ=FORTNIGHTLY': FREQ must be one of "
-     "YEARLY, MONTHLY, WEEKLY, DAILY, HOURLY, MINUTELY, got FORTNIGHTLY"),
+     "YEARLY, MONTHLY, WEEKLY, DAILY, HOURLY, MINUTELY, got FORTNIGHTLY",
+     {"reason": "freq", "value": "FORTNIGHTLY"}),
     ("FREQ=SECONDLY", "invalid RRULE 'FREQ=SECONDLY': FREQ=SECONDLY is not allowed; "
-     "the finest is MINUTELY"),
+     "the finest is MINUTELY", {"reason": "secondly"}),
     ("FREQ=DAILY;INTERVAL=0", "invalid RRULE 'FREQ=DAILY;INTERVAL=0': "
-     "INTERVAL must be a whole number in [1, 1000], got 0"),
+     "INTERVAL must be a whole number in [1, 1000], got 0",
+     {"reason": "range", "part": "INTERVAL", "value": "0", "low": 1, "high": 1000}),
     ("FREQ=DAILY;COUNT=-1", "invalid RRULE 'FREQ=DAILY;COUNT=-1': "
-     "COUNT must be a whole number in [1, 100000], got -1"),
+     "COUNT must be a whole number in [1, 100000], got -1",
+     {"reason": "range", "part": "COUNT", "value": "-1", "low": 1, "high": 100000}),
     ("FREQ=DAILY;COUNT=2;UNTIL=20250110T000000Z", "invalid RRULE "
      "'FREQ=DAILY;COUNT=2;UNTIL=20250110T000000Z': COUNT and UNTIL cannot both be given "
-     "(RFC 5545)"),
+     "(RFC 5545)", {"reason": "count_and_until"}),
     ("FREQ=DAILY;UNTIL=20250110T000000", "invalid RRULE 'FREQ=DAILY;UNTIL=20250110T000000': "
-     "UNTIL must be a UTC time ending in Z, got 20250110T000000"),
+     "UNTIL must be a UTC time ending in Z, got 20250110T000000",
+     {"reason": "until_utc", "value": "20250110T000000"}),
     ("FREQ=DAILY;BYHOUR=5;BYHOUR=17", "invalid RRULE 'FREQ=DAILY;BYHOUR=5;BYHOUR=17': "
-     "BYHOUR is given twice"),
-    ("FREQ=DAILY;;BYHOUR=5", "invalid RRULE 'FREQ=DAILY;;BYHOUR=5': '' is not NAME=VALUE"),
-    ("FREQ=DAILY;BYHOUR=25", "invalid RRULE 'FREQ=DAILY;BYHOUR=25': hour must be in 0..23"),
-    ("FREQ=DAILY;BYDAY=XX", "invalid RRULE 'FREQ=DAILY;BYDAY=XX': invalid 'BYDAY': XX"),
+     "BYHOUR is given twice", {"reason": "twice", "part": "BYHOUR"}),
+    ("FREQ=DAILY;;BYHOUR=5", "invalid RRULE 'FREQ=DAILY;;BYHOUR=5': '' is not NAME=VALUE",
+     {"reason": "not_name_value", "part": ""}),
+    ("FREQ=DAILY;BYHOUR=25", "invalid RRULE 'FREQ=DAILY;BYHOUR=25': BYHOUR values must be in "
+     "0..23, got 25", {"reason": "range", "part": "BYHOUR", "value": 25, "low": 0, "high": 23}),
+    ("FREQ=DAILY;BYHOUR=5,x", "invalid RRULE 'FREQ=DAILY;BYHOUR=5,x': BYHOUR must be a "
+     "comma-separated list of integers, got '5,x'",
+     {"reason": "numbers", "part": "BYHOUR", "value": "5,x"}),
+    ("FREQ=DAILY;BYDAY=XX", "invalid RRULE 'FREQ=DAILY;BYDAY=XX': BYDAY must list days MO, TU, "
+     "WE, TH, FR, SA, SU, got XX", {"reason": "days", "value": "XX"}),
     ("FREQ=DAILY;COLOR=RED", "invalid RRULE 'FREQ=DAILY;COLOR=RED': unknown part COLOR; expected "
      "BYDAY, BYHOUR, BYMINUTE, BYMONTH, BYMONTHDAY, BYSECOND, BYSETPOS, BYWEEKNO, BYYEARDAY, "
-     "COUNT, FREQ, INTERVAL, UNTIL, WKST"),
+     "COUNT, FREQ, INTERVAL, UNTIL, WKST", {"reason": "unknown_part", "part": "COLOR"}),
     ("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30", "invalid RRULE 'FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30': "
-     "no month in BYMONTH has a day in BYMONTHDAY: it never occurs"),
+     "no month in BYMONTH has a day in BYMONTHDAY: it never occurs", {"reason": "no_month_day"}),
     ("FREQ=MONTHLY;BYMONTHDAY=32", "invalid RRULE 'FREQ=MONTHLY;BYMONTHDAY=32': "
-     "BYMONTHDAY values must be in 1..31 or -31..-1, got 32"),
+     "BYMONTHDAY values must be in 1..31 or -31..-1, got 32",
+     {"reason": "range", "part": "BYMONTHDAY", "value": 32, "low": 1, "high": 31}),
     ("FREQ=HOURLY;INTERVAL=2;BYHOUR=3", "invalid RRULE 'FREQ=HOURLY;INTERVAL=2;BYHOUR=3': "
-     "Invalid rrule byxxx generates an empty set."),
+     "Invalid rrule byxxx generates an empty set.", {"reason": "invalid"}),
     ("FREQ=DAILY\nRRULE:FREQ=WEEKLY", "invalid RRULE 'FREQ=DAILY\\nRRULE:FREQ=WEEKLY': give one "
-     "RRULE line; DTSTART, RDATE and EXDATE are not accepted"),
+     "RRULE line; DTSTART, RDATE and EXDATE are not accepted", {"reason": "lines"}),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("text", "message"), INVALID)
-def test_invalid_rrules_say_exactly_what_is_wrong(text: str, message: str) -> None:
-    with pytest.raises(BadRequest) as info:
+@pytest.mark.parametrize(("text", "message", "fields"), INVALID)
+def test_invalid_rrules_say_exactly_what_is_wrong(
+    text: str, message: str, fields: dict[str, object]
+) -> None:
+    """The English words for logs and API clients; the reason and its parameters for the
+    pages, which word them in the reader's language."""
+    with pytest.raises(BadRule) as info:
         Recurrence.from_local(MONDAY, text)
     assert str(info.value) == message
-    assert info.value.fields == {"field": "rrule"}
+    assert info.value.code == "bad_rrule"
+    assert info.value.fields == {"field": "rrule", **fields}
+
+
+def test_every_rule_reason_is_reached() -> None:
+    reasons = {fields["reason"] for _, _, fields in INVALID} | {"never"}
+    assert reasons == RULE_REASONS
 
 
 def test_a_rule_that_ended_before_dtstart_is_refused() -> None:
-    with pytest.raises(BadRequest) as info:
+    with pytest.raises(BadRule) as info:
         Recurrence.from_local(MONDAY, "FREQ=DAILY;BYHOUR=5;UNTIL=20250101T000000Z")
     assert str(info.value) == (
         "invalid RRULE 'FREQ=DAILY;BYHOUR=5;UNTIL=20250101T000000Z': "
         "it has no occurrence at or after DTSTART"
     )
+    assert info.value.fields["reason"] == "never"
 
 
 @pytest.mark.parametrize(

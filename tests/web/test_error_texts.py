@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
+from loa.schedule.rules import RULE_REASONS
 from loa.web.app import create_app
 from loa.web.pages import STATIC
 from tests.conftest import tree_config
@@ -38,10 +39,21 @@ def test_a_parameter_text_belongs_to_a_code_and_names_its_parameter() -> None:
     for lang, texts in dictionaries().items():
         for key, text in texts.items():
             parts = key.split(".")
-            if parts[0] != "error" or len(parts) != 3:
+            if parts[0] != "error" or len(parts) == 2:
                 continue
             assert f"error.{parts[1]}" in texts, (lang, key)
-            assert parts[2] in re.findall(r"\{(\w+)\}", text) or parts[2] == "missing", key
+            if len(parts) == 3:
+                assert parts[2] in re.findall(r"\{(\w+)\}", text) or parts[2] == "missing", key
+            else:  # error.<code>.reason.<reason>
+                assert len(parts) == 4 and parts[2] == "reason", key
+
+
+def test_every_reason_of_a_refused_rule_has_words_in_both_languages() -> None:
+    for lang, texts in dictionaries().items():
+        missing = sorted(r for r in RULE_REASONS if f"error.bad_rrule.reason.{r}" not in texts)
+        assert missing == [], lang
+        extra = {k.rsplit(".", 1)[1] for k in texts if k.startswith("error.bad_rrule.reason.")}
+        assert extra <= RULE_REASONS, lang
 
 
 CASES = [
@@ -58,6 +70,14 @@ CASES = [
         "Ngoài khu vực của bạn: c1, p",
     ),
     ("too_large", {}, "Tệp quá lớn."),
+    (
+        "bad_rrule",
+        {"field": "rrule", "reason": "range", "part": "BYHOUR", "value": 25, "low": 0, "high": 23},
+        "Giá trị 25 của BYHOUR phải nằm trong khoảng 0–23.",
+    ),
+    # a field named in the reader's words; a generic code without the server's English
+    ("invalid_value", {"field": "variants[1].language"}, 'Giá trị của "ngôn ngữ" không hợp lệ.'),
+    ("bad_request", {}, "Yêu cầu không hợp lệ."),
 ]
 
 

@@ -1,5 +1,5 @@
 // The JSON API from the pages: session cookie, CSRF header on every change, errors in words.
-import { has, t } from "./i18n.js";
+import { currentLang, has, t } from "./i18n.js";
 
 let csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
 
@@ -80,32 +80,47 @@ export function csrfToken() {
   return csrf;
 }
 
-/** An error's parameters as text: lists joined, the code and message left out. */
+/** A field's name in the reader's words: "variants[1].text" → field.text, else as given. */
+function fieldName(path) {
+  const key = `field.${String(path).replace(/\[\d+\]/g, "").split(".").pop()}`;
+  return has(key) ? t(key) : path;
+}
+
+/** An error's parameters as text: lists joined, field paths named, the code and message left
+ * out. */
 function errorParams(fields) {
   const params = {};
   for (const [name, value] of Object.entries(fields || {})) {
     if (name === "code" || name === "message") continue;
     params[name] = Array.isArray(value) ? value.join(", ") : value ?? "";
   }
+  if (fields && typeof fields.field === "string") params.field = fieldName(fields.field);
   return params;
 }
 
-/** An API error in the reader's language: the text of its code, filled with its parameters
- * (error.<code>.<parameter> when the error carries one that has its own text, else
- * error.<code>); the server's (English) message only for a code with no text. */
+/** An API error in the reader's language: the text of its code, filled with its parameters —
+ * error.<code>.reason.<reason> when it carries a reason that has its own text, else
+ * error.<code>.<parameter> when it carries a parameter that has its own text, else
+ * error.<code>. The server's (English) message is shown only in the English UI (after the
+ * text of a generic code) or for a code with no text at all. */
 export function errorText(err) {
   if (err instanceof ApiError) {
     const params = errorParams(err.fields);
+    const words = (key) => t(key, params).replace(/\s+/g, " ").trim();
+    const reason = err.fields && err.fields.reason;
+    if (typeof reason === "string" && has(`error.${err.code}.reason.${reason}`)) {
+      return words(`error.${err.code}.reason.${reason}`);
+    }
     for (const name of Object.keys(params)) {
       const key = `error.${err.code}.${name}`;
-      if (has(key)) return t(key, params).replace(/\s+/g, " ").trim();
+      if (has(key)) return words(key);
     }
     const key = `error.${err.code}`;
     if (has(key)) {
-      const detail = err.code === "conflict" || err.code === "bad_request" || err.code === "bad_media";
-      return detail && err.message ? `${t(key, params)} (${err.message})` : t(key, params);
+      const generic = err.code === "conflict" || err.code === "bad_request" || err.code === "bad_media";
+      return generic && err.message && currentLang() === "en" ? `${t(key, params)} (${err.message})` : t(key, params);
     }
-    return err.message || t("error.unknown");
+    return currentLang() === "en" && err.message ? err.message : t("error.unknown");
   }
   return `${t("error.unknown")} (${err && err.message ? err.message : err})`;
 }

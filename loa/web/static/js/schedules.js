@@ -1,8 +1,10 @@
 // Schedules: the list, the programme editor (library media, relay URL + duration, text to
 // speech, silence), RRULE presets or a raw rule, the next runs, and the conflicts report.
+// Rules and times read in plain words in the schedule's time zone, never the browser's.
 import { api, errorText, loadMe } from "./api.js";
-import { formatDuration, formatTime, initI18n, t } from "./i18n.js";
+import { formatDuration, initI18n, t } from "./i18n.js";
 import { fillVoiceSelect } from "./media.js";
+import { dayAndTime, describeRule, unixOfLocal, wallDate, wallFromLocal } from "./rrule.js";
 import { el, initHeader, notice } from "./ui.js";
 import { ZoneTree } from "./zones.js";
 
@@ -10,8 +12,30 @@ let tree = new ZoneTree([]);
 let media = [];
 let schedules = [];
 let me = null;
+let editingTz = null; // the time zone of the schedule being edited; null for a new one
+const DEFAULT_TZ = "Asia/Ho_Chi_Minh";
 
 const $ = (id) => document.getElementById(id);
+
+/** "Thứ 2–Thứ 7, 05:00 và 17:00 · từ 03/03/2025", in the schedule's time zone. */
+function ruleWords(s) {
+  const words = describeRule(s.rrule, s.dtstart, s.timezone, t) ?? t("rrule.as_written", { rrule: s.rrule });
+  const once = /(^|;)COUNT=1(;|$)/i.test(s.rrule);
+  const from = once ? "" : ` · ${t("rrule.from", { date: wallDate(s.dtstart, s.timezone) })}`;
+  const zone = s.timezone === DEFAULT_TZ ? "" : ` (${t("rrule.zone", { timezone: s.timezone })})`;
+  return words + from + zone;
+}
+
+function zoneTz(zone) {
+  return tree.byId.get(zone)?.timezone ?? DEFAULT_TZ;
+}
+
+/** The editor's rule in words as it is typed (in the origin zone's time zone). */
+function showRuleWords() {
+  const tz = editingTz ?? zoneTz($("s-zone").value);
+  const words = describeRule($("s-rrule").value, wallFromLocal($("s-dtstart").value), tz, t);
+  $("s-rule-words").textContent = words ?? "";
+}
 
 function describeItem(item) {
   switch (item.type) {
@@ -35,7 +59,7 @@ function renderList() {
         "tr",
         { dataset: { id: s.id } },
         el("td", { "data-label": t("sch.name") }, s.name),
-        el("td", { "data-label": t("sch.rule"), title: s.rrule }, `${formatTime(s.dtstart)} · ${s.rrule}`),
+        el("td", { "data-label": t("sch.rule"), title: s.rrule, class: "sch-rule" }, ruleWords(s)),
         el("td", { "data-label": t("sch.items") }, s.items.map(describeItem).join(" + ")),
         el("td", { "data-label": t("sch.targets") }, s.targets.zones.map((z) => tree.name(z)).join(", ")),
         el("td", { "data-label": t("sch.enabled") }, s.enabled ? "✓" : "–"),
@@ -55,7 +79,7 @@ async function preview(s) {
   try {
     const data = await api("GET", `/schedules/${encodeURIComponent(s.id)}/preview?n=10`);
     $("preview-name").textContent = s.name;
-    $("preview-list").replaceChildren(...data.starts.map((o) => el("li", {}, `${o.local.replace("T", " ")} (${formatTime(o.at)})`)));
+    $("preview-list").replaceChildren(...data.starts.map((o) => el("li", {}, dayAndTime(o.at, data.timezone, t))));
     $("preview").hidden = false;
   } catch (err) {
     notice(errorText(err), "error");
@@ -127,6 +151,7 @@ function localInput(unix, tz) {
 }
 
 function fillForm(s) {
+  editingTz = s ? s.timezone : null;
   $("editor-title").textContent = s ? t("sch.edit_title", { name: s.name }) : t("sch.new");
   $("s-id").value = s ? s.id : "";
   $("s-name").value = s ? s.name : "";
@@ -140,6 +165,7 @@ function fillForm(s) {
   const targets = new Set(s ? s.targets.zones : []);
   for (const box of $("s-targets").querySelectorAll("input")) box.checked = targets.has(box.value);
   $("s-items").replaceChildren(...(s ? s.items : []).map(itemRow));
+  showRuleWords();
 }
 
 function edit(s) {
@@ -178,18 +204,23 @@ async function checkConflicts(event) {
   event?.preventDefault();
   const from = $("c-from").value;
   if (!from) return;
-  const since = Math.floor(new Date(`${from}T00:00`).getTime() / 1000);
+  const since = unixOfLocal(`${from}T00:00`, zoneTz(me?.zone));
   const until = since + Number($("c-days").value || 7) * 86400;
   try {
     const report = await api("GET", `/schedules/conflicts?since=${since}&until=${until}`);
     const contested = report.runs.filter((r) => r.contested);
     $("c-summary").textContent = t("sch.conflicts_n", { runs: report.runs.length, contested: contested.length });
+    // Holders are runs of the report (broadcast ids like sch-…-1796335200): named by their
+    // programme, never by id.
+    const byId = new Map(schedules.map((s) => [s.id, s]));
+    const programme = new Map(report.runs.map((r) => [r.broadcast, byId.get(r.schedule)?.name ?? t("sch.another")]));
     $("c-list").replaceChildren(
       ...contested.map((r) => {
-        const name = schedules.find((s) => s.id === r.schedule)?.name ?? r.schedule;
+        const s = byId.get(r.schedule);
         const lost = r.outcomes.filter((o) => !o.wins);
-        const holders = [...new Set(lost.map((o) => o.holder).filter(Boolean))].join(", ");
-        return el("li", {}, `${formatTime(r.start)} · ${name}: ${t("sch.waits", { n: lost.length, holders: holders || "–" })}`);
+        const holders = [...new Set(lost.map((o) => o.holder).filter(Boolean).map((h) => programme.get(h) ?? t("sch.another")))];
+        const words = t("sch.waits", { n: lost.length, holders: holders.join(", ") || "–" });
+        return el("li", {}, `${dayAndTime(r.start, s?.timezone ?? DEFAULT_TZ, t)} · ${s?.name ?? t("sch.another")}: ${words}`);
       }),
     );
   } catch (err) {
@@ -238,7 +269,11 @@ async function main() {
   });
   $("s-rrule").addEventListener("input", () => {
     $("s-preset").value = [...$("s-preset").options].some((o) => o.value === $("s-rrule").value) ? $("s-rrule").value : "";
+    showRuleWords();
   });
+  $("s-preset").addEventListener("change", showRuleWords);
+  $("s-dtstart").addEventListener("input", showRuleWords);
+  $("s-zone").addEventListener("change", showRuleWords);
   for (const button of document.querySelectorAll("[data-add]")) {
     button.addEventListener("click", () => $("s-items").append(itemRow({ type: button.dataset.add })));
   }
