@@ -127,6 +127,7 @@ def emergency_flow(driver: Any, zone: str) -> str:
         "3 speakers hearing",
         lambda d: "3 loa đang phát" in d.find_element(By.ID, "onair").text,
     )
+
     # The banner's clock ticks between pushes: two readings a second or more apart differ. (Not
     # "0:01" itself: on a loaded machine the banner can already say 0:02 when it is first read.)
     def clock(d: Any) -> str:
