@@ -286,6 +286,100 @@ class MountSpec(Section, frozen=True):
             raise ConfigError(f"mount {self.name}: source_min_bytes_per_s must be in [0, 1000000]")
 
 
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages (loa.store.db.redact, which config cannot
+    import)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = f"{parts.username}:***@{parts.hostname or ''}"
+        return parts._replace(netloc=netloc + (f":{parts.port}" if parts.port else "")).geturl()
+    except ValueError:
+        return "(an unparseable URL)"
+
+
+def _scheme(url: str) -> str:
+    scheme, sep, _ = url.partition("://")
+    return scheme.lower() if sep else ""
+
+
+class StoreConfig(Section, frozen=True):
+    """``[store]``: where the database is. Unset, a SQLite file in ``data_dir`` (one node);
+    ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``postgresql://user:pw@host/db``
+    (the one a cluster's nodes share)."""
+
+    url: str | None = None
+
+    def __repr__(self) -> str:  # the password stays out of logs
+        return f"StoreConfig(url={None if self.url is None else _redacted(self.url)!r})"
+
+    def __post_init__(self) -> None:
+        if self.url is not None and _scheme(self.url) not in ("sqlite", "postgresql", "postgres"):
+            raise ConfigError(
+                f"url must start with sqlite:/// or postgresql://, got {_redacted(self.url)!r}"
+            )
+
+    @property
+    def shared(self) -> bool:
+        """A PostgreSQL database (which several nodes can share), not a SQLite file."""
+        return self.url is not None and _scheme(self.url) in ("postgresql", "postgres")
+
+
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ClusterConfig(Section, frozen=True):
+    """``[cluster]``: this node's place in a cluster (docs/DESIGN.md, "Cluster protocol").
+    Its presence turns cluster mode on: Redis for the bus, PostgreSQL for the store."""
+
+    redis_url: str
+    node_id: str
+    # Where speakers and browsers reach this node (the servers list speakers are given).
+    public_url: str
+    capacity: int = 1000  # speakers; the leader fills a node to two thirds of it
+    name: str = "loa"  # the key prefix in Redis (loa:<name>:…): clusters sharing one Redis
+    # Zone depth of the unit placed on one node: 1 for province → commune (never split).
+    commune_depth: int = 1
+
+    def __repr__(self) -> str:  # the Redis password stays out of logs
+        return (
+            f"ClusterConfig(redis_url={_redacted(self.redis_url)!r}, node_id={self.node_id!r}, "
+            f"public_url={self.public_url!r}, capacity={self.capacity}, name={self.name!r})"
+        )
+
+    def __post_init__(self) -> None:
+        if _scheme(self.redis_url) not in ("redis", "rediss", "unix"):
+            raise ConfigError(
+                "redis_url must be redis://host:port[/db], rediss://… or "
+                f"unix:///path, got {_redacted(self.redis_url)!r}"
+            )
+        if not _NODE_ID.match(self.node_id):
+            raise ConfigError(
+                f"node_id must be 1-64 letters, digits, '.', '_' or '-', got {self.node_id!r}"
+            )
+        if not _NODE_ID.match(self.name):
+            raise ConfigError(
+                f"name must be 1-64 letters, digits, '.', '_' or '-', got {self.name!r}"
+            )
+        try:
+            parts = urlsplit(self.public_url)
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                "public_url must be the http(s) URL speakers reach this node at, "
+                f"like 'http://10.0.0.11:8080', got {self.public_url!r}"
+            )
+        if parts.query or parts.fragment or parts.path not in ("", "/"):
+            raise ConfigError(f"public_url must have no path or query, got {self.public_url!r}")
+        if not 1 <= self.capacity <= 1_000_000:
+            raise ConfigError(f"capacity must be 1..1000000 speakers, got {self.capacity}")
+        if not 0 <= self.commune_depth <= 10:
+            raise ConfigError(f"commune_depth must be 0..10, got {self.commune_depth}")
+
+
 class Config(Section, frozen=True):
     web: WebConfig = msgspec.field(default_factory=WebConfig)
     relay: RelayConfig = msgspec.field(default_factory=RelayConfig)
@@ -295,8 +389,17 @@ class Config(Section, frozen=True):
     zones: tuple[ZoneSpec, ...] = ()
     endpoints: tuple[EndpointSpec, ...] = ()
     mounts: tuple[MountSpec, ...] = ()
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    cluster: ClusterConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.cluster is not None and not self.store.shared:
+            where = "a SQLite file in data_dir" if self.store.url is None else "a SQLite file"
+            raise ConfigError(
+                f"[cluster] needs a database the nodes share: set [store] url = "
+                f"'postgresql://user:password@host:5432/loa' (the store is now {where}, "
+                "which only one node can use)"
+            )
         ids = [z.id for z in self.zones]
         if len(set(ids)) != len(ids):
             raise ConfigError("zone ids must be unique")
@@ -327,7 +430,7 @@ class Config(Section, frozen=True):
 
 
 # -- loading ---------------------------------------------------------------------------------
-_TABLES = frozenset({"web", "relay", "opus"})
+_TABLES = frozenset({"web", "relay", "opus", "store", "cluster"})
 _AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>[^`]+)`$")
 _MISSING = re.compile(r"^Object missing required field `(?P<key>[^`]+)`$")
@@ -365,6 +468,8 @@ def explain(error: msgspec.ValidationError) -> str:
     if missing := _MISSING.match(message):
         return f"{key_path(path, missing['key'])}: missing (required)"
     message = message[:1].lower() + message[1:] if message.startswith("Expected") else message
+    if not path and message.startswith("["):  # a whole-file check that names its own table
+        return message.replace("`", "")
     return f"{key_path(path)}: {message.replace('`', '')}"
 
 

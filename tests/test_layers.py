@@ -58,6 +58,7 @@ LAYERS = (
             "loa.reports",
             "loa.localservers",
             "loa.repeats",
+            "loa.clustering",
         ),
     ),
     Layer("web", 6, ("loa.web",)),

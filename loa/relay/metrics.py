@@ -25,6 +25,7 @@ class Metrics:
     broadcasts_expired: int = 0
     speaker_connects: int = 0
     speaker_refused: int = 0
+    speaker_redirected: int = 0  # cluster: sent to the node serving their commune
     ws_audio_dropped: int = 0
     udp_send_dropped: int = 0
     broadcasts_started: Counter[str] = field(default_factory=Counter)
@@ -133,6 +134,12 @@ class Metrics:
             "counter",
             "Speaker connections refused (bad token).",
             [("", self.speaker_refused)],
+        )
+        metric(
+            "speaker_redirected_total",
+            "counter",
+            "Speakers redirected to the node serving their commune (cluster).",
+            [("", self.speaker_redirected)],
         )
         metric(
             "ws_audio_dropped_total",

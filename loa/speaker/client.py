@@ -20,6 +20,12 @@ Decisions:
   thousand of them still arrive spread over 2 s, not at once. A longer outage falls back to
   ``uniform(0, min(backoff_max_s, backoff_min_s * 2**n))`` (full jitter, ``n`` counting the
   retries); ``n`` returns to 0 after a connection that stayed up ``stable_after_s``.
+- Cluster: the welcome names the servers to try in order (this one first). A lost
+  connection, or one that cannot be made, moves on to the next server, whose hello names
+  the one lost (``lost``) so a node that does not serve our commune still lets us in while
+  the lost one is down. A ``redirect`` (another node serves our commune) connects to its
+  first server after ``uniform(0, min(quick_retry_s, 0.25 * 2**n))``, ``n`` counting
+  redirects in a row, so a redirect loop backs off instead of spinning.
 - The UDP counter is one per process, so it keeps increasing across reconnects.
 - Audio is taken from UDP and from binary WebSocket messages alike; the server decides
   which it sends. UDP datagrams from any address but the server's are counted and ignored;
@@ -59,6 +65,7 @@ from loa.relay.core.channel import (
     DropAudio,
     Ignored,
     LevelsChanged,
+    Redirected,
     Refused,
     ServerError,
     TransportLost,
@@ -87,6 +94,14 @@ class SpeakerState(StrEnum):
     BACKOFF = "backoff"
     REFUSED = "refused"  # the server refused the hello; waiting backoff_max_s
     STOPPED = "stopped"
+
+
+class _Moved(Exception):
+    """The server redirected us before welcoming us."""
+
+    def __init__(self, servers: tuple[str, ...]) -> None:
+        super().__init__(f"redirected to {servers[0]}")
+        self.servers = servers
 
 
 class SpeakerRefused(LoaError, PermissionError):
@@ -156,6 +171,10 @@ class Speaker:
         if quick_retry_s <= 0 or quick_window_s < 0:
             raise ValueError("need quick_retry_s > 0 and quick_window_s >= 0")
         self.url = url.rstrip("/")
+        self.servers: tuple[str, ...] = (self.url,)  # the cluster's, in order, once welcomed
+        self._lost = ""  # the server just lost, named in the next hello
+        self._moved: tuple[str, ...] | None = None  # a redirect received while connected
+        self._redirects_in_row = 0
         self.token = token
         self.output = output
         self.status_interval_s = status_interval_s
@@ -186,7 +205,7 @@ class Speaker:
         self.connects = self.reconnects = self.acks = self.hellos = self.keepalives = 0
         self.foreign_packets = self.bad_packets = self.udp_errors = 0
         self.udp_audio = self.ws_audio = self.decode_errors = self.frames_out = 0
-        self.playout_resyncs = self.status_sent = self.rtcp_sent = 0
+        self.playout_resyncs = self.status_sent = self.rtcp_sent = self.redirects = 0
         self.backoff_delays: list[float] = []
 
     # --- public --------------------------------------------------------------------------
@@ -257,9 +276,12 @@ class Speaker:
             self.state = SpeakerState.CONNECTING
             self._connected_at = None
             delay: float | None = None
+            self._moved = None
             try:
                 await self._session(http)
                 problem = "the server closed the connection"
+            except _Moved as exc:
+                self._moved = exc.servers
             except SpeakerRefused as exc:
                 if self.fatal_auth:
                     self._fatal = exc
@@ -271,7 +293,10 @@ class Speaker:
                 delay = self.backoff_max_s * self._rng.uniform(0.5, 1.0)
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
-            if delay is None:
+            if self._moved is not None:
+                delay = self._follow(self._moved)
+            elif delay is None:
+                self._next_server()
                 up = self._connected_at
                 now = loop.time()
                 if up is not None:  # was connected: a new outage begins now
@@ -289,6 +314,22 @@ class Speaker:
             self.backoff_delays.append(delay)
             await asyncio.sleep(delay)
 
+    def _follow(self, servers: tuple[str, ...]) -> float:
+        """A redirect: its first server next, after a short wait growing with repeats."""
+        self.redirects += 1
+        self.servers, self.url, self._lost = servers, servers[0], ""
+        cap = min(self.quick_retry_s, 0.25 * 2.0 ** min(self._redirects_in_row, 10))
+        self._redirects_in_row += 1
+        log.info("[ep=%s] redirected to %s", self.endpoint, self.url)
+        return self._rng.uniform(0.0, cap)
+
+    def _next_server(self) -> None:
+        """The connection to ``url`` was lost or not made: the next server in the list."""
+        self._lost = self.url
+        if len(self.servers) > 1:
+            at = self.servers.index(self.url) if self.url in self.servers else -1
+            self.url = self.servers[(at + 1) % len(self.servers)]
+
     def _report(self, problem: str, level: int, suffix: str) -> None:
         """Log a problem once; the same one again only at debug level."""
         if problem != self._last_problem:
@@ -299,7 +340,7 @@ class Speaker:
 
     async def _session(self, http: aiohttp.ClientSession) -> None:
         async with http.ws_connect(f"{self.url}/api/v1/speaker", heartbeat=30.0) as ws:
-            await ws.send_str(self.channel.hello())
+            await ws.send_str(self.channel.hello(self._lost))
             welcome = await self._read_welcome(ws)
             server = await self._resolve(welcome)
             link = _Link(ws, welcome, server)
@@ -336,6 +377,8 @@ class Speaker:
                 return welcome
             case [Refused(code=code, message=text)]:
                 raise SpeakerRefused(f"{code}: {text}", server_code=code)
+            case [Redirected(servers=servers)]:
+                raise _Moved(servers)
         raise ConnectionError(f"closed before welcome (code {ws.close_code})")
 
     async def _resolve(self, welcome: Welcome) -> tuple[Any, ...]:
@@ -353,6 +396,9 @@ class Speaker:
         self.connects += 1
         self._connected_at = asyncio.get_running_loop().time()
         self._last_problem = None
+        self._lost, self._redirects_in_row = "", 0
+        if welcome.servers:
+            self.servers = welcome.servers
         self.endpoint = welcome.endpoint
         self.jitter.reset()
         self.reports.reset(welcome.ssrc)
@@ -382,6 +428,9 @@ class Speaker:
                 log.info("[ep=%s] the server lost our UDP path: %s", self.endpoint, reason)
             case ServerError(message=message):
                 log.warning("[ep=%s] server error: %s", self.endpoint, message)
+            case Redirected(servers=servers, reason=reason):  # the server closes next
+                self._moved = servers
+                log.info("[ep=%s] moved to %s: %s", self.endpoint, servers[0], reason)
             case Ignored(what=what):  # a newer server may say more; a broken text is counted
                 if what == NOT_JSON:
                     self.bad_packets += 1

@@ -82,6 +82,9 @@ class Store:
 
     @classmethod
     def for_config(cls, config: Config, *, clock: Clock = time.time) -> Store:
+        """``[store] url`` when set, else ``loa.db`` in ``data_dir``."""
+        if config.store.url is not None:
+            return cls(config.store.url, clock=clock)
         return cls(Path(config.data_dir) / DB_NAME, clock=clock)
 
     @classmethod

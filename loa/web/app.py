@@ -8,11 +8,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from functools import partial
 
 from aiohttp import web
 
 from loa import __version__
 from loa.bulletins.service import BulletinService
+from loa.clustering import ClusterMember
 from loa.config import Config
 from loa.inventory import load_inventory
 from loa.media import MediaLibrary
@@ -54,6 +56,7 @@ from loa.web.api import reports as reports_api
 from loa.web.api import schedules as schedules_api
 from loa.web.keys import (
     BULLETINS,
+    CLUSTER,
     CONFIG,
     FIRST_RUN_PASSWORD,
     MEDIA,
@@ -70,16 +73,17 @@ log = logging.getLogger(__name__)
 
 async def healthz(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    return web.json_response(
-        {
-            "status": "ok",
-            "version": __version__,
-            "uptime_s": round(time.monotonic() - request.app[STARTED], 3),
-            "udp_port": node.udp_port if node.transport else None,
-            "broadcasts": len(node.broadcasts),
-            "endpoints_online": sum(1 for e in node.poles() if e.online),
-        }
-    )
+    body = {
+        "status": "ok",
+        "version": __version__,
+        "uptime_s": round(time.monotonic() - request.app[STARTED], 3),
+        "udp_port": node.udp_port if node.transport else None,
+        "broadcasts": len(node.broadcasts),
+        "endpoints_online": sum(1 for e in node.poles() if e.online),
+    }
+    if CLUSTER in request.app:
+        body["cluster"] = request.app[CLUSTER].view()
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -187,6 +191,15 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(reports_api.webhooks_ctx)  # presence + outbox, outlives the node
     app.cleanup_ctx.append(node_ctx)
+    if config.cluster is not None:
+        app[CLUSTER] = member = ClusterMember(config.cluster, node)
+
+        async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
+            await member.start()  # after the node: the leader counts its poles
+            yield
+            await member.close()  # gives up the lease and the presence key at once
+
+        app.cleanup_ctx.append(cluster_ctx)
     app.cleanup_ctx.append(bulletins_ctx)
 
     async def repeats_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -211,6 +224,8 @@ def create_app(config: Config) -> web.Application:
         client_max_size=config.web.max_upload_mb * 1024**2,
     )
     speaker.setup(api)  # GET /api/v1/speaker: the speakers' control channel
+    if CLUSTER in app:  # a new assignment sends away the speakers of communes moved away
+        app[CLUSTER].on_placement = partial(speaker.redirect_moved, api, app[CLUSTER])
     api.add_routes(relay_api.routes)
     api.add_routes(records_api.routes)
     whip.setup(api)  # POST /api/v1/whip: live from a browser or OBS

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from loa.access import User
 from loa.bulletins.service import BulletinService
+from loa.clustering import ClusterMember
 from loa.config import Config
 from loa.media import MediaLibrary
 from loa.relay.node import Node
@@ -45,6 +46,7 @@ WEBHOOKS = web.AppKey("webhooks", Webhooks)
 BULLETINS = web.AppKey("bulletins", BulletinService)
 REPEATS = web.AppKey("repeats", RepeatService)
 SCHEDULES = web.AppKey("schedule_service", ScheduleService)
+CLUSTER = web.AppKey("cluster", ClusterMember)  # only in cluster mode ([cluster])
 
 # -- resources of single handler modules ----------------------------------------------------
 PAGE_TEMPLATES: web.AppKey[Templates] = web.AppKey("page_templates")

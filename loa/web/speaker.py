@@ -14,6 +14,7 @@ from collections import deque
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from loa.clustering import ClusterMember
 from loa.relay.core.channel import (
     Authenticate,
     Close,
@@ -24,13 +25,13 @@ from loa.relay.core.channel import (
     StatusReported,
     TransportRequested,
 )
-from loa.relay.core.control import Message, Welcome
+from loa.relay.core.control import Hello, Message, Welcome
 from loa.relay.core.session import Session
 from loa.relay.metrics import Metrics
 from loa.relay.node import Endpoint, Node
 from loa.relay.sink import PacketSink
 from loa.store import hash_token
-from loa.web.keys import NODE, SPEAKERS
+from loa.web.keys import CLUSTER, NODE, SPEAKERS
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class SpeakerPeer:
         self.control: deque[str] = deque(maxlen=CONTROL_QUEUE)
         self._close: tuple[int, str] | None = None
         self._dropped_counted = 0
+        self.endpoint: str | None = None  # the endpoint id, once welcomed
 
     def send(self, message: Message) -> None:
         self.queue(self.channel.send(message))
@@ -103,6 +105,7 @@ def _udp_host(request: web.Request, node: Node) -> str:
 
 def welcome(request: web.Request, node: Node, ep: Endpoint, session: Session) -> Welcome:
     relay = node.config.relay
+    member = request.config_dict.get(CLUSTER)
     return Welcome(
         session=session.id,
         key=session.key,
@@ -113,6 +116,7 @@ def welcome(request: web.Request, node: Node, ep: Endpoint, session: Session) ->
         keepalive_s=relay.keepalive_s,
         volume=ep.volume,
         muted=ep.muted,
+        servers=member.servers(ep.id) if member is not None else (),
     )
 
 
@@ -128,8 +132,9 @@ async def _perform(ws: web.WebSocketResponse, actions: list[ServerAction]) -> No
 
 async def _authenticate(
     ws: web.WebSocketResponse, channel: ServerChannel, node: Node
-) -> Endpoint | None:
-    """Read until the hello is checked: the speaker's endpoint, or None once refused."""
+) -> tuple[Endpoint, Hello] | None:
+    """Read until the hello is checked: the speaker's endpoint and hello, or None once
+    refused."""
     loop = asyncio.get_running_loop()
     while channel.deadline is not None:
         try:
@@ -147,7 +152,7 @@ async def _authenticate(
             if isinstance(action, Authenticate):
                 ep = node.endpoint_by_token_hash(hash_token(action.hello.token))
                 if ep is not None and ep.spec.kind == "managed":
-                    return ep
+                    return ep, action.hello
                 actions = channel.refuse_token()
                 break
         if channel.refused is not None:
@@ -162,10 +167,17 @@ async def speaker_handler(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     loop = asyncio.get_running_loop()
     channel = ServerChannel(loop.time())
-    ep = await _authenticate(ws, channel, node)
-    if ep is None:
+    found = await _authenticate(ws, channel, node)
+    if found is None:
+        return ws
+    ep, hello = found
+    member = request.config_dict.get(CLUSTER)
+    if member is not None and not member.admits(ep.id, hello.lost):
+        node.metrics.speaker_redirected += 1
+        await _perform(ws, channel.redirect(member.servers(ep.id), "another node serves it"))
         return ws
     peer = SpeakerPeer(ws, channel, node.metrics)
+    peer.endpoint = ep.id
     peers = request.config_dict[SPEAKERS]
     peers.add(peer)
     session = node.attach_speaker(ep, peer, loop.time())
@@ -206,6 +218,16 @@ async def close_speakers(app: web.Application) -> None:
     whichever node comes back, instead of the server waiting out its shutdown timeout."""
     for peer in app[SPEAKERS].copy():
         peer.close(WSCloseCode.GOING_AWAY, "server shutting down")
+
+
+def redirect_moved(api_app: web.Application, member: ClusterMember) -> None:
+    """Cluster: the assignment changed; send away the speakers whose commune another live
+    node serves now (the speaker reconnects there after a short random wait)."""
+    for peer in api_app[SPEAKERS].copy():
+        owner = member.owner(peer.endpoint) if peer.endpoint else None
+        if owner is not None and owner != member.id:
+            member.node.metrics.speaker_redirected += 1
+            peer.queue(peer.channel.redirect(member.servers(peer.endpoint or ""), "moved"))
 
 
 def setup(api_app: web.Application) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from loa.relay.core.control import (
     CLOSE_AUTH,
+    CLOSE_MOVED,
     CLOSE_PROTOCOL,
     HELLO_TIMEOUT_S,
     PROTOCOL_VERSION,
@@ -26,6 +27,7 @@ from loa.relay.core.control import (
     Message,
     Mute,
     Playing,
+    Redirect,
     Refusal,
     Status,
     Stop,
@@ -139,6 +141,14 @@ class ServerChannel:
         self.phase = Phase.OPEN
         return [Send(encode(welcome))]
 
+    def redirect(self, servers: tuple[str, ...], reason: str) -> list[ServerAction]:
+        """Cluster: send the speaker to ``servers`` (instead of ``accept``, or once open) and
+        close; nothing once closed."""
+        if self.phase not in (Phase.AUTH, Phase.OPEN):
+            return []
+        self.phase, self._deadline = Phase.CLOSED, None
+        return [Send(encode(Redirect(servers, reason))), Close(CLOSE_MOVED, "moved")]
+
     def refuse_token(self) -> list[ServerAction]:
         return self._refuse("bad_token", "unknown device token", CLOSE_AUTH)
 
@@ -206,7 +216,24 @@ class ServerError:
     message: str
 
 
-ClientEvent = Welcomed | Refused | LevelsChanged | DropAudio | TransportLost | ServerError | Ignored
+@dataclass(frozen=True, slots=True)
+class Redirected:
+    """Cluster: another node serves this speaker; connect to ``servers`` in order."""
+
+    servers: tuple[str, ...]
+    reason: str
+
+
+ClientEvent = (
+    Welcomed
+    | Refused
+    | LevelsChanged
+    | DropAudio
+    | TransportLost
+    | ServerError
+    | Ignored
+    | Redirected
+)
 
 
 class ClientChannel:
@@ -234,10 +261,10 @@ class ClientChannel:
         """Muted, unless what plays is an emergency (which a muted pole still plays)."""
         return self.muted and not self.override_mute
 
-    def hello(self) -> str:
-        """The first text of a new connection."""
+    def hello(self, lost: str = "") -> str:
+        """The first text of a new connection; ``lost``: the server URL just lost, if any."""
         self.phase, self.welcome = Phase.HELLO, None
-        return encode(Hello(self.token, PROTOCOL_VERSION, self.client))
+        return encode(Hello(self.token, PROTOCOL_VERSION, self.client, lost))
 
     def status(self, **counters: Any) -> str:
         """A status report: the caller's counters plus the levels this end applies."""
@@ -282,6 +309,9 @@ class ClientChannel:
             case Refusal(code=code, message=text):
                 self.phase = Phase.CLOSED
                 return [Refused(code, text)]
+            case Redirect(servers=servers, reason=reason):
+                self.phase = Phase.CLOSED
+                return [Redirected(servers, reason)]
         raise ValueError(f"expected a welcome, got {type(message).__name__.lower()!r}")
 
     def _on_command(self, message: Message) -> list[ClientEvent]:
@@ -303,4 +333,6 @@ class ClientChannel:
                 return [TransportLost(reason)]
             case Refusal(message=text):
                 return [ServerError(text)]
+            case Redirect(servers=servers, reason=reason):
+                return [Redirected(servers, reason)]
         return [Ignored(f"{type(message).__name__.lower()} from the server")]

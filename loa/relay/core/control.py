@@ -22,6 +22,8 @@ CLOSE_PROTOCOL: Final = 4400  # a bad hello, or a version we do not speak
 CLOSE_AUTH: Final = 4401  # an unknown token, or one rotated while connected
 CLOSE_REMOVED: Final = 4404  # the endpoint was deleted
 CLOSE_REPLACED: Final = 4409  # a newer connection with the same token, or an edited endpoint
+CLOSE_MOVED: Final = 4307  # cluster: another node serves this speaker's commune (a redirect)
+MAX_SERVERS: Final = 64  # the most server URLs a welcome or a redirect carries
 STATUS_FIELDS: Final = frozenset(
     {
         "received",
@@ -57,15 +59,19 @@ class Hello:
     token: str
     version: int = PROTOCOL_VERSION
     client: str = ""
+    # Cluster: the server URL this speaker just lost or could not reach ("" for none), so a
+    # node that is not its commune's lets it in while that node is down (no redirect loop).
+    lost: str = ""
 
     @classmethod
     def parse(cls, obj: dict[str, Any]) -> Self:
         """Never raises: a token that is not a string is no token (refused as unknown), a
         version that is not an integer is version 0 (refused as unsupported)."""
-        token, version, client = (
+        token, version, client, lost = (
             obj.get("token"),
             obj.get("version", PROTOCOL_VERSION),
             obj.get("client"),
+            obj.get("lost"),
         )
         if isinstance(version, bool) or not isinstance(version, int):
             version = 0
@@ -73,15 +79,31 @@ class Hello:
             token if isinstance(token, str) else "",
             version,
             client if isinstance(client, str) else "",
+            lost if isinstance(lost, str) else "",
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "type": "hello",
             "token": self.token,
             "version": self.version,
             "client": self.client,
         }
+        if self.lost:
+            out["lost"] = self.lost
+        return out
+
+
+def _servers(value: object, what: str) -> tuple[str, ...]:
+    """A list of http(s) server URLs (at most ``MAX_SERVERS``), trailing slashes dropped."""
+    if not isinstance(value, list | tuple) or len(value) > MAX_SERVERS:
+        raise ValueError(f"{what}: servers must be a list of at most {MAX_SERVERS} URLs")
+    out = []
+    for url in value:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"{what}: servers must be http(s) URLs, got {url!r}")
+        out.append(url.rstrip("/"))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +121,12 @@ class Welcome:
     keepalive_s: float = 10.0
     volume: int = 100
     muted: bool = False
+    # Cluster: the servers to try, in order, when this one is lost (this one first); empty
+    # on a single node.
+    servers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        _servers(self.servers, "malformed welcome")
         if len(self.session) != 8 or len(self.key) != 32:
             raise ValueError("malformed welcome: session must be 8 bytes and key 32")
         if not 0 < self.udp_port < 65536 or not self.keepalive_s > 0:
@@ -125,6 +151,7 @@ class Welcome:
                 float(obj.get("keepalive_s", 10.0)),
                 int(obj.get("volume", 100)),
                 bool(obj.get("muted", False)),
+                _servers(obj.get("servers", []), "malformed welcome"),
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             if isinstance(exc, ValueError) and str(exc).startswith("malformed welcome"):
@@ -145,7 +172,33 @@ class Welcome:
             "keepalive_s": self.keepalive_s,
             "volume": self.volume,
             "muted": self.muted,
+            **({"servers": list(self.servers)} if self.servers else {}),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """server → speaker, instead of a welcome or while connected (cluster): another node
+    serves this speaker's commune; connect to ``servers[0]`` (then the next ones) after a
+    short random wait. The socket closes after it (``CLOSE_MOVED``)."""
+
+    servers: tuple[str, ...]
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        _servers(self.servers, "redirect")
+        if not self.servers:
+            raise ValueError("redirect: servers must name at least one server")
+
+    @classmethod
+    def parse(cls, obj: dict[str, Any]) -> Self:
+        reason = obj.get("reason", "")
+        return cls(
+            _servers(obj.get("servers"), "redirect"), reason if isinstance(reason, str) else ""
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "redirect", "servers": list(self.servers), "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,10 +333,11 @@ class Playing:
         }
 
 
-Message = Hello | Welcome | Refusal | Status | Transport | Volume | Mute | Stop | Playing
+Message = Hello | Welcome | Refusal | Status | Transport | Volume | Mute | Stop | Playing | Redirect
 _TYPES: Final[dict[str, Any]] = {
     "hello": Hello,
     "welcome": Welcome,
+    "redirect": Redirect,
     "error": Refusal,
     "status": Status,
     "transport": Transport,
