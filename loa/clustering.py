@@ -24,17 +24,32 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from loa.cluster.assign import assign
-from loa.cluster.messages import Assignment, Envelope
+from loa.cluster.bundle import ITEM_END, START, Bundle, Bundler, Packet
+from loa.cluster.messages import (
+    Assignment,
+    BroadcastStarted,
+    BroadcastStopped,
+    Envelope,
+    Message,
+)
 from loa.config import ClusterConfig
+from loa.errors import LoaError
+from loa.relay.broadcast import Broadcast, Deliver, LogEntry
 from loa.relay.bus import FAILURES, Bus, BusConfig, Handlers
 from loa.relay.node import Node
+from loa.relay.relayed import RelayedBroadcast, RelayedSource
+from loa.store import Store
 
 log = logging.getLogger(__name__)
 REFRESH_S = 0.5  # how often live nodes are read and (on the leader) communes placed
+TICK_S = 0.02  # audio bundles go out once per tick, one per receiving node
+HEARD_RETRIES = 10  # a relayed broadcast's listeners wait this many seconds for its log row
 
 
 def _rank(commune: str, node: str) -> bytes:
@@ -44,10 +59,19 @@ def _rank(commune: str, node: str) -> bytes:
 class ClusterMember:
     """This node in the cluster: see the module docstring."""
 
-    def __init__(self, config: ClusterConfig, node: Node, *, bus: BusConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        node: Node,
+        store: Store | None = None,
+        *,
+        bus: BusConfig | None = None,
+    ) -> None:
         self.config = config
         self.node = node
+        self.store = store
         self.id = config.node_id
+        self._inbox: asyncio.Queue[Envelope] = asyncio.Queue()
         self.bus = Bus(
             bus
             or BusConfig(
@@ -55,7 +79,8 @@ class ClusterMember:
                 config.capacity,
             ),
             Handlers(command=self._on_command, resync=self._on_resync,
-                     leadership=self._on_leadership),
+                     leadership=self._on_leadership, lifecycle=self._inbox.put_nowait,
+                     audio=self._on_audio),
         )  # fmt: skip
         self.live: dict[str, dict[str, Any]] = {}  # node id → presence (public_url, capacity)
         self.placement: dict[str, str] = {}  # commune → node, the newest assignment seen
@@ -65,20 +90,47 @@ class ClusterMember:
         self.assignments_published = 0
         self._reread = True
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        # Broadcasts: those encoded here (their audio goes out in bundles), those relayed
+        # from another node (by id, with the encoding node), lifecycle messages in and out.
+        self.bundler = Bundler(config.node_id)
+        self.local: set[str] = set()
+        self.relayed: dict[str, tuple[RelayedBroadcast, str]] = {}
+        self._ended_by_bus: set[str] = set()
+        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._heard: set[asyncio.Task[None]] = set()
+        self.audio_sent = self.packets_relayed = 0
 
     # -- lifetime ----------------------------------------------------------------------
 
+    def hook(self) -> None:
+        """Wrap the node's ``on_start``/``on_log`` (set by the app first): what starts and
+        ends here is announced; relayed broadcasts are logged by their encoding node."""
+        self.node.on_start = partial(self._started, self.node.on_start)
+        self.node.on_log = partial(self._logged, self.node.on_log)
+
     async def start(self) -> None:
         await self.bus.start()
-        self._task = asyncio.create_task(self._run(), name=f"loa-cluster-{self.id}")
+        for name, run in (
+            ("refresh", self._run),
+            ("publish", self._publish),
+            ("lifecycle", self._apply_lifecycle),
+            ("audio", self._ticks),
+        ):
+            task = asyncio.create_task(run(), name=f"loa-cluster-{name}-{self.id}")
+            self._tasks.append(task)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Before the node closes (cleanup contexts end in reverse): what is queued to announce
+        goes out first, best effort; the node's own broadcasts then end unannounced, and the
+        other nodes end their relayed copies when this node's presence key is gone."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self._outbox.join()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, *self._heard, return_exceptions=True)
         await self.bus.close()
 
     async def _run(self) -> None:
@@ -104,6 +156,14 @@ class ClusterMember:
                 self._follow(envelope)
         if self.bus.is_leader() and self.id in self.live:
             await self._place()
+        for bc_id in self.local:  # audio to every other live node (see DESIGN)
+            self.bundler.route(bc_id, self.live)
+        for bc_id, (bc, origin) in list(self.relayed.items()):
+            if origin not in self.live:  # its encoding node is gone: nothing more will come
+                log.warning("[bc=%s] node %s that encodes it is gone: ending it here", bc_id,
+                            origin)  # fmt: skip
+                self._ended_by_bus.add(bc_id)
+                bc.finish(f"node {origin} lost", failed=True)
 
     # -- the leader's job --------------------------------------------------------------
 
@@ -199,6 +259,138 @@ class ClusterMember:
             return self.config.public_url.rstrip("/")
         return str(self.live.get(node, {}).get("public_url") or "").rstrip("/")
 
+    # -- broadcasts across nodes ----------------------------------------------------------
+
+    def _started(self, previous: Callable[[Broadcast], None] | None, bc: Broadcast) -> None:
+        if isinstance(bc, RelayedBroadcast):
+            return  # its encoding node records it (on air, log row)
+        if previous is not None:
+            previous(bc)
+        self.local.add(bc.id)
+        bc.deliver = partial(self._tap, bc.deliver)
+        self.bundler.route(bc.id, self.live)
+        self._outbox.put_nowait(
+            BroadcastStarted.of(bc.spec, node=self.id, at=time.time(), what=bc.log.what)
+        )
+
+    def _logged(self, previous: Callable[[LogEntry], None] | None, entry: LogEntry) -> None:
+        relayed = self.relayed.pop(entry.id, None)
+        if relayed is not None:
+            by_bus = entry.id in self._ended_by_bus
+            self._ended_by_bus.discard(entry.id)
+            if not by_bus and entry.reason == "stopped":  # stopped here: stop it everywhere
+                self._outbox.put_nowait(BroadcastStopped(entry.id, "stopped", relayed[1]))
+            if entry.heard_s and self.store is not None:
+                task = asyncio.create_task(self._add_heard(entry))
+                self._heard.add(task)
+                task.add_done_callback(self._heard.discard)
+            return
+        if previous is not None:
+            previous(entry)
+        if entry.id in self.local:
+            self.local.discard(entry.id)
+            self.bundler.route(entry.id, ())
+            reason = entry.state if entry.state in ("finished", "failed") else "stopped"
+            self._outbox.put_nowait(BroadcastStopped(entry.id, reason, self.id))
+
+    async def _add_heard(self, entry: LogEntry) -> None:
+        """Add this node's listeners to the row the encoding node writes (it may not have
+        written it yet: retried for a few seconds)."""
+        assert self.store is not None
+        zones = {
+            self.node.endpoints[e].spec.zone for e in entry.heard_s if e in self.node.endpoints
+        }
+        for _ in range(HEARD_RETRIES):
+            try:
+                if await self.store.log.add_heard(entry.id, entry.heard_s, zones=zones):
+                    return
+            except LoaError as exc:
+                log.warning("[bc=%s] could not add this node's listeners: %s", entry.id, exc)
+            await asyncio.sleep(1.0)
+        log.warning("[bc=%s] no log row to add this node's listeners to", entry.id)
+
+    def _tap(self, deliver: Deliver, bc: Broadcast, packet: bytes, index: int, end: bool) -> None:
+        deliver(bc, packet, index, end)
+        if bc.id in self.bundler.routes():
+            start = 28 if packet[0] & 0x10 else 12  # a stamped packet's header is longer
+            flags = (ITEM_END if end else 0) | (START if bc.frames == 1 else 0)
+            self.bundler.add(Packet(bc.id, index & 0xFFFFFFFF, flags, packet[start:]))
+
+    async def _ticks(self) -> None:
+        tick = 0
+        while True:
+            await asyncio.sleep(TICK_S)
+            tick += 1
+            bundles = self.bundler.flush(time.time_ns() // 1000, tick)
+            if bundles:
+                try:
+                    await self.bus.send_audio(bundles)
+                    self.audio_sent += len(bundles)
+                except FAILURES:
+                    pass  # Redis away: this tick's audio is lost, as a late packet would be
+
+    async def _publish(self) -> None:
+        """Lifecycle messages in the order they happened here (a start before its stop)."""
+        while True:
+            message = await self._outbox.get()
+            try:
+                for attempt in range(5):
+                    try:
+                        await self.bus.publish_lifecycle(message)
+                        break
+                    except FAILURES as exc:
+                        log.warning("[node=%s] could not publish %s (%s)", self.id,
+                                    message.TYPE, exc)  # fmt: skip
+                        await asyncio.sleep(0.2 * 2**attempt)
+            finally:
+                self._outbox.task_done()
+
+    def _on_audio(self, bundle: Bundle) -> None:
+        relayed = self.relayed
+        for packet in bundle.packets:
+            found = relayed.get(packet.key)
+            if found is not None:
+                self.packets_relayed += 1
+                found[0].feed(packet.payload, packet.frame, bool(packet.flags & ITEM_END))
+
+    async def _apply_lifecycle(self) -> None:
+        """Every node applies the lifecycle in the channel's order."""
+        while True:
+            envelope = await self._inbox.get()
+            if envelope.sender == self.id:
+                continue
+            try:
+                await self._lifecycle(envelope.message)
+            except Exception:
+                log.exception("[node=%s] could not apply %s", self.id, envelope.message.TYPE)
+
+    async def _lifecycle(self, message: Message) -> None:
+        match message:
+            case BroadcastStarted(id=bc_id, node=origin, what=what) if origin != self.id:
+                if bc_id in self.node.broadcasts:
+                    return
+                bc = await self.node.start_broadcast(
+                    message.spec(), RelayedSource(), what=what, source_kind="relayed",
+                    created_by=f"node {origin}", factory=RelayedBroadcast,
+                )  # fmt: skip
+                if not bc.state.ended:
+                    assert isinstance(bc, RelayedBroadcast)
+                    self.relayed[bc_id] = (bc, origin)
+            case BroadcastStopped(id=bc_id, reason=reason, node=origin):
+                if bc_id in self.local and origin == self.id:  # stopped on another node
+                    with contextlib.suppress(LoaError):
+                        await self.node.stop_broadcast(bc_id)
+                    return
+                found = self.relayed.get(bc_id)
+                if found is None:
+                    return
+                self._ended_by_bus.add(bc_id)
+                if reason == "stopped":
+                    with contextlib.suppress(LoaError):
+                        await self.node.stop_broadcast(bc_id)
+                else:
+                    found[0].finish(reason, failed=reason == "failed")
+
     def view(self) -> dict[str, Any]:
         """For /healthz: this node, the leader flag, live nodes, and the communes it serves."""
         return {
@@ -207,4 +399,8 @@ class ClusterMember:
             "nodes": sorted(self.live),
             "assignment": self.version[1],
             "communes": list(self.mine()),
+            "encoding": sorted(self.local),
+            "relaying": sorted(self.relayed),
+            "audio_messages_sent": self.audio_sent,
+            "packets_relayed": self.packets_relayed,
         }

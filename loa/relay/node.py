@@ -441,13 +441,15 @@ class Node:
         source_kind: str,
         created_by: str,
         description: dict[str, Any] | None = None,
+        factory: type[Broadcast] = Broadcast,
     ) -> Broadcast:
         """``description``: how to build its source again after a restart (``{"source": the
-        API's source object, "chime": bool}``); None: it cannot be (live, or built in code)."""
+        API's source object, "chime": bool}``); None: it cannot be (live, or built in code).
+        ``factory``: another kind of broadcast (a cluster's relayed one, ``loa.relay.relayed``)."""
         if spec.id in self.broadcasts:
             raise Conflict(f"broadcast {spec.id} already exists")
         encoder = OpusEncoder.from_config(self.config.opus)
-        bc = Broadcast(
+        bc = factory(
             spec,
             source,
             encoder,

@@ -153,8 +153,15 @@ def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _stored_heard(conn: Conn, log_id: str) -> dict[str, float] | None:
+    found = conn.execute("SELECT heard_s FROM broadcast_log WHERE id = ?", (log_id,)).fetchone()
+    return None if found is None else dict(json.loads(found[0] or "{}"))
+
+
 def _put(conn: Conn, row: LogRow, zones: frozenset[str]) -> None:
     targets = {"zones": list(row.target_zones), "endpoints": list(row.target_endpoints)}
+    # Endpoints another cluster node added (``add_heard``) stay; this writer's own win.
+    heard = {**(_stored_heard(conn, row.id) or {}), **row.heard_s}
     conn.execute(
         "INSERT INTO broadcast_log (id, what, source, class, origin_zone, targets, created_by,"
         " requested_at, started_at, ended_at, state, reason, endpoints_heard, heard_s,"
@@ -178,8 +185,8 @@ def _put(conn: Conn, row: LogRow, zones: frozenset[str]) -> None:
             row.ended_at,
             row.state,
             row.reason,
-            row.endpoints_heard,
-            json.dumps(dict(row.heard_s), ensure_ascii=False),
+            sum(1 for v in heard.values() if v > 0),
+            json.dumps(dict(sorted(heard.items())), ensure_ascii=False),
             row.preemptions,
             row.interrupted_at,
             row.resumed_at,
@@ -189,6 +196,24 @@ def _put(conn: Conn, row: LogRow, zones: frozenset[str]) -> None:
         "INSERT INTO log_zones (log_id, zone) VALUES (?, ?) ON CONFLICT DO NOTHING",
         [(row.id, z) for z in sorted(zones)],
     )
+
+
+def _add_heard(conn: Conn, log_id: str, heard_s: dict[str, float], zones: frozenset[str]) -> bool:
+    heard = _stored_heard(conn, log_id)
+    if heard is None:
+        return False
+    for endpoint, seconds in heard_s.items():
+        heard[endpoint] = round(heard.get(endpoint, 0.0) + seconds, 3)
+    conn.execute(
+        "UPDATE broadcast_log SET heard_s = ?, endpoints_heard = ? WHERE id = ?",
+        (json.dumps(dict(sorted(heard.items())), ensure_ascii=False),
+         sum(1 for v in heard.values() if v > 0), log_id),
+    )  # fmt: skip
+    conn.executemany(
+        "INSERT INTO log_zones (log_id, zone) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        [(log_id, z) for z in sorted(zones)],
+    )
+    return True
 
 
 def _where(
@@ -238,6 +263,13 @@ class BroadcastLog:
             concerned |= {row.origin_zone}
         await self._db.write(_put, row, concerned)
         return row
+
+    async def add_heard(
+        self, log_id: str, heard_s: Mapping[str, float], *, zones: Iterable[str] = ()
+    ) -> bool:
+        """Cluster: add what another node's speakers heard of a broadcast logged by the node
+        that encoded it (seconds add up per endpoint); False when it has no row yet."""
+        return await self._db.write(_add_heard, log_id, dict(heard_s), frozenset(zones))
 
     async def get(self, log_id: str) -> LogRow | None:
         r = await self._db.run(

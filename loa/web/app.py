@@ -171,6 +171,8 @@ def create_app(config: Config) -> web.Application:
         await load_inventory(node, store)
         queue: asyncio.Queue[LogEntry | Broadcast] = asyncio.Queue()
         node.on_log = node.on_start = queue.put_nowait
+        if CLUSTER in app:  # announce what starts and ends here; relayed ones are not logged
+            app[CLUSTER].hook()
         await node.start()
         writer = asyncio.create_task(write_log(node, onair, queue, webhooks), name="loa-log-writer")
         await onair.restore()  # what was on air when the server stopped, before it listens
@@ -192,7 +194,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(reports_api.webhooks_ctx)  # presence + outbox, outlives the node
     app.cleanup_ctx.append(node_ctx)
     if config.cluster is not None:
-        app[CLUSTER] = member = ClusterMember(config.cluster, node)
+        app[CLUSTER] = member = ClusterMember(config.cluster, node, store)
 
         async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
             await member.start()  # after the node: the leader counts its poles

@@ -11,6 +11,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -78,10 +79,89 @@ async def test_nodes_agree_and_speakers_are_redirected_to_their_commune(
 async def test_a_killed_nodes_speakers_are_heard_on_a_survivor_within_5_s(
     tmp_path: Path, redis_url: str, postgres_url: str
 ) -> None:
-    """b plays a tone to the province; a is SIGKILLed; a's speakers (commune c0) reconnect
-    to b, are admitted there (their hello names the lost node, whose presence has not
-    expired yet) and hear the tone within 5 s; the leader then moves c0 to b for good; the
-    broadcast's log row names every speaker that heard it."""
+    """Three nodes, one commune each; b plays an emergency to the province (a and c relay
+    it). a is SIGKILLed: a's speakers reconnect to the next server of their list (b or c,
+    by rendezvous rank), are admitted there (their hello names the lost node, whose presence
+    has not expired yet) and hear the emergency within 5 s. Once a's presence expires the
+    leader places c0 on a survivor (redirecting them if it is not the one they chose); the
+    broadcast's one log row names every speaker."""
+    nodes = make_nodes(tmp_path, ("a", "b", "c"), redis_url=redis_url, store_url=postgres_url,
+                       communes=3, per_commune=PER_COMMUNE)  # fmt: skip
+    a, b, c = nodes
+    async with running(nodes), aiohttp.ClientSession() as http:
+        views = await converged(http, nodes)
+        assert [views[n]["communes"] for n in "abc"] == [["c0"], ["c1"], ["c2"]]
+        fleet = Fleet(b.url, tokens(3, PER_COMMUNE))
+        await fleet.start()
+        try:
+            moved = [ep for ep in fleet.speakers if ep.startswith("c0")]
+            await wait_for(lambda: all(s.endpoint for s in fleet.speakers.values()), 20,
+                           "every speaker welcomed")  # fmt: skip
+            assert {fleet.speakers[ep].url for ep in moved} == {a.url}
+            started = await b.api(http, "POST", "/broadcasts", {
+                "source": {"type": "tone", "freq_hz": 1000}, "targets": {"zones": ["p"]},
+                "class": "emergency",
+            })  # fmt: skip
+            bc = started["id"]
+            t0 = time.monotonic()
+            await wait_for(lambda: all(h.since(t0, bc) for h in fleet.heard.values()), 10,
+                           "every speaker hearing b's emergency (a and c relaying)")  # fmt: skip
+
+            a.kill()
+            killed = time.monotonic()
+
+            def heard_after(ep: str, t: float) -> bool:
+                return sum(rms_dbfs(p) > -40 for p in fleet.heard[ep].since(t, bc)) >= 5
+
+            await wait_for(lambda: all(heard_after(ep, killed) for ep in moved), 5.0,
+                           "a's speakers hearing the emergency on b or c within 5 s")  # fmt: skip
+            failover_s = time.monotonic() - killed
+            landed = sorted({fleet.speakers[ep].url for ep in moved})
+            assert set(landed) <= {b.url, c.url}
+
+            # the leader places c0 on a survivor once a's presence key expires (≤ 6 s)
+            deadline = time.monotonic() + 15
+            while True:
+                views = {n.name: h["cluster"] for n in (b, c) if (h := await n.health(http))}
+                owners = [n for n in ("b", "c") if "c0" in views.get(n, {}).get("communes", [])]
+                if (
+                    len(views) == 2
+                    and all(v["nodes"] == ["b", "c"] for v in views.values())
+                    and len(owners) == 1
+                ):
+                    break
+                assert time.monotonic() < deadline, views
+                await asyncio.sleep(0.2)
+            owner = b if owners == ["b"] else c
+            await wait_for(lambda: all(fleet.speakers[ep].url == owner.url for ep in moved), 10,
+                           "a's speakers on c0's new node")  # fmt: skip
+            settled = time.monotonic()
+            await wait_for(lambda: all(heard_after(ep, settled) for ep in moved), 5.0,
+                           "a's speakers hearing the emergency on c0's new node")  # fmt: skip
+
+            await b.api(http, "DELETE", f"/broadcasts/{bc}")
+            entries: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 10
+            while not entries or len(entries[0]["heard_s"]) < len(fleet.speakers):
+                assert time.monotonic() < deadline, entries
+                await asyncio.sleep(0.2)
+                log = await b.api(http, "GET", "/log")
+                entries = [e for e in log["entries"] if e["id"] == bc and e.get("ended_at")]
+            assert sorted(entries[0]["heard_s"]) == sorted(fleet.speakers)
+        finally:
+            await fleet.close()
+    print(f"failover: a's {len(moved)} speakers heard the emergency on {landed} "
+          f"{failover_s:.2f} s after the SIGKILL; c0 then placed on {owner.name}")  # fmt: skip
+    for n in (b, c):
+        assert "Traceback" not in n.text(), n.text()[-3000:]
+
+
+async def test_a_broadcast_reaches_every_nodes_speakers_encoded_once(
+    tmp_path: Path, redis_url: str, postgres_url: str
+) -> None:
+    """A tone started on a plays to the province: b relays it to its own speakers from
+    a's bundles (one Redis message per 20 ms tick), nothing is encoded on b; a stop on b
+    ends it everywhere, and the one log row names the speakers of both nodes."""
     nodes = make_nodes(tmp_path, ("a", "b"), redis_url=redis_url, store_url=postgres_url,
                        communes=2, per_commune=PER_COMMUNE)  # fmt: skip
     a, b = nodes
@@ -90,58 +170,46 @@ async def test_a_killed_nodes_speakers_are_heard_on_a_survivor_within_5_s(
         fleet = Fleet(a.url, tokens(2, PER_COMMUNE))
         await fleet.start()
         try:
-            moved = [ep for ep in fleet.speakers if ep.startswith("c0")]
             await wait_for(lambda: all(s.endpoint for s in fleet.speakers.values()), 20,
                            "every speaker welcomed")  # fmt: skip
-            started = await b.api(http, "POST", "/broadcasts", {
+            started = await a.api(http, "POST", "/broadcasts", {
                 "source": {"type": "tone", "freq_hz": 1000}, "targets": {"zones": ["p"]},
-                "class": "emergency",
+                "class": "scheduled",
             })  # fmt: skip
             bc = started["id"]
             t0 = time.monotonic()
-            on_b = [ep for ep in fleet.speakers if ep.startswith("c1")]
-            await wait_for(lambda: all(fleet.heard[ep].since(t0, bc) for ep in on_b), 10,
-                           "b's own speakers hearing the tone")  # fmt: skip
-
-            a.kill()
-            killed = time.monotonic()
-
-            def heard_after_kill(ep: str) -> bool:
-                return any(rms_dbfs(p) > -40 for p in fleet.heard[ep].since(killed, bc))
-
-            await wait_for(lambda: all(heard_after_kill(ep) for ep in moved), 5.0,
-                           "a's speakers hearing the tone on b within 5 s")  # fmt: skip
-            failover_s = time.monotonic() - killed
-            for ep in moved:
-                assert fleet.speakers[ep].url == b.url
-
-            # the leader (b, once a's lease lapsed) moves c0 to b once a's presence expires
-            async def b_serves_all() -> bool:
-                health = await b.health(http)
-                return bool(health) and health["cluster"]["communes"] == ["c0", "c1"]
-
-            deadline = time.monotonic() + 15
-            while not await b_serves_all():
-                assert time.monotonic() < deadline, await b.health(http)
-                await asyncio.sleep(0.2)
-            health = await b.health(http)
-            assert health is not None
-            assert health["cluster"]["nodes"] == ["b"] and health["cluster"]["leader"]
-            assert all(fleet.speakers[ep].url == b.url for ep in fleet.speakers)  # none moved
-
+            await wait_for(lambda: all(h.frequency(t0, bc) > 900 for h in fleet.heard.values()),
+                           10, "every speaker, on a and on b, hearing a's tone")  # fmt: skip
+            health_b = await b.health(http)
+            assert health_b is not None
+            assert health_b["cluster"]["relaying"] == [bc]
+            assert health_b["endpoints_online"] == PER_COMMUNE
+            health_a = await a.health(http)
+            assert health_a is not None and health_a["cluster"]["encoding"] == [bc]
+            sent_before, t_before = health_a["cluster"]["audio_messages_sent"], time.monotonic()
+            await asyncio.sleep(2.0)
+            health_a = await a.health(http)
+            assert health_a is not None
+            rate = (health_a["cluster"]["audio_messages_sent"] - sent_before) / (
+                time.monotonic() - t_before
+            )
+            assert 25 <= rate <= 55, rate  # one bundle per 20 ms tick for the one other node
+            # an operator on b stops it: it ends on a, which logs it once
             await b.api(http, "DELETE", f"/broadcasts/{bc}")
-            entries: list[dict[str, object]] = []
+            entries: list[dict[str, Any]] = []
             deadline = time.monotonic() + 10
-            while not entries:
-                assert time.monotonic() < deadline, "the broadcast's log row never appeared"
-                log = await b.api(http, "GET", "/log")
-                entries = [e for e in log["entries"] if e["id"] == bc and e.get("ended_at")]
+            while not entries or len(entries[0]["heard_s"]) < len(fleet.speakers):
+                assert time.monotonic() < deadline, entries
                 await asyncio.sleep(0.2)
-            heard = entries[0]["heard_s"]
-            assert isinstance(heard, dict)
-            assert sorted(heard) == sorted(fleet.speakers), heard
+                log = await a.api(http, "GET", "/log")
+                entries = [e for e in log["entries"] if e["id"] == bc and e.get("ended_at")]
+            assert sorted(entries[0]["heard_s"]) == sorted(fleet.speakers)
+            assert entries[0]["reason"] == "stopped" and len(log["entries"]) == 1
+            for n in nodes:
+                health = await n.health(http)
+                assert health is not None and health["broadcasts"] == 0, health
         finally:
             await fleet.close()
-    print(f"failover: a's {len(moved)} speakers heard the tone on b {failover_s:.2f} s "
-          "after the SIGKILL")  # fmt: skip
-    assert "Traceback" not in b.text(), b.text()[-3000:]
+    print(f"a → b audio: {rate:.1f} Redis messages/s")
+    for n in nodes:
+        assert "Traceback" not in n.text(), n.text()[-3000:]
