@@ -57,6 +57,7 @@ class Impairment:
 class Counts:
     forwarded: int = 0
     dropped: int = 0
+    bytes: int = 0  # what entered the link this way, dropped or not (what a pole pays for)
 
 
 class ImpairingLink:
@@ -174,6 +175,7 @@ class ImpairingLink:
 
     def _pass(self, way: str, imp: Impairment, data: bytes, sock: socket.socket, to: Addr) -> None:
         counts = self.counts[way]
+        counts.bytes += len(data) + 28  # with the IPv4 and UDP headers
         delay = None if self.blackhole else imp.fate(self._rng)
         if delay is None:
             counts.dropped += 1

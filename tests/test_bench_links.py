@@ -1,0 +1,28 @@
+"""The link bench (bench/links.py): its slot classification, and one bounded scenario run
+end to end (a real relay, a real speaker, 5 % loss both ways on the impairing link)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.links import SCENARIOS, classify, dropouts, run_scenario, table
+
+
+def test_slots_are_classified_and_dropouts_are_runs_of_what_was_not_heard() -> None:
+    frames = [(1.00, "sent"), (1.02, "retx"), (1.04, "concealed"), (1.10, "fec"), (1.12, "sent")]
+    slots = classify(frames, 1.0, 1.2)
+    assert (
+        slots == ["sent", "retx", "concealed", "silent", "silent", "fec", "sent"] + ["silent"] * 3
+    )
+    assert dropouts(slots) == [3, 3]
+
+
+@pytest.mark.e2e
+async def test_five_percent_loss_is_heard_whole() -> None:
+    (five,) = [s for s in SCENARIOS if s.name == "5 % loss"]
+    row = await run_scenario(five, 4.0)
+    assert row["slots"] >= 190
+    assert row["retx"] >= 3  # the seeded link lost packets, and they came back
+    assert row["heard_pct"] >= 98.0, row
+    assert row["longest_ms"] <= 40
+    assert "| 5 % loss | on |" in table([row])
