@@ -33,13 +33,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
 from aiohttp.test_utils import TestServer
 
 from bench.impair import ImpairingLink, Impairment
-from loa.codecs import FRAME_S
 from loa.config import Config, EndpointSpec, RelayConfig, WebConfig, ZoneSpec
-from loa.speaker.client import AudioMeta, Speaker
+from loa.speaker.client import Speaker
+from loa.speaker.jitter import (
+    Conceal,
+    JitterBuffer,
+    Play,
+    PlayoutItem,
+    Recover,
+    Stretch,
+)
 from loa.speaker.output import NullOutput
 from loa.web.app import NODE, create_app
 
@@ -82,30 +88,42 @@ SCENARIOS: tuple[Scenario, ...] = (
 )
 
 
+def kind_of(item: PlayoutItem) -> str:
+    match item:
+        case Play(retransmitted=again):
+            return "retx" if again else "sent"
+        case Recover():
+            return "fec"
+        case Conceal():
+            return "concealed"
+        case Stretch():
+            return "inserted"
+    return "silent"
+
+
 @dataclass
 class Heard:
-    """Every frame the speaker played: (loop time, kind)."""
+    """Every playout slot of the speaker: (loop time, kind), from its jitter buffer's answers
+    (one a slot, so a stalled event loop does not read as silence)."""
 
     frames: list[tuple[float, str]] = field(default_factory=list)
 
-    def add(self, _pcm: np.ndarray, meta: AudioMeta) -> None:
-        kind = {"normal": "sent", "plc": "concealed", "stretch": "inserted"}.get(meta.kind)
-        self.frames.append((asyncio.get_running_loop().time(), kind or meta.kind))
+    def watch(self, jitter: JitterBuffer) -> None:
+        pop = jitter.pop
+
+        def recorded(now: float) -> PlayoutItem:
+            item = pop(now)
+            kind = kind_of(item)
+            if kind != "silent" or self.frames:
+                self.frames.append((now, kind))
+            return item
+
+        jitter.pop = recorded  # type: ignore[method-assign]
 
 
 def classify(frames: list[tuple[float, str]], start: float, end: float) -> list[str]:
-    """One kind per 20 ms slot from ``start`` to ``end``; slots with no frame are silent."""
-    slots: list[str] = []
-    last = start - FRAME_S
-    for t, kind in frames:
-        if t < start or t > end:
-            continue
-        missing = round((t - last) / FRAME_S) - 1
-        slots.extend(["silent"] * max(0, missing))
-        slots.append(kind)
-        last = t
-    slots.extend(["silent"] * max(0, round((end - last) / FRAME_S) - 1))
-    return slots
+    """The slots' kinds from ``start`` to ``end``."""
+    return [kind for t, kind in frames if start <= t <= end]
 
 
 def dropouts(slots: list[str]) -> list[int]:
@@ -165,8 +183,8 @@ async def run_scenario(sc: Scenario, seconds: float, *, nack: bool = True) -> di
             backoff_min_s=0.2,
             backoff_max_s=1.0,
             nack=nack,
-            on_audio=heard.add,
         )
+        heard.watch(speaker.jitter)
         task = asyncio.create_task(speaker.run())
         loop = asyncio.get_running_loop()
         try:
