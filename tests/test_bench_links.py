@@ -9,12 +9,10 @@ from bench.links import SCENARIOS, classify, dropouts, run_scenario, table
 
 
 def test_slots_are_classified_and_dropouts_are_runs_of_what_was_not_heard() -> None:
-    frames = [(1.00, "sent"), (1.02, "retx"), (1.04, "concealed"), (1.10, "fec"), (1.12, "sent")]
-    slots = classify(frames, 1.0, 1.2)
-    assert (
-        slots == ["sent", "retx", "concealed", "silent", "silent", "fec", "sent"] + ["silent"] * 3
-    )
-    assert dropouts(slots) == [3, 3]
+    kinds = ["sent", "retx", "concealed", "silent", "silent", "fec", "sent"] + ["silent"] * 3
+    frames = [(1.0 + 0.02 * i, kind) for i, kind in enumerate(kinds)]
+    assert classify(frames, 1.01, 1.13) == kinds[1:7]
+    assert dropouts(kinds) == [3, 3]
 
 
 @pytest.mark.e2e
