@@ -134,6 +134,10 @@ class RelayConfig(Section, frozen=True):
     # RTCP sender reports (NTP ↔ RTP time, RFC 3550) to every receiving endpoint this often:
     # speakers get them on their RTP port (rtcp-mux), plain RTP receivers on port + 1.
     rtcp_interval_s: float = 5.0
+    # The playout delay D speakers are told in their welcome: how deep their jitter buffer
+    # may grow (jitter, and time to get a lost packet sent again). Issue 13 will make it per
+    # zone and play every frame at capture time + D; today it is the buffer's ceiling.
+    playout_delay_ms: int = 300
     # Networks (addresses or CIDRs) that URL sources may reach although they are loopback,
     # link-local, unspecified or multicast (refused by default; loa.streamer.targets).
     url_allow_networks: tuple[str, ...] = ()
@@ -143,6 +147,10 @@ class RelayConfig(Section, frozen=True):
             raise ConfigError(f"relay.udp_port must be 0..65535, got {self.udp_port}")
         if self.keepalive_s <= 0 or self.session_timeout_s <= self.keepalive_s:
             raise ConfigError("relay.session_timeout_s must exceed relay.keepalive_s > 0")
+        if not 40 <= self.playout_delay_ms <= 5000:
+            raise ConfigError(
+                f"relay.playout_delay_ms must be 40..5000, got {self.playout_delay_ms}"
+            )
         if not 0.5 <= self.rtcp_interval_s <= 60:
             raise ConfigError(f"relay.rtcp_interval_s must be 0.5..60, got {self.rtcp_interval_s}")
         _networks("relay.url_allow_networks", self.url_allow_networks)

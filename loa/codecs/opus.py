@@ -414,3 +414,20 @@ class Toc:
 def packet_samples(packet: bytes) -> int:
     """Samples (48 kHz) an Opus packet lasts, from its header alone; no libopus needed."""
     return Toc.parse(packet).samples
+
+
+def has_fec(packet: bytes) -> bool:
+    """Whether ``packet`` carries in-band FEC (SILK LBRR data) for the packet before it.
+
+    RFC 6716 §4.2.3: a SILK or hybrid frame's range-coded stream opens with one VAD flag per
+    20 ms SILK frame and then the LBRR flag, each with probability 1/2, which a range coder
+    writes as plain bits: the flag is bit ``7 - silk_frames`` of the byte after the TOC.
+    CELT-only packets (music at higher bitrates) carry none. Code 1–3 packets (several Opus
+    frames) are not inspected: False."""
+    if len(packet) < 2:
+        return False
+    toc = Toc.parse(packet)
+    if toc.mode == "celt" or toc.code != 0:
+        return False
+    silk_frames = max(1, toc.frame_samples // 960)
+    return bool(packet[1] >> (7 - silk_frames) & 1)

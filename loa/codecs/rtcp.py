@@ -1,7 +1,8 @@
 """RTCP on the wire (RFC 3550 §6) and its demux from RTP on a shared port (RFC 5761).
 
 Parsers take whole datagrams and raise ``ValueError`` naming the field and the sizes involved;
-serialisers are ``__bytes__``. Unknown RTCP types (APP, RTPFB, PSFB, XR, ...) inside a compound
+serialisers are ``__bytes__``. Generic NACKs (RTPFB FMT 1, RFC 4585) are parsed;
+other unknown RTCP types (APP, other RTPFB, PSFB, XR, ...) inside a compound
 packet are neither an error nor dropped: they come back as ``UnknownRtcp`` holding their body,
 so a compound packet still round-trips and callers ``match`` on the types they handle.
 """
@@ -20,6 +21,11 @@ _SENDER_INFO = struct.Struct("!IQIII")  # SSRC, NTP time, RTP time, packets, oct
 _REPORT_BLOCK = struct.Struct("!IIIIII")
 
 RTCP_SR, RTCP_RR, RTCP_SDES, RTCP_BYE = 200, 201, 202, 203
+RTCP_RTPFB = 205  # transport-layer feedback (RFC 4585 §6.2)
+FMT_GENERIC_NACK = 1
+_NACK_FCI = struct.Struct("!HH")  # PID, BLP
+_FEEDBACK_SSRCS = struct.Struct("!II")  # packet sender, media source
+MAX_NACK_FCI = 64  # FCI entries a NACK we build or accept may carry (each names up to 17)
 SDES_END, SDES_CNAME, SDES_NAME, SDES_TOOL = 0, 1, 2, 6
 
 
@@ -298,6 +304,8 @@ class UnknownRtcp:
     def __post_init__(self) -> None:
         if self.packet_type in _PARSERS:
             raise ValueError(f"RTCP packet type {self.packet_type} is known: use its class")
+        if self.packet_type == RTCP_RTPFB and self.count == FMT_GENERIC_NACK:
+            raise ValueError("RTCP generic NACK is known: use GenericNack")
         _check_uint("RTCP packet type", self.packet_type, 8)
         _check_uint("RTCP count", self.count, 5)
         _check_count("RTCP packet body bytes", len(self.body), 4 * 0xFFFF)
@@ -310,7 +318,73 @@ class UnknownRtcp:
         return _RTCP_HEADER.pack(0xA0 | self.count, self.packet_type, len(body) // 4) + body
 
 
-RtcpPacket = SenderReport | ReceiverReport | SourceDescription | Bye | UnknownRtcp
+@dataclass(frozen=True, slots=True)
+class GenericNack:
+    """An RTCP generic NACK (RFC 4585 §6.2.1, PT 205 FMT 1), driven by a receiver's gaps:
+    the RTP sequence numbers of ``media_ssrc`` it misses, packed as (PID, BLP) pairs."""
+
+    sender_ssrc: int
+    media_ssrc: int
+    lost: tuple[int, ...]  # 16-bit sequence numbers, in the order the FCI names them
+
+    packet_type: ClassVar[int] = RTCP_RTPFB
+
+    def __post_init__(self) -> None:
+        _check_uint("RTCP NACK sender SSRC", self.sender_ssrc, 32)
+        _check_uint("RTCP NACK media SSRC", self.media_ssrc, 32)
+        if not self.lost:
+            raise ValueError("RTCP NACK names no sequence number")
+        for seq in self.lost:
+            _check_uint("RTCP NACK sequence", seq, 16)
+
+    @classmethod
+    def parse(cls, data: BytesLike) -> GenericNack:
+        packets = parse_rtcp(data)
+        if len(packets) != 1 or not isinstance(packets[0], GenericNack):
+            kinds = ", ".join(type(p).__name__ for p in packets)
+            raise ValueError(f"RTCP data holds {kinds}, expected one GenericNack")
+        return packets[0]
+
+    @classmethod
+    def _from_body(cls, count: int, body: bytes) -> Self:
+        n = len(body)
+        if n < 12 or n % 4:
+            raise ValueError(f"RTCP NACK needs two SSRCs and whole FCI words, has {n} bytes")
+        if (n - 8) // 4 > MAX_NACK_FCI:
+            raise ValueError(f"RTCP NACK has {(n - 8) // 4} FCI entries, over {MAX_NACK_FCI}")
+        sender, media = _FEEDBACK_SSRCS.unpack_from(body)
+        lost: list[int] = []
+        for pos in range(8, n, 4):
+            pid, blp = _NACK_FCI.unpack_from(body, pos)
+            lost.append(pid)
+            lost.extend((pid + 1 + i) & 0xFFFF for i in range(16) if blp >> i & 1)
+        return cls(sender, media, tuple(lost))
+
+    def fci(self) -> list[tuple[int, int]]:
+        """(PID, BLP) pairs covering ``lost``: each PID with the next 16 as a bitmask."""
+        pairs: list[tuple[int, int]] = []
+        for seq in self.lost:
+            if pairs:
+                pid, blp = pairs[-1]
+                offset = (seq - pid - 1) & 0xFFFF
+                # only forward within the pair, so parsing gives ``lost`` back in its order
+                if offset < 16 and blp >> offset == 0:
+                    pairs[-1] = (pid, blp | 1 << offset)
+                    continue
+            pairs.append((seq, 0))
+        return pairs
+
+    def __bytes__(self) -> bytes:
+        pairs = self.fci()
+        if len(pairs) > MAX_NACK_FCI:
+            raise ValueError(f"RTCP NACK needs {len(pairs)} FCI entries, over {MAX_NACK_FCI}")
+        body = _FEEDBACK_SSRCS.pack(self.sender_ssrc, self.media_ssrc) + b"".join(
+            _NACK_FCI.pack(pid, blp) for pid, blp in pairs
+        )
+        return _rtcp_header(RTCP_RTPFB, FMT_GENERIC_NACK, len(body)) + body
+
+
+RtcpPacket = SenderReport | ReceiverReport | SourceDescription | Bye | GenericNack | UnknownRtcp
 _PARSERS: dict[int, type[SenderReport | ReceiverReport | SourceDescription | Bye]] = {
     cls.packet_type: cls for cls in (SenderReport, ReceiverReport, SourceDescription, Bye)
 }
@@ -341,9 +415,12 @@ def parse_rtcp(data: BytesLike) -> list[RtcpPacket]:
             body = body[:-padding]
         parser = _PARSERS.get(packet_type)
         count = first & 0x1F
-        packets.append(
-            parser._from_body(count, body) if parser else UnknownRtcp(packet_type, count, body)
-        )
+        if parser is not None:
+            packets.append(parser._from_body(count, body))
+        elif packet_type == RTCP_RTPFB and count == FMT_GENERIC_NACK:
+            packets.append(GenericNack._from_body(count, body))
+        else:
+            packets.append(UnknownRtcp(packet_type, count, body))
         pos = end
     return packets
 

@@ -28,6 +28,11 @@ class Metrics:
     speaker_redirected: int = 0  # cluster: sent to the node serving their commune
     ws_audio_dropped: int = 0
     udp_send_dropped: int = 0
+    nacks_received: int = 0  # generic NACKs (RFC 4585) about a speaker's stream
+    retransmitted: int = 0  # packets sent again because a NACK asked
+    # NACKed packets not sent again: unknown (never sent, too old to trace), expired (out of
+    # the broadcast's history), limited (over the pole's rate), malformed (the NACK itself)
+    nack_unserved: Counter[str] = field(default_factory=Counter)
     broadcasts_started: Counter[str] = field(default_factory=Counter)
     fanout_counts: list[int] = field(default_factory=lambda: [0] * (len(FANOUT_BUCKETS_S) + 1))
     fanout_sum_s: float = 0.0
@@ -164,6 +169,24 @@ class Metrics:
             "counter",
             "RTCP packets from receivers that did not parse.",
             [("", self.rtcp_malformed)],
+        )
+        metric(
+            "nacks_received_total",
+            "counter",
+            "Generic NACKs (RFC 4585) received from speakers.",
+            [("", self.nacks_received)],
+        )
+        metric(
+            "retransmitted_total",
+            "counter",
+            "RTP packets sent again because a speaker's NACK asked for them.",
+            [("", self.retransmitted)],
+        )
+        metric(
+            "nack_unserved_total",
+            "counter",
+            "NACKed packets not sent again, by reason.",
+            [(f'{{reason="{r}"}}', n) for r, n in sorted(self.nack_unserved.items())] or [("", 0)],
         )
         for name, help_, value in _RECEPTION:
             samples = [(_pole(ep_id), value(r)) for ep_id, r in receptions]

@@ -39,6 +39,7 @@ from loa.relay.core.control import (
 from loa.relay.core.control import Transport as TransportMode
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.core.reception import read_reception, sender_report
+from loa.relay.core.repair import PacketHistory
 from loa.relay.core.rewriter import HEADER_SIZE, Rewriter
 from loa.relay.core.router import (
     BroadcastStarted,
@@ -107,6 +108,8 @@ class Node:
         self._frame_at: dict[int, float] = {}
         self._rtcp_peers: dict[tuple[str, int], str] = {}
         self._rtcp_timer: asyncio.TimerHandle | None = None
+        # Each broadcast's recent source packets, by broadcast key: what NACKs are served from.
+        self._history: dict[int, PacketHistory] = {}
         self._tasks: dict[str, asyncio.Task[State]] = {}
         self._keys = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
@@ -379,14 +382,40 @@ class Node:
                 if bound:  # a new binding can time out: the core has a new deadline
                     self._schedule(now + self.sessions.session_timeout_s)
                 return reply
-            case RtcpReceived(session=session, data=rtcp):
+            case RtcpReceived(session=session, data=rtcp, lost=lost, bad_nacks=bad):
                 self.metrics.rtcp_received += 1
+                if bad:
+                    self.metrics.nack_unserved["malformed"] += bad
+                if lost:
+                    self._retransmit(session, lost, now)
                 ep = self.endpoints.get(session.endpoint_id)
                 if ep is not None:
                     self._read_receiver_report(ep, session.rewriter, rtcp, now)
             case Dropped():
                 self.metrics.datagrams_dropped += 1
         return None
+
+    def _retransmit(self, session: Session, lost: tuple[int, ...], now: float) -> None:
+        """A speaker's NACK: resend what its repairer allows, to where its RTP goes."""
+        self.metrics.nacks_received += 1
+        resent = session.repairer.on_nack(lost, session.rewriter, self._history, now)
+        unserved = self.metrics.nack_unserved
+        for reason, n in (
+            ("unknown", resent.unknown),
+            ("expired", resent.expired),
+            ("limited", resent.limited),
+        ):
+            if n:
+                unserved[reason] += n
+        destination, sock = session.destination, self._sock
+        if destination is None or sock is None:
+            return
+        for packet in resent.packets:
+            try:
+                sock.sendto(packet, destination)
+                self.metrics.retransmitted += 1
+            except OSError:
+                self.metrics.udp_send_dropped += 1
 
     # -- RTCP (RFC 3550): sender reports out, receiver reports in --------------------------
     def _read_receiver_report(
@@ -515,6 +544,7 @@ class Node:
     def _finish(self, bc: Broadcast) -> None:
         self.broadcasts.pop(bc.id, None)
         self._frame_at.pop(bc.key, None)
+        self._history.pop(bc.key, None)
         bc.ended.set()
         self.history.append(bc.log)
         del self.history[:-1000]
@@ -618,6 +648,10 @@ class Node:
         endpoints = self.endpoints
         sent = 0
         key = bc.key
+        history = self._history.get(key)
+        if history is None:
+            history = self._history[key] = PacketHistory()
+        history.add(frame_index, packet)
         if batch is not None:
             batch.begin(memoryview(packet)[HEADER_SIZE:])
             headers = batch.headers

@@ -57,7 +57,7 @@ from loa import __version__
 from loa.codecs import FRAME_S
 from loa.codecs.opus import OpusDecoder
 from loa.codecs.pcm import Int16Array
-from loa.codecs.rtcp import is_rtcp
+from loa.codecs.rtcp import GenericNack, is_rtcp
 from loa.codecs.rtp import RtpPacket
 from loa.errors import LoaError
 from loa.relay.core.channel import (
@@ -73,7 +73,7 @@ from loa.relay.core.channel import (
 )
 from loa.relay.core.control import CLOSE_REPLACED, NOT_JSON, Welcome
 from loa.relay.core.wire import ControlDatagram, DatagramType, looks_like_control
-from loa.speaker.jitter import Conceal, JitterBuffer, Play, Recover, Wait
+from loa.speaker.jitter import Conceal, JitterBuffer, Play, Recover, Stretch, Wait
 from loa.speaker.output import Output, apply_volume
 from loa.speaker.reports import ReceptionStats
 
@@ -112,7 +112,7 @@ class SpeakerRefused(LoaError, PermissionError):
 
 @dataclass(frozen=True, slots=True)
 class AudioMeta:
-    kind: str  # "normal", "fec" or "plc"
+    kind: str  # "normal", "retx" (played after a NACK), "fec", "plc" or "stretch"
     broadcast: str | None
     volume: int
     muted: bool
@@ -131,6 +131,7 @@ class _Link:
         self.mode: str | None = None  # "udp" or "ws" once decided
         self.acked = asyncio.Event()
         self.last_ack = 0
+        self.sent_at: dict[int, float] = {}  # control counter -> when sent: ack round trips
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -163,6 +164,7 @@ class Speaker:
         udp_reprobe_s: float = 30.0,
         stable_after_s: float = 10.0,
         fatal_auth: bool = False,
+        nack: bool = True,
         on_audio: Callable[[Int16Array, AudioMeta], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -187,6 +189,7 @@ class Speaker:
         self.udp_reprobe_s = udp_reprobe_s
         self.stable_after_s = stable_after_s
         self.fatal_auth = fatal_auth
+        self.nack = nack  # ask for lost packets again (RFC 4585 NACK); off only to compare
         self.on_audio = on_audio
         self._rng = rng or random.Random()
         self.jitter = JitterBuffer()
@@ -206,6 +209,7 @@ class Speaker:
         self.foreign_packets = self.bad_packets = self.udp_errors = 0
         self.udp_audio = self.ws_audio = self.decode_errors = self.frames_out = 0
         self.playout_resyncs = self.status_sent = self.rtcp_sent = self.redirects = 0
+        self.nacks_sent = 0
         self.backoff_delays: list[float] = []
 
     # --- public --------------------------------------------------------------------------
@@ -246,6 +250,9 @@ class Speaker:
             received=jb.received,
             lost=jb.lost,
             recovered=jb.recovered,
+            retransmitted=jb.retransmitted,
+            concealed=jb.concealed,
+            nacked=jb.nacked,
             late=jb.late,
             jitter_ms=round(jb.jitter_ms, 2),
             buffer_ms=jb.buffer_ms,
@@ -401,6 +408,7 @@ class Speaker:
             self.servers = welcome.servers
         self.endpoint = welcome.endpoint
         self.jitter.reset()
+        self.jitter.playout_delay_ms = welcome.playout_delay_ms
         self.reports.reset(welcome.ssrc)
         self.state = SpeakerState.PROBING
         log.info(
@@ -524,6 +532,9 @@ class Speaker:
             return
         self._counter += 1
         w = link.welcome
+        if len(link.sent_at) > 16:
+            link.sent_at.clear()
+        link.sent_at[self._counter] = asyncio.get_running_loop().time()
         link.udp.sendto(
             bytes(ControlDatagram.signed(kind, w.session, self._counter, w.key)), link.server
         )
@@ -561,6 +572,9 @@ class Speaker:
             return
         link.last_ack = dgram.counter
         self.acks += 1
+        sent = link.sent_at.pop(dgram.counter, None)
+        if sent is not None:  # the path's round trip, until retransmissions measure it
+            self.jitter.observe_rtt(asyncio.get_running_loop().time() - sent)
         link.acked.set()
 
     def _on_rtp(self, data: bytes, link: _Link) -> None:
@@ -576,6 +590,19 @@ class Speaker:
         now = asyncio.get_running_loop().time()
         self.jitter.push(packet.sequence, packet.timestamp, packet.payload, now, packet.marker)
         self.reports.on_rtp(packet.sequence, packet.timestamp, now)
+        self._send_nacks(now)
+
+    def _send_nacks(self, now: float) -> None:
+        """Ask for the gaps the jitter buffer says are due: an RFC 4585 generic NACK, reduced
+        size (RFC 5506), at once: the playout delay is the whole budget for a round trip."""
+        link = self._link
+        lost = self.jitter.take_nacks(now)
+        if not lost or link is None or link.mode != "udp" or not self.nack:
+            return
+        if link.udp is not None and not link.udp.is_closing():
+            nack = GenericNack(self.rtcp_ssrc, link.welcome.ssrc, tuple(lost))
+            link.udp.sendto(bytes(nack), link.server)
+            self.nacks_sent += 1
 
     # --- playout -------------------------------------------------------------------------
 
@@ -595,6 +622,7 @@ class Speaker:
             await self._tick(decoder, loop.time())
 
     async def _tick(self, decoder: OpusDecoder, now: float) -> None:
+        self._send_nacks(now)  # gaps whose hold-off ended since the last packet
         item = self.jitter.pop(now)
         if isinstance(item, Wait):
             if self._tail <= 0:
@@ -604,12 +632,14 @@ class Speaker:
             self._tail = TAIL_FRAMES
         try:
             match item:
-                case Play(payload=payload):
-                    pcm, kind = decoder.decode(payload), "normal"
+                case Play(payload=payload, retransmitted=again):
+                    pcm, kind = decoder.decode(payload), "retx" if again else "normal"
                 case Recover(next_payload=payload):
                     pcm, kind = decoder.decode_fec(payload), "fec"
                 case Conceal() | Wait():
                     pcm, kind = decoder.decode_plc(), "plc"
+                case Stretch():
+                    pcm, kind = decoder.decode_plc(), "stretch"
         except ValueError:
             self.decode_errors += 1
             pcm, kind = decoder.decode_plc(), "plc"

@@ -10,8 +10,17 @@ Policy, in the words the counters use:
   target delay, or what stays buffered behind the first packet already reaches it. The target is
   ``clamp(40, 80, 20 + 4 * jitter_ms)`` ms, ``jitter_ms`` being the RFC 3550 §6.4.1 estimate.
   Each slot then takes one sequence number: present → ``Play``; missing but the next one
-  present → ``Recover`` (Opus in-band FEC); missing and the next missing → ``Conceal`` (PLC).
+  present and carrying in-band FEC (``loa.codecs.opus.has_fec``) → ``Recover``; otherwise
+  → ``Conceal`` (PLC). ``recovered`` counts frames really rebuilt from FEC, not attempts.
   A missing packet counts in ``lost``; if it shows up afterwards it also counts in ``late``.
+- **Retransmission requests.** A packet that arrives beyond the highest one seen opens a gap:
+  the missing numbers that can still be played (at or after the playout point, at most
+  ``MAX_SPAN_FRAMES`` back) are queued once for a NACK (``take_nacks(now)``), never asked
+  again. A gap is asked for once it has stayed open ``2 × jitter`` (at most
+  ``MAX_NACK_HOLD_MS``): a packet merely reordered by the network fills it before that.
+  A NACKed packet that arrives in time is played and counted in ``retransmitted`` (a subset
+  of ``played``: played as sent = ``played - retransmitted``); its arrival does not feed the
+  jitter estimate (it is late by design). The gap before a new segment is not asked for.
 - **Underrun.** A slot that finds the buffer empty does not consume a sequence number: the
   stream has paused (nothing on air) or stalled, and ``pop`` answers ``Wait`` until the buffer
   is refilled to the target. This is how the depth grows when the jitter grows, and why an
@@ -29,7 +38,8 @@ Policy, in the words the counters use:
   without the marker bit are taken for the flushed audio still in flight and ``dropped``.
 
 Invariants the tests check: ``received == played + late + dropped + len(buffer)`` and
-``played + recovered + concealed`` equals the slots that produced audio.
+``played + recovered + concealed`` equals the slots that produced audio;
+``retransmitted <= played``.
 """
 
 from __future__ import annotations
@@ -37,10 +47,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from loa.codecs import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
+from loa.codecs.opus import has_fec
 from loa.codecs.rtp import seq_add, seq_diff, ts_diff
 
 MIN_TARGET_MS = 40.0
-MAX_TARGET_MS = 80.0
+PLAYOUT_DELAY_MS = 300.0  # the budget D the target may grow to (the welcome says it)
+REPAIR_CALM_S = 10.0  # after this long without a gap, no room is kept for retransmissions
+GROW_AFTER_SLOTS = 5
 MAX_SPAN_FRAMES = 25  # 500 ms buffered at most
 MAX_MISORDER = 100  # a packet this far behind the playout point is late, beyond is a stray
 MAX_DROPOUT = 3000  # a forward jump beyond 60 s needs probation (or the marker bit)
@@ -48,6 +61,7 @@ TS_JUMP = SAMPLE_RATE  # 1 s off the predicted timestamp is a discontinuity
 TRIM_AFTER_SLOTS = 5
 TRIM_MARGIN_FRAMES = 2
 STALE_HOLDOFF_S = 0.3
+MAX_NACK_HOLD_MS = 30.0  # a gap open this long is asked for whatever the jitter
 _EPS = 1e-6
 
 
@@ -59,6 +73,7 @@ class Play:
     timestamp: int
     payload: bytes
     marker: bool = False
+    retransmitted: bool = False  # it came after a NACK asked for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,14 +92,20 @@ class Conceal:
 
 
 @dataclass(frozen=True, slots=True)
+class Stretch:
+    """No packet is used: conceal one frame so the buffer deepens towards a higher target."""
+
+
+@dataclass(frozen=True, slots=True)
 class Wait:
     """Nothing to play: before the first packet, while (re)buffering or after an underrun."""
 
     underrun: bool = False  # True on the slot where a playing stream ran dry
 
 
-PlayoutItem = Play | Recover | Conceal | Wait
+PlayoutItem = Play | Recover | Conceal | Stretch | Wait
 _WAIT = Wait()
+_STRETCH = Stretch()
 _UNDERRUN = Wait(underrun=True)
 
 
@@ -92,15 +113,18 @@ _UNDERRUN = Wait(underrun=True)
 class JitterStats:
     received: int
     played: int
+    retransmitted: int
     lost: int
     recovered: int
     concealed: int
+    nacked: int
     late: int
     duplicates: int
     dropped: int
     strays: int
     underruns: int
     restarts: int
+    stretched: int
     jitter_ms: float
     buffer_ms: float
     target_ms: float
@@ -111,13 +135,24 @@ class _Entry:
     timestamp: int
     payload: bytes
     marker: bool
+    nacked: bool = False
 
 
 class JitterBuffer:
     """Driven by the receive path (``push``) and the 20 ms playout clock (``pop``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, playout_delay_ms: float = PLAYOUT_DELAY_MS) -> None:
+        if not MIN_TARGET_MS <= playout_delay_ms <= 5000:
+            raise ValueError(f"playout delay must be 40..5000 ms, got {playout_delay_ms}")
+        self.playout_delay_ms = playout_delay_ms
+        self._rtt_s = 0.0
+        self._rtt_samples = 0
+        self._gap_at: float | None = None  # when the last gap was seen (any segment)
+        self._clock = 0.0  # the latest ``now`` seen
+        self.stretched = 0  # concealment frames inserted to deepen the buffer
         self.received = self.played = self.lost = self.recovered = self.concealed = 0
+        self.retransmitted = self.nacked = 0
+        self._nacks: list[tuple[int, float]] = []  # (extended seq, gap seen at), not yet asked
         self.late = self.duplicates = self.dropped = self.strays = 0
         self.underruns = self.restarts = 0
         self._buf: dict[int, _Entry] = {}
@@ -133,7 +168,13 @@ class JitterBuffer:
         self._stale_until = float("-inf")  # after a flush, unmarked packets until then are stale
         self._fill_since: float | None = None
         self._recent: set[int] = set()  # seqs played lately: a second copy is a duplicate
+        self._highest: int | None = None  # highest extended seq received in this segment
+        self._asked: set[int] = set()  # extended seqs queued for a NACK or NACKed: never twice
+        # extended seqs NACKed and not played or passed yet, with when they were asked for
+        self._requested: dict[int, float] = {}
+        self._nacks.clear()
         self._over_slots = 0
+        self._under_slots = 0
         self._probe: int | None = None
         self._jitter = 0.0  # RFC 3550 estimate, timestamp units
         self._last_arrival: float | None = None
@@ -152,7 +193,32 @@ class JitterBuffer:
 
     @property
     def target_ms(self) -> float:
-        return min(MAX_TARGET_MS, max(MIN_TARGET_MS, FRAME_MS + 4.0 * self.jitter_ms))
+        """``clamp(40 ms, D, max(20 + 4 × jitter, repair room))``: while gaps were seen in the
+        last ``REPAIR_CALM_S``, room for one retransmission of a two-frame gap (two frames
+        to notice it, the NACK hold-off, the repair round trip, 4 × jitter) and one frame
+        to spare."""
+        want = FRAME_MS + 4.0 * self.jitter_ms
+        if self._gap_at is not None and self._clock - self._gap_at < REPAIR_CALM_S:
+            hold = min(MAX_NACK_HOLD_MS, 2.0 * self.jitter_ms)
+            want = max(want, 3 * FRAME_MS + hold + self.rtt_ms + 4.0 * self.jitter_ms)
+        return min(self.playout_delay_ms, max(MIN_TARGET_MS, want))
+
+    @property
+    def rtt_ms(self) -> float:
+        """Round trip for a repair: NACK → retransmission, or the UDP ack's until one came."""
+        return self._rtt_s * 1000.0
+
+    def observe_rtt(self, seconds: float) -> None:
+        """A round-trip sample from outside (the UDP hello/keepalive and its ack)."""
+        if seconds >= 0:
+            self._observe_repair(seconds)
+
+    def _observe_repair(self, seconds: float) -> None:
+        if self._rtt_samples == 0:
+            self._rtt_s = seconds
+        else:
+            self._rtt_s += (seconds - self._rtt_s) / 8.0
+        self._rtt_samples += 1
 
     @property
     def buffer_ms(self) -> float:
@@ -166,9 +232,10 @@ class JitterBuffer:
 
     def stats(self) -> JitterStats:
         return JitterStats(
-            self.received, self.played, self.lost, self.recovered, self.concealed,
-            self.late, self.duplicates, self.dropped, self.strays, self.underruns,
-            self.restarts, round(self.jitter_ms, 2), self.buffer_ms, self.target_ms,
+            self.received, self.played, self.retransmitted, self.lost, self.recovered,
+            self.concealed, self.nacked, self.late, self.duplicates, self.dropped, self.strays,
+            self.underruns, self.restarts, self.stretched, round(self.jitter_ms, 2),
+            self.buffer_ms, self.target_ms,
         )  # fmt: skip
 
     def _base(self) -> int:
@@ -183,6 +250,7 @@ class JitterBuffer:
         self, seq: int, timestamp: int, payload: bytes, now: float, marker: bool = False
     ) -> None:
         """One received RTP packet (16-bit ``seq``, 32-bit ``timestamp``) at time ``now``."""
+        self._clock = max(self._clock, now)
         jump = marker or self._ts_jump(seq, timestamp)
         if self._next is None:
             self._next = seq
@@ -197,10 +265,14 @@ class JitterBuffer:
         elif jump and not self._playing and not self._buf and d >= 0:
             self._resync = True  # a new segment after an idle gap or a switch
             self._floor = ext
+            self._highest = None  # the gap before it is not loss: nothing to ask for
         self._probe = None
         if marker:
             self._stale_until = float("-inf")
-        self._track_jitter(seq, timestamp, now, jump)
+        if ext in self._requested:  # a retransmission is late by design: not jitter
+            self._observe_repair(now - self._requested[ext])
+        else:
+            self._track_jitter(seq, timestamp, now, jump)
         self._accept(ext, timestamp, payload, marker, now)
 
     def _ts_jump(self, seq: int, timestamp: int) -> bool:
@@ -230,10 +302,52 @@ class JitterBuffer:
         elif ext < self._next - MAX_SPAN_FRAMES:
             self.late += 1  # far before a resync anchor: not worth waiting for
         else:
-            self._buf[ext] = _Entry(timestamp, payload, marker)
+            self._buf[ext] = _Entry(timestamp, payload, marker, ext in self._requested)
             if self._fill_since is None:
                 self._fill_since = now
+            self._ask(ext, now)
             self._bound(ext)
+
+    def _ask(self, ext: int, now: float) -> None:
+        """Queue NACKs for the numbers a packet beyond the highest one seen skipped over."""
+        highest = self._highest
+        if highest is None or ext > highest:
+            self._highest = ext
+        if highest is None or ext <= highest + 1:
+            return
+        low = max(highest + 1, ext - MAX_SPAN_FRAMES)
+        if self._playing and self._next is not None:
+            low = max(low, self._next)  # what has had its slot is past help
+        missing = [k for k in range(low, ext) if k not in self._buf and k not in self._asked]
+        self._nacks.extend((k, now) for k in missing)
+        self._asked.update(missing)
+        if len(self._asked) > 4 * MAX_SPAN_FRAMES and self._next is not None:
+            self._asked = {k for k in self._asked if k >= self._next}
+            self._requested = {k: t for k, t in self._requested.items() if k >= self._next}
+
+    def take_nacks(self, now: float) -> list[int]:
+        """The 16-bit sequence numbers to NACK now: gaps still open after the hold-off that
+        can still be played, each asked once (a gap filled meanwhile is never asked)."""
+        nacks = self._nacks
+        if not nacks:
+            return []
+        hold = min(MAX_NACK_HOLD_MS, 2.0 * self.jitter_ms) / 1000.0 - _EPS
+        base = self._next if self._playing and self._next is not None else None
+        out: list[int] = []
+        keep: list[tuple[int, float]] = []
+        for k, since in nacks:
+            if k in self._buf or (base is not None and k < base):
+                continue  # filled by a reordered packet, or had its slot already
+            if now - since < hold:
+                keep.append((k, since))
+            else:
+                out.append(k & 0xFFFF)
+                self._requested[k] = now
+        self._nacks = keep
+        self.nacked += len(out)
+        if out:  # a real gap (not mere reordering): keep room to repair the next ones
+            self._gap_at = now
+        return out
 
     def _bound(self, newest: int) -> None:
         """Keep at most MAX_SPAN_FRAMES between the playout point and the newest packet."""
@@ -270,6 +384,7 @@ class JitterBuffer:
 
     def pop(self, now: float) -> PlayoutItem:
         """The decision for the slot starting now; call exactly once per 20 ms."""
+        self._clock = max(self._clock, now)
         if not self._playing:
             if not self._ready(now):
                 return _WAIT
@@ -281,17 +396,22 @@ class JitterBuffer:
             self._fill_since = None
             self.underruns += 1
             return _UNDERRUN
+        if self._grow():
+            return _STRETCH
         self._trim()
         seq = self._next
         self._next += 1
         entry = self._buf.pop(seq, None)
+        self._asked.discard(seq)
+        self._requested.pop(seq, None)
         if entry is not None:
             self._remember((seq,))
             self.played += 1
-            return Play(seq & 0xFFFF, entry.timestamp, entry.payload, entry.marker)
+            self.retransmitted += entry.nacked
+            return Play(seq & 0xFFFF, entry.timestamp, entry.payload, entry.marker, entry.nacked)
         self.lost += 1
         following = self._buf.get(self._next)
-        if following is not None:
+        if following is not None and _has_fec(following.payload):
             self.recovered += 1
             return Recover(seq & 0xFFFF, following.payload)
         self.concealed += 1
@@ -315,6 +435,20 @@ class JitterBuffer:
         self._resync = False
         self._floor = None
         self._over_slots = 0
+        self._under_slots = 0
+
+    def _grow(self) -> bool:
+        """Conceal one frame (no sequence used) when the depth has stayed a frame or more
+        below the target: how a buffer that is playing deepens to a target that rose."""
+        if self.buffer_ms <= self.target_ms - _EPS:
+            self._under_slots += 1
+        else:
+            self._under_slots = 0
+        if self._under_slots < GROW_AFTER_SLOTS:
+            return False
+        self._under_slots = 0
+        self.stretched += 1
+        return True
 
     def _trim(self) -> None:
         """Skip one frame when the depth has stayed well above the target."""
@@ -351,8 +485,17 @@ class JitterBuffer:
         self._floor = self._next
         self._fill_since = None
         self._stale_until = now + STALE_HOLDOFF_S
+        self._highest = None
+        self._nacks.clear()
 
     def reset(self) -> None:
         """Forget the stream (a new session starts a new one); counters are kept."""
         self.dropped += len(self._buf)
         self._forget()
+
+
+def _has_fec(payload: bytes) -> bool:
+    try:
+        return has_fec(payload)
+    except ValueError:  # not a valid Opus header: the decoder will say so
+        return False

@@ -19,6 +19,7 @@ from loa.codecs.opus import (
     OpusDecoder,
     OpusEncoder,
     Toc,
+    has_fec,
     packet_samples,
 )
 from loa.config import OpusConfig
@@ -189,6 +190,30 @@ def test_without_a_loss_hint_no_fec_is_sent_so_fec_equals_plc() -> None:
     for k in range(10, 38, 3):
         by_fec, by_plc = _loss_recovery(packets, k)
         assert np.array_equal(by_fec, by_plc)
+
+
+@pytest.mark.parametrize(("signal", "loss_pct"), [("voice", 20), ("voice", 0), ("music", 20)])
+def test_has_fec_says_exactly_when_fec_differs_from_concealment(signal: str, loss_pct: int) -> None:
+    # The LBRR flag read from the packet predicts what libopus does with it: a frame rebuilt
+    # from FEC where it says so, concealment (identical PCM) where it does not.
+    enc = OpusEncoder(bitrate_bps=32_000, fec=True, packet_loss_pct=loss_pct, signal=signal)
+    packets = [enc.encode(f) for f in frames_of(voice_like(60))]
+    flags = []
+    for k in range(10, 58):
+        by_fec, by_plc = _loss_recovery(packets, k)
+        flags.append(has_fec(packets[k + 1]))
+        assert flags[-1] == (not np.array_equal(by_fec, by_plc)), k
+    assert any(flags) == (loss_pct > 0)
+
+
+def test_has_fec_on_packets_that_cannot_carry_it() -> None:
+    celt = bytes(Toc(31)) + b"\xff" * 40  # CELT-only, 20 ms
+    assert not has_fec(celt)
+    assert not has_fec(bytes(Toc(9)))  # SILK TOC alone (DTX)
+    two_frames = bytes(Toc(9, code=1, frame_count=2)) + b"\xff\xff"
+    assert not has_fec(two_frames)  # not inspected
+    assert has_fec(bytes(Toc(9)) + b"\x40")  # SILK 20 ms: VAD bit 7, LBRR bit 6
+    assert has_fec(bytes(Toc(10)) + b"\x20")  # SILK 40 ms: two VAD bits, LBRR bit 5
 
 
 def test_plc_and_fec_give_the_requested_duration() -> None:

@@ -14,6 +14,7 @@ from loa.codecs.rtcp import (
     SDES_CNAME,
     SDES_TOOL,
     Bye,
+    GenericNack,
     ReceiverReport,
     ReportBlock,
     RtcpPacket,
@@ -222,6 +223,13 @@ BAD_VALUES = [
     (lambda: Bye((1,), "á" * 128), "RTCP BYE reason bytes: at most 255, got 256"),
     (lambda: UnknownRtcp(200, 0), "RTCP packet type 200 is known: use its class"),
     (lambda: UnknownRtcp(204, 32), "RTCP count must be 0..31, got 32"),
+    (lambda: UnknownRtcp(205, 1), "RTCP generic NACK is known: use GenericNack"),
+    (lambda: GenericNack(1, 2, ()), "RTCP NACK names no sequence number"),
+    (lambda: GenericNack(1, 2, (65536,)), "RTCP NACK sequence must be 0..65535, got 65536"),
+    (
+        lambda: bytes(GenericNack(1, 2, tuple(range(0, 65 * 17, 17)))),
+        "RTCP NACK needs 65 FCI entries, over 64",
+    ),
 ]
 
 
@@ -261,11 +269,14 @@ byes = st.builds(
 )
 unknowns = st.builds(
     UnknownRtcp,
-    st.integers(192, 223).filter(lambda t: not 200 <= t <= 203),
+    st.integers(192, 223).filter(lambda t: not 200 <= t <= 203 and t != 205),
     st.integers(0, 31),
     st.binary(max_size=40),
 )
-rtcp_packets = senders | receivers | sdes | byes | unknowns
+nacks = st.builds(
+    GenericNack, u32, u32, st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=40).map(tuple)
+)
+rtcp_packets = senders | receivers | sdes | byes | unknowns | nacks
 
 
 @given(rtcp_packets)
@@ -354,3 +365,62 @@ def test_we_parse_aiortc_rtcp() -> None:
         ReceiverReport(42, (ReportBlock(9, 3, -100, 70000, 5, 6, 7),)),
         Bye((42, 43)),
     ]
+
+
+# --- generic NACK (RFC 4585 §6.2.1) --------------------------------------------------------
+
+NACK = h(
+    "81 cd 0004"  # V=2 FMT=1 PT=205, 5 words
+    "01020304 cafebabe"  # packet sender, media source
+    "fffe 0005"  # PID 65534, BLP bits 0 and 2: 65535 and 1 (across the wrap)
+    "0010 0000"  # PID 16 alone
+)
+
+
+def test_generic_nack_fixture() -> None:
+    nack = GenericNack(0x01020304, 0xCAFEBABE, (65534, 65535, 1, 16))
+    assert GenericNack.parse(NACK) == nack
+    assert parse_rtcp(NACK) == [nack]
+    assert bytes(nack) == NACK
+    assert is_rtcp(NACK)
+    assert nack.fci() == [(65534, 0b101), (16, 0)]
+
+
+def test_generic_nack_keeps_the_order_it_was_given() -> None:
+    nack = GenericNack(1, 2, (10, 12, 11, 11))
+    assert nack.fci() == [(10, 0b10), (11, 0), (11, 0)]
+    assert GenericNack.parse(bytes(nack)) == nack
+
+
+def test_other_transport_feedback_stays_unknown() -> None:
+    tmmbr = h("83cd0004 00000001 00000002 00000003 00000004")  # FMT 3: TMMBR
+    assert parse_rtcp(tmmbr) == [UnknownRtcp(205, 3, h("00000001 00000002 00000003 00000004"))]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            h("81cd0002 00000001 00000002"),
+            "RTCP NACK needs two SSRCs and whole FCI words, has 8 bytes",
+        ),
+        (h("81cd0000"), "RTCP NACK needs two SSRCs and whole FCI words, has 0 bytes"),
+        (
+            h("81cd0043 00000001 00000002") + bytes(4 * 65),
+            "RTCP NACK has 65 FCI entries, over 64",
+        ),
+        (RR, "RTCP data holds ReceiverReport, expected one GenericNack"),
+    ],
+)
+def test_bad_generic_nacks(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        GenericNack.parse(data)
+    assert str(info.value) == message
+
+
+def test_aiortc_parses_our_nack() -> None:
+    nack = GenericNack(7, 9, (100, 101, 117, 300))
+    (theirs,) = peer.RtcpPacket.parse(bytes(nack))
+    assert isinstance(theirs, peer.RtcpRtpfbPacket)
+    assert (theirs.fmt, theirs.ssrc, theirs.media_ssrc) == (1, 7, 9)
+    assert sorted(theirs.lost) == [100, 101, 117, 300]

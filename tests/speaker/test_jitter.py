@@ -10,13 +10,14 @@ from hypothesis import strategies as st
 
 from loa.speaker.jitter import (
     MAX_SPAN_FRAMES,
-    MAX_TARGET_MS,
     MIN_TARGET_MS,
+    PLAYOUT_DELAY_MS,
     Conceal,
     JitterBuffer,
     Play,
     PlayoutItem,
     Recover,
+    Stretch,
     Wait,
 )
 
@@ -24,7 +25,8 @@ F = 0.02  # one slot
 
 
 def payload(seq: int) -> bytes:
-    return seq.to_bytes(2, "big") + b"op"
+    """A SILK 20 ms packet header (TOC 0x48) with its LBRR flag set: it carries FEC."""
+    return b"\x48\x40" + seq.to_bytes(2, "big")
 
 
 def push(jb: JitterBuffer, seq: int, now: float, *, ts0: int = 0, marker: bool = False) -> None:
@@ -40,6 +42,8 @@ def summary(item: PlayoutItem) -> tuple[str, int | None]:
             return ("fec", seq)
         case Conceal(seq=seq):
             return ("plc", seq)
+        case Stretch():
+            return ("stretch", None)
         case Wait(underrun=underrun):
             return ("underrun" if underrun else "wait", None)
     raise AssertionError(item)
@@ -183,7 +187,7 @@ def test_depth_grows_with_jitter_and_stays_within_bounds() -> None:
         targets.append(jb.target_ms)
     assert jb.jitter_ms > 5.0
     assert max(targets) > MIN_TARGET_MS + 10
-    assert all(MIN_TARGET_MS <= t <= MAX_TARGET_MS for t in targets)
+    assert all(MIN_TARGET_MS <= t <= PLAYOUT_DELAY_MS for t in targets)
 
 
 def test_rebuffer_after_underrun_waits_for_the_grown_target() -> None:
@@ -271,10 +275,104 @@ def test_random_loss_and_reorder_keep_the_books(
         if not isinstance(item, Wait):
             audio += 1
         assert jb.buffer_ms <= MAX_SPAN_FRAMES * 20
-    assert jb.played + jb.recovered + jb.concealed == audio
+    assert jb.played + jb.recovered + jb.concealed + jb.stretched == audio
     assert jb.recovered + jb.concealed <= jb.lost
     assert_balanced(jb)
     sent = sum(len(v) for v in arrivals.values())
     assert jb.received + jb.duplicates + jb.strays == sent
     if any(not lost for lost, _, _ in pattern):
         assert started
+
+
+# --- retransmission requests and honest counters ---------------------------------------
+
+
+def test_a_gap_is_asked_for_once_and_a_retransmission_in_time_plays() -> None:
+    jb = JitterBuffer()
+    for i in range(3):
+        push(jb, 100 + i, i * F)
+    assert jb.take_nacks(9.0) == []
+    push(jb, 105, 3 * F)  # 103 and 104 missing
+    assert jb.take_nacks(9.0) == [103, 104]
+    push(jb, 106, 4 * F)
+    assert jb.take_nacks(9.0) == []  # asked once, not again
+    push(jb, 104, 5 * F)  # the retransmission of 104 arrives; 103 never does
+    out = [summary(jb.pop(t * F)) for t in range(5, 14)]
+    assert [s for kind, s in out if kind == "play"] == [100, 101, 102, 104, 105, 106]
+    assert ("fec", 103) in out  # the retransmitted 104 carries 103's FEC
+    assert (jb.recovered, jb.concealed) == (1, 0)
+    assert (jb.nacked, jb.retransmitted, jb.played) == (2, 1, 6)
+    assert jb.played - jb.retransmitted == 5  # played as sent
+    assert_balanced(jb)
+
+
+def test_only_numbers_that_can_still_play_are_asked_for() -> None:
+    jb = JitterBuffer()
+    for i in range(5):
+        push(jb, i, i * F)
+    for t in range(5, 9):
+        jb.pop(t * F)  # playing: 0..3 had their slots, the next is 4
+    assert jb.playing
+    push(jb, 40, 9 * F)  # 5..39 missing; 500 ms held at most moves the playout point to 16
+    assert jb.take_nacks(9.0) == list(range(16, 40))
+    push(jb, 15, 9 * F)  # behind the playout point: late, not a reason to ask
+    assert jb.take_nacks(9.0) == []
+    assert jb.late == 1
+
+
+def test_sequence_wrap_and_a_new_segment() -> None:
+    jb = JitterBuffer()
+    push(jb, 65534, 0.0)
+    push(jb, 65535 + 3, F)  # 0xFFFF, 0, 1 missing across the wrap
+    assert jb.take_nacks(9.0) == [65535, 0, 1]
+    for t in range(2, 12):
+        jb.pop(t * F)  # plays out and underruns: the stream paused
+    jb.push(500, 960 * 5000, payload(500), 12 * F, marker=True)  # a new segment after a gap
+    assert jb.take_nacks(9.0) == []
+
+
+def test_a_retransmission_does_not_feed_the_jitter_estimate() -> None:
+    jb = JitterBuffer()
+    for i in range(20):
+        push(jb, i, i * F)
+    push(jb, 22, 22 * F)
+    assert jb.take_nacks(22 * F + 0.04) == [20, 21]
+    push(jb, 21, 23 * F)
+    push(jb, 20, 30 * F)  # asked for, arrives 160 ms late: a retransmission, not jitter
+    assert jb.jitter_ms < 1.0
+
+
+def test_fec_is_counted_only_where_the_next_packet_carries_it() -> None:
+    jb = JitterBuffer()
+    no_fec = b"\x48\x00\x00\x00"  # SILK 20 ms, LBRR flag clear
+    celt = b"\xf8\xff\xff\xff"  # CELT-only: never FEC
+    # 2 is lost and 3 has no FEC; 5 is lost and 6 is CELT; 8 is lost and 9 has FEC
+    packets = {0: payload(0), 1: payload(1), 3: no_fec, 4: payload(4), 6: celt, 7: payload(7)}
+    packets |= {9: payload(9), 10: payload(10)}
+    out = []
+    for t in range(13):
+        if t in packets:
+            jb.push(t, 960 * t, packets[t], t * F)
+        out.append(summary(jb.pop(t * F)))
+    assert out[2:13] == [
+        ("play", 0), ("play", 1), ("plc", 2), ("play", 3), ("play", 4), ("plc", 5),
+        ("play", 6), ("play", 7), ("fec", 8), ("play", 9), ("play", 10),
+    ]  # fmt: skip
+    assert (jb.recovered, jb.concealed) == (1, 2)
+
+
+def test_a_reordered_packet_fills_its_gap_before_it_is_asked_for() -> None:
+    jb = JitterBuffer()
+    t = 0.0
+    for i in range(30):  # 5 ms of jitter: hold-off 2 x 5 ms
+        t = i * F + (0.005 if i % 2 else 0.0)
+        push(jb, i, t)
+    assert 4.0 < jb.jitter_ms < 6.0
+    push(jb, 31, t + F)
+    assert jb.take_nacks(t + F) == []  # held off
+    push(jb, 30, t + F + 0.002)  # reordered, not lost
+    assert jb.take_nacks(t + F + 0.1) == []
+    push(jb, 33, t + 2 * F)
+    assert jb.take_nacks(t + 2 * F + 0.005) == []
+    assert jb.take_nacks(t + 2 * F + 0.031) == [32]  # past the longest hold-off
+    assert jb.nacked == 1

@@ -37,6 +37,8 @@ STATUS_FIELDS: Final = frozenset(
         "playing",
         "concealed",
         "underruns",
+        "retransmitted",
+        "nacked",
     }
 )
 TRANSPORT_MODES: Final = ("ws", "udp", "none")
@@ -125,8 +127,14 @@ class Welcome:
     # on a single node.
     servers: tuple[str, ...] = ()
 
+    # The playout delay D (issue 13's, default 300 ms): how deep the speaker's jitter buffer
+    # may grow to ride out jitter and to get lost packets sent again.
+    playout_delay_ms: int = 300
+
     def __post_init__(self) -> None:
         _servers(self.servers, "malformed welcome")
+        if not 40 <= self.playout_delay_ms <= 5000:
+            raise ValueError(f"malformed welcome: playout_delay_ms {self.playout_delay_ms}")
         if len(self.session) != 8 or len(self.key) != 32:
             raise ValueError("malformed welcome: session must be 8 bytes and key 32")
         if not 0 < self.udp_port < 65536 or not self.keepalive_s > 0:
@@ -152,6 +160,7 @@ class Welcome:
                 int(obj.get("volume", 100)),
                 bool(obj.get("muted", False)),
                 _servers(obj.get("servers", []), "malformed welcome"),
+                int(obj.get("playout_delay_ms", 300)),
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             if isinstance(exc, ValueError) and str(exc).startswith("malformed welcome"):
@@ -173,6 +182,7 @@ class Welcome:
             "volume": self.volume,
             "muted": self.muted,
             **({"servers": list(self.servers)} if self.servers else {}),
+            "playout_delay_ms": self.playout_delay_ms,
         }
 
 

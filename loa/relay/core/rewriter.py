@@ -20,12 +20,19 @@ Timestamp rules (48 kHz clock, 960 ticks per frame):
 
 The sequence number grows by exactly one per packet rewritten for this endpoint, so the
 receiver sees real loss as loss and nothing else as loss.
+
+Retransmission (``locate``): a NACKed sequence number is traced back to the broadcast frame
+it carried without a per-packet record. Packets form *runs* in which sequence, frame index
+and timestamp all advance by one frame per packet; a run is recorded only where that breaks
+(a discontinuity, or frames skipped within a broadcast), so the hot path pays one
+comparison. The last ``RUNS_KEPT`` runs are kept.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Final
+from collections import deque
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer as WritableBuffer
@@ -38,6 +45,17 @@ FRAME_TICKS: Final = FRAME_SAMPLES  # 960: timestamp advance per 20 ms frame at 
 _SEQ_MASK: Final = 0xFFFF
 _TS_MASK: Final = 0xFFFF_FFFF
 _MARKER: Final = 0x80
+RUNS_KEPT: Final = 16
+LOCATE_HORIZON: Final = 1024  # packets back at most that ``locate`` will answer for
+
+
+class Located(NamedTuple):
+    """Where a sent sequence number came from, and the header fields it went out with."""
+
+    broadcast_key: int
+    frame_index: int
+    m_pt: int  # marker bit and payload type byte
+    timestamp: int
 
 
 def _check_uint(name: str, value: int, bits: int) -> None:
@@ -58,6 +76,7 @@ class Rewriter:
         "_frame",
         "_gap",
         "_key",
+        "_runs",
         "_seq",
         "_ts",
         "gaps",
@@ -83,6 +102,9 @@ class Rewriter:
         self.switches = 0  # changes of broadcast, the first packet not included
         self.resyncs = 0  # frame index did not move forward within one broadcast
         self.gaps = 0  # idle frames reported with gap(), after the first packet
+        # runs: (packets sent before its first, broadcast key, first frame index,
+        # first timestamp, first marker/payload type byte)
+        self._runs: deque[tuple[int, int, int, int, int]] = deque(maxlen=RUNS_KEPT)
 
     @staticmethod
     def source_packet(payload: bytes, payload_type: int = OPUS_PAYLOAD_TYPE) -> bytes:
@@ -115,13 +137,16 @@ class Rewriter:
 
     def _advance(self, packet: bytes, broadcast_key: int, frame_index: int) -> tuple[int, int, int]:
         """The next packet's (marker and payload type, sequence, timestamp); counts it."""
+        seq = self._seq
         if broadcast_key == self._key and not self._gap and frame_index > self._frame:
             ts = (self._ts + FRAME_TICKS * (frame_index - self._frame)) & _TS_MASK
             m_pt = packet[1]
+            if frame_index != self._frame + 1:  # frames skipped: a new run, same stream
+                self._runs.append((self.sent, broadcast_key, frame_index, ts, m_pt))
         else:
             ts = self._discontinuity(broadcast_key, frame_index)
             m_pt = packet[1] | _MARKER
-        seq = self._seq
+            self._runs.append((self.sent, broadcast_key, frame_index, ts, m_pt))
         self._seq = (seq + 1) & _SEQ_MASK
         self._ts = ts
         self._frame = frame_index
@@ -150,6 +175,24 @@ class Rewriter:
         if self._key is not None:
             self._gap += frames
             self.gaps += frames
+
+    def locate(self, sequence: int) -> Located | None:
+        """The frame a sequence number already sent carried, and its header fields; None if
+        it was never sent, is more than ``LOCATE_HORIZON`` packets back or its run is gone."""
+        if self._key is None:
+            return None
+        back = (self._seq - 1 - sequence) & _SEQ_MASK  # 0: the last packet sent
+        if back >= min(LOCATE_HORIZON, self.sent):
+            return None
+        target = self.sent - 1 - back  # packets rewritten before it: no wrap-around
+        for first, key, frame, ts, m_pt in reversed(self._runs):
+            if first <= target:
+                offset = target - first
+                if offset == 0:
+                    return Located(key, frame, m_pt, ts)
+                ts = (ts + FRAME_TICKS * offset) & _TS_MASK
+                return Located(key, frame + offset, m_pt & ~_MARKER, ts)
+        return None
 
     @property
     def last_sequence(self) -> int | None:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final, Literal, get_args
 
+from loa.codecs.rtcp import FMT_GENERIC_NACK, RTCP_RTPFB, GenericNack, parse_rtcp
+from loa.relay.core.repair import Repairer
 from loa.relay.core.rewriter import Rewriter
 from loa.relay.core.wire import (
     KEY_LEN,
@@ -78,8 +80,10 @@ class Session:
         "key",
         "last_report_at",
         "last_seen",
+        "nacks",
         "opened_at",
         "receiver_reports",
+        "repairer",
         "rewriter",
         "rtcp_packets",
         "transport",
@@ -103,6 +107,8 @@ class Session:
         self.acks = 0  # accepted hellos/keepalives, each answered with an ack
         self.rtcp_packets = 0
         self.receiver_reports = 0  # RR packets; SRs with report blocks are not counted
+        self.nacks = 0  # generic NACKs about our stream
+        self.repairer = Repairer()
         # Latest report block about our SSRC (RFC 3550 §6.4.1), None until one arrives.
         self.fraction_lost: int | None = None  # lost/expected × 256 since the last report
         self.cumulative_lost: int | None = None
@@ -162,10 +168,14 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class RtcpReceived:
-    """RTCP from a session's bound address; the session's report fields are already updated."""
+    """RTCP from a session's bound address; the session's report fields are already updated.
+    ``lost``: the sequence numbers its generic NACKs (if any) ask to be sent again;
+    ``bad_nacks``: NACKs in it that were malformed or about another stream (ignored)."""
 
     session: Session
     data: bytes
+    lost: tuple[int, ...] = ()
+    bad_nacks: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +200,7 @@ class SessionTable:
         self.session_timeout_s: Final = session_timeout_s
         self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self.takeovers = 0  # an address moved from one session to another
+        self.malformed_nacks = 0  # NACKs that did not parse or named another stream: ignored
         self._by_id: dict[bytes, Session] = {}
         self._by_endpoint: dict[str, Session] = {}
         self._by_addr: dict[Addr, Session] = {}
@@ -304,10 +315,13 @@ class SessionTable:
         session = self._by_addr.get(addr)
         if session is None:
             return self._drop("unknown_address")
-        if not _read_reports(session, data, now):
+        lost: list[int] = []
+        found = _read_reports(session, data, now, lost)
+        if found is None:
             return self._drop("malformed")
+        self.malformed_nacks += found
         session.rtcp_packets += 1
-        return RtcpReceived(session, data)
+        return RtcpReceived(session, data, tuple(lost), found)
 
     def _drop(self, reason: DropReason) -> Dropped:
         self.drops[reason] += 1
@@ -358,29 +372,38 @@ class SessionTable:
         return iter(list(self._by_id.values()))
 
 
-def _read_reports(session: Session, data: bytes, now: float) -> bool:
-    """Walk a compound RTCP packet (RFC 3550 A.2 checks); keep the block about our SSRC.
+def _read_reports(session: Session, data: bytes, now: float, lost: list[int]) -> int | None:
+    """Walk a compound RTCP packet (RFC 3550 A.2 checks); keep the block about our SSRC and
+    append what generic NACKs about our stream ask for to ``lost``.
 
-    False when the lengths do not add up, a version is not 2 or an SR/RR claims more report
-    blocks than it holds: the datagram is dropped.
+    None when the lengths do not add up, a version is not 2 or an SR/RR claims more report
+    blocks than it holds: the datagram is dropped. Otherwise the number of NACKs ignored as
+    malformed (bad FCI, or about another SSRC): the rest of the datagram still counts.
     """
     ours = session.rewriter.ssrc
     pos, n = 0, len(data)
     found: tuple[int, ...] | None = None
-    receiver_reports = 0
+    receiver_reports = bad_nacks = 0
     while pos < n:
         if n - pos < 4:
-            return False
+            return None
         first, ptype, words = _RTCP_HEADER.unpack_from(data, pos)
         end = pos + 4 * (words + 1)
         if first >> 6 != 2 or end > n:
-            return False
-        if ptype in (_RTCP_SR, _RTCP_RR):
+            return None
+        if ptype == RTCP_RTPFB and first & 0x1F == FMT_GENERIC_NACK:
+            nack = _nack(data[pos:end])
+            if nack is None or nack.media_ssrc != ours:
+                bad_nacks += 1
+            else:
+                session.nacks += 1
+                lost.extend(nack.lost)
+        elif ptype in (_RTCP_SR, _RTCP_RR):
             receiver_reports += ptype == _RTCP_RR
             blocks = pos + 8 + (_SR_INFO_LEN if ptype == _RTCP_SR else 0)
             stop = blocks + (first & 0x1F) * _REPORT_BLOCK.size
             if stop > end:
-                return False
+                return None
             for at in range(blocks, stop, _REPORT_BLOCK.size):
                 block = _REPORT_BLOCK.unpack_from(data, at)
                 if block[0] == ours:
@@ -389,10 +412,18 @@ def _read_reports(session: Session, data: bytes, now: float) -> bool:
     session.receiver_reports += receiver_reports
     if found is not None:
         _, lost_word, highest, jitter, _lsr, _dlsr = found
-        lost = lost_word & 0xFFFFFF
+        lost24 = lost_word & 0xFFFFFF
         session.fraction_lost = lost_word >> 24
-        session.cumulative_lost = lost - ((lost & 0x800000) << 1)  # 24-bit signed
+        session.cumulative_lost = lost24 - ((lost24 & 0x800000) << 1)  # 24-bit signed
         session.highest_sequence = highest
         session.jitter = jitter
         session.last_report_at = now
-    return True
+    return bad_nacks
+
+
+def _nack(data: bytes) -> GenericNack | None:
+    try:
+        (packet,) = parse_rtcp(data)
+    except ValueError:
+        return None
+    return packet if isinstance(packet, GenericNack) else None

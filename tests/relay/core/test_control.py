@@ -99,6 +99,7 @@ def test_the_welcome_is_what_the_design_says_on_the_wire() -> None:
         "keepalive_s": 10.0,
         "volume": 70,
         "muted": False,
+        "playout_delay_ms": 300,
     }
 
 

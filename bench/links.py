@@ -1,0 +1,292 @@
+"""`python -m bench.links`: one pole on a bad link, per scenario, and what it heard.
+
+Each scenario starts a real relay (the web app and its node, on loopback), one real
+`loa speaker` (``loa.speaker.client.Speaker``, in the same event loop, playing to nowhere)
+whose UDP goes through an impairing link (``bench.impair``: loss, Gilbert–Elliott bursts,
+delay with jitter, reordering, a dead path, a NAT rebinding), plays a 1 kHz tone to it for
+``--seconds`` and classifies every 20 ms slot of playout from the first frame heard:
+
+- ``sent``: played as sent; ``retx``: played after a NACK got it sent again; ``fec``:
+  rebuilt from the next packet's in-band FEC; ``concealed``: PLC for a lost frame (or the
+  fade after an underrun); ``inserted``: PLC inserted to deepen the buffer (no frame lost);
+  ``silent``: nothing played;
+- a *dropout* is a run of slots that are neither sent, retx nor fec; ``longest_ms`` is the
+  longest; ``recovery_s``, for the scenarios that break the path mid-stream, is the time
+  from the break to the first frame heard again;
+- ``mb_month``: what the pole's link carries both ways (IP and UDP headers included,
+  retransmissions, NACKs, reports and keepalives too) for a month of such play.
+
+Prints a table (Markdown) and, last, one JSON line. Every run is bounded by timeouts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+
+from bench.impair import ImpairingLink, Impairment
+from loa.config import Config, EndpointSpec, RelayConfig, WebConfig, ZoneSpec
+from loa.speaker.client import Speaker
+from loa.speaker.jitter import (
+    Conceal,
+    JitterBuffer,
+    Play,
+    PlayoutItem,
+    Recover,
+    Stretch,
+)
+from loa.speaker.output import NullOutput
+from loa.web.app import NODE, create_app
+
+ADMIN = "bench-links-admin"
+MONTH_S = 30 * 86400
+AUDIBLE = ("sent", "retx", "fec")
+
+
+@dataclass
+class Scenario:
+    name: str
+    down: Callable[[], Impairment] = Impairment
+    up: Callable[[], Impairment] = Impairment
+    # (seconds into the broadcast, what to do to the link) for path failures
+    event: tuple[float, str] | None = None
+
+
+def _jitter(delay: float, jitter: float, loss: float = 0.0, reorder: float = 0.0) -> Impairment:
+    return Impairment(loss=loss, delay_ms=delay, jitter_ms=jitter, reorder=reorder)
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("clean"),
+    Scenario("2 % loss", lambda: Impairment(loss=0.02), lambda: Impairment(loss=0.02)),
+    Scenario("5 % loss", lambda: Impairment(loss=0.05), lambda: Impairment(loss=0.05)),
+    Scenario("10 % loss", lambda: Impairment(loss=0.10), lambda: Impairment(loss=0.10)),
+    Scenario(
+        "Gilbert–Elliott bursts",  # ~1.7 % of packets in bursts of mean 3 (60 ms), at most ~5
+        lambda: Impairment(burst=(0.006, 0.33, 1.0)),
+        lambda: Impairment(loss=0.01),
+    ),
+    Scenario("60 ± 40 ms jitter", lambda: _jitter(60, 40), lambda: _jitter(60, 40)),
+    Scenario(
+        "4G: 40 ± 20 ms, 5 % loss, 2 % reorder",
+        lambda: _jitter(40, 20, 0.05, 0.02),
+        lambda: _jitter(40, 20, 0.05, 0.02),
+    ),
+    Scenario("UDP dies mid-stream", event=(0.4, "blackhole")),
+    Scenario("NAT rebinding", event=(0.4, "rebind")),
+)
+
+
+def kind_of(item: PlayoutItem) -> str:
+    match item:
+        case Play(retransmitted=again):
+            return "retx" if again else "sent"
+        case Recover():
+            return "fec"
+        case Conceal():
+            return "concealed"
+        case Stretch():
+            return "inserted"
+    return "silent"
+
+
+@dataclass
+class Heard:
+    """Every playout slot of the speaker: (loop time, kind), from its jitter buffer's answers
+    (one a slot, so a stalled event loop does not read as silence)."""
+
+    frames: list[tuple[float, str]] = field(default_factory=list)
+
+    def watch(self, jitter: JitterBuffer) -> None:
+        pop = jitter.pop
+
+        def recorded(now: float) -> PlayoutItem:
+            item = pop(now)
+            kind = kind_of(item)
+            if kind != "silent" or self.frames:
+                self.frames.append((now, kind))
+            return item
+
+        jitter.pop = recorded  # type: ignore[method-assign]
+
+
+def classify(frames: list[tuple[float, str]], start: float, end: float) -> list[str]:
+    """The slots' kinds from ``start`` to ``end``."""
+    return [kind for t, kind in frames if start <= t <= end]
+
+
+def dropouts(slots: list[str]) -> list[int]:
+    """Lengths (in slots) of the runs of slots not heard as sent, retransmitted or rebuilt."""
+    runs, run = [], 0
+    for kind in slots:
+        if kind in AUDIBLE:
+            if run:
+                runs.append(run)
+            run = 0
+        else:
+            run += 1
+    if run:
+        runs.append(run)
+    return runs
+
+
+def _config(data_dir: Path, link_port: int) -> Config:
+    return Config(
+        web=WebConfig(host="127.0.0.1", port=0),
+        relay=RelayConfig(
+            udp_host="127.0.0.1",
+            udp_port=0,
+            public_udp_port=link_port,
+            keepalive_s=2.0,
+            session_timeout_s=7.0,
+            chime=False,
+        ),
+        data_dir=data_dir,
+        admin_token=ADMIN,
+        zones=(ZoneSpec("p", "Tỉnh"), ZoneSpec("x", "Xã", parent="p")),
+        endpoints=(EndpointSpec("pole", "Loa", "x", token="tok-pole"),),
+    )
+
+
+async def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def run_scenario(sc: Scenario, seconds: float, *, nack: bool = True) -> dict[str, Any]:
+    link = ImpairingLink(down=sc.down(), up=sc.up(), seed=15)
+    with tempfile.TemporaryDirectory(prefix="loa-links-") as tmp:
+        server = TestServer(create_app(_config(Path(tmp), link.bind())), host="127.0.0.1")
+        await server.start_server()
+        node = server.app[NODE]
+        link.start(("127.0.0.1", node.udp_port))
+        heard = Heard()
+        speaker = Speaker(
+            str(server.make_url("")),
+            "tok-pole",
+            NullOutput(),
+            status_interval_s=1.0,
+            backoff_min_s=0.2,
+            backoff_max_s=1.0,
+            nack=nack,
+        )
+        heard.watch(speaker.jitter)
+        task = asyncio.create_task(speaker.run())
+        loop = asyncio.get_running_loop()
+        try:
+            await _until(lambda: speaker.state.value == "udp", 15, "the speaker on UDP")
+            async with aiohttp.ClientSession() as http:
+                body = {
+                    "source": {"type": "tone", "freq_hz": 1000},
+                    "targets": {"zones": ["x"]},
+                    "class": "live",
+                    "chime": False,
+                }
+                headers = {"Authorization": f"Bearer {ADMIN}"}
+                url = str(server.make_url("/api/v1/broadcasts"))
+                async with http.post(url, json=body, headers=headers) as resp:
+                    if resp.status != 201:
+                        raise RuntimeError(f"broadcast refused: {resp.status} {await resp.text()}")
+            await _until(lambda: bool(heard.frames), 10, "the first frame heard")
+            start = heard.frames[0][0]
+            before = {w: (c.bytes, c.forwarded) for w, c in link.counts.items()}
+            broke_at = None
+            if sc.event is not None:
+                at, what = sc.event
+                await asyncio.sleep(at * seconds)
+                broke_at = loop.time()
+                if what == "blackhole":
+                    link.blackhole = True
+                else:
+                    link.rebind()
+            await asyncio.sleep(max(0.0, start + seconds - loop.time()))
+            end = loop.time()
+        finally:
+            speaker.stop()
+            try:
+                await asyncio.wait_for(task, 10)
+            finally:
+                link.close()
+                await server.close()
+    slots = classify(heard.frames, start, end)
+    runs = dropouts(slots)
+    kinds = ("sent", "retx", "fec", "concealed", "inserted", "silent")
+    counts = {k: slots.count(k) for k in kinds}
+    n = max(1, len(slots))
+    moved = sum(c.bytes - before[w][0] for w, c in link.counts.items())
+    recovery = None
+    if broke_at is not None:
+        back = [t for t, kind in heard.frames if t > broke_at + 0.1 and kind in AUDIBLE]
+        recovery = round(back[0] - broke_at, 2) if back else None
+    return {
+        "scenario": sc.name,
+        "nack": nack,
+        "slots": len(slots),
+        **counts,
+        "heard_pct": round(100.0 * (counts["sent"] + counts["retx"] + counts["fec"]) / n, 2),
+        "dropouts": len(runs),
+        "longest_ms": max(runs, default=0) * 20,
+        "recovery_s": recovery,
+        "mb_month": round(moved / (end - start) * MONTH_S / 1e6),
+        "nacked": speaker.jitter.nacked,
+        "late": speaker.jitter.late,
+        "target_ms": round(speaker.jitter.target_ms),
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| link | NACK | heard % | as sent | retransmitted | FEC | concealed | inserted "
+        "| silent | dropouts | longest | recovery | MB/pole/month |"
+    )
+    lines = [head, "|" + "---|" * 13]
+    for r in rows:
+        rec = "—" if r["recovery_s"] is None else f"{r['recovery_s']} s"
+        lines.append(
+            f"| {r['scenario']} | {'on' if r['nack'] else 'off'} | {r['heard_pct']} "
+            f"| {r['sent']} | {r['retx']} | {r['fec']} | {r['concealed']} | {r['inserted']} "
+            f"| {r['silent']} "
+            f"| {r['dropouts']} | {r['longest_ms']} ms | {rec} | {r['mb_month']} |"
+        )
+    return "\n".join(lines)
+
+
+async def run(names: Sequence[str], seconds: float, compare: bool) -> list[dict[str, Any]]:
+    rows = []
+    for sc in SCENARIOS:
+        if names and not any(n.lower() in sc.name.lower() for n in names):
+            continue
+        for nack in (False, True) if compare else (True,):
+            rows.append(await asyncio.wait_for(run_scenario(sc, seconds, nack=nack), seconds + 60))
+            print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.links", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=20.0, help="per scenario (20)")
+    parser.add_argument("--only", nargs="*", default=[], help="scenarios whose name contains")
+    parser.add_argument("--compare", action="store_true", help="each scenario without NACK too")
+    args = parser.parse_args(argv)
+    rows = asyncio.run(run(args.only, args.seconds, args.compare))
+    print(table(rows))
+    print(json.dumps(rows, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

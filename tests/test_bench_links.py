@@ -1,0 +1,26 @@
+"""The link bench (bench/links.py): its slot classification, and one bounded scenario run
+end to end (a real relay, a real speaker, 5 % loss both ways on the impairing link)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.links import SCENARIOS, classify, dropouts, run_scenario, table
+
+
+def test_slots_are_classified_and_dropouts_are_runs_of_what_was_not_heard() -> None:
+    kinds = ["sent", "retx", "concealed", "silent", "silent", "fec", "sent"] + ["silent"] * 3
+    frames = [(1.0 + 0.02 * i, kind) for i, kind in enumerate(kinds)]
+    assert classify(frames, 1.01, 1.13) == kinds[1:7]
+    assert dropouts(kinds) == [3, 3]
+
+
+@pytest.mark.e2e
+async def test_five_percent_loss_is_heard_whole() -> None:
+    (five,) = [s for s in SCENARIOS if s.name == "5 % loss"]
+    row = await run_scenario(five, 4.0)
+    assert row["slots"] >= 190
+    assert row["retx"] >= 3  # the seeded link lost packets, and they came back
+    assert row["heard_pct"] >= 98.0, row
+    assert row["longest_ms"] <= 40
+    assert "| 5 % loss | on |" in table([row])
