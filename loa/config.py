@@ -34,6 +34,10 @@ INTERNAL_KINDS = ("listener",)
 # Broadcast classes by name (loa.relay.core.priority.Priority; config does not import the relay).
 CLASSES = ("background", "scheduled", "priority", "live", "emergency")
 DEFAULT_TZ = "Asia/Ho_Chi_Minh"
+# A zone's TTS voice (espeak-ng's three Vietnamese ones): North, Central, South. A zone
+# without one speaks in its parent's; the top of the tree in the North's.
+ZONE_VOICES = ("vi", "vi-vn-x-central", "vi-vn-x-south")
+DEFAULT_VOICE = "vi"
 _HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")  # a DNS name or IPv4, lower case
 _MOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
@@ -218,9 +222,14 @@ class ZoneSpec(Section, frozen=True):
     name: str
     parent: str | None = None
     timezone: str = DEFAULT_TZ
+    voice: str | None = None  # one of ZONE_VOICES; None: the parent's
 
     def __post_init__(self) -> None:
         check_timezone(self.timezone, f"zone {self.id}")
+        if self.voice is not None and self.voice not in ZONE_VOICES:
+            raise ConfigError(
+                f"zone {self.id}: voice must be one of {', '.join(ZONE_VOICES)}, got {self.voice!r}"
+            )
 
 
 class EndpointSpec(Section, frozen=True):

@@ -229,8 +229,11 @@ class OnAirService:
         now: float,
     ) -> None:
         node, spec = self.node, record["spec"]
+        voice = await self.store.zones.targets_voice(
+            spec["targets"]["zones"], spec["targets"]["endpoints"]
+        )
         source, _ = build_source(
-            record["source"], media_path=self.media_path, url_targets=self.url_targets
+            record["source"], media_path=self.media_path, url_targets=self.url_targets, voice=voice
         )
         items: list[Source] = [source]
         if action is Action.REPLAY:
@@ -239,7 +242,7 @@ class OnAirService:
             if zone is not None:
                 with contextlib.suppress(LoaError):
                     timezone = (await self.store.zones.get(zone)).timezone
-            items.insert(0, TtsSource(issued_text(record["requested_at"], timezone)))
+            items.insert(0, TtsSource(issued_text(record["requested_at"], timezone), voice=voice))
         if record.get("chime"):
             items.insert(0, ChimeSource())
         if len(items) > 1:

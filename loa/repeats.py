@@ -227,7 +227,8 @@ class RepeatService:
         desc = row.plan["source"]
         policy = TargetPolicy(self.node.config.relay.url_allow_networks)
         await check_description(desc, policy)
-        source, _ = build_source(desc, media_path=self.media.path, url_targets=policy)
+        voice = await self.store.zones.targets_voice(zones, row.plan["target_endpoints"])
+        source, _ = build_source(desc, media_path=self.media.path, url_targets=policy, voice=voice)
         items: list[Source] = []
         if row.plan.get("chime"):
             items.append(ChimeSource())
@@ -235,7 +236,7 @@ class RepeatService:
             timezone = DEFAULT_TZ
             if zones:
                 timezone = (await self.store.zones.get(zones[0])).timezone
-            items.append(TtsSource(announcement(row.issued_at, timezone), voice="vi"))
+            items.append(TtsSource(announcement(row.issued_at, timezone), voice=voice))
         return Playlist([*items, source], name=source.name)
 
     async def _end(self, repeat_id: str, state: str, reason: str) -> None:

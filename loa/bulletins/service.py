@@ -13,8 +13,14 @@ Driven by its owner (the web app's cleanup context, after the node): ``start()``
 
 Every play is a Playlist: the chime (emergency), the announcement "Bản tin phát lúc HH:MM
 ngày DD/MM/YYYY" (the issue time, in the first target zone's time zone), then each language
-variant in the zones' language order (``zones.languages``). Bulletins rank as the source
-system's: national origin, above any local broadcast of the same class.
+variant in the zones' language order (``zones.languages``). Vietnamese is spoken in the first
+target zone's voice (North, Central or South, ``zones.voice`` inherited down the tree),
+another language in espeak-ng's voice for it. Bulletins rank as the source system's:
+national origin, above any local broadcast of the same class.
+
+A text variant in a language espeak-ng has no voice for is refused by ``submit`` (``NoVoice``,
+422, naming the language). A play that breaks off on air (a variant that cannot be spoken or
+decoded, one stored before that check) makes the bulletin ``failed``, logged; never ``done``.
 
 A bulletin whose ``expires_at`` has passed never starts: it becomes ``expired`` (the router
 also drops a broadcast still waiting for the floor when it expires). Cancelling stops the
@@ -56,7 +62,7 @@ from loa.streamer.base import Source
 from loa.streamer.file import FileSource
 from loa.streamer.playlist import Playlist
 from loa.streamer.tone import ChimeSource
-from loa.streamer.tts import TtsSource
+from loa.streamer.tts import TtsSource, spoken_languages, voice_for
 
 log = logging.getLogger(__name__)
 DEFAULT_TZ = "Asia/Ho_Chi_Minh"
@@ -87,9 +93,13 @@ def announcement(issued_at: float, timezone: str) -> str:
     return f"Bản tin phát lúc {at:%H:%M} ngày {at:%d/%m/%Y}."
 
 
-def voice_for(language: str) -> str:
-    """espeak-ng's voice for a BCP 47 tag: its primary subtag (``vi-VN`` → ``vi``)."""
-    return language.split("-")[0].lower()
+def _voice_on_air(language: str, regional: str, spoken: frozenset[str]) -> str:
+    """``voice_for``, or for a language without a voice (stored before ``submit`` refused
+    them) its primary subtag: espeak-ng refuses it on air and the play fails, reported."""
+    try:
+        return voice_for(language, regional, spoken)
+    except LoaError:
+        return language.split("-")[0].lower()
 
 
 def ordered_variants(
@@ -157,8 +167,30 @@ class BulletinService:
         return dict(self._next)
 
     # -- what the API asks ---------------------------------------------------------------
+    async def speakable(self, variants: Iterable[dict[str, str]]) -> None:
+        """``NoVoice`` naming the first text variant whose language espeak-ng cannot speak."""
+        spoken = await spoken_languages()
+        for v in variants:
+            if "text" in v:
+                voice_for(v["language"], "vi", spoken)
+
+    async def unspeakable(self, variants: Iterable[dict[str, str]]) -> list[str]:
+        """The languages of the text variants espeak-ng cannot speak (a CAP alert's info
+        blocks in them are left out, with a warning, rather than the alert refused)."""
+        spoken = await spoken_languages()
+        out: list[str] = []
+        for v in variants:
+            if "text" in v:
+                try:
+                    voice_for(v["language"], "vi", spoken)
+                except LoaError:
+                    out.append(v["language"])
+        return out
+
     async def submit(self, new: NewBulletin, created_by: str) -> BulletinRow:
-        """Store a bulletin; priority and emergency ones start at once."""
+        """Store a bulletin; priority and emergency ones start at once. A text variant in a
+        language with no voice is refused (``NoVoice``) before anything is stored."""
+        await self.speakable(new.variants)
         now = self.clock()
         held = (
             new.level is not Level.NORMAL
@@ -249,6 +281,8 @@ class BulletinService:
                     return
                 if bc.state is State.FAILED:
                     log.error("[bulletin=%s bc=%s] failed: %s", row.id, bc.id, bc.log.reason)
+                    await self._settle(row.id, "failed")
+                    return
                 if row.level != Level.EMERGENCY or not row.repeat_every_s:
                     await self._settle(row.id, "done")
                     return
@@ -262,14 +296,15 @@ class BulletinService:
             return  # cancelled or superseded meanwhile; the canceller stopped what played
         except LoaError as exc:
             log.error("[bulletin=%s] cannot play: %s", bulletin_id, exc.message)
-            await self._settle(bulletin_id, "done")
+            await self._settle(bulletin_id, "failed")
 
     async def _play(self, row: BulletinRow) -> Broadcast:
         zones = [z for z in row.zones if z in self.node.zones]
         if not zones:
             raise NotFound(f"bulletin {row.id}: none of its zones exists any more")
         languages, timezone = await self._zone_facts(zones)
-        source = self._source(row, languages, timezone)
+        voice = await self.store.zones.targets_voice(zones)
+        source = self._source(row, languages, timezone, voice, await spoken_languages())
         spec = BroadcastSpec(
             # the n-th play, with a random tail: nobody can know a play's id before it starts
             id=f"{row.id}.{len(row.broadcasts) + 1}-{secrets.token_urlsafe(6)}",
@@ -299,17 +334,25 @@ class BulletinService:
             languages.extend(lang for lang in zone.languages if lang not in languages)
         return languages or ["vi"], timezone
 
-    def _source(self, row: BulletinRow, languages: Sequence[str], timezone: str) -> Source:
+    def _source(
+        self,
+        row: BulletinRow,
+        languages: Sequence[str],
+        timezone: str,
+        voice: str,
+        spoken: frozenset[str],
+    ) -> Source:
         items: list[Source] = []
         if row.level == Level.EMERGENCY and self.chime:
             items.append(ChimeSource())
         if self.announce:
-            items.append(TtsSource(announcement(row.issued_at, timezone), voice="vi"))
+            items.append(TtsSource(announcement(row.issued_at, timezone), voice=voice))
         for v in ordered_variants(row.variants, languages):
             if "media" in v:
                 items.append(FileSource(self.media.path(v["media"]), name=v["media"]))
             else:
-                items.append(TtsSource(v["text"], voice=voice_for(v["language"])))
+                speaker = _voice_on_air(v["language"], voice, spoken)
+                items.append(TtsSource(v["text"], voice=speaker))
         return Playlist(items, name=row.title)
 
     async def _settle(self, bulletin_id: str, state: str) -> None:

@@ -5,7 +5,8 @@ programme's JSON and the playlist it becomes read the same:
 
 - ``{"type": "media", "id": "<16 hex>"}`` — a file from the media library;
 - ``{"type": "url", "url": "http://…", "duration_s": 1800}`` — a radio relay for a duration;
-- ``{"type": "tts", "text": "…", "voice": "vi", "rate_wpm": 150}`` — text to speech;
+- ``{"type": "tts", "text": "…", "voice": "vi", "rate_wpm": 150}`` — text to speech (without
+  ``voice``: the schedule's zone's voice, chosen when it plays);
 - ``{"type": "silence", "duration_s": 5}`` — a gap.
 
 Every item's end is an item boundary (DESIGN.md): a ``priority`` bulletin waiting behind a
@@ -93,11 +94,14 @@ class RelayItem:
 @dataclass(frozen=True, slots=True)
 class SpeechItem:
     text: str
-    voice: str = "vi"
+    voice: str | None = None  # None: the zone's voice
     rate_wpm: int = 150
 
     def describe(self) -> dict[str, Any]:
-        return {"type": "tts", "text": self.text, "voice": self.voice, "rate_wpm": self.rate_wpm}
+        out: dict[str, Any] = {"type": "tts", "text": self.text, "rate_wpm": self.rate_wpm}
+        if self.voice is not None:
+            out["voice"] = self.voice
+        return out
 
     @property
     def estimated_s(self) -> float:
@@ -160,8 +164,8 @@ def parse_item(desc: object, index: int) -> Item:
         case "tts":
             _no_extra(where, desc, frozenset({"type", "text", "voice", "rate_wpm"}))
             text = _string(where, "text", desc.get("text"), MAX_TEXT)
-            voice = desc.get("voice", "vi")
-            if not isinstance(voice, str) or not _VOICE.match(voice):
+            voice = desc.get("voice")
+            if voice is not None and (not isinstance(voice, str) or not _VOICE.match(voice)):
                 raise BadRequest(
                     f"{where}: voice must be an espeak voice name, got {voice!r}", field="voice"
                 )

@@ -158,6 +158,9 @@ class ScheduleService:
                 schedule.programme.to_source_description(),
                 media_path=self.media.path,
                 url_targets=TargetPolicy(self.node.config.relay.url_allow_networks),
+                voice=await self.store.zones.targets_voice(
+                    spec.target_zones, spec.target_endpoints
+                ),
             )
             try:
                 await self.node.start_broadcast(

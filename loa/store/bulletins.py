@@ -2,7 +2,8 @@
 
 States: ``inbox`` (a normal bulletin waiting for an operator), ``scheduled`` (an operator
 chose when it plays), ``on_air`` (its broadcast is running, or an emergency is between
-repeats), and the final ``done``, ``cancelled`` and ``expired``. A state change names the
+repeats), and the final ``done``, ``cancelled``, ``expired`` and ``failed`` (a play broke
+off on air, e.g. a text espeak-ng could not speak). A state change names the
 states it may come from, so two racing changes cannot both win (the loser gets 409)."""
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 from loa.errors import Conflict, NotFound
 from loa.store.db import Conn, Database, Row, one_of
 
-STATES = ("inbox", "scheduled", "on_air", "done", "cancelled", "expired")
-FINAL = frozenset({"done", "cancelled", "expired"})
+STATES = ("inbox", "scheduled", "on_air", "done", "cancelled", "expired", "failed")
+FINAL = frozenset({"done", "cancelled", "expired", "failed"})
 LIVE = frozenset({"inbox", "scheduled", "on_air"})
 _JSON = ("zones", "variants", "broadcasts")
 

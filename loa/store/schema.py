@@ -365,6 +365,46 @@ V_BULLETIN_AT = """
 ALTER TABLE bulletins ADD COLUMN scheduled_at REAL;
 """
 
+# Regional voices: a zone's TTS voice (NULL: its parent's). A bulletin whose play failed on
+# air ends ``failed``, never ``done``: the table is rebuilt for the wider state CHECK.
+V_VOICES = """
+ALTER TABLE zones ADD COLUMN voice TEXT;
+CREATE TABLE bulletins_v (
+    id             TEXT PRIMARY KEY,
+    level          TEXT NOT NULL CHECK (level IN ('normal', 'priority', 'emergency')),
+    zones          TEXT NOT NULL,
+    title          TEXT NOT NULL,
+    variants       TEXT NOT NULL,
+    issued_at      REAL NOT NULL,
+    expires_at     REAL,
+    repeat_every_s REAL,
+    state          TEXT NOT NULL DEFAULT 'inbox' CHECK (
+        state IN ('inbox', 'scheduled', 'on_air', 'done', 'cancelled', 'expired', 'failed')
+    ),
+    source         TEXT NOT NULL DEFAULT 'api',
+    cap_sender     TEXT,
+    cap_identifier TEXT,
+    broadcasts     TEXT NOT NULL DEFAULT '[]',
+    created_by     TEXT NOT NULL,
+    created_at     REAL NOT NULL,
+    updated_at     REAL NOT NULL,
+    scheduled_at   REAL
+);
+INSERT INTO bulletins_v (
+        id, level, zones, title, variants, issued_at, expires_at, repeat_every_s, state,
+        source, cap_sender, cap_identifier, broadcasts, created_by, created_at,
+        updated_at, scheduled_at
+    )
+    SELECT id, level, zones, title, variants, issued_at, expires_at, repeat_every_s, state,
+        source, cap_sender, cap_identifier, broadcasts, created_by, created_at,
+        updated_at, scheduled_at FROM bulletins;
+DROP TABLE bulletins;
+ALTER TABLE bulletins_v RENAME TO bulletins;
+CREATE INDEX bulletins_state ON bulletins(state, issued_at);
+CREATE UNIQUE INDEX bulletins_cap ON bulletins(cap_sender, cap_identifier)
+    WHERE cap_identifier IS NOT NULL;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     V1,
     V2,
@@ -377,4 +417,5 @@ MIGRATIONS: tuple[str, ...] = (
     V_REPEATS,
     V_PREPARED,
     V_BULLETIN_AT,
+    V_VOICES,
 )

@@ -158,12 +158,16 @@ def _seed(conn: Conn, config: Config, now: float) -> bool:
     ).fetchone()[0]:
         return False
     specs = {z.id: z for z in config.zones}
-    as_rows = [Zone(z.id, z.name, z.parent, z.timezone, ("vi",), now) for z in config.zones]
+    as_rows = [
+        Zone(z.id, z.name, z.parent, z.timezone, ("vi",), now, z.voice) for z in config.zones
+    ]
     for zone in ordered(as_rows):
         spec = specs[zone.id]
         check_id("zone", spec.id)
         check_timezone(spec.timezone)
-        insert_zone(conn, spec.id, spec.name.strip(), spec.parent, spec.timezone, ("vi",), now)
+        insert_zone(
+            conn, spec.id, spec.name.strip(), spec.parent, spec.timezone, ("vi",), now, spec.voice
+        )
     for e in config.endpoints:
         check_id("endpoint", e.id)
         fields = {

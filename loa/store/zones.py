@@ -12,11 +12,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from loa.config import DEFAULT_VOICE, ZONE_VOICES
 from loa.errors import BadRequest, Conflict, NotFound
 from loa.relay.core.zones import ZoneTree
 from loa.store.db import Conn, Database, Row, check_id
 
 DEFAULT_TZ = "Asia/Ho_Chi_Minh"
+KEEP: Any = object()  # ``update``'s "leave the voice as it is" (None means inherit)
 _SUBTREE = """
 WITH RECURSIVE sub(id) AS (
     SELECT id FROM zones WHERE id = ?
@@ -33,6 +35,7 @@ class Zone:
     timezone: str
     languages: tuple[str, ...]
     created_at: float
+    voice: str | None = None  # one of ZONE_VOICES; None: the parent's
 
     @classmethod
     def from_row(cls, row: Row) -> Zone:
@@ -43,6 +46,7 @@ class Zone:
             timezone=row["timezone"],
             languages=tuple(json.loads(row["languages"])),
             created_at=row["created_at"],
+            voice=row["voice"],
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -52,6 +56,7 @@ class Zone:
             "parent": self.parent,
             "timezone": self.timezone,
             "languages": list(self.languages),
+            "voice": self.voice,
         }
 
 
@@ -83,6 +88,63 @@ def check_languages(languages: object) -> tuple[str, ...]:
     return out
 
 
+def check_voice(voice: object) -> str | None:
+    """A zone's voice: one of ZONE_VOICES, or None (its parent's)."""
+    if voice is not None and voice not in ZONE_VOICES:
+        raise BadRequest(
+            f"voice must be one of {', '.join(ZONE_VOICES)} or null (the parent's), got {voice!r}",
+            field="voice",
+        )
+    return None if voice is None else str(voice)
+
+
+def voice_of(conn: Conn, zone_id: str) -> str:
+    """The voice a zone speaks in: its own, else the nearest ancestor's, else DEFAULT_VOICE."""
+    seen: set[str] = set()
+    current: str | None = zone_id
+    while current is not None and current not in seen:
+        seen.add(current)
+        row = conn.execute("SELECT parent, voice FROM zones WHERE id = ?", (current,)).fetchone()
+        if row is None:
+            break
+        if row["voice"] is not None:
+            return str(row["voice"])
+        current = row["parent"]
+    return DEFAULT_VOICE
+
+
+def targets_voice(conn: Conn, zones: Iterable[str], endpoints: Iterable[str]) -> str:
+    """The voice a broadcast to these targets speaks in: its first zone's (by id), else the
+    zone of its first endpoint's; DEFAULT_VOICE if none of them exists. (One broadcast has one
+    voice: a broadcast to several regions speaks in its first zone's.)"""
+    for zone_id in sorted(zones):
+        if conn.execute("SELECT 1 FROM zones WHERE id = ?", (zone_id,)).fetchone():
+            return voice_of(conn, zone_id)
+    for endpoint_id in sorted(endpoints):
+        row = conn.execute("SELECT zone FROM endpoints WHERE id = ?", (endpoint_id,)).fetchone()
+        if row is not None:
+            return voice_of(conn, row["zone"])
+    return DEFAULT_VOICE
+
+
+def effective_voices(zones: Iterable[Zone]) -> dict[str, str]:
+    """``voice_of`` for every zone of a complete list, without reading."""
+    by_id = {z.id: z for z in zones}
+    out: dict[str, str] = {}
+
+    def of(zone_id: str | None, depth: int = 0) -> str:
+        zone = by_id.get(zone_id) if zone_id is not None else None
+        if zone is None or depth > len(by_id):
+            return DEFAULT_VOICE
+        if zone.id not in out:
+            out[zone.id] = zone.voice or of(zone.parent, depth + 1)
+        return out[zone.id]
+
+    for z in by_id:
+        of(z)
+    return out
+
+
 def get_zone(conn: Conn, zone_id: str, what: str = "zone") -> Zone:
     row = conn.execute("SELECT * FROM zones WHERE id = ?", (zone_id,)).fetchone()
     if row is None:
@@ -103,15 +165,16 @@ def insert_zone(
     timezone: str,
     languages: Sequence[str],
     now: float,
+    voice: str | None = None,
 ) -> Zone:
     if conn.execute("SELECT 1 FROM zones WHERE id = ?", (zone_id,)).fetchone():
         raise Conflict(f"zone {zone_id!r} already exists", zone=zone_id)
     if parent is not None:
         get_zone(conn, parent, "parent zone")
     conn.execute(
-        "INSERT INTO zones (id, name, parent, timezone, languages, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (zone_id, name, parent, timezone, json.dumps(list(languages)), now),
+        "INSERT INTO zones (id, name, parent, timezone, languages, created_at, voice)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (zone_id, name, parent, timezone, json.dumps(list(languages)), now, voice),
     )
     return get_zone(conn, zone_id)
 
@@ -202,15 +265,17 @@ class Zones:
         *,
         timezone: str = DEFAULT_TZ,
         languages: Sequence[str] = ("vi",),
+        voice: str | None = None,
     ) -> Zone:
         zone_id = check_id("zone", zone_id)
+        voice = check_voice(voice)
         name = check_name("zone", name)
         if parent is not None:
             check_id("parent zone", parent)
         langs = check_languages(languages)
         now = self._db.clock()
         tz = await self._db.run(lambda _c: check_timezone(timezone))  # reads tzdata files
-        return await self._db.write(insert_zone, zone_id, name, parent, tz, langs, now)
+        return await self._db.write(insert_zone, zone_id, name, parent, tz, langs, now, voice)
 
     async def get(self, zone_id: str) -> Zone:
         return await self._db.run(get_zone, zone_id)
@@ -225,8 +290,12 @@ class Zones:
         name: str | None = None,
         timezone: str | None = None,
         languages: Sequence[str] | None = None,
+        voice: object = KEEP,
     ) -> Zone:
+        """Only what is given changes; ``voice=None`` makes the zone inherit its parent's."""
         changes: dict[str, Any] = {}
+        if voice is not KEEP:
+            changes["voice"] = check_voice(voice)
         if name is not None:
             changes["name"] = check_name("zone", name)
         if timezone is not None:
@@ -240,6 +309,15 @@ class Zones:
 
     async def remove(self, zone_id: str) -> None:
         await self._db.write(_remove, zone_id)
+
+    async def voice(self, zone_id: str) -> str:
+        """The voice ``zone_id`` speaks in (its own, else its nearest ancestor's, else the
+        North's); DEFAULT_VOICE for a zone that does not exist."""
+        return await self._db.run(voice_of, zone_id)
+
+    async def targets_voice(self, zones: Iterable[str], endpoints: Iterable[str] = ()) -> str:
+        """See ``targets_voice``."""
+        return await self._db.run(targets_voice, tuple(zones), tuple(endpoints))
 
     async def subtree(self, zone_id: str) -> frozenset[str]:
         """The zone and every zone below it (for log filters and scope checks)."""

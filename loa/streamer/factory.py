@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loa.config import DEFAULT_VOICE
 from loa.errors import BadRequest
 from loa.streamer.base import Source
 from loa.streamer.file import FileSource
@@ -52,6 +53,7 @@ def _with_fallback(
     desc: object,
     media_path: Callable[[str], Path],
     url_targets: TargetPolicy | None = None,
+    voice: str = DEFAULT_VOICE,
 ) -> tuple[Source, str]:
     """The relay with ``fallback`` (a media, tone, silence or tts description) playing while
     its upstream is down; the fallback is built once now, so a bad one is refused at start."""
@@ -60,22 +62,31 @@ def _with_fallback(
         raise BadRequest(
             f"source.fallback must be a source of type {', '.join(FALLBACK_TYPES)}; got {kind!r}"
         )
-    first, fallback_what = build_source(desc, media_path=media_path, url_targets=url_targets)
+
+    def built() -> tuple[Source, str]:
+        return build_source(desc, media_path=media_path, url_targets=url_targets, voice=voice)
+
+    first, fallback_what = built()
     spare: list[Source] = [first]
 
     def make() -> Source:
         if spare:
             return spare.pop()
-        return build_source(desc, media_path=media_path, url_targets=url_targets)[0]
+        return built()[0]
 
     return Fallback(relay, make), f"{what} (fallback: {fallback_what})"
 
 
 def build_source(
-    desc: Any, *, media_path: Callable[[str], Path], url_targets: TargetPolicy | None = None
+    desc: Any,
+    *,
+    media_path: Callable[[str], Path],
+    url_targets: TargetPolicy | None = None,
+    voice: str = DEFAULT_VOICE,
 ) -> tuple[Source, str]:
     """Returns the source and a short human description of it ("what" in the log).
-    ``url_targets``: where URL sources may connect (default: no loopback, link-local …)."""
+    ``url_targets``: where URL sources may connect (default: no loopback, link-local …);
+    ``voice``: the TTS voice of a ``tts`` description that names none (the target zone's)."""
     if not isinstance(desc, Mapping):
         raise BadRequest("source must be an object with a 'type'")
     kind = desc.get("type")
@@ -91,13 +102,14 @@ def build_source(
             ), "silence"
         case "tts":
             text = _text(desc, "text")
-            voice = desc.get("voice", "vi")
-            if not isinstance(voice, str) or not _VOICE.match(voice):
-                raise BadRequest(f"source.voice must be an espeak voice name, got {voice!r}")
+            named = desc.get("voice")
+            speaker = voice if named is None else named
+            if not isinstance(speaker, str) or not _VOICE.match(speaker):
+                raise BadRequest(f"source.voice must be an espeak voice name, got {named!r}")
             rate = _number(desc, "rate_wpm", 150, 80, 450)
             pitch = _number(desc, "pitch", 50, 0, 99)
             what = text if len(text) <= 60 else text[:57] + "…"
-            return TtsSource(text, voice=voice, rate_wpm=rate, pitch=pitch), f"TTS: {what}"
+            return TtsSource(text, voice=speaker, rate_wpm=rate, pitch=pitch), f"TTS: {what}"
         case "media":
             media_id = _text(desc, "id", limit=64)
             path = media_path(media_id)
@@ -111,7 +123,7 @@ def build_source(
             what = f"relay {redact(url)}"  # no password in the log
             if desc.get("fallback") is not None:
                 source, what = _with_fallback(
-                    source, what, desc["fallback"], media_path, url_targets
+                    source, what, desc["fallback"], media_path, url_targets, voice
                 )
             if duration is not None:
                 source = Limited(source, duration)
@@ -121,7 +133,8 @@ def build_source(
             if not isinstance(items, list) or not 1 <= len(items) <= 100:
                 raise BadRequest("source.items must be a list of 1..100 sources")
             built = [
-                build_source(item, media_path=media_path, url_targets=url_targets) for item in items
+                build_source(item, media_path=media_path, url_targets=url_targets, voice=voice)
+                for item in items
             ]
             return Playlist([s for s, _ in built]), " + ".join(w for _, w in built)
         case _:

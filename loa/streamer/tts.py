@@ -22,7 +22,8 @@ import numpy as np
 
 from loa.codecs import FRAME_S, FRAME_SAMPLES, SAMPLE_RATE
 from loa.codecs.pcm import Framer, Int16Array
-from loa.errors import MissingDependency, TtsError
+from loa.config import DEFAULT_VOICE
+from loa.errors import MissingDependency, TtsError, Unprocessable
 from loa.streamer.base import Frame
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,12 @@ _VOICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./+-]{0,63}")
 _UNKNOWN_VOICE = "voice does not exist"
 
 
+class NoVoice(Unprocessable):
+    """A text in a language espeak-ng has no voice for (``language``: the tag as given)."""
+
+    code = "no_voice"
+
+
 @dataclass(frozen=True, slots=True)
 class Voice:
     """One line of ``espeak-ng --voices``."""
@@ -48,6 +55,40 @@ class Voice:
     gender: str
     file: str
     priority: int
+    others: tuple[str, ...] = ()  # the other language tags it answers to ("zh" for cmn)
+
+
+_OTHER = re.compile(r"\(([^\s()]+) \d+\)")
+_SPOKEN: dict[str | None, frozenset[str]] = {}  # binary → its languages, read once
+
+
+async def spoken_languages(*, binary: str | None = None) -> frozenset[str]:
+    """Every language tag (lower case) espeak-ng has a voice for: its voices' languages and
+    the other languages they answer to. Read once per binary."""
+    known = _SPOKEN.get(binary)
+    if known is None:
+        every = await voices(binary=binary)
+        known = frozenset(t.lower() for v in every for t in (v.language, *v.others))
+        _SPOKEN[binary] = known
+    return known
+
+
+def voice_for(language: str, regional: str, spoken: frozenset[str]) -> str:
+    """The espeak-ng voice for a text in ``language`` (BCP 47): Vietnamese in ``regional``
+    (the zone's voice: North, Central or South); another language in espeak-ng's voice for
+    the whole tag, else for its primary subtag (``en-GB`` → ``en-gb``, ``zh-TW`` → ``zh``).
+    ``NoVoice`` naming the language when espeak-ng has neither (``hmn``, ``km``)."""
+    tag = language.strip().lower()
+    primary = tag.split("-")[0]
+    if primary == "vi":
+        return regional
+    for candidate in (tag, primary):
+        if candidate in spoken and _VOICE_RE.fullmatch(candidate):
+            return candidate
+    raise NoVoice(
+        f"no text-to-speech voice for language {language!r}: send it as recorded audio",
+        language=language,
+    )
 
 
 def _executable(binary: str | None) -> str:
@@ -89,7 +130,8 @@ def _voice(line: str) -> Voice | None:
     if len(fields) < 5 or not fields[0].isdigit():
         return None
     gender = fields[2].rpartition("/")[2]
-    return Voice(fields[1], fields[3], gender, fields[4], int(fields[0]))
+    others = tuple(_OTHER.findall(" ".join(fields[5:])))
+    return Voice(fields[1], fields[3], gender, fields[4], int(fields[0]), others)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +151,7 @@ class TtsSource:
         self,
         text: str,
         *,
-        voice: str = "vi",
+        voice: str = DEFAULT_VOICE,
         rate_wpm: int = 150,
         pitch: int = 50,
         name: str | None = None,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from loa.config import Config, EndpointSpec, ZoneSpec
-from loa.errors import BadRequest, Conflict, NotFound
-from loa.store import Store, hash_token
+from loa.errors import BadRequest, ConfigError, Conflict, NotFound
+from loa.store import Store, hash_token, zones
 from tests.conftest import tree_config
 from tests.store.conftest import province
 
@@ -28,6 +28,7 @@ async def test_zone_crud(store: Store) -> None:
         "parent": "c0",
         "timezone": "Asia/Ho_Chi_Minh",
         "languages": ["vi"],
+        "voice": None,
     }
     changed = await store.zones.update("v0", name="Thôn Mới", languages=["vi", "tay"])
     assert (changed.name, changed.languages) == ("Thôn Mới", ("vi", "tay"))
@@ -39,6 +40,44 @@ async def test_zone_crud(store: Store) -> None:
     await store.zones.remove("v0")
     with pytest.raises(NotFound, match=r"^zone 'v0' does not exist$"):
         await store.zones.get("v0")
+
+
+async def test_zone_voices_are_inherited_down_the_tree(store: Store) -> None:
+    """p ⊃ c0 ⊃ v0, p ⊃ c1: nobody chose, all speak the North's; the province goes South, all
+    follow; c0 goes Central, v0 under it follows; v0 back to inheriting: c0's again."""
+    await province(store)
+    await store.endpoints.add("e1", "Loa 1", "v0")
+    assert {z: await store.zones.voice(z) for z in ("p", "c0", "v0", "c1")} == dict.fromkeys(
+        ("p", "c0", "v0", "c1"), "vi"
+    )
+    await store.zones.update("p", voice="vi-vn-x-south")
+    c0 = await store.zones.update("c0", voice="vi-vn-x-central", name="Xã Giữa")
+    assert (c0.voice, c0.name) == ("vi-vn-x-central", "Xã Giữa")
+    voices = {z: await store.zones.voice(z) for z in ("p", "c0", "v0", "c1")}
+    assert voices == {
+        "p": "vi-vn-x-south",
+        "c0": "vi-vn-x-central",
+        "v0": "vi-vn-x-central",
+        "c1": "vi-vn-x-south",
+    }
+    assert zones.effective_voices(await store.zones.list()) == voices
+    await store.zones.update("v0", voice="vi")
+    assert await store.zones.voice("v0") == "vi"
+    await store.zones.update("v0", name="Thôn 0")  # the voice stays when not given
+    assert (await store.zones.get("v0")).voice == "vi"
+    await store.zones.update("v0", voice=None)
+    assert await store.zones.voice("v0") == "vi-vn-x-central"
+    # a broadcast's voice: its first zone's by id, else its first endpoint's zone's
+    assert await store.zones.targets_voice(["c1", "c0"]) == "vi-vn-x-central"
+    assert await store.zones.targets_voice(["gone", "c1"]) == "vi-vn-x-south"
+    assert await store.zones.targets_voice([], ["e1"]) == "vi-vn-x-central"
+    assert await store.zones.targets_voice([], ["nobody"]) == "vi"
+    added = await store.zones.add("v9", "Thôn 9", "c1", voice="vi")
+    assert added.voice == "vi" and await store.zones.voice("v9") == "vi"
+    with pytest.raises(BadRequest, match=r"^voice must be one of vi, vi-vn-x-central, vi-vn-x"):
+        await store.zones.update("c1", voice="en")
+    with pytest.raises(BadRequest, match=r"^voice must be one of"):
+        await store.zones.add("v8", "Thôn 8", "c1", voice="hmn")
 
 
 async def test_zone_errors(store: Store) -> None:
@@ -216,3 +255,20 @@ async def test_seed_orders_parents_first_and_refuses_bad_ids(store: Store) -> No
     ok = Config(zones=config.zones)
     assert await store.seed_from_config(ok) is True
     assert [z.id for z in await store.zones.list()] == ["c", "v"]
+
+
+async def test_seed_takes_the_zones_voices(store: Store) -> None:
+    config = Config(
+        zones=(ZoneSpec("p", "P", voice="vi-vn-x-south"), ZoneSpec("c", "C", parent="p"))
+    )
+    assert await store.seed_from_config(config) is True
+    assert [(z.id, z.voice) for z in await store.zones.list()] == [
+        ("p", "vi-vn-x-south"),
+        ("c", None),
+    ]
+    assert await store.zones.voice("c") == "vi-vn-x-south"
+
+
+def test_a_config_zone_voice_is_one_of_three() -> None:
+    with pytest.raises(ConfigError, match=r"^zone p: voice must be one of vi, vi-vn-x-central"):
+        ZoneSpec("p", "P", voice="hmn")

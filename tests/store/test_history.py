@@ -14,7 +14,7 @@ import pytest
 from loa.errors import BadRequest, Conflict, NotFound
 from loa.relay.broadcast import LogEntry
 from loa.store import Store, to_csv
-from loa.store.schema import MIGRATIONS, V_MEDIA_OWNER
+from loa.store.schema import MIGRATIONS, V_MEDIA_OWNER, V_VOICES
 from loa.store.sqlite import migrate
 from tests.store.conftest import FakeClock
 
@@ -189,3 +189,37 @@ async def test_media_uploaded_before_owners_become_the_top_levels(tmp_path: Path
     async with Store(path) as store:
         row = await store.media.get(str(INFO["id"]))
     assert (row.zone, row.created_by) == (None, "op")
+
+
+async def test_bulletins_and_zones_from_before_voices_are_kept(tmp_path: Path) -> None:
+    """A database from before V_VOICES: its zones speak the North's (no voice of their own),
+    its bulletins keep every field through the table's rebuild, and may now become failed."""
+    path = tmp_path / "loa.db"
+    conn = sqlite3.connect(path)
+    migrate(conn, path, upto=MIGRATIONS.index(V_VOICES))
+    conn.execute(
+        "INSERT INTO zones (id, name, parent, timezone, languages, created_at)"
+        " VALUES ('c0', 'Xã 0', NULL, 'Asia/Ho_Chi_Minh', '[\"vi\", \"hmn\"]', 1)"
+    )
+    conn.execute(
+        "INSERT INTO bulletins (id, level, zones, title, variants, issued_at, expires_at,"
+        " repeat_every_s, state, source, cap_sender, cap_identifier, broadcasts, created_by,"
+        " created_at, updated_at, scheduled_at) VALUES ('b-1', 'normal', '[\"c0\"]', 'Bão',"
+        ' \'[{"language": "hmn", "text": "Nyob zoo"}]\', 10, 99, NULL, \'scheduled\','
+        " 'cap', 's', 'i', '[\"b-1.1\"]', 'op', 11, 12, 50)"
+    )
+    conn.commit()
+    conn.close()
+    async with Store(path, clock=FakeClock(100.0)) as store:
+        zone = await store.zones.get("c0")
+        assert (zone.voice, await store.zones.voice("c0")) == (None, "vi")
+        row = await store.bulletins.get("b-1")
+        assert (row.zones, row.variants, row.scheduled_at, row.cap_identifier) == (
+            ("c0",),
+            ({"language": "hmn", "text": "Nyob zoo"},),
+            50.0,
+            "i",
+        )
+        failed = await store.bulletins.transition("b-1", "failed", expect={"scheduled"})
+        assert (failed.state, failed.updated_at) == ("failed", 100.0)
+        assert [r.id for r in await store.bulletins.list(("failed",))] == ["b-1"]

@@ -140,12 +140,48 @@ async def test_unknown_voice_is_named() -> None:
 
 
 @e2e
+async def test_the_three_regional_voices_sound_different() -> None:
+    """The same text: the same voice twice gives the same samples (espeak-ng is
+    deterministic), each pair of North, Central and South gives different ones."""
+    spoken = {v: joined((await speak(NOTICE, voice=v))[0]) for v in VOICES}
+    again = joined((await speak(NOTICE, voice="vi-vn-x-south"))[0])
+    assert np.array_equal(again, spoken["vi-vn-x-south"])
+    for a, b in [
+        ("vi", "vi-vn-x-central"),
+        ("vi", "vi-vn-x-south"),
+        ("vi-vn-x-central", "vi-vn-x-south"),
+    ]:
+        n = min(spoken[a].size, spoken[b].size)
+        assert not np.array_equal(spoken[a][:n], spoken[b][:n]), (a, b)
+
+
+@e2e
+async def test_the_voice_for_a_language() -> None:
+    spoken = await tts.spoken_languages()
+    assert {"vi", "vi-vn-x-central", "vi-vn-x-south", "en", "en-gb", "zh"} <= spoken
+    assert "hmn" not in spoken and "km" not in spoken
+    assert await tts.spoken_languages() is spoken  # read once
+    # Vietnamese in the zone's voice, whatever its tag; others in espeak-ng's
+    for language in ("vi", "vi-VN", "VI"):
+        assert tts.voice_for(language, "vi-vn-x-south", spoken) == "vi-vn-x-south"
+    assert tts.voice_for("en-GB", "vi", spoken) == "en-gb"
+    assert tts.voice_for("zh-TW", "vi", spoken) == "zh"  # the primary subtag's
+    for language in ("hmn", "km", "hnj-Latn"):
+        with pytest.raises(tts.NoVoice) as info:
+            tts.voice_for(language, "vi", spoken)
+        assert (info.value.code, info.value.fields) == ("no_voice", {"language": language})
+        assert f"no text-to-speech voice for language {language!r}" in info.value.message
+
+
+@e2e
 async def test_voices_lists_the_three_vietnamese_voices() -> None:
     every = await voices()
     assert len(every) > 50
     vi = await voices("vi")
     assert [v.language for v in vi] == VOICES
     assert {v.file for v in vi} == {"aav/vi", "aav/vi-VN-x-central", "aav/vi-VN-x-south"}
+    cmn = next(v for v in every if v.language == "cmn")
+    assert cmn.others == ("zh-cmn", "zh")  # "(zh-cmn 5)(zh 5)": the tags it answers to
     assert all(v in every for v in vi)
 
 

@@ -98,6 +98,8 @@ async def test_zone_lifecycle(client: TestClient) -> None:
         "parent": "c0",
         "timezone": "Asia/Ho_Chi_Minh",
         "languages": ["vi"],
+        "voice": None,
+        "effective_voice": "vi",
         "level": 2,
         "children": [],
         "endpoints": {"here": 0, "total": 0, "online": 0},

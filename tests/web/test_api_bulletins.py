@@ -231,7 +231,7 @@ async def test_state_filter_is_checked(client: TestClient) -> None:
     assert error(data) == (
         "invalid_value",
         "query parameter \"state\": invalid enum value 'lost'; one of inbox, scheduled, on_air, "
-        "done, cancelled, expired",
+        "done, cancelled, expired, failed",
     )
 
 

@@ -86,6 +86,7 @@ async def zone_json(store: Store, node: Node, zone_id: str) -> dict[str, Any]:
     total = [e for e in node.poles() if e.spec.zone in below]
     return {
         **zone.as_json(),
+        "effective_voice": await store.zones.voice(zone_id),
         "level": node.zones.level(zone_id),
         "children": sorted(node.zones.children(zone_id)),
         "endpoints": {
@@ -108,7 +109,7 @@ async def add_zone(request: web.Request, body: NewZone) -> web.Response:
     node, user, store = node_of(request), user_of(request), store_of(request)
     may_change(user)
     parent = may_parent(user, node, body.parent)
-    extra = {k: v for k, v in builtins(body).items() if k in ("timezone", "languages")}
+    extra = {k: v for k, v in builtins(body).items() if k in ("timezone", "languages", "voice")}
     zone = await store.zones.add(body.id, body.name, parent, **extra)
     node.add_zone(zone.id, zone.parent)
     return web.json_response(await zone_json(store, node, zone.id), status=201)
@@ -129,7 +130,7 @@ async def get_zone(request: web.Request) -> web.Response:
 
 @routes.patch(
     "/zones/{id}",
-    summary="Rename, change time zone or languages, or move (parent) a zone",
+    summary="Rename, change time zone, languages or TTS voice, or move (parent) a zone",
     tag="zones",
     returns=answers.ZoneDetail,
     errors=(403, 404, 409),
@@ -151,7 +152,7 @@ async def update_zone(request: web.Request, body: ZoneChange) -> web.Response:
                 zone=zone_id,
                 parent=parent,
             )
-    changes = {k: data[k] for k in ("name", "timezone", "languages") if k in data}
+    changes = {k: data[k] for k in ("name", "timezone", "languages", "voice") if k in data}
     if changes:
         await store.zones.update(zone_id, **changes)
     if move:

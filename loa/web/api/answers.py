@@ -111,6 +111,8 @@ class Zone(Answer, frozen=True):
     parent: str | None
     timezone: str
     languages: list[str]
+    voice: str | None  # its own TTS voice; null: it speaks in its parent's
+    effective_voice: str | Unset = UNSET  # the voice its TTS sources use
     level: int | Unset = UNSET
 
 
@@ -138,6 +140,8 @@ class ZoneDetail(Answer, frozen=True):
     parent: str | None
     timezone: str
     languages: list[str]
+    voice: str | None
+    effective_voice: str
     level: int
     children: list[str]
     endpoints: EndpointCounts
@@ -283,7 +287,7 @@ class Delivery(Answer, frozen=True):
     dead_at: float | None
 
 
-BulletinState = Literal["inbox", "scheduled", "on_air", "done", "cancelled", "expired"]
+BulletinState = Literal["inbox", "scheduled", "on_air", "done", "cancelled", "expired", "failed"]
 
 
 class VariantOut(Answer, frozen=True):

@@ -37,6 +37,7 @@ from loa.web.api.types import (
     TimeZone,
     Unix,
     Url,
+    ZoneVoice,
     builtins,
     check_time_zone,
     check_url,
@@ -91,7 +92,7 @@ class SilenceSource(Source, frozen=True, tag="silence"):
 
 class TtsSource(Source, frozen=True, tag="tts"):
     text: Text
-    voice: Voice = "vi"
+    voice: Voice | Unset = UNSET  # default: the target zone's voice
     rate_wpm: Annotated[float, Meta(ge=80, le=450)] = 150
     pitch: Annotated[float, Meta(ge=0, le=99)] = 50
 
@@ -196,6 +197,7 @@ class NewZone(Declared, frozen=True):
     parent: AnyId | None
     timezone: TimeZone | Unset = UNSET
     languages: list[LanguageTag] | Unset = UNSET
+    voice: ZoneVoice | None = None  # None: the parent's (the North's at the top)
 
     def __post_init__(self) -> None:
         if isinstance(self.timezone, str):
@@ -207,6 +209,7 @@ class ZoneChange(Declared, frozen=True):
     timezone: TimeZone | Unset = UNSET
     languages: list[LanguageTag] | Unset = UNSET
     parent: AnyId | Unset | None = UNSET
+    voice: ZoneVoice | Unset | None = UNSET  # null: inherit the parent's again
 
     def __post_init__(self) -> None:
         if isinstance(self.timezone, str):
@@ -389,7 +392,7 @@ class UrlItem(Declared, frozen=True, tag_field="type", tag="url"):
 
 class TtsItem(Declared, frozen=True, tag_field="type", tag="tts"):
     text: Annotated[str, Meta(min_length=1, max_length=MAX_TEXT, pattern=NON_BLANK)]
-    voice: Voice = "vi"
+    voice: Voice | Unset = UNSET  # default: the schedule's zone's voice
     rate_wpm: Annotated[int, Meta(ge=80, le=450)] = 150
 
 

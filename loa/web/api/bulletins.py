@@ -111,7 +111,7 @@ async def _new_bulletin(request: web.Request, body: NewBulletin) -> NewBulletin_
     tag="bulletins",
     ok=201,
     returns=answers.Bulletin,
-    errors=(403, 404, 409),
+    errors=(403, 404, 409, 422),
 )
 async def create_bulletin(request: web.Request, body: NewBulletin) -> web.Response:
     new = await _new_bulletin(request, body)
@@ -279,7 +279,7 @@ async def _cancel_refs(
         _may_send(request, row.zones, row.level)
     cancelled = []
     for row in rows:
-        if row.state not in ("done", "cancelled", "expired"):
+        if row.state not in ("done", "cancelled", "expired", "failed"):
             await service.cancel(row.id, reason=reason)
             cancelled.append(row.id)
     return cancelled, unknown
@@ -297,6 +297,10 @@ async def _accept_plan(
     warnings = [*table_warnings, *p.warnings]
     if any(v.audio is not None for v in p.variants):
         warnings.append("CAP audio resources are not fetched; their info text is spoken")
+    mute = await service.unspeakable(variants)
+    if mute:
+        warnings.append(f"no text-to-speech voice for {', '.join(mute)}: not spoken")
+        variants = tuple(v for v in variants if v["language"] not in mute)
     if not variants:
         return web.json_response(
             {"ignored": "no info block has text to speak", "warnings": warnings}

@@ -81,7 +81,9 @@ class DeliveriesQuery(Declared, frozen=True):
 
 
 class BulletinsQuery(Declared, frozen=True):
-    state: Literal["inbox", "scheduled", "on_air", "done", "cancelled", "expired"] | None = None
+    state: (
+        Literal["inbox", "scheduled", "on_air", "done", "cancelled", "expired", "failed"] | None
+    ) = None
 
 
 class WindowQuery(Declared, frozen=True):

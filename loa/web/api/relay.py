@@ -20,6 +20,7 @@ from loa.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.node import Node
 from loa.repeats import new_repeat_id, plan_of
+from loa.store.zones import effective_voices
 from loa.streamer.factory import build_source
 from loa.streamer.playlist import Playlist
 from loa.streamer.targets import TargetPolicy, check_description
@@ -70,9 +71,11 @@ def _see_endpoint(request: web.Request, endpoint_id: str) -> Any:
 @routes.get("/zones", summary="Zones the caller sees", tag="zones", returns=answers.Zones)
 async def list_zones(request: web.Request) -> web.Response:
     node, user = node_of(request), user_of(request)
+    every = await request.config_dict[STORE].zones.list()
+    voices = effective_voices(every)
     zones = [
-        {**z.as_json(), "level": node.zones.level(z.id)}
-        for z in await request.config_dict[STORE].zones.list()
+        {**z.as_json(), "effective_voice": voices[z.id], "level": node.zones.level(z.id)}
+        for z in every
         if auth.can_see_zone(user, node.zones, z.id)
     ]
     return web.json_response({"zones": zones})
@@ -245,8 +248,14 @@ async def _start(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
     targets = TargetPolicy(node.config.relay.url_allow_networks)
     await check_description(data["source"], targets)
     await check_usable(request, media_in(data["source"]))  # another commune's media: 404
+    zones, endpoints = _targets(data, node)
+    # a TTS source naming no voice speaks in its first target zone's
+    voice = await request.config_dict[STORE].zones.targets_voice(zones, endpoints)
     source, what = build_source(
-        data["source"], media_path=request.config_dict[MEDIA].path, url_targets=targets
+        data["source"],
+        media_path=request.config_dict[MEDIA].path,
+        url_targets=targets,
+        voice=voice,
     )
     try:
         spec = broadcast_spec(data, node, user_of(request), source.resumable, source.live)

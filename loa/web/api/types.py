@@ -36,6 +36,8 @@ LanguageTag = Annotated[
     str, Meta(min_length=2, max_length=35, pattern=r"^[A-Za-z0-9]+(-[A-Za-z0-9]+)*$")
 ]
 Class = Literal["background", "scheduled", "priority", "live", "emergency"]
+# A zone's TTS voice (loa.config.ZONE_VOICES): North, Central, South of espeak-ng.
+ZoneVoice = Literal["vi", "vi-vn-x-central", "vi-vn-x-south"]
 Role = Literal["admin", "operator", "viewer"]
 Event = Literal["broadcast.logged", "endpoint.online", "endpoint.offline"]
 Limit = Annotated[int, Meta(ge=0, le=1000)]

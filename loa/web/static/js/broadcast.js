@@ -34,7 +34,8 @@ function sourceFromForm(form) {
   }
   if (kind === "tts") {
     const text = form.querySelector("#bc-text").value.trim();
-    return text ? { type: "tts", text, voice: form.querySelector("#bc-voice").value } : null;
+    // no voice named ("" chosen): the server speaks in the target zone's
+    return text ? { type: "tts", text, voice: form.querySelector("#bc-voice").value || undefined } : null;
   }
   const url = form.querySelector("#bc-url").value.trim();
   return url ? { type: "url", url } : null;

@@ -4,7 +4,7 @@ import { api, errorText, loadMe } from "./api.js";
 import { formatTime, initI18n, t } from "./i18n.js";
 import { el, initHeader, notice } from "./ui.js";
 
-const ENDED = new Set(["done", "cancelled", "expired"]);
+const ENDED = new Set(["done", "cancelled", "expired", "failed"]);
 let me = null;
 
 function levelPill(level) {

@@ -10,6 +10,7 @@ import { connectStatus } from "./live.js";
 import { drawMap } from "./map.js";
 import { loadMedia } from "./media.js";
 import { el, initHeader, notice } from "./ui.js";
+import { renderZoneVoice } from "./zonevoice.js";
 import { ZoneTree } from "./zones.js";
 
 const state = {
@@ -123,8 +124,17 @@ function visibleEndpoints() {
   return list.sort((a, b) => (order.get(a.zone) ?? 0) - (order.get(b.zone) ?? 0) || a.name.localeCompare(b.name));
 }
 
+/** The zones again (after a voice change: the zones below follow it). */
+async function reloadZones() {
+  const zones = await api("GET", "/zones");
+  state.tree = new ZoneTree(zones.zones);
+  state.counts = state.tree.counts(state.endpoints);
+  renderAll();
+}
+
 function renderAll() {
   renderCounts();
+  renderZoneVoice(state, reloadZones);
   const tree = JSON.stringify([state.selectedZone, [...state.counts]]);
   if (tree !== treeSignature) {
     // Rebuilt only when something in it changed, so a tap is not lost to a push.

@@ -48,7 +48,7 @@ export function initEmergency(state) {
     }
     if (kind === "tts") {
       const text = document.getElementById("em-text").value.trim();
-      return text ? { type: "tts", text, voice: document.getElementById("em-voice").value } : null;
+      return text ? { type: "tts", text, voice: document.getElementById("em-voice").value || undefined } : null;
     }
     if (kind === "media") {
       const id = document.getElementById("em-media").value;

@@ -58,8 +58,11 @@ export function fillMediaSelect(select, media, keep = select.value) {
   if (keep && media.some((m) => m.id === keep)) select.value = keep;
 }
 
+/** The voice choices of a text source: first (and by default) the target zone's own voice
+ * (value "": the source names none), then North, Central, South. */
 export function fillVoiceSelect(select) {
-  const keep = select.value || "vi";
-  select.replaceChildren(...VOICES.map(([id, key]) => el("option", { value: id }, t(key))));
-  select.value = keep;
+  const keep = select.value;
+  const zone = el("option", { value: "" }, t("voice.zone"));
+  select.replaceChildren(zone, ...VOICES.map(([id, key]) => el("option", { value: id }, t(key))));
+  select.value = keep || "";
 }
