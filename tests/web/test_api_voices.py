@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +201,27 @@ async def test_a_bulletin_whose_play_breaks_off_ends_failed(
     log = await call(client, "GET", "/log", 200)
     entry = next(e for e in log["entries"] if e["id"].startswith("b-old.1-"))
     assert entry["state"] == "failed"
+
+
+@pytest.mark.slow
+async def test_a_schedules_text_speaks_in_its_zones_voice(client: TestClient) -> None:
+    """A schedule to the South commune starting in 2 s: its text item naming no voice speaks
+    in the South's, the one naming the Central voice in that."""
+    await call(client, "PATCH", "/zones/c1", 200, {"voice": SOUTH})
+    at = int(time.time()) + 2
+    schedule = {
+        "id": "soon",
+        "name": "Bản tin trưa",
+        "dtstart": at,
+        "rrule": "FREQ=MINUTELY;COUNT=1",
+        "items": [
+            {"type": "tts", "text": "Bản tin trưa."},
+            {"type": "tts", "text": "Hết bản tin.", "voice": CENTRAL},
+        ],
+        "targets": {"zones": ["c1"]},
+    }
+    await call(client, "POST", "/schedules", 201, schedule)
+    node = client.app[NODE]
+    runs = lambda: [b for b in node.broadcasts if b.startswith(f"sch-soon-{at}-")]  # noqa: E731
+    await wait_for(runs, 6, "the scheduled broadcast")
+    assert voices_of(node.broadcasts[runs()[0]].source) == [SOUTH, CENTRAL]

@@ -115,8 +115,9 @@ function itemRow(item) {
       break;
     case "tts":
       {
-        const voice = el("select", { name: "voice" }, el("option", { value: item.voice ?? "vi" }));
-        voice.value = item.voice ?? "vi";
+        // "" (the default): no voice named, the schedule's zone's voice is used
+        const voice = el("select", { name: "voice" }, el("option", { value: item.voice ?? "" }));
+        voice.value = item.voice ?? "";
         fillVoiceSelect(voice);
         li.append(el("textarea", { name: "text", required: true, maxlength: 5000, rows: 2 }, item.text ?? ""), voice);
       }
@@ -138,7 +139,7 @@ function readItems() {
       case "url":
         return { type: "url", url: field("url"), duration_s: Number(field("duration_s")) };
       case "tts":
-        return { type: "tts", text: field("text"), voice: field("voice") };
+        return { type: "tts", text: field("text"), voice: field("voice") || undefined };
       default:
         return { type: "silence", duration_s: Number(field("duration_s")) };
     }
