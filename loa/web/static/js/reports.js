@@ -5,6 +5,7 @@ import { currentLang, initI18n, t } from "./i18n.js";
 import { el, initHeader, notice } from "./ui.js";
 
 const DAY_S = 86400;
+const zoneNames = new Map(); // zone id → name, for the poles' rows
 
 function isoDate(unix) {
   const d = new Date(unix * 1000);
@@ -79,7 +80,7 @@ async function load() {
       poles.endpoints.map((e) =>
         el("tr", {}, ...cells(e, [
           el("td", { "data-label": t("reports.pole") }, e.name),
-          el("td", { "data-label": t("log.zone") }, e.zone),
+          el("td", { "data-label": t("log.zone") }, zoneNames.get(e.zone) ?? e.zone),
         ])),
       ),
       7,
@@ -95,7 +96,10 @@ async function main() {
     initHeader(await loadMe());
     const { zones } = await api("GET", "/zones");
     const select = document.getElementById("f-zone");
-    for (const z of zones) select.append(el("option", { value: z.id }, z.name));
+    for (const z of zones) {
+      zoneNames.set(z.id, z.name);
+      select.append(el("option", { value: z.id }, z.name));
+    }
   } catch (err) {
     notice(errorText(err), "error");
     return;
