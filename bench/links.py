@@ -126,6 +126,20 @@ def classify(frames: list[tuple[float, str]], start: float, end: float) -> list[
     return [kind for t, kind in frames if start <= t <= end]
 
 
+def recovery_s(frames: list[tuple[float, str]], broke_at: float) -> float | None:
+    """From the break to the first slot heard after the first one not heard (the audio
+    buffered before the break plays on first); None if never back."""
+    gap = False
+    for t, kind in frames:
+        if t < broke_at:
+            continue
+        if kind not in AUDIBLE:
+            gap = True
+        elif gap:
+            return round(t - broke_at, 2)
+    return None if gap else 0.0
+
+
 def dropouts(slots: list[str]) -> list[int]:
     """Lengths (in slots) of the runs of slots not heard as sent, retransmitted or rebuilt."""
     runs, run = [], 0
@@ -228,10 +242,7 @@ async def run_scenario(sc: Scenario, seconds: float, *, nack: bool = True) -> di
     counts = {k: slots.count(k) for k in kinds}
     n = max(1, len(slots))
     moved = sum(c.bytes - before[w][0] for w, c in link.counts.items())
-    recovery = None
-    if broke_at is not None:
-        back = [t for t, kind in heard.frames if t > broke_at + 0.1 and kind in AUDIBLE]
-        recovery = round(back[0] - broke_at, 2) if back else None
+    recovery = None if broke_at is None else recovery_s(heard.frames, broke_at)
     return {
         "scenario": sc.name,
         "nack": nack,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.links import SCENARIOS, classify, dropouts, run_scenario, table
+from bench.links import SCENARIOS, classify, dropouts, recovery_s, run_scenario, table
 
 
 def test_slots_are_classified_and_dropouts_are_runs_of_what_was_not_heard() -> None:
@@ -13,6 +13,9 @@ def test_slots_are_classified_and_dropouts_are_runs_of_what_was_not_heard() -> N
     frames = [(1.0 + 0.02 * i, kind) for i, kind in enumerate(kinds)]
     assert classify(frames, 1.01, 1.13) == kinds[1:7]
     assert dropouts(kinds) == [3, 3]
+    assert recovery_s(frames, 1.01) == 0.09  # buffered audio, the gap, back with fec at 1.10
+    assert recovery_s(frames, 1.13) is None  # never back
+    assert recovery_s(frames[:2], 1.0) == 0.0  # no gap at all
 
 
 @pytest.mark.e2e

@@ -30,8 +30,10 @@ Decisions:
 - Audio is taken from UDP and from binary WebSocket messages alike; the server decides
   which it sends. UDP datagrams from any address but the server's are counted and ignored;
   RTP with the wrong payload type or SSRC is counted as bad.
-- With UDP acked, keepalives go every ``keepalive_s``; two unacknowledged keepalives in a
-  row send the speaker back to probing (and to WebSocket audio if the probe fails).
+- With UDP acked, keepalives go every ``keepalive_s``. One unanswered keepalive, or no
+  audio for ``AUDIO_GAP_S`` while a broadcast is on air, and the path is re-punched at once
+  with fresh hellos (a new NAT mapping rebinds the session); if none is acked within
+  ``REPUNCH_WITHIN_S``, audio moves to the WebSocket and UDP is probed again soon.
 - The ``playing`` message's volume applies while that broadcast plays, the speaker's own
   volume (``volume`` command) otherwise; ``mute`` silences both. Status reports the volume
   being applied. The new volume applies at once, not at the first packet of the broadcast.
@@ -83,7 +85,14 @@ HELLO_INTERVAL_S = 0.5
 WELCOME_TIMEOUT_S = 10.0
 TAIL_FRAMES = 3  # concealment frames played after an underrun, so the sound fades, not clicks
 MAX_LAG_S = 0.2  # playout this far behind its deadlines resyncs instead of catching up
-KEEPALIVE_MISSES = 2
+# Path failover (docs/DESIGN.md, "Path failover"): no audio this long while on air, or a
+# keepalive unanswered, and the path is re-punched: fresh hellos every 0.1 s for 0.6 s, then
+# WebSocket audio, with UDP probed again after 5 s, 10 s, ... up to udp_reprobe_s.
+AUDIO_GAP_S = 0.5
+WATCH_TICK_S = 0.05
+REPUNCH_INTERVAL_S = 0.1
+REPUNCH_WITHIN_S = 0.6
+REPROBE_AFTER_FAILURE_S = 5.0
 
 
 class SpeakerState(StrEnum):
@@ -132,6 +141,8 @@ class _Link:
         self.acked = asyncio.Event()
         self.last_ack = 0
         self.sent_at: dict[int, float] = {}  # control counter -> when sent: ack round trips
+        self.watch_from = 0.0  # when UDP was (re)proven: no audio is missed before it
+        self.audio_gap_s = AUDIO_GAP_S
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -209,7 +220,8 @@ class Speaker:
         self.foreign_packets = self.bad_packets = self.udp_errors = 0
         self.udp_audio = self.ws_audio = self.decode_errors = self.frames_out = 0
         self.playout_resyncs = self.status_sent = self.rtcp_sent = self.redirects = 0
-        self.nacks_sent = 0
+        self.nacks_sent = self.path_failures = self.repunches = 0
+        self._udp_audio_at = float("-inf")  # when RTP last came by UDP
         self.backoff_delays: list[float] = []
 
     # --- public --------------------------------------------------------------------------
@@ -469,17 +481,28 @@ class Speaker:
     # --- UDP -----------------------------------------------------------------------------
 
     async def _udp_loop(self, link: _Link) -> None:
+        """Prove UDP, use it, watch it; on failure re-punch at once, else fall back to the
+        WebSocket and probe again, soon after a failure mid-stream (docs/DESIGN.md,
+        "Path failover")."""
         if self.force_ws:
             await self._use(link, "ws")
             return
+        reprobe = self.udp_reprobe_s
+        proven = await self._probe(link, HELLO_INTERVAL_S, self.ws_fallback_after_s)
         while True:
-            if await self._probe(link):
+            if proven:
                 await self._use(link, "udp")
-                await self._keepalive(link)
-                log.warning("[ep=%s] UDP keepalives unanswered: probing again", self.endpoint)
-            else:
-                await self._use(link, "ws")
-                await asyncio.sleep(self.udp_reprobe_s)
+                why = await self._watch(link)
+                self.path_failures += 1
+                log.warning("[ep=%s] UDP path failing (%s): re-punching", self.endpoint, why)
+                proven = await self._probe(link, REPUNCH_INTERVAL_S, REPUNCH_WITHIN_S)
+                self.repunches += proven
+                reprobe = min(REPROBE_AFTER_FAILURE_S, self.udp_reprobe_s)
+                continue
+            await self._use(link, "ws")
+            await asyncio.sleep(reprobe)
+            proven = await self._probe(link, HELLO_INTERVAL_S, self.ws_fallback_after_s)
+            reprobe = min(2 * reprobe, self.udp_reprobe_s)
 
     async def _use(self, link: _Link, mode: str) -> None:
         if link.mode == mode:
@@ -490,15 +513,16 @@ class Speaker:
         self.state = SpeakerState.UDP if mode == "udp" else SpeakerState.WS
         log.info("[ep=%s] audio over %s", self.endpoint, "UDP" if mode == "udp" else "WebSocket")
 
-    async def _probe(self, link: _Link) -> bool:
-        """Hellos every 0.5 s until one is acked (True) or ws_fallback_after_s passes."""
+    async def _probe(self, link: _Link, interval: float, within: float) -> bool:
+        """Fresh signed hellos every ``interval`` until one is acked (True) or ``within``
+        seconds pass. A hello from a new NAT mapping rebinds the session on the server."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.ws_fallback_after_s
+        deadline = loop.time() + within
         link.acked.clear()
         while True:
             self._send_control(link, DatagramType.HELLO)
             self.hellos += 1
-            wait = min(HELLO_INTERVAL_S, deadline - loop.time())
+            wait = min(interval, deadline - loop.time())
             if wait <= 0:
                 return False
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
@@ -508,24 +532,34 @@ class Speaker:
                     await link.acked.wait()
                 return True
 
-    async def _keepalive(self, link: _Link) -> None:
-        """Keepalives every keepalive_s; returns after KEEPALIVE_MISSES without an ack."""
+    async def _watch(self, link: _Link) -> str:
+        """Keepalives every keepalive_s while watching the path; returns why it looks dead:
+        a keepalive unanswered for min(keepalive_s, ws_fallback_after_s), or no audio for
+        ``audio_gap_s`` while the control channel says a broadcast is on air (the threshold
+        doubles, up to 8 s, while re-punches bring acks but no audio: a source that is slow
+        to start is not a dead path)."""
         loop = asyncio.get_running_loop()
         period = link.welcome.keepalive_s
-        next_send = loop.time() + period
-        misses = 0
-        while misses < KEEPALIVE_MISSES:
-            await asyncio.sleep(max(0.0, next_send - loop.time()))
-            next_send += period
-            link.acked.clear()
-            self._send_control(link, DatagramType.KEEPALIVE)
-            self.keepalives += 1
-            try:
-                async with asyncio.timeout(min(period, self.ws_fallback_after_s)):
-                    await link.acked.wait()
-                misses = 0
-            except TimeoutError:
-                misses += 1
+        now = loop.time()
+        next_send, answer_by = now + period, float("inf")
+        link.watch_from = now
+        while True:
+            await asyncio.sleep(WATCH_TICK_S)
+            now = loop.time()
+            if now >= next_send:
+                next_send = now + period
+                answer_by = now + min(period, self.ws_fallback_after_s)
+                link.acked.clear()
+                self._send_control(link, DatagramType.KEEPALIVE)
+                self.keepalives += 1
+            if link.acked.is_set():
+                answer_by = float("inf")
+            elif now >= answer_by:
+                return "keepalive unanswered"
+            heard = max(self._udp_audio_at, link.watch_from)
+            if self.broadcast is not None and now - heard >= link.audio_gap_s:
+                link.audio_gap_s = min(8.0, 2 * link.audio_gap_s)
+                return "no audio while on air"
 
     def _send_control(self, link: _Link, kind: DatagramType) -> None:
         if link.udp is None or link.udp.is_closing():
@@ -554,6 +588,8 @@ class Speaker:
             return
         if not looks_like_control(data):
             self.udp_audio += 1
+            self._udp_audio_at = asyncio.get_running_loop().time()
+            link.audio_gap_s = AUDIO_GAP_S
             self._on_rtp(data, link)
             return
         try:

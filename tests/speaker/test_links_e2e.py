@@ -1,6 +1,7 @@
 """A real `loa speaker` behind an impairing UDP link (bench/impair.py) on loopback, against a
 real relay: lost packets are asked for (RFC 4585 NACK) and sent again, counted honestly on
-both ends."""
+both ends; a NAT rebinding is followed within a second, a UDP path dying mid-stream falls
+back to the WebSocket within two and returns to UDP when it works again."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from bench.impair import ImpairingLink, Impairment
+from bench.links import Heard, classify, dropouts, recovery_s
 from loa.config import with_changes as replace
 from tests.conftest import tree_config
 from tests.relay.fleet import Fleet, wait_for
@@ -60,3 +62,67 @@ async def test_lost_packets_are_asked_for_and_sent_again(
     assert metrics.nack_unserved["malformed"] == 0
     session_rtcp = relay.node.sessions.malformed_nacks
     assert session_rtcp == 0
+
+
+async def _on_air(relay: Any, speaker: Any, heard: Heard) -> None:
+    await wait_for(lambda: speaker.state.value == "udp", 15, "the speaker on UDP")
+    await relay.api("POST", "/broadcasts", tone(1000, ["c0"], "live"), 201)
+    await wait_for(lambda: len(heard.frames) > 50, 10, "a second of audio")
+
+
+async def test_nat_rebinding_is_followed_within_a_second(
+    relay_factory: Any, tmp_path: Path
+) -> None:
+    link = ImpairingLink()
+    relay = await impaired_relay(relay_factory, tmp_path, link)
+    fleet = Fleet(relay.url, [("c0-e0", "tok-c0-e0")])
+    speaker, heard = fleet.speakers["c0-e0"], Heard()
+    heard.watch(speaker.jitter)
+    await fleet.start()
+    loop = asyncio.get_running_loop()
+    try:
+        await _on_air(relay, speaker, heard)
+        old = link.mappings()
+        broke_at = loop.time()
+        link.rebind()  # the pole's NAT gives it a new source port
+        await asyncio.sleep(2.0)
+    finally:
+        await fleet.close()
+        link.close()
+    back = recovery_s(heard.frames, broke_at)
+    assert back is not None and back <= 1.0, back
+    session = relay.node.endpoints["c0-e0"].session
+    assert session is None or session.addr not in old  # closed by now, or on the new mapping
+    assert speaker.repunches >= 1 and speaker.state.value != "ws"
+    runs = dropouts(classify(heard.frames, broke_at, loop.time()))
+    assert max(runs, default=0) * 0.02 <= 1.0
+
+
+async def test_udp_dying_mid_stream_falls_back_to_websocket_within_two_seconds_and_back(
+    relay_factory: Any, tmp_path: Path
+) -> None:
+    link = ImpairingLink()
+    relay = await impaired_relay(relay_factory, tmp_path, link)
+    fleet = Fleet(relay.url, [("c0-e0", "tok-c0-e0")], udp_reprobe_s=30.0)
+    speaker, heard = fleet.speakers["c0-e0"], Heard()
+    heard.watch(speaker.jitter)
+    await fleet.start()
+    loop = asyncio.get_running_loop()
+    try:
+        await _on_air(relay, speaker, heard)
+        broke_at = loop.time()
+        link.blackhole = True  # UDP dies both ways; the WebSocket (TCP) still works
+        await wait_for(lambda: speaker.state.value == "ws", 3, "WebSocket audio")
+        await asyncio.sleep(2.5 - (loop.time() - broke_at))
+        back = recovery_s(heard.frames, broke_at)
+        assert back is not None and back <= 2.0, back
+        assert speaker.ws_audio > 20
+        link.blackhole = False  # the path returns: probed again after 5 s, not 30
+        await wait_for(lambda: speaker.state.value == "udp", 8, "back on UDP")
+        udp_before = speaker.udp_audio
+        await wait_for(lambda: speaker.udp_audio > udp_before + 20, 3, "audio by UDP again")
+    finally:
+        await fleet.close()
+        link.close()
+    ep = relay.node.endpoints["c0-e0"]
+    assert ep.session is None or ep.session.transport.value == "udp"
