@@ -326,7 +326,7 @@ class BulletinService:
         bc = await self.node.start_broadcast(
             spec,
             source,
-            what=f"bulletin {row.id}: {row.title}",
+            what=row.title,  # the log and the pages name it by its title, in its own words
             source_kind="bulletin",
             created_by=row.created_by,
         )
