@@ -86,6 +86,7 @@ def read_inbox(driver: Any, base: str) -> None:
 def compose(driver: Any) -> None:
     from selenium.webdriver.common.by import By
 
+    tap(driver, "#compose summary")  # folded under the inbox's title until asked for
     driver.find_element(By.ID, "b-title").send_keys("Thông báo cắt điện")
     tap(driver, '#b-zones input[value="p"]')  # the operator's own zone is ticked: untick it
     tap(driver, '#b-zones input[value="c1"]')

@@ -246,6 +246,7 @@ async function send(event) {
     const made = await api("POST", "/bulletins", body);
     notice(t(made.state === "inbox" ? "bulletins.sent.inbox" : "bulletins.sent.on_air", { title: made.title }));
     $("compose-form").reset();
+    $("compose").open = false; // the inbox, with the new bulletin, back in sight
     $("b-variants").replaceChildren(variantRow());
     levelHint();
     $("f-state").value = made.state === "inbox" ? "inbox" : "";
