@@ -57,6 +57,29 @@ class Conflict(LoaError):
     code = "conflict"
 
 
+class InPast(Conflict):
+    """A time that has passed where a future one is needed (``field`` names it)."""
+
+    code = "in_past"
+
+
+class BulletinRefused(Conflict):
+    """A bulletin cannot do what was asked in its state: ``reason`` (one of
+    ``BULLETIN_REASONS``) says why, ``bulletin`` names it."""
+
+    code = "bulletin_refused"
+
+
+BULLETIN_REASONS = frozenset(
+    {
+        # its state: it cannot move from there to the state asked for
+        *("inbox", "scheduled", "on_air", "done", "cancelled", "expired", "failed"),
+        "not_normal",  # priority and emergency bulletins go on air when they arrive
+        "expires_first",  # it expires before the chosen time: it would never play
+    }
+)
+
+
 class Unauthorized(LoaError, PermissionError):
     code = "unauthorized"
 

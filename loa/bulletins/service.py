@@ -50,7 +50,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from loa.bulletins.mapping import Level, language_rank
-from loa.errors import Conflict, LoaError, NotFound
+from loa.errors import BulletinRefused, Conflict, LoaError, NotFound
 from loa.media import MediaLibrary
 from loa.relay.broadcast import Broadcast, State
 from loa.relay.core.priority import BroadcastSpec
@@ -166,6 +166,13 @@ class BulletinService:
         """Repeating emergency bulletin id → Unix time of its next play (between plays)."""
         return dict(self._next)
 
+    async def sound_of(self, row: BulletinRow) -> Source:
+        """What one play of ``row`` reads, built as a play builds it (for a preview)."""
+        zones = [z for z in row.zones if z in self.node.zones]
+        if not zones:
+            raise NotFound(f"bulletin {row.id}: none of its zones exists any more")
+        return await self._sound(row, zones)
+
     # -- what the API asks ---------------------------------------------------------------
     async def speakable(self, variants: Iterable[dict[str, str]]) -> None:
         """``NoVoice`` naming the first text variant whose language espeak-ng cannot speak."""
@@ -226,18 +233,22 @@ class BulletinService:
         """Play a normal bulletin from the inbox now (``at=None``) or at Unix time ``at``."""
         row = await self.store.bulletins.get(bulletin_id)
         if row.level != Level.NORMAL:
-            raise Conflict(
+            raise BulletinRefused(
                 f"bulletin {row.id} is {row.level}: it went on air when it arrived; only "
                 "normal bulletins wait in the inbox to be scheduled",
                 bulletin=row.id,
+                reason="not_normal",
             )
         if row.state == "inbox" and row.expired(self.clock()):
             await self._settle(row.id, "expired")
-            raise Conflict(f"bulletin {row.id} expired; it will not play", bulletin=row.id)
+            raise BulletinRefused(
+                f"bulletin {row.id} expired; it will not play", bulletin=row.id, reason="expired"
+            )
         if at is not None and row.expires_at is not None and at >= row.expires_at:
-            raise Conflict(
+            raise BulletinRefused(
                 f"bulletin {row.id} expires before the chosen time; it would never play",
                 bulletin=row.id,
+                reason="expires_first",
             )
         row = await self.store.bulletins.transition(
             row.id, "scheduled", expect={"inbox"}, at=self.clock() if at is None else at
@@ -302,9 +313,7 @@ class BulletinService:
         zones = [z for z in row.zones if z in self.node.zones]
         if not zones:
             raise NotFound(f"bulletin {row.id}: none of its zones exists any more")
-        languages, timezone = await self._zone_facts(zones)
-        voice = await self.store.zones.targets_voice(zones)
-        source = self._source(row, languages, timezone, voice, await spoken_languages())
+        source = await self._sound(row, zones)
         spec = BroadcastSpec(
             # the n-th play, with a random tail: nobody can know a play's id before it starts
             id=f"{row.id}.{len(row.broadcasts) + 1}-{secrets.token_urlsafe(6)}",
@@ -317,12 +326,18 @@ class BulletinService:
         bc = await self.node.start_broadcast(
             spec,
             source,
-            what=f"bulletin {row.id}: {row.title}",
+            what=row.title,  # the log and the pages name it by its title, in its own words
             source_kind="bulletin",
             created_by=row.created_by,
         )
         self._runs.on_air(row.id, bc.id)
         return bc
+
+    async def _sound(self, row: BulletinRow, zones: Sequence[str]) -> Source:
+        """The source of one play (a preview reads the same)."""
+        languages, timezone = await self._zone_facts(zones)
+        voice = await self.store.zones.targets_voice(zones)
+        return self._source(row, languages, timezone, voice, await spoken_languages())
 
     async def _zone_facts(self, zones: Sequence[str]) -> tuple[list[str], str]:
         languages: list[str] = []

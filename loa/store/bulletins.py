@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, fields
 from typing import Any
 
-from loa.errors import Conflict, NotFound
+from loa.errors import BulletinRefused, Conflict, NotFound
 from loa.store.db import Conn, Database, Row, one_of
 
 STATES = ("inbox", "scheduled", "on_air", "done", "cancelled", "expired", "failed")
@@ -108,11 +108,12 @@ def _transition(
 ) -> BulletinRow:
     row = _get(conn, bulletin_id)
     if row.state not in expect:
-        raise Conflict(
+        raise BulletinRefused(
             f"bulletin {bulletin_id} is {row.state}; it cannot become {state} "
             f"(only from {', '.join(sorted(expect))})",
             bulletin=bulletin_id,
             state=row.state,
+            reason=row.state,
         )
     conn.execute(
         "UPDATE bulletins SET state = ?, updated_at = ?, scheduled_at = ? WHERE id = ?",

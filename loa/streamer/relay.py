@@ -45,6 +45,11 @@ class Limited:
         return self.source.name
 
     @property
+    def left_s(self) -> float:
+        """What is left to play, in seconds."""
+        return self._left * FRAME_S
+
+    @property
     def live(self) -> bool:
         return self.source.live
 

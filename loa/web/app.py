@@ -47,6 +47,7 @@ from loa.web import (
 from loa.web.api import admin as admin_api
 from loa.web.api import bulletins as bulletins_api
 from loa.web.api import elsewhere as elsewhere_api
+from loa.web.api import inbox as inbox_api
 from loa.web.api import listening as listening_api
 from loa.web.api import prepared as prepared_api
 from loa.web.api import records as records_api
@@ -238,6 +239,7 @@ def create_app(config: Config) -> web.Application:
     api.add_routes(listening_api.routes)  # GET /zones/{id}/listen: Ogg and WHEP URLs
     api.add_routes(reports_api.routes)  # reports upward, webhook management
     api.add_routes(bulletins_api.routes)  # the bulletin inbox, JSON and CAP 1.2 ingest
+    api.add_routes(inbox_api.routes)  # scheduling one (and when it is heard), its preview
     api.add_routes(repeats_api.routes)  # repeating emergencies: list, cancel
     api.add_routes(prepared_api.routes)  # prepared emergency messages
     api.add_routes(schedules_api.routes)  # schedules, their next runs, the conflicts report

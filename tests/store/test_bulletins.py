@@ -81,7 +81,7 @@ async def test_transitions_name_where_they_may_come_from(store: Store, clock: Fa
     assert (
         str(info.value) == "bulletin b-1 is scheduled; it cannot become scheduled (only from inbox)"
     )
-    assert info.value.fields == {"bulletin": "b-1", "state": "scheduled"}
+    assert info.value.fields == {"bulletin": "b-1", "state": "scheduled", "reason": "scheduled"}
     with pytest.raises(NotFound, match="bulletin nope not found"):
         await store.bulletins.transition("nope", "done", expect={"on_air"})
     with pytest.raises(ValueError, match="unknown bulletin state 'lost'"):

@@ -137,7 +137,8 @@ async def test_bad_bulletins_are_400(
 
 async def test_expired_bulletin_is_a_conflict(client: TestClient) -> None:
     data = await call(client, "POST", "/bulletins", 409, normal(expires_at=1.0))
-    assert error(data) == ("conflict", "expires_at is in the past: an expired bulletin never plays")
+    assert error(data) == ("in_past", "expires_at is in the past: an expired bulletin never plays")
+    assert data["error"]["field"] == "expires_at"
 
 
 async def test_unknown_zone_or_media_is_404(client: TestClient) -> None:
@@ -200,7 +201,7 @@ async def test_schedule_and_cancel_conflicts(client: TestClient) -> None:
     bulletin = await call(client, "POST", "/bulletins", 201, normal())
     path = f"/bulletins/{bulletin['id']}"
     data = await call(client, "POST", path + "/schedule", 409, {"at": 1000.0})
-    assert error(data) == ("conflict", "at is in the past; leave it out to play now")
+    assert error(data) == ("in_past", "at is in the past; leave it out to play now")
     data = await call(client, "POST", path + "/schedule", 400, {"at": "noon"})
     assert error(data) == ("wrong_type", 'field "at" must be float | null, got str')
     at = 4_000_000_000.0
@@ -208,21 +209,24 @@ async def test_schedule_and_cancel_conflicts(client: TestClient) -> None:
     assert scheduled["state"] == "scheduled"
     data = await call(client, "POST", path + "/schedule", 409, {})
     assert error(data) == (
-        "conflict",
+        "bulletin_refused",
         f"bulletin {bulletin['id']} is scheduled; it cannot become scheduled (only from inbox)",
     )
+    assert (data["error"]["reason"], data["error"]["state"]) == ("scheduled", "scheduled")
     assert (await call(client, "POST", path + "/cancel", 200))["state"] == "cancelled"
     data = await call(client, "POST", path + "/cancel", 409)
-    assert error(data)[0] == "conflict" and "is cancelled" in error(data)[1]
+    assert error(data)[0] == "bulletin_refused" and "is cancelled" in error(data)[1]
+    assert data["error"]["reason"] == "cancelled"
 
     priority = await call(client, "POST", "/bulletins", 201, normal(level="priority"))
     assert priority["state"] == "on_air"
     data = await call(client, "POST", f"/bulletins/{priority['id']}/schedule", 409, {})
     assert error(data) == (
-        "conflict",
+        "bulletin_refused",
         f"bulletin {priority['id']} is priority: it went on air when it arrived; only normal "
         "bulletins wait in the inbox to be scheduled",
     )
+    assert data["error"]["reason"] == "not_normal"
     await call(client, "POST", f"/bulletins/{priority['id']}/cancel", 200)
 
 

@@ -44,6 +44,21 @@ PAGES = {
     "reports": ("/reports", "#user-label:not(:empty)"),
 }
 
+INBOX_BULLETIN = {
+    "level": "normal",
+    "zones": ["c0"],
+    "title": "Thông báo lịch tiêm chủng cho trẻ dưới năm tuổi",
+    "variants": [{"language": "vi", "text": "Sáng thứ bảy tiêm chủng tại trạm y tế xã. " * 8}],
+}
+SCHEDULE = {
+    "name": "Thời sự sáng và chiều",
+    "zone": "p",
+    "dtstart": "2025-03-03T05:00",
+    "rrule": "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR,SA;BYHOUR=5,17;BYMINUTE=0;BYSECOND=0",
+    "items": [{"type": "silence", "duration_s": 600}],
+    "targets": {"zones": ["c0", "c1"]},
+}
+
 OVERFLOW_JS = """
 const de = document.documentElement;
 const out = [];
@@ -271,6 +286,10 @@ async def test_no_page_scrolls_sideways_at_desktop_or_phone_size(
                 bc_id = (await resp.json())["id"]
             async with http.delete(f"{base}/api/v1/broadcasts/{bc_id}") as resp:
                 assert resp.status in (200, 204), await resp.text()
+            # A bulletin in the inbox and a schedule: their pages show real rows too.
+            for path, made in (("/bulletins", INBOX_BULLETIN), ("/schedules", SCHEDULE)):
+                async with http.post(base + "/api/v1" + path, json=made) as resp:
+                    assert resp.status == 201, await resp.text()
 
         problems: list[str] = []
         for size in SIZES:

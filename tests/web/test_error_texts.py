@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
+from loa.errors import BULLETIN_REASONS
 from loa.schedule.rules import RULE_REASONS
+from loa.store.bulletins import STATES
 from loa.web.app import create_app
 from loa.web.pages import STATIC
 from tests.conftest import tree_config
@@ -48,12 +50,21 @@ def test_a_parameter_text_belongs_to_a_code_and_names_its_parameter() -> None:
                 assert len(parts) == 4 and parts[2] == "reason", key
 
 
-def test_every_reason_of_a_refused_rule_has_words_in_both_languages() -> None:
+def test_every_bulletin_state_is_a_reason_a_refusal_can_give() -> None:
+    assert set(STATES) <= BULLETIN_REASONS
+
+
+@pytest.mark.parametrize(
+    ("code", "reasons"), [("bad_rrule", RULE_REASONS), ("bulletin_refused", BULLETIN_REASONS)]
+)
+def test_every_reason_of_a_code_has_words_in_both_languages(
+    code: str, reasons: frozenset[str]
+) -> None:
     for lang, texts in dictionaries().items():
-        missing = sorted(r for r in RULE_REASONS if f"error.bad_rrule.reason.{r}" not in texts)
+        missing = sorted(r for r in reasons if f"error.{code}.reason.{r}" not in texts)
         assert missing == [], lang
-        extra = {k.rsplit(".", 1)[1] for k in texts if k.startswith("error.bad_rrule.reason.")}
-        assert extra <= RULE_REASONS, lang
+        extra = {k.rsplit(".", 1)[1] for k in texts if k.startswith(f"error.{code}.reason.")}
+        assert extra <= reasons, lang
 
 
 CASES = [

@@ -316,6 +316,31 @@ class Bulletin(Answer, frozen=True):
     scheduled_at: float | None  # when it plays: the time chosen, or a CAP alert's effective
 
 
+class PlayWait(Answer, frozen=True):
+    """Poles a bulletin played now gets later: held by ``holder`` (``name``, what it plays)
+    until its current item ends (``item_end``) or it ends (``end``); ``at``: about when, if
+    the holder knows its item's length."""
+
+    holder: str
+    name: str
+    endpoints: int
+    until: Literal["item_end", "end"]
+    at: float | None
+
+
+class Plays(Answer, frozen=True):
+    """When a bulletin played now is heard: ``now`` poles at once, the others after a wait."""
+
+    now: int
+    waits: list[PlayWait]
+
+
+class ScheduledBulletin(Bulletin, frozen=True):
+    """A bulletin just scheduled; played now (no ``at``), ``plays`` says when it is heard."""
+
+    plays: Plays | None
+
+
 class CapBulletin(Bulletin, frozen=True):
     """A CAP alert filed as a bulletin: what it superseded, and warnings about it."""
 

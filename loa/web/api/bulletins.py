@@ -26,12 +26,12 @@ from loa.bulletins import cap
 from loa.bulletins.mapping import BulletinPlan, Cancel, Ignored, Level, plan
 from loa.bulletins.service import BulletinService
 from loa.bulletins.service import NewBulletin as NewBulletin_
-from loa.errors import Conflict, NotFound, TooLarge, UnsupportedMediaType
+from loa.errors import InPast, NotFound, TooLarge, UnsupportedMediaType
 from loa.relay.node import Node
 from loa.store.bulletins import BulletinRow
 from loa.web import auth
 from loa.web.api import answers
-from loa.web.api.bodies import BulletinAt, NewBulletin
+from loa.web.api.bodies import NewBulletin
 from loa.web.api.media_scope import check_usable
 from loa.web.api.queries import BulletinsQuery
 from loa.web.api.relay import node_of, user_of
@@ -90,7 +90,7 @@ async def _new_bulletin(request: web.Request, body: NewBulletin) -> NewBulletin_
     await check_usable(request, (v["media"] for v in variants if "media" in v))
     now = time.time()
     if body.expires_at is not None and body.expires_at <= now:
-        raise Conflict(
+        raise InPast(
             "expires_at is in the past: an expired bulletin never plays", field="expires_at"
         )
     return NewBulletin_(
@@ -145,23 +145,6 @@ async def list_bulletins(request: web.Request, query: BulletinsQuery) -> web.Res
 )
 async def get_bulletin(request: web.Request) -> web.Response:
     row = await _seen(request, request.match_info["id"])
-    return web.json_response(row.as_json())
-
-
-@routes.post(
-    "/bulletins/{id}/schedule",
-    summary="Play a normal bulletin from the inbox now, or at Unix time 'at' (not in the past)",
-    tag="bulletins",
-    returns=answers.Bulletin,
-    errors=(403, 404, 409),
-)
-async def schedule_bulletin(request: web.Request, body: BulletinAt) -> web.Response:
-    at = body.at
-    if at is not None and at < time.time() - 60:
-        raise Conflict("at is in the past; leave it out to play now", field="at")
-    row = await _seen(request, request.match_info["id"])
-    _may_send(request, row.zones, row.level)
-    row = await service_of(request).schedule(row.id, at)
     return web.json_response(row.as_json())
 
 

@@ -1,0 +1,138 @@
+"""What the bulletin inbox page needs beyond the bulletins themselves: a preview of a bulletin
+as it would sound (``GET /bulletins/{id}/audio``, Ogg Opus), and when one played now is
+heard (``plays`` in the answer of ``POST /bulletins/{id}/schedule`` without a time).
+
+The preview is the play's own source (``BulletinService.sound_of``: the chime for an
+emergency, the announcement, each variant in the zones' language order, with the voices a play
+uses), read as fast as it renders — nothing goes on air — and encoded to Opus in Ogg pages as
+it goes, so a player starts before the end is rendered. At most ``MAX_PREVIEW_S`` is rendered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+
+from loa.bulletins.mapping import Level
+from loa.bulletins.when import outlook
+from loa.codecs import FRAME_S
+from loa.codecs.ogg_opus import OggOpusWriter
+from loa.codecs.opus import OpusEncoder
+from loa.errors import InPast
+from loa.relay.core.priority import NATIONAL_LEVEL
+from loa.relay.node import Node
+from loa.store.bulletins import BulletinRow
+from loa.streamer.base import Source
+from loa.streamer.playlist import Playlist
+from loa.web.api import answers
+from loa.web.api.bodies import BulletinAt
+from loa.web.api.bulletins import _may_send, _seen, service_of
+from loa.web.api.relay import node_of
+from loa.web.contract import Routes
+
+routes = Routes()
+MAX_PREVIEW_S = 30 * 60.0
+_YIELD_EVERY = 50  # frames rendered between two turns of the event loop (1 s of audio)
+OGG = {"type": "string", "format": "binary", "description": "Ogg Opus (RFC 7845), mono 48 kHz"}
+
+
+@routes.get(
+    "/bulletins/{id}/audio",
+    summary="A bulletin as one play of it would sound, as Ogg Opus (a preview: nothing plays)",
+    tag="bulletins",
+    content={"audio/ogg": OGG},
+    errors=(404,),
+)
+async def bulletin_audio(request: web.Request) -> web.StreamResponse:
+    row = await _seen(request, request.match_info["id"])
+    node = node_of(request)
+    source = await service_of(request).sound_of(row)
+    try:
+        frame = await source.read()  # a missing voice or media fails here, before any header
+        answer = web.StreamResponse(
+            headers={"Content-Type": "audio/ogg", "Cache-Control": "no-store"}
+        )
+        await answer.prepare(request)
+        tags = (f"TITLE={row.title}",)  # a file, not a live stream: fuller pages
+        writer = OggOpusWriter(secrets.randbits(32), tags=tags, packets_per_page=_YIELD_EVERY)
+        encoder = OpusEncoder.from_config(node.config.opus)
+        await answer.write(writer.header_pages())
+        frames, limit = 0, round(MAX_PREVIEW_S / FRAME_S)
+        while frame is not None and frames < limit:
+            pages = writer.write_packet(encoder.encode(frame.pcm))
+            if pages:
+                await answer.write(pages)
+            frames += 1
+            if frames % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # rendering runs ahead of real time: let others in
+            frame = await source.read()
+        await answer.write(writer.close())
+        await answer.write_eof()
+        return answer
+    finally:
+        await source.aclose()
+
+
+# -- when "play now" is heard ----------------------------------------------------------------
+@routes.post(
+    "/bulletins/{id}/schedule",
+    summary="Play a normal bulletin from the inbox now, or at Unix time 'at' (not in the past); "
+    "played now, 'plays' says when its poles hear it",
+    tag="bulletins",
+    returns=answers.ScheduledBulletin,
+    errors=(403, 404, 409),
+)
+async def schedule_bulletin(request: web.Request, body: BulletinAt) -> web.Response:
+    at = body.at
+    if at is not None and at < time.time() - 60:
+        raise InPast("at is in the past; leave it out to play now", field="at")
+    row = await _seen(request, request.match_info["id"])
+    _may_send(request, row.zones, row.level)
+    plays = plays_json(node_of(request), row) if at is None else None  # before it takes any
+    row = await service_of(request).schedule(row.id, at)
+    return web.json_response({**row.as_json(), "plays": plays})
+
+
+def _left_s(source: Source) -> float | None:
+    """Seconds left in the item a source is playing, if it knows (a file, a tone, a relay or
+    silence of fixed length); None for speech still being rendered or a live source."""
+    item: Any = source
+    if isinstance(source, Playlist):
+        if source.index >= len(source.items):
+            return None
+        item = source.items[source.index]
+    left = getattr(item, "left_s", None)
+    if isinstance(left, float):
+        return left
+    duration, position = getattr(item, "duration_s", None), getattr(item, "position_s", None)
+    if isinstance(duration, float) and isinstance(position, float):
+        return max(0.0, duration - position)
+    return None
+
+
+def plays_json(node: Node, row: BulletinRow) -> dict[str, Any]:
+    """When a bulletin played now is heard on its poles: ``now`` poles at once, and for the
+    others who holds them, until when (``item_end``: the holder's current item, ``end``: the
+    holder's end) and, where the holder knows, about when (``at``, Unix time)."""
+    zones = [z for z in row.zones if z in node.zones]
+    targets = node.router.zones.resolve(zones, ())
+    poles = [ep.id for ep in node.poles() if ep.id in targets]
+    seen = outlook(node.router, poles, Level(row.level).priority, NATIONAL_LEVEL)
+    waits = []
+    for w in seen.waits:
+        bc = node.broadcasts.get(w.holder)
+        left = _left_s(bc.source) if bc is not None and w.at_boundary else None
+        waits.append(
+            {
+                "holder": w.holder,
+                "name": bc.log.what if bc is not None else w.holder,
+                "endpoints": w.endpoints,
+                "until": "item_end" if w.at_boundary else "end",
+                "at": None if left is None else round(time.time() + left, 1),
+            }
+        )
+    return {"now": seen.now, "waits": waits}
