@@ -25,7 +25,8 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -50,6 +51,19 @@ log = logging.getLogger(__name__)
 REFRESH_S = 0.5  # how often live nodes are read and (on the leader) communes placed
 TICK_S = 0.02  # audio bundles go out once per tick, one per receiving node
 HEARD_RETRIES = 10  # a relayed broadcast's listeners wait this many seconds for its log row
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderJob:
+    """Work only the leader does: started when this node becomes leader, closed when it
+    stops being leader (``once``: started the first time only, closed at shutdown)."""
+
+    name: str
+    start: Callable[[], Awaitable[None]]
+    close: Callable[[], Awaitable[None]]
+    once: bool = False
+    every_s: float | None = None  # ``tick`` called this often while leader
+    tick: Callable[[], None] | None = None
 
 
 def _rank(commune: str, node: str) -> bytes:
@@ -99,6 +113,10 @@ class ClusterMember:
         self._ended_by_bus: set[str] = set()
         self._outbox: asyncio.Queue[Message] = asyncio.Queue()
         self._heard: set[asyncio.Task[None]] = set()
+        self.jobs: list[LeaderJob] = []
+        self.jobs_running: tuple[str, ...] = ()  # while leader: the jobs it started
+        self._acting = False  # the leader's jobs were started (and not yet closed)
+        self._leadership = asyncio.Event()
         self.audio_sent = self.packets_relayed = 0
 
     # -- lifetime ----------------------------------------------------------------------
@@ -116,6 +134,7 @@ class ClusterMember:
             ("publish", self._publish),
             ("lifecycle", self._apply_lifecycle),
             ("audio", self._ticks),
+            ("leader-jobs", self._leader_jobs),
         ):
             task = asyncio.create_task(run(), name=f"loa-cluster-{name}-{self.id}")
             self._tasks.append(task)
@@ -131,6 +150,9 @@ class ClusterMember:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, *self._heard, return_exceptions=True)
+        for job in self.jobs:  # idempotent: whatever ran stops before the node closes
+            await job.close()
+        self.jobs_running = ()
         await self.bus.close()
 
     async def _run(self) -> None:
@@ -225,6 +247,47 @@ class ClusterMember:
 
     def _on_leadership(self, leader: bool) -> None:
         self._wake.set()
+        self._leadership.set()
+
+    async def _leader_jobs(self) -> None:
+        """Start the leader's jobs when the lease is won, close them when it is lost (the
+        bus reports the loss before another node can win it: see "Lease and fencing")."""
+        started_once: set[str] = set()
+        while True:
+            leader = self.bus.is_leader()
+            if leader and not self._acting:
+                names = []
+                for job in self.jobs:
+                    if job.once and job.name in started_once:
+                        continue
+                    try:
+                        await job.start()
+                    except Exception:
+                        log.exception("[node=%s] leader job %s would not start", self.id,
+                                      job.name)  # fmt: skip
+                        continue
+                    started_once.add(job.name)
+                    names.append(job.name)
+                self.jobs_running, self._acting = tuple(names), True
+                log.info("[node=%s] leader (token %s): runs %s", self.id, self.bus.token,
+                         ", ".join(names) or "no job")  # fmt: skip
+            elif not leader and self._acting:
+                for job in self.jobs:
+                    if not job.once:
+                        await job.close()
+                log.info("[node=%s] not leader: stopped %s", self.id,
+                         ", ".join(j.name for j in self.jobs if not j.once))  # fmt: skip
+                self.jobs_running, self._acting = (), False
+            ticking = [j for j in self.jobs if j.tick is not None and j.every_s is not None]
+            wait = min((j.every_s for j in ticking if j.every_s), default=None)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait if leader and wait else None):
+                    await self._leadership.wait()
+            self._leadership.clear()
+            if self.bus.is_leader():
+                for job in ticking:
+                    if job.tick is not None:
+                        job.tick()
 
     # -- admission ---------------------------------------------------------------------
 
@@ -399,6 +462,7 @@ class ClusterMember:
             "nodes": sorted(self.live),
             "assignment": self.version[1],
             "communes": list(self.mine()),
+            "leader_jobs": list(self.jobs_running),
             "encoding": sorted(self.local),
             "relaying": sorted(self.relayed),
             "audio_messages_sent": self.audio_sent,
