@@ -46,9 +46,11 @@ from loa.relay.bus import FAILURES, Bus, BusConfig, Handlers
 from loa.relay.node import Node
 from loa.relay.relayed import RelayedBroadcast, RelayedSource
 from loa.store import Store
+from loa.store.onair import OnAirRow
 
 log = logging.getLogger(__name__)
 REFRESH_S = 0.5  # how often live nodes are read and (on the leader) communes placed
+PRESENCE_TTL_S = 3.0  # a node's presence key lives this long, refreshed every third of it
 TICK_S = 0.02  # audio bundles go out once per tick, one per receiving node
 HEARD_RETRIES = 10  # a relayed broadcast's listeners wait this many seconds for its log row
 
@@ -90,7 +92,7 @@ class ClusterMember:
             bus
             or BusConfig(
                 config.redis_url, config.node_id, config.name, config.public_url.rstrip("/"),
-                config.capacity,
+                config.capacity, presence_ttl_s=PRESENCE_TTL_S,
             ),
             Handlers(command=self._on_command, resync=self._on_resync,
                      leadership=self._on_leadership, lifecycle=self._inbox.put_nowait,
@@ -114,6 +116,9 @@ class ClusterMember:
         self._outbox: asyncio.Queue[Message] = asyncio.Queue()
         self._heard: set[asyncio.Task[None]] = set()
         self.jobs: list[LeaderJob] = []
+        # The leader brings back here what a node that is gone had on air (OnAirService.adopt).
+        self.adopt: Callable[[list[OnAirRow]], Awaitable[object]] | None = None
+        self._adopted: set[str] = set()
         self.jobs_running: tuple[str, ...] = ()  # while leader: the jobs it started
         self._acting = False  # the leader's jobs were started (and not yet closed)
         self._leadership = asyncio.Event()
@@ -180,12 +185,37 @@ class ClusterMember:
             await self._place()
         for bc_id in self.local:  # audio to every other live node (see DESIGN)
             self.bundler.route(bc_id, self.live)
+        ending = []
         for bc_id, (bc, origin) in list(self.relayed.items()):
             if origin not in self.live:  # its encoding node is gone: nothing more will come
                 log.warning("[bc=%s] node %s that encodes it is gone: ending it here", bc_id,
                             origin)  # fmt: skip
                 self._ended_by_bus.add(bc_id)
                 bc.finish(f"node {origin} lost", failed=True)
+                ending.append(bc)
+        if ending:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await asyncio.gather(*(bc.ended.wait() for bc in ending))
+        if self.bus.is_leader() and self.id in self.live:
+            await self._adopt_orphans()
+
+    async def _adopt_orphans(self) -> None:
+        """The leader restarts here what a node that is gone had on air (its on-air rows;
+        an emergency replays from its start, as after a restart: DESIGN "Restart
+        semantics"). Rows without a node (from before cluster mode) are left alone."""
+        if self.adopt is None or self.store is None:
+            return
+        rows = [
+            r for r in await self.store.onair.all()
+            if r.node is not None and r.node not in self.live and r.id not in self._adopted
+            and r.id not in self.node.broadcasts
+        ]  # fmt: skip
+        if rows:
+            self._adopted.update(r.id for r in rows)
+            log.warning("[node=%s] adopting what gone nodes had on air: %s", self.id,
+                        ", ".join(f"{r.id} (from {r.node})" for r in rows))  # fmt: skip
+            await self.adopt(rows)
 
     # -- the leader's job --------------------------------------------------------------
 

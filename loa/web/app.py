@@ -154,6 +154,7 @@ def create_app(config: Config) -> web.Application:
         store,
         media_path=media.path,
         url_targets=TargetPolicy(config.relay.url_allow_networks),
+        node_id=config.cluster.node_id if config.cluster is not None else None,
     )
     app[REPEATS] = repeats = RepeatService(node, store, media=media)
 
@@ -196,6 +197,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(node_ctx)
     if config.cluster is not None:
         app[CLUSTER] = member = ClusterMember(config.cluster, node, store)
+        member.adopt = onair.adopt  # the leader restarts what a gone node had on air
         # Only the leader runs the scheduler (rereading the schedules every 2 s: an edit
         # may come through another node's API); it resumes stored bulletins and repeats the
         # first time it leads. See DESIGN "Cluster protocol".
