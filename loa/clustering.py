@@ -25,7 +25,8 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -45,11 +46,26 @@ from loa.relay.bus import FAILURES, Bus, BusConfig, Handlers
 from loa.relay.node import Node
 from loa.relay.relayed import RelayedBroadcast, RelayedSource
 from loa.store import Store
+from loa.store.onair import OnAirRow
 
 log = logging.getLogger(__name__)
 REFRESH_S = 0.5  # how often live nodes are read and (on the leader) communes placed
+PRESENCE_TTL_S = 3.0  # a node's presence key lives this long, refreshed every third of it
 TICK_S = 0.02  # audio bundles go out once per tick, one per receiving node
 HEARD_RETRIES = 10  # a relayed broadcast's listeners wait this many seconds for its log row
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderJob:
+    """Work only the leader does: started when this node becomes leader, closed when it
+    stops being leader (``once``: started the first time only, closed at shutdown)."""
+
+    name: str
+    start: Callable[[], Awaitable[None]]
+    close: Callable[[], Awaitable[None]]
+    once: bool = False
+    every_s: float | None = None  # ``tick`` called this often while leader
+    tick: Callable[[], None] | None = None
 
 
 def _rank(commune: str, node: str) -> bytes:
@@ -76,7 +92,7 @@ class ClusterMember:
             bus
             or BusConfig(
                 config.redis_url, config.node_id, config.name, config.public_url.rstrip("/"),
-                config.capacity,
+                config.capacity, presence_ttl_s=PRESENCE_TTL_S,
             ),
             Handlers(command=self._on_command, resync=self._on_resync,
                      leadership=self._on_leadership, lifecycle=self._inbox.put_nowait,
@@ -99,6 +115,13 @@ class ClusterMember:
         self._ended_by_bus: set[str] = set()
         self._outbox: asyncio.Queue[Message] = asyncio.Queue()
         self._heard: set[asyncio.Task[None]] = set()
+        self.jobs: list[LeaderJob] = []
+        # The leader brings back here what a node that is gone had on air (OnAirService.adopt).
+        self.adopt: Callable[[list[OnAirRow]], Awaitable[object]] | None = None
+        self._adopted: set[str] = set()
+        self.jobs_running: tuple[str, ...] = ()  # while leader: the jobs it started
+        self._acting = False  # the leader's jobs were started (and not yet closed)
+        self._leadership = asyncio.Event()
         self.audio_sent = self.packets_relayed = 0
 
     # -- lifetime ----------------------------------------------------------------------
@@ -116,6 +139,7 @@ class ClusterMember:
             ("publish", self._publish),
             ("lifecycle", self._apply_lifecycle),
             ("audio", self._ticks),
+            ("leader-jobs", self._leader_jobs),
         ):
             task = asyncio.create_task(run(), name=f"loa-cluster-{name}-{self.id}")
             self._tasks.append(task)
@@ -131,6 +155,9 @@ class ClusterMember:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, *self._heard, return_exceptions=True)
+        for job in self.jobs:  # idempotent: whatever ran stops before the node closes
+            await job.close()
+        self.jobs_running = ()
         await self.bus.close()
 
     async def _run(self) -> None:
@@ -158,12 +185,37 @@ class ClusterMember:
             await self._place()
         for bc_id in self.local:  # audio to every other live node (see DESIGN)
             self.bundler.route(bc_id, self.live)
+        ending = []
         for bc_id, (bc, origin) in list(self.relayed.items()):
             if origin not in self.live:  # its encoding node is gone: nothing more will come
                 log.warning("[bc=%s] node %s that encodes it is gone: ending it here", bc_id,
                             origin)  # fmt: skip
                 self._ended_by_bus.add(bc_id)
                 bc.finish(f"node {origin} lost", failed=True)
+                ending.append(bc)
+        if ending:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await asyncio.gather(*(bc.ended.wait() for bc in ending))
+        if self.bus.is_leader() and self.id in self.live:
+            await self._adopt_orphans()
+
+    async def _adopt_orphans(self) -> None:
+        """The leader restarts here what a node that is gone had on air (its on-air rows;
+        an emergency replays from its start, as after a restart: DESIGN "Restart
+        semantics"). Rows without a node (from before cluster mode) are left alone."""
+        if self.adopt is None or self.store is None:
+            return
+        rows = [
+            r for r in await self.store.onair.all()
+            if r.node is not None and r.node not in self.live and r.id not in self._adopted
+            and r.id not in self.node.broadcasts
+        ]  # fmt: skip
+        if rows:
+            self._adopted.update(r.id for r in rows)
+            log.warning("[node=%s] adopting what gone nodes had on air: %s", self.id,
+                        ", ".join(f"{r.id} (from {r.node})" for r in rows))  # fmt: skip
+            await self.adopt(rows)
 
     # -- the leader's job --------------------------------------------------------------
 
@@ -225,6 +277,47 @@ class ClusterMember:
 
     def _on_leadership(self, leader: bool) -> None:
         self._wake.set()
+        self._leadership.set()
+
+    async def _leader_jobs(self) -> None:
+        """Start the leader's jobs when the lease is won, close them when it is lost (the
+        bus reports the loss before another node can win it: see "Lease and fencing")."""
+        started_once: set[str] = set()
+        while True:
+            leader = self.bus.is_leader()
+            if leader and not self._acting:
+                names = []
+                for job in self.jobs:
+                    if job.once and job.name in started_once:
+                        continue
+                    try:
+                        await job.start()
+                    except Exception:
+                        log.exception("[node=%s] leader job %s would not start", self.id,
+                                      job.name)  # fmt: skip
+                        continue
+                    started_once.add(job.name)
+                    names.append(job.name)
+                self.jobs_running, self._acting = tuple(names), True
+                log.info("[node=%s] leader (token %s): runs %s", self.id, self.bus.token,
+                         ", ".join(names) or "no job")  # fmt: skip
+            elif not leader and self._acting:
+                for job in self.jobs:
+                    if not job.once:
+                        await job.close()
+                log.info("[node=%s] not leader: stopped %s", self.id,
+                         ", ".join(j.name for j in self.jobs if not j.once))  # fmt: skip
+                self.jobs_running, self._acting = (), False
+            ticking = [j for j in self.jobs if j.tick is not None and j.every_s is not None]
+            wait = min((j.every_s for j in ticking if j.every_s), default=None)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait if leader and wait else None):
+                    await self._leadership.wait()
+            self._leadership.clear()
+            if self.bus.is_leader():
+                for job in ticking:
+                    if job.tick is not None:
+                        job.tick()
 
     # -- admission ---------------------------------------------------------------------
 
@@ -399,6 +492,7 @@ class ClusterMember:
             "nodes": sorted(self.live),
             "assignment": self.version[1],
             "communes": list(self.mine()),
+            "leader_jobs": list(self.jobs_running),
             "encoding": sorted(self.local),
             "relaying": sorted(self.relayed),
             "audio_messages_sent": self.audio_sent,

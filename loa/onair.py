@@ -36,6 +36,7 @@ from loa.relay.broadcast import Broadcast, LogEntry
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.node import Node
 from loa.store import Store
+from loa.store.onair import OnAirRow
 from loa.streamer.base import Source
 from loa.streamer.factory import build_source
 from loa.streamer.playlist import Playlist
@@ -111,8 +112,10 @@ class OnAirService:
         media_path: Callable[[str], Path],
         url_targets: TargetPolicy | None = None,
         alive_every_s: float = ALIVE_EVERY_S,
+        node_id: str | None = None,
     ) -> None:
         self.node = node
+        self.node_id = node_id  # cluster: rows are this node's (``OnAirRow.node``)
         self.store = store
         self.media_path = media_path
         self.url_targets = url_targets
@@ -125,12 +128,12 @@ class OnAirService:
         record = record_of(bc, loop_now, wall_now)
         await self.store.log.put(bc.log.as_json() | {"state": bc.state.value}, zones=zones)
         if not bc.state.ended:
-            await self.store.onair.put(bc.id, record, bc.log.requested_at)
+            await self.store.onair.put(bc.id, record, bc.log.requested_at, self.node_id)
 
     async def ended(self, entry: LogEntry, zones: frozenset[str] = frozenset()) -> None:
         await self.store.log.put(entry.as_json(), zones=zones)
         if entry.reason == "shutdown":
-            await self.store.onair.alive()  # it stays on air: a restart brings it back
+            await self.store.onair.alive(self.node_id)  # stays on air: a restart brings it back
         else:
             await self.store.onair.remove(entry.id)
 
@@ -149,15 +152,22 @@ class OnAirService:
             if not self.node.broadcasts:
                 continue  # nothing on air: no row to mark (their ends removed them)
             try:
-                await self.store.onair.alive()
+                await self.store.onair.alive(self.node_id)
             except LoaError as exc:  # the store is away: the next beat tries again
                 log.warning("could not mark the on-air broadcasts alive: %s", exc)
 
     # -- after a restart ----------------------------------------------------------------
     async def restore(self) -> dict[str, Action]:
-        """Bring back or close what was on air when the server stopped; what became of each."""
+        """Bring back or close what was on air when the server stopped; what became of each.
+        In a cluster, this node's rows only (the leader adopts those of nodes that are gone)."""
+        rows = await self.store.onair.all()
+        return await self.adopt([r for r in rows if self.node_id is None or r.node == self.node_id])
+
+    async def adopt(self, rows: list[OnAirRow]) -> dict[str, Action]:
+        """Bring back or close these on-air records here (a restart's own, or, on a cluster's
+        leader, those of a node that is gone); what became of each."""
         done: dict[str, Action] = {}
-        for row in await self.store.onair.all():
+        for row in rows:
             now = time.time()
             action = decide(row.record, now)
             try:

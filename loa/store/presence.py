@@ -97,15 +97,15 @@ class Presence:
 
     async def checkpoint(self, now: float) -> int:
         """Renew ``seen_at`` of the open intervals: the node is alive at ``now``."""
-        return await self._db.run(_update, "seen_at = greatest(?, online_at)", (now,))
+        return await self._db.write(_update, "seen_at = greatest(?, online_at)", (now,))
 
     async def close_orphans(self) -> int:
         """At start: close every interval a previous run left open at its last checkpoint."""
-        return await self._db.run(_update, "offline_at = seen_at", ())
+        return await self._db.write(_update, "offline_at = seen_at", ())
 
     async def close_all(self, now: float) -> int:
         """At shutdown: nobody is served once the relay stops."""
-        return await self._db.run(
+        return await self._db.write(
             _update,
             "offline_at = greatest(?, online_at), seen_at = greatest(?, online_at)",
             (now, now),
@@ -113,6 +113,8 @@ class Presence:
 
 
 def _update(conn: Conn, assignments: str, args: tuple[float, ...]) -> int:
-    """Apply ``assignments`` to every open interval; how many there were."""
+    """Apply ``assignments`` to every open interval; how many there were. A transaction
+    (``Database.write``): on PostgreSQL nodes sharing the table would otherwise deadlock
+    on these multi-row updates without the retry ``write`` gives."""
     sql = f"UPDATE presence SET {assignments} WHERE offline_at IS NULL"
     return conn.execute(sql, args).rowcount

@@ -405,6 +405,12 @@ CREATE UNIQUE INDEX bulletins_cap ON bulletins(cap_sender, cap_identifier)
     WHERE cap_identifier IS NOT NULL;
 """
 
+# Cluster: the node encoding an on-air broadcast (NULL: a single node). A node restores its
+# own rows after a restart; the leader adopts the rows of nodes that are gone.
+V_ONAIR_NODE = """
+ALTER TABLE onair ADD COLUMN node TEXT;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     V1,
     V2,
@@ -418,4 +424,5 @@ MIGRATIONS: tuple[str, ...] = (
     V_PREPARED,
     V_BULLETIN_AT,
     V_VOICES,
+    V_ONAIR_NODE,
 )

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from loa import __version__
 from loa.bulletins.service import BulletinService
-from loa.clustering import ClusterMember
+from loa.clustering import ClusterMember, LeaderJob
 from loa.config import Config
 from loa.inventory import load_inventory
 from loa.media import MediaLibrary
@@ -155,6 +155,7 @@ def create_app(config: Config) -> web.Application:
         store,
         media_path=media.path,
         url_targets=TargetPolicy(config.relay.url_allow_networks),
+        node_id=config.cluster.node_id if config.cluster is not None else None,
     )
     app[REPEATS] = repeats = RepeatService(node, store, media=media)
 
@@ -187,7 +188,8 @@ def create_app(config: Config) -> web.Application:
             await writer
 
     async def bulletins_ctx(app: web.Application) -> AsyncIterator[None]:
-        await service.start()
+        if config.cluster is None:  # in a cluster: the leader's job (below)
+            await service.start()
         yield
         await service.close()  # before the node closes: no repeat starts on a closing node
 
@@ -196,6 +198,16 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(node_ctx)
     if config.cluster is not None:
         app[CLUSTER] = member = ClusterMember(config.cluster, node, store)
+        member.adopt = onair.adopt  # the leader restarts what a gone node had on air
+        # Only the leader runs the scheduler (rereading the schedules every 2 s: an edit
+        # may come through another node's API); it resumes stored bulletins and repeats the
+        # first time it leads. See DESIGN "Cluster protocol".
+        member.jobs += [
+            LeaderJob("scheduler", schedules.start, schedules.close, every_s=2.0,
+                      tick=schedules.reload),
+            LeaderJob("bulletins", service.start, service.close, once=True),
+            LeaderJob("repeats", repeats.start, repeats.close, once=True),
+        ]  # fmt: skip
 
         async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
             await member.start()  # after the node: the leader counts its poles
@@ -206,14 +218,16 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(bulletins_ctx)
 
     async def repeats_ctx(app: web.Application) -> AsyncIterator[None]:
-        await repeats.start()  # after the node: it starts plays on it
+        if config.cluster is None:  # in a cluster: the leader's job (below)
+            await repeats.start()  # after the node: it starts plays on it
         yield
         await repeats.close()  # before the node: no play starts on a closing node
 
     app.cleanup_ctx.append(repeats_ctx)
 
     async def schedules_ctx(app: web.Application) -> AsyncIterator[None]:
-        await schedules.start()  # after the node: it starts broadcasts on it
+        if config.cluster is None:  # in a cluster: the leader's job (below)
+            await schedules.start()  # after the node: it starts broadcasts on it
         yield
         await schedules.close()  # before the node: no programme starts during shutdown
 

@@ -213,3 +213,59 @@ async def test_a_broadcast_reaches_every_nodes_speakers_encoded_once(
     print(f"a → b audio: {rate:.1f} Redis messages/s")
     for n in nodes:
         assert "Traceback" not in n.text(), n.text()[-3000:]
+
+
+async def test_the_encoding_node_dies_and_the_emergency_restarts_on_a_survivor(
+    tmp_path: Path, redis_url: str, postgres_url: str
+) -> None:
+    """a encodes an emergency to the province (b relays it); a is SIGKILLed. b's relayed
+    copy ends when a's presence expires (3 s); b, leader, adopts a's on-air record and
+    replays the emergency (same id, "issued at" first) within 5 s of the kill, to its own
+    speakers and to a's, which moved to b. The log row says when it was interrupted and
+    when it resumed, and names every speaker."""
+    nodes = make_nodes(tmp_path, ("a", "b"), redis_url=redis_url, store_url=postgres_url,
+                       communes=2, per_commune=PER_COMMUNE)  # fmt: skip
+    a, b = nodes
+    async with running(nodes), aiohttp.ClientSession() as http:
+        await converged(http, nodes)
+        fleet = Fleet(a.url, tokens(2, PER_COMMUNE))
+        await fleet.start()
+        try:
+            await wait_for(lambda: all(s.endpoint for s in fleet.speakers.values()), 20,
+                           "every speaker welcomed")  # fmt: skip
+            started = await a.api(http, "POST", "/broadcasts", {
+                "source": {"type": "tone", "freq_hz": 1000}, "targets": {"zones": ["p"]},
+                "class": "emergency",
+            })  # fmt: skip
+            bc = started["id"]
+            t0 = time.monotonic()
+            await wait_for(lambda: all(h.since(t0, bc) for h in fleet.heard.values()), 10,
+                           "every speaker hearing a's emergency")  # fmt: skip
+            a.kill()
+            killed = time.monotonic()
+
+            def again(ep: str) -> bool:
+                return sum(rms_dbfs(p) > -40 for p in fleet.heard[ep].since(killed, bc)) >= 5
+
+            # a's own speakers hear nothing from a any more; the restart is what they hear
+            await wait_for(lambda: all(again(ep) for ep in fleet.speakers), 5.0,
+                           "every speaker hearing the emergency again within 5 s")  # fmt: skip
+            restart_s = time.monotonic() - killed
+            health = await b.health(http)
+            assert health is not None and health["cluster"]["encoding"] == [bc]
+            await b.api(http, "DELETE", f"/broadcasts/{bc}")
+            entries: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 10
+            while not entries or len(entries[0]["heard_s"]) < len(fleet.speakers):
+                assert time.monotonic() < deadline, entries
+                await asyncio.sleep(0.2)
+                log = await b.api(http, "GET", "/log")
+                entries = [e for e in log["entries"] if e["id"] == bc and e.get("ended_at")]
+            row = entries[0]
+            assert row["interrupted_at"] is not None and row["resumed_at"] is not None
+            assert row["interrupted_at"] <= row["resumed_at"]
+            assert sorted(row["heard_s"]) == sorted(fleet.speakers)
+        finally:
+            await fleet.close()
+    print(f"the emergency was heard again {restart_s:.2f} s after its encoding node died")
+    assert "Traceback" not in b.text(), b.text()[-3000:]
