@@ -321,12 +321,22 @@ def _cell(value: object) -> object:
     return value
 
 
-def to_csv(rows: Sequence[LogRow], tz: tzinfo = UTC) -> bytes:
+def to_csv(
+    rows: Sequence[LogRow],
+    tz: tzinfo = UTC,
+    *,
+    columns: Mapping[str, str] | None = None,
+    classes: Mapping[str, str] | None = None,
+    states: Mapping[str, str] | None = None,
+) -> bytes:
     """The log as CSV, UTF-8 with a byte-order mark so Excel shows Vietnamese correctly;
-    times in ISO 8601 in ``tz``; lists joined with spaces."""
+    times in ISO 8601 in ``tz``; lists joined with spaces. ``columns`` words the header line
+    (each of CSV_COLUMNS; a column without a word keeps its name), ``classes`` and ``states``
+    the class and state of each row (the reader's language); ids and names stay as stored."""
+    columns, classes, states = columns or {}, classes or {}, states or {}
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(_cell(columns.get(c, c)) for c in CSV_COLUMNS)
     for r in rows:
         writer.writerow(
             _cell(v)
@@ -334,7 +344,7 @@ def to_csv(rows: Sequence[LogRow], tz: tzinfo = UTC) -> bytes:
                 r.id,
                 r.what,
                 r.source,
-                r.klass,
+                classes.get(r.klass, r.klass),
                 r.origin_zone or "",
                 " ".join(r.target_zones),
                 " ".join(r.target_endpoints),
@@ -342,7 +352,7 @@ def to_csv(rows: Sequence[LogRow], tz: tzinfo = UTC) -> bytes:
                 _when(r.requested_at, tz),
                 _when(r.started_at, tz),
                 _when(r.ended_at, tz),
-                r.state,
+                states.get(r.state, r.state),
                 r.reason or "",
                 r.endpoints_heard,
                 round(sum(r.heard_s.values()), 3),

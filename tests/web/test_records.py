@@ -333,24 +333,44 @@ async def test_the_log_shows_an_operator_only_their_poles(client: TestClient) ->
         "c1-e0": 2.0
     }
     # The CSV export is cut the same way: poles heard and seconds heard are c0's.
-    columns, line = await log_csv(client, op_a)
-    assert (line[columns.index("endpoints_heard")], line[columns.index("heard_s_total")]) == (
-        "1",
-        "1.5",
-    )
-    columns, line = await log_csv(client, AUTH)
-    assert (line[columns.index("endpoints_heard")], line[columns.index("heard_s_total")]) == (
-        "2",
-        "3.5",
-    )
+    row = await log_csv(client, op_a)
+    assert (row["Số loa nghe"], row["Tổng thời gian nghe (giây)"]) == ("1", "1.5")
+    row = await log_csv(client, AUTH)
+    assert (row["Số loa nghe"], row["Tổng thời gian nghe (giây)"]) == ("2", "3.5")
 
 
-async def log_csv(client: TestClient, headers: dict[str, str]) -> tuple[list[str], list[str]]:
-    """The header and the one row of ``GET /log.csv`` as ``headers`` reads it."""
-    resp = await client.get("/api/v1/log.csv", headers=headers)
+async def test_the_log_csv_speaks_the_readers_language(client: TestClient) -> None:
+    """Headers, class and outcome in Vietnamese by default, in English by ?lang=en or by
+    Accept-Language; ids and the operator's own text stay as written."""
+    started = await call(client, "POST", "/broadcasts", AUTH, bc("c0", "emergency"), 201)
+    await call(client, "DELETE", f"/broadcasts/{started['id']}", AUTH)
+    vi = await log_csv(client, AUTH)
+    assert list(vi)[:4] == ["Mã lượt phát", "Nội dung", "Nguồn", "Mức độ"]
+    assert (vi["Mã lượt phát"], vi["Mức độ"], vi["Kết quả"]) == (
+        started["id"],
+        "Khẩn cấp",
+        "đã dừng",
+    )
+    en = await log_csv(client, AUTH, "?lang=en")
+    assert (en["Broadcast id"], en["Class"], en["Outcome"]) == (
+        started["id"],
+        "Emergency",
+        "stopped",
+    )
+    assert await log_csv(client, {**AUTH, "Accept-Language": "en-GB,vi;q=0.5"}) == en
+    assert await log_csv(client, {**AUTH, "Accept-Language": "fr, en;q=0.1"}) == en
+    assert await log_csv(client, {**AUTH, "Accept-Language": "fr"}) == vi
+    bad = await client.get("/api/v1/log.csv?lang=fr", headers=AUTH)
+    assert bad.status == 400 and (await bad.json())["error"]["field"] == "lang"
+
+
+async def log_csv(client: TestClient, headers: dict[str, str], query: str = "") -> dict[str, str]:
+    """The one row of ``GET /log.csv`` as ``headers`` reads it, by its header line's words."""
+    resp = await client.get(f"/api/v1/log.csv{query}", headers=headers)
     assert resp.status == 200, await resp.text()
     columns, line = list(csv.reader(io.StringIO((await resp.read()).decode("utf-8-sig"))))
-    return columns, line
+    assert len(columns) == len(line) == 18, columns
+    return dict(zip(columns, line, strict=True))
 
 
 async def test_a_retry_racing_its_original_gets_the_same_broadcast(client: TestClient) -> None:

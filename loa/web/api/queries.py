@@ -47,6 +47,7 @@ class LogCsvQuery(_Zoned, frozen=True):
     since: Unix | None = None
     until: Unix | None = None
     klass: Class | None = msgspec.field(default=None, name="class")
+    lang: Literal["vi", "en"] | None = None  # the CSV's words; default Accept-Language, vi
 
 
 class AuditQuery(Declared, frozen=True):

@@ -4,6 +4,7 @@ CSV) and the audit log; and the audit middleware that records every change."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -15,7 +16,7 @@ from aiohttp import web
 from loa.errors import Conflict, Forbidden, LoaError, NotFound, TooLarge
 from loa.media import CHUNK
 from loa.store import LogRow, to_csv
-from loa.web import auth
+from loa.web import auth, words
 from loa.web.api import answers
 from loa.web.api.media_scope import media_in
 from loa.web.api.queries import AuditQuery, LogCsvQuery, LogQuery, UploadQuery
@@ -84,7 +85,16 @@ async def broadcast_log_csv(request: web.Request, query: LogCsvQuery) -> web.Res
     node, user = node_of(request), user_of(request)
     rows = [LogRow.from_json(scoped(user, node, r.as_json())) for r in rows]  # their poles
     tz = ZoneInfo(query.tz)
-    body = await asyncio.get_running_loop().run_in_executor(None, to_csv, rows, tz)
+    lang = words.reader_lang(request, query.lang)
+    make = functools.partial(
+        to_csv,
+        rows,
+        tz,
+        columns=words.texts(lang, "logcsv.col."),
+        classes=words.texts(lang, "class."),
+        states=words.texts(lang, "bcstate."),
+    )
+    body = await asyncio.get_running_loop().run_in_executor(None, make)
     stamp = datetime.now(tz).strftime("%Y%m%d-%H%M")
     return web.Response(
         body=body,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -17,14 +16,13 @@ from aiohttp import web
 from loa import reports
 from loa.errors import NotFound, Unprocessable
 from loa.reports import MAX_PERIOD_S, Period
-from loa.web import auth
+from loa.web import auth, words
 from loa.web.api import answers
 from loa.web.api.bodies import NewWebhook
 from loa.web.api.queries import DeliveriesQuery, ReportQuery
 from loa.web.api.relay import node_of, user_of
 from loa.web.contract import Routes
 from loa.web.keys import NODE, STORE, WEBHOOKS
-from loa.web.pages import DEFAULT_LANG, STATIC
 
 routes = Routes()
 
@@ -52,37 +50,6 @@ def _scope(request: web.Request, zone: str | None) -> frozenset[str] | None:
     return auth.visible_zones(user, node.zones)
 
 
-LANGS = ("vi", "en")
-
-
-def csv_lang(request: web.Request, lang: str | None) -> str:
-    """The language of a CSV's header line: ``?lang=``, else the first of ``Accept-Language``
-    (by its q weights) that the UI speaks, else Vietnamese."""
-    if lang is not None:
-        return lang
-    weighted: list[tuple[float, int, str]] = []
-    for n, part in enumerate(request.headers.get("Accept-Language", "").split(",")):
-        tag, _, params = part.strip().partition(";")
-        q = 1.0
-        if params.strip().startswith("q="):
-            try:
-                q = float(params.strip()[2:])
-            except ValueError:
-                q = 0.0
-        primary = tag.strip().lower().split("-")[0]
-        if primary in LANGS and q > 0:
-            weighted.append((-q, n, primary))
-    return min(weighted)[2] if weighted else DEFAULT_LANG
-
-
-@functools.cache
-def column_labels(lang: str) -> dict[str, str]:
-    """The CSV columns worded in ``lang`` (the ``reports.col.*`` texts of the UI)."""
-    texts = json.loads((STATIC / "i18n" / f"{lang}.json").read_text(encoding="utf-8"))
-    prefix = "reports.col."
-    return {k[len(prefix) :]: v for k, v in texts.items() if k.startswith(prefix)}
-
-
 async def _report(request: web.Request, kind: str, query: ReportQuery) -> web.Response:
     fmt, tz = query.format, ZoneInfo(query.tz)
     if not query.since < query.until or query.until - query.since > MAX_PERIOD_S:
@@ -102,7 +69,7 @@ async def _report(request: web.Request, kind: str, query: ReportQuery) -> web.Re
         None, reports.compute, period, endpoints, zones, data.tree, data.rows, data.intervals
     )
     if fmt == "csv":
-        labels = column_labels(csv_lang(request, query.lang))
+        labels = words.texts(words.reader_lang(request, query.lang), "reports.col.")
         if kind == "zones":
             make = functools.partial(reports.zones_csv, by_zone, period, tz, labels)
         else:

@@ -1,6 +1,6 @@
 // The broadcast log: GET /api/v1/log filtered by zone, class and time; CSV from /api/v1/log.csv.
 import { api, errorText, loadMe } from "./api.js";
-import { formatDuration, formatTime, initI18n, t } from "./i18n.js";
+import { currentLang, formatDuration, formatTime, initI18n, t } from "./i18n.js";
 import { el, initHeader, notice } from "./ui.js";
 import { ZoneTree } from "./zones.js";
 
@@ -33,8 +33,8 @@ function csvHref(f) {
   if (f.klass) params.set("class", f.klass);
   if (f.since != null) params.set("since", String(Math.floor(f.since)));
   if (f.until != null) params.set("until", String(Math.ceil(f.until)));
-  const query = params.toString();
-  return `/api/v1/log.csv${query ? `?${query}` : ""}`;
+  params.set("lang", currentLang()); // the headers, classes and outcomes in the page's words
+  return `/api/v1/log.csv?${params}`;
 }
 
 let endpointZones = new Map();
