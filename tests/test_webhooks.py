@@ -394,6 +394,13 @@ async def test_the_outbox_survives_a_restart(
     await first.start()
     first.logged({"id": "bc1"})
     await until(lambda: len(receiver.got) == 1)
+
+    async def failure_recorded() -> bool:
+        # An attempt still in flight at close() is retried by the next run, not recorded:
+        # wait for this one's 503 to be written (PostgreSQL's SERIALIZABLE write can lag).
+        return [r.attempts for r in await store.webhooks.deliveries(hook.id)] == [1]
+
+    await until(failure_recorded)
     await first.close()
     await store.close()
 

@@ -367,9 +367,11 @@ async def test_a_source_that_goes_silent_is_closed_on_time(
     (bc_id,) = icecast_ids(relay)
     step = len(mp3) // 10
     for i in range(10):  # about real time
+        if i:
+            await asyncio.sleep(0.1)
         writer.write(mp3[i * step : (i + 1) * step])
-        await asyncio.sleep(0.1)
-    t0 = time.monotonic()
+    await writer.drain()
+    t0 = time.monotonic()  # the last byte is out: the source is silent from here
     took = await closed_after(reader, t0, 10)
     writer.close()
     assert 1.4 <= took <= 3.0, took
