@@ -191,8 +191,11 @@ export function initEmergency(state) {
     dialog.showModal();
     api("GET", "/prepared")
       .then((data) => {
+        // Redrawn only if the list changed: a tap on a button must not be lost to its
+        // replacement by an identical one.
+        const changed = JSON.stringify(data.prepared) !== JSON.stringify(prepared);
         prepared = data.prepared;
-        if (step === 1) renderPrepared();
+        if (changed && step === 1) renderPrepared();
       })
       .catch((err) => showError(errorBox, errorText(err)));
   });
