@@ -168,6 +168,7 @@ function row(b) {
       "td",
       { "data-label": t("bulletins.state") },
       t(`bstate.${b.state}`),
+      b.state === "scheduled" && b.scheduled_at ? el("div", { class: "muted" }, t("bulletins.at_time", { at: wallTime(b.scheduled_at, zoneTz(b.zones)) })) : null,
       note && !ENDED.has(b.state) ? el("div", { class: "muted bulletin-when" }, note) : null,
     ),
     el("td", { "data-label": t("bulletins.actions") }, ...actions(b)),
