@@ -13,7 +13,9 @@ from aiohttp.test_utils import TestClient
 
 from loa.codecs.opus import OpusDecoder
 from loa.codecs.pcm import rms_dbfs
+from loa.web.api.inbox import MAX_PREVIEWS
 from loa.web.app import NODE, create_app
+from loa.web.keys import PREVIEWS
 from tests.conftest import AUTH, tree_config
 from tests.relay.fleet import wait_for
 from tests.support.ogg import OggOpusReader
@@ -124,3 +126,17 @@ async def test_a_preview_is_the_play_as_ogg_opus_and_nothing_goes_on_air(
 
     missing = await call(client, "GET", "/bulletins/b-0000000000/audio", 404)
     assert missing["error"]["code"] == "not_found"
+
+
+async def test_previews_rendering_at_once_are_limited(client: TestClient) -> None:
+    bulletin = await call(client, "POST", "/bulletins", 201, normal())
+    path = f"/bulletins/{bulletin['id']}/audio"
+    previews = client.app[PREVIEWS]
+    for _ in range(MAX_PREVIEWS):  # as if that many were rendering now
+        await previews.acquire()
+    busy = await call(client, "GET", path, 503)
+    assert (busy["error"]["code"], busy["error"]["limit"]) == ("too_many_sessions", MAX_PREVIEWS)
+    previews.release()
+    async with client.get("/api/v1" + path, headers=AUTH) as resp:
+        assert resp.status == 200 and len(await resp.read()) > 1000
+    assert not previews.locked()  # the one it took is back

@@ -5,7 +5,8 @@ heard (``plays`` in the answer of ``POST /bulletins/{id}/schedule`` without a ti
 The preview is the play's own source (``BulletinService.sound_of``: the chime for an
 emergency, the announcement, each variant in the zones' language order, with the voices a play
 uses), read as fast as it renders — nothing goes on air — and encoded to Opus in Ogg pages as
-it goes, so a player starts before the end is rendered. At most ``MAX_PREVIEW_S`` is rendered.
+it goes, so a player starts before the end is rendered. At most ``MAX_PREVIEW_S`` is rendered,
+and at most ``MAX_PREVIEWS`` previews render at once (another is refused, 503).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from loa.bulletins.when import outlook
 from loa.codecs import FRAME_S
 from loa.codecs.ogg_opus import OggOpusWriter
 from loa.codecs.opus import OpusEncoder
-from loa.errors import InPast
+from loa.errors import InPast, TooManySessions
 from loa.relay.core.priority import NATIONAL_LEVEL
 from loa.relay.node import Node
 from loa.store.bulletins import BulletinRow
@@ -33,8 +34,10 @@ from loa.web.api.bodies import BulletinAt
 from loa.web.api.bulletins import _may_send, _seen, service_of
 from loa.web.api.relay import node_of
 from loa.web.contract import Routes
+from loa.web.keys import PREVIEWS
 
 routes = Routes()
+MAX_PREVIEWS = 4  # rendering at once, each with its own espeak-ng; more wait for none: 503
 MAX_PREVIEW_S = 30 * 60.0
 _YIELD_EVERY = 50  # frames rendered between two turns of the event loop (1 s of audio)
 OGG = {"type": "string", "format": "binary", "description": "Ogg Opus (RFC 7845), mono 48 kHz"}
@@ -45,10 +48,21 @@ OGG = {"type": "string", "format": "binary", "description": "Ogg Opus (RFC 7845)
     summary="A bulletin as one play of it would sound, as Ogg Opus (a preview: nothing plays)",
     tag="bulletins",
     content={"audio/ogg": OGG},
-    errors=(404,),
+    errors=(404, 503),
 )
 async def bulletin_audio(request: web.Request) -> web.StreamResponse:
     row = await _seen(request, request.match_info["id"])
+    previews = request.config_dict[PREVIEWS]
+    if previews.locked():
+        raise TooManySessions(
+            f"{MAX_PREVIEWS} previews are being rendered; try again when one has ended",
+            limit=MAX_PREVIEWS,
+        )
+    async with previews:
+        return await _render(request, row)
+
+
+async def _render(request: web.Request, row: BulletinRow) -> web.StreamResponse:
     node = node_of(request)
     source = await service_of(request).sound_of(row)
     try:
