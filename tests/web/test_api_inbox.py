@@ -140,3 +140,32 @@ async def test_previews_rendering_at_once_are_limited(client: TestClient) -> Non
     async with client.get("/api/v1" + path, headers=AUTH) as resp:
         assert resp.status == 200 and len(await resp.read()) > 1000
     assert not previews.locked()  # the one it took is back
+
+
+async def test_a_priority_bulletin_says_it_waits_for_the_item_an_emergency_that_it_does_not(
+    client: TestClient,
+) -> None:
+    xa = await account(client.app, "xa0", "operator", "c0")
+    programme = await start(
+        client,
+        xa,
+        name="Chương trình của xã",
+        source={"type": "tone", "freq_hz": 440, "duration_s": 300},
+        targets={"zones": ["c0"]},
+        **{"class": "scheduled"},
+    )
+    node = client.app[NODE]
+    await wait_for(lambda: node.router.holder("c0-e0") == programme, 5, "the programme")
+    made = await call(client, "POST", "/bulletins", 201, normal(level="priority"))
+    assert made["state"] == "on_air"
+    (wait,) = made["plays"]["waits"]
+    assert (made["plays"]["now"], wait["holder"], wait["until"]) == (0, programme, "item_end")
+    assert wait["at"] is not None
+    await call(client, "POST", f"/bulletins/{made['id']}/cancel", 200)
+
+    made = await call(client, "POST", "/bulletins", 201, normal(level="emergency"))
+    assert made["plays"] == {"now": 2, "waits": []}  # it interrupts the programme at once
+    await call(client, "POST", f"/bulletins/{made['id']}/cancel", 200)
+
+    filed = await call(client, "POST", "/bulletins", 201, normal())
+    assert filed["plays"] is None  # a normal one waits in the inbox: nothing to say yet

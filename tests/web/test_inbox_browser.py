@@ -134,6 +134,25 @@ def play_now(driver: Any) -> str:
     return str(said)
 
 
+def send_priority(driver: Any) -> str:
+    """A priority bulletin written in the form goes on air; the notice says when it is heard."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    tap(driver, "#compose summary")
+    driver.find_element(By.ID, "b-title").send_keys("Cảnh báo nước sông dâng")
+    Select(driver.find_element(By.ID, "b-level")).select_by_value("priority")
+    assert "ngay sau mục đang phát" in driver.find_element(By.ID, "b-level-hint").text
+    tap(driver, '#b-zones input[value="c1"]')
+    driver.find_element(By.CSS_SELECTOR, '#b-variants [name="text"]').send_keys(
+        "Nước sông đang lên, bà con không ra bãi giữa."
+    )
+    tap(driver, "#b-send")
+    return str(
+        until(driver, "the notice", lambda d: "bản tin phát" in notice_text(d) and notice_text(d))
+    )
+
+
 def play_later(driver: Any) -> None:
     """ "Hẹn giờ phát" at 07:00 tomorrow, Hà Nội time (the zone's), whatever the browser's."""
     from selenium.webdriver.common.by import By
@@ -188,6 +207,11 @@ async def test_the_inbox_shows_texts_languages_zone_names_and_when_play_now_play
             "2 cụm loa đang phát “Chương trình của xã”: bản tin phát sau mục "
         ), said
         assert said[-6:-1] in about, (said, about)
+        sent = await in_thread(send_priority, browser)
+        assert sent.startswith(
+            "Đã gửi bản tin “Cảnh báo nước sông dâng”. 2 cụm loa đang phát "
+            "“Chương trình của xã”: bản tin phát sau mục hiện tại, khoảng "
+        ), sent
         await in_thread(play_later, browser)
         row = await server.app[BULLETINS].store.bulletins.list(("scheduled",))
         at = datetime.fromtimestamp(row[0].scheduled_at or 0, HANOI)
