@@ -1,6 +1,7 @@
 """What the bulletin inbox page needs beyond the bulletins themselves: a preview of a bulletin
-as it would sound (``GET /bulletins/{id}/audio``, Ogg Opus), and when one played now is
-heard (``plays`` in the answer of ``POST /bulletins/{id}/schedule`` without a time).
+as it would sound (``GET /bulletins/{id}/audio``, Ogg Opus), and playing a normal one now or
+at a time (``POST /bulletins/{id}/schedule``; played now, its answer says when the poles hear
+it: ``plays``, from ``loa.web.api.plays``).
 
 The preview is the play's own source (``BulletinService.sound_of``: the chime for an
 emergency, the announcement, each variant in the zones' language order, with the voices a play
