@@ -1,11 +1,12 @@
 """When a bulletin played "now" is heard, by the router's own rules (sans-IO: the router and
 the poles in, an outlook out).
 
-On each pole the bulletin targets: at once if nothing holds it or the holder gives way at
-once (a ``background`` relay); after the holder's current item if the bulletin outranks a
-holder it does not interrupt (a local programme: the router hands over at its next item
-boundary); when the holder ends if the holder ranks equal or higher (first come keeps the
-floor; a live broadcast or an emergency outranks it)."""
+On each pole the bulletin targets: at once if nothing holds it, the holder gives way at once
+(a ``background`` relay) or the bulletin interrupts a holder it outranks (an emergency);
+after the holder's current item if the bulletin outranks a holder it does not interrupt (a
+normal bulletin over a local programme, a priority one over a programme: the router hands
+over at its next item boundary); when the holder ends if the holder ranks equal or higher
+(first come keeps the floor; a live broadcast or an emergency outranks it)."""
 
 from __future__ import annotations
 
@@ -35,10 +36,14 @@ class Outlook:
 
 
 def outlook(
-    router: Router, endpoints: Iterable[str], priority: Priority, origin_level: int
+    router: Router,
+    endpoints: Iterable[str],
+    priority: Priority,
+    origin_level: int,
+    interrupts: bool = False,
 ) -> Outlook:
-    """The outlook for a broadcast of ``priority`` from ``origin_level`` that does not
-    interrupt, started now on ``endpoints`` (ids the router knows)."""
+    """The outlook for a broadcast of ``priority`` from ``origin_level`` (that interrupts or
+    not) started now on ``endpoints`` (ids the router knows)."""
     challenger = Rank.of(priority, origin_level)
     now = 0
     held: dict[tuple[str, bool], int] = {}
@@ -50,8 +55,8 @@ def outlook(
         spec = router.spec(holder)
         zone = spec.origin_zone
         level = NATIONAL_LEVEL if zone is None else router.zones.level(zone)
-        reason = waiting_reason(challenger, False, holder, Rank.of(spec.priority, level))
-        if reason.code == "interrupts":  # a background holder gives way at once
+        reason = waiting_reason(challenger, interrupts, holder, Rank.of(spec.priority, level))
+        if reason.code == "interrupts":  # it interrupts, or a background holder gives way
             now += 1
         else:
             key = (holder, reason.code == "at_boundary")

@@ -62,6 +62,7 @@ from loa.web.keys import (
     FIRST_RUN_PASSWORD,
     MEDIA,
     NODE,
+    PREVIEWS,
     REPEATS,
     SCHEDULES,
     STARTED,
@@ -144,6 +145,7 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[STARTED] = time.monotonic()
+    app[PREVIEWS] = asyncio.Semaphore(inbox_api.MAX_PREVIEWS)
     cors.setup(app, config.web.cors_origins)
     app[NODE] = node = Node(config)
     app[MEDIA] = media = MediaLibrary.for_config(config)

@@ -8,6 +8,7 @@ imports no handler module and any of them can import it."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 from weakref import WeakSet
 
@@ -44,6 +45,7 @@ MEDIA = web.AppKey("media", MediaLibrary)
 FIRST_RUN_PASSWORD = web.AppKey("first_run_password", str)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
 BULLETINS = web.AppKey("bulletins", BulletinService)
+PREVIEWS = web.AppKey("previews", asyncio.Semaphore)  # bulletin previews rendering at once
 REPEATS = web.AppKey("repeats", RepeatService)
 SCHEDULES = web.AppKey("schedule_service", ScheduleService)
 CLUSTER = web.AppKey("cluster", ClusterMember)  # only in cluster mode ([cluster])

@@ -13,7 +13,9 @@ from aiohttp.test_utils import TestClient
 
 from loa.codecs.opus import OpusDecoder
 from loa.codecs.pcm import rms_dbfs
+from loa.web.api.inbox import MAX_PREVIEWS
 from loa.web.app import NODE, create_app
+from loa.web.keys import PREVIEWS
 from tests.conftest import AUTH, tree_config
 from tests.relay.fleet import wait_for
 from tests.support.ogg import OggOpusReader
@@ -124,3 +126,46 @@ async def test_a_preview_is_the_play_as_ogg_opus_and_nothing_goes_on_air(
 
     missing = await call(client, "GET", "/bulletins/b-0000000000/audio", 404)
     assert missing["error"]["code"] == "not_found"
+
+
+async def test_previews_rendering_at_once_are_limited(client: TestClient) -> None:
+    bulletin = await call(client, "POST", "/bulletins", 201, normal())
+    path = f"/bulletins/{bulletin['id']}/audio"
+    previews = client.app[PREVIEWS]
+    for _ in range(MAX_PREVIEWS):  # as if that many were rendering now
+        await previews.acquire()
+    busy = await call(client, "GET", path, 503)
+    assert (busy["error"]["code"], busy["error"]["limit"]) == ("too_many_sessions", MAX_PREVIEWS)
+    previews.release()
+    async with client.get("/api/v1" + path, headers=AUTH) as resp:
+        assert resp.status == 200 and len(await resp.read()) > 1000
+    assert not previews.locked()  # the one it took is back
+
+
+async def test_a_priority_bulletin_says_it_waits_for_the_item_an_emergency_that_it_does_not(
+    client: TestClient,
+) -> None:
+    xa = await account(client.app, "xa0", "operator", "c0")
+    programme = await start(
+        client,
+        xa,
+        name="Chương trình của xã",
+        source={"type": "tone", "freq_hz": 440, "duration_s": 300},
+        targets={"zones": ["c0"]},
+        **{"class": "scheduled"},
+    )
+    node = client.app[NODE]
+    await wait_for(lambda: node.router.holder("c0-e0") == programme, 5, "the programme")
+    made = await call(client, "POST", "/bulletins", 201, normal(level="priority"))
+    assert made["state"] == "on_air"
+    (wait,) = made["plays"]["waits"]
+    assert (made["plays"]["now"], wait["holder"], wait["until"]) == (0, programme, "item_end")
+    assert wait["at"] is not None
+    await call(client, "POST", f"/bulletins/{made['id']}/cancel", 200)
+
+    made = await call(client, "POST", "/bulletins", 201, normal(level="emergency"))
+    assert made["plays"] == {"now": 2, "waits": []}  # it interrupts the programme at once
+    await call(client, "POST", f"/bulletins/{made['id']}/cancel", 200)
+
+    filed = await call(client, "POST", "/bulletins", 201, normal())
+    assert filed["plays"] is None  # a normal one waits in the inbox: nothing to say yet

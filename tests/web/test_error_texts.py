@@ -89,6 +89,17 @@ CASES = [
     # a field named in the reader's words; a generic code without the server's English
     ("invalid_value", {"field": "variants[1].language"}, 'Giá trị của "ngôn ngữ" không hợp lệ.'),
     ("bad_request", {}, "Yêu cầu không hợp lệ."),
+    (
+        "bulletin_refused",
+        {"bulletin": "b-1", "state": "done", "reason": "done"},
+        "Bản tin đã phát xong.",
+    ),
+    (
+        "in_past",
+        {"field": "at"},
+        "“thời điểm phát” đã qua; hãy chọn một thời điểm trong tương lai.",
+    ),
+    ("not_found", {"media": "m-1"}, "Không tìm thấy tệp âm thanh m-1 trong thư viện."),
 ]
 
 

@@ -17,6 +17,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from loa.web.app import NODE, create_app
+from loa.web.keys import BULLETINS
 from tests.conftest import AUTH, tree_config
 from tests.relay.fleet import wait_for
 from tests.web.test_api_admin import account
@@ -52,6 +53,16 @@ def row_of(driver: Any, title: str) -> Any:
     except StaleElementReferenceException:
         pass
     return None
+
+
+def row_text(driver: Any, title: str) -> str:
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        tr = row_of(driver, title)
+        return "" if tr is None else str(tr.text)
+    except StaleElementReferenceException:
+        return ""
 
 
 def notice_text(driver: Any) -> str:
@@ -123,6 +134,38 @@ def play_now(driver: Any) -> str:
     return str(said)
 
 
+def send_priority(driver: Any) -> str:
+    """A priority bulletin written in the form goes on air; the notice says when it is heard."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    tap(driver, "#compose summary")
+    driver.find_element(By.ID, "b-title").send_keys("Cảnh báo nước sông dâng")
+    Select(driver.find_element(By.ID, "b-level")).select_by_value("priority")
+    assert "ngay sau mục đang phát" in driver.find_element(By.ID, "b-level-hint").text
+    tap(driver, '#b-zones input[value="c1"]')
+    driver.find_element(By.CSS_SELECTOR, '#b-variants [name="text"]').send_keys(
+        "Nước sông đang lên, bà con không ra bãi giữa."
+    )
+    tap(driver, "#b-send")
+    return str(
+        until(driver, "the notice", lambda d: "bản tin phát" in notice_text(d) and notice_text(d))
+    )
+
+
+def play_later(driver: Any) -> None:
+    """ "Hẹn giờ phát" at 07:00 tomorrow, Hà Nội time (the zone's), whatever the browser's."""
+    from selenium.webdriver.common.by import By
+
+    tomorrow = datetime.fromtimestamp(time.time() + 86400, HANOI).strftime("%Y-%m-%d")
+    tr = until(driver, "the first bulletin", lambda d: row_of(d, "Lịch tiêm chủng"))
+    when = tr.find_element(By.CSS_SELECTOR, 'input[type="datetime-local"]')
+    driver.execute_script("arguments[0].value = arguments[1]", when, f"{tomorrow}T07:00")
+    driver.execute_script("arguments[0].nextElementSibling.click()", when)
+    day = datetime.fromtimestamp(time.time() + 86400, HANOI).strftime("%d/%m/%Y")
+    until(driver, "its time", lambda d: f"phát lúc {day} 07:00" in row_text(d, "Lịch tiêm chủng"))
+
+
 async def test_the_inbox_shows_texts_languages_zone_names_and_when_play_now_plays(
     tmp_path: Path, browser: Any
 ) -> None:
@@ -164,5 +207,14 @@ async def test_the_inbox_shows_texts_languages_zone_names_and_when_play_now_play
             "2 cụm loa đang phát “Chương trình của xã”: bản tin phát sau mục "
         ), said
         assert said[-6:-1] in about, (said, about)
+        sent = await in_thread(send_priority, browser)
+        assert sent.startswith(
+            "Đã gửi bản tin “Cảnh báo nước sông dâng”. 2 cụm loa đang phát "
+            "“Chương trình của xã”: bản tin phát sau mục hiện tại, khoảng "
+        ), sent
+        await in_thread(play_later, browser)
+        row = await server.app[BULLETINS].store.bulletins.list(("scheduled",))
+        at = datetime.fromtimestamp(row[0].scheduled_at or 0, HANOI)
+        assert (at.hour, at.minute) == (7, 0), at
     finally:
         await server.close()

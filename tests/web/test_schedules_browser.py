@@ -37,12 +37,12 @@ def schedule(schedule_id: str, name: str, zone: str, rrule: str) -> dict[str, An
 
 
 def rows(driver: Any) -> dict[str, str]:
-    from selenium.webdriver.common.by import By
-
-    found = {}
-    for tr in driver.find_elements(By.CSS_SELECTOR, "#sch-rows tr"):
-        cells = tr.find_elements(By.TAG_NAME, "td")
-        found[cells[0].text] = cells[1].text
+    """Schedule name → the rule as the list says it (read in one script: the list is redrawn
+    after every save)."""
+    found: dict[str, str] = driver.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#sch-rows tr')]"
+        ".map((tr) => [tr.cells[0].innerText, tr.cells[1].innerText]))"
+    )
     return found
 
 
@@ -125,6 +125,14 @@ def check_page(driver: Any, base: str) -> None:
         "the second refusal",
         lambda d: "Không tháng nào trong BYMONTH" in d.find_element(By.ID, "notice").text,
     )
+    # Typed in lower case, as RFC 5545 allows: read, saved and listed in words (the minute is
+    # DTSTART's, 06:30, as BYMINUTE is not given).
+    box.clear()
+    box.send_keys("freq=weekly;byday=sa,su;byhour=7")
+    assert driver.find_element(By.ID, "s-rule-words").text == "Thứ 7 và Chủ nhật, 07:30"
+    tap(driver, "#sch-form button[type=submit]")
+    until(driver, "the new schedule", lambda d: rows(d).get("Thử"))
+    assert rows(driver)["Thử"] == "Thứ 7 và Chủ nhật, 07:30 · từ 08/03/2025"  # DTSTART minute
 
 
 async def test_schedules_read_in_plain_vietnamese_in_the_zones_time_zone(

@@ -546,6 +546,13 @@ ROUTES: dict[tuple[str, str], list[Call]] = {
         Call("viewer", "GET", "/bulletins/{theirs}", 200),
         Call("op", "GET", "/bulletins/{mine}", 200),
     ],
+    ("get", "/bulletins/{id}/audio"): [
+        Call("admin", "POST", "/bulletins", 201, nb("c1"), save="theirs"),
+        Call("admin", "POST", "/bulletins", 201, nb("c0"), save="mine"),
+        *calls("op", "GET", ("/bulletins/{theirs}/audio", 404), ("/bulletins/nope/audio", 404)),
+        Call("viewer", "GET", "/bulletins/{theirs}/audio", 200),
+        Call("op", "GET", "/bulletins/{mine}/audio", 200),
+    ],
     ("post", "/bulletins/{id}/schedule"): [
         Call("admin", "POST", "/bulletins", 201, nb("c1"), save="theirs"),
         Call("admin", "POST", "/bulletins", 201, nb("c0"), save="mine"),
@@ -608,6 +615,8 @@ async def send(world: World, c: Call) -> tuple[int, Any]:
         kwargs["headers"]["Content-Type"] = c.content_type
     async with client.request(c.method, path, **kwargs) as resp:
         is_json = resp.content_type == "application/json"
+        if resp.content_type.startswith("audio/"):  # a bulletin's preview
+            return resp.status, await resp.read()
         data = await (resp.json() if is_json else resp.text())
         if c.save and "Location" in resp.headers:
             world.ids[c.save] = resp.headers["Location"].rsplit("/", 1)[-1]

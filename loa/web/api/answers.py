@@ -336,7 +336,8 @@ class Plays(Answer, frozen=True):
 
 
 class ScheduledBulletin(Bulletin, frozen=True):
-    """A bulletin just scheduled; played now (no ``at``), ``plays`` says when it is heard."""
+    """A bulletin just filed or scheduled; one that plays now (priority or emergency filed,
+    normal scheduled without ``at``) has ``plays``, saying when it is heard; else null."""
 
     plays: Plays | None
 

@@ -33,6 +33,7 @@ from loa.web import auth
 from loa.web.api import answers
 from loa.web.api.bodies import NewBulletin
 from loa.web.api.media_scope import check_usable
+from loa.web.api.plays import plays_json
 from loa.web.api.queries import BulletinsQuery
 from loa.web.api.relay import node_of, user_of
 from loa.web.api.types import builtins
@@ -107,17 +108,20 @@ async def _new_bulletin(request: web.Request, body: NewBulletin) -> NewBulletin_
 # -- routes ------------------------------------------------------------------------------
 @routes.post(
     "/bulletins",
-    summary="A bulletin: normal waits in the inbox, priority and emergency go on air",
+    summary="A bulletin: normal waits in the inbox, priority and emergency go on air "
+    "('plays' says when their poles hear them)",
     tag="bulletins",
     ok=201,
-    returns=answers.Bulletin,
+    returns=answers.ScheduledBulletin,
     errors=(403, 404, 409, 422),
 )
 async def create_bulletin(request: web.Request, body: NewBulletin) -> web.Response:
     new = await _new_bulletin(request, body)
     _may_send(request, new.zones, new.level)
+    on_air = new.level is not Level.NORMAL  # reckoned before it takes any pole
+    plays = plays_json(node_of(request), new.zones, new.level) if on_air else None
     row = await service_of(request).submit(new, user_of(request).username)
-    return web.json_response(row.as_json(), status=201, headers=_location(row))
+    return web.json_response({**row.as_json(), "plays": plays}, status=201, headers=_location(row))
 
 
 def _location(row: BulletinRow) -> dict[str, str]:

@@ -1,11 +1,13 @@
 """What the bulletin inbox page needs beyond the bulletins themselves: a preview of a bulletin
-as it would sound (``GET /bulletins/{id}/audio``, Ogg Opus), and when one played now is
-heard (``plays`` in the answer of ``POST /bulletins/{id}/schedule`` without a time).
+as it would sound (``GET /bulletins/{id}/audio``, Ogg Opus), and playing a normal one now or
+at a time (``POST /bulletins/{id}/schedule``; played now, its answer says when the poles hear
+it: ``plays``, from ``loa.web.api.plays``).
 
 The preview is the play's own source (``BulletinService.sound_of``: the chime for an
 emergency, the announcement, each variant in the zones' language order, with the voices a play
 uses), read as fast as it renders — nothing goes on air — and encoded to Opus in Ogg pages as
-it goes, so a player starts before the end is rendered. At most ``MAX_PREVIEW_S`` is rendered.
+it goes, so a player starts before the end is rendered. At most ``MAX_PREVIEW_S`` is rendered,
+and at most ``MAX_PREVIEWS`` previews render at once (another is refused, 503).
 """
 
 from __future__ import annotations
@@ -13,28 +15,24 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from typing import Any
 
 from aiohttp import web
 
-from loa.bulletins.mapping import Level
-from loa.bulletins.when import outlook
 from loa.codecs import FRAME_S
 from loa.codecs.ogg_opus import OggOpusWriter
 from loa.codecs.opus import OpusEncoder
-from loa.errors import InPast
-from loa.relay.core.priority import NATIONAL_LEVEL
-from loa.relay.node import Node
+from loa.errors import InPast, TooManySessions
 from loa.store.bulletins import BulletinRow
-from loa.streamer.base import Source
-from loa.streamer.playlist import Playlist
 from loa.web.api import answers
 from loa.web.api.bodies import BulletinAt
 from loa.web.api.bulletins import _may_send, _seen, service_of
+from loa.web.api.plays import plays_json
 from loa.web.api.relay import node_of
 from loa.web.contract import Routes
+from loa.web.keys import PREVIEWS
 
 routes = Routes()
+MAX_PREVIEWS = 4  # rendering at once, each with its own espeak-ng; more wait for none: 503
 MAX_PREVIEW_S = 30 * 60.0
 _YIELD_EVERY = 50  # frames rendered between two turns of the event loop (1 s of audio)
 OGG = {"type": "string", "format": "binary", "description": "Ogg Opus (RFC 7845), mono 48 kHz"}
@@ -45,10 +43,21 @@ OGG = {"type": "string", "format": "binary", "description": "Ogg Opus (RFC 7845)
     summary="A bulletin as one play of it would sound, as Ogg Opus (a preview: nothing plays)",
     tag="bulletins",
     content={"audio/ogg": OGG},
-    errors=(404,),
+    errors=(404, 503),
 )
 async def bulletin_audio(request: web.Request) -> web.StreamResponse:
     row = await _seen(request, request.match_info["id"])
+    previews = request.config_dict[PREVIEWS]
+    if previews.locked():
+        raise TooManySessions(
+            f"{MAX_PREVIEWS} previews are being rendered; try again when one has ended",
+            limit=MAX_PREVIEWS,
+        )
+    async with previews:
+        return await _render(request, row)
+
+
+async def _render(request: web.Request, row: BulletinRow) -> web.StreamResponse:
     node = node_of(request)
     source = await service_of(request).sound_of(row)
     try:
@@ -77,7 +86,7 @@ async def bulletin_audio(request: web.Request) -> web.StreamResponse:
         await source.aclose()
 
 
-# -- when "play now" is heard ----------------------------------------------------------------
+# -- playing one now or later ----------------------------------------------------------------
 @routes.post(
     "/bulletins/{id}/schedule",
     summary="Play a normal bulletin from the inbox now, or at Unix time 'at' (not in the past); "
@@ -92,47 +101,7 @@ async def schedule_bulletin(request: web.Request, body: BulletinAt) -> web.Respo
         raise InPast("at is in the past; leave it out to play now", field="at")
     row = await _seen(request, request.match_info["id"])
     _may_send(request, row.zones, row.level)
-    plays = plays_json(node_of(request), row) if at is None else None  # before it takes any
+    node = node_of(request)
+    plays = plays_json(node, row.zones, row.level) if at is None else None  # before it plays
     row = await service_of(request).schedule(row.id, at)
     return web.json_response({**row.as_json(), "plays": plays})
-
-
-def _left_s(source: Source) -> float | None:
-    """Seconds left in the item a source is playing, if it knows (a file, a tone, a relay or
-    silence of fixed length); None for speech still being rendered or a live source."""
-    item: Any = source
-    if isinstance(source, Playlist):
-        if source.index >= len(source.items):
-            return None
-        item = source.items[source.index]
-    left = getattr(item, "left_s", None)
-    if isinstance(left, float):
-        return left
-    duration, position = getattr(item, "duration_s", None), getattr(item, "position_s", None)
-    if isinstance(duration, float) and isinstance(position, float):
-        return max(0.0, duration - position)
-    return None
-
-
-def plays_json(node: Node, row: BulletinRow) -> dict[str, Any]:
-    """When a bulletin played now is heard on its poles: ``now`` poles at once, and for the
-    others who holds them, until when (``item_end``: the holder's current item, ``end``: the
-    holder's end) and, where the holder knows, about when (``at``, Unix time)."""
-    zones = [z for z in row.zones if z in node.zones]
-    targets = node.router.zones.resolve(zones, ())
-    poles = [ep.id for ep in node.poles() if ep.id in targets]
-    seen = outlook(node.router, poles, Level(row.level).priority, NATIONAL_LEVEL)
-    waits = []
-    for w in seen.waits:
-        bc = node.broadcasts.get(w.holder)
-        left = _left_s(bc.source) if bc is not None and w.at_boundary else None
-        waits.append(
-            {
-                "holder": w.holder,
-                "name": bc.log.what if bc is not None else w.holder,
-                "endpoints": w.endpoints,
-                "until": "item_end" if w.at_boundary else "end",
-                "at": None if left is None else round(time.time() + left, 1),
-            }
-        )
-    return {"now": seen.now, "waits": waits}

@@ -168,6 +168,7 @@ function row(b) {
       "td",
       { "data-label": t("bulletins.state") },
       t(`bstate.${b.state}`),
+      b.state === "scheduled" && b.scheduled_at ? el("div", { class: "muted" }, t("bulletins.at_time", { at: wallTime(b.scheduled_at, zoneTz(b.zones)) })) : null,
       note && !ENDED.has(b.state) ? el("div", { class: "muted bulletin-when" }, note) : null,
     ),
     el("td", { "data-label": t("bulletins.actions") }, ...actions(b)),
@@ -244,7 +245,13 @@ async function send(event) {
   if ($("b-expires").value) body.expires_at = unixOfLocal($("b-expires").value, zoneTz(zones));
   try {
     const made = await api("POST", "/bulletins", body);
-    notice(t(made.state === "inbox" ? "bulletins.sent.inbox" : "bulletins.sent.on_air", { title: made.title }));
+    if (made.plays) {
+      const words = whenHeard(made.plays, zoneTz(made.zones));
+      heard.set(made.id, words);
+      notice(`${t("bulletins.sent.on_air", { title: made.title })} ${words}`);
+    } else {
+      notice(t("bulletins.sent.inbox", { title: made.title }));
+    }
     $("compose-form").reset();
     $("compose").open = false; // the inbox, with the new bulletin, back in sight
     $("b-variants").replaceChildren(variantRow());

@@ -181,7 +181,7 @@ async function save(event) {
     name: $("s-name").value,
     class: $("s-class").value,
     dtstart: $("s-dtstart").value,
-    rrule: $("s-rrule").value.trim(),
+    rrule: $("s-rrule").value.trim().toUpperCase(), // RFC 5545 names are case-insensitive
     grace_s: Number($("s-grace").value),
     enabled: $("s-enabled").checked,
     items: readItems(),
