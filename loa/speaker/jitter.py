@@ -19,7 +19,8 @@ Policy, in the words the counters use:
   again. A gap is asked for once it has stayed open ``2 × jitter`` (at most
   ``MAX_NACK_HOLD_MS``): a packet merely reordered by the network fills it before that.
   A burst that ran the buffer dry (an underrun) is played when the stream resumes, from
-  its first missing number, when that was asked for: the retransmissions fill it.
+  its first missing number, while its retransmissions may still come (NACKed within two
+  round trips and 100 ms); a gap left by a dead path is skipped as before.
   A NACKed packet that arrives in time is played and counted in ``retransmitted`` (a subset
   of ``played``: played as sent = ``played - retransmitted``); its arrival does not feed the
   jitter estimate (it is late by design). The gap before a new segment is not asked for.
@@ -150,10 +151,13 @@ class JitterBuffer:
         self.playout_delay_ms = playout_delay_ms
         self._rtt_s = 0.0
         self._rtt_samples = 0
-        self._gap_at: float | None = None  # when the last gap was seen (any segment)
+        self._gap_at: float | None = None  # when the last gap was NACKed (any segment)
         self._burst = 0  # the longest gap (frames) NACKed since the link was last calm
         self._clock = 0.0  # the latest ``now`` seen
         self.stretched = 0  # concealment frames inserted to deepen the buffer
+        # gaps are queued for NACKs; off (no NACKs: disabled, or audio not on UDP), no
+        # repair room is started either
+        self.asking = True
         self.received = self.played = self.lost = self.recovered = self.concealed = 0
         self.retransmitted = self.nacked = 0
         self._nacks: list[tuple[int, float]] = []  # (extended seq, gap seen at), not yet asked
@@ -321,7 +325,7 @@ class JitterBuffer:
         highest = self._highest
         if highest is None or ext > highest:
             self._highest = ext
-        if highest is None or ext <= highest + 1:
+        if highest is None or ext <= highest + 1 or not self.asking:
             return
         low = max(highest + 1, ext - MAX_SPAN_FRAMES)
         if self._playing and self._next is not None:
@@ -337,7 +341,8 @@ class JitterBuffer:
         """The 16-bit sequence numbers to NACK now: gaps still open after the hold-off that
         can still be played, each asked once (a gap filled meanwhile is never asked)."""
         nacks = self._nacks
-        if not nacks:
+        if not nacks or not self.asking:
+            nacks.clear()
             return []
         hold = min(MAX_NACK_HOLD_MS, 2.0 * self.jitter_ms) / 1000.0 - _EPS
         base = self._next if self._playing and self._next is not None else None
@@ -440,8 +445,8 @@ class JitterBuffer:
         assert self._next is not None
         first = min(self._buf)
         gap = range(self._next, first)
-        if not self._resync and gap and len(gap) <= MAX_SPAN_FRAMES and self._asked & set(gap):
-            first = self._next  # a burst loss ran the buffer dry: replay it, it was asked for
+        if not self._resync and gap and len(gap) <= MAX_SPAN_FRAMES and self._in_flight(gap):
+            first = self._next  # a burst ran the buffer dry: replay it, its repairs are coming
         elif not self._resync and first > self._next:
             self.lost += first - self._next  # lost while we waited for the stream to resume
         self._next = first
@@ -450,6 +455,12 @@ class JitterBuffer:
         self._floor = None
         self._over_slots = 0
         self._under_slots = 0
+
+    def _in_flight(self, seqs: range) -> bool:
+        """Whether a retransmission of one of ``seqs`` may still come: NACKed within two
+        repair round trips and 100 ms (not over a path that died meanwhile)."""
+        horizon = self._clock - 2.0 * self._rtt_s - 0.1
+        return any(self._requested.get(k, -1e18) >= horizon for k in seqs)
 
     def _grow(self) -> bool:
         """Conceal one frame (no sequence used) when the depth has stayed a frame or more
@@ -506,6 +517,13 @@ class JitterBuffer:
         """Forget the stream (a new session starts a new one); counters are kept."""
         self.dropped += len(self._buf)
         self._forget()
+
+    def expect_gaps(self, now: float) -> None:
+        """Keep room to repair as if a gap was just NACKed: for a path not yet known calm
+        (a new session), so the buffer starts deep enough rather than growing mid-stream."""
+        if self.asking:
+            self._clock = max(self._clock, now)
+            self._gap_at = now
 
 
 def _longest_run(seqs: list[int]) -> int:

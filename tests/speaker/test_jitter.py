@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -403,3 +404,19 @@ def test_a_burst_that_runs_the_buffer_dry_is_replayed_from_its_retransmissions()
     assert played[:8] == list(range(10, 18))  # the burst is played, not skipped
     assert jb.retransmitted == 6 and jb.concealed == 0
     assert jb.target_ms >= (6 + 1) * 20  # room for the longest gap seen
+
+
+def test_a_new_path_starts_with_room_to_repair_and_trims_down_once_calm() -> None:
+    jb = JitterBuffer()
+    jb.expect_gaps(0.0)
+    jb.observe_rtt(0.05)
+    assert jb.target_ms == pytest.approx(3 * 20 + 50)
+    for i in range(600):  # 12 s of a clean link
+        push(jb, i, i * F)
+        jb.pop(i * F)
+    assert jb.target_ms == MIN_TARGET_MS
+    assert jb.buffer_ms <= MIN_TARGET_MS + 2 * 20  # trimmed back
+    quiet = JitterBuffer()
+    quiet.asking = False  # no NACKs: no room kept
+    quiet.expect_gaps(0.0)
+    assert quiet.target_ms == MIN_TARGET_MS

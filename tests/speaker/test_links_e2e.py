@@ -25,7 +25,9 @@ async def impaired_relay(relay_factory: Any, tmp_path: Path, link: ImpairingLink
     """A relay whose speakers are told to send their UDP to ``link``, which forwards it."""
     config = tree_config(tmp_path, communes=1, per_commune=1)
     port = link.bind()
-    config = replace(config, relay=replace(config.relay, public_udp_port=port))
+    # keepalives every 10 s (the default): a NAT rebinding is not followed by a keepalive
+    relay = replace(config.relay, public_udp_port=port, keepalive_s=10.0, session_timeout_s=35.0)
+    config = replace(config, relay=relay)
     relay = await relay_factory(config)
     link.start(("127.0.0.1", relay.node.udp_port))
     return relay
