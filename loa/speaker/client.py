@@ -266,6 +266,8 @@ class Speaker:
             retransmitted=jb.retransmitted,
             concealed=jb.concealed,
             nacked=jb.nacked,
+            stretched=jb.stretched,
+            path_failures=self.path_failures,
             late=jb.late,
             jitter_ms=round(jb.jitter_ms, 2),
             buffer_ms=jb.buffer_ms,
