@@ -204,6 +204,7 @@ class Speaker:
         self.on_audio = on_audio
         self._rng = rng or random.Random()
         self.jitter = JitterBuffer()
+        self.jitter.asking = nack
         self.reports = ReceptionStats()  # RTCP: our receiver reports, the server's SRs
         self.rtcp_ssrc = self._rng.getrandbits(32)
         self.state = SpeakerState.STOPPED
@@ -265,6 +266,8 @@ class Speaker:
             retransmitted=jb.retransmitted,
             concealed=jb.concealed,
             nacked=jb.nacked,
+            stretched=jb.stretched,
+            path_failures=self.path_failures,
             late=jb.late,
             jitter_ms=round(jb.jitter_ms, 2),
             buffer_ms=jb.buffer_ms,
@@ -421,6 +424,8 @@ class Speaker:
         self.endpoint = welcome.endpoint
         self.jitter.reset()
         self.jitter.playout_delay_ms = welcome.playout_delay_ms
+        self.jitter.asking = self.nack and not self.force_ws
+        self.jitter.expect_gaps(self._connected_at)
         self.reports.reset(welcome.ssrc)
         self.state = SpeakerState.PROBING
         log.info(
@@ -510,6 +515,7 @@ class Speaker:
         if mode == "ws" or link.mode == "ws":
             await self._send(link, self.channel.transport(mode))
         link.mode = mode
+        self.jitter.asking = self.nack and mode == "udp"  # NACKs go by UDP only
         self.state = SpeakerState.UDP if mode == "udp" else SpeakerState.WS
         log.info("[ep=%s] audio over %s", self.endpoint, "UDP" if mode == "udp" else "WebSocket")
 

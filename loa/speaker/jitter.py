@@ -18,6 +18,9 @@ Policy, in the words the counters use:
   ``MAX_SPAN_FRAMES`` back) are queued once for a NACK (``take_nacks(now)``), never asked
   again. A gap is asked for once it has stayed open ``2 × jitter`` (at most
   ``MAX_NACK_HOLD_MS``): a packet merely reordered by the network fills it before that.
+  A burst that ran the buffer dry (an underrun) is played when the stream resumes, from
+  its first missing number, while its retransmissions may still come (NACKed within two
+  round trips and 100 ms); a gap left by a dead path is skipped as before.
   A NACKed packet that arrives in time is played and counted in ``retransmitted`` (a subset
   of ``played``: played as sent = ``played - retransmitted``); its arrival does not feed the
   jitter estimate (it is late by design). The gap before a new segment is not asked for.
@@ -45,6 +48,7 @@ Invariants the tests check: ``received == played + late + dropped + len(buffer)`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 from loa.codecs import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
 from loa.codecs.opus import has_fec
@@ -61,7 +65,7 @@ TS_JUMP = SAMPLE_RATE  # 1 s off the predicted timestamp is a discontinuity
 TRIM_AFTER_SLOTS = 5
 TRIM_MARGIN_FRAMES = 2
 STALE_HOLDOFF_S = 0.3
-MAX_NACK_HOLD_MS = 30.0  # a gap open this long is asked for whatever the jitter
+MAX_NACK_HOLD_MS = 60.0  # a gap open this long is asked for whatever the jitter
 _EPS = 1e-6
 
 
@@ -147,9 +151,13 @@ class JitterBuffer:
         self.playout_delay_ms = playout_delay_ms
         self._rtt_s = 0.0
         self._rtt_samples = 0
-        self._gap_at: float | None = None  # when the last gap was seen (any segment)
+        self._gap_at: float | None = None  # when the last gap was NACKed (any segment)
+        self._burst = 0  # the longest gap (frames) NACKed since the link was last calm
         self._clock = 0.0  # the latest ``now`` seen
         self.stretched = 0  # concealment frames inserted to deepen the buffer
+        # gaps are queued for NACKs; off (no NACKs: disabled, or audio not on UDP), no
+        # repair room is started either
+        self.asking = True
         self.received = self.played = self.lost = self.recovered = self.concealed = 0
         self.retransmitted = self.nacked = 0
         self._nacks: list[tuple[int, float]] = []  # (extended seq, gap seen at), not yet asked
@@ -194,14 +202,18 @@ class JitterBuffer:
     @property
     def target_ms(self) -> float:
         """``clamp(40 ms, D, max(20 + 4 × jitter, repair room))``: while gaps were seen in the
-        last ``REPAIR_CALM_S``, room for one retransmission of a two-frame gap (two frames
-        to notice it, the NACK hold-off, the repair round trip, 4 × jitter) and one frame
-        to spare."""
+        last ``REPAIR_CALM_S``, room for one retransmission of the longest gap seen then
+        (its length + 1 frames to notice it, the NACK hold-off, the repair round trip,
+        4 × jitter) and one frame to spare."""
         want = FRAME_MS + 4.0 * self.jitter_ms
-        if self._gap_at is not None and self._clock - self._gap_at < REPAIR_CALM_S:
+        if self._repairing():
             hold = min(MAX_NACK_HOLD_MS, 2.0 * self.jitter_ms)
-            want = max(want, 3 * FRAME_MS + hold + self.rtt_ms + 4.0 * self.jitter_ms)
+            notice = (max(2, self._burst) + 1) * FRAME_MS
+            want = max(want, notice + hold + self.rtt_ms + 4.0 * self.jitter_ms)
         return min(self.playout_delay_ms, max(MIN_TARGET_MS, want))
+
+    def _repairing(self) -> bool:
+        return self._gap_at is not None and self._clock - self._gap_at < REPAIR_CALM_S
 
     @property
     def rtt_ms(self) -> float:
@@ -313,7 +325,7 @@ class JitterBuffer:
         highest = self._highest
         if highest is None or ext > highest:
             self._highest = ext
-        if highest is None or ext <= highest + 1:
+        if highest is None or ext <= highest + 1 or not self.asking:
             return
         low = max(highest + 1, ext - MAX_SPAN_FRAMES)
         if self._playing and self._next is not None:
@@ -329,7 +341,8 @@ class JitterBuffer:
         """The 16-bit sequence numbers to NACK now: gaps still open after the hold-off that
         can still be played, each asked once (a gap filled meanwhile is never asked)."""
         nacks = self._nacks
-        if not nacks:
+        if not nacks or not self.asking:
+            nacks.clear()
             return []
         hold = min(MAX_NACK_HOLD_MS, 2.0 * self.jitter_ms) / 1000.0 - _EPS
         base = self._next if self._playing and self._next is not None else None
@@ -346,6 +359,9 @@ class JitterBuffer:
         self._nacks = keep
         self.nacked += len(out)
         if out:  # a real gap (not mere reordering): keep room to repair the next ones
+            if not self._repairing():
+                self._burst = 0
+            self._burst = max(self._burst, _longest_run(out))
             self._gap_at = now
         return out
 
@@ -428,7 +444,10 @@ class JitterBuffer:
     def _start(self) -> None:
         assert self._next is not None
         first = min(self._buf)
-        if not self._resync and first > self._next:
+        gap = range(self._next, first)
+        if not self._resync and gap and len(gap) <= MAX_SPAN_FRAMES and self._in_flight(gap):
+            first = self._next  # a burst ran the buffer dry: replay it, its repairs are coming
+        elif not self._resync and first > self._next:
             self.lost += first - self._next  # lost while we waited for the stream to resume
         self._next = first
         self._playing = True
@@ -436,6 +455,12 @@ class JitterBuffer:
         self._floor = None
         self._over_slots = 0
         self._under_slots = 0
+
+    def _in_flight(self, seqs: range) -> bool:
+        """Whether a retransmission of one of ``seqs`` may still come: NACKed within two
+        repair round trips and 100 ms (not over a path that died meanwhile)."""
+        horizon = self._clock - 2.0 * self._rtt_s - 0.1
+        return any(self._requested.get(k, -1e18) >= horizon for k in seqs)
 
     def _grow(self) -> bool:
         """Conceal one frame (no sequence used) when the depth has stayed a frame or more
@@ -492,6 +517,22 @@ class JitterBuffer:
         """Forget the stream (a new session starts a new one); counters are kept."""
         self.dropped += len(self._buf)
         self._forget()
+
+    def expect_gaps(self, now: float) -> None:
+        """Keep room to repair as if a gap was just NACKed: for a path not yet known calm
+        (a new session), so the buffer starts deep enough rather than growing mid-stream."""
+        if self.asking:
+            self._clock = max(self._clock, now)
+            self._gap_at = now
+
+
+def _longest_run(seqs: list[int]) -> int:
+    """The longest run of consecutive 16-bit sequence numbers in ``seqs`` (in order)."""
+    best = run = 1
+    for a, b in pairwise(seqs):
+        run = run + 1 if (b - a) & 0xFFFF == 1 else 1
+        best = max(best, run)
+    return best
 
 
 def _has_fec(payload: bytes) -> bool:

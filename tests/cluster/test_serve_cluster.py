@@ -245,7 +245,10 @@ async def test_the_encoding_node_dies_and_the_emergency_restarts_on_a_survivor(
             killed = time.monotonic()
 
             def again(ep: str) -> bool:
-                return sum(rms_dbfs(p) > -40 for p in fleet.heard[ep].since(killed, bc)) >= 5
+                # after what the speakers had buffered at the kill (their buffer may hold up
+                # to the playout delay, 300 ms, while they repair losses)
+                fresh = fleet.heard[ep].since(killed + 0.5, bc)
+                return sum(rms_dbfs(p) > -40 for p in fresh) >= 5
 
             # a's own speakers hear nothing from a any more; the restart is what they hear
             await wait_for(lambda: all(again(ep) for ep in fleet.speakers), 5.0,

@@ -140,6 +140,8 @@ async def test_status_reports_plausible_counters(server: FakeServer, start: Any)
     assert status["type"] == "status"
     assert status["received"] == 10
     assert status["lost"] == status["late"] == status["recovered"] == 0
+    assert status["retransmitted"] == status["nacked"] == status["concealed"] == 0
+    assert status["path_failures"] == 0 and status["stretched"] >= 0
     assert status["volume"] == 80
     assert status["muted"] is False
     assert status["playing"] is None

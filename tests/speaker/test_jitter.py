@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -376,3 +377,46 @@ def test_a_reordered_packet_fills_its_gap_before_it_is_asked_for() -> None:
     assert jb.take_nacks(t + 2 * F + 0.005) == []
     assert jb.take_nacks(t + 2 * F + 0.031) == [32]  # past the longest hold-off
     assert jb.nacked == 1
+
+
+def test_a_burst_that_runs_the_buffer_dry_is_replayed_from_its_retransmissions() -> None:
+    jb = JitterBuffer()
+    out = []
+    t = 0
+    for t in range(10):  # playing at 40 ms
+        push(jb, t, t * F)
+        out.append(summary(jb.pop(t * F)))
+    # 10..15 lost (120 ms): the buffer runs dry; 16 arrives, the gap is asked for
+    for t in range(10, 16):
+        out.append(summary(jb.pop(t * F)))
+    assert ("underrun", None) in out
+    push(jb, 16, 16 * F)
+    assert jb.take_nacks(16 * F + 0.001) == list(range(10, 16))
+    out = []
+    for t in range(16, 30):
+        if t == 17:
+            for seq in range(10, 16):  # the retransmissions, one round trip later
+                push(jb, seq, t * F)
+        if t > 16:
+            push(jb, t, t * F)
+        out.append(summary(jb.pop(t * F + 0.002)))
+    played = [s for kind, s in out if kind == "play"]
+    assert played[:8] == list(range(10, 18))  # the burst is played, not skipped
+    assert jb.retransmitted == 6 and jb.concealed == 0
+    assert jb.target_ms >= (6 + 1) * 20  # room for the longest gap seen
+
+
+def test_a_new_path_starts_with_room_to_repair_and_trims_down_once_calm() -> None:
+    jb = JitterBuffer()
+    jb.expect_gaps(0.0)
+    jb.observe_rtt(0.05)
+    assert jb.target_ms == pytest.approx(3 * 20 + 50)
+    for i in range(600):  # 12 s of a clean link
+        push(jb, i, i * F)
+        jb.pop(i * F)
+    assert jb.target_ms == MIN_TARGET_MS
+    assert jb.buffer_ms <= MIN_TARGET_MS + 2 * 20  # trimmed back
+    quiet = JitterBuffer()
+    quiet.asking = False  # no NACKs: no room kept
+    quiet.expect_gaps(0.0)
+    assert quiet.target_ms == MIN_TARGET_MS

@@ -39,6 +39,8 @@ STATUS_FIELDS: Final = frozenset(
         "underruns",
         "retransmitted",
         "nacked",
+        "stretched",
+        "path_failures",
     }
 )
 TRANSPORT_MODES: Final = ("ws", "udp", "none")
