@@ -31,6 +31,7 @@ from functools import partial
 from typing import Any
 
 from loa.cluster.assign import assign
+from loa.cluster.backoff import Backoff
 from loa.cluster.bundle import ITEM_END, START, Bundle, Bundler, Packet
 from loa.cluster.messages import (
     Assignment,
@@ -65,7 +66,7 @@ class LeaderJob:
     close: Callable[[], Awaitable[None]]
     once: bool = False
     every_s: float | None = None  # ``tick`` called this often while leader
-    tick: Callable[[], None] | None = None
+    tick: Callable[[], Awaitable[None]] | None = None
 
 
 def _rank(commune: str, node: str) -> bytes:
@@ -105,6 +106,9 @@ class ClusterMember:
         self.on_placement: Callable[[], None] | None = None
         self.assignments_published = 0
         self._reread = True
+        # After (re)connecting to Redis, presence keys may not all be back (a restarted
+        # Redis lost them): nobody is judged gone until one presence TTL has passed.
+        self._judge_after = 0.0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # Broadcasts: those encoded here (their audio goes out in bundles), those relayed
@@ -167,6 +171,10 @@ class ClusterMember:
                 await self.refresh()
             except FAILURES as exc:  # Redis away: the bus reconnects; keep what we know
                 log.debug("[node=%s] cluster refresh failed: %s", self.id, exc)
+                # and judge nobody gone until a presence TTL after it answers again (a
+                # restarted Redis answers before every node has written its key back)
+                ttl = self.bus.config.presence_ttl_s
+                self._judge_after = asyncio.get_running_loop().time() + ttl + REFRESH_S
             except Exception:
                 log.exception("[node=%s] cluster refresh failed", self.id)
             with contextlib.suppress(TimeoutError):
@@ -176,18 +184,19 @@ class ClusterMember:
     async def refresh(self) -> None:
         """One round: live nodes, the stored assignment if needed, the leader's placement."""
         self.live = await self.bus.nodes()
+        settled = asyncio.get_running_loop().time() >= self._judge_after
         if self._reread:
             envelope = await self.bus.assignment()
             self._reread = False
             if envelope is not None:
                 self._follow(envelope)
-        if self.bus.is_leader() and self.id in self.live:
+        if self.bus.is_leader() and self.id in self.live and settled:
             await self._place()
         for bc_id in self.local:  # audio to every other live node (see DESIGN)
             self.bundler.route(bc_id, self.live)
         ending = []
         for bc_id, (bc, origin) in list(self.relayed.items()):
-            if origin not in self.live:  # its encoding node is gone: nothing more will come
+            if origin not in self.live and settled:  # its encoder is gone: nothing will come
                 log.warning("[bc=%s] node %s that encodes it is gone: ending it here", bc_id,
                             origin)  # fmt: skip
                 self._ended_by_bus.add(bc_id)
@@ -197,7 +206,7 @@ class ClusterMember:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
                     await asyncio.gather(*(bc.ended.wait() for bc in ending))
-        if self.bus.is_leader() and self.id in self.live:
+        if self.bus.is_leader() and self.id in self.live and settled:
             await self._adopt_orphans()
 
     async def _adopt_orphans(self) -> None:
@@ -272,6 +281,9 @@ class ClusterMember:
                 self.on_placement()
 
     def _on_resync(self, why: str) -> None:
+        if why in ("connected", "reconnected"):
+            ttl = self.bus.config.presence_ttl_s
+            self._judge_after = asyncio.get_running_loop().time() + ttl
         self._reread = True
         self._wake.set()
 
@@ -317,7 +329,10 @@ class ClusterMember:
             if self.bus.is_leader():
                 for job in ticking:
                     if job.tick is not None:
-                        job.tick()
+                        try:
+                            await job.tick()
+                        except Exception as exc:  # the store away: the next tick tries again
+                            log.warning("[node=%s] leader job %s: %s", self.id, job.name, exc)
 
     # -- admission ---------------------------------------------------------------------
 
@@ -423,18 +438,21 @@ class ClusterMember:
                     pass  # Redis away: this tick's audio is lost, as a late packet would be
 
     async def _publish(self) -> None:
-        """Lifecycle messages in the order they happened here (a start before its stop)."""
+        """Lifecycle messages in the order they happened here (a start before its stop);
+        while Redis is away each waits, retried with backoff, so none is lost or reordered."""
+        backoff = Backoff(self.bus.config.backoff_min_s, self.bus.config.backoff_max_s)
         while True:
             message = await self._outbox.get()
             try:
-                for attempt in range(5):
+                while True:
                     try:
                         await self.bus.publish_lifecycle(message)
+                        backoff.reset()
                         break
                     except FAILURES as exc:
-                        log.warning("[node=%s] could not publish %s (%s)", self.id,
+                        log.warning("[node=%s] could not publish %s (%s); retrying", self.id,
                                     message.TYPE, exc)  # fmt: skip
-                        await asyncio.sleep(0.2 * 2**attempt)
+                        await asyncio.sleep(backoff.next())
             finally:
                 self._outbox.task_done()
 

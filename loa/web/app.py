@@ -202,9 +202,17 @@ def create_app(config: Config) -> web.Application:
         # Only the leader runs the scheduler (rereading the schedules every 2 s: an edit
         # may come through another node's API); it resumes stored bulletins and repeats the
         # first time it leads. See DESIGN "Cluster protocol".
+        seen: list[object] = []
+
+        async def schedules_changed() -> None:  # maybe through another node's API
+            rows = await store.schedules.list()
+            if seen != [rows]:
+                seen[:] = [rows]
+                schedules.reload()
+
         member.jobs += [
             LeaderJob("scheduler", schedules.start, schedules.close, every_s=2.0,
-                      tick=schedules.reload),
+                      tick=schedules_changed),
             LeaderJob("bulletins", service.start, service.close, once=True),
             LeaderJob("repeats", repeats.start, repeats.close, once=True),
         ]  # fmt: skip

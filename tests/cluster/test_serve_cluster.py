@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from loa.codecs.pcm import rms_dbfs
+from loa.localservers import RedisServer
 from tests.cluster.nodes import ServeNode, converged, make_nodes, tokens
 from tests.relay.fleet import Fleet, wait_for
 
@@ -269,3 +270,74 @@ async def test_the_encoding_node_dies_and_the_emergency_restarts_on_a_survivor(
             await fleet.close()
     print(f"the emergency was heard again {restart_s:.2f} s after its encoding node died")
     assert "Traceback" not in b.text(), b.text()[-3000:]
+
+
+async def test_a_redis_restart_loses_and_duplicates_nothing(
+    tmp_path: Path, own_redis: RedisServer, postgres_url: str
+) -> None:
+    """Redis stops for 2 s and comes back empty. a keeps playing its broadcast to its own
+    speakers throughout; the nodes reconnect, nobody is judged gone for one presence TTL,
+    a new leader republishes the assignment, b's speakers hear a's broadcast again, and it
+    is neither restarted nor duplicated (one encoder, one log row)."""
+    nodes = make_nodes(tmp_path, ("a", "b"), redis_url=own_redis.url, store_url=postgres_url,
+                       communes=2, per_commune=PER_COMMUNE)  # fmt: skip
+    a, b = nodes
+    async with running(nodes), aiohttp.ClientSession() as http:
+        await converged(http, nodes)
+        fleet = Fleet(a.url, tokens(2, PER_COMMUNE))
+        await fleet.start()
+        try:
+            await wait_for(lambda: all(s.endpoint for s in fleet.speakers.values()), 20,
+                           "every speaker welcomed")  # fmt: skip
+            started = await a.api(http, "POST", "/broadcasts", {
+                "source": {"type": "tone", "freq_hz": 1000}, "targets": {"zones": ["p"]},
+                "class": "scheduled",
+            })  # fmt: skip
+            bc = started["id"]
+            t0 = time.monotonic()
+            await wait_for(lambda: all(h.since(t0, bc) for h in fleet.heard.values()), 10,
+                           "every speaker hearing a's tone")  # fmt: skip
+            on_a = [ep for ep in fleet.speakers if ep.startswith("c0")]
+            on_b = [ep for ep in fleet.speakers if ep.startswith("c1")]
+
+            await asyncio.to_thread(own_redis.stop)
+            down = time.monotonic()
+            await asyncio.sleep(2.0)
+            for ep in on_a:  # a plays on to its own speakers while Redis is away
+                assert sum(rms_dbfs(p) > -40 for p in fleet.heard[ep].since(down + 0.5, bc)) > 40
+            await asyncio.to_thread(own_redis.start)
+            back = time.monotonic()
+
+            await converged(http, nodes, timeout=20)
+            await wait_for(
+                lambda: all(
+                    sum(rms_dbfs(p) > -40 for p in fleet.heard[ep].since(back, bc)) >= 5
+                    for ep in on_b
+                ),
+                15, "b's speakers hearing a's broadcast again",
+            )  # fmt: skip
+            heard_again_s = time.monotonic() - back
+            views = {n.name: (await n.health(http) or {}).get("cluster", {}) for n in nodes}
+            assert views["a"]["encoding"] == [bc] and views["a"]["relaying"] == []
+            assert views["b"]["encoding"] == [] and views["b"]["relaying"] == [bc]
+            assert all(fleet.speakers[ep].url == a.url for ep in on_a)  # nobody moved
+            assert all(fleet.speakers[ep].url == b.url for ep in on_b)
+
+            await a.api(http, "DELETE", f"/broadcasts/{bc}")
+            deadline = time.monotonic() + 10
+            while True:
+                log = await a.api(http, "GET", "/log")
+                if log["entries"] and log["entries"][0].get("ended_at"):
+                    break
+                assert time.monotonic() < deadline, log
+                await asyncio.sleep(0.2)
+            assert [e["id"] for e in log["entries"]] == [bc]
+            for n in nodes:
+                health = await n.health(http)
+                assert health is not None and health["broadcasts"] == 0, health
+        finally:
+            await fleet.close()
+    print(f"Redis down {back - down:.1f} s: b's speakers heard a's broadcast again "
+          f"{heard_again_s:.2f} s after it came back")  # fmt: skip
+    for n in nodes:
+        assert "adopting" not in n.text() and "Traceback" not in n.text(), n.text()[-3000:]
