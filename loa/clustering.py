@@ -42,6 +42,7 @@ from loa.cluster.messages import (
 )
 from loa.config import ClusterConfig
 from loa.errors import LoaError
+from loa.inventory import spec_of, sync_inventory
 from loa.relay.broadcast import Broadcast, Deliver, LogEntry
 from loa.relay.bus import FAILURES, Bus, BusConfig, Handlers
 from loa.relay.node import Node
@@ -51,6 +52,7 @@ from loa.store.onair import OnAirRow
 
 log = logging.getLogger(__name__)
 REFRESH_S = 0.5  # how often live nodes are read and (on the leader) communes placed
+INVENTORY_S = 2.0  # how often a node compares its zones and endpoints with the store's
 PRESENCE_TTL_S = 3.0  # a node's presence key lives this long, refreshed every third of it
 TICK_S = 0.02  # audio bundles go out once per tick, one per receiving node
 HEARD_RETRIES = 10  # a relayed broadcast's listeners wait this many seconds for its log row
@@ -144,6 +146,7 @@ class ClusterMember:
             ("lifecycle", self._apply_lifecycle),
             ("audio", self._ticks),
             ("leader-jobs", self._leader_jobs),
+            ("inventory", self._follow_inventory),
         ):
             task = asyncio.create_task(run(), name=f"loa-cluster-{name}-{self.id}")
             self._tasks.append(task)
@@ -366,6 +369,29 @@ class ClusterMember:
         if node == self.id:
             return self.config.public_url.rstrip("/")
         return str(self.live.get(node, {}).get("public_url") or "").rstrip("/")
+
+    # -- the inventory -------------------------------------------------------------------
+
+    async def _follow_inventory(self) -> None:
+        """Zones and endpoints edited through another node's API reach this node: every
+        ``INVENTORY_S`` the store's are compared with the node's, and applied on a
+        difference only (``sync_inventory`` touches every endpoint it is given)."""
+        if self.store is None:
+            return
+        while True:
+            await asyncio.sleep(INVENTORY_S)
+            try:
+                zones = [(z.id, z.parent) for z in await self.store.zones.list()]
+                endpoints = [(spec_of(e), e.token_hash) for e in await self.store.endpoints.list()]
+            except LoaError as exc:
+                log.debug("[node=%s] cannot read the inventory: %s", self.id, exc)
+                continue
+            have_zones = {(z, self.node.zones.parent(z)) for z in self.node.zones}
+            have = {e.id: (e.spec, e.token_hash) for e in self.node.poles()}
+            if set(zones) == have_zones and dict((s.id, (s, h)) for s, h in endpoints) == have:
+                continue
+            log.info("[node=%s] the inventory changed in the store: following it", self.id)
+            sync_inventory(self.node, zones, endpoints)
 
     # -- broadcasts across nodes ----------------------------------------------------------
 

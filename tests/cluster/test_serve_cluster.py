@@ -341,3 +341,31 @@ async def test_a_redis_restart_loses_and_duplicates_nothing(
           f"{heard_again_s:.2f} s after it came back")  # fmt: skip
     for n in nodes:
         assert "adopting" not in n.text() and "Traceback" not in n.text(), n.text()[-3000:]
+
+
+async def test_an_endpoint_added_on_one_node_is_served_by_the_others(
+    tmp_path: Path, redis_url: str, postgres_url: str
+) -> None:
+    """A commune and a speaker added through a's API: every node follows the store within
+    a few seconds, the leader places the new commune, and the new speaker, pointed at b,
+    is welcomed by the node that serves it."""
+    nodes = make_nodes(tmp_path, ("a", "b"), redis_url=redis_url, store_url=postgres_url,
+                       communes=2, per_commune=1)  # fmt: skip
+    a, b = nodes
+    async with running(nodes), aiohttp.ClientSession() as http:
+        await converged(http, nodes)
+        await a.api(http, "POST", "/zones", {"id": "c9", "name": "Xã mới", "parent": "p"})
+        made = await a.api(http, "POST", "/endpoints",
+                           {"id": "c9-e0", "name": "Loa mới", "zone": "c9"})  # fmt: skip
+        fleet = Fleet(b.url, [("c9-e0", made["token"])])
+        await fleet.start()
+        try:
+            speaker = fleet.speakers["c9-e0"]
+            await wait_for(lambda: speaker.endpoint == "c9-e0", 15, "the new speaker welcomed")
+            views = {n.name: (await n.health(http) or {}).get("cluster", {}) for n in nodes}
+            owner = next(n for n in nodes if "c9" in views[n.name]["communes"])
+            assert speaker.url == owner.url
+        finally:
+            await fleet.close()
+    for n in nodes:  # followed once, not at every comparison
+        assert n.text().count("inventory changed in the store") <= 2, n.name
