@@ -125,6 +125,7 @@ class ClusterMember:
         # The leader brings back here what a node that is gone had on air (OnAirService.adopt).
         self.adopt: Callable[[list[OnAirRow]], Awaitable[object]] | None = None
         self._adopted: set[str] = set()
+        self._rtp_aside: dict[str, tuple[str, int]] = {}  # rtp endpoints another node serves
         self.jobs_running: tuple[str, ...] = ()  # while leader: the jobs it started
         self._acting = False  # the leader's jobs were started (and not yet closed)
         self._leadership = asyncio.Event()
@@ -195,6 +196,7 @@ class ClusterMember:
                 self._follow(envelope)
         if self.bus.is_leader() and self.id in self.live and settled:
             await self._place()
+        self._gate_rtp()
         for bc_id in self.local:  # audio to every other live node (see DESIGN)
             self.bundler.route(bc_id, self.live)
         ending = []
@@ -369,6 +371,23 @@ class ClusterMember:
         if node == self.id:
             return self.config.public_url.rstrip("/")
         return str(self.live.get(node, {}).get("public_url") or "").rstrip("/")
+
+    def _gate_rtp(self) -> None:
+        """A static RTP receiver gets its packets from one node only (two would interleave
+        two streams on it): the node serving its commune, or the leader while no live node
+        does. Elsewhere its address is put aside, so the node neither sends to it nor counts
+        it online."""
+        leader = self.bus.is_leader()
+        for ep in self.node.poles():
+            if ep.spec.kind != "rtp":
+                continue
+            owner = self.owner(ep.id)
+            serve = owner == self.id or (owner is None and leader)
+            if serve and ep.address is None and ep.id in self._rtp_aside:
+                ep.address = self._rtp_aside.pop(ep.id)
+            elif not serve and ep.address is not None:
+                self._rtp_aside[ep.id] = ep.address
+                ep.address = None
 
     # -- the inventory -------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ def tokens(communes: int, per_commune: int) -> list[tuple[str, str]]:
 
 def cluster_toml(
     *, node: str, port: int, udp_port: int, data: Path, redis_url: str, store_url: str,
-    communes: int, per_commune: int, capacity: int = 1000,
+    communes: int, per_commune: int, capacity: int = 1000, rtp: dict[str, str] | None = None,
 ) -> str:  # fmt: skip
     lines = [
         f'data_dir = "{data}"',
@@ -55,6 +55,9 @@ def cluster_toml(
     for ep, token in tokens(communes, per_commune):
         lines += ["[[endpoints]]", f'id = "{ep}"', f'name = "Loa {ep}"',
                   f'zone = "{ep.split("-")[0]}"', f'token = "{token}"']  # fmt: skip
+    for commune, address in (rtp or {}).items():  # a plain RTP receiver in that commune
+        lines += ["[[endpoints]]", f'id = "{commune}-rtp"', f'name = "RTP {commune}"',
+                  f'zone = "{commune}"', 'kind = "rtp"', f'address = "{address}"']  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -64,6 +67,7 @@ class ServeNode:
 
     name: str
     port: int
+    udp_port: int
     config: Path
     log: Path
     proc: asyncio.subprocess.Process | None = None
@@ -124,19 +128,19 @@ class ServeNode:
 
 def make_nodes(
     tmp_path: Path, names: tuple[str, ...], *, redis_url: str, store_url: str,
-    communes: int, per_commune: int,
+    communes: int, per_commune: int, rtp: dict[str, str] | None = None,
 ) -> list[ServeNode]:  # fmt: skip
     nodes = []
     for name in names:
-        port = free_port()
+        port, udp_port = free_port(), free_port()
         config = tmp_path / f"{name}.toml"
         config.write_text(
-            cluster_toml(node=name, port=port, udp_port=free_port(), data=tmp_path / name,
+            cluster_toml(node=name, port=port, udp_port=udp_port, data=tmp_path / name,
                          redis_url=redis_url, store_url=store_url, communes=communes,
-                         per_commune=per_commune),
+                         per_commune=per_commune, rtp=rtp),
             encoding="utf-8",
         )  # fmt: skip
-        nodes.append(ServeNode(name, port, config, tmp_path / f"{name}.log"))
+        nodes.append(ServeNode(name, port, udp_port, config, tmp_path / f"{name}.log"))
     return nodes
 
 

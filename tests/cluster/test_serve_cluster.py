@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -369,3 +370,48 @@ async def test_an_endpoint_added_on_one_node_is_served_by_the_others(
             await fleet.close()
     for n in nodes:  # followed once, not at every comparison
         assert n.text().count("inventory changed in the store") <= 2, n.name
+
+
+async def test_a_plain_rtp_receiver_gets_one_stream_from_its_communes_node(
+    tmp_path: Path, redis_url: str, postgres_url: str
+) -> None:
+    """An RTP receiver in c0 (a's commune) while b encodes a province broadcast: only a
+    sends to it (one source address, one SSRC, 50 packets a second), not every node that
+    plays the broadcast."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.setblocking(False)
+    address = f"127.0.0.1:{receiver.getsockname()[1]}"
+    nodes = make_nodes(tmp_path, ("a", "b"), redis_url=redis_url, store_url=postgres_url,
+                       communes=2, per_commune=1, rtp={"c0": address})  # fmt: skip
+    a, b = nodes
+    loop = asyncio.get_running_loop()
+    try:
+        async with running(nodes), aiohttp.ClientSession() as http:
+            views = await converged(http, nodes)
+            assert views["a"]["communes"] == ["c0"]
+            await asyncio.sleep(1.0)  # a refresh gates the receiver on the non-serving node
+            started = await b.api(http, "POST", "/broadcasts", {
+                "source": {"type": "tone", "freq_hz": 1000}, "targets": {"zones": ["p"]},
+                "class": "scheduled",
+            })  # fmt: skip
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(BlockingIOError):
+                while True:  # what queued up meanwhile is not this measurement's
+                    receiver.recv(2048)
+            sources: set[tuple[str, int]] = set()
+            ssrcs: set[int] = set()
+            packets = 0
+            end = time.monotonic() + 2.0
+            while (left := end - time.monotonic()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    data, source = await asyncio.wait_for(loop.sock_recvfrom(receiver, 2048), left)
+                    if len(data) >= 12 and data[1] & 0x7F == 111:  # RTP, not RTCP
+                        sources.add(source[:2])
+                        ssrcs.add(int.from_bytes(data[8:12], "big"))
+                        packets += 1
+            await b.api(http, "DELETE", f"/broadcasts/{started['id']}")
+    finally:
+        receiver.close()
+    assert sources == {("127.0.0.1", a.udp_port)}, sources
+    assert len(ssrcs) == 1 and 80 <= packets <= 110, (ssrcs, packets)
