@@ -39,6 +39,7 @@ from loa.cluster.messages import (
     BroadcastStopped,
     Envelope,
     Message,
+    NodeStatus,
 )
 from loa.config import ClusterConfig
 from loa.errors import LoaError
@@ -53,6 +54,7 @@ from loa.store.onair import OnAirRow
 log = logging.getLogger(__name__)
 REFRESH_S = 0.5  # how often live nodes are read and (on the leader) communes placed
 INVENTORY_S = 2.0  # how often a node compares its zones and endpoints with the store's
+STATUS_S = 1.0  # each node publishes the views of the poles it serves this often
 PRESENCE_TTL_S = 3.0  # a node's presence key lives this long, refreshed every third of it
 TICK_S = 0.02  # audio bundles go out once per tick, one per receiving node
 HEARD_RETRIES = 10  # a relayed broadcast's listeners wait this many seconds for its log row
@@ -99,7 +101,7 @@ class ClusterMember:
             ),
             Handlers(command=self._on_command, resync=self._on_resync,
                      leadership=self._on_leadership, lifecycle=self._inbox.put_nowait,
-                     audio=self._on_audio),
+                     audio=self._on_audio, status=self._on_status),
         )  # fmt: skip
         self.live: dict[str, dict[str, Any]] = {}  # node id → presence (public_url, capacity)
         self.placement: dict[str, str] = {}  # commune → node, the newest assignment seen
@@ -126,6 +128,10 @@ class ClusterMember:
         self.adopt: Callable[[list[OnAirRow]], Awaitable[object]] | None = None
         self._adopted: set[str] = set()
         self._rtp_aside: dict[str, tuple[str, int]] = {}  # rtp endpoints another node serves
+        # Live status across nodes: the web layer gives the views of the poles online here
+        # (``status_view``); other nodes' arrive on the status channel.
+        self.status_view: Callable[[], dict[str, Any]] | None = None
+        self._remote: dict[str, tuple[float, dict[str, Any]]] = {}  # node → (when, views)
         self.jobs_running: tuple[str, ...] = ()  # while leader: the jobs it started
         self._acting = False  # the leader's jobs were started (and not yet closed)
         self._leadership = asyncio.Event()
@@ -148,6 +154,7 @@ class ClusterMember:
             ("audio", self._ticks),
             ("leader-jobs", self._leader_jobs),
             ("inventory", self._follow_inventory),
+            ("status", self._publish_status),
         ):
             task = asyncio.create_task(run(), name=f"loa-cluster-{name}-{self.id}")
             self._tasks.append(task)
@@ -388,6 +395,34 @@ class ClusterMember:
             elif not serve and ep.address is not None:
                 self._rtp_aside[ep.id] = ep.address
                 ep.address = None
+
+    # -- live status across nodes ----------------------------------------------------------
+
+    async def _publish_status(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_S)
+            if self.status_view is None:
+                continue
+            try:
+                views = self.status_view()
+                await self.bus.publish_status(NodeStatus(self.id, time.time(), views, {}))
+            except FAILURES:
+                pass  # Redis away: the others show these poles offline after 3 periods
+
+    def _on_status(self, envelope: Envelope) -> None:
+        message = envelope.message
+        if isinstance(message, NodeStatus) and message.node != self.id:
+            self._remote[message.node] = (asyncio.get_running_loop().time(), message.endpoints)
+
+    def remote_endpoints(self) -> dict[str, dict[str, Any]]:
+        """The views other live nodes published of the poles they serve (fresh ones only)."""
+        fresh = asyncio.get_running_loop().time() - 3 * STATUS_S
+        out: dict[str, dict[str, Any]] = {}
+        for node, (at, views) in list(self._remote.items()):
+            if node not in self.live or at < fresh:
+                continue
+            out.update(views)
+        return out
 
     # -- the inventory -------------------------------------------------------------------
 

@@ -62,11 +62,13 @@ from loa.web.keys import (
     FIRST_RUN_PASSWORD,
     MEDIA,
     NODE,
+    PUBLISHER,
     REPEATS,
     SCHEDULES,
     STARTED,
     WEBHOOKS,
 )
+from loa.web.views import endpoint_json
 from loa.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
@@ -257,6 +259,12 @@ def create_app(config: Config) -> web.Application:
     whep.setup(api)  # POST /api/v1/whep: listen in a browser
     auth.setup(app, store, api)
     live.setup(api)  # GET /api/v1/status/ws: the dashboard's live status
+    if CLUSTER in app:  # dashboards show every node's poles, whichever node they are on
+        member = app[CLUSTER]
+        api[PUBLISHER].remote = member.remote_endpoints
+        member.status_view = lambda: {
+            e.id: endpoint_json(node, e) for e in node.poles() if e.online
+        }
     api.add_routes(admin_api.routes)  # zones, endpoints, users and their tokens
     api.add_routes(listening_api.routes)  # GET /zones/{id}/listen: Ogg and WHEP URLs
     api.add_routes(reports_api.routes)  # reports upward, webhook management

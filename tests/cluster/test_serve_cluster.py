@@ -20,6 +20,7 @@ import pytest
 from loa.codecs.pcm import rms_dbfs
 from loa.localservers import RedisServer
 from tests.cluster.nodes import ServeNode, converged, make_nodes, tokens
+from tests.conftest import AUTH
 from tests.relay.fleet import Fleet, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
@@ -415,3 +416,39 @@ async def test_a_plain_rtp_receiver_gets_one_stream_from_its_communes_node(
         receiver.close()
     assert sources == {("127.0.0.1", a.udp_port)}, sources
     assert len(ssrcs) == 1 and 80 <= packets <= 110, (ssrcs, packets)
+
+
+async def test_a_dashboard_on_any_node_shows_every_nodes_speakers(
+    tmp_path: Path, redis_url: str, postgres_url: str
+) -> None:
+    """The live status socket on b shows a's speakers online (from a's status messages),
+    what they play, and counts them among the broadcast's hearers."""
+    nodes = make_nodes(tmp_path, ("a", "b"), redis_url=redis_url, store_url=postgres_url,
+                       communes=2, per_commune=PER_COMMUNE)  # fmt: skip
+    a, b = nodes
+    async with running(nodes), aiohttp.ClientSession() as http:
+        await converged(http, nodes)
+        fleet = Fleet(a.url, tokens(2, PER_COMMUNE))
+        await fleet.start()
+        try:
+            await wait_for(lambda: all(s.endpoint for s in fleet.speakers.values()), 20,
+                           "every speaker welcomed")  # fmt: skip
+            started = await a.api(http, "POST", "/broadcasts", {
+                "source": {"type": "tone", "freq_hz": 1000}, "targets": {"zones": ["p"]},
+                "class": "scheduled",
+            })  # fmt: skip
+            async with http.ws_connect(b.url + "/api/v1/status/ws", headers=AUTH) as ws:
+                deadline = time.monotonic() + 10
+                while True:
+                    snap = await ws.receive_json(timeout=10)
+                    online = {e["id"]: e for e in snap["endpoints"] if e["online"]}
+                    if len(online) == len(fleet.speakers) and all(
+                        e["playing"] == started["id"] for e in online.values()
+                    ):
+                        break
+                    assert time.monotonic() < deadline, snap["counts"]
+                assert snap["counts"]["online"] == 2 * PER_COMMUNE
+                assert snap["broadcasts"][0]["hearing"] == 2 * PER_COMMUNE
+            await a.api(http, "DELETE", f"/broadcasts/{started['id']}")
+        finally:
+            await fleet.close()
