@@ -40,6 +40,7 @@ from loa.cluster.messages import (
     Envelope,
     Message,
     NodeStatus,
+    SpeakerCommand,
 )
 from loa.config import ClusterConfig
 from loa.errors import LoaError
@@ -274,8 +275,31 @@ class ClusterMember:
     # -- following ---------------------------------------------------------------------
 
     def _on_command(self, envelope: Envelope) -> None:
-        if isinstance(envelope.message, Assignment):
-            self._follow(envelope)
+        match envelope.message:
+            case Assignment():
+                self._follow(envelope)
+            case SpeakerCommand(endpoint=ep_id, command=command, value=value):
+                if envelope.sender != self.id:
+                    self._obey(ep_id, command, value)
+
+    def _obey(self, ep_id: str, command: str, value: int | bool | None) -> None:
+        """A level set through another node's API: every node keeps it (the speaker may
+        move), the one the speaker is connected to tells it."""
+        ep = self.node.endpoints.get(ep_id)
+        if ep is None or ep.listener:
+            return
+        if command == "mute" and isinstance(value, bool):
+            self.node.set_levels(ep, muted=value)
+        elif command == "volume" and isinstance(value, int):
+            self.node.set_levels(ep, volume=value)
+
+    async def command(self, ep_id: str, command: str, value: int | bool | None) -> None:
+        """Tell the other nodes about a live level set here (best effort: Redis away, the
+        speaker keeps its level until it reconnects)."""
+        try:
+            await self.bus.publish_command(SpeakerCommand(ep_id, command, value))
+        except FAILURES as exc:
+            log.warning("[ep=%s] could not tell the other nodes %s: %s", ep_id, command, exc)
 
     def _follow(self, envelope: Envelope) -> None:
         if isinstance(envelope.message, Assignment):

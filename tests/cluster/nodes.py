@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from loa.localservers import free_port as free_tcp_port
 from tests.conftest import ADMIN, AUTH
 from tests.relay.relayfix import free_port
 
@@ -132,7 +133,7 @@ def make_nodes(
 ) -> list[ServeNode]:  # fmt: skip
     nodes = []
     for name in names:
-        port, udp_port = free_port(), free_port()
+        port, udp_port = free_tcp_port(), free_port()  # HTTP on TCP, RTP on UDP
         config = tmp_path / f"{name}.toml"
         config.write_text(
             cluster_toml(node=name, port=port, udp_port=udp_port, data=tmp_path / name,

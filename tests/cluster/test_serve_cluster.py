@@ -454,3 +454,29 @@ async def test_a_dashboard_on_any_node_shows_every_nodes_speakers(
             await a.api(http, "DELETE", f"/broadcasts/{started['id']}")
         finally:
             await fleet.close()
+
+
+async def test_a_mute_through_one_node_reaches_a_speaker_on_another(
+    tmp_path: Path, redis_url: str, postgres_url: str
+) -> None:
+    """PATCH muted through a's API for a speaker connected to b: b tells the speaker (a
+    speaker command on the bus), and every node keeps the level."""
+    nodes = make_nodes(tmp_path, ("a", "b"), redis_url=redis_url, store_url=postgres_url,
+                       communes=2, per_commune=1)  # fmt: skip
+    a, b = nodes
+    async with running(nodes), aiohttp.ClientSession() as http:
+        await converged(http, nodes)
+        fleet = Fleet(b.url, [("c1-e0", "tok-c1-e0")])
+        await fleet.start()
+        try:
+            speaker = fleet.speakers["c1-e0"]
+            await wait_for(lambda: speaker.endpoint == "c1-e0", 15, "the speaker welcomed")
+            assert speaker.url == b.url and not speaker.muted
+            await a.api(http, "PATCH", "/endpoints/c1-e0", {"muted": True})
+            await wait_for(lambda: speaker.muted, 3, "the speaker muted through a")
+            shown = await b.api(http, "GET", "/endpoints/c1-e0")
+            assert shown["muted"] is True
+            await a.api(http, "PATCH", "/endpoints/c1-e0", {"muted": False})
+            await wait_for(lambda: not speaker.muted, 3, "the speaker unmuted through a")
+        finally:
+            await fleet.close()
