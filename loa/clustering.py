@@ -110,6 +110,7 @@ class ClusterMember:
         # Called after the placement changed (the web layer redirects moved speakers).
         self.on_placement: Callable[[], None] | None = None
         self.assignments_published = 0
+        self._bucket, self._bucket_at = float(config.admit_per_s), 0.0  # admission tokens
         self._reread = True
         # After (re)connecting to Redis, presence keys may not all be back (a restarted
         # Redis lost them): nobody is judged gone until one presence TTL has passed.
@@ -382,6 +383,17 @@ class ClusterMember:
             return None
         owner = self.placement.get(self.commune_of_zone(ep.spec.zone))
         return owner if owner in self.live else None
+
+    def admission(self, now: float) -> bool:
+        """A token of the admission bucket (``admit_per_s``, a second's worth of burst):
+        False when this node has welcomed as many speakers as it may just now."""
+        rate = float(self.config.admit_per_s)
+        self._bucket = min(rate, self._bucket + (now - self._bucket_at) * rate)
+        self._bucket_at = now
+        if self._bucket < 1.0:
+            return False
+        self._bucket -= 1.0
+        return True
 
     def admits(self, endpoint_id: str, lost: str = "") -> bool:
         owner = self.owner(endpoint_id)

@@ -27,6 +27,7 @@ def tokens(communes: int, per_commune: int) -> list[tuple[str, str]]:
 def cluster_toml(
     *, node: str, port: int, udp_port: int, data: Path, redis_url: str, store_url: str,
     communes: int, per_commune: int, capacity: int = 1000, rtp: dict[str, str] | None = None,
+    admit_per_s: int | None = None,
 ) -> str:  # fmt: skip
     lines = [
         f'data_dir = "{data}"',
@@ -47,6 +48,7 @@ def cluster_toml(
         f'node_id = "{node}"',
         f'public_url = "http://127.0.0.1:{port}"',
         f"capacity = {capacity}",
+        *([f"admit_per_s = {admit_per_s}"] if admit_per_s is not None else []),
         "[[zones]]",
         'id = "p"',
         'name = "Tỉnh P"',
@@ -130,6 +132,7 @@ class ServeNode:
 def make_nodes(
     tmp_path: Path, names: tuple[str, ...], *, redis_url: str, store_url: str,
     communes: int, per_commune: int, rtp: dict[str, str] | None = None,
+    admit_per_s: int | None = None,
 ) -> list[ServeNode]:  # fmt: skip
     nodes = []
     for name in names:
@@ -138,7 +141,7 @@ def make_nodes(
         config.write_text(
             cluster_toml(node=name, port=port, udp_port=udp_port, data=tmp_path / name,
                          redis_url=redis_url, store_url=store_url, communes=communes,
-                         per_commune=per_commune, rtp=rtp),
+                         per_commune=per_commune, rtp=rtp, admit_per_s=admit_per_s),
             encoding="utf-8",
         )  # fmt: skip
         nodes.append(ServeNode(name, port, udp_port, config, tmp_path / f"{name}.log"))

@@ -480,3 +480,28 @@ async def test_a_mute_through_one_node_reaches_a_speaker_on_another(
             await wait_for(lambda: not speaker.muted, 3, "the speaker unmuted through a")
         finally:
             await fleet.close()
+
+
+async def test_a_node_admits_speakers_at_a_bounded_rate(
+    tmp_path: Path, redis_url: str, postgres_url: str
+) -> None:
+    """admit_per_s = 3 and nine speakers at once: three are welcomed at once, the others are
+    sent back to retry after a short random wait and come in at about three a second."""
+    [a] = make_nodes(tmp_path, ("a",), redis_url=redis_url, store_url=postgres_url,
+                     communes=3, per_commune=3, admit_per_s=3)  # fmt: skip
+    async with running([a]), aiohttp.ClientSession() as http:
+        await converged(http, [a])
+        fleet = Fleet(a.url, tokens(3, 3))
+        t0 = time.monotonic()
+        await fleet.start()
+        try:
+            await wait_for(lambda: all(s.endpoint for s in fleet.speakers.values()), 20,
+                           "every speaker welcomed in the end")  # fmt: skip
+            took = time.monotonic() - t0
+            busy = sum(s.redirects for s in fleet.speakers.values())
+            assert busy >= 6, busy
+            assert took >= 1.5, took  # 6 beyond the burst at 3 a second: 2 s at the least
+            assert await a.metric(http, "loa_speaker_redirected_total") == busy
+        finally:
+            await fleet.close()
+    print(f"9 speakers at 3/s admitted in {took:.1f} s, {busy} sent back to retry")
