@@ -21,6 +21,7 @@ COMMANDS = (
     "loa.cli.broadcast",
     "loa.cli.speaker",
     "loa.cli.demo",
+    "loa.cli.cluster_demo",
     "loa.cli.bench",
     "loa.cli.user",
 )

@@ -31,6 +31,7 @@ from functools import partial
 from typing import Any
 
 from loa.cluster.assign import assign
+from loa.cluster.backoff import Backoff
 from loa.cluster.bundle import ITEM_END, START, Bundle, Bundler, Packet
 from loa.cluster.messages import (
     Assignment,
@@ -38,9 +39,12 @@ from loa.cluster.messages import (
     BroadcastStopped,
     Envelope,
     Message,
+    NodeStatus,
+    SpeakerCommand,
 )
 from loa.config import ClusterConfig
 from loa.errors import LoaError
+from loa.inventory import spec_of, sync_inventory
 from loa.relay.broadcast import Broadcast, Deliver, LogEntry
 from loa.relay.bus import FAILURES, Bus, BusConfig, Handlers
 from loa.relay.node import Node
@@ -50,6 +54,8 @@ from loa.store.onair import OnAirRow
 
 log = logging.getLogger(__name__)
 REFRESH_S = 0.5  # how often live nodes are read and (on the leader) communes placed
+INVENTORY_S = 2.0  # how often a node compares its zones and endpoints with the store's
+STATUS_S = 1.0  # each node publishes the views of the poles it serves this often
 PRESENCE_TTL_S = 3.0  # a node's presence key lives this long, refreshed every third of it
 TICK_S = 0.02  # audio bundles go out once per tick, one per receiving node
 HEARD_RETRIES = 10  # a relayed broadcast's listeners wait this many seconds for its log row
@@ -65,7 +71,7 @@ class LeaderJob:
     close: Callable[[], Awaitable[None]]
     once: bool = False
     every_s: float | None = None  # ``tick`` called this often while leader
-    tick: Callable[[], None] | None = None
+    tick: Callable[[], Awaitable[None]] | None = None
 
 
 def _rank(commune: str, node: str) -> bytes:
@@ -96,7 +102,7 @@ class ClusterMember:
             ),
             Handlers(command=self._on_command, resync=self._on_resync,
                      leadership=self._on_leadership, lifecycle=self._inbox.put_nowait,
-                     audio=self._on_audio),
+                     audio=self._on_audio, status=self._on_status),
         )  # fmt: skip
         self.live: dict[str, dict[str, Any]] = {}  # node id → presence (public_url, capacity)
         self.placement: dict[str, str] = {}  # commune → node, the newest assignment seen
@@ -104,7 +110,11 @@ class ClusterMember:
         # Called after the placement changed (the web layer redirects moved speakers).
         self.on_placement: Callable[[], None] | None = None
         self.assignments_published = 0
+        self._bucket, self._bucket_at = float(config.admit_per_s), 0.0  # admission tokens
         self._reread = True
+        # After (re)connecting to Redis, presence keys may not all be back (a restarted
+        # Redis lost them): nobody is judged gone until one presence TTL has passed.
+        self._judge_after = 0.0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # Broadcasts: those encoded here (their audio goes out in bundles), those relayed
@@ -119,6 +129,11 @@ class ClusterMember:
         # The leader brings back here what a node that is gone had on air (OnAirService.adopt).
         self.adopt: Callable[[list[OnAirRow]], Awaitable[object]] | None = None
         self._adopted: set[str] = set()
+        self._rtp_aside: dict[str, tuple[str, int]] = {}  # rtp endpoints another node serves
+        # Live status across nodes: the web layer gives the views of the poles online here
+        # (``status_view``); other nodes' arrive on the status channel.
+        self.status_view: Callable[[], dict[str, Any]] | None = None
+        self._remote: dict[str, tuple[float, dict[str, Any]]] = {}  # node → (when, views)
         self.jobs_running: tuple[str, ...] = ()  # while leader: the jobs it started
         self._acting = False  # the leader's jobs were started (and not yet closed)
         self._leadership = asyncio.Event()
@@ -140,6 +155,8 @@ class ClusterMember:
             ("lifecycle", self._apply_lifecycle),
             ("audio", self._ticks),
             ("leader-jobs", self._leader_jobs),
+            ("inventory", self._follow_inventory),
+            ("status", self._publish_status),
         ):
             task = asyncio.create_task(run(), name=f"loa-cluster-{name}-{self.id}")
             self._tasks.append(task)
@@ -167,6 +184,10 @@ class ClusterMember:
                 await self.refresh()
             except FAILURES as exc:  # Redis away: the bus reconnects; keep what we know
                 log.debug("[node=%s] cluster refresh failed: %s", self.id, exc)
+                # and judge nobody gone until a presence TTL after it answers again (a
+                # restarted Redis answers before every node has written its key back)
+                ttl = self.bus.config.presence_ttl_s
+                self._judge_after = asyncio.get_running_loop().time() + ttl + REFRESH_S
             except Exception:
                 log.exception("[node=%s] cluster refresh failed", self.id)
             with contextlib.suppress(TimeoutError):
@@ -176,18 +197,20 @@ class ClusterMember:
     async def refresh(self) -> None:
         """One round: live nodes, the stored assignment if needed, the leader's placement."""
         self.live = await self.bus.nodes()
+        settled = asyncio.get_running_loop().time() >= self._judge_after
         if self._reread:
             envelope = await self.bus.assignment()
             self._reread = False
             if envelope is not None:
                 self._follow(envelope)
-        if self.bus.is_leader() and self.id in self.live:
+        if self.bus.is_leader() and self.id in self.live and settled:
             await self._place()
+        self._gate_rtp()
         for bc_id in self.local:  # audio to every other live node (see DESIGN)
             self.bundler.route(bc_id, self.live)
         ending = []
         for bc_id, (bc, origin) in list(self.relayed.items()):
-            if origin not in self.live:  # its encoding node is gone: nothing more will come
+            if origin not in self.live and settled:  # its encoder is gone: nothing will come
                 log.warning("[bc=%s] node %s that encodes it is gone: ending it here", bc_id,
                             origin)  # fmt: skip
                 self._ended_by_bus.add(bc_id)
@@ -197,7 +220,7 @@ class ClusterMember:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
                     await asyncio.gather(*(bc.ended.wait() for bc in ending))
-        if self.bus.is_leader() and self.id in self.live:
+        if self.bus.is_leader() and self.id in self.live and settled:
             await self._adopt_orphans()
 
     async def _adopt_orphans(self) -> None:
@@ -253,8 +276,31 @@ class ClusterMember:
     # -- following ---------------------------------------------------------------------
 
     def _on_command(self, envelope: Envelope) -> None:
-        if isinstance(envelope.message, Assignment):
-            self._follow(envelope)
+        match envelope.message:
+            case Assignment():
+                self._follow(envelope)
+            case SpeakerCommand(endpoint=ep_id, command=command, value=value):
+                if envelope.sender != self.id:
+                    self._obey(ep_id, command, value)
+
+    def _obey(self, ep_id: str, command: str, value: int | bool | None) -> None:
+        """A level set through another node's API: every node keeps it (the speaker may
+        move), the one the speaker is connected to tells it."""
+        ep = self.node.endpoints.get(ep_id)
+        if ep is None or ep.listener:
+            return
+        if command == "mute" and isinstance(value, bool):
+            self.node.set_levels(ep, muted=value)
+        elif command == "volume" and isinstance(value, int):
+            self.node.set_levels(ep, volume=value)
+
+    async def command(self, ep_id: str, command: str, value: int | bool | None) -> None:
+        """Tell the other nodes about a live level set here (best effort: Redis away, the
+        speaker keeps its level until it reconnects)."""
+        try:
+            await self.bus.publish_command(SpeakerCommand(ep_id, command, value))
+        except FAILURES as exc:
+            log.warning("[ep=%s] could not tell the other nodes %s: %s", ep_id, command, exc)
 
     def _follow(self, envelope: Envelope) -> None:
         if isinstance(envelope.message, Assignment):
@@ -272,6 +318,9 @@ class ClusterMember:
                 self.on_placement()
 
     def _on_resync(self, why: str) -> None:
+        if why in ("connected", "reconnected"):
+            ttl = self.bus.config.presence_ttl_s
+            self._judge_after = asyncio.get_running_loop().time() + ttl
         self._reread = True
         self._wake.set()
 
@@ -317,7 +366,10 @@ class ClusterMember:
             if self.bus.is_leader():
                 for job in ticking:
                     if job.tick is not None:
-                        job.tick()
+                        try:
+                            await job.tick()
+                        except Exception as exc:  # the store away: the next tick tries again
+                            log.warning("[node=%s] leader job %s: %s", self.id, job.name, exc)
 
     # -- admission ---------------------------------------------------------------------
 
@@ -331,6 +383,17 @@ class ClusterMember:
             return None
         owner = self.placement.get(self.commune_of_zone(ep.spec.zone))
         return owner if owner in self.live else None
+
+    def admission(self, now: float) -> bool:
+        """A token of the admission bucket (``admit_per_s``, a second's worth of burst):
+        False when this node has welcomed as many speakers as it may just now."""
+        rate = float(self.config.admit_per_s)
+        self._bucket = min(rate, self._bucket + (now - self._bucket_at) * rate)
+        self._bucket_at = now
+        if self._bucket < 1.0:
+            return False
+        self._bucket -= 1.0
+        return True
 
     def admits(self, endpoint_id: str, lost: str = "") -> bool:
         owner = self.owner(endpoint_id)
@@ -351,6 +414,74 @@ class ClusterMember:
         if node == self.id:
             return self.config.public_url.rstrip("/")
         return str(self.live.get(node, {}).get("public_url") or "").rstrip("/")
+
+    def _gate_rtp(self) -> None:
+        """A static RTP receiver gets its packets from one node only (two would interleave
+        two streams on it): the node serving its commune, or the leader while no live node
+        does. Elsewhere its address is put aside, so the node neither sends to it nor counts
+        it online."""
+        leader = self.bus.is_leader()
+        for ep in self.node.poles():
+            if ep.spec.kind != "rtp":
+                continue
+            owner = self.owner(ep.id)
+            serve = owner == self.id or (owner is None and leader)
+            if serve and ep.address is None and ep.id in self._rtp_aside:
+                ep.address = self._rtp_aside.pop(ep.id)
+            elif not serve and ep.address is not None:
+                self._rtp_aside[ep.id] = ep.address
+                ep.address = None
+
+    # -- live status across nodes ----------------------------------------------------------
+
+    async def _publish_status(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_S)
+            if self.status_view is None:
+                continue
+            try:
+                views = self.status_view()
+                await self.bus.publish_status(NodeStatus(self.id, time.time(), views, {}))
+            except FAILURES:
+                pass  # Redis away: the others show these poles offline after 3 periods
+
+    def _on_status(self, envelope: Envelope) -> None:
+        message = envelope.message
+        if isinstance(message, NodeStatus) and message.node != self.id:
+            self._remote[message.node] = (asyncio.get_running_loop().time(), message.endpoints)
+
+    def remote_endpoints(self) -> dict[str, dict[str, Any]]:
+        """The views other live nodes published of the poles they serve (fresh ones only)."""
+        fresh = asyncio.get_running_loop().time() - 3 * STATUS_S
+        out: dict[str, dict[str, Any]] = {}
+        for node, (at, views) in list(self._remote.items()):
+            if node not in self.live or at < fresh:
+                continue
+            out.update(views)
+        return out
+
+    # -- the inventory -------------------------------------------------------------------
+
+    async def _follow_inventory(self) -> None:
+        """Zones and endpoints edited through another node's API reach this node: every
+        ``INVENTORY_S`` the store's are compared with the node's, and applied on a
+        difference only (``sync_inventory`` touches every endpoint it is given)."""
+        if self.store is None:
+            return
+        while True:
+            await asyncio.sleep(INVENTORY_S)
+            try:
+                zones = [(z.id, z.parent) for z in await self.store.zones.list()]
+                endpoints = [(spec_of(e), e.token_hash) for e in await self.store.endpoints.list()]
+            except LoaError as exc:
+                log.debug("[node=%s] cannot read the inventory: %s", self.id, exc)
+                continue
+            have_zones = {(z, self.node.zones.parent(z)) for z in self.node.zones}
+            have = {e.id: (e.spec, e.token_hash) for e in self.node.poles()}
+            if set(zones) == have_zones and dict((s.id, (s, h)) for s, h in endpoints) == have:
+                continue
+            log.info("[node=%s] the inventory changed in the store: following it", self.id)
+            sync_inventory(self.node, zones, endpoints)
 
     # -- broadcasts across nodes ----------------------------------------------------------
 
@@ -423,18 +554,21 @@ class ClusterMember:
                     pass  # Redis away: this tick's audio is lost, as a late packet would be
 
     async def _publish(self) -> None:
-        """Lifecycle messages in the order they happened here (a start before its stop)."""
+        """Lifecycle messages in the order they happened here (a start before its stop);
+        while Redis is away each waits, retried with backoff, so none is lost or reordered."""
+        backoff = Backoff(self.bus.config.backoff_min_s, self.bus.config.backoff_max_s)
         while True:
             message = await self._outbox.get()
             try:
-                for attempt in range(5):
+                while True:
                     try:
                         await self.bus.publish_lifecycle(message)
+                        backoff.reset()
                         break
                     except FAILURES as exc:
-                        log.warning("[node=%s] could not publish %s (%s)", self.id,
+                        log.warning("[node=%s] could not publish %s (%s); retrying", self.id,
                                     message.TYPE, exc)  # fmt: skip
-                        await asyncio.sleep(0.2 * 2**attempt)
+                        await asyncio.sleep(backoff.next())
             finally:
                 self._outbox.task_done()
 

@@ -358,6 +358,9 @@ class ClusterConfig(Section, frozen=True):
     name: str = "loa"  # the key prefix in Redis (loa:<name>:…): clusters sharing one Redis
     # Zone depth of the unit placed on one node: 1 for province → commune (never split).
     commune_depth: int = 1
+    # Speakers this node welcomes per second at most (a burst of one second's worth); the
+    # others are sent back to retry after a short random wait (a failed node's storm).
+    admit_per_s: int = 500
 
     def __repr__(self) -> str:  # the Redis password stays out of logs
         return (
@@ -393,6 +396,8 @@ class ClusterConfig(Section, frozen=True):
             raise ConfigError(f"public_url must have no path or query, got {self.public_url!r}")
         if not 1 <= self.capacity <= 1_000_000:
             raise ConfigError(f"capacity must be 1..1000000 speakers, got {self.capacity}")
+        if not 1 <= self.admit_per_s <= 100_000:
+            raise ConfigError(f"admit_per_s must be 1..100000, got {self.admit_per_s}")
         if not 0 <= self.commune_depth <= 10:
             raise ConfigError(f"commune_depth must be 0..10, got {self.commune_depth}")
 

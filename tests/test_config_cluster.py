@@ -45,7 +45,7 @@ def test_a_cluster_node(tmp_path: Path) -> None:
     assert config.cluster is not None
     assert config.cluster.node_id == "hn-1"
     assert config.cluster.capacity == 1000 and config.cluster.name == "loa"
-    assert config.cluster.commune_depth == 1
+    assert config.cluster.commune_depth == 1 and config.cluster.admit_per_s == 500
     assert config.store.shared
     assert Store.for_config(config).dialect == "postgresql"
     # passwords stay out of logs
@@ -78,6 +78,7 @@ def test_cluster_refuses_sqlite(tmp_path: Path) -> None:
         (("public_url", "http://h:8080/loa"), "[cluster]: public_url must have no path"),
         (("capacity", 0), "[cluster]: capacity must be 1..1000000 speakers, got 0"),
         (("commune_depth", -1), "[cluster]: commune_depth must be 0..10"),
+        (("admit_per_s", 0), "[cluster]: admit_per_s must be 1..100000, got 0"),
         (("name", "a:b"), "[cluster]: name must be 1-64"),
     ],
 )

@@ -63,11 +63,13 @@ from loa.web.keys import (
     MEDIA,
     NODE,
     PREVIEWS,
+    PUBLISHER,
     REPEATS,
     SCHEDULES,
     STARTED,
     WEBHOOKS,
 )
+from loa.web.views import endpoint_json
 from loa.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
@@ -204,9 +206,17 @@ def create_app(config: Config) -> web.Application:
         # Only the leader runs the scheduler (rereading the schedules every 2 s: an edit
         # may come through another node's API); it resumes stored bulletins and repeats the
         # first time it leads. See DESIGN "Cluster protocol".
+        seen: list[object] = []
+
+        async def schedules_changed() -> None:  # maybe through another node's API
+            rows = await store.schedules.list()
+            if seen != [rows]:
+                seen[:] = [rows]
+                schedules.reload()
+
         member.jobs += [
             LeaderJob("scheduler", schedules.start, schedules.close, every_s=2.0,
-                      tick=schedules.reload),
+                      tick=schedules_changed),
             LeaderJob("bulletins", service.start, service.close, once=True),
             LeaderJob("repeats", repeats.start, repeats.close, once=True),
         ]  # fmt: skip
@@ -251,6 +261,12 @@ def create_app(config: Config) -> web.Application:
     whep.setup(api)  # POST /api/v1/whep: listen in a browser
     auth.setup(app, store, api)
     live.setup(api)  # GET /api/v1/status/ws: the dashboard's live status
+    if CLUSTER in app:  # dashboards show every node's poles, whichever node they are on
+        member = app[CLUSTER]
+        api[PUBLISHER].remote = member.remote_endpoints
+        member.status_view = lambda: {
+            e.id: endpoint_json(node, e) for e in node.poles() if e.online
+        }
     api.add_routes(admin_api.routes)  # zones, endpoints, users and their tokens
     api.add_routes(listening_api.routes)  # GET /zones/{id}/listen: Ogg and WHEP URLs
     api.add_routes(reports_api.routes)  # reports upward, webhook management

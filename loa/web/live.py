@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 from weakref import WeakSet
 
@@ -50,19 +50,31 @@ def scope_of(user: User | None) -> str | None:
 
 
 Parts = tuple[list[dict[str, Any]], list[tuple[BroadcastSpec, dict[str, Any]]]]
+Remote = Callable[[], Mapping[str, dict[str, Any]]]
 
 
-def parts(node: Node) -> Parts:
-    """Every pole's and every active broadcast's view, built once per push for all scopes."""
-    endpoints = [endpoint_json(node, e) for e in node.poles()]
+def parts(node: Node, remote: Mapping[str, dict[str, Any]] | None = None) -> Parts:
+    """Every pole's and every active broadcast's view, built once per push for all scopes.
+    ``remote``: in a cluster, the views other nodes published of the poles they serve; a
+    pole offline here and online there is shown as there."""
+    remote = remote or {}
+    endpoints = [
+        remote[e.id] if not e.online and e.id in remote else endpoint_json(node, e)
+        for e in node.poles()
+    ]
     broadcasts = [(bc.spec, broadcast_json(node, bc)) for bc in node.broadcasts.values()]
     return endpoints, broadcasts
 
 
-def snapshot(node: Node, user: User | None = None, views: Parts | None = None) -> dict[str, Any]:
+def snapshot(
+    node: Node,
+    user: User | None = None,
+    views: Parts | None = None,
+    remote: Mapping[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """What a dashboard shows: the poles and active broadcasts ``user`` sees (None: all),
     and the totals over those poles. ``views``: ``parts(node)``, when already built."""
-    endpoints, broadcasts = parts(node) if views is None else views
+    endpoints, broadcasts = parts(node, remote) if views is None else views
     zones = above = None
     if user is not None and (zone := scope_of(user)) is not None:
         zones = visible_zones(user, node.zones) or frozenset()
@@ -170,13 +182,31 @@ class StatusPublisher:
         self._stats: list[dict[str, Any]] = []
         self._last_push = float("-inf")
         self._shown: dict[str | None, dict[str, Any]] = {}  # scope → last snapshot pushed
+        self.remote: Remote | None = None  # cluster: other nodes' poles (ClusterMember)
+
+    def _remote(self) -> Mapping[str, dict[str, Any]]:
+        return self.remote() if self.remote is not None else {}
+
+    def _fingerprint(self) -> tuple[Any, ...]:
+        assert self.node is not None
+        remote = self._remote()
+        seen = tuple(
+            (k, v["online"], v["playing"], v["transport"], v["volume"], v["muted"])
+            for k, v in sorted(remote.items())
+        )
+        return fingerprint(self.node), seen
+
+    def _statuses(self) -> list[Any]:
+        assert self.node is not None
+        remote = self._remote()
+        return [e.status for e in self.node.poles()] + [v["status"] for v in remote.values()]
 
     def subscribe(self, node: Node, user: User | None = None) -> Mailbox:
         self.node = node
         if not self.mailboxes:  # nobody saw the changes made while no one was watching
             self._record()
         box = Mailbox(user)
-        data = snapshot(node, user)
+        data = snapshot(node, user, remote=self._remote())
         box.put(_serialise(data))  # a new dashboard gets the whole picture at once
         scope = scope_of(user)
         if not any(scope_of(b.user) == scope for b in self.mailboxes):
@@ -190,14 +220,14 @@ class StatusPublisher:
 
     def _record(self) -> None:
         assert self.node is not None
-        self._key = fingerprint(self.node)
-        self._stats = [e.status for e in self.node.poles()]
+        self._key = self._fingerprint()
+        self._stats = self._statuses()
 
     def poll(self, now: float) -> bool:
         """Push if something changed and the coalescing window allows; True if it pushed."""
         assert self.node is not None
-        key = fingerprint(self.node)
-        stats = [e.status for e in self.node.poles()]
+        key = self._fingerprint()
+        stats = self._statuses()
         # A speaker's report replaces its status dict, so identity tells a new report.
         stats_changed = len(stats) != len(self._stats) or any(
             a is not b for a, b in zip(stats, self._stats, strict=True)
@@ -220,7 +250,7 @@ class StatusPublisher:
             scopes.setdefault(scope_of(box.user), []).append(box)
         for scope in set(self._shown) - set(scopes):
             del self._shown[scope]
-        views = parts(self.node)
+        views = parts(self.node, self._remote())
         for scope, boxes in scopes.items():
             data = snapshot(self.node, boxes[0].user, views)
             shown = {k: v for k, v in data.items() if k != "time"}

@@ -177,6 +177,10 @@ async def speaker_handler(request: web.Request) -> web.WebSocketResponse:
         node.metrics.speaker_redirected += 1
         await _perform(ws, channel.redirect(member.servers(ep.id), "another node serves it"))
         return ws
+    if member is not None and not member.admission(loop.time()):  # a storm: come back soon
+        node.metrics.speaker_redirected += 1
+        await _perform(ws, channel.redirect(member.servers(ep.id), "busy"))
+        return ws
     peer = SpeakerPeer(ws, channel, node.metrics)
     peer.endpoint = ep.id
     peers = request.config_dict[SPEAKERS]

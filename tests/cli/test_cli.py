@@ -16,7 +16,7 @@ import pytest
 from loa.__main__ import build_parser, main
 from tests.conftest import ADMIN, tree_config
 
-SUBCOMMANDS = ["serve", "broadcast", "speaker", "demo", "bench", "user"]
+SUBCOMMANDS = ["serve", "broadcast", "speaker", "demo", "cluster-demo", "bench", "user"]
 
 
 def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from loa.localservers import free_port as free_tcp_port
 from tests.conftest import ADMIN, AUTH
 from tests.relay.relayfix import free_port
 
@@ -25,7 +26,8 @@ def tokens(communes: int, per_commune: int) -> list[tuple[str, str]]:
 
 def cluster_toml(
     *, node: str, port: int, udp_port: int, data: Path, redis_url: str, store_url: str,
-    communes: int, per_commune: int, capacity: int = 1000,
+    communes: int, per_commune: int, capacity: int = 1000, rtp: dict[str, str] | None = None,
+    admit_per_s: int | None = None,
 ) -> str:  # fmt: skip
     lines = [
         f'data_dir = "{data}"',
@@ -46,6 +48,7 @@ def cluster_toml(
         f'node_id = "{node}"',
         f'public_url = "http://127.0.0.1:{port}"',
         f"capacity = {capacity}",
+        *([f"admit_per_s = {admit_per_s}"] if admit_per_s is not None else []),
         "[[zones]]",
         'id = "p"',
         'name = "Tỉnh P"',
@@ -55,6 +58,9 @@ def cluster_toml(
     for ep, token in tokens(communes, per_commune):
         lines += ["[[endpoints]]", f'id = "{ep}"', f'name = "Loa {ep}"',
                   f'zone = "{ep.split("-")[0]}"', f'token = "{token}"']  # fmt: skip
+    for commune, address in (rtp or {}).items():  # a plain RTP receiver in that commune
+        lines += ["[[endpoints]]", f'id = "{commune}-rtp"', f'name = "RTP {commune}"',
+                  f'zone = "{commune}"', 'kind = "rtp"', f'address = "{address}"']  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -64,6 +70,7 @@ class ServeNode:
 
     name: str
     port: int
+    udp_port: int
     config: Path
     log: Path
     proc: asyncio.subprocess.Process | None = None
@@ -124,19 +131,20 @@ class ServeNode:
 
 def make_nodes(
     tmp_path: Path, names: tuple[str, ...], *, redis_url: str, store_url: str,
-    communes: int, per_commune: int,
+    communes: int, per_commune: int, rtp: dict[str, str] | None = None,
+    admit_per_s: int | None = None,
 ) -> list[ServeNode]:  # fmt: skip
     nodes = []
     for name in names:
-        port = free_port()
+        port, udp_port = free_tcp_port(), free_port()  # HTTP on TCP, RTP on UDP
         config = tmp_path / f"{name}.toml"
         config.write_text(
-            cluster_toml(node=name, port=port, udp_port=free_port(), data=tmp_path / name,
+            cluster_toml(node=name, port=port, udp_port=udp_port, data=tmp_path / name,
                          redis_url=redis_url, store_url=store_url, communes=communes,
-                         per_commune=per_commune),
+                         per_commune=per_commune, rtp=rtp, admit_per_s=admit_per_s),
             encoding="utf-8",
         )  # fmt: skip
-        nodes.append(ServeNode(name, port, config, tmp_path / f"{name}.log"))
+        nodes.append(ServeNode(name, port, udp_port, config, tmp_path / f"{name}.log"))
     return nodes
 
 

@@ -35,7 +35,7 @@ from loa.web.api.bodies import (
 from loa.web.api.relay import node_of, user_of
 from loa.web.api.types import builtins
 from loa.web.contract import Routes
-from loa.web.keys import STORE
+from loa.web.keys import CLUSTER, STORE
 from loa.web.views import endpoint_json
 
 routes = Routes()
@@ -247,6 +247,8 @@ async def update_endpoint(request: web.Request, body: EndpointChange) -> web.Res
         muted = was_muted if muted is None else muted
     if muted is not None and muted != ep.muted:
         node.set_levels(ep, muted=muted)
+        if CLUSTER in request.config_dict:  # the speaker may be connected to another node
+            await request.config_dict[CLUSTER].command(ep.id, "mute", muted)
     return web.json_response(endpoint_json(node, ep))
 
 
