@@ -206,8 +206,10 @@ class ClusterMember:
         if self.bus.is_leader() and self.id in self.live and settled:
             await self._place()
         self._gate_rtp()
-        for bc_id in self.local:  # audio to every other live node (see DESIGN)
-            self.bundler.route(bc_id, self.live)
+        for bc_id in self.local:  # audio to the nodes with listeners (see DESIGN)
+            bc = self.node.broadcasts.get(bc_id)
+            if bc is not None:
+                self.bundler.route(bc_id, self.receivers(bc))
         ending = []
         for bc_id, (bc, origin) in list(self.relayed.items()):
             if origin not in self.live and settled:  # its encoder is gone: nothing will come
@@ -492,7 +494,7 @@ class ClusterMember:
             previous(bc)
         self.local.add(bc.id)
         bc.deliver = partial(self._tap, bc.deliver)
-        self.bundler.route(bc.id, self.live)
+        self.bundler.route(bc.id, self.receivers(bc))
         self._outbox.put_nowait(
             BroadcastStarted.of(bc.spec, node=self.id, at=time.time(), what=bc.log.what)
         )
@@ -571,6 +573,23 @@ class ClusterMember:
                         await asyncio.sleep(backoff.next())
             finally:
                 self._outbox.task_done()
+
+    def receivers(self, bc: Broadcast) -> set[str]:
+        """The other live nodes that may have listeners of ``bc``: those serving a commune
+        with a pole it targets, and those whose status shows such a pole online (a speaker
+        let in there while its commune's node is gone)."""
+        try:
+            poles = self.node.zones.resolve(bc.spec.target_zones, bc.spec.target_endpoints)
+        except LoaError:  # a target zone deleted meanwhile: everyone, to be safe
+            return set(self.live) - {self.id}
+        eps = self.node.endpoints
+        communes = {self.commune_of_zone(eps[e].spec.zone) for e in poles if e in eps}
+        out = {self.placement[c] for c in communes if c in self.placement}
+        fresh = asyncio.get_running_loop().time() - 3 * STATUS_S
+        for node, (at, views) in self._remote.items():
+            if at >= fresh and not poles.isdisjoint(views):
+                out.add(node)
+        return (out & set(self.live)) - {self.id}
 
     def _on_audio(self, bundle: Bundle) -> None:
         relayed = self.relayed

@@ -212,6 +212,17 @@ async def test_a_broadcast_reaches_every_nodes_speakers_encoded_once(
             for n in nodes:
                 health = await n.health(http)
                 assert health is not None and health["broadcasts"] == 0, health
+            # a broadcast to a's own commune only: no node has listeners of it, no audio out
+            own = await a.api(http, "POST", "/broadcasts", {
+                "source": {"type": "tone", "freq_hz": 500}, "targets": {"zones": ["c0"]},
+                "class": "scheduled",
+            })  # fmt: skip
+            await asyncio.sleep(1.0)
+            before = (await a.health(http) or {})["cluster"]["audio_messages_sent"]
+            await asyncio.sleep(1.0)
+            after = (await a.health(http) or {})["cluster"]["audio_messages_sent"]
+            assert after == before, (before, after)
+            await a.api(http, "DELETE", f"/broadcasts/{own['id']}")
         finally:
             await fleet.close()
     print(f"a → b audio: {rate:.1f} Redis messages/s")
