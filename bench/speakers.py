@@ -196,7 +196,7 @@ class SimSpeaker:
     def on_readable(self, now_us: int) -> None:
         """One datagram (the worker's epoll says there is one); ``now_us``: this batch's time."""
         try:
-            data, anc, _flags, _addr = self.sock.recvmsg(2048, 64)
+            data, anc, _flags, addr = self.sock.recvmsg(2048, 64)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -213,6 +213,8 @@ class SimSpeaker:
                 self.w.note_lag(now_us - rx_us)
             else:
                 rx_us = now_us
+            if self.w.watch_url and addr != self.server:
+                return  # failover: a packet the killed node sent, read only now
             self.on_rtp(data, rx_us)
 
     def _on_control(self, data: bytes) -> None:
@@ -258,7 +260,12 @@ class SimSpeaker:
         else:
             self.first_ext = self.ext = self.last_seq = seq
         self.received += 1
-        if self.recovered_us is None and w.watch_url and self.url != w.watch_url:
+        if (
+            self.recovered_us is None
+            and w.watch_url
+            and self.url != w.watch_url
+            and rx_us > w.watch_us  # not one queued since before the kill
+        ):
             self.recovered_us = rx_us
         self.last_arrival = arrival
         self.last_ts = ts
@@ -414,6 +421,7 @@ class Worker:
         self.connect_errors: Counter[str] = Counter()
         self.node_hists: dict[str, list[int]] = {}  # cluster: latency by server URL
         self.watch_url = ""  # failover: the killed node's URL
+        self.watch_us = 0  # and when it was about to be killed (wall clock µs)
         urls = cfg.urls or (cfg.url,)
         self.speakers = [
             SimSpeaker(self, ep, zone, token, i % cfg.decode_every == 0, urls[i % len(urls)])
@@ -565,6 +573,7 @@ class Worker:
         for s in self.speakers:
             s.recovered_us = None
         self.watch_url = url
+        self.watch_us = time.time_ns() // 1000
         self.recording = True  # packets reach on_rtp again (stop() turned it off)
         return len(self.moved)
 

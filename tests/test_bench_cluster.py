@@ -5,6 +5,8 @@ themselves are recorded in docs/BENCHMARKS.md, only checked here to be real)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import tomllib
@@ -42,10 +44,18 @@ def test_a_three_node_cluster_run_measures_real_numbers(tmp_path: Path) -> None:
     out = tmp_path / "cluster.json"
     argv = [sys.executable, "-m", "bench", "--nodes", "3", "--speakers", "60"]
     argv += ["--duration", "2", "--failover-timeout", "10", "--json", str(out)]
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=55, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # its own process group: on a timeout the nodes and servers it started go with it
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=55)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the cluster bench took over 55 s:\n{stdout[-3000:]}{stderr[-3000:]}")
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     r = json.loads(out.read_text())
-    assert json.loads(done.stdout.splitlines()[-1]) == r
+    assert json.loads(stdout.splitlines()[-1]) == r
     assert r["connected"] == 60 and r["redirects"] > 0  # dealt round-robin, sent home
     # the leader placed communes on every node, and every node had speakers
     assert all(n > 0 for n in r["assignment_at_start"].values())
@@ -62,6 +72,6 @@ def test_a_three_node_cluster_run_measures_real_numbers(tmp_path: Path) -> None:
     # one bundle per 20 ms tick per relaying node, at least: Redis carried real messages
     assert r["redis"]["publish_per_s"] >= 2 * 40
     fo = r["failover"]
-    assert fo["killed"] == "n2" and fo["moved"] > 0 and fo["back"] == fo["moved"]
+    assert fo["killed"] in ("n1", "n2") and fo["moved"] > 0 and fo["back"] == fo["moved"]
     assert fo["not_back"] == 0 and 0 < fo["all_back_s"] <= 10
-    assert "n2" not in fo["landed_on"]
+    assert fo["killed"] not in fo["landed_on"]
