@@ -403,6 +403,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=5.0,
         help="seconds of the bare sendto floor run after each relay run (0: skip)",
     )
+    p.add_argument(
+        "--nodes",
+        type=int,
+        help="run a cluster of this many `loa serve` nodes with their own redis-server and "
+        "PostgreSQL (bench.cluster): per-node CPU and RSS, the Redis hop's latency, "
+        "Redis messages/s, failover time",
+    )
+    p.add_argument(
+        "--failover-timeout",
+        type=float,
+        default=30.0,
+        help="with --nodes: give up waiting for a killed node's speakers after this many seconds",
+    )
     p.add_argument("--json", type=Path, help="write the run's (or sweep's) JSON here")
     p.add_argument("--out", type=Path, help="directory for per-run JSON, relay logs and a PNG")
     p.add_argument("--relay", help="attach to a running relay at this URL instead of starting one")
@@ -417,6 +430,8 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse
     args.counts = [int(x) for x in args.sweep.split(",")] if args.sweep else [args.speakers]
     if any(n < 1 for n in args.counts) or args.duration <= 0:
         p.error("speaker counts and --duration must be positive")
+    if args.nodes is not None and (args.nodes < 2 or args.sweep or args.relay or args.against):
+        p.error("--nodes needs at least 2 and goes without --sweep, --relay and --against")
     if args.emergency_at is None:
         args.emergency_at = args.duration / 2
     if not 0 <= args.emergency_at < args.duration:
@@ -427,6 +442,14 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.nodes:
+        from bench import cluster  # its own run: N nodes, Redis, PostgreSQL
+
+        result = cluster.run(args)
+        if args.json:
+            report.write_json(result, args.json)
+        print(json.dumps(result), flush=True)
+        return 0
     runs = []
     for n in args.counts:
         result = asyncio.run(run_once(n, args))

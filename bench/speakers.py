@@ -26,6 +26,7 @@ import select
 import socket
 import struct
 import time
+from collections import Counter
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -36,7 +37,15 @@ import numpy as np
 from loa.codecs import SAMPLE_RATE
 from loa.codecs.opus import OpusDecoder
 from loa.codecs.rtp import RtpPacket
-from loa.relay.core.control import PROTOCOL_VERSION, Hello, Transport, Welcome, decode, encode
+from loa.relay.core.control import (
+    PROTOCOL_VERSION,
+    Hello,
+    Redirect,
+    Transport,
+    Welcome,
+    decode,
+    encode,
+)
 from loa.relay.core.wire import ControlDatagram, DatagramType
 
 log = logging.getLogger(__name__)
@@ -71,6 +80,9 @@ class WorkerConfig:
     decode_every: int  # one speaker in this many decodes and checks the tone
     tone_hz: dict[str, float]  # broadcast class → tone frequency
     seed: int
+    # Cluster (bench.cluster): the speakers' first servers, dealt round-robin (empty: ``url``
+    # for all); latency is then also counted per server the packet came through.
+    urls: tuple[str, ...] = ()
 
 
 def backoff_delay(rng: random.Random, attempt: int) -> float:
@@ -118,12 +130,30 @@ class ToneCheck:
         return ok, bad
 
 
+class _Moved(Exception):
+    """A cluster node sent us on to another (a ``redirect``)."""
+
+
 class SimSpeaker:
     """One simulated speaker; driven by its ``run`` task (connect, read, reconnect) and by
-    the loop calling ``on_readable`` when its UDP socket has a datagram."""
+    the loop calling ``on_readable`` when its UDP socket has a datagram.
 
-    def __init__(self, worker: Worker, endpoint: str, zone: str, token: str, decode: bool) -> None:
+    In a cluster it follows ``loa.speaker.client``: the welcome's server list, a redirect
+    (before the welcome or while connected) to its first server after a short jittered
+    wait, and on a lost connection the next server of the list, naming the lost one in
+    its hello."""
+
+    def __init__(
+        self, worker: Worker, endpoint: str, zone: str, token: str, decode: bool, url: str = ""
+    ) -> None:
         self.w = worker
+        self.url = url or worker.cfg.url
+        self.servers: tuple[str, ...] = ()
+        self.lost = ""
+        self.moved: tuple[str, ...] | None = None
+        self.redirects = 0
+        self.node_hist: list[int] | None = None  # the latency histogram of ``url`` (cluster)
+        self.recovered_us: int | None = None  # failover: first packet off the watched server
         self.endpoint, self.zone, self.token = endpoint, zone, token
         self.rng = random.Random(f"{worker.cfg.seed}-{endpoint}")
         # A plain non-blocking socket rather than an asyncio transport: recvmsg() gives the
@@ -166,7 +196,7 @@ class SimSpeaker:
     def on_readable(self, now_us: int) -> None:
         """One datagram (the worker's epoll says there is one); ``now_us``: this batch's time."""
         try:
-            data, anc, _flags, _addr = self.sock.recvmsg(2048, 64)
+            data, anc, _flags, addr = self.sock.recvmsg(2048, 64)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -183,6 +213,8 @@ class SimSpeaker:
                 self.w.note_lag(now_us - rx_us)
             else:
                 rx_us = now_us
+            if self.w.watch_url and addr != self.server:
+                return  # failover: a packet the killed node sent, read only now
             self.on_rtp(data, rx_us)
 
     def _on_control(self, data: bytes) -> None:
@@ -208,6 +240,8 @@ class SimSpeaker:
             lat = rx_us - stamp
             idx = lat // BUCKET_US if lat > 0 else 0
             w.hist[idx if idx < BUCKETS else BUCKETS] += 1
+            if self.node_hist is not None:
+                self.node_hist[idx if idx < BUCKETS else BUCKETS] += 1
             if lat > w.max_latency_us:
                 w.max_latency_us = lat
         else:
@@ -226,6 +260,13 @@ class SimSpeaker:
         else:
             self.first_ext = self.ext = self.last_seq = seq
         self.received += 1
+        if (
+            self.recovered_us is None
+            and w.watch_url
+            and self.url != w.watch_url
+            and rx_us > w.watch_us  # not one queued since before the kill
+        ):
+            self.recovered_us = rx_us
         self.last_arrival = arrival
         self.last_ts = ts
         if b1 & 0x80:
@@ -236,7 +277,10 @@ class SimSpeaker:
     def _on_json(self, data: Any) -> None:
         if not isinstance(data, dict):
             return
-        if data.get("type") == "playing":
+        if data.get("type") == "redirect":  # the server closes next
+            with contextlib.suppress(ValueError):
+                self.moved = Redirect.parse(data).servers
+        elif data.get("type") == "playing":
             self.playing = data.get("class")
             if self.playing == "emergency" and self.w.recording and self.emergency_ctl_us is None:
                 self.emergency_ctl_us = time.time_ns() // 1000
@@ -244,8 +288,9 @@ class SimSpeaker:
     # -- connection -----------------------------------------------------------------------
     async def run(self, first: asyncio.Semaphore | None) -> None:
         """Connect, read until the socket closes, reconnect with backoff; until cancelled."""
-        attempt = 0
+        attempt = redirects_in_row = 0
         while True:
+            self.moved = None
             try:
                 if first is not None:
                     async with first:
@@ -253,10 +298,13 @@ class SimSpeaker:
                     first = None
                 else:
                     await self._connect()
-                attempt = 0
+                attempt = redirects_in_row = 0
                 await self._read()
-                if not self.w.storming:
+                if not self.w.storming and self.moved is None:
                     self.unexpected_drops += 1
+                    attempt += 1
+            except _Moved:
+                pass
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError, ProtocolError) as exc:
                 self.w.connect_errors[type(exc).__name__] += 1
                 attempt += 1
@@ -265,17 +313,38 @@ class SimSpeaker:
                 if self.ws is not None:
                     await self.ws.close()
                     self.ws = None
+            if self.moved is not None:  # as loa.speaker.client._follow
+                self.redirects += 1
+                self.servers, self.url, self.lost = self.moved, self.moved[0], ""
+                cap = min(2.0, 0.25 * 2.0 ** min(redirects_in_row, 10))
+                redirects_in_row += 1
+                await asyncio.sleep(self.rng.uniform(0.0, cap))
+                continue
+            if len(self.servers) > 1 and not self.w.storming:  # the next server of the list
+                self.lost = self.url
+                at = self.servers.index(self.url) if self.url in self.servers else -1
+                self.url = self.servers[(at + 1) % len(self.servers)]
             await asyncio.sleep(backoff_delay(self.rng, attempt))
 
     async def _connect(self) -> None:
-        self.ws = await self.w.http.ws_connect(f"{self.w.cfg.url}/api/v1/speaker", autoping=True)
-        await self.ws.send_str(encode(Hello(self.token, PROTOCOL_VERSION, "loa-bench/0.1")))
+        self.ws = await self.w.http.ws_connect(f"{self.url}/api/v1/speaker", autoping=True)
+        await self.ws.send_str(
+            encode(Hello(self.token, PROTOCOL_VERSION, "loa-bench/0.1", self.lost))
+        )
         msg = await self.ws.receive(timeout=WELCOME_TIMEOUT_S)
         if msg.type is not aiohttp.WSMsgType.TEXT:
             raise ProtocolError(f"expected a welcome, got {msg.type.name}")
         welcome = decode(msg.data)
+        if isinstance(welcome, Redirect):
+            self.moved = welcome.servers
+            raise _Moved
         if not isinstance(welcome, Welcome):
             raise ProtocolError(f"refused: {welcome}")
+        if welcome.servers:
+            self.servers = welcome.servers
+        self.lost = ""
+        if self.w.cfg.urls:
+            self.node_hist = self.w.node_hist(self.url)
         self.session, self.key = welcome.session, welcome.key
         self.server = (welcome.udp_host, welcome.udp_port)
         self.keepalive_s = welcome.keepalive_s
@@ -338,9 +407,8 @@ class Worker:
     """A process's speakers, one loop, one HTTP session; driven by its parent's commands."""
 
     def __init__(self, cfg: WorkerConfig) -> None:
-        from collections import Counter
-
         self.cfg = cfg
+        self.moved: list[SimSpeaker] = []
         self.http: aiohttp.ClientSession
         self.recording = False
         self.storming = False
@@ -351,8 +419,12 @@ class Worker:
         self.max_lag_us = 0
         self.udp_errors = 0
         self.connect_errors: Counter[str] = Counter()
+        self.node_hists: dict[str, list[int]] = {}  # cluster: latency by server URL
+        self.watch_url = ""  # failover: the killed node's URL
+        self.watch_us = 0  # and when it was about to be killed (wall clock µs)
+        urls = cfg.urls or (cfg.url,)
         self.speakers = [
-            SimSpeaker(self, ep, zone, token, decode=i % cfg.decode_every == 0)
+            SimSpeaker(self, ep, zone, token, i % cfg.decode_every == 0, urls[i % len(urls)])
             for i, (ep, zone, token) in enumerate(cfg.speakers)
         ]
         self._up_changed = asyncio.Event()
@@ -369,6 +441,9 @@ class Worker:
         now_us = time.time_ns() // 1000
         for fd, _events in self.epoll.poll(0):
             by_fd[fd].on_readable(now_us)
+
+    def node_hist(self, url: str) -> list[int]:
+        return self.node_hists.setdefault(url, [0] * (BUCKETS + 1))
 
     def note_lag(self, lag_us: int) -> None:
         idx = lag_us // BUCKET_US if lag_us > 0 else 0
@@ -418,6 +493,8 @@ class Worker:
         self.lag_hist = [0] * (BUCKETS + 1)
         self.max_lag_us = 0
         self.unstamped = 0
+        for hist in self.node_hists.values():
+            hist[:] = [0] * (BUCKETS + 1)
         self.recording = True
 
     def stop(self, request_us: int | None, targets: frozenset[str]) -> dict[str, Any]:
@@ -465,6 +542,12 @@ class Worker:
             "silent": silent,
             "unstamped": self.unstamped,
             "hist": {i: n for i, n in enumerate(self.hist) if n},
+            "node_hist": {
+                url: {i: n for i, n in enumerate(hist) if n}
+                for url, hist in self.node_hists.items()
+            },
+            "on": dict(Counter(s.url for s in self.speakers if s.up)),
+            "redirects": sum(s.redirects for s in self.speakers),
             "max_latency_us": self.max_latency_us,
             "lag_hist": {i: n for i, n in enumerate(self.lag_hist) if n},
             "max_lag_us": self.max_lag_us,
@@ -481,6 +564,34 @@ class Worker:
             },
             "unexpected_drops": sum(s.unexpected_drops for s in self.speakers),
             "udp_errors": self.udp_errors,
+        }
+
+    def watch(self, url: str) -> int:
+        """Failover: note the speakers now on ``url`` (about to be killed); each one's first
+        packet through another server is recorded from now on. How many there are."""
+        self.moved = [s for s in self.speakers if s.url == url]
+        for s in self.speakers:
+            s.recovered_us = None
+        self.watch_url = url
+        self.watch_us = time.time_ns() // 1000
+        self.recording = True  # packets reach on_rtp again (stop() turned it off)
+        return len(self.moved)
+
+    async def recovered(self, timeout_s: float) -> dict[str, Any]:
+        """Until every watched speaker has had a packet through another server: when each
+        did (µs, wall clock) and how many did not within ``timeout_s``."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while any(s.recovered_us is None for s in self.moved):
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        self.watch_url = ""
+        back = [s.recovered_us for s in self.moved if s.recovered_us is not None]
+        return {
+            "moved": len(self.moved),
+            "back_us": back,
+            "not_back": len(self.moved) - len(back),
+            "on": dict(Counter(s.url for s in self.moved)),
         }
 
     async def storm(self, timeout_s: float) -> dict[str, Any]:
@@ -540,6 +651,10 @@ async def _serve(cfg: WorkerConfig, conn: Connection, connect_timeout_s: float) 
                     conn.send(("measuring", None))
                 case ("stop", request_us, targets):
                     conn.send(("stopped", worker.stop(request_us, frozenset(targets))))
+                case ("watch", url):
+                    conn.send(("watching", worker.watch(url)))
+                case ("recovered", timeout_s):
+                    conn.send(("recovered", await worker.recovered(timeout_s)))
                 case ("storm", timeout_s):
                     conn.send(("stormed", await worker.storm(timeout_s)))
                 case ("finish",):

@@ -597,7 +597,8 @@ class ClusterMember:
             found = relayed.get(packet.key)
             if found is not None:
                 self.packets_relayed += 1
-                found[0].feed(packet.payload, packet.frame, bool(packet.flags & ITEM_END))
+                found[0].feed(packet.payload, packet.frame, bool(packet.flags & ITEM_END),
+                              bundle.sent_us)  # fmt: skip
 
     async def _apply_lifecycle(self) -> None:
         """Every node applies the lifecycle in the channel's order."""

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from loa.relay.broadcast import _PLAIN, Broadcast, State
+from loa.codecs import OPUS_PAYLOAD_TYPE
+from loa.relay.broadcast import _PLAIN, _STAMPED, Broadcast, State
 from loa.streamer.base import Frame
 
 
@@ -41,13 +42,17 @@ class RelayedBroadcast(Broadcast):
         self._finish_reason = "finished"
         self._finish_state = State.FINISHED
 
-    def feed(self, payload: bytes, frame_index: int, item_end: bool) -> None:
+    def feed(self, payload: bytes, frame_index: int, item_end: bool, sent_us: int = 0) -> None:
         """One Opus packet from the encoding node; dropped while this node pauses it (a
-        higher broadcast holds all its listeners here) or once it is ending."""
+        higher broadcast holds all its listeners here) or once it is ending. With
+        ``stamp_frames`` it is stamped with ``sent_us``, when its bundle left that node."""
         if self.state.ended or self._stopping is not None or not self._running.is_set():
             return
         self.frames += 1
-        self.deliver(self, _PLAIN + payload, frame_index, item_end)
+        head = _PLAIN
+        if self.stamp_frames and sent_us:
+            head = _STAMPED.pack(0x90, OPUS_PAYLOAD_TYPE, 0, 0, 0, 0xBEDE, 3, 0x17, sent_us, 0, 0)
+        self.deliver(self, head + payload, frame_index, item_end)
 
     def finish(self, reason: str, *, failed: bool = False) -> None:
         """The encoding node's broadcast ended by itself (its source finished or failed)."""
