@@ -36,6 +36,36 @@ async def running(nodes: list[ServeNode]) -> AsyncIterator[None]:
         await asyncio.gather(*(n.stop() for n in nodes))
 
 
+async def welcomed(fleet: Fleet) -> None:
+    await wait_for(lambda: all(s.endpoint for s in fleet.speakers.values()), 20,
+                   "every speaker welcomed")  # fmt: skip
+
+
+async def tone_to_province(
+    http: aiohttp.ClientSession, node: ServeNode, klass: str
+) -> dict[str, Any]:
+    """A 1 kHz tone of ``klass`` to the whole province (zone p), started through ``node``."""
+    started: dict[str, Any] = await node.api(http, "POST", "/broadcasts", {
+        "source": {"type": "tone", "freq_hz": 1000}, "targets": {"zones": ["p"]}, "class": klass,
+    })  # fmt: skip
+    return started
+
+
+async def ended_rows(
+    http: aiohttp.ClientSession, node: ServeNode, bc: str, fleet: Fleet
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``bc``'s log rows, read through ``node`` once it has ended and its row names every
+    speaker (each node adds its own speakers' seconds), and the whole log answer."""
+    entries: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while not entries or len(entries[0]["heard_s"]) < len(fleet.speakers):
+        assert time.monotonic() < deadline, entries
+        await asyncio.sleep(0.2)
+        log: dict[str, Any] = await node.api(http, "GET", "/log")
+        entries = [e for e in log["entries"] if e["id"] == bc and e.get("ended_at")]
+    return entries, log
+
+
 def online_on(view: dict[str, object]) -> int:
     return int(view["endpoints_online"])  # type: ignore[call-overload]
 
@@ -98,13 +128,9 @@ async def test_a_killed_nodes_speakers_are_heard_on_a_survivor_within_5_s(
         await fleet.start()
         try:
             moved = [ep for ep in fleet.speakers if ep.startswith("c0")]
-            await wait_for(lambda: all(s.endpoint for s in fleet.speakers.values()), 20,
-                           "every speaker welcomed")  # fmt: skip
+            await welcomed(fleet)
             assert {fleet.speakers[ep].url for ep in moved} == {a.url}
-            started = await b.api(http, "POST", "/broadcasts", {
-                "source": {"type": "tone", "freq_hz": 1000}, "targets": {"zones": ["p"]},
-                "class": "emergency",
-            })  # fmt: skip
+            started = await tone_to_province(http, b, "emergency")
             bc = started["id"]
             t0 = time.monotonic()
             await wait_for(lambda: all(h.since(t0, bc) for h in fleet.heard.values()), 10,
@@ -144,13 +170,7 @@ async def test_a_killed_nodes_speakers_are_heard_on_a_survivor_within_5_s(
                            "a's speakers hearing the emergency on c0's new node")  # fmt: skip
 
             await b.api(http, "DELETE", f"/broadcasts/{bc}")
-            entries: list[dict[str, Any]] = []
-            deadline = time.monotonic() + 10
-            while not entries or len(entries[0]["heard_s"]) < len(fleet.speakers):
-                assert time.monotonic() < deadline, entries
-                await asyncio.sleep(0.2)
-                log = await b.api(http, "GET", "/log")
-                entries = [e for e in log["entries"] if e["id"] == bc and e.get("ended_at")]
+            entries, _ = await ended_rows(http, b, bc, fleet)
             assert sorted(entries[0]["heard_s"]) == sorted(fleet.speakers)
         finally:
             await fleet.close()
@@ -174,12 +194,8 @@ async def test_a_broadcast_reaches_every_nodes_speakers_encoded_once(
         fleet = Fleet(a.url, tokens(2, PER_COMMUNE))
         await fleet.start()
         try:
-            await wait_for(lambda: all(s.endpoint for s in fleet.speakers.values()), 20,
-                           "every speaker welcomed")  # fmt: skip
-            started = await a.api(http, "POST", "/broadcasts", {
-                "source": {"type": "tone", "freq_hz": 1000}, "targets": {"zones": ["p"]},
-                "class": "scheduled",
-            })  # fmt: skip
+            await welcomed(fleet)
+            started = await tone_to_province(http, a, "scheduled")
             bc = started["id"]
             t0 = time.monotonic()
             await wait_for(lambda: all(h.frequency(t0, bc) > 900 for h in fleet.heard.values()),
@@ -200,13 +216,7 @@ async def test_a_broadcast_reaches_every_nodes_speakers_encoded_once(
             assert 25 <= rate <= 55, rate  # one bundle per 20 ms tick for the one other node
             # an operator on b stops it: it ends on a, which logs it once
             await b.api(http, "DELETE", f"/broadcasts/{bc}")
-            entries: list[dict[str, Any]] = []
-            deadline = time.monotonic() + 10
-            while not entries or len(entries[0]["heard_s"]) < len(fleet.speakers):
-                assert time.monotonic() < deadline, entries
-                await asyncio.sleep(0.2)
-                log = await a.api(http, "GET", "/log")
-                entries = [e for e in log["entries"] if e["id"] == bc and e.get("ended_at")]
+            entries, log = await ended_rows(http, a, bc, fleet)
             assert sorted(entries[0]["heard_s"]) == sorted(fleet.speakers)
             assert entries[0]["reason"] == "stopped" and len(log["entries"]) == 1
             for n in nodes:
@@ -246,12 +256,8 @@ async def test_the_encoding_node_dies_and_the_emergency_restarts_on_a_survivor(
         fleet = Fleet(a.url, tokens(2, PER_COMMUNE))
         await fleet.start()
         try:
-            await wait_for(lambda: all(s.endpoint for s in fleet.speakers.values()), 20,
-                           "every speaker welcomed")  # fmt: skip
-            started = await a.api(http, "POST", "/broadcasts", {
-                "source": {"type": "tone", "freq_hz": 1000}, "targets": {"zones": ["p"]},
-                "class": "emergency",
-            })  # fmt: skip
+            await welcomed(fleet)
+            started = await tone_to_province(http, a, "emergency")
             bc = started["id"]
             t0 = time.monotonic()
             await wait_for(lambda: all(h.since(t0, bc) for h in fleet.heard.values()), 10,
@@ -270,13 +276,7 @@ async def test_the_encoding_node_dies_and_the_emergency_restarts_on_a_survivor(
             health = await b.health(http)
             assert health is not None and health["cluster"]["encoding"] == [bc]
             await b.api(http, "DELETE", f"/broadcasts/{bc}")
-            entries: list[dict[str, Any]] = []
-            deadline = time.monotonic() + 10
-            while not entries or len(entries[0]["heard_s"]) < len(fleet.speakers):
-                assert time.monotonic() < deadline, entries
-                await asyncio.sleep(0.2)
-                log = await b.api(http, "GET", "/log")
-                entries = [e for e in log["entries"] if e["id"] == bc and e.get("ended_at")]
+            entries, _ = await ended_rows(http, b, bc, fleet)
             row = entries[0]
             assert row["interrupted_at"] is not None and row["resumed_at"] is not None
             assert row["interrupted_at"] <= row["resumed_at"]
@@ -302,12 +302,8 @@ async def test_a_redis_restart_loses_and_duplicates_nothing(
         fleet = Fleet(a.url, tokens(2, PER_COMMUNE))
         await fleet.start()
         try:
-            await wait_for(lambda: all(s.endpoint for s in fleet.speakers.values()), 20,
-                           "every speaker welcomed")  # fmt: skip
-            started = await a.api(http, "POST", "/broadcasts", {
-                "source": {"type": "tone", "freq_hz": 1000}, "targets": {"zones": ["p"]},
-                "class": "scheduled",
-            })  # fmt: skip
+            await welcomed(fleet)
+            started = await tone_to_province(http, a, "scheduled")
             bc = started["id"]
             t0 = time.monotonic()
             await wait_for(lambda: all(h.since(t0, bc) for h in fleet.heard.values()), 10,
@@ -405,10 +401,7 @@ async def test_a_plain_rtp_receiver_gets_one_stream_from_its_communes_node(
             views = await converged(http, nodes)
             assert views["a"]["communes"] == ["c0"]
             await asyncio.sleep(1.0)  # a refresh gates the receiver on the non-serving node
-            started = await b.api(http, "POST", "/broadcasts", {
-                "source": {"type": "tone", "freq_hz": 1000}, "targets": {"zones": ["p"]},
-                "class": "scheduled",
-            })  # fmt: skip
+            started = await tone_to_province(http, b, "scheduled")
             await asyncio.sleep(1.0)
             with contextlib.suppress(BlockingIOError):
                 while True:  # what queued up meanwhile is not this measurement's
@@ -444,12 +437,8 @@ async def test_a_dashboard_on_any_node_shows_every_nodes_speakers(
         fleet = Fleet(a.url, tokens(2, PER_COMMUNE))
         await fleet.start()
         try:
-            await wait_for(lambda: all(s.endpoint for s in fleet.speakers.values()), 20,
-                           "every speaker welcomed")  # fmt: skip
-            started = await a.api(http, "POST", "/broadcasts", {
-                "source": {"type": "tone", "freq_hz": 1000}, "targets": {"zones": ["p"]},
-                "class": "scheduled",
-            })  # fmt: skip
+            await welcomed(fleet)
+            started = await tone_to_province(http, a, "scheduled")
             async with http.ws_connect(b.url + "/api/v1/status/ws", headers=AUTH) as ws:
                 deadline = time.monotonic() + 10
                 while True:
