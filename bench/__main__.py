@@ -36,7 +36,7 @@ from bench.relay import (
     layout_from_config,
     sample,
 )
-from bench.speakers import WorkerConfig, worker_main
+from bench.speakers import WorkerConfig, ask_workers, worker_main
 from loa.codecs import FRAME_S
 
 LIVE_HZ = 1000.0
@@ -98,22 +98,7 @@ class Workers:
 
     async def ask(self, command: tuple[Any, ...] | None, timeout_s: float) -> list[Any]:
         """Send ``command`` to every worker (None: only wait) and gather their answers."""
-        loop = asyncio.get_running_loop()
-
-        def recv(conn: Connection) -> Any:
-            if not conn.poll(timeout_s):
-                raise TimeoutError(f"a bench worker did not answer {command} in {timeout_s:g} s")
-            try:
-                return conn.recv()[1]
-            except EOFError:
-                raise RuntimeError("a bench worker died (its traceback is above)") from None
-
-        for conn in self.conns:
-            if command is not None:
-                conn.send(command)
-        return list(
-            await asyncio.gather(*(loop.run_in_executor(None, recv, c) for c in self.conns))
-        )
+        return await ask_workers(self.conns, command, timeout_s)
 
 
 def _cpu_s(pids: Sequence[int], field: str = "cpu_s") -> tuple[float, float] | None:

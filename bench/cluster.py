@@ -45,7 +45,7 @@ import redis.asyncio as aioredis
 
 from bench import report
 from bench.relay import Layout, RelayApi, RelayProcess, free_port, generate_config, sample
-from bench.speakers import WorkerConfig, worker_main
+from bench.speakers import WorkerConfig, ask_workers, worker_main
 from loa.localservers import PostgresServer, RedisServer
 
 LIVE_HZ = 1000.0
@@ -114,22 +114,8 @@ class Speakers:
                 proc.join(timeout=5)
 
     async def ask(self, command: tuple[Any, ...] | None, timeout_s: float) -> list[Any]:
-        loop = asyncio.get_running_loop()
-
-        def recv(conn: Connection) -> Any:
-            if not conn.poll(timeout_s):
-                raise TimeoutError(f"a bench worker did not answer {command} in {timeout_s:g} s")
-            try:
-                return conn.recv()[1]
-            except EOFError:
-                raise RuntimeError("a bench worker died (its traceback is above)") from None
-
-        for conn in self.conns:
-            if command is not None:
-                conn.send(command)
-        return list(
-            await asyncio.gather(*(loop.run_in_executor(None, recv, c) for c in self.conns))
-        )
+        """Send ``command`` to every worker (None: only wait) and gather their answers."""
+        return await ask_workers(self.conns, command, timeout_s)
 
 
 async def _health(http: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:

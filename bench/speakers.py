@@ -679,3 +679,24 @@ def worker_main(cfg: WorkerConfig, conn: Connection, connect_timeout_s: float) -
         asyncio.run(_serve(cfg, conn, connect_timeout_s))
     finally:
         conn.close()
+
+
+async def ask_workers(
+    conns: list[Connection], command: tuple[Any, ...] | None, timeout_s: float
+) -> list[Any]:
+    """Send ``command`` to every worker process (None: only wait) and gather their answers;
+    a worker silent for ``timeout_s`` or dead is an error that says so."""
+    loop = asyncio.get_running_loop()
+
+    def recv(conn: Connection) -> Any:
+        if not conn.poll(timeout_s):
+            raise TimeoutError(f"a bench worker did not answer {command} in {timeout_s:g} s")
+        try:
+            return conn.recv()[1]
+        except EOFError:
+            raise RuntimeError("a bench worker died (its traceback is above)") from None
+
+    for conn in conns:
+        if command is not None:
+            conn.send(command)
+    return list(await asyncio.gather(*(loop.run_in_executor(None, recv, c) for c in conns)))
