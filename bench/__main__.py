@@ -13,14 +13,12 @@ import asyncio
 import contextlib
 import json
 import math
-import multiprocessing as mp
 import os
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,7 @@ from bench.relay import (
     layout_from_config,
     sample,
 )
-from bench.speakers import WorkerConfig, ask_workers, worker_main
+from bench.speakers import SpeakerProcesses, WorkerConfig
 from loa.codecs import FRAME_S
 
 LIVE_HZ = 1000.0
@@ -46,59 +44,22 @@ SPEAKERS_PER_WORKER = 1000
 FLOOR_BITRATE_BPS = 32_000  # the generated config's Opus bitrate (loa's default)
 
 
-class Workers:
-    """The speaker processes, owned by a ``with`` block; asked in lockstep over pipes."""
-
-    def __init__(self, layout: Layout, url: str, args: argparse.Namespace) -> None:
-        n = len(layout.speakers)
-        count = args.workers or max(1, min(os.cpu_count() or 1, math.ceil(n / SPEAKERS_PER_WORKER)))
-        ctx = mp.get_context("spawn")  # a clean interpreter: no loop or sockets inherited
-        self.procs: list[Any] = []
-        self.conns: list[Connection] = []
-        connect_timeout = 30.0 + n / 50
-        for i in range(count):
-            specs = tuple((s.endpoint, s.zone, s.token) for s in layout.speakers[i::count])
-            cfg = WorkerConfig(
-                url=url,
-                transport=args.transport,
-                speakers=specs,
-                decode_every=max(1, round(100 / args.decode_pct)),
-                tone_hz={"live": LIVE_HZ, "emergency": EMERGENCY_HZ},
-                seed=i,
-            )
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(
-                target=worker_main,
-                args=(cfg, child, connect_timeout),
-                name=f"loa-bench-{i}",
-                daemon=True,
-            )
-            self.procs.append(proc)
-            self.conns.append(parent)
-        self.connect_timeout = connect_timeout
-
-    def __enter__(self) -> Workers:
-        for proc in self.procs:
-            proc.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for conn in self.conns:
-            with contextlib.suppress(OSError):
-                conn.send(("finish",))
-        for proc in self.procs:
-            proc.join(timeout=15)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=5)
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
-
-    async def ask(self, command: tuple[Any, ...] | None, timeout_s: float) -> list[Any]:
-        """Send ``command`` to every worker (None: only wait) and gather their answers."""
-        return await ask_workers(self.conns, command, timeout_s)
+def speaker_processes(layout: Layout, url: str, args: argparse.Namespace) -> SpeakerProcesses:
+    """The speaker processes for ``layout``, started by a ``with`` block."""
+    n = len(layout.speakers)
+    count = args.workers or max(1, min(os.cpu_count() or 1, math.ceil(n / SPEAKERS_PER_WORKER)))
+    configs = [
+        WorkerConfig(
+            url=url,
+            transport=args.transport,
+            speakers=tuple((s.endpoint, s.zone, s.token) for s in layout.speakers[i::count]),
+            decode_every=max(1, round(100 / args.decode_pct)),
+            tone_hz={"live": LIVE_HZ, "emergency": EMERGENCY_HZ},
+            seed=i,
+        )
+        for i in range(count)
+    ]
+    return SpeakerProcesses(configs, connect_timeout=30.0 + n / 50)
 
 
 def _cpu_s(pids: Sequence[int], field: str = "cpu_s") -> tuple[float, float] | None:
@@ -123,7 +84,11 @@ def _loadavg() -> float | None:
 
 
 async def measure(
-    api: RelayApi, layout: Layout, workers: Workers, relay_pid: int | None, args: argparse.Namespace
+    api: RelayApi,
+    layout: Layout,
+    workers: SpeakerProcesses,
+    relay_pid: int | None,
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     """Live to all, measure, emergency to some at ``emergency_at``, storm; the raw numbers."""
     ready = await workers.ask(None, workers.connect_timeout + 10)
@@ -299,7 +264,7 @@ async def run_once(n: int, args: argparse.Namespace) -> dict[str, Any]:
         async with aiohttp.ClientSession() as http:
             api = RelayApi(http, url, layout.admin_token)
             await api.wait_healthy(30, relay)
-            workers = stack.enter_context(Workers(layout, url, args))
+            workers = stack.enter_context(speaker_processes(layout, url, args))
             raw = await measure(api, layout, workers, relay_pid, args)
         if relay is not None:
             relay.check_alive()

@@ -31,12 +31,10 @@ import argparse
 import asyncio
 import contextlib
 import math
-import multiprocessing as mp
 import os
 import signal
 import tempfile
 import time
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +43,7 @@ import redis.asyncio as aioredis
 
 from bench import report
 from bench.relay import Layout, RelayApi, RelayProcess, free_port, generate_config, sample
-from bench.speakers import WorkerConfig, ask_workers, worker_main
+from bench.speakers import SpeakerProcesses, WorkerConfig
 from loa.localservers import PostgresServer, RedisServer
 
 LIVE_HZ = 1000.0
@@ -72,50 +70,26 @@ def node_config(text: str, *, name: str, port: int, data: Path, redis: str, stor
     return "\n".join(lines) + "\n"
 
 
-class Speakers:
-    """The speaker processes (``bench.speakers``), asked in lockstep over pipes."""
-
-    def __init__(self, layout: Layout, urls: tuple[str, ...], workers: int | None) -> None:
-        n = len(layout.speakers)
-        count = workers or max(1, min(os.cpu_count() or 1, math.ceil(n / SPEAKERS_PER_WORKER)))
-        ctx = mp.get_context("spawn")
-        self.connect_timeout = 30.0 + n / 50
-        self.procs: list[Any] = []
-        self.conns: list[Connection] = []
-        for i in range(count):
-            cfg = WorkerConfig(
-                url=urls[0],
-                transport="udp",
-                speakers=tuple((s.endpoint, s.zone, s.token) for s in layout.speakers[i::count]),
-                decode_every=100,
-                tone_hz={"live": LIVE_HZ},
-                seed=i,
-                urls=urls,
-            )
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=worker_main, args=(cfg, child, self.connect_timeout),
-                               name=f"loa-bench-{i}", daemon=True)  # fmt: skip
-            self.procs.append(proc)
-            self.conns.append(parent)
-
-    def __enter__(self) -> Speakers:
-        for proc in self.procs:
-            proc.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for conn in self.conns:
-            with contextlib.suppress(OSError):
-                conn.send(("finish",))
-        for proc in self.procs:
-            proc.join(timeout=15)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=5)
-
-    async def ask(self, command: tuple[Any, ...] | None, timeout_s: float) -> list[Any]:
-        """Send ``command`` to every worker (None: only wait) and gather their answers."""
-        return await ask_workers(self.conns, command, timeout_s)
+def speaker_processes(
+    layout: Layout, urls: tuple[str, ...], workers: int | None
+) -> SpeakerProcesses:
+    """The speaker processes for ``layout``, knowing every node's URL (they follow redirects
+    and move on to the next server as ``loa speaker`` does)."""
+    n = len(layout.speakers)
+    count = workers or max(1, min(os.cpu_count() or 1, math.ceil(n / SPEAKERS_PER_WORKER)))
+    configs = [
+        WorkerConfig(
+            url=urls[0],
+            transport="udp",
+            speakers=tuple((s.endpoint, s.zone, s.token) for s in layout.speakers[i::count]),
+            decode_every=100,
+            tone_hz={"live": LIVE_HZ},
+            seed=i,
+            urls=urls,
+        )
+        for i in range(count)
+    ]
+    return SpeakerProcesses(configs, connect_timeout=30.0 + n / 50)
 
 
 async def _health(http: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
@@ -202,7 +176,7 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 views = await converge(http, urls, nodes, names)
                 client = aioredis.Redis.from_url(redis_srv.url)
                 try:
-                    with Speakers(layout, tuple(urls), args.workers) as speakers:
+                    with speaker_processes(layout, tuple(urls), args.workers) as speakers:
                         return await _run(args, http, client, speakers, nodes, names, urls,
                                           views, layout, redis_srv)  # fmt: skip
                 finally:
@@ -214,7 +188,7 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 async def _run(
     args: argparse.Namespace, http: aiohttp.ClientSession, client: aioredis.Redis,
-    speakers: Speakers, nodes: list[RelayProcess], names: list[str], urls: list[str],
+    speakers: SpeakerProcesses, nodes: list[RelayProcess], names: list[str], urls: list[str],
     views: dict[str, dict[str, Any]], layout: Layout, redis_srv: RedisServer,
 ) -> dict[str, Any]:  # fmt: skip
     t_connect = time.monotonic()

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import multiprocessing as mp
 import random
 import select
 import socket
@@ -304,7 +305,7 @@ class SimSpeaker:
                     self.unexpected_drops += 1
                     attempt += 1
             except _Moved:
-                pass
+                pass  # redirected (self.moved is set): the code below connects to its server
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError, ProtocolError) as exc:
                 self.w.connect_errors[type(exc).__name__] += 1
                 attempt += 1
@@ -681,22 +682,57 @@ def worker_main(cfg: WorkerConfig, conn: Connection, connect_timeout_s: float) -
         conn.close()
 
 
-async def ask_workers(
-    conns: list[Connection], command: tuple[Any, ...] | None, timeout_s: float
-) -> list[Any]:
-    """Send ``command`` to every worker process (None: only wait) and gather their answers;
-    a worker silent for ``timeout_s`` or dead is an error that says so."""
-    loop = asyncio.get_running_loop()
+class SpeakerProcesses:
+    """Speaker worker processes (``worker_main``, one per config), owned by a ``with`` block
+    and asked in lockstep over pipes. Used by ``python -m bench`` and ``bench.cluster``."""
 
-    def recv(conn: Connection) -> Any:
-        if not conn.poll(timeout_s):
-            raise TimeoutError(f"a bench worker did not answer {command} in {timeout_s:g} s")
-        try:
-            return conn.recv()[1]
-        except EOFError:
-            raise RuntimeError("a bench worker died (its traceback is above)") from None
+    def __init__(self, configs: list[WorkerConfig], connect_timeout: float) -> None:
+        ctx = mp.get_context("spawn")  # a clean interpreter: no loop or sockets inherited
+        self.connect_timeout = connect_timeout
+        self.procs: list[Any] = []
+        self.conns: list[Connection] = []
+        for i, cfg in enumerate(configs):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=worker_main, args=(cfg, child, connect_timeout),
+                               name=f"loa-bench-{i}", daemon=True)  # fmt: skip
+            self.procs.append(proc)
+            self.conns.append(parent)
 
-    for conn in conns:
-        if command is not None:
-            conn.send(command)
-    return list(await asyncio.gather(*(loop.run_in_executor(None, recv, c) for c in conns)))
+    def __enter__(self) -> SpeakerProcesses:
+        for proc in self.procs:
+            proc.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.send(("finish",))
+        for proc in self.procs:
+            proc.join(timeout=15)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    async def ask(self, command: tuple[Any, ...] | None, timeout_s: float) -> list[Any]:
+        """Send ``command`` to every worker (None: only wait) and gather their answers; a
+        worker silent for ``timeout_s`` or dead is an error that says so."""
+        loop = asyncio.get_running_loop()
+
+        def recv(conn: Connection) -> Any:
+            if not conn.poll(timeout_s):
+                raise TimeoutError(f"a bench worker did not answer {command} in {timeout_s:g} s")
+            try:
+                return conn.recv()[1]
+            except EOFError:
+                raise RuntimeError("a bench worker died (its traceback is above)") from None
+
+        for conn in self.conns:
+            if command is not None:
+                conn.send(command)
+        return list(
+            await asyncio.gather(*(loop.run_in_executor(None, recv, c) for c in self.conns))
+        )
