@@ -66,7 +66,7 @@ from loa.relay.core.session import (
     SessionTable,
     Transport,
 )
-from loa.relay.core.zones import ZoneTree
+from loa.relay.core.zones import AudioSettings, ZoneAudio, ZoneTree
 from loa.relay.endpoint import Endpoint, Peer
 from loa.relay.metrics import Metrics
 from loa.relay.sendmmsg import Batch
@@ -84,7 +84,10 @@ class Node:
 
     def __init__(self, config: Config, *, on_log: Callable[[LogEntry], None] | None = None) -> None:
         self.config = config
-        self.zones = ZoneTree.build((z.id, z.parent) for z in config.zones)
+        defaults = AudioSettings(config.opus.frame_ms, False, config.relay.playout_delay_ms)
+        self.zones = ZoneTree.build(((z.id, z.parent) for z in config.zones), defaults)
+        for z in config.zones:
+            self.zones.set_audio(z.id, ZoneAudio(z.frame_ms, z.redundancy, z.playout_delay_ms))
         self.router = Router(self.zones)
         self.sessions = SessionTable(
             keepalive_s=config.relay.keepalive_s, session_timeout_s=config.relay.session_timeout_s
@@ -246,7 +249,34 @@ class Node:
         self._apply(self.router.handle(ZoneAdded(zone_id, parent)), self._now())
 
     def move_zone(self, zone_id: str, parent: str | None) -> None:
+        delays = self._playout_delays()
         self._apply(self.router.handle(ZoneMoved(zone_id, parent)), self._now())
+        self._audio_changed(delays)
+
+    def set_zone_audio(self, zone_id: str, audio: ZoneAudio) -> None:
+        """A zone's own packet settings (None fields: its parent's), applied at once to every
+        endpoint below it. A speaker whose playout delay changes is asked to reconnect: its
+        welcome carries the delay."""
+        delays = self._playout_delays()
+        if self.zones.set_audio(zone_id, audio):
+            self._audio_changed(delays)
+
+    def _playout_delays(self) -> dict[str, int]:
+        """Each connected speaker's playout delay (what its welcome said)."""
+        audio = self.zones.audio
+        return {
+            ep.id: audio(ep.spec.zone).playout_delay_ms
+            for ep in self.endpoints.values()
+            if ep.peer is not None
+        }
+
+    def _audio_changed(self, delays: dict[str, int]) -> None:
+        for ep_id, delay in delays.items():
+            ep = self.endpoints.get(ep_id)
+            if ep is None or ep.peer is None:
+                continue
+            if self.zones.audio(ep.spec.zone).playout_delay_ms != delay:
+                ep.peer.close(CLOSE_REPLACED, "zone playout delay changed; reconnect")
 
     def remove_zone(self, zone_id: str) -> None:
         self._apply(self.router.handle(ZoneRemoved(zone_id)), self._now())

@@ -117,7 +117,7 @@ def welcome(request: web.Request, node: Node, ep: Endpoint, session: Session) ->
         volume=ep.volume,
         muted=ep.muted,
         servers=member.servers(ep.id) if member is not None else (),
-        playout_delay_ms=relay.playout_delay_ms,
+        playout_delay_ms=node.zones.audio(ep.spec.zone).playout_delay_ms,
     )
 
 

@@ -74,7 +74,12 @@ async def list_zones(request: web.Request) -> web.Response:
     every = await request.config_dict[STORE].zones.list()
     voices = effective_voices(every)
     zones = [
-        {**z.as_json(), "effective_voice": voices[z.id], "level": node.zones.level(z.id)}
+        {
+            **z.as_json(),
+            "effective_voice": voices[z.id],
+            "effective_audio": node.zones.audio(z.id).as_json(),
+            "level": node.zones.level(z.id),
+        }
         for z in every
         if auth.can_see_zone(user, node.zones, z.id)
     ]
