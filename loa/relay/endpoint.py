@@ -12,6 +12,7 @@ from loa.relay.core.control import Message
 from loa.relay.core.reception import Reception
 from loa.relay.core.rewriter import Rewriter
 from loa.relay.core.session import Session
+from loa.relay.core.variants import PLAIN, Variant
 
 
 class Peer(Protocol):
@@ -41,6 +42,10 @@ class Endpoint:
     heard_since: float | None = None
     idle_since: float | None = None
     reception: Reception | None = None  # its last RTCP receiver report about our stream
+    variant: Variant = PLAIN  # how its zone's packets are made (frames a packet, RFC 2198)
+    # Its variant changed: until its first packet of the new one, a packet that starts on a
+    # frame it already got (another variant's packets are cut elsewhere) is skipped.
+    rejoining: bool = False
 
     @property
     def id(self) -> str:

@@ -39,8 +39,7 @@ from loa.relay.core.control import (
 from loa.relay.core.control import Transport as TransportMode
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.core.reception import read_reception, sender_report
-from loa.relay.core.repair import PacketHistory
-from loa.relay.core.rewriter import HEADER_SIZE, Rewriter
+from loa.relay.core.rewriter import Rewriter
 from loa.relay.core.router import (
     BroadcastStarted,
     BroadcastStopped,
@@ -64,10 +63,11 @@ from loa.relay.core.session import (
     RtcpReceived,
     Session,
     SessionTable,
-    Transport,
 )
+from loa.relay.core.variants import PLAIN, Variant, broadcast_of
 from loa.relay.core.zones import AudioSettings, ZoneAudio, ZoneTree
 from loa.relay.endpoint import Endpoint, Peer
+from loa.relay.fanout import FanOut
 from loa.relay.metrics import Metrics
 from loa.relay.sendmmsg import Batch
 from loa.relay.udp import RelayDatagramProtocol, bind_udp
@@ -105,14 +105,10 @@ class Node:
         self.on_presence: Callable[[str, bool, float], None] | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self._sock: socket.socket | None = None
-        self._batch: Batch | None = None  # the UDP fan-out, once the socket is bound
-        # RTCP: when each broadcast's last frame went out (perf_counter), by broadcast key,
-        # and the RTCP address (port + 1) of each static RTP endpoint, for their RRs.
-        self._frame_at: dict[int, float] = {}
+        # RTCP: the RTCP address (port + 1) of each static RTP endpoint, for their RRs.
         self._rtcp_peers: dict[tuple[str, int], str] = {}
         self._rtcp_timer: asyncio.TimerHandle | None = None
-        # Each broadcast's recent source packets, by broadcast key: what NACKs are served from.
-        self._history: dict[int, PacketHistory] = {}
+        self.fanout = FanOut(self.endpoints, self.router, self.metrics)
         self._tasks: dict[str, asyncio.Task[State]] = {}
         self._keys = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
@@ -123,7 +119,7 @@ class Node:
     # -- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
         self._sock = sock = bind_udp(self.config.relay.udp_host, self.config.relay.udp_port)
-        self._batch = Batch(sock, batched=self.config.relay.sendmmsg)
+        self.fanout.batch = Batch(sock, batched=self.config.relay.sendmmsg)
         self._rtcp_timer = asyncio.get_running_loop().call_later(
             self.config.relay.rtcp_interval_s, self._send_sender_reports
         )
@@ -191,6 +187,7 @@ class Node:
             token_hash=token_hash,
             volume=spec.volume,
             emergency_volume=spec.emergency_volume,
+            variant=Variant.of(self.zones.audio(spec.zone)) if spec.zone in self.zones else PLAIN,
         )
         if spec.kind == "rtp":
             assert spec.address is not None
@@ -271,11 +268,19 @@ class Node:
         }
 
     def _audio_changed(self, delays: dict[str, int]) -> None:
+        """Zone settings changed: each pole's packet variant follows at its next packet (a
+        new stream key: the receiver sees a marker); a speaker whose delay changed is asked
+        to reconnect."""
+        audio = self.zones.audio
+        for pole in self.poles():
+            variant = Variant.of(audio(pole.spec.zone))
+            if variant != pole.variant:
+                pole.variant, pole.rejoining = variant, True
         for ep_id, delay in delays.items():
             ep = self.endpoints.get(ep_id)
             if ep is None or ep.peer is None:
                 continue
-            if self.zones.audio(ep.spec.zone).playout_delay_ms != delay:
+            if audio(ep.spec.zone).playout_delay_ms != delay:
                 ep.peer.close(CLOSE_REPLACED, "zone playout delay changed; reconnect")
 
     def remove_zone(self, zone_id: str) -> None:
@@ -428,7 +433,7 @@ class Node:
     def _retransmit(self, session: Session, lost: tuple[int, ...], now: float) -> None:
         """A speaker's NACK: resend what its repairer allows, to where its RTP goes."""
         self.metrics.nacks_received += 1
-        resent = session.repairer.on_nack(lost, session.rewriter, self._history, now)
+        resent = session.repairer.on_nack(lost, session.rewriter, self.fanout.history, now)
         unserved = self.metrics.nack_unserved
         for reason, n in (
             ("unknown", resent.unknown),
@@ -478,10 +483,13 @@ class Node:
             else:
                 continue
             key = rewriter.broadcast_key
-            sent_at = self._frame_at.get(key) if key is not None else None
-            if destination is None or sent_at is None or now_pc - sent_at > interval:
+            last = self.fanout.frame_at.get(broadcast_of(key)) if key is not None else None
+            if destination is None or last is None or now_pc - last[0] > interval:
                 continue  # RFC 3550 §6.4: only a stream that sent since the last report
-            report = sender_report(rewriter, unix_s, now_pc - sent_at)
+            # A packet of several frames carries its first frame's timestamp: the frames
+            # delivered since that one are time passed too.
+            since = now_pc - last[0] + (last[1] - rewriter.frame_index) * FRAME_S
+            report = sender_report(rewriter, unix_s, since)
             if report is None:
                 continue
             try:
@@ -562,6 +570,7 @@ class Node:
         if bc.id not in self.broadcasts:
             return
         if bc.id in self.router.broadcasts():  # an expired one is already gone from the router
+            self.fanout.flush(bc)  # its last frames, to whoever still hears it
             reason: StopReason = "stopped"
             if bc.state is State.FINISHED:
                 reason = "finished"
@@ -573,8 +582,7 @@ class Node:
 
     def _finish(self, bc: Broadcast) -> None:
         self.broadcasts.pop(bc.id, None)
-        self._frame_at.pop(bc.key, None)
-        self._history.pop(bc.key, None)
+        self.fanout.forget(bc)
         bc.ended.set()
         self.history.append(bc.log)
         del self.history[:-1000]
@@ -668,57 +676,9 @@ class Node:
 
     # -- the hot path ---------------------------------------------------------------------
     def deliver(self, bc: Broadcast, packet: bytes, frame_index: int, item_end: bool) -> None:
-        """Fan one encoded frame out to every endpoint that hears ``bc``. Never awaits.
-
-        UDP destinations go out in one ``sendmmsg`` (``loa.relay.sendmmsg``): each message is
-        the endpoint's header, packed in place, and the frame's shared payload. A full send
-        buffer drops the rest of the frame: it would be stale anyway."""
-        started = time.perf_counter()
-        batch = self._batch
-        endpoints = self.endpoints
-        sent = 0
-        key = bc.key
-        history = self._history.get(key)
-        if history is None:
-            history = self._history[key] = PacketHistory()
-        history.add(frame_index, packet)
-        if batch is not None:
-            batch.begin(memoryview(packet)[HEADER_SIZE:])
-            headers = batch.headers
-            slot = batch.slot
-        for ep_id in self.router.listeners(bc.id):
-            ep = endpoints[ep_id]
-            session = ep.session
-            if session is not None:
-                destination = session.destination  # set only while the session is on UDP
-                if destination is not None and batch is not None:
-                    offset = slot(destination)
-                    if offset is not None:
-                        session.rewriter.pack_header_into(headers, offset, packet, key, frame_index)
-                    else:
-                        header = session.rewriter.header(packet, key, frame_index)
-                        batch.later(header, destination)
-                elif session.transport is Transport.WS and ep.peer is not None:
-                    ep.peer.send_audio(session.rewriter.rewrite(packet, key, frame_index))
-                    sent += 1
-            elif ep.sink is not None and ep.rewriter is not None:
-                ep.sink(ep.rewriter.rewrite(packet, key, frame_index))
-                sent += 1
-            elif ep.address is not None and batch is not None and ep.rewriter is not None:
-                offset = slot(ep.address)
-                if offset is not None:
-                    ep.rewriter.pack_header_into(headers, offset, packet, key, frame_index)
-                else:
-                    batch.later(ep.rewriter.header(packet, key, frame_index), ep.address)
-        dropped = 0
-        if batch is not None:
-            udp_sent, dropped = batch.flush()
-            sent += udp_sent
-        self.metrics.packets_sent += sent
-        self.metrics.udp_send_dropped += dropped
-        self._frame_at[key] = started
-        self.metrics.observe_fanout(time.perf_counter() - started)
-        self.metrics.frames_encoded += 1
+        """One encoded frame of ``bc``: to its listeners (``FanOut.frame``), then the item
+        boundary it may end, for the router. Never awaits."""
+        self.fanout.frame(bc, packet, frame_index)
         if item_end:
             now = asyncio.get_running_loop().time()
             self._apply(self.router.handle(ItemBoundary(bc.id)), now)

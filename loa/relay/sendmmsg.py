@@ -2,9 +2,11 @@
 
 A ``Batch`` owns fixed C arrays for up to ``MAX_BATCH`` messages (1,024, the kernel's
 ``UIO_MAXIOV``). Each message has two iovecs: its own 12-byte RTP header, packed in place by
-the endpoint's ``Rewriter``, and the frame's payload, copied once per frame into one shared
-buffer that every message points at. Nothing is copied per endpoint but the header and the
-destination's ``sockaddr``. Python reaches libc through ctypes; no extension to build.
+the endpoint's ``Rewriter``, and the frame's payload, copied once per frame into a shared
+buffer that every message of that payload points at. A frame may carry up to
+``MAX_PAYLOADS`` payloads (packet variants: zones with 40 or 60 ms packets, RFC 2198), one
+buffer each. Nothing is copied per endpoint but the header and the destination's
+``sockaddr``. Python reaches libc through ctypes; no extension to build.
 
 Where ``sendmmsg`` is missing (not Linux, a libc without it) or refused (``ENOSYS``), the
 same batch goes out one ``sendto`` a packet; ``Batch(sock, batched=False)`` forces that path
@@ -30,6 +32,7 @@ import numpy as np
 MAX_BATCH: Final = 1024  # UIO_MAXIOV: sendmmsg sends at most this many per call
 MAX_HEADER: Final = 12  # the rewritten RTP header (no CSRCs; an extension rides the payload)
 MAX_PAYLOAD: Final = 65507 - MAX_HEADER  # the largest UDP payload over IPv4
+MAX_PAYLOADS: Final = 8  # shared payloads in one frame's batch: one per packet variant
 _NAME_SIZE: Final = 28  # sizeof(struct sockaddr_in6) ≥ sizeof(struct sockaddr_in)
 _FULL: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS})
 _SOCKADDR_IN: Final = struct.Struct("=H2s4s8x")  # family (host order), port, address
@@ -100,27 +103,32 @@ def sockaddr(family: int, addr: tuple[str, int]) -> bytes | None:
 class Batch:
     """One frame's packets to many destinations, filled then flushed; reused every frame.
 
-    Per frame: ``begin(payload)``, then per destination ``slot(addr)`` → an offset in
-    ``headers`` where the caller packs that destination's header (``None`` when the
-    destination goes by ``sendto``: pass its header with ``later(header, addr)``), then
-    ``flush()`` → (sent, dropped). Not thread-safe; one per socket."""
+    Per frame: ``begin(payload)`` (payload 0), ``add(payload)`` → the number of another one,
+    then per destination ``slot(addr, payload)`` → an offset in ``headers`` where the caller
+    packs that destination's header (``None`` when the destination goes by ``sendto``: pass
+    its header with ``later(header, addr, payload)``), then ``flush()`` → (sent, dropped).
+    Not thread-safe; one per socket."""
 
     __slots__ = (
         "_count",
         "_dropped",
         "_fd",
+        "_ids",
         "_iov",
+        "_iov_base",
         "_later",
+        "_lengths",
         "_mmsg",
         "_names",
-        "_payload",
+        "_payload_addrs",
         "_payload_iov",
-        "_payload_len",
+        "_payloads",
         "_sendmmsg",
         "_sent",
         "_slot_addrs",
         "_sock",
         "_sockaddrs",
+        "_used",
         "batched",
         "headers",
         "syscalls",
@@ -133,50 +141,67 @@ class Batch:
         self.batched = self._sendmmsg is not None
         self.syscalls = 0  # sendmmsg and sendto calls made (the bench compares the two paths)
         self._count = self._sent = self._dropped = 0
-        self._payload_len = 0
-        self._later: list[tuple[bytes, tuple[str, int]]] = []
+        self._later: list[tuple[bytes, tuple[str, int], int]] = []
         self._sockaddrs: dict[tuple[str, int], bytes | None] = {}
         namelen = 16 if sock.family == socket.AF_INET else _NAME_SIZE
         # Plain bytearrays (cheapest to write from Python), pinned: the C arrays point in.
         self.headers = bytearray(MAX_HEADER * MAX_BATCH)
         self._names = bytearray(_NAME_SIZE * MAX_BATCH)
         self._slot_addrs: list[tuple[str, int] | None] = [None] * MAX_BATCH
-        self._payload = (ctypes.c_char * MAX_PAYLOAD)()
+        self._ids = bytearray(MAX_BATCH)  # each message's payload number
+        # payload buffers, made as a frame first needs them; their addresses and lengths
+        self._payloads: list[ctypes.Array[ctypes.c_char]] = []
+        self._payload_addrs = np.zeros(MAX_PAYLOADS, dtype=np.uint64)
+        self._lengths = np.zeros(MAX_PAYLOADS, dtype=np.uint64)
+        self._used = 0  # payloads in this frame
         iov = (_Iovec * (2 * MAX_BATCH))()
         self._mmsg = (_Mmsghdr * MAX_BATCH)()
         headers = ctypes.addressof((ctypes.c_char * len(self.headers)).from_buffer(self.headers))
         names = ctypes.addressof((ctypes.c_char * len(self._names)).from_buffer(self._names))
-        payload = ctypes.addressof(self._payload)
         for i in range(MAX_BATCH):
             iov[2 * i].iov_base = headers + MAX_HEADER * i
             iov[2 * i].iov_len = MAX_HEADER
-            iov[2 * i + 1].iov_base = payload
             hdr = self._mmsg[i].msg_hdr
             hdr.msg_name = names + _NAME_SIZE * i
             hdr.msg_namelen = namelen
             hdr.msg_iov = ctypes.addressof(iov) + 2 * i * ctypes.sizeof(_Iovec)
             hdr.msg_iovlen = 2
-        # The payload iovecs' lengths, one every 2 iovecs, set per frame in one numpy write.
-        self._payload_iov = np.frombuffer(memoryview(iov).cast("B"), dtype=np.uint64).reshape(
-            2 * MAX_BATCH, 2
-        )[1::2, 1]
+        # The payload iovecs' (base, length), one every 2 iovecs, set per send in numpy writes.
+        words = np.frombuffer(memoryview(iov).cast("B"), dtype=np.uint64).reshape(2 * MAX_BATCH, 2)
+        self._iov_base, self._payload_iov = words[1::2, 0], words[1::2, 1]
         self._iov = iov  # keeps the array alive for the pointers above
 
-    def begin(self, payload: bytes | memoryview) -> None:
-        """Start a frame whose messages all carry ``payload`` after their header."""
-        size = len(payload)
-        if size > MAX_PAYLOAD:
-            raise ValueError(f"payload of {size} bytes exceeds the UDP maximum {MAX_PAYLOAD}")
+    def begin(self, payload: bytes | memoryview | None = None) -> None:
+        """Start a frame; ``payload``, if given, is its payload 0 (else ``add`` them)."""
         # A frame whose fan-out raised before flush() is abandoned, not sent with this one.
         self._count = 0
         self._later.clear()
         self._sent = self._dropped = 0
-        ctypes.memmove(self._payload, bytes(payload), size)
-        self._payload_len = size
+        self._used = 0
+        if payload is not None:
+            self.add(payload)
 
-    def slot(self, addr: tuple[str, int]) -> int | None:
-        """Reserve the next message for ``addr``; the offset in ``headers`` to pack its
-        12-byte header at, or None if ``addr`` must go by ``sendto`` (use ``later``)."""
+    def add(self, payload: bytes | memoryview) -> int:
+        """Another payload for this frame's messages (another packet variant): its number."""
+        size = len(payload)
+        if size > MAX_PAYLOAD:
+            raise ValueError(f"payload of {size} bytes exceeds the UDP maximum {MAX_PAYLOAD}")
+        n = self._used
+        if n == MAX_PAYLOADS:
+            raise ValueError(f"a frame carries at most {MAX_PAYLOADS} payloads")
+        if n == len(self._payloads):
+            buffer = (ctypes.c_char * MAX_PAYLOAD)()
+            self._payloads.append(buffer)
+            self._payload_addrs[n] = ctypes.addressof(buffer)
+        ctypes.memmove(self._payloads[n], bytes(payload), size)
+        self._lengths[n] = size
+        self._used = n + 1
+        return n
+
+    def slot(self, addr: tuple[str, int], payload: int = 0) -> int | None:
+        """Reserve the next message for ``addr`` with ``payload`` (a number from ``begin``/
+        ``add``); the offset in ``headers`` to pack its 12-byte header at, or None if
+        ``addr`` must go by ``sendto`` (use ``later``)."""
         if self._sendmmsg is None:
             return None
         i = self._count
@@ -193,24 +218,28 @@ class Batch:
                 return None
             self._names[_NAME_SIZE * i : _NAME_SIZE * i + len(sa)] = sa
             self._slot_addrs[i] = addr
+        self._ids[i] = payload
         self._count = i + 1
         return MAX_HEADER * i
 
-    def later(self, header: bytes, addr: tuple[str, int]) -> None:
+    def later(self, header: bytes, addr: tuple[str, int], payload: int = 0) -> None:
         """A message that goes by ``sendto`` at ``flush``."""
-        self._later.append((header, addr))
+        self._later.append((header, addr, payload))
+
+    def _payload_bytes(self, payload: int) -> bytes:
+        return ctypes.string_at(self._payloads[payload], int(self._lengths[payload]))
 
     def flush(self) -> tuple[int, int]:
         """Send the frame's messages: (sent, dropped), and start afresh."""
         if self._count:
             self._send()
         if self._later:
-            payload = ctypes.string_at(self._payload, self._payload_len)
+            payloads = [self._payload_bytes(n) for n in range(self._used)]
             sendto = self._sock.sendto
-            for header, addr in self._later:
+            for header, addr, payload in self._later:
                 self.syscalls += 1
                 try:
-                    sendto(header + payload, addr)
+                    sendto(header + payloads[payload], addr)
                     self._sent += 1
                 except OSError:
                     self._dropped += 1
@@ -224,8 +253,9 @@ class Batch:
         drop the message it names and go on with the next."""
         count, start = self._count, 0
         self._count = 0
-        payload_len = self._payload_len
-        self._payload_iov[:count] = payload_len
+        ids = np.frombuffer(self._ids, dtype=np.uint8, count=count)
+        self._iov_base[:count] = self._payload_addrs[ids]
+        self._payload_iov[:count] = self._lengths[ids]
         sendmmsg, fd, base = self._sendmmsg, self._fd, ctypes.addressof(self._mmsg)
         assert sendmmsg is not None
         while start < count:
@@ -251,7 +281,7 @@ class Batch:
 
     def _resend_by_sendto(self, start: int, count: int) -> None:
         """The messages start..count, which sendmmsg refused, one sendto each."""
-        payload = ctypes.string_at(self._payload, self._payload_len)
+        payloads = [self._payload_bytes(n) for n in range(self._used)]
         headers = bytes(self.headers)
         for i in range(start, count):
             name = bytes(self._names[_NAME_SIZE * i : _NAME_SIZE * (i + 1)])
@@ -259,7 +289,7 @@ class Batch:
             header = headers[MAX_HEADER * i : MAX_HEADER * (i + 1)]
             self.syscalls += 1
             try:
-                self._sock.sendto(header + payload, addr)
+                self._sock.sendto(header + payloads[self._ids[i]], addr)
                 self._sent += 1
             except OSError:
                 self._dropped += 1

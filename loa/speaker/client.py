@@ -678,7 +678,9 @@ class Speaker:
             self._tail = TAIL_FRAMES
         try:
             match item:
-                case Play(payload=payload, retransmitted=again):
+                case Play(payload=payload, retransmitted=again, marker=marker):
+                    if marker:  # a new talkspurt, most often another encoder: its own state
+                        decoder.reset()  # (libopus would conceal from the old one's later)
                     pcm, kind = decoder.decode(payload), "retx" if again else "normal"
                 case Recover(next_payload=payload):
                     pcm, kind = decoder.decode_fec(payload, samples), "fec"

@@ -54,7 +54,7 @@ async def node(tmp_path: Path) -> Any:
     config = tree_config(tmp_path, communes=2, per_commune=0, rtp=("10.9.0.1:1", "10.9.0.2:2"))
     node = Node(config)
     node.transport = node._sock = FakeTransport()  # type: ignore[assignment]
-    node._batch = Batch(node._sock, batched=False)  # type: ignore[arg-type]
+    node.fanout.batch = Batch(node._sock, batched=False)  # type: ignore[arg-type]
     yield node
     await node.close()
 
@@ -242,7 +242,7 @@ async def test_the_timer_is_armed_for_an_expiry_and_only_then(node: Node) -> Non
 async def test_closing_the_node_disarms_its_timer(tmp_path: Path) -> None:
     node = Node(tree_config(tmp_path, communes=1, per_commune=0, rtp=("10.9.0.1:1",)))
     node.transport = node._sock = FakeTransport()  # type: ignore[assignment]
-    node._batch = Batch(node._sock, batched=False)  # type: ignore[arg-type]
+    node.fanout.batch = Batch(node._sock, batched=False)  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
     await node.start_broadcast(
         spec("far", Priority.SCHEDULED, expires_at=loop.time() + 3600),
@@ -264,7 +264,7 @@ async def test_a_silent_udp_path_times_out_at_its_deadline(tmp_path: Path) -> No
     )
     node = Node(config)
     node.transport = node._sock = FakeTransport()  # type: ignore[assignment]
-    node._batch = Batch(node._sock, batched=False)  # type: ignore[arg-type]
+    node.fanout.batch = Batch(node._sock, batched=False)  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
     try:
         peer = Peer()
@@ -286,7 +286,7 @@ async def test_a_silent_udp_path_times_out_at_its_deadline(tmp_path: Path) -> No
 async def test_a_speaker_hears_its_levels_and_what_plays(tmp_path: Path) -> None:
     node = Node(tree_config(tmp_path, communes=1, per_commune=1))
     node.transport = node._sock = FakeTransport()  # type: ignore[assignment]
-    node._batch = Batch(node._sock, batched=False)  # type: ignore[arg-type]
+    node.fanout.batch = Batch(node._sock, batched=False)  # type: ignore[arg-type]
     try:
         peer, ep = Peer(), node.endpoint("c0-e0")
         node.attach_speaker(ep, peer, asyncio.get_running_loop().time())

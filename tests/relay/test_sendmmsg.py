@@ -243,3 +243,36 @@ def test_a_frame_abandoned_before_flush_does_not_leak_into_the_next(
     finally:
         for r in rx:
             r.close()
+
+
+@needs_sendmmsg
+@pytest.mark.parametrize("batched", [True, False])
+def test_one_frame_carries_one_payload_per_variant(sender: socket.socket, batched: bool) -> None:
+    """Three payloads (packet variants) in one batch, messages interleaved: each receiver gets
+    its own header and its variant's payload, in one sendmmsg (or one sendto each)."""
+    payloads = [b"twenty-ms", b"forty-ms-packet" * 3, b"sixty" * 40]
+    rx = receivers(6)
+    try:
+        batch = Batch(sender, batched=batched)
+        batch.begin()
+        numbers = [batch.add(p) for p in payloads]
+        assert numbers == [0, 1, 2]
+        for i, r in enumerate(rx):
+            header = bytes((0x80, 111)) + i.to_bytes(10, "big")
+            offset = batch.slot(r.getsockname(), numbers[i % 3])
+            if offset is None:
+                batch.later(header, r.getsockname(), numbers[i % 3])
+            else:
+                batch.headers[offset : offset + 12] = header
+        assert batch.flush() == (6, 0)
+        assert batch.syscalls == (1 if batched else 6)
+        for i, r in enumerate(rx):
+            got = r.recv(2048)
+            assert got == bytes((0x80, 111)) + i.to_bytes(10, "big") + payloads[i % 3]
+        batch.begin(b"next frame")  # a new frame starts with one payload again
+        assert [batch.add(b"x") for _ in range(7)] == list(range(1, 8))
+        with pytest.raises(ValueError, match="a frame carries at most 8 payloads"):
+            batch.add(b"y")
+    finally:
+        for r in rx:
+            r.close()

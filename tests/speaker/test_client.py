@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from loa.cli import speaker as cli
+from loa.codecs.opus import OpusEncoder
 from loa.codecs.pcm import Int16Array, dominant_frequency, rms_dbfs
 from loa.errors import ConfigError, MissingDependency
 from loa.relay.core.wire import DatagramType
@@ -146,6 +147,26 @@ async def test_longer_packets_play_continuously_and_a_loss_is_rebuilt_at_their_l
     heard = np.concatenate([pcm for pcm, kind in audible if kind in ("normal", "fec")])
     assert heard.size == 60 * 960  # every 20 ms sent is heard once, the lost ones rebuilt
     assert abs(dominant_frequency(heard[2 * 960 :]) - 700.0) < 10.0
+    await stop(h)
+
+
+async def test_a_new_talkspurt_is_decoded_and_concealed_from_its_own_state(
+    server: FakeServer, start: Any
+) -> None:
+    """A broadcast switch (the marker, another encoder: SILK before, hybrid after) resets the
+    decoder: concealing a loss in the new broadcast never replays the old one (libopus's
+    SILK concealment kept the preempted 500 Hz tone's state and played it again)."""
+    h = start()
+    await until(lambda: h.speaker.state is SpeakerState.UDP)
+    await server.send_tone(500.0, 60, per_packet=3, level_dbfs=-12.0)
+    server._encoder = OpusEncoder()  # the preempting broadcast's own encoder
+    await server.send_tone(1500.0, 30, per_packet=3, level_dbfs=-12.0, skip=frozenset({2, 3}))
+    await until(lambda: h.speaker.jitter.played >= 28)
+    after = [(pcm, meta.kind) for pcm, meta in h.audio][20:]  # after the 500 Hz packets
+    assert h.speaker.jitter.lost == 2
+    assert {"plc", "fec"} <= {kind for _, kind in after}
+    heard = [dominant_frequency(w) for pcm, _ in after for w in np.split(pcm, pcm.size // 480)]
+    assert not [f for f in heard if abs(f - 500.0) < 40]  # the old tone: never again
     await stop(h)
 
 

@@ -165,6 +165,11 @@ async def test_sdp_for_rtp_endpoint(client: TestClient) -> None:
     assert "m=audio 9 RTP/AVP 111" in sdp and "c=IN IP4 127.0.0.1" in sdp
     assert "a=rtpmap:111 opus/48000/2" in sdp
     assert "a=ptime:20\r\n" in sdp and "a=maxptime:20\r\n" in sdp and "a=rtcp:10\r\n" in sdp
+    await client.patch("/api/v1/zones/p", json={"frame_ms": 60}, headers=AUTH)  # inherited
+    resp = await client.patch("/api/v1/zones/c0", json={"frame_ms": 40}, headers=AUTH)
+    assert resp.status == 200
+    sdp = await (await client.get("/api/v1/endpoints/rtp0/sdp", headers=AUTH)).text()
+    assert "a=ptime:40\r\n" in sdp and "a=maxptime:40\r\n" in sdp  # its zone's packets
     resp = await client.get("/api/v1/endpoints/c0-e0/sdp", headers=AUTH)
     assert resp.status == 409  # a managed endpoint has no static address to describe
     assert (await resp.json())["error"]["endpoint"] == "c0-e0"

@@ -2,15 +2,19 @@
 
 A broadcast encodes each 20 ms frame once and builds one *source packet* (``source_packet``):
 an RTP header with placeholder sequence, timestamp and SSRC, then the Opus payload. Every
-endpoint gets those payload bytes; its ``Rewriter`` only writes a fresh 12-byte header.
+endpoint gets those payload bytes; its ``Rewriter`` only writes a fresh 12-byte header. A
+zone with longer packets gets source packets of 2 or 3 frames (``loa.relay.core.variants``):
+each call names the frame index of the packet's first frame and its frame count.
 
 Timestamp rules (48 kHz clock, 960 ticks per frame):
 
 - the first packet ever uses ``initial_timestamp`` and carries the marker;
-- within one broadcast the timestamp follows the broadcast's frame index, so frames this
-  endpoint did not get (DTX, a dropped stale packet) still advance its clock;
-- on a switch to another broadcast it continues one frame after the last packet, with the
-  marker set (the receiver starts a new talkspurt and may reset its jitter buffer);
+- within one broadcast (one stream key: broadcast and variant) the timestamp follows the
+  first frame's index, so frames this endpoint did not get (DTX, a dropped stale packet)
+  still advance its clock;
+- on a switch to another broadcast it continues right after the last packet (its frame
+  count later), with the marker set (the receiver starts a new talkspurt and may reset its
+  jitter buffer);
 - ``gap(frames)`` reports frames during which nothing held the endpoint. The next packet,
   whatever its broadcast, lands ``frames`` frames further on and carries the marker: after
   silence the receiver's clock stays honest, and RFC 3551 §4.1 marks the first packet of
@@ -22,10 +26,11 @@ The sequence number grows by exactly one per packet rewritten for this endpoint,
 receiver sees real loss as loss and nothing else as loss.
 
 Retransmission (``locate``): a NACKed sequence number is traced back to the broadcast frame
-it carried without a per-packet record. Packets form *runs* in which sequence, frame index
-and timestamp all advance by one frame per packet; a run is recorded only where that breaks
-(a discontinuity, or frames skipped within a broadcast), so the hot path pays one
-comparison. The last ``RUNS_KEPT`` runs are kept.
+it carried without a per-packet record. Packets form *runs* in which sequence advances by
+one and frame index and timestamp by the packet's frame count, the same for every packet of
+the run; a run is recorded only where that breaks (a discontinuity, frames skipped within a
+broadcast, a packet of another length), so the hot path pays one comparison. The last
+``RUNS_KEPT`` runs are kept.
 """
 
 from __future__ import annotations
@@ -52,8 +57,8 @@ LOCATE_HORIZON: Final = 1024  # packets back at most that ``locate`` will answer
 class Located(NamedTuple):
     """Where a sent sequence number came from, and the header fields it went out with."""
 
-    broadcast_key: int
-    frame_index: int
+    broadcast_key: int  # the stream key the packet was rewritten with
+    frame_index: int  # of its first frame
     m_pt: int  # marker bit and payload type byte
     timestamp: int
 
@@ -78,6 +83,7 @@ class Rewriter:
         "_key",
         "_runs",
         "_seq",
+        "_step",
         "_ts",
         "gaps",
         "octets",
@@ -95,7 +101,8 @@ class Rewriter:
         self._seq = initial_sequence  # the next sequence to send
         self._ts = initial_timestamp  # the last timestamp sent (the first one, before any)
         self._key: int | None = None  # broadcast of the last packet; None before the first
-        self._frame = 0  # that broadcast's frame index of the last packet
+        self._frame = 0  # that broadcast's frame index of the last packet (its first frame)
+        self._step = 1  # the last packet's frame count
         self._gap = 0  # idle frames reported since the last packet
         self.sent = 0  # packets rewritten
         self.octets = 0  # payload octets rewritten (the RTCP SR "sender's octet count")
@@ -103,8 +110,8 @@ class Rewriter:
         self.resyncs = 0  # frame index did not move forward within one broadcast
         self.gaps = 0  # idle frames reported with gap(), after the first packet
         # runs: (packets sent before its first, broadcast key, first frame index,
-        # first timestamp, first marker/payload type byte)
-        self._runs: deque[tuple[int, int, int, int, int]] = deque(maxlen=RUNS_KEPT)
+        # first timestamp, first marker/payload type byte, frames a packet)
+        self._runs: deque[tuple[int, int, int, int, int, int]] = deque(maxlen=RUNS_KEPT)
 
     @staticmethod
     def source_packet(payload: bytes, payload_type: int = OPUS_PAYLOAD_TYPE) -> bytes:
@@ -112,14 +119,17 @@ class Rewriter:
         _check_uint("RTP payload type", payload_type, 7)
         return HEADER.pack(0x80, payload_type, 0, 0, 0) + payload
 
-    def rewrite(self, packet: bytes, broadcast_key: int, frame_index: int) -> bytes:
-        """``packet`` with this endpoint's sequence, timestamp, SSRC and marker."""
-        m_pt, seq, ts = self._advance(packet, broadcast_key, frame_index)
+    def rewrite(
+        self, packet: bytes, broadcast_key: int, frame_index: int, frames: int = 1
+    ) -> bytes:
+        """``packet`` (``frames`` frames from ``frame_index`` on) with this endpoint's
+        sequence, timestamp, SSRC and marker."""
+        m_pt, seq, ts = self._advance(packet, broadcast_key, frame_index, frames)
         return HEADER.pack(packet[0], m_pt, seq, ts, self.ssrc) + packet[HEADER_SIZE:]
 
-    def header(self, packet: bytes, broadcast_key: int, frame_index: int) -> bytes:
+    def header(self, packet: bytes, broadcast_key: int, frame_index: int, frames: int = 1) -> bytes:
         """Like ``rewrite``, but only this endpoint's 12-byte header (sent with ``packet[12:]``)."""
-        m_pt, seq, ts = self._advance(packet, broadcast_key, frame_index)
+        m_pt, seq, ts = self._advance(packet, broadcast_key, frame_index, frames)
         return HEADER.pack(packet[0], m_pt, seq, ts, self.ssrc)
 
     def pack_header_into(
@@ -129,27 +139,32 @@ class Rewriter:
         packet: bytes,
         broadcast_key: int,
         frame_index: int,
+        frames: int = 1,
     ) -> None:
         """Like ``rewrite``, but only this endpoint's 12-byte header, packed into ``buffer``
         at ``offset``: the batched fan-out sends it with the shared payload ``packet[12:]``."""
-        m_pt, seq, ts = self._advance(packet, broadcast_key, frame_index)
+        m_pt, seq, ts = self._advance(packet, broadcast_key, frame_index, frames)
         HEADER.pack_into(buffer, offset, packet[0], m_pt, seq, ts, self.ssrc)
 
-    def _advance(self, packet: bytes, broadcast_key: int, frame_index: int) -> tuple[int, int, int]:
+    def _advance(
+        self, packet: bytes, broadcast_key: int, frame_index: int, frames: int
+    ) -> tuple[int, int, int]:
         """The next packet's (marker and payload type, sequence, timestamp); counts it."""
         seq = self._seq
         if broadcast_key == self._key and not self._gap and frame_index > self._frame:
             ts = (self._ts + FRAME_TICKS * (frame_index - self._frame)) & _TS_MASK
             m_pt = packet[1]
-            if frame_index != self._frame + 1:  # frames skipped: a new run, same stream
-                self._runs.append((self.sent, broadcast_key, frame_index, ts, m_pt))
+            if frame_index != self._frame + self._step or frames != self._step:
+                # frames skipped, or a packet of another length: a new run, same stream
+                self._runs.append((self.sent, broadcast_key, frame_index, ts, m_pt, frames))
         else:
             ts = self._discontinuity(broadcast_key, frame_index)
             m_pt = packet[1] | _MARKER
-            self._runs.append((self.sent, broadcast_key, frame_index, ts, m_pt))
+            self._runs.append((self.sent, broadcast_key, frame_index, ts, m_pt, frames))
         self._seq = (seq + 1) & _SEQ_MASK
         self._ts = ts
         self._frame = frame_index
+        self._step = frames
         self.sent += 1
         self.octets += len(packet) - HEADER_SIZE
         return m_pt, seq, ts
@@ -166,7 +181,7 @@ class Rewriter:
         elif not self._gap:
             self.resyncs += 1
         idle, self._gap = self._gap, 0
-        return (self._ts + FRAME_TICKS * (1 + idle)) & _TS_MASK
+        return (self._ts + FRAME_TICKS * (self._step + idle)) & _TS_MASK
 
     def gap(self, frames: int) -> None:
         """Report ``frames`` frame times during which nothing was sent to this endpoint."""
@@ -185,13 +200,13 @@ class Rewriter:
         if back >= min(LOCATE_HORIZON, self.sent):
             return None
         target = self.sent - 1 - back  # packets rewritten before it: no wrap-around
-        for first, key, frame, ts, m_pt in reversed(self._runs):
+        for first, key, frame, ts, m_pt, step in reversed(self._runs):
             if first <= target:
                 offset = target - first
                 if offset == 0:
                     return Located(key, frame, m_pt, ts)
-                ts = (ts + FRAME_TICKS * offset) & _TS_MASK
-                return Located(key, frame + offset, m_pt & ~_MARKER, ts)
+                ts = (ts + FRAME_TICKS * offset * step) & _TS_MASK
+                return Located(key, frame + offset * step, m_pt & ~_MARKER, ts)
         return None
 
     @property
@@ -206,5 +221,16 @@ class Rewriter:
 
     @property
     def broadcast_key(self) -> int | None:
-        """Broadcast of the last packet rewritten, None before the first."""
+        """Stream key (broadcast and variant) of the last packet rewritten, None before the
+        first."""
         return self._key
+
+    @property
+    def frame_index(self) -> int:
+        """The first frame index of the last packet rewritten (0 before the first)."""
+        return self._frame
+
+    @property
+    def next_frame(self) -> int:
+        """The frame index after the last packet rewritten (its first frame + its frames)."""
+        return self._frame + self._step

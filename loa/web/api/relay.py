@@ -15,7 +15,6 @@ from typing import Any
 from aiohttp import web
 
 from loa.access import User
-from loa.codecs import FRAME_MS
 from loa.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.node import Node
@@ -121,6 +120,8 @@ async def endpoint_sdp(request: web.Request) -> web.Response:
         raise Conflict(f"endpoint {ep.id} is not an rtp endpoint", endpoint=ep.id)
     host, port = ep.address
     family = "IP6" if ":" in host else "IP4"
+    # a packet is its zone's frame_ms (a broadcast's last one may be shorter, never longer)
+    ptime = node_of(request).zones.audio(ep.spec.zone).frame_ms
     sdp = (
         "v=0\r\n"
         f"o=- 0 0 IN {family} {host}\r\n"
@@ -130,8 +131,8 @@ async def endpoint_sdp(request: web.Request) -> web.Response:
         f"m=audio {port} RTP/AVP 111\r\n"
         "a=rtpmap:111 opus/48000/2\r\n"
         "a=fmtp:111 sprop-stereo=0;stereo=0;useinbandfec=1\r\n"
-        f"a=ptime:{FRAME_MS}\r\n"  # every packet is one frame of this many ms
-        f"a=maxptime:{FRAME_MS}\r\n"
+        f"a=ptime:{ptime}\r\n"
+        f"a=maxptime:{ptime}\r\n"
         # RTCP (sender reports) comes from the relay to port + 1, as RFC 3550 §11 has it
         f"a=rtcp:{port + 1}\r\n"
         "a=recvonly\r\n"

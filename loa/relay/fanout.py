@@ -1,0 +1,177 @@
+"""The fan-out: each encoded frame of a broadcast to every endpoint that hears it, as packets
+of the endpoint's variant (``loa.relay.core.variants``), over one ``sendmmsg`` a frame.
+
+Driven by the node: ``frame`` for every frame a broadcast encodes, ``flush`` when one ends
+(the frames its packers still hold go out as shorter packets), ``forget`` after. It keeps
+what retransmissions and sender reports need: each stream's recent packets (``history``, by
+stream key) and when each broadcast's last frame went out (``frame_at``).
+
+A variant's packets are shared by all its endpoints: one payload per variant per packet in
+the batch, one header per endpoint. A preempted endpoint switches at the next packet of its
+variant: it leaves the old broadcast's listeners at once, so frames the old broadcast's
+packers still held for it are dropped for it (sending them would only delay the new
+broadcast), and the new broadcast's first packet to it is the next one its packer completes
+(a packer started for it begins with the frame that switched it). An endpoint whose variant
+changes mid-broadcast skips packets that start on a frame it already got (``_overlaps``).
+
+Where RFC 2198 plugs in: a redundancy variant's payload is made by its ``Packer``
+(``loa.relay.core.variants``); this module sends whatever payload a variant's packer made."""
+
+from __future__ import annotations
+
+import time
+
+from loa.relay.broadcast import Broadcast
+from loa.relay.core.repair import PacketHistory
+from loa.relay.core.rewriter import HEADER_SIZE
+from loa.relay.core.router import Router
+from loa.relay.core.session import Transport
+from loa.relay.core.variants import PLAIN, Packer, Ready, Variant, broadcast_of
+from loa.relay.endpoint import Endpoint
+from loa.relay.metrics import Metrics
+from loa.relay.sendmmsg import Batch
+
+_NOT_MADE: Ready = Ready(b"", 0, 0, -1)  # a variant none of the broadcast's packers makes
+
+
+class FanOut:
+    """Owned by the node; ``batch`` is set once the node's UDP socket is bound."""
+
+    def __init__(self, endpoints: dict[str, Endpoint], router: Router, metrics: Metrics) -> None:
+        self._endpoints = endpoints
+        self._router = router
+        self._metrics = metrics
+        self.batch: Batch | None = None
+        # each stream's recent packets, by stream key (broadcast and variant): NACKs are
+        # served from them
+        self.history: dict[int, PacketHistory] = {}
+        # when each broadcast's last frame went out (perf_counter) and its index: RTCP SRs
+        self.frame_at: dict[int, tuple[float, int]] = {}
+        self._packers: dict[int, dict[Variant, Packer]] = {}  # by broadcast key
+
+    def forget(self, bc: Broadcast) -> None:
+        """A broadcast has ended: drop its packers and histories."""
+        self.frame_at.pop(bc.key, None)
+        for packer in self._packers.pop(bc.key, {}).values():
+            self.history.pop(packer.key, None)
+
+    def frame(self, bc: Broadcast, packet: bytes, frame_index: int) -> None:
+        """Fan one encoded frame out to every endpoint that hears ``bc``. Never awaits.
+
+        Each packet variant its listeners need (``Endpoint.variant``: frames a packet, RFC
+        2198) has a ``Packer``: a variant whose packet this frame completes sends it, shared
+        by all of that variant's endpoints; one still gathering frames sends nothing yet.
+        UDP destinations go out in one ``sendmmsg`` (``loa.relay.sendmmsg``): each message is
+        the endpoint's header, packed in place, and its variant's shared payload. A full
+        send buffer drops the rest of the frame: it would be stale anyway."""
+        started = time.perf_counter()
+        key = bc.key
+        packers = self._packers.get(key)
+        if packers is None:
+            packers = self._packers[key] = {PLAIN: Packer(PLAIN, key)}
+        ready = {v: self._filed(p.add(packet, frame_index)) for v, p in packers.items()}
+        self._fan_out(bc, ready, (packet, frame_index))
+        self.frame_at[key] = (started, frame_index)
+        self._metrics.observe_fanout(time.perf_counter() - started)
+        self._metrics.frames_encoded += 1
+
+    def _filed(self, ready: Ready | None) -> Ready | None:
+        """``ready`` kept in its stream's history, for retransmissions."""
+        if ready is not None:
+            history = self.history.get(ready.key)
+            if history is None:
+                history = self.history[ready.key] = PacketHistory()
+            history.add(ready.frame_index, ready.packet)
+        return ready
+
+    def flush(self, bc: Broadcast) -> None:
+        """A broadcast ends: the frames its packers still hold go out as shorter packets."""
+        packers = self._packers.get(bc.key, {})
+        ready = {v: self._filed(p.flush()) for v, p in packers.items()}
+        if any(r is not None for r in ready.values()):
+            self._fan_out(bc, ready, None)
+
+    def _fan_out(
+        self,
+        bc: Broadcast,
+        ready: dict[Variant, Ready | None],
+        frame: tuple[bytes, int] | None,
+    ) -> None:
+        """Send each listener of ``bc`` its variant's packet, if one is ready. ``frame``: the
+        frame just delivered, for a variant no packer makes yet (one is started with it)."""
+        batch = self.batch
+        endpoints = self._endpoints
+        sent = 0
+        if batch is not None:
+            batch.begin()
+            headers = batch.headers
+            slot = batch.slot
+        for ep_id in self._router.listeners(bc.id):
+            ep = endpoints[ep_id]
+            out = ready.get(ep.variant, _NOT_MADE)
+            if out is _NOT_MADE:
+                out = ready[ep.variant] = self._start_packer(bc, ep.variant, frame)
+            if out is None or (ep.rejoining and self._overlaps(ep, bc, out)):
+                continue
+            session = ep.session
+            if session is not None:
+                destination = session.destination  # set only while the session is on UDP
+                if destination is not None and batch is not None:
+                    if out.slot < 0:
+                        out.slot = batch.add(memoryview(out.packet)[HEADER_SIZE:])
+                    offset = slot(destination, out.slot)
+                    rewriter = session.rewriter
+                    if offset is not None:
+                        rewriter.pack_header_into(
+                            headers, offset, out.packet, out.key, out.frame_index, out.frames
+                        )
+                    else:
+                        header = rewriter.header(out.packet, out.key, out.frame_index, out.frames)
+                        batch.later(header, destination, out.slot)
+                elif session.transport is Transport.WS and ep.peer is not None:
+                    ep.peer.send_audio(
+                        session.rewriter.rewrite(out.packet, out.key, out.frame_index, out.frames)
+                    )
+                    sent += 1
+            elif ep.sink is not None and ep.rewriter is not None:
+                ep.sink(ep.rewriter.rewrite(out.packet, out.key, out.frame_index, out.frames))
+                sent += 1
+            elif ep.address is not None and batch is not None and ep.rewriter is not None:
+                if out.slot < 0:
+                    out.slot = batch.add(memoryview(out.packet)[HEADER_SIZE:])
+                offset = slot(ep.address, out.slot)
+                if offset is not None:
+                    ep.rewriter.pack_header_into(
+                        headers, offset, out.packet, out.key, out.frame_index, out.frames
+                    )
+                else:
+                    header = ep.rewriter.header(out.packet, out.key, out.frame_index, out.frames)
+                    batch.later(header, ep.address, out.slot)
+        dropped = 0
+        if batch is not None:
+            udp_sent, dropped = batch.flush()
+            sent += udp_sent
+        self._metrics.packets_sent += sent
+        self._metrics.udp_send_dropped += dropped
+
+    @staticmethod
+    def _overlaps(ep: Endpoint, bc: Broadcast, out: Ready) -> bool:
+        """Whether ``out`` starts on a frame of ``bc`` that ``ep``, whose variant just changed,
+        already got: it is skipped (the receiver conceals the frames after the last one it
+        got; no audio is heard twice). The first packet it does get ends its rejoining."""
+        rewriter = ep.session.rewriter if ep.session is not None else ep.rewriter
+        if rewriter is not None and rewriter.broadcast_key is not None:
+            same = broadcast_of(rewriter.broadcast_key) == bc.key
+            if same and out.frame_index < rewriter.next_frame:
+                return True
+        ep.rejoining = False
+        return False
+
+    def _start_packer(
+        self, bc: Broadcast, variant: Variant, frame: tuple[bytes, int] | None
+    ) -> Ready | None:
+        """The first listener of ``variant`` in ``bc``: its packer, started with ``frame``."""
+        if frame is None:
+            return None
+        packer = self._packers[bc.key][variant] = Packer(variant, bc.key)
+        return self._filed(packer.add(*frame))
