@@ -118,6 +118,7 @@ def welcome(request: web.Request, node: Node, ep: Endpoint, session: Session) ->
         muted=ep.muted,
         servers=member.servers(ep.id) if member is not None else (),
         playout_delay_ms=relay.playout_delay_ms,
+        clock_probes=True,
     )
 
 

@@ -132,6 +132,9 @@ class Welcome:
     # The playout delay D (issue 13's, default 300 ms): how deep the speaker's jitter buffer
     # may grow to ride out jitter and to get lost packets sent again.
     playout_delay_ms: int = 300
+    # The server answers clock probes (times on the UDP keepalive, loa.relay.core.wire):
+    # the speaker may play in step with the others. An older server says nothing (False).
+    clock_probes: bool = False
 
     def __post_init__(self) -> None:
         _servers(self.servers, "malformed welcome")
@@ -163,6 +166,7 @@ class Welcome:
                 bool(obj.get("muted", False)),
                 _servers(obj.get("servers", []), "malformed welcome"),
                 int(obj.get("playout_delay_ms", 300)),
+                obj.get("clock_probes", False) is True,
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             if isinstance(exc, ValueError) and str(exc).startswith("malformed welcome"):
@@ -185,6 +189,7 @@ class Welcome:
             "muted": self.muted,
             **({"servers": list(self.servers)} if self.servers else {}),
             "playout_delay_ms": self.playout_delay_ms,
+            **({"clock_probes": True} if self.clock_probes else {}),
         }
 
 

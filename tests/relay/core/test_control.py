@@ -5,6 +5,7 @@ never raises on what a speaker sends, and the speaker's channel keeps the levels
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -101,6 +102,11 @@ def test_the_welcome_is_what_the_design_says_on_the_wire() -> None:
         "muted": False,
         "playout_delay_ms": 300,
     }
+    probing = json.loads(encode(replace(WELCOME, clock_probes=True)))
+    assert probing["clock_probes"] is True
+    assert decode(json.dumps(probing)) == replace(WELCOME, clock_probes=True)
+    probing["clock_probes"] = "yes"  # only a JSON true says so
+    assert decode(json.dumps(probing)) == WELCOME
 
 
 @pytest.mark.parametrize(
