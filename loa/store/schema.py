@@ -411,6 +411,26 @@ V_ONAIR_NODE = """
 ALTER TABLE onair ADD COLUMN node TEXT;
 """
 
+# Cluster: each scheduled run is claimed once, keyed by its schedule and occurrence, with the
+# claiming leader's fencing token; ``fences`` holds the highest token that wrote the
+# scheduler's state, so a deposed leader's late claim or ``last_run`` is refused.
+V_SCHEDULE_RUNS = """
+CREATE TABLE schedule_runs (
+    schedule   TEXT NOT NULL,
+    at         REAL NOT NULL,
+    broadcast  TEXT NOT NULL,
+    token      INTEGER,
+    node       TEXT,
+    claimed_at REAL NOT NULL,
+    PRIMARY KEY (schedule, at)
+);
+CREATE INDEX schedule_runs_at ON schedule_runs(at);
+CREATE TABLE fences (
+    name  TEXT PRIMARY KEY,
+    token INTEGER NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     V1,
     V2,
@@ -425,4 +445,5 @@ MIGRATIONS: tuple[str, ...] = (
     V_BULLETIN_AT,
     V_VOICES,
     V_ONAIR_NODE,
+    V_SCHEDULE_RUNS,
 )
