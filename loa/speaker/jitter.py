@@ -8,7 +8,9 @@ Policy, in the words the counters use:
 
 - **Start / rebuffer.** Playout (re)starts once the first packet waiting has been held for the
   target delay, or what stays buffered behind the first packet already reaches it. The target is
-  ``clamp(40, 80, 20 + 4 * jitter_ms)`` ms, ``jitter_ms`` being the RFC 3550 §6.4.1 estimate.
+  the most ``wanted_ms`` over the last 5-10 s (``target_ms``), ``wanted_ms`` being
+  ``clamp(40, D, max(20 + 4 * jitter_ms, repair room))``, ``jitter_ms`` the RFC 3550 §6.4.1
+  estimate (a running mean over the first 16 packets).
   Each slot then takes one sequence number: present → ``Play``; missing but the next one
   present and carrying in-band FEC (``loa.codecs.opus.has_fec``) → ``Recover``; otherwise
   → ``Conceal`` (PLC). ``recovered`` counts frames really rebuilt from FEC, not attempts.
@@ -64,6 +66,10 @@ from loa.codecs.rtp import seq_add, seq_diff, ts_diff
 MIN_TARGET_MS = 40.0
 PLAYOUT_DELAY_MS = 300.0  # the budget D the target may grow to (the welcome says it)
 REPAIR_CALM_S = 10.0  # after this long without a gap, no room is kept for retransmissions
+# The target is the most wanted over the last one or two such windows: the noise of the
+# jitter and round-trip estimates neither inserts frames nor skips them.
+TARGET_WINDOW_S = 5.0
+JITTER_GAIN = 16  # RFC 3550's 1/16, after a running mean over the stream's first samples
 GROW_AFTER_SLOTS = 5
 MAX_SPAN_FRAMES = 25  # 500 ms buffered at most
 MAX_MISORDER = 100  # a packet this far behind the playout point is late, beyond is a stray
@@ -164,6 +170,9 @@ class JitterBuffer:
         self._gap_at: float | None = None  # when the last gap was NACKed (any segment)
         self._burst = 0  # the longest gap (frames) NACKed since the link was last calm
         self._clock = 0.0  # the latest ``now`` seen
+        # the most wanted target in this window and the one before (TARGET_WINDOW_S each)
+        self._window_at: float | None = None
+        self._window_max = self._previous_max = 0.0
         self.stretched = 0  # concealment frames inserted to deepen the buffer
         # gaps are queued for NACKs; off (no NACKs: disabled, or audio not on UDP), no
         # repair room is started either
@@ -196,6 +205,7 @@ class JitterBuffer:
         self._under_slots = 0
         self._probe: int | None = None
         self._jitter = 0.0  # RFC 3550 estimate, timestamp units
+        self._jitter_samples = 0
         self._last_arrival: float | None = None
         self._last_seq: int | None = None
         self._last_ts = 0
@@ -212,6 +222,24 @@ class JitterBuffer:
 
     @property
     def target_ms(self) -> float:
+        """The depth playout keeps: the most ``wanted_ms`` over the current window of
+        ``TARGET_WINDOW_S`` and the one before, so it rises at once and comes down 5–10 s
+        after what raised it (estimates that wobble would otherwise insert a frame each
+        time they rise and skip one each time they fall)."""
+        return max(self.wanted_ms, self._window_max, self._previous_max)
+
+    def _hold_target(self, now: float) -> None:
+        wanted = self.wanted_ms
+        at = self._window_at
+        if at is None or now - at >= TARGET_WINDOW_S:
+            recent = at is not None and now - at < 2 * TARGET_WINDOW_S
+            self._previous_max = self._window_max if recent else 0.0
+            self._window_max, self._window_at = wanted, now
+        elif wanted > self._window_max:
+            self._window_max = wanted
+
+    @property
+    def wanted_ms(self) -> float:
         """``clamp(40 ms, D, max(20 + 4 × jitter, repair room))``: while gaps were seen in the
         last ``REPAIR_CALM_S``, room for one retransmission of the longest gap seen then
         (its length + 1 frames to notice it, the NACK hold-off, the repair round trip,
@@ -308,7 +336,10 @@ class JitterBuffer:
     def _track_jitter(self, seq: int, timestamp: int, now: float, jump: bool) -> None:
         if not jump and self._last_arrival is not None:
             d = (now - self._last_arrival) * SAMPLE_RATE - ts_diff(timestamp, self._last_ts)
-            self._jitter += (abs(d) - self._jitter) / 16.0
+            # a running mean at first: an estimate rising from 0 at 1/16 would start
+            # playout shallow and make the buffer grow (inserted frames) a second later
+            self._jitter_samples += 1
+            self._jitter += (abs(d) - self._jitter) / min(self._jitter_samples, JITTER_GAIN)
         self._last_arrival = now
         self._last_seq, self._last_ts = seq, timestamp
 
@@ -430,6 +461,7 @@ class JitterBuffer:
     def pop(self, now: float) -> PlayoutItem:
         """The decision for the slot starting now; call exactly once per 20 ms."""
         self._clock = max(self._clock, now)
+        self._hold_target(self._clock)
         if not self._playing:
             if not self._ready(now):
                 return _WAIT
