@@ -35,7 +35,11 @@ Decisions:
 - With UDP acked, keepalives go every ``keepalive_s``. One unanswered keepalive, or no
   audio for ``AUDIO_GAP_S`` while a broadcast is on air, and the path is re-punched at once
   with fresh hellos (a new NAT mapping rebinds the session); if none is acked within
-  ``REPUNCH_WITHIN_S``, audio moves to the WebSocket and UDP is probed again soon.
+  ``REPUNCH_WITHIN_S``, audio moves to the WebSocket and UDP is probed again soon
+  — unless the WebSocket does not answer a ping within ``PING_WITHIN_S`` either: then the
+  server is unreachable (dead without a reset, or cut off by a partition) and the speaker
+  drops the connection and tries the next server at once, instead of waiting for the
+  WebSocket's 30 s heartbeat.
 - The ``playing`` message's volume applies while that broadcast plays, the speaker's own
   volume (``volume`` command) otherwise; ``mute`` silences both. Status reports the volume
   being applied. The new volume applies at once, not at the first packet of the broadcast.
@@ -96,6 +100,8 @@ WATCH_TICK_S = 0.05
 REPUNCH_INTERVAL_S = 0.1
 REPUNCH_WITHIN_S = 0.6
 REPROBE_AFTER_FAILURE_S = 5.0
+PING_WITHIN_S = 1.5  # UDP failed: the WebSocket must answer a ping this soon, else next server
+WS_CLOSE_S = 1.0  # closing a WebSocket whose server is unreachable waits no longer
 
 
 class SpeakerState(StrEnum):
@@ -143,6 +149,7 @@ class _Link:
         self.udp: asyncio.DatagramTransport | None = None
         self.mode: str | None = None  # "udp" or "ws" once decided
         self.acked = asyncio.Event()
+        self.ponged = asyncio.Event()  # a pong to our ping (we answer the server's pings)
         self.last_ack = 0
         self.sent_at: dict[int, float] = {}  # control counter -> when sent: ack round trips
         self.watch_from = 0.0  # when UDP was (re)proven: no audio is missed before it
@@ -367,7 +374,10 @@ class Speaker:
             log.debug("%s: %s (again)", self.url, problem)
 
     async def _session(self, http: aiohttp.ClientSession) -> None:
-        async with http.ws_connect(f"{self.url}/api/v1/speaker", heartbeat=30.0) as ws:
+        async with http.ws_connect(
+            f"{self.url}/api/v1/speaker", heartbeat=30.0, autoping=False,
+            timeout=aiohttp.ClientWSTimeout(ws_close=WS_CLOSE_S),
+        ) as ws:  # fmt: skip
             await ws.send_str(self.channel.hello(self._lost, red=True))
             welcome = await self._read_welcome(ws)
             server = await self._resolve(welcome)
@@ -446,6 +456,11 @@ class Speaker:
             elif msg.type is aiohttp.WSMsgType.TEXT:
                 for event in self.channel.on_text(msg.data):
                     self._on_event(event)
+            elif msg.type is aiohttp.WSMsgType.PING:
+                with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+                    await link.ws.pong(msg.data)
+            elif msg.type is aiohttp.WSMsgType.PONG:
+                link.ponged.set()
 
     def _on_event(self, event: Any) -> None:
         match event:
@@ -507,6 +522,11 @@ class Speaker:
                 self.path_failures += 1
                 log.warning("[ep=%s] UDP path failing (%s): re-punching", self.endpoint, why)
                 proven = await self._probe(link, REPUNCH_INTERVAL_S, REPUNCH_WITHIN_S)
+                if not proven and not await self._answers(link):
+                    log.warning("[ep=%s] the server answers neither UDP nor the WebSocket: "
+                                "next server", self.endpoint)  # fmt: skip
+                    await link.ws.close()  # the reader ends; the connect loop moves on
+                    return
                 self.repunches += proven
                 reprobe = min(REPROBE_AFTER_FAILURE_S, self.udp_reprobe_s)
                 continue
@@ -514,6 +534,19 @@ class Speaker:
             await asyncio.sleep(reprobe)
             proven = await self._probe(link, HELLO_INTERVAL_S, self.ws_fallback_after_s)
             reprobe = min(2 * reprobe, self.udp_reprobe_s)
+
+    async def _answers(self, link: _Link) -> bool:
+        """Does the server answer a WebSocket ping within ``PING_WITHIN_S``?"""
+        link.ponged.clear()
+        try:
+            await link.ws.ping()
+        except (aiohttp.ClientError, ConnectionError):
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PING_WITHIN_S):
+                await link.ponged.wait()
+            return True
+        return False
 
     async def _use(self, link: _Link, mode: str) -> None:
         if link.mode == mode:
