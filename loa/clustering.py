@@ -533,17 +533,25 @@ class ClusterMember:
         while True:
             await asyncio.sleep(INVENTORY_S)
             try:
-                zones = [(z.id, z.parent) for z in await self.store.zones.list()]
+                every = await self.store.zones.list()
                 endpoints = [(spec_of(e), e.token_hash) for e in await self.store.endpoints.list()]
             except LoaError as exc:
                 log.debug("[node=%s] cannot read the inventory: %s", self.id, exc)
                 continue
-            have_zones = {(z, self.node.zones.parent(z)) for z in self.node.zones}
+            zones = [(z.id, z.parent) for z in every]
+            audio = {z.id: z.audio for z in every}
+            tree = self.node.zones
+            have_zones = {(z, tree.parent(z)) for z in tree}
+            have_audio = {z: tree.own_audio(z) for z in tree}
             have = {e.id: (e.spec, e.token_hash) for e in self.node.poles()}
-            if set(zones) == have_zones and dict((s.id, (s, h)) for s, h in endpoints) == have:
+            if (
+                set(zones) == have_zones
+                and audio == have_audio
+                and dict((s.id, (s, h)) for s, h in endpoints) == have
+            ):
                 continue
             log.info("[node=%s] the inventory changed in the store: following it", self.id)
-            sync_inventory(self.node, zones, endpoints)
+            sync_inventory(self.node, zones, endpoints, audio)
 
     # -- broadcasts across nodes ----------------------------------------------------------
 

@@ -29,7 +29,9 @@ Decisions:
 - The UDP counter is one per process, so it keeps increasing across reconnects.
 - Audio is taken from UDP and from binary WebSocket messages alike; the server decides
   which it sends. UDP datagrams from any address but the server's are counted and ignored;
-  RTP with the wrong payload type or SSRC is counted as bad.
+  RTP with the wrong payload type or SSRC is counted as bad. The hello says we take RFC 2198
+  RED; RED packets (the welcome's ``red_payload_type``) are unwrapped before the jitter
+  buffer (``loa.speaker.redundancy``), a malformed one dropped and counted (``red_malformed``).
 - With UDP acked, keepalives go every ``keepalive_s``. One unanswered keepalive, or no
   audio for ``AUDIO_GAP_S`` while a broadcast is on air, and the path is re-punched at once
   with fresh hellos (a new NAT mapping rebinds the session); if none is acked within
@@ -81,6 +83,7 @@ from loa.relay.core.control import CLOSE_REPLACED, NOT_JSON, Welcome
 from loa.relay.core.wire import ControlDatagram, DatagramType, looks_like_control
 from loa.speaker.jitter import Conceal, JitterBuffer, Play, Recover, Stretch, Wait
 from loa.speaker.output import Output, apply_volume
+from loa.speaker.redundancy import receive
 from loa.speaker.reports import ReceptionStats
 
 log = logging.getLogger(__name__)
@@ -127,7 +130,8 @@ class SpeakerRefused(LoaError, PermissionError):
 
 @dataclass(frozen=True, slots=True)
 class AudioMeta:
-    kind: str  # "normal", "retx" (played after a NACK), "fec", "plc" or "stretch"
+    # "normal", "retx" (played after a NACK), "red" (a redundant copy), "fec", "plc", "stretch"
+    kind: str
     broadcast: str | None
     volume: int
     muted: bool
@@ -229,6 +233,7 @@ class Speaker:
         self.udp_audio = self.ws_audio = self.decode_errors = self.frames_out = 0
         self.playout_resyncs = self.status_sent = self.rtcp_sent = self.redirects = 0
         self.nacks_sent = self.path_failures = self.repunches = 0
+        self.red_malformed = self.red_filled = 0  # RED packets dropped; slots RED filled
         self._udp_audio_at = float("-inf")  # when RTP last came by UDP
         self.backoff_delays: list[float] = []
 
@@ -271,6 +276,7 @@ class Speaker:
             lost=jb.lost,
             recovered=jb.recovered,
             retransmitted=jb.retransmitted,
+            redundant=jb.redundant,
             concealed=jb.concealed,
             nacked=jb.nacked,
             stretched=jb.stretched,
@@ -372,7 +378,7 @@ class Speaker:
             f"{self.url}/api/v1/speaker", heartbeat=30.0, autoping=False,
             timeout=aiohttp.ClientWSTimeout(ws_close=WS_CLOSE_S),
         ) as ws:  # fmt: skip
-            await ws.send_str(self.channel.hello(self._lost))
+            await ws.send_str(self.channel.hello(self._lost, red=True))
             welcome = await self._read_welcome(ws)
             server = await self._resolve(welcome)
             link = _Link(ws, welcome, server)
@@ -659,11 +665,22 @@ class Speaker:
             self.bad_packets += 1
             return
         w = link.welcome
-        if packet.payload_type != w.payload_type or packet.ssrc != w.ssrc or not packet.payload:
+        pt = packet.payload_type
+        if (
+            (pt != w.payload_type and pt != w.red_payload_type)
+            or packet.ssrc != w.ssrc
+            or not packet.payload
+        ):
             self.bad_packets += 1
             return
         now = asyncio.get_running_loop().time()
-        self.jitter.push(packet.sequence, packet.timestamp, packet.payload, now, packet.marker)
+        got = receive(
+            self.jitter, packet, now, opus_type=w.payload_type, red_type=w.red_payload_type
+        )
+        if not got.ok:
+            self.red_malformed += 1
+            return
+        self.red_filled += got.filled
         self.reports.on_rtp(packet.sequence, packet.timestamp, now)
         self._send_nacks(now)
 
@@ -707,8 +724,9 @@ class Speaker:
             self._tail = TAIL_FRAMES
         try:
             match item:
-                case Play(payload=payload, retransmitted=again):
-                    pcm, kind = decoder.decode(payload), "retx" if again else "normal"
+                case Play(payload=payload, retransmitted=again, redundant=copy):
+                    pcm = decoder.decode(payload)
+                    kind = "retx" if again else "red" if copy else "normal"
                 case Recover(next_payload=payload):
                     pcm, kind = decoder.decode_fec(payload), "fec"
                 case Conceal() | Wait():
