@@ -42,7 +42,12 @@ class Endpoint:
     heard_since: float | None = None
     idle_since: float | None = None
     reception: Reception | None = None  # its last RTCP receiver report about our stream
-    variant: Variant = PLAIN  # how its zone's packets are made (frames a packet, RFC 2198)
+    # Its zone sends RFC 2198 redundancy (the zone tree's effective setting, kept current
+    # by the node): RED packets go to it if it is a static RTP endpoint or takes RED.
+    redundancy: bool = False
+    # How its packets are made (frames a packet; RED when its zone sends redundancy and it
+    # takes it), kept current by the node.
+    variant: Variant = PLAIN
     # Its variant changed: until its first packet of the new one, a packet that starts on a
     # frame it already got (another variant's packets are cut elsewhere) is skipped.
     rejoining: bool = False

@@ -14,8 +14,11 @@ broadcast), and the new broadcast's first packet to it is the next one its packe
 (a packer started for it begins with the frame that switched it). An endpoint whose variant
 changes mid-broadcast skips packets that start on a frame it already got (``_overlaps``).
 
-Where RFC 2198 plugs in: a redundancy variant's payload is made by its ``Packer``
-(``loa.relay.core.variants``); this module sends whatever payload a variant's packer made."""
+RFC 2198: an endpoint whose zone sends redundancy and that takes RED has a redundancy
+variant, whose packer makes RED packets (``loa.relay.core.variants``). RED goes by UDP only:
+a speaker of such a zone that fell back to the WebSocket gets the same variant's plain
+packets. Histories are filed by payload type, then stream key (what ``Repairer.on_nack``
+reads: a located packet's type says which)."""
 
 from __future__ import annotations
 
@@ -42,9 +45,9 @@ class FanOut:
         self._router = router
         self._metrics = metrics
         self.batch: Batch | None = None
-        # each stream's recent packets, by stream key (broadcast and variant): NACKs are
-        # served from them
-        self.history: dict[int, PacketHistory] = {}
+        # each stream's recent packets, by payload type then stream key (broadcast and
+        # variant): NACKs are served from them
+        self.history: dict[int, dict[int, PacketHistory]] = {}
         # when each broadcast's last frame went out (perf_counter) and its index: RTCP SRs
         self.frame_at: dict[int, tuple[float, int]] = {}
         self._packers: dict[int, dict[Variant, Packer]] = {}  # by broadcast key
@@ -53,7 +56,8 @@ class FanOut:
         """A broadcast has ended: drop its packers and histories."""
         self.frame_at.pop(bc.key, None)
         for packer in self._packers.pop(bc.key, {}).values():
-            self.history.pop(packer.key, None)
+            for by_key in self.history.values():
+                by_key.pop(packer.key, None)
 
     def frame(self, bc: Broadcast, packet: bytes, frame_index: int) -> None:
         """Fan one encoded frame out to every endpoint that hears ``bc``. Never awaits.
@@ -78,9 +82,10 @@ class FanOut:
     def _filed(self, ready: Ready | None) -> Ready | None:
         """``ready`` kept in its stream's history, for retransmissions."""
         if ready is not None:
-            history = self.history.get(ready.key)
+            by_key = self.history.setdefault(ready.packet[1] & 0x7F, {})
+            history = by_key.get(ready.key)
             if history is None:
-                history = self.history[ready.key] = PacketHistory()
+                history = by_key[ready.key] = PacketHistory()
             history.add(ready.frame_index, ready.packet)
         return ready
 
@@ -108,9 +113,7 @@ class FanOut:
             slot = batch.slot
         for ep_id in self._router.listeners(bc.id):
             ep = endpoints[ep_id]
-            out = ready.get(ep.variant, _NOT_MADE)
-            if out is _NOT_MADE:
-                out = ready[ep.variant] = self._start_packer(bc, ep.variant, frame)
+            out = self._variant_packet(bc, ready, ep.variant, frame)
             if out is None or (ep.rejoining and self._overlaps(ep, bc, out)):
                 continue
             session = ep.session
@@ -129,6 +132,10 @@ class FanOut:
                         header = rewriter.header(out.packet, out.key, out.frame_index, out.frames)
                         batch.later(header, destination, out.slot)
                 elif session.transport is Transport.WS and ep.peer is not None:
+                    if ep.variant.redundancy:  # RED goes by UDP only: the same frames plain
+                        out = self._variant_packet(bc, ready, ep.variant.plain, frame)
+                        if out is None:
+                            continue
                     ep.peer.send_audio(
                         session.rewriter.rewrite(out.packet, out.key, out.frame_index, out.frames)
                     )
@@ -166,6 +173,20 @@ class FanOut:
                 return True
         ep.rejoining = False
         return False
+
+    def _variant_packet(
+        self,
+        bc: Broadcast,
+        ready: dict[Variant, Ready | None],
+        variant: Variant,
+        frame: tuple[bytes, int] | None,
+    ) -> Ready | None:
+        """``variant``'s packet of this frame, if one is ready (its packer started here if
+        none makes it yet)."""
+        out = ready.get(variant, _NOT_MADE)
+        if out is _NOT_MADE:
+            out = ready[variant] = self._start_packer(bc, variant, frame)
+        return out
 
     def _start_packer(
         self, bc: Broadcast, variant: Variant, frame: tuple[bytes, int] | None

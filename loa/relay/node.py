@@ -63,8 +63,9 @@ from loa.relay.core.session import (
     RtcpReceived,
     Session,
     SessionTable,
+    Transport,
 )
-from loa.relay.core.variants import PLAIN, Variant, broadcast_of
+from loa.relay.core.variants import Variant, broadcast_of
 from loa.relay.core.zones import AudioSettings, ZoneAudio, ZoneTree
 from loa.relay.endpoint import Endpoint, Peer
 from loa.relay.fanout import FanOut
@@ -108,6 +109,8 @@ class Node:
         # RTCP: the RTCP address (port + 1) of each static RTP endpoint, for their RRs.
         self._rtcp_peers: dict[tuple[str, int], str] = {}
         self._rtcp_timer: asyncio.TimerHandle | None = None
+        # Endpoints owed an SR after their next frame of a broadcast, by broadcast key.
+        self._sr_due: dict[int, set[str]] = {}
         self.fanout = FanOut(self.endpoints, self.router, self.metrics)
         self._tasks: dict[str, asyncio.Task[State]] = {}
         self._keys = itertools.count(1)
@@ -187,7 +190,6 @@ class Node:
             token_hash=token_hash,
             volume=spec.volume,
             emergency_volume=spec.emergency_volume,
-            variant=Variant.of(self.zones.audio(spec.zone)) if spec.zone in self.zones else PLAIN,
         )
         if spec.kind == "rtp":
             assert spec.address is not None
@@ -203,7 +205,20 @@ class Node:
             self._by_token[ep.token_hash] = spec.id
         self.endpoints[spec.id] = ep
         self._apply(self.router.handle(EndpointAttached(spec.id, spec.zone)), self._now())
+        ep.redundancy = self.zones.audio(spec.zone).redundancy
+        self._set_variant(ep)
         return ep
+
+    def _set_variant(self, ep: Endpoint) -> None:
+        """How ``ep``'s packets are made: its zone's frames a packet, RED when its zone sends
+        redundancy and it takes RED (a static RTP endpoint, a speaker whose hello said so);
+        in-process listeners always plain 20 ms. A change applies at its next packet."""
+        if ep.listener:
+            return
+        takes_red = ep.address is not None or (ep.session is not None and ep.session.red)
+        variant = Variant.of(self.zones.audio(ep.spec.zone), takes_red=takes_red)
+        if variant != ep.variant:
+            ep.variant, ep.rejoining = variant, True
 
     def remove_endpoint(self, endpoint_id: str) -> None:
         """Forget an endpoint: its speaker is disconnected and the router lets go of it."""
@@ -268,14 +283,13 @@ class Node:
         }
 
     def _audio_changed(self, delays: dict[str, int]) -> None:
-        """Zone settings changed: each pole's packet variant follows at its next packet (a
-        new stream key: the receiver sees a marker); a speaker whose delay changed is asked
-        to reconnect."""
+        """Zone settings changed: each pole's packet variant (frames a packet, RED) follows
+        at its next packet (a new stream key: the receiver sees a marker); a speaker whose
+        delay changed is asked to reconnect (its welcome says the delay)."""
         audio = self.zones.audio
-        for pole in self.poles():
-            variant = Variant.of(audio(pole.spec.zone))
-            if variant != pole.variant:
-                pole.variant, pole.rejoining = variant, True
+        for each in self.endpoints.values():
+            each.redundancy = audio(each.spec.zone).redundancy
+            self._set_variant(each)
         for ep_id, delay in delays.items():
             ep = self.endpoints.get(ep_id)
             if ep is None or ep.peer is None:
@@ -353,7 +367,8 @@ class Node:
         ep.peer.send(self.playing_message(ep))
 
     # -- speaker sessions ---------------------------------------------------------------
-    def attach_speaker(self, ep: Endpoint, peer: Peer, now: float) -> Session:
+    def attach_speaker(self, ep: Endpoint, peer: Peer, now: float, *, red: bool = False) -> Session:
+        """``red``: the speaker takes RFC 2198 RED (its hello said so)."""
         session_id, key = secrets.token_bytes(8), secrets.token_bytes(32)
         session = self.sessions.open(
             ep.id,
@@ -364,10 +379,13 @@ class Node:
             initial_sequence=secrets.randbits(16),
             initial_timestamp=secrets.randbits(32),
         ).session
+        session.red = red
         if ep.peer is not None and ep.peer is not peer:
             ep.peer.close(CLOSE_REPLACED, "replaced by a newer connection")
         ep.peer, ep.session, ep.last_seen = peer, session, time.time()
+        self._set_variant(ep)
         self._heard_start(ep, now, self.router.holder(ep.id))
+        self._report_start(ep, self.router.holder(ep.id))
         if self.on_presence is not None:
             self.on_presence(ep.id, True, ep.last_seen)
         self.metrics.speaker_connects += 1
@@ -409,7 +427,7 @@ class Node:
                 self.metrics.rtcp_received += 1
                 self._read_receiver_report(ep, ep.rewriter, data, now)
                 return None
-        match self.sessions.on_datagram(data, addr, now):
+        match self.sessions.on_datagram(data, addr, now, time.time()):
             case Accepted(session=session, reply=reply, addr_changed=bound):
                 ep = self.endpoints.get(session.endpoint_id)
                 if ep is not None:
@@ -471,32 +489,66 @@ class Node:
         self._rtcp_timer = asyncio.get_running_loop().call_later(
             interval, self._send_sender_reports
         )
-        sock = self._sock
-        if sock is None:
-            return
         unix_s, now_pc = time.time(), time.perf_counter()
         for ep in self.endpoints.values():
-            if ep.session is not None:
-                rewriter, destination = ep.session.rewriter, ep.session.destination
-            elif ep.address is not None and ep.rewriter is not None:
-                rewriter, destination = ep.rewriter, (ep.address[0], ep.address[1] + 1)
-            else:
+            self._send_sender_report(ep, unix_s, now_pc, interval)
+
+    def _send_sender_report(
+        self, ep: Endpoint, unix_s: float, now_pc: float, within_s: float
+    ) -> bool:
+        """An SR about ``ep``'s stream if its broadcast sent a frame within ``within_s``;
+        whether one went."""
+        sock = self._sock
+        if ep.session is not None:
+            rewriter, destination = ep.session.rewriter, ep.session.destination
+        elif ep.address is not None and ep.rewriter is not None:
+            rewriter, destination = ep.rewriter, (ep.address[0], ep.address[1] + 1)
+        else:
+            return False
+        key = rewriter.broadcast_key
+        last = self.fanout.frame_at.get(broadcast_of(key)) if key is not None else None
+        if sock is None or destination is None or last is None or now_pc - last[0] > within_s:
+            return False  # RFC 3550 §6.4: only a stream that sent since the last report
+        # A packet of several frames carries its first frame's timestamp: the frames
+        # delivered since that one are time passed too.
+        since = now_pc - last[0] + (last[1] - rewriter.frame_index) * FRAME_S
+        report = sender_report(rewriter, unix_s, since)
+        if report is None:
+            return False
+        try:
+            sock.sendto(report, destination)
+            self.metrics.rtcp_sent += 1
+        except OSError:
+            self.metrics.udp_send_dropped += 1
+        return True
+
+    def _report_start(self, ep: Endpoint, bc_id: str | None) -> None:
+        """``ep``'s stream starts (again) on ``bc_id``: its RTP timestamps jump, so its next
+        frame is followed by an SR at once (``_send_due_reports``). A synchronised speaker
+        learns each frame's capture time from the first one, not 5 s later."""
+        bc = self.broadcasts.get(bc_id) if bc_id is not None else None
+        if bc is not None and not ep.listener:
+            self._sr_due.setdefault(bc.key, set()).add(ep.id)
+
+    def _send_due_reports(self, key: int, due: set[str]) -> None:
+        """After a frame of broadcast ``key``: the SRs owed to endpoints whose stream just
+        started on it (those that did not get the frame wait for the next)."""
+        unix_s, now_pc = time.time(), time.perf_counter()
+        for ep_id in list(due):
+            ep = self.endpoints.get(ep_id)
+            if ep is None or self.router.holder(ep_id) is None:
+                due.discard(ep_id)
                 continue
-            key = rewriter.broadcast_key
-            last = self.fanout.frame_at.get(broadcast_of(key)) if key is not None else None
-            if destination is None or last is None or now_pc - last[0] > interval:
-                continue  # RFC 3550 §6.4: only a stream that sent since the last report
-            # A packet of several frames carries its first frame's timestamp: the frames
-            # delivered since that one are time passed too.
-            since = now_pc - last[0] + (last[1] - rewriter.frame_index) * FRAME_S
-            report = sender_report(rewriter, unix_s, since)
-            if report is None:
+            if ep.session is not None and ep.session.transport is Transport.WS:
+                due.discard(ep_id)  # no SR goes over the WebSocket
                 continue
-            try:
-                sock.sendto(report, destination)
-                self.metrics.rtcp_sent += 1
-            except OSError:
-                self.metrics.udp_send_dropped += 1
+            rewriter = ep.session.rewriter if ep.session is not None else ep.rewriter
+            stream = rewriter.broadcast_key if rewriter is not None else None
+            got_it = stream is not None and broadcast_of(stream) == key
+            if got_it and self._send_sender_report(ep, unix_s, now_pc, 1.0):
+                due.discard(ep_id)
+        if not due:
+            del self._sr_due[key]
 
     # -- broadcasts ---------------------------------------------------------------------
     async def start_broadcast(
@@ -582,6 +634,7 @@ class Node:
 
     def _finish(self, bc: Broadcast) -> None:
         self.broadcasts.pop(bc.id, None)
+        self._sr_due.pop(bc.key, None)
         self.fanout.forget(bc)
         bc.ended.set()
         self.history.append(bc.log)
@@ -635,6 +688,7 @@ class Node:
         if new_bc is not None:
             new_bc.mark_playing()
         self._heard_start(ep, now, new)
+        self._report_start(ep, new)
         if ep.peer is not None:
             old_bc = self.broadcasts.get(old) if old is not None else None
             if new is None and old_bc is not None and old_bc.stop_reason == "stopped":
@@ -676,9 +730,13 @@ class Node:
 
     # -- the hot path ---------------------------------------------------------------------
     def deliver(self, bc: Broadcast, packet: bytes, frame_index: int, item_end: bool) -> None:
-        """One encoded frame of ``bc``: to its listeners (``FanOut.frame``), then the item
-        boundary it may end, for the router. Never awaits."""
+        """One encoded frame of ``bc``: to its listeners (``FanOut.frame``), then the SRs
+        owed to endpoints whose stream just started on it, then the item boundary it may
+        end, for the router. Never awaits."""
         self.fanout.frame(bc, packet, frame_index)
+        due = self._sr_due.get(bc.key)
+        if due:
+            self._send_due_reports(bc.key, due)
         if item_end:
             now = asyncio.get_running_loop().time()
             self._apply(self.router.handle(ItemBoundary(bc.id)), now)

@@ -18,7 +18,9 @@ Policy, in the words the counters use:
 
 - **Start / rebuffer.** Playout (re)starts once the first packet waiting has been held for the
   target delay, or what stays buffered behind the first packet already reaches it. The target is
-  ``clamp(40, D, packet + 4 * jitter_ms)`` ms, ``jitter_ms`` being the RFC 3550 §6.4.1 estimate.
+  the most ``wanted_ms`` over the last 5-10 s (``target_ms``), ``wanted_ms`` being
+  ``clamp(40, D, max(packet + 4 * jitter_ms, repair room))``, ``jitter_ms`` the RFC 3550
+  §6.4.1 estimate (a running mean over the first 16 packets).
   Each slot then takes one sequence number: present → ``Play``; missing but the next one
   present and carrying in-band FEC (``loa.codecs.opus.has_fec``) → ``Recover``; otherwise
   → ``Conceal`` (PLC). ``recovered`` counts frames really rebuilt from FEC, not attempts.
@@ -32,8 +34,14 @@ Policy, in the words the counters use:
   its first missing number, while its retransmissions may still come (NACKed within two
   round trips and 100 ms); a gap left by a dead path is skipped as before.
   A NACKed packet that arrives in time is played and counted in ``retransmitted`` (a subset
-  of ``played``: played as sent = ``played - retransmitted``); its arrival does not feed the
-  jitter estimate (it is late by design). The gap before a new segment is not asked for.
+  of ``played``: played as sent = ``played - retransmitted - redundant``); its arrival does
+  not feed the jitter estimate (it is late by design). The gap before a new segment is not
+  asked for.
+- **Redundancy (RFC 2198).** ``fill`` takes a redundant copy of an older packet (a RED
+  block, unwrapped by the receive path after its packet's ``push``): it takes the slot if
+  that is still missing and can still be played, so a gap it fills is never NACKed; played,
+  it counts in ``redundant`` (a subset of ``played``). A copy of a packet already held,
+  played or past its slot is ignored.
 - **Underrun.** A slot that finds the buffer empty does not consume a sequence number: the
   stream has paused (nothing on air) or stalled, and ``pop`` answers ``Wait`` until the buffer
   is refilled to the target. This is how the depth grows when the jitter grows, and why an
@@ -50,9 +58,10 @@ Policy, in the words the counters use:
 - ``flush`` (the ``stop`` command) drops everything buffered; for 0.3 s after, packets
   without the marker bit are taken for the flushed audio still in flight and ``dropped``.
 
-Invariants the tests check: ``received == played + late + dropped + len(buffer)`` and
+Invariants the tests check: ``received + filled == played + late + dropped + len(buffer)``
+(``filled``: redundant copies taken) and
 ``played + recovered + concealed`` equals the slots that produced audio;
-``retransmitted <= played``.
+``retransmitted + redundant <= played``.
 """
 
 from __future__ import annotations
@@ -67,6 +76,10 @@ from loa.codecs.rtp import seq_add, seq_diff, ts_diff
 MIN_TARGET_MS = 40.0
 PLAYOUT_DELAY_MS = 300.0  # the budget D the target may grow to (the welcome says it)
 REPAIR_CALM_S = 10.0  # after this long without a gap, no room is kept for retransmissions
+# The target is the most wanted over the last one or two such windows: the noise of the
+# jitter and round-trip estimates neither inserts frames nor skips them.
+TARGET_WINDOW_S = 5.0
+JITTER_GAIN = 16  # RFC 3550's 1/16, after a running mean over the stream's first samples
 GROW_AFTER_SLOTS = 5
 MAX_SPAN_MS = 500  # buffered at most (in packets: 25 of 20 ms, 12 of 40 ms, 8 of 60 ms)
 MAX_MISORDER = 100  # a packet this far behind the playout point is late, beyond is a stray
@@ -88,6 +101,7 @@ class Play:
     payload: bytes
     marker: bool = False
     retransmitted: bool = False  # it came after a NACK asked for it
+    redundant: bool = False  # a redundant copy (RFC 2198) carried by a later packet
     samples: int = FRAME_SAMPLES
 
 
@@ -135,6 +149,7 @@ class JitterStats:
     received: int
     played: int
     retransmitted: int
+    redundant: int
     lost: int
     recovered: int
     concealed: int
@@ -158,6 +173,7 @@ class _Entry:
     marker: bool
     samples: int
     nacked: bool = False
+    redundant: bool = False
 
 
 class JitterBuffer:
@@ -172,12 +188,16 @@ class JitterBuffer:
         self._gap_at: float | None = None  # when the last gap was NACKed (any segment)
         self._burst = 0  # the longest gap (frames) NACKed since the link was last calm
         self._clock = 0.0  # the latest ``now`` seen
+        # the most wanted target in this window and the one before (TARGET_WINDOW_S each)
+        self._window_at: float | None = None
+        self._window_max = self._previous_max = 0.0
         self.stretched = 0  # concealment frames inserted to deepen the buffer
         # gaps are queued for NACKs; off (no NACKs: disabled, or audio not on UDP), no
         # repair room is started either
         self.asking = True
         self.received = self.played = self.lost = self.recovered = self.concealed = 0
         self.retransmitted = self.nacked = 0
+        self.redundant = self.filled = 0  # redundant copies played / taken into the buffer
         self._nacks: list[tuple[int, float]] = []  # (extended seq, gap seen at), not yet asked
         self.late = self.duplicates = self.dropped = self.strays = 0
         self.underruns = self.restarts = 0
@@ -205,6 +225,7 @@ class JitterBuffer:
         self._under_slots = 0
         self._probe: int | None = None
         self._jitter = 0.0  # RFC 3550 estimate, timestamp units
+        self._jitter_samples = 0
         self._last_arrival: float | None = None
         self._last_seq: int | None = None
         self._last_ts = 0
@@ -226,6 +247,24 @@ class JitterBuffer:
 
     @property
     def target_ms(self) -> float:
+        """The depth playout keeps: the most ``wanted_ms`` over the current window of
+        ``TARGET_WINDOW_S`` and the one before, so it rises at once and comes down 5–10 s
+        after what raised it (estimates that wobble would otherwise insert a frame each
+        time they rise and skip one each time they fall)."""
+        return max(self.wanted_ms, self._window_max, self._previous_max)
+
+    def _hold_target(self, now: float) -> None:
+        wanted = self.wanted_ms
+        at = self._window_at
+        if at is None or now - at >= TARGET_WINDOW_S:
+            recent = at is not None and now - at < 2 * TARGET_WINDOW_S
+            self._previous_max = self._window_max if recent else 0.0
+            self._window_max, self._window_at = wanted, now
+        elif wanted > self._window_max:
+            self._window_max = wanted
+
+    @property
+    def wanted_ms(self) -> float:
         """``clamp(40 ms, D, max(20 + 4 × jitter, repair room))``: while gaps were seen in the
         last ``REPAIR_CALM_S``, room for one retransmission of the longest gap seen then
         (its length + 1 frames to notice it, the NACK hold-off, the repair round trip,
@@ -269,7 +308,8 @@ class JitterBuffer:
 
     def stats(self) -> JitterStats:
         return JitterStats(
-            self.received, self.played, self.retransmitted, self.lost, self.recovered,
+            self.received, self.played, self.retransmitted, self.redundant, self.lost,
+            self.recovered,
             self.concealed, self.nacked, self.late, self.duplicates, self.dropped, self.strays,
             self.underruns, self.restarts, self.stretched, round(self.jitter_ms, 2),
             self.buffer_ms, self.target_ms,
@@ -332,7 +372,10 @@ class JitterBuffer:
     def _track_jitter(self, seq: int, timestamp: int, now: float, jump: bool) -> None:
         if not jump and self._last_arrival is not None:
             d = (now - self._last_arrival) * SAMPLE_RATE - ts_diff(timestamp, self._last_ts)
-            self._jitter += (abs(d) - self._jitter) / 16.0
+            # a running mean at first: an estimate rising from 0 at 1/16 would start
+            # playout shallow and make the buffer grow (inserted frames) a second later
+            self._jitter_samples += 1
+            self._jitter += (abs(d) - self._jitter) / min(self._jitter_samples, JITTER_GAIN)
         self._last_arrival = now
         self._last_seq, self._last_ts = seq, timestamp
 
@@ -357,6 +400,23 @@ class JitterBuffer:
                 self._fill_since = now
             self._ask(ext, now)
             self._bound(ext)
+
+    def fill(self, seq: int, timestamp: int, payload: bytes, samples: int, now: float) -> bool:
+        """A redundant copy of packet ``seq`` (an RFC 2198 block of a packet just pushed,
+        lasting ``samples``): it takes the slot if the slot is still missing, behind the
+        newest packet and not yet played; True if it did."""
+        if self._next is None or self._highest is None or now < self._stale_until:
+            return False
+        ext = self._next + seq_diff(seq, self._next & 0xFFFF)
+        if ext >= self._highest or ext in self._buf or ext in self._recent:
+            return False
+        resyncing = self._resync and not self._playing
+        floor = self._next - self._span if resyncing else self._next
+        if ext < floor or (self._floor is not None and ext < self._floor):
+            return False
+        self._buf[ext] = _Entry(timestamp, payload, False, samples, redundant=True)
+        self.filled += 1
+        return True
 
     def _ask(self, ext: int, now: float) -> None:
         """Queue NACKs for the numbers a packet beyond the highest one seen skipped over."""
@@ -440,6 +500,7 @@ class JitterBuffer:
         """The decision for the slot starting now; call again when its ``samples`` have
         played."""
         self._clock = max(self._clock, now)
+        self._hold_target(self._clock)
         if not self._playing:
             if not self._ready(now):
                 return _WAIT
@@ -463,12 +524,14 @@ class JitterBuffer:
             self._remember((seq,))
             self.played += 1
             self.retransmitted += entry.nacked
+            self.redundant += entry.redundant
             return Play(
                 seq & 0xFFFF,
                 entry.timestamp,
                 entry.payload,
                 entry.marker,
                 entry.nacked,
+                entry.redundant,
                 entry.samples,
             )
         self.lost += 1

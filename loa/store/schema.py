@@ -420,6 +420,26 @@ ALTER TABLE zones ADD COLUMN playout_delay_ms INTEGER
     CHECK (playout_delay_ms BETWEEN 40 AND 1000);
 """
 
+# Cluster: each scheduled run is claimed once, keyed by its schedule and occurrence, with the
+# claiming leader's fencing token; ``fences`` holds the highest token that wrote the
+# scheduler's state, so a deposed leader's late claim or ``last_run`` is refused.
+V_SCHEDULE_RUNS = """
+CREATE TABLE schedule_runs (
+    schedule   TEXT NOT NULL,
+    at         REAL NOT NULL,
+    broadcast  TEXT NOT NULL,
+    token      INTEGER,
+    node       TEXT,
+    claimed_at REAL NOT NULL,
+    PRIMARY KEY (schedule, at)
+);
+CREATE INDEX schedule_runs_at ON schedule_runs(at);
+CREATE TABLE fences (
+    name  TEXT PRIMARY KEY,
+    token INTEGER NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     V1,
     V2,
@@ -435,4 +455,5 @@ MIGRATIONS: tuple[str, ...] = (
     V_VOICES,
     V_ONAIR_NODE,
     V_ZONE_AUDIO,
+    V_SCHEDULE_RUNS,
 )

@@ -64,7 +64,8 @@ def run(
 
 
 def assert_balanced(jb: JitterBuffer) -> None:
-    assert jb.received == jb.played + jb.late + jb.dropped + len(jb)
+    assert jb.received + jb.filled == jb.played + jb.late + jb.dropped + len(jb)
+    assert jb.retransmitted + jb.redundant <= jb.played
 
 
 def test_in_order_plays_every_packet_after_the_target_delay() -> None:
@@ -80,7 +81,7 @@ def test_in_order_plays_every_packet_after_the_target_delay() -> None:
 def test_reordered_within_depth_plays_in_sequence() -> None:
     jb = JitterBuffer()
     arrivals = {0: [0], 1: [2], 2: [1, 3], 3: [5, 4], 4: [6], 5: [7]}
-    out = run(jb, arrivals, 10)
+    out = run(jb, arrivals, 20)  # the reordering is jitter: playout starts deeper
     assert [s for kind, s in out if kind == "play"] == list(range(8))
     assert jb.lost == 0
     assert jb.late == 0
@@ -265,7 +266,7 @@ def test_random_loss_and_reorder_keep_the_books(
             arrivals.setdefault(i + delay, []).append(first_seq + i)
             if dup:
                 arrivals.setdefault(i + delay + 1, []).append(first_seq + i)
-    slots = len(pattern) + 10
+    slots = len(pattern) + 20  # the target may rise to D (15 slots)
     audio = 0
     started = False
     for i in range(slots):
@@ -414,12 +415,50 @@ def test_a_new_path_starts_with_room_to_repair_and_trims_down_once_calm() -> Non
     for i in range(600):  # 12 s of a clean link
         push(jb, i, i * F)
         jb.pop(i * F)
+    assert jb.wanted_ms == MIN_TARGET_MS  # no room wanted after 10 s calm
+    assert jb.target_ms > MIN_TARGET_MS  # but held for a window or two
+    for i in range(600, 1100):  # 10 s more
+        push(jb, i, i * F)
+        jb.pop(i * F)
     assert jb.target_ms == MIN_TARGET_MS
     assert jb.buffer_ms <= MIN_TARGET_MS + 2 * 20  # trimmed back
     quiet = JitterBuffer()
     quiet.asking = False  # no NACKs: no room kept
     quiet.expect_gaps(0.0)
     assert quiet.target_ms == MIN_TARGET_MS
+
+
+def test_a_wobbling_estimate_neither_inserts_nor_skips_frames() -> None:
+    """4G-like arrivals (each packet 20..60 ms late, uniformly) for 30 s: the jitter
+    estimate wobbles by a third around its mean; the target holds the most wanted of the
+    last 5-10 s, so the buffer settles instead of growing and trimming with every wobble."""
+    rng = random.Random(4)
+    jb = JitterBuffer()
+    jb.asking = False
+    events = sorted((i * F + rng.uniform(0.02, 0.06), i) for i in range(1500))
+    played: list[int] = []
+    k = 0
+    for slot in range(1520):
+        now = slot * F
+        while k < len(events) and events[k][0] <= now:
+            push(jb, events[k][1], events[k][0])
+            k += 1
+        item = jb.pop(now)
+        if isinstance(item, Play):
+            played.append(item.seq)
+    assert jb.late == 0 and jb.lost == 0
+    # 3 here; 11 when the target followed every wobble (7 inserted, 4 skipped)
+    assert jb.stretched + jb.dropped <= 5, jb.stats()
+    assert played == sorted(played) and len(played) == 1500 - jb.dropped
+
+
+def test_the_jitter_estimate_is_right_from_the_first_packets() -> None:
+    """A running mean over the first samples, then RFC 3550's 1/16: after ten packets the
+    estimate is already near the link's (|D| of 20 ms each), not a third of it."""
+    jb = JitterBuffer()
+    for i in range(10):
+        push(jb, i, i * F + (0.02 if i % 2 else 0.0))
+    assert jb.jitter_ms == pytest.approx(20.0, abs=0.5)
 
 
 # -- packets of 40 and 60 ms: slots follow the Opus TOC ------------------------------------

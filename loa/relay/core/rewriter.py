@@ -29,7 +29,9 @@ Retransmission (``locate``): a NACKed sequence number is traced back to the broa
 it carried without a per-packet record. Packets form *runs* in which sequence advances by
 one and frame index and timestamp by the packet's frame count, the same for every packet of
 the run; a run is recorded only where that breaks (a discontinuity, frames skipped within a
-broadcast, a packet of another length), so the hot path pays one comparison. The last
+broadcast, a packet of another length), so the hot path pays one comparison. A change of
+payload type (an endpoint's zone turning RFC 2198 redundancy on or off) starts a run too, so
+a retransmission has the type its packet went out with. The last
 ``RUNS_KEPT`` runs are kept.
 """
 
@@ -81,6 +83,7 @@ class Rewriter:
         "_frame",
         "_gap",
         "_key",
+        "_pt",
         "_runs",
         "_seq",
         "_step",
@@ -103,6 +106,7 @@ class Rewriter:
         self._key: int | None = None  # broadcast of the last packet; None before the first
         self._frame = 0  # that broadcast's frame index of the last packet (its first frame)
         self._step = 1  # the last packet's frame count
+        self._pt = -1  # the last source packet's payload type byte (marker clear)
         self._gap = 0  # idle frames reported since the last packet
         self.sent = 0  # packets rewritten
         self.octets = 0  # payload octets rewritten (the RTCP SR "sender's octet count")
@@ -154,8 +158,8 @@ class Rewriter:
         if broadcast_key == self._key and not self._gap and frame_index > self._frame:
             ts = (self._ts + FRAME_TICKS * (frame_index - self._frame)) & _TS_MASK
             m_pt = packet[1]
-            if frame_index != self._frame + self._step or frames != self._step:
-                # frames skipped, or a packet of another length: a new run, same stream
+            if frame_index != self._frame + self._step or frames != self._step or m_pt != self._pt:
+                # frames skipped, a packet of another length or payload type: a new run
                 self._runs.append((self.sent, broadcast_key, frame_index, ts, m_pt, frames))
         else:
             ts = self._discontinuity(broadcast_key, frame_index)
@@ -165,6 +169,7 @@ class Rewriter:
         self._ts = ts
         self._frame = frame_index
         self._step = frames
+        self._pt = packet[1]
         self.sent += 1
         self.octets += len(packet) - HEADER_SIZE
         return m_pt, seq, ts

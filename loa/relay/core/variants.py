@@ -20,9 +20,10 @@ it with the frame index of its first frame and its frame count, which is all the
 ``Rewriter`` needs for the timestamp, and the *stream key* its retransmission history is
 filed under (``stream_key``: the broadcast key and the variant together).
 
-Where RFC 2198 plugs in: ``Packer._payload`` makes the payload of every packet of a variant;
-a ``redundancy`` variant is where the RED payload (this packet's Opus and the previous
-one's) is built. Until then a redundancy variant carries the plain packets.
+A ``redundancy`` variant's packets are RFC 2198 RED (``loa.relay.core.repair.red_packet``):
+the packet's frames joined as above, after the previous packet of the variant as the
+redundant block, when that one ends where this one starts (its own duration as the
+timestamp offset; the receiver puts it back one sequence number earlier).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from loa.codecs.opus_packet import join
+from loa.relay.core.repair import red_packet
 from loa.relay.core.rewriter import HEADER_SIZE
 from loa.relay.core.zones import AudioSettings
 
@@ -50,8 +52,14 @@ class Variant:
             raise ValueError(f"a packet holds 1..3 frames of 20 ms, got {self.frames}")
 
     @classmethod
-    def of(cls, audio: AudioSettings) -> Variant:
-        return cls(audio.frame_ms // FRAME_MS, audio.redundancy)
+    def of(cls, audio: AudioSettings, *, takes_red: bool = True) -> Variant:
+        """A zone's variant for an endpoint (``takes_red``: it can receive RED)."""
+        return cls(audio.frame_ms // FRAME_MS, audio.redundancy and takes_red)
+
+    @property
+    def plain(self) -> Variant:
+        """The same packets without redundancy."""
+        return Variant(self.frames) if self.redundancy else self
 
     @property
     def frame_ms(self) -> int:
@@ -101,7 +109,7 @@ class Packer:
     """One variant's packets from one broadcast's frames; driven by its fan-out, one ``add``
     a frame."""
 
-    __slots__ = ("_first", "_held", "_next", "key", "variant")
+    __slots__ = ("_first", "_held", "_next", "_previous", "key", "variant")
 
     def __init__(self, variant: Variant, broadcast_key: int) -> None:
         self.variant = variant
@@ -109,6 +117,8 @@ class Packer:
         self._held: list[bytes] = []  # source packets of the frames held, in order
         self._first = 0  # frame index of the first one held
         self._next = 0  # the frame index that may join them
+        # RED: the last packet made (plain), its first frame index and frame count
+        self._previous: tuple[bytes, int, int] | None = None
 
     def add(self, packet: bytes, frame_index: int) -> Ready | None:
         """Take one frame's source packet; the packet it completes, or the one it could not
@@ -132,17 +142,29 @@ class Packer:
         held = self._held
         if not held:
             return None
-        ready = Ready(self._payload(held), self._first, len(held), self.key)
+        packet = _joined(held)
+        if self.variant.redundancy:
+            packet = self._red(packet, self._first, len(held))
+        ready = Ready(packet, self._first, len(held), self.key)
         held.clear()
         return ready
 
-    def _payload(self, packets: list[bytes]) -> bytes:
-        """The packet of ``packets`` (consecutive frames that share a TOC): the first one's
-        header, then their Opus frames joined. (RFC 2198: a redundancy variant's payload.)"""
-        if len(packets) == 1:
-            return packets[0]
-        head = _head_size(packets[0])
-        return packets[0][:head] + join([p[_head_size(p) :] for p in packets])
+    def _red(self, packet: bytes, first: int, frames: int) -> bytes:
+        """``packet`` as RFC 2198 RED, after the previous packet when it ends where this one
+        starts (else alone: the primary only)."""
+        previous, self._previous = self._previous, (packet, first, frames)
+        if previous is not None and previous[1] + previous[2] == first:
+            return red_packet(packet, previous[0], previous[2])
+        return red_packet(packet, None)
+
+
+def _joined(packets: list[bytes]) -> bytes:
+    """The packet of ``packets`` (consecutive frames that share a TOC): the first one's header,
+    then their Opus frames joined."""
+    if len(packets) == 1:
+        return packets[0]
+    head = _head_size(packets[0])
+    return packets[0][:head] + join([p[_head_size(p) :] for p in packets])
 
 
 def _joinable(a: bytes, b: bytes) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from loa.access import User
+from loa.codecs import RED_PAYLOAD_TYPE
 from loa.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.node import Node
@@ -31,8 +32,9 @@ from loa.web.api.media_scope import check_usable, media_in
 from loa.web.api.repeats import repeat_json
 from loa.web.api.types import builtins
 from loa.web.contract import Routes
-from loa.web.keys import MEDIA, NODE, REPEATS, STORE, USER
-from loa.web.views import broadcast_json, endpoint_json, scoped, sees_broadcast
+from loa.web.keys import MEDIA, NODE, PUBLISHER, REPEATS, STORE, USER
+from loa.web.live import endpoint_view
+from loa.web.views import broadcast_json, scoped, sees_broadcast
 
 __all__ = ["USER", "routes"]
 
@@ -89,9 +91,12 @@ async def list_zones(request: web.Request) -> web.Response:
     "/endpoints", summary="Endpoints the caller sees", tag="endpoints", returns=answers.Endpoints
 )
 async def list_endpoints(request: web.Request) -> web.Response:
+    """Live state from every node in a cluster: a pole offline here shows as the live node
+    it is online on reports it (its status message, at most 3 s old)."""
     node, user = node_of(request), user_of(request)
+    remote = request.config_dict[PUBLISHER].remote_views()
     visible = [e for e in node.poles() if auth.can_see_zone(user, node.zones, e.spec.zone)]
-    return web.json_response({"endpoints": [endpoint_json(node, e) for e in visible]})
+    return web.json_response({"endpoints": [endpoint_view(node, e, remote) for e in visible]})
 
 
 @routes.get(
@@ -102,8 +107,9 @@ async def list_endpoints(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def get_endpoint(request: web.Request) -> web.Response:
-    node = node_of(request)
-    return web.json_response(endpoint_json(node, _see_endpoint(request, request.match_info["id"])))
+    node, ep = node_of(request), _see_endpoint(request, request.match_info["id"])
+    remote = request.config_dict[PUBLISHER].remote_views()
+    return web.json_response(endpoint_view(node, ep, remote))
 
 
 @routes.get(
@@ -122,13 +128,22 @@ async def endpoint_sdp(request: web.Request) -> web.Response:
     family = "IP6" if ":" in host else "IP4"
     # a packet is its zone's frame_ms (a broadcast's last one may be shorter, never longer)
     ptime = node_of(request).zones.audio(ep.spec.zone).frame_ms
+    # A zone with redundancy sends RFC 2198 RED around the Opus (RFC 2198 §5 SDP): listed
+    # first, as the one that comes.
+    red = RED_PAYLOAD_TYPE
+    formats, red_lines = (
+        (f"{red} 111", f"a=rtpmap:{red} red/48000/2\r\na=fmtp:{red} 111/111\r\n")
+        if ep.redundancy
+        else ("111", "")
+    )
     sdp = (
         "v=0\r\n"
         f"o=- 0 0 IN {family} {host}\r\n"
         f"s=loa {ep.spec.name}\r\n"
         f"c=IN {family} {host}\r\n"
         "t=0 0\r\n"
-        f"m=audio {port} RTP/AVP 111\r\n"
+        f"m=audio {port} RTP/AVP {formats}\r\n"
+        f"{red_lines}"
         "a=rtpmap:111 opus/48000/2\r\n"
         "a=fmtp:111 sprop-stereo=0;stereo=0;useinbandfec=1\r\n"
         f"a=ptime:{ptime}\r\n"

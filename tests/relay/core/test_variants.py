@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from loa.codecs import OPUS_PAYLOAD_TYPE, RED_PAYLOAD_TYPE
+from loa.codecs.red import RedPayload
 from loa.codecs.opus_packet import frames
 from loa.relay.core.repair import PacketHistory, Repairer
 from loa.relay.core.rewriter import Rewriter
@@ -145,6 +147,32 @@ def test_a_nack_of_a_long_packet_resends_it_byte_for_byte() -> None:
             packet = rw.rewrite(ready.packet, ready.key, ready.frame_index, ready.frames)
             sent[int.from_bytes(packet[2:4])] = packet
     assert len(sent) == 10 + 6  # 20 frames by 2; 16 by 3 (the last packet one frame)
-    resent = Repairer().on_nack(tuple(sent), rw, histories, now=0.0)
+    resent = Repairer().on_nack(tuple(sent), rw, {OPUS_PAYLOAD_TYPE: histories}, now=0.0)
     assert resent.packets == tuple(sent.values())
     assert (resent.unknown, resent.expired, resent.limited) == (0, 0, 0)
+
+
+def test_a_redundancy_variant_sends_red_with_the_previous_packet_of_its_length() -> None:
+    """RFC 2198 over 40 ms packets: the joined frames as the primary, the previous packet as
+    the redundant block one packet duration back; after a gap in the frames, the primary
+    alone; a NACKed RED packet resent as the RED packet it was."""
+    packer = Packer(Variant(2, redundancy=True), 1)
+    ready = feed(packer, [0, 1, 2, 3, 4, 5, 9, 10])  # 6..8 never came
+    plain = feed(Packer(Variant(2), 1), [0, 1, 2, 3, 4, 5, 9, 10])
+    assert [r.packet[1] for r in ready] == [RED_PAYLOAD_TYPE] * 4
+    parsed = [RedPayload.parse(r.packet[12:], payload_type=OPUS_PAYLOAD_TYPE) for r in ready]
+    assert [p.primary for p in parsed] == [r.packet[12:] for r in plain]
+    assert [[(b.offset, b.data) for b in p.redundant] for p in parsed] == [
+        [],
+        [(1920, plain[0].packet[12:])],
+        [(1920, plain[1].packet[12:])],
+        [],  # frames 9, 10 do not follow 4, 5: nothing to repeat
+    ]
+    rw = Rewriter(ssrc=2, initial_sequence=0, initial_timestamp=0)
+    history = PacketHistory()
+    sent = []
+    for r in ready:
+        history.add(r.frame_index, r.packet)
+        sent.append(rw.rewrite(r.packet, r.key, r.frame_index, r.frames))
+    resent = Repairer().on_nack((1, 2), rw, {RED_PAYLOAD_TYPE: {ready[0].key: history}}, 0.0)
+    assert resent.packets == (sent[1], sent[2])

@@ -1,0 +1,177 @@
+"""Synchronised playout: each frame heard at its capture time + D, on the server's clock.
+
+Sans-IO, numpy only. The speaker's playout task knows, for the frame it is about to write,
+when its first sample will be heard (its output position, on the local clock, turned into
+server time by ``loa.speaker.clock``) and when it should be (the frame's capture time from
+the RTP timestamp and the sender reports, plus D). It hands the frame and the difference
+(``error_s``, positive when late) to ``Playout.frame`` and writes what comes back:
+
+- **Beyond ``RESYNC_S`` (40 ms) either way: a resync at this frame boundary.** Late: that
+  much audio is skipped (this frame and the next ones, sample-exact); early: that much
+  silence goes first. Counted in ``resyncs``.
+- **Within it: resampling**, output samples per input sample
+  ``ratio = 1 - drift - error_s / TIME_CONSTANT_S``, bounded to 1 ± ``MAX_SLEW`` (0.05 %,
+  inaudible: a 0.9 cent pitch change). ``drift`` is the clock estimator's (the local clock
+  runs that much slow against the server's); the error term pulls the rest in with a time
+  constant of ``TIME_CONSTANT_S`` (at most 0.5 ms corrected per second). A ratio within
+  1 ppm of 1 passes the samples through untouched.
+
+``Resampler`` is linear interpolation with its phase carried across frames (one sample of
+delay, constant); it is bit-exact at ratio 1."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+
+from loa.codecs import SAMPLE_RATE
+from loa.codecs.pcm import Int16Array
+
+RESYNC_S: Final = 0.040
+MAX_SLEW: Final = 0.0005  # ±0.05 %
+TIME_CONSTANT_S: Final = 4.0
+_UNITY: Final = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """Jump at this frame boundary: skip ``samples`` of audio (late), or insert ``-samples``
+    of silence first (early)."""
+
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class Slew:
+    """Resample by ``ratio`` output samples per input sample (1 ± MAX_SLEW)."""
+
+    ratio: float
+
+
+class PlayoutCorrector:
+    """The decision per frame: driven by ``Playout`` with the frame's playout error."""
+
+    def __init__(
+        self,
+        *,
+        resync_s: float = RESYNC_S,
+        max_slew: float = MAX_SLEW,
+        time_constant_s: float = TIME_CONSTANT_S,
+    ) -> None:
+        if resync_s <= 0 or not 0 < max_slew < 0.01 or time_constant_s <= 0:
+            raise ValueError(
+                "need resync_s > 0, 0 < max_slew < 0.01 and time_constant_s > 0, got "
+                f"{resync_s}, {max_slew}, {time_constant_s}"
+            )
+        self.resync_s = resync_s
+        self.max_slew = max_slew
+        self.time_constant_s = time_constant_s
+        self.resyncs = 0
+        self.last_error_s: float | None = None
+        self.ratio = 1.0
+
+    def decide(self, error_s: float, drift: float = 0.0) -> Resync | Slew:
+        """``error_s``: when this frame would be heard minus when it should be (> 0: late).
+        ``drift``: the local clock's rate error against the server's (server seconds per
+        local second - 1)."""
+        if not math.isfinite(error_s) or not math.isfinite(drift):
+            raise ValueError(f"error and drift must be finite, got {error_s}, {drift}")
+        self.last_error_s = error_s
+        if abs(error_s) > self.resync_s:
+            self.resyncs += 1
+            self.ratio = 1.0
+            return Resync(round(error_s * SAMPLE_RATE))
+        slew = drift + error_s / self.time_constant_s
+        self.ratio = 1.0 - max(-self.max_slew, min(self.max_slew, slew))
+        return Slew(self.ratio)
+
+
+class Resampler:
+    """Linear interpolation by a ratio that may change every frame; driven by ``Playout``."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the previous frame (after silence or a skip)."""
+        self._prev = 0.0  # the last input sample, at position -1 of the next frame
+        self._phase = -1.0  # where the next output sample falls, relative to the next frame
+
+    def process(self, pcm: Int16Array, ratio: float) -> Int16Array:
+        """``pcm`` resampled so that it lasts ``ratio`` times as many samples (± one, the
+        fraction carried to the next frame)."""
+        n = len(pcm)
+        if n == 0:
+            return pcm
+        if not 1 - 0.01 < ratio < 1 + 0.01:
+            raise ValueError(f"ratio must be within 1 ± 1 %, got {ratio}")
+        step = 1.0 / ratio
+        if abs(ratio - 1.0) < _UNITY:
+            step = 1.0
+        y = np.empty(n + 1, dtype=np.float64)
+        y[0] = self._prev
+        y[1:] = pcm
+        count = max(0, math.ceil((n - 1 - self._phase) / step - 1e-9))
+        pos = self._phase + step * np.arange(count, dtype=np.float64)
+        self._phase = self._phase + step * count - n
+        self._prev = float(pcm[-1])
+        if step == 1.0 and self._phase == -1.0:
+            out: Int16Array = y[:count].astype(np.int16)  # ratio 1: the samples as they are
+            return out
+        idx = pos + 1.0
+        base = np.minimum(idx.astype(np.int64), n - 1)
+        frac = idx - base
+        mixed = y[base] * (1.0 - frac) + y[base + 1] * frac
+        out = np.clip(np.rint(mixed), -32768, 32767).astype(np.int16)
+        return out
+
+
+class Playout:
+    """One speaker's synchronised output: driven by its playout task, one call per frame
+    decoded (``frame``) and ``reset`` when the output starts over after silence."""
+
+    def __init__(self, corrector: PlayoutCorrector | None = None) -> None:
+        self.corrector = corrector or PlayoutCorrector()
+        self.resampler = Resampler()
+        self._skip = 0  # samples still to skip after a late resync
+        self.skipped = 0  # samples skipped by resyncs, in all
+        self.inserted = 0  # samples of silence inserted by resyncs, in all
+
+    @property
+    def skipping(self) -> bool:
+        """A resync is still skipping audio: the next frame's error is not meaningful."""
+        return self._skip > 0
+
+    def reset(self) -> None:
+        self._skip = 0
+        self.resampler.reset()
+
+    def frame(self, pcm: Int16Array, error_s: float | None, drift: float = 0.0) -> Int16Array:
+        """What to write for ``pcm``. ``error_s`` None (not known: no clock or mapping yet,
+        or a skip under way) plays it as it is."""
+        if self._skip:
+            take = min(self._skip, len(pcm))
+            self._skip -= take
+            self.skipped += take
+            if self._skip:
+                return pcm[:0]
+            self.resampler.reset()
+            return self.resampler.process(pcm[take:], 1.0)
+        if error_s is None:
+            return self.resampler.process(pcm, 1.0)
+        match self.corrector.decide(error_s, drift):
+            case Resync(samples=samples) if samples > 0:
+                self._skip = samples
+                return self.frame(pcm, None)
+            case Resync(samples=samples):
+                self.inserted -= samples
+                self.resampler.reset()
+                silence = np.zeros(-samples, dtype=np.int16)
+                out: Int16Array = np.concatenate((silence, self.resampler.process(pcm, 1.0)))
+                return out
+            case Slew(ratio=ratio):
+                return self.resampler.process(pcm, ratio)
+        raise AssertionError("unreachable")

@@ -1,0 +1,132 @@
+"""Synchronised playout's corrector and resampler (loa.speaker.playout), sans-IO."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from loa.codecs import FRAME_SAMPLES, SAMPLE_RATE
+from loa.codecs.pcm import Int16Array
+from loa.speaker.playout import (
+    MAX_SLEW,
+    Playout,
+    PlayoutCorrector,
+    Resampler,
+    Resync,
+    Slew,
+)
+
+D = 0.3
+
+
+def sine(k: int, hz: float = 440.0) -> Int16Array:
+    t = (np.arange(FRAME_SAMPLES) + k * FRAME_SAMPLES) / SAMPLE_RATE
+    out: Int16Array = np.rint(10000 * np.sin(2 * np.pi * hz * t)).astype(np.int16)
+    return out
+
+
+def simulate(
+    playout: Playout,
+    seconds: float,
+    *,
+    drift_ppm: float = 0.0,
+    start_local: float = 0.5,
+    feed_drift: bool = True,
+    estimate_error_s: float = 0.0,
+) -> list[float]:
+    """A pole whose output (its DAC) runs on its own clock: server time = local × (1 + r).
+    Frame k was captured at k × 20 ms and is due at capture + D. The frame's first sample is
+    heard at the output position, which advances by what was written. Returns the true
+    playout error of each frame written whole (seconds, > 0 late)."""
+    r = drift_ppm * 1e-6
+    local = start_local
+    errors = []
+    for k in range(round(seconds / 0.02)):
+        due = k * 0.02 + D
+        heard = local * (1 + r)
+        told = None if playout.skipping else heard + estimate_error_s - due
+        inserted = playout.inserted
+        out = playout.frame(sine(k), told, r if feed_drift else 0.0)
+        if told is not None and len(out) >= FRAME_SAMPLES - 1:  # played whole: not skipped
+            # silence inserted first moves this frame's first sample on
+            errors.append(heard - due + (playout.inserted - inserted) / SAMPLE_RATE * (1 + r))
+        local += len(out) / SAMPLE_RATE
+    return errors
+
+
+def test_an_early_start_waits_in_silence_to_the_sample() -> None:
+    playout = Playout()
+    errors = simulate(playout, 5.0, start_local=0.04)  # first frame 260 ms early
+    assert playout.corrector.resyncs == 1
+    assert playout.inserted == round(0.26 * SAMPLE_RATE)
+    assert abs(errors[0]) < 1 / SAMPLE_RATE * 2
+    assert max(abs(e) for e in errors[1:]) < 0.0001
+
+
+def test_a_late_start_skips_exactly_what_it_must() -> None:
+    playout = Playout()
+    errors = simulate(playout, 5.0, start_local=0.3 + 0.1234)  # 123.4 ms late
+    assert playout.corrector.resyncs == 1
+    assert playout.skipped == round(0.1234 * SAMPLE_RATE)
+    assert max(abs(e) for e in errors[-100:]) < 0.0001
+
+
+@pytest.mark.parametrize("drift_ppm", [-100.0, 100.0])
+def test_drift_is_followed_by_resampling_within_the_bound(drift_ppm: float) -> None:
+    playout = Playout()
+    errors = simulate(playout, 60.0, drift_ppm=drift_ppm, start_local=D)
+    assert playout.corrector.resyncs == 0
+    assert max(abs(e) for e in errors) < 0.0005
+    assert abs(playout.corrector.ratio - (1 - drift_ppm * 1e-6)) < 20e-6
+    # without the estimator's drift, the error term alone holds it at drift × τ
+    playout = Playout()
+    errors = simulate(playout, 60.0, drift_ppm=drift_ppm, start_local=D, feed_drift=False)
+    steady = np.mean(errors[-500:])
+    assert steady == pytest.approx(drift_ppm * 1e-6 * 4.0, abs=0.0001)
+
+
+def test_an_error_under_40_ms_is_slewed_no_faster_than_0_05_percent() -> None:
+    playout = Playout()
+    errors = simulate(playout, 100.0, start_local=D + 0.030)  # 30 ms late: no resync
+    assert playout.corrector.resyncs == 0
+    per_second = np.diff(errors[::50])  # whole samples per frame: look a second at a time
+    assert np.all(np.abs(per_second) <= MAX_SLEW + 1 / SAMPLE_RATE)
+    assert errors[round(10 / 0.02)] > 0.030 - 10 * MAX_SLEW - 0.0001  # ≤ 0.5 ms per second
+    assert abs(errors[-1]) < 0.001
+
+
+def test_an_estimate_that_is_off_is_followed_not_the_truth() -> None:
+    """The corrector can only hear what the clock estimate tells it."""
+    playout = Playout()
+    errors = simulate(playout, 20.0, start_local=D, estimate_error_s=0.005)
+    assert np.mean(errors[-50:]) == pytest.approx(-0.005, abs=0.0003)
+
+
+def test_corrector_decisions_and_bad_input() -> None:
+    c = PlayoutCorrector()
+    assert c.decide(0.0405) == Resync(round(0.0405 * SAMPLE_RATE))
+    assert c.decide(-0.05) == Resync(-2400)
+    slew = c.decide(0.04)
+    assert isinstance(slew, Slew) and slew.ratio == pytest.approx(1 - MAX_SLEW)
+    slew = c.decide(-0.001, drift=100e-6)
+    assert isinstance(slew, Slew) and slew.ratio == pytest.approx(1 - 100e-6 + 0.001 / 4.0)
+    assert c.decide(0.0, drift=0.01) == Slew(1 - MAX_SLEW)
+    assert c.resyncs == 2
+    with pytest.raises(ValueError, match="finite"):
+        c.decide(float("nan"))
+    with pytest.raises(ValueError, match="max_slew"):
+        PlayoutCorrector(max_slew=0.05)
+
+
+def test_resampler_is_exact_at_unity_and_smooth_when_slewing() -> None:
+    r = Resampler()
+    frames = [sine(k) for k in range(50)]
+    out = np.concatenate([r.process(f, 1.0) for f in frames])
+    assert np.array_equal(out[1:], np.concatenate(frames)[:-1])  # one sample late, untouched
+    r = Resampler()
+    out = np.concatenate([r.process(sine(k), 1 + MAX_SLEW) for k in range(1000)])
+    assert abs(len(out) - 1000 * FRAME_SAMPLES * (1 + MAX_SLEW)) <= 1
+    # a 440 Hz sine at amplitude 10000 moves at most ~575 per sample: no click at the seams
+    assert np.max(np.abs(np.diff(out.astype(np.int32)))) < 600
+    with pytest.raises(ValueError, match="ratio"):
+        r.process(sine(0), 1.1)
