@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from loa.codecs import OPUS_PAYLOAD_TYPE, RED_PAYLOAD_TYPE
-from loa.codecs.red import RedPayload
 from loa.codecs.opus_packet import frames
+from loa.codecs.red import RedPayload
 from loa.relay.core.repair import PacketHistory, Repairer
 from loa.relay.core.rewriter import Rewriter
 from loa.relay.core.variants import (
