@@ -44,12 +44,15 @@ Method = Literal["floors", "quarter"]
 
 
 class Clock(Protocol):
-    """A speaker's local clock: ``now`` in seconds (monotonic, any origin) and how long a
-    local duration lasts on the host's clock (what ``asyncio.sleep`` counts)."""
+    """A speaker's local clock: ``now`` in seconds (monotonic, any origin), how long a local
+    duration lasts on the host's clock (what ``asyncio.sleep`` counts) and which host time a
+    local time is (where a simulated pole really played)."""
 
     def now(self) -> float: ...
 
     def host_seconds(self, local_s: float) -> float: ...
+
+    def to_host(self, local: float) -> float: ...
 
 
 class HostClock:
@@ -63,6 +66,9 @@ class HostClock:
 
     def host_seconds(self, local_s: float) -> float:
         return local_s
+
+    def to_host(self, local: float) -> float:
+        return local
 
 
 class SkewedClock:

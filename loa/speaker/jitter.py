@@ -158,6 +158,9 @@ class JitterBuffer:
         # gaps are queued for NACKs; off (no NACKs: disabled, or audio not on UDP), no
         # repair room is started either
         self.asking = True
+        # synchronised playout holds the depth at D minus the path's delay (it says when each
+        # frame is heard): no growing or trimming here, and the span may reach D
+        self.synced = False
         self.received = self.played = self.lost = self.recovered = self.concealed = 0
         self.retransmitted = self.nacked = 0
         self._nacks: list[tuple[int, float]] = []  # (extended seq, gap seen at), not yet asked
@@ -368,7 +371,10 @@ class JitterBuffer:
     def _bound(self, newest: int) -> None:
         """Keep at most MAX_SPAN_FRAMES between the playout point and the newest packet."""
         assert self._next is not None
-        start = newest - MAX_SPAN_FRAMES + 1
+        span = MAX_SPAN_FRAMES
+        if self.synced:
+            span = max(span, int(self.playout_delay_ms // FRAME_MS) + TRIM_MARGIN_FRAMES)
+        start = newest - span + 1
         if self._base() >= start:
             return
         old = [k for k in self._buf if k < start]
@@ -412,9 +418,10 @@ class JitterBuffer:
             self._fill_since = None
             self.underruns += 1
             return _UNDERRUN
-        if self._grow():
-            return _STRETCH
-        self._trim()
+        if not self.synced:
+            if self._grow():
+                return _STRETCH
+            self._trim()
         seq = self._next
         self._next += 1
         entry = self._buf.pop(seq, None)

@@ -17,7 +17,15 @@ the RTP timestamp and the sender reports, plus D). It hands the frame and the di
   1 ppm of 1 passes the samples through untouched.
 
 ``Resampler`` is linear interpolation with its phase carried across frames (one sample of
-delay, constant); it is bit-exact at ratio 1."""
+delay, constant); it is bit-exact at ratio 1.
+
+``CaptureTimes`` turns a frame's RTP timestamp into its capture time on the server's clock
+through the sender report of its *segment*: the relay's timestamps jump at every switch or
+idle gap (each first packet carries the marker bit), and it sends an SR right after each
+segment's first frame, so a frame maps through the latest SR whose RTP timestamp falls in
+the frame's segment. Sorting by timestamp, not by arrival, keeps a report that overtook its
+segment's first packet, and the tail of the previous segment still in the buffer maps
+through the previous segment's report."""
 
 from __future__ import annotations
 
@@ -29,11 +37,13 @@ import numpy as np
 
 from loa.codecs import SAMPLE_RATE
 from loa.codecs.pcm import Int16Array
+from loa.codecs.rtp import ts_diff
 
 RESYNC_S: Final = 0.040
 MAX_SLEW: Final = 0.0005  # ±0.05 %
 TIME_CONSTANT_S: Final = 4.0
 _UNITY: Final = 1e-6
+KEPT: Final = 8  # segments and reports remembered (a segment lasts at least a frame)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,3 +185,58 @@ class Playout:
             case Slew(ratio=ratio):
                 return self.resampler.process(pcm, ratio)
         raise AssertionError("unreachable")
+
+
+class CaptureTimes:
+    """Driven by the speaker's receive path (``segment`` for each packet with the marker
+    bit, ``report`` for each SR) and its playout (``capture`` per frame)."""
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []  # first RTP timestamps of the latest segments
+        self._reports: list[tuple[int, float]] = []  # (RTP timestamp, Unix seconds)
+
+    def reset(self) -> None:
+        """A new session: another stream, other timestamps."""
+        self._starts.clear()
+        self._reports.clear()
+
+    def segment(self, timestamp: int) -> None:
+        """A packet with the marker bit: a segment starts at ``timestamp``."""
+        if timestamp not in self._starts:
+            self._starts.append(timestamp)
+            del self._starts[:-KEPT]
+
+    def report(self, rtp_timestamp: int, unix_s: float) -> None:
+        """A sender report: ``rtp_timestamp`` was the stream's clock at ``unix_s``."""
+        self._reports.append((rtp_timestamp, unix_s))
+        del self._reports[:-KEPT]
+
+    def capture(self, timestamp: int) -> float | None:
+        """When the frame with ``timestamp`` was captured (server Unix time), or None
+        while its segment has no report yet."""
+        start = self._bound(timestamp, self._starts, ahead=False)
+        if start is None:
+            return None
+        after = self._bound(timestamp, self._starts, ahead=True)
+        best: tuple[int, float] | None = None
+        for rtp, unix_s in self._reports:
+            if ts_diff(rtp, start) < 0 or (after is not None and ts_diff(rtp, after) >= 0):
+                continue  # another segment's
+            if best is None or ts_diff(rtp, best[0]) > 0:
+                best = (rtp, unix_s)
+        if best is None:
+            return None
+        return best[1] + ts_diff(timestamp, best[0]) / SAMPLE_RATE
+
+    @staticmethod
+    def _bound(timestamp: int, starts: list[int], *, ahead: bool) -> int | None:
+        """The latest segment start at or before ``timestamp`` (``ahead``: the earliest
+        after it), timestamps compared wrap-aware."""
+        best: int | None = None
+        for start in starts:
+            after = ts_diff(timestamp, start) < 0
+            if after != ahead:
+                continue
+            if best is None or (ts_diff(start, best) < 0 if ahead else ts_diff(start, best) > 0):
+                best = start
+        return best

@@ -9,6 +9,7 @@ from loa.codecs import FRAME_SAMPLES, SAMPLE_RATE
 from loa.codecs.pcm import Int16Array
 from loa.speaker.playout import (
     MAX_SLEW,
+    CaptureTimes,
     Playout,
     PlayoutCorrector,
     Resampler,
@@ -130,3 +131,24 @@ def test_resampler_is_exact_at_unity_and_smooth_when_slewing() -> None:
     assert np.max(np.abs(np.diff(out.astype(np.int32)))) < 600
     with pytest.raises(ValueError, match="ratio"):
         r.process(sine(0), 1.1)
+
+
+def test_capture_times_map_each_segment_through_its_own_report() -> None:
+    times = CaptureTimes()
+    s1, mask = 0xFFFF_0000, 0xFFFF_FFFF
+    s2 = (s1 + 960 * 200) & mask  # the next segment: the timestamps wrap before it
+    assert times.capture(s1) is None  # nothing known
+    times.segment(s1)
+    assert times.capture(s1) is None  # a segment, no report yet
+    times.report(s1 + 480, 500.01)  # 10 ms after the first frame: 500.0 captured it
+    assert times.capture(s1) == pytest.approx(500.0)
+    assert times.capture(s1 + 960 * 50) == pytest.approx(501.0)
+    # a switch: the next segment's report overtakes its first packet; the old tail still maps
+    times.report(s2 + 960, 900.02)
+    times.segment(s2)
+    assert times.capture(s1 + 960 * 51) == pytest.approx(501.02)
+    assert times.capture(s2) == pytest.approx(900.0)
+    assert times.capture((s2 + 960 * 10) & mask) == pytest.approx(900.2)
+    assert times.capture(s1 - 960) is None  # before every segment known
+    times.reset()
+    assert times.capture(s1) is None
