@@ -6,17 +6,21 @@ whose UDP goes through an impairing link (``bench.impair``: loss, Gilbert–Elli
 delay with jitter, reordering, a dead path, a NAT rebinding), plays a 1 kHz tone to it for
 ``--seconds`` and classifies every 20 ms slot of playout from the first frame heard:
 
-- ``sent``: played as sent; ``retx``: played after a NACK got it sent again; ``fec``:
-  rebuilt from the next packet's in-band FEC; ``concealed``: PLC for a lost frame (or the
-  fade after an underrun); ``inserted``: PLC inserted to deepen the buffer (no frame lost);
-  ``silent``: nothing played;
-- a *dropout* is a run of slots that are neither sent, retx nor fec; ``longest_ms`` is the
-  longest; ``recovery_s``, for the scenarios that break the path mid-stream, is the time
+- ``sent``: played as sent; ``retx``: played after a NACK got it sent again; ``red``:
+  played from the next packet's redundant copy (RFC 2198); ``fec``: rebuilt from the next
+  packet's in-band FEC; ``concealed``: PLC for a lost frame (or the fade after an
+  underrun); ``inserted``: PLC inserted to deepen the buffer (no frame lost); ``silent``:
+  nothing played;
+- a *dropout* is a run of slots that are neither sent, retx, red nor fec; ``longest_ms`` is
+  the longest; ``recovery_s``, for the scenarios that break the path mid-stream, is the time
   from the break to the first frame heard again;
 - ``mb_month``: what the pole's link carries both ways (IP and UDP headers included,
-  retransmissions, NACKs, reports and keepalives too) for a month of such play.
+  retransmissions, redundancy, NACKs, reports and keepalives too) for a month of such play.
 
-Prints a table (Markdown) and, last, one JSON line. Every run is bounded by timeouts.
+Each scenario runs in one or more *modes*: ``none`` (no NACK, no redundancy: the code
+before issue 15), ``nack`` (RFC 4585 retransmission), ``red`` (the pole's zone sends RFC
+2198 redundancy, no NACK), ``nack+red`` (both). Prints a table (Markdown) and, last, one
+JSON line. Every run is bounded by timeouts.
 """
 
 from __future__ import annotations
@@ -51,7 +55,9 @@ from loa.web.app import NODE, create_app
 
 ADMIN = "bench-links-admin"
 MONTH_S = 30 * 86400
-AUDIBLE = ("sent", "retx", "fec")
+AUDIBLE = ("sent", "retx", "red", "fec")
+KINDS = ("sent", "retx", "red", "fec", "concealed", "inserted", "silent")
+MODES = ("none", "nack", "red", "nack+red")
 
 
 @dataclass
@@ -90,8 +96,8 @@ SCENARIOS: tuple[Scenario, ...] = (
 
 def kind_of(item: PlayoutItem) -> str:
     match item:
-        case Play(retransmitted=again):
-            return "retx" if again else "sent"
+        case Play(retransmitted=again, redundant=copy):
+            return "retx" if again else "red" if copy else "sent"
         case Recover():
             return "fec"
         case Conceal():
@@ -146,7 +152,7 @@ def recovery_s(frames: list[tuple[float, str]], broke_at: float) -> float | None
 
 
 def dropouts(slots: list[str]) -> list[int]:
-    """Lengths (in slots) of the runs of slots not heard as sent, retransmitted or rebuilt."""
+    """Lengths (in slots) of the runs of slots not heard as sent, resent or rebuilt."""
     runs, run = [], 0
     for kind in slots:
         if kind in AUDIBLE:
@@ -160,7 +166,7 @@ def dropouts(slots: list[str]) -> list[int]:
     return runs
 
 
-def _config(data_dir: Path, link_port: int) -> Config:
+def _config(data_dir: Path, link_port: int, *, redundancy: bool = False) -> Config:
     return Config(
         web=WebConfig(host="127.0.0.1", port=0),
         relay=RelayConfig(
@@ -173,7 +179,7 @@ def _config(data_dir: Path, link_port: int) -> Config:
         ),
         data_dir=data_dir,
         admin_token=ADMIN,
-        zones=(ZoneSpec("p", "Tỉnh"), ZoneSpec("x", "Xã", parent="p")),
+        zones=(ZoneSpec("p", "Tỉnh"), ZoneSpec("x", "Xã", parent="p", redundancy=redundancy)),
         endpoints=(EndpointSpec("pole", "Loa", "x", token="tok-pole"),),
     )
 
@@ -186,10 +192,14 @@ async def _until(predicate: Callable[[], bool], timeout: float, what: str) -> No
         await asyncio.sleep(0.02)
 
 
-async def run_scenario(sc: Scenario, seconds: float, *, nack: bool = True) -> dict[str, Any]:
+async def run_scenario(sc: Scenario, seconds: float, *, mode: str = "nack") -> dict[str, Any]:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    nack, red = "nack" in mode, "red" in mode
     link = ImpairingLink(down=sc.down(), up=sc.up(), seed=15)
     with tempfile.TemporaryDirectory(prefix="loa-links-") as tmp:
-        server = TestServer(create_app(_config(Path(tmp), link.bind())), host="127.0.0.1")
+        config = _config(Path(tmp), link.bind(), redundancy=red)
+        server = TestServer(create_app(config), host="127.0.0.1")
         await server.start_server()
         node = server.app[NODE]
         link.start(("127.0.0.1", node.udp_port))
@@ -243,17 +253,16 @@ async def run_scenario(sc: Scenario, seconds: float, *, nack: bool = True) -> di
                 await server.close()
     slots = classify(heard.frames, start, end)
     runs = dropouts(slots)
-    kinds = ("sent", "retx", "fec", "concealed", "inserted", "silent")
-    counts = {k: slots.count(k) for k in kinds}
+    counts = {k: slots.count(k) for k in KINDS}
     n = max(1, len(slots))
     moved = sum(c.bytes - before[w][0] for w, c in link.counts.items())
     recovery = None if broke_at is None else recovery_s(heard.frames, broke_at)
     return {
         "scenario": sc.name,
-        "nack": nack,
+        "mode": mode,
         "slots": len(slots),
         **counts,
-        "heard_pct": round(100.0 * (counts["sent"] + counts["retx"] + counts["fec"]) / n, 2),
+        "heard_pct": round(100.0 * sum(counts[k] for k in AUDIBLE) / n, 2),
         "dropouts": len(runs),
         "longest_ms": max(runs, default=0) * 20,
         "recovery_s": recovery,
@@ -266,28 +275,28 @@ async def run_scenario(sc: Scenario, seconds: float, *, nack: bool = True) -> di
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| link | NACK | heard % | as sent | retransmitted | FEC | concealed | inserted "
-        "| silent | dropouts | longest | recovery | MB/pole/month |"
+        "| link | repair | heard % | as sent | retransmitted | redundancy | FEC | concealed "
+        "| inserted | silent | dropouts | longest | recovery | MB/pole/month |"
     )
-    lines = [head, "|" + "---|" * 13]
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         rec = "—" if r["recovery_s"] is None else f"{r['recovery_s']} s"
         lines.append(
-            f"| {r['scenario']} | {'on' if r['nack'] else 'off'} | {r['heard_pct']} "
-            f"| {r['sent']} | {r['retx']} | {r['fec']} | {r['concealed']} | {r['inserted']} "
-            f"| {r['silent']} "
+            f"| {r['scenario']} | {r['mode']} | {r['heard_pct']} "
+            f"| {r['sent']} | {r['retx']} | {r['red']} | {r['fec']} | {r['concealed']} "
+            f"| {r['inserted']} | {r['silent']} "
             f"| {r['dropouts']} | {r['longest_ms']} ms | {rec} | {r['mb_month']} |"
         )
     return "\n".join(lines)
 
 
-async def run(names: Sequence[str], seconds: float, compare: bool) -> list[dict[str, Any]]:
+async def run(names: Sequence[str], seconds: float, modes: Sequence[str]) -> list[dict[str, Any]]:
     rows = []
     for sc in SCENARIOS:
         if names and not any(sc.name.lower().startswith(n.lower()) for n in names):
             continue
-        for nack in (False, True) if compare else (True,):
-            rows.append(await asyncio.wait_for(run_scenario(sc, seconds, nack=nack), seconds + 60))
+        for mode in modes:
+            rows.append(await asyncio.wait_for(run_scenario(sc, seconds, mode=mode), seconds + 60))
             print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     return rows
 
@@ -296,9 +305,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.links", description=__doc__)
     parser.add_argument("--seconds", type=float, default=20.0, help="per scenario (20)")
     parser.add_argument("--only", nargs="*", default=[], help="scenarios whose name starts so")
-    parser.add_argument("--compare", action="store_true", help="each scenario without NACK too")
+    parser.add_argument(
+        "--modes", nargs="+", choices=MODES, default=["nack"], help="repairs to try (nack)"
+    )
+    parser.add_argument("--compare", action="store_true", help="every mode, for each scenario")
     args = parser.parse_args(argv)
-    rows = asyncio.run(run(args.only, args.seconds, args.compare))
+    rows = asyncio.run(run(args.only, args.seconds, MODES if args.compare else args.modes))
     print(table(rows))
     print(json.dumps(rows, ensure_ascii=False))
     return 0

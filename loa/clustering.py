@@ -343,11 +343,13 @@ class ClusterMember:
                 for job in self.jobs:
                     if job.once and job.name in started_once:
                         continue
-                    try:
-                        await job.start()
-                    except Exception:
-                        log.exception("[node=%s] leader job %s would not start", self.id,
-                                      job.name)  # fmt: skip
+                    try:  # never past the lease: a start waiting on a store cut off hangs
+                        async with asyncio.timeout_at(self.bus.lease.until):
+                            await job.start()
+                    except Exception as exc:
+                        log.error("[node=%s] leader job %s would not start: %r", self.id,
+                                  job.name, exc)  # fmt: skip
+                        await job.close()
                         continue
                     started_once.add(job.name)
                     names.append(job.name)
@@ -370,10 +372,11 @@ class ClusterMember:
             if self.bus.is_leader():
                 for job in ticking:
                     if job.tick is not None:
-                        try:
-                            await job.tick()
+                        try:  # bounded by the lease, so that losing it is noticed at once
+                            async with asyncio.timeout_at(self.bus.lease.until):
+                                await job.tick()
                         except Exception as exc:  # the store away: the next tick tries again
-                            log.warning("[node=%s] leader job %s: %s", self.id, job.name, exc)
+                            log.warning("[node=%s] leader job %s: %r", self.id, job.name, exc)
 
     # -- admission ---------------------------------------------------------------------
 
@@ -475,17 +478,25 @@ class ClusterMember:
         while True:
             await asyncio.sleep(INVENTORY_S)
             try:
-                zones = [(z.id, z.parent) for z in await self.store.zones.list()]
+                every = await self.store.zones.list()
                 endpoints = [(spec_of(e), e.token_hash) for e in await self.store.endpoints.list()]
             except LoaError as exc:
                 log.debug("[node=%s] cannot read the inventory: %s", self.id, exc)
                 continue
-            have_zones = {(z, self.node.zones.parent(z)) for z in self.node.zones}
+            zones = [(z.id, z.parent) for z in every]
+            audio = {z.id: z.audio for z in every}
+            tree = self.node.zones
+            have_zones = {(z, tree.parent(z)) for z in tree}
+            have_audio = {z: tree.own_audio(z) for z in tree}
             have = {e.id: (e.spec, e.token_hash) for e in self.node.poles()}
-            if set(zones) == have_zones and dict((s.id, (s, h)) for s, h in endpoints) == have:
+            if (
+                set(zones) == have_zones
+                and audio == have_audio
+                and dict((s.id, (s, h)) for s, h in endpoints) == have
+            ):
                 continue
             log.info("[node=%s] the inventory changed in the store: following it", self.id)
-            sync_inventory(self.node, zones, endpoints)
+            sync_inventory(self.node, zones, endpoints, audio)
 
     # -- broadcasts across nodes ----------------------------------------------------------
 
@@ -651,6 +662,9 @@ class ClusterMember:
         return {
             "node": self.id,
             "leader": self.bus.is_leader(),
+            "token": self.bus.token,  # the fencing token while leader, else null
+            "fence": self.bus.fence.highest,  # the highest token seen
+            "commands_refused": self.bus.stats.dropped_stale,  # fenced commands below it
             "nodes": sorted(self.live),
             "assignment": self.version[1],
             "communes": list(self.mine()),

@@ -38,6 +38,10 @@ DEFAULT_TZ = "Asia/Ho_Chi_Minh"
 # without one speaks in its parent's; the top of the tree in the North's.
 ZONE_VOICES = ("vi", "vi-vn-x-central", "vi-vn-x-south")
 DEFAULT_VOICE = "vi"
+# A zone's packet duration (ms of audio in one RTP packet: 1, 2 or 3 Opus frames of 20 ms)
+# and the bounds of its playout delay D (loa.relay.core.zones.ZoneAudio).
+FRAME_DURATIONS_MS = (20, 40, 60)
+ZONE_PLAYOUT_DELAY_MS = (40, 1000)
 _HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")  # a DNS name or IPv4, lower case
 _MOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
@@ -103,8 +107,16 @@ class OpusConfig(Section, frozen=True):
     packet_loss_pct: int = 10
     dtx: bool = False
     signal: str = "voice"
+    # The packet duration of a zone that sets none (and of its parents): Opus is encoded once
+    # in 20 ms frames; a zone at 40 or 60 ms gets them 2 or 3 to a packet.
+    frame_ms: int = 20
 
     def __post_init__(self) -> None:
+        if self.frame_ms not in FRAME_DURATIONS_MS:
+            raise ConfigError(
+                f"opus.frame_ms must be one of {', '.join(map(str, FRAME_DURATIONS_MS))}, "
+                f"got {self.frame_ms}"
+            )
         if not 6_000 <= self.bitrate_bps <= 510_000:
             raise ConfigError(f"opus.bitrate_bps must be 6000..510000, got {self.bitrate_bps}")
         if not 0 <= self.complexity <= 10:
@@ -138,9 +150,9 @@ class RelayConfig(Section, frozen=True):
     # RTCP sender reports (NTP ↔ RTP time, RFC 3550) to every receiving endpoint this often:
     # speakers get them on their RTP port (rtcp-mux), plain RTP receivers on port + 1.
     rtcp_interval_s: float = 5.0
-    # The playout delay D speakers are told in their welcome: how deep their jitter buffer
-    # may grow (jitter, and time to get a lost packet sent again). Issue 13 will make it per
-    # zone and play every frame at capture time + D; today it is the buffer's ceiling.
+    # The playout delay D speakers are told in their welcome, for zones that set none (a
+    # zone's ``playout_delay_ms``, 40..1000, wins): how deep their jitter buffer may grow
+    # (jitter, and time to get a lost packet sent again).
     playout_delay_ms: int = 300
     # Networks (addresses or CIDRs) that URL sources may reach although they are loopback,
     # link-local, unspecified or multicast (refused by default; loa.streamer.targets).
@@ -223,12 +235,28 @@ class ZoneSpec(Section, frozen=True):
     parent: str | None = None
     timezone: str = DEFAULT_TZ
     voice: str | None = None  # one of ZONE_VOICES; None: the parent's
+    # Packet settings (loa.relay.core.zones.ZoneAudio); None: the parent's, at the top
+    # opus.frame_ms, no redundancy and relay.playout_delay_ms.
+    frame_ms: int | None = None  # one of FRAME_DURATIONS_MS
+    redundancy: bool | None = None  # RFC 2198 redundant audio
+    playout_delay_ms: int | None = None  # ZONE_PLAYOUT_DELAY_MS
 
     def __post_init__(self) -> None:
         check_timezone(self.timezone, f"zone {self.id}")
         if self.voice is not None and self.voice not in ZONE_VOICES:
             raise ConfigError(
                 f"zone {self.id}: voice must be one of {', '.join(ZONE_VOICES)}, got {self.voice!r}"
+            )
+        if self.frame_ms is not None and self.frame_ms not in FRAME_DURATIONS_MS:
+            raise ConfigError(
+                f"zone {self.id}: frame_ms must be one of "
+                f"{', '.join(map(str, FRAME_DURATIONS_MS))}, got {self.frame_ms}"
+            )
+        low, high = ZONE_PLAYOUT_DELAY_MS
+        if self.playout_delay_ms is not None and not low <= self.playout_delay_ms <= high:
+            raise ConfigError(
+                f"zone {self.id}: playout_delay_ms must be {low}..{high}, "
+                f"got {self.playout_delay_ms}"
             )
 
 

@@ -57,6 +57,13 @@ class Conflict(LoaError):
     code = "conflict"
 
 
+class StaleLeader(Conflict):
+    """A leader's write carries a fencing token older than one the store has already seen:
+    another leader has written since (``token``, ``fence``)."""
+
+    code = "stale_leader"
+
+
 class InPast(Conflict):
     """A time that has passed where a future one is needed (``field`` names it)."""
 

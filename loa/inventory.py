@@ -5,9 +5,10 @@ API edit goes to the store first, then to the node."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from loa.config import EndpointSpec
-from loa.relay.core.zones import ZoneTree
+from loa.relay.core.zones import INHERIT, ZoneAudio, ZoneTree
 from loa.relay.node import Node
 from loa.store import Endpoint, Store
 
@@ -31,25 +32,30 @@ def spec_of(row: Endpoint) -> EndpointSpec:
 
 async def load_inventory(node: Node, store: Store) -> None:
     """Give the node exactly the store's zones and endpoints."""
-    zones = [(z.id, z.parent) for z in await store.zones.list()]
+    every = await store.zones.list()
+    zones = [(z.id, z.parent) for z in every]
     endpoints = [(spec_of(e), e.token_hash) for e in await store.endpoints.list()]
-    sync_inventory(node, zones, endpoints)
+    sync_inventory(node, zones, endpoints, {z.id: z.audio for z in every})
 
 
 def sync_inventory(
     node: Node,
     zones: list[tuple[str, str | None]],
     endpoints: list[tuple[EndpointSpec, str | None]],
+    audio: Mapping[str, ZoneAudio] | None = None,
 ) -> None:
     """Make the node's zones and endpoints exactly the store's (the store is authoritative
     after the first run; the config file only seeds an empty store). ``zones`` are in
-    parent-first order; ``endpoints`` are (spec, token hash)."""
+    parent-first order; ``endpoints`` are (spec, token hash); ``audio``: each zone's own
+    packet settings (a zone left out inherits everything; None: left as they are)."""
     wanted = {z for z, _ in zones}
     for zone_id, parent in zones:
         if zone_id not in node.zones:
             node.add_zone(zone_id, parent)
         elif node.zones.parent(zone_id) != parent:
             node.move_zone(zone_id, parent)
+        if audio is not None:
+            node.set_zone_audio(zone_id, audio.get(zone_id, INHERIT))
     by_id = {spec.id: (spec, token_hash) for spec, token_hash in endpoints}
     for ep in node.poles():
         if ep.id not in by_id:

@@ -148,8 +148,11 @@ class RedisServer(_Child):
 
     name = "redis"
 
-    def __init__(self, root: Path | None = None, binary: str | None = None) -> None:
+    def __init__(
+        self, root: Path | None = None, binary: str | None = None, *, also_on: Sequence[str] = ()
+    ) -> None:
         super().__init__(root)
+        self.also_on = tuple(also_on)  # more addresses to listen on (a test's bridge)
         path = binary or shutil.which("redis-server")
         if path is None:
             raise MissingDependency(
@@ -159,14 +162,20 @@ class RedisServer(_Child):
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_on("127.0.0.1")
+
+    def url_on(self, address: str) -> str:
+        """Its URL through ``address`` (127.0.0.1 or one of ``also_on``)."""
+        return f"redis://{address}:{self.port}/0"
 
     def start(self) -> RedisServer:
         if self.running:
             return self
-        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", *self.also_on]
         argv += ["--save", "", "--appendonly", "no", "--dir", str(self.root)]
         argv += ["--daemonize", "no", "--loglevel", "warning"]
+        if self.also_on:  # clients beyond loopback (a test's own bridge): no password here
+            argv += ["--protected-mode", "no"]
         self.proc = self._spawn(argv)
         _wait_until(self._pong, f"redis-server on port {self.port}", self.proc, self.log_path)
         return self
@@ -189,8 +198,14 @@ class PostgresServer(_Child):
     stop_signal = signal.SIGINT  # "fast" shutdown: roll back open transactions, then exit
     superuser = "loa"
 
-    def __init__(self, root: Path | None = None, bindir: Path | None = None) -> None:
+    def __init__(
+        self, root: Path | None = None, bindir: Path | None = None, *,
+        also_on: Sequence[str] = (), trust: Sequence[str] = (),
+    ) -> None:  # fmt: skip
+        """``also_on``: more addresses to listen on; ``trust``: the networks (CIDR) whose
+        clients may connect over TCP besides 127.0.0.1 (a test's bridge)."""
         super().__init__(root)
+        self.also_on, self.trust = tuple(also_on), tuple(trust)
         self.bindir = bindir or postgres_bindir()
         self.data = self.root / "data"
         self.user = _unprivileged_user() if os.geteuid() == 0 else None
@@ -199,10 +214,11 @@ class PostgresServer(_Child):
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
         self._initialised = False
 
-    def url(self, dbname: str = "postgres", *, tcp: bool = False) -> str:
-        """A libpq URL for ``dbname``: over the unix socket, or TCP when ``tcp``."""
-        if tcp:
-            return f"postgresql://{self.superuser}@127.0.0.1:{self.port}/{dbname}"
+    def url(self, dbname: str = "postgres", *, tcp: bool = False, address: str = "") -> str:
+        """A libpq URL for ``dbname``: over the unix socket, or TCP when ``tcp`` (through
+        ``address``, 127.0.0.1 or one of ``also_on``)."""
+        if tcp or address:
+            return f"postgresql://{self.superuser}@{address or '127.0.0.1'}:{self.port}/{dbname}"
         return f"postgresql://{self.superuser}@/{dbname}?host={self.root}&port={self.port}"
 
     def start(self) -> PostgresServer:
@@ -211,7 +227,8 @@ class PostgresServer(_Child):
         if not self._initialised:
             self._initdb()
         argv = [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port)]
-        argv += ["-k", str(self.root), "-c", "listen_addresses=127.0.0.1"]
+        listen = ",".join(("127.0.0.1", *self.also_on))
+        argv += ["-k", str(self.root), "-c", f"listen_addresses={listen}"]
         for setting in ("fsync=off", "synchronous_commit=off", "full_page_writes=off"):
             argv += ["-c", setting]
         argv += ["-c", "max_connections=200", "-c", "shared_buffers=32MB"]
@@ -226,6 +243,9 @@ class PostgresServer(_Child):
         done = subprocess.run(argv, capture_output=True, user=self.user, timeout=120, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {(done.stdout + done.stderr).decode()[-2000:]}")
+        if self.trust:
+            with (self.data / "pg_hba.conf").open("a", encoding="utf-8") as hba:
+                hba.writelines(f"host all all {network} trust\n" for network in self.trust)
         self._initialised = True
 
     def _ready(self) -> bool:

@@ -26,4 +26,4 @@ async def test_five_percent_loss_is_heard_whole() -> None:
     assert row["retx"] >= 3  # the seeded link lost packets, and they came back
     assert row["heard_pct"] >= 98.0, row
     assert row["longest_ms"] <= 40
-    assert "| 5 % loss | on |" in table([row])
+    assert "| 5 % loss | nack |" in table([row])

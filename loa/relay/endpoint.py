@@ -41,6 +41,9 @@ class Endpoint:
     heard_since: float | None = None
     idle_since: float | None = None
     reception: Reception | None = None  # its last RTCP receiver report about our stream
+    # Its zone sends RFC 2198 redundancy (the zone tree's effective setting, kept current
+    # by the node): RED packets go to it if it is a static RTP endpoint or takes RED.
+    redundancy: bool = False
 
     @property
     def id(self) -> str:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from loa.codecs import FRAME_S
+from loa.codecs import FRAME_S, OPUS_PAYLOAD_TYPE, RED_PAYLOAD_TYPE
 from loa.codecs.opus import OpusEncoder
 from loa.codecs.rtcp import is_rtcp
 from loa.config import Config, EndpointSpec
@@ -39,7 +39,7 @@ from loa.relay.core.control import (
 from loa.relay.core.control import Transport as TransportMode
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.core.reception import read_reception, sender_report
-from loa.relay.core.repair import PacketHistory
+from loa.relay.core.repair import PacketHistory, red_packet
 from loa.relay.core.rewriter import HEADER_SIZE, Rewriter
 from loa.relay.core.router import (
     BroadcastStarted,
@@ -66,7 +66,7 @@ from loa.relay.core.session import (
     SessionTable,
     Transport,
 )
-from loa.relay.core.zones import ZoneTree
+from loa.relay.core.zones import AudioSettings, ZoneAudio, ZoneTree
 from loa.relay.endpoint import Endpoint, Peer
 from loa.relay.metrics import Metrics
 from loa.relay.sendmmsg import Batch
@@ -84,7 +84,10 @@ class Node:
 
     def __init__(self, config: Config, *, on_log: Callable[[LogEntry], None] | None = None) -> None:
         self.config = config
-        self.zones = ZoneTree.build((z.id, z.parent) for z in config.zones)
+        defaults = AudioSettings(config.opus.frame_ms, False, config.relay.playout_delay_ms)
+        self.zones = ZoneTree.build(((z.id, z.parent) for z in config.zones), defaults)
+        for z in config.zones:
+            self.zones.set_audio(z.id, ZoneAudio(z.frame_ms, z.redundancy, z.playout_delay_ms))
         self.router = Router(self.zones)
         self.sessions = SessionTable(
             keepalive_s=config.relay.keepalive_s, session_timeout_s=config.relay.session_timeout_s
@@ -110,8 +113,11 @@ class Node:
         self._rtcp_timer: asyncio.TimerHandle | None = None
         # Endpoints owed an SR after their next frame of a broadcast, by broadcast key.
         self._sr_due: dict[int, set[str]] = {}
-        # Each broadcast's recent source packets, by broadcast key: what NACKs are served from.
+        # Each broadcast's recent source packets, by broadcast key: what NACKs are served from;
+        # its RED packets (RFC 2198) apart, so a NACKed one is resent as it went out.
         self._history: dict[int, PacketHistory] = {}
+        self._red_history: dict[int, PacketHistory] = {}
+        self._histories = {OPUS_PAYLOAD_TYPE: self._history, RED_PAYLOAD_TYPE: self._red_history}
         self._tasks: dict[str, asyncio.Task[State]] = {}
         self._keys = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
@@ -205,6 +211,7 @@ class Node:
             self._by_token[ep.token_hash] = spec.id
         self.endpoints[spec.id] = ep
         self._apply(self.router.handle(EndpointAttached(spec.id, spec.zone)), self._now())
+        ep.redundancy = self.zones.audio(spec.zone).redundancy
         return ep
 
     def remove_endpoint(self, endpoint_id: str) -> None:
@@ -248,7 +255,39 @@ class Node:
         self._apply(self.router.handle(ZoneAdded(zone_id, parent)), self._now())
 
     def move_zone(self, zone_id: str, parent: str | None) -> None:
+        delays = self._playout_delays()
         self._apply(self.router.handle(ZoneMoved(zone_id, parent)), self._now())
+        self._audio_changed(delays)
+
+    def set_zone_audio(self, zone_id: str, audio: ZoneAudio) -> None:
+        """A zone's own packet settings (None fields: its parent's), applied at once to every
+        endpoint below it. A speaker whose playout delay changes is asked to reconnect: its
+        welcome carries the delay."""
+        delays = self._playout_delays()
+        if self.zones.set_audio(zone_id, audio):
+            self._audio_changed(delays)
+
+    def _playout_delays(self) -> dict[str, int]:
+        """Each connected speaker's playout delay (what its welcome said)."""
+        audio = self.zones.audio
+        return {
+            ep.id: audio(ep.spec.zone).playout_delay_ms
+            for ep in self.endpoints.values()
+            if ep.peer is not None
+        }
+
+    def _audio_changed(self, delays: dict[str, int]) -> None:
+        """Zone settings changed: redundancy applies from the next frame (the packets say
+        their type); a changed playout delay needs a new welcome."""
+        audio = self.zones.audio
+        for each in self.endpoints.values():
+            each.redundancy = audio(each.spec.zone).redundancy
+        for ep_id, delay in delays.items():
+            ep = self.endpoints.get(ep_id)
+            if ep is None or ep.peer is None:
+                continue
+            if self.zones.audio(ep.spec.zone).playout_delay_ms != delay:
+                ep.peer.close(CLOSE_REPLACED, "zone playout delay changed; reconnect")
 
     def remove_zone(self, zone_id: str) -> None:
         self._apply(self.router.handle(ZoneRemoved(zone_id)), self._now())
@@ -320,7 +359,8 @@ class Node:
         ep.peer.send(self.playing_message(ep))
 
     # -- speaker sessions ---------------------------------------------------------------
-    def attach_speaker(self, ep: Endpoint, peer: Peer, now: float) -> Session:
+    def attach_speaker(self, ep: Endpoint, peer: Peer, now: float, *, red: bool = False) -> Session:
+        """``red``: the speaker takes RFC 2198 RED (its hello said so)."""
         session_id, key = secrets.token_bytes(8), secrets.token_bytes(32)
         session = self.sessions.open(
             ep.id,
@@ -331,6 +371,7 @@ class Node:
             initial_sequence=secrets.randbits(16),
             initial_timestamp=secrets.randbits(32),
         ).session
+        session.red = red
         if ep.peer is not None and ep.peer is not peer:
             ep.peer.close(CLOSE_REPLACED, "replaced by a newer connection")
         ep.peer, ep.session, ep.last_seen = peer, session, time.time()
@@ -401,7 +442,7 @@ class Node:
     def _retransmit(self, session: Session, lost: tuple[int, ...], now: float) -> None:
         """A speaker's NACK: resend what its repairer allows, to where its RTP goes."""
         self.metrics.nacks_received += 1
-        resent = session.repairer.on_nack(lost, session.rewriter, self._history, now)
+        resent = session.repairer.on_nack(lost, session.rewriter, self._histories, now)
         unserved = self.metrics.nack_unserved
         for reason, n in (
             ("unknown", resent.unknown),
@@ -582,6 +623,7 @@ class Node:
         self._frame_at.pop(bc.key, None)
         self._history.pop(bc.key, None)
         self._sr_due.pop(bc.key, None)
+        self._red_history.pop(bc.key, None)
         bc.ended.set()
         self.history.append(bc.log)
         del self.history[:-1000]
@@ -680,7 +722,10 @@ class Node:
 
         UDP destinations go out in one ``sendmmsg`` (``loa.relay.sendmmsg``): each message is
         the endpoint's header, packed in place, and the frame's shared payload. A full send
-        buffer drops the rest of the frame: it would be stale anyway."""
+        buffer drops the rest of the frame: it would be stale anyway. Endpoints whose zone
+        sends redundancy (RFC 2198; ``Endpoint.redundancy``: a static RTP endpoint, or a
+        speaker on UDP that takes RED) get the frame's RED packet, built once after the
+        others are sent, in a second batch; WebSocket speakers (TCP) and listeners never."""
         started = time.perf_counter()
         batch = self._batch
         endpoints = self.endpoints
@@ -690,6 +735,7 @@ class Node:
         if history is None:
             history = self._history[key] = PacketHistory()
         history.add(frame_index, packet)
+        red: list[tuple[Rewriter, tuple[str, int]]] = []
         if batch is not None:
             batch.begin(memoryview(packet)[HEADER_SIZE:])
             headers = batch.headers
@@ -700,6 +746,9 @@ class Node:
             if session is not None:
                 destination = session.destination  # set only while the session is on UDP
                 if destination is not None and batch is not None:
+                    if ep.redundancy and session.red:
+                        red.append((session.rewriter, destination))
+                        continue
                     offset = slot(destination)
                     if offset is not None:
                         session.rewriter.pack_header_into(headers, offset, packet, key, frame_index)
@@ -713,6 +762,9 @@ class Node:
                 ep.sink(ep.rewriter.rewrite(packet, key, frame_index))
                 sent += 1
             elif ep.address is not None and batch is not None and ep.rewriter is not None:
+                if ep.redundancy:
+                    red.append((ep.rewriter, ep.address))
+                    continue
                 offset = slot(ep.address)
                 if offset is not None:
                     ep.rewriter.pack_header_into(headers, offset, packet, key, frame_index)
@@ -722,6 +774,10 @@ class Node:
         if batch is not None:
             udp_sent, dropped = batch.flush()
             sent += udp_sent
+            if red:
+                udp_sent, red_dropped = self._deliver_red(batch, red, key, packet, frame_index)
+                sent += udp_sent
+                dropped += red_dropped
         self.metrics.packets_sent += sent
         self.metrics.udp_send_dropped += dropped
         self._frame_at[key] = started
@@ -733,6 +789,32 @@ class Node:
         if item_end:
             now = asyncio.get_running_loop().time()
             self._apply(self.router.handle(ItemBoundary(bc.id)), now)
+
+    def _deliver_red(
+        self,
+        batch: Batch,
+        targets: list[tuple[Rewriter, tuple[str, int]]],
+        key: int,
+        packet: bytes,
+        frame_index: int,
+    ) -> tuple[int, int]:
+        """The frame's RED packet (this frame, then the one before as redundancy) to
+        ``targets``, and into the broadcast's RED history; (sent, dropped)."""
+        previous = self._history[key].get(frame_index - 1)
+        red = red_packet(packet, previous)
+        history = self._red_history.get(key)
+        if history is None:
+            history = self._red_history[key] = PacketHistory()
+        history.add(frame_index, red)
+        batch.begin(memoryview(red)[HEADER_SIZE:])
+        headers, slot = batch.headers, batch.slot
+        for rewriter, destination in targets:
+            offset = slot(destination)
+            if offset is not None:
+                rewriter.pack_header_into(headers, offset, red, key, frame_index)
+            else:
+                batch.later(rewriter.header(red, key, frame_index), destination)
+        return batch.flush()
 
     @staticmethod
     def wall_to_loop(unix_time: float) -> float:

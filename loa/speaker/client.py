@@ -29,11 +29,17 @@ Decisions:
 - The UDP counter is one per process, so it keeps increasing across reconnects.
 - Audio is taken from UDP and from binary WebSocket messages alike; the server decides
   which it sends. UDP datagrams from any address but the server's are counted and ignored;
-  RTP with the wrong payload type or SSRC is counted as bad.
+  RTP with the wrong payload type or SSRC is counted as bad. The hello says we take RFC 2198
+  RED; RED packets (the welcome's ``red_payload_type``) are unwrapped before the jitter
+  buffer (``loa.speaker.redundancy``), a malformed one dropped and counted (``red_malformed``).
 - With UDP acked, keepalives go every ``keepalive_s``. One unanswered keepalive, or no
   audio for ``AUDIO_GAP_S`` while a broadcast is on air, and the path is re-punched at once
   with fresh hellos (a new NAT mapping rebinds the session); if none is acked within
-  ``REPUNCH_WITHIN_S``, audio moves to the WebSocket and UDP is probed again soon.
+  ``REPUNCH_WITHIN_S``, audio moves to the WebSocket and UDP is probed again soon
+  — unless the WebSocket does not answer a ping within ``PING_WITHIN_S`` either: then the
+  server is unreachable (dead without a reset, or cut off by a partition) and the speaker
+  drops the connection and tries the next server at once, instead of waiting for the
+  WebSocket's 30 s heartbeat.
 - The ``playing`` message's volume applies while that broadcast plays, the speaker's own
   volume (``volume`` command) otherwise; ``mute`` silences both. Status reports the volume
   being applied. The new volume applies at once, not at the first packet of the broadcast.
@@ -90,6 +96,7 @@ from loa.speaker.clock import Clock, ClockEstimator, HostClock, Method, Probe
 from loa.speaker.jitter import Conceal, JitterBuffer, Play, Recover, Stretch, Wait
 from loa.speaker.output import Output, apply_volume
 from loa.speaker.playout import CaptureTimes, Playout
+from loa.speaker.redundancy import receive
 from loa.speaker.reports import ReceptionStats
 
 log = logging.getLogger(__name__)
@@ -106,6 +113,8 @@ WATCH_TICK_S = 0.05
 REPUNCH_INTERVAL_S = 0.1
 REPUNCH_WITHIN_S = 0.6
 REPROBE_AFTER_FAILURE_S = 5.0
+PING_WITHIN_S = 1.5  # UDP failed: the WebSocket must answer a ping this soon, else next server
+WS_CLOSE_S = 1.0  # closing a WebSocket whose server is unreachable waits no longer
 # Clock probes (docs/DESIGN.md, "Synchronised playout")
 PROBE_BURST = 32
 PROBE_BURST_GAP_S = 0.02
@@ -142,7 +151,8 @@ class SpeakerRefused(LoaError, PermissionError):
 
 @dataclass(frozen=True, slots=True)
 class AudioMeta:
-    kind: str  # "normal", "retx" (played after a NACK), "fec", "plc" or "stretch"
+    # "normal", "retx" (played after a NACK), "red" (a redundant copy), "fec", "plc", "stretch"
+    kind: str
     broadcast: str | None
     volume: int
     muted: bool
@@ -164,6 +174,7 @@ class _Link:
         self.mode: str | None = None  # "udp" or "ws" once decided
         self.acked = asyncio.Event()
         self.proven = asyncio.Event()  # UDP worked once: clock probes may start
+        self.ponged = asyncio.Event()  # a pong to our ping (we answer the server's pings)
         self.last_ack = 0
         # control counter -> when sent (the speaker's clock): round trips and probes' t1
         self.sent_at: dict[int, float] = {}
@@ -259,6 +270,7 @@ class Speaker:
         self.udp_audio = self.ws_audio = self.decode_errors = self.frames_out = 0
         self.playout_resyncs = self.status_sent = self.rtcp_sent = self.redirects = 0
         self.nacks_sent = self.path_failures = self.repunches = self.probes = 0
+        self.red_malformed = self.red_filled = 0  # RED packets dropped; slots RED filled
         self._udp_audio_at = float("-inf")  # when RTP last came by UDP
         self.backoff_delays: list[float] = []
 
@@ -308,6 +320,7 @@ class Speaker:
             lost=jb.lost,
             recovered=jb.recovered,
             retransmitted=jb.retransmitted,
+            redundant=jb.redundant,
             concealed=jb.concealed,
             nacked=jb.nacked,
             stretched=jb.stretched,
@@ -421,8 +434,11 @@ class Speaker:
             log.debug("%s: %s (again)", self.url, problem)
 
     async def _session(self, http: aiohttp.ClientSession) -> None:
-        async with http.ws_connect(f"{self.url}/api/v1/speaker", heartbeat=30.0) as ws:
-            await ws.send_str(self.channel.hello(self._lost))
+        async with http.ws_connect(
+            f"{self.url}/api/v1/speaker", heartbeat=30.0, autoping=False,
+            timeout=aiohttp.ClientWSTimeout(ws_close=WS_CLOSE_S),
+        ) as ws:  # fmt: skip
+            await ws.send_str(self.channel.hello(self._lost, red=True))
             welcome = await self._read_welcome(ws)
             server = await self._resolve(welcome)
             link = _Link(ws, welcome, server)
@@ -505,6 +521,11 @@ class Speaker:
             elif msg.type is aiohttp.WSMsgType.TEXT:
                 for event in self.channel.on_text(msg.data):
                     self._on_event(event)
+            elif msg.type is aiohttp.WSMsgType.PING:
+                with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+                    await link.ws.pong(msg.data)
+            elif msg.type is aiohttp.WSMsgType.PONG:
+                link.ponged.set()
 
     def _on_event(self, event: Any) -> None:
         match event:
@@ -566,6 +587,11 @@ class Speaker:
                 self.path_failures += 1
                 log.warning("[ep=%s] UDP path failing (%s): re-punching", self.endpoint, why)
                 proven = await self._probe(link, REPUNCH_INTERVAL_S, REPUNCH_WITHIN_S)
+                if not proven and not await self._answers(link):
+                    log.warning("[ep=%s] the server answers neither UDP nor the WebSocket: "
+                                "next server", self.endpoint)  # fmt: skip
+                    await link.ws.close()  # the reader ends; the connect loop moves on
+                    return
                 self.repunches += proven
                 reprobe = min(REPROBE_AFTER_FAILURE_S, self.udp_reprobe_s)
                 continue
@@ -573,6 +599,19 @@ class Speaker:
             await asyncio.sleep(reprobe)
             proven = await self._probe(link, HELLO_INTERVAL_S, self.ws_fallback_after_s)
             reprobe = min(2 * reprobe, self.udp_reprobe_s)
+
+    async def _answers(self, link: _Link) -> bool:
+        """Does the server answer a WebSocket ping within ``PING_WITHIN_S``?"""
+        link.ponged.clear()
+        try:
+            await link.ws.ping()
+        except (aiohttp.ClientError, ConnectionError):
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PING_WITHIN_S):
+                await link.ponged.wait()
+            return True
+        return False
 
     async def _use(self, link: _Link, mode: str) -> None:
         if link.mode == mode:
@@ -720,13 +759,24 @@ class Speaker:
             self.bad_packets += 1
             return
         w = link.welcome
-        if packet.payload_type != w.payload_type or packet.ssrc != w.ssrc or not packet.payload:
+        pt = packet.payload_type
+        if (
+            (pt != w.payload_type and pt != w.red_payload_type)
+            or packet.ssrc != w.ssrc
+            or not packet.payload
+        ):
             self.bad_packets += 1
             return
         now = self.clock.now()
         if packet.marker:  # a new segment: its capture times come from its own SR
             self.captures.segment(packet.timestamp)
-        self.jitter.push(packet.sequence, packet.timestamp, packet.payload, now, packet.marker)
+        got = receive(
+            self.jitter, packet, now, opus_type=w.payload_type, red_type=w.red_payload_type
+        )
+        if not got.ok:
+            self.red_malformed += 1
+            return
+        self.red_filled += got.filled
         self.reports.on_rtp(packet.sequence, packet.timestamp, now)
         self._send_nacks(now)
 
@@ -781,8 +831,9 @@ class Speaker:
         ts = self._next_ts
         try:
             match item:
-                case Play(payload=payload, retransmitted=again, timestamp=ts):
-                    pcm, kind = decoder.decode(payload), "retx" if again else "normal"
+                case Play(payload=payload, retransmitted=again, redundant=copy, timestamp=ts):
+                    pcm = decoder.decode(payload)
+                    kind = "retx" if again else "red" if copy else "normal"
                 case Recover(next_payload=payload):
                     pcm, kind = decoder.decode_fec(payload), "fec"
                 case Conceal() | Wait():

@@ -22,8 +22,14 @@ Policy, in the words the counters use:
   its first missing number, while its retransmissions may still come (NACKed within two
   round trips and 100 ms); a gap left by a dead path is skipped as before.
   A NACKed packet that arrives in time is played and counted in ``retransmitted`` (a subset
-  of ``played``: played as sent = ``played - retransmitted``); its arrival does not feed the
-  jitter estimate (it is late by design). The gap before a new segment is not asked for.
+  of ``played``: played as sent = ``played - retransmitted - redundant``); its arrival does
+  not feed the jitter estimate (it is late by design). The gap before a new segment is not
+  asked for.
+- **Redundancy (RFC 2198).** ``fill`` takes a redundant copy of an older packet (a RED
+  block, unwrapped by the receive path after its packet's ``push``): it takes the slot if
+  that is still missing and can still be played, so a gap it fills is never NACKed; played,
+  it counts in ``redundant`` (a subset of ``played``). A copy of a packet already held,
+  played or past its slot is ignored.
 - **Underrun.** A slot that finds the buffer empty does not consume a sequence number: the
   stream has paused (nothing on air) or stalled, and ``pop`` answers ``Wait`` until the buffer
   is refilled to the target. This is how the depth grows when the jitter grows, and why an
@@ -40,9 +46,10 @@ Policy, in the words the counters use:
 - ``flush`` (the ``stop`` command) drops everything buffered; for 0.3 s after, packets
   without the marker bit are taken for the flushed audio still in flight and ``dropped``.
 
-Invariants the tests check: ``received == played + late + dropped + len(buffer)`` and
+Invariants the tests check: ``received + filled == played + late + dropped + len(buffer)``
+(``filled``: redundant copies taken) and
 ``played + recovered + concealed`` equals the slots that produced audio;
-``retransmitted <= played``.
+``retransmitted + redundant <= played``.
 """
 
 from __future__ import annotations
@@ -78,6 +85,7 @@ class Play:
     payload: bytes
     marker: bool = False
     retransmitted: bool = False  # it came after a NACK asked for it
+    redundant: bool = False  # a redundant copy (RFC 2198) carried by a later packet
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +126,7 @@ class JitterStats:
     received: int
     played: int
     retransmitted: int
+    redundant: int
     lost: int
     recovered: int
     concealed: int
@@ -140,6 +149,7 @@ class _Entry:
     payload: bytes
     marker: bool
     nacked: bool = False
+    redundant: bool = False
 
 
 class JitterBuffer:
@@ -163,6 +173,7 @@ class JitterBuffer:
         self.synced = False
         self.received = self.played = self.lost = self.recovered = self.concealed = 0
         self.retransmitted = self.nacked = 0
+        self.redundant = self.filled = 0  # redundant copies played / taken into the buffer
         self._nacks: list[tuple[int, float]] = []  # (extended seq, gap seen at), not yet asked
         self.late = self.duplicates = self.dropped = self.strays = 0
         self.underruns = self.restarts = 0
@@ -247,7 +258,8 @@ class JitterBuffer:
 
     def stats(self) -> JitterStats:
         return JitterStats(
-            self.received, self.played, self.retransmitted, self.lost, self.recovered,
+            self.received, self.played, self.retransmitted, self.redundant, self.lost,
+            self.recovered,
             self.concealed, self.nacked, self.late, self.duplicates, self.dropped, self.strays,
             self.underruns, self.restarts, self.stretched, round(self.jitter_ms, 2),
             self.buffer_ms, self.target_ms,
@@ -322,6 +334,23 @@ class JitterBuffer:
                 self._fill_since = now
             self._ask(ext, now)
             self._bound(ext)
+
+    def fill(self, seq: int, timestamp: int, payload: bytes, now: float) -> bool:
+        """A redundant copy of packet ``seq`` (an RFC 2198 block of a packet just pushed):
+        it takes the slot if the slot is still missing, behind the newest packet and not
+        yet played; True if it did."""
+        if self._next is None or self._highest is None or now < self._stale_until:
+            return False
+        ext = self._next + seq_diff(seq, self._next & 0xFFFF)
+        if ext >= self._highest or ext in self._buf or ext in self._recent:
+            return False
+        resyncing = self._resync and not self._playing
+        floor = self._next - MAX_SPAN_FRAMES if resyncing else self._next
+        if ext < floor or (self._floor is not None and ext < self._floor):
+            return False
+        self._buf[ext] = _Entry(timestamp, payload, False, redundant=True)
+        self.filled += 1
+        return True
 
     def _ask(self, ext: int, now: float) -> None:
         """Queue NACKs for the numbers a packet beyond the highest one seen skipped over."""
@@ -431,7 +460,15 @@ class JitterBuffer:
             self._remember((seq,))
             self.played += 1
             self.retransmitted += entry.nacked
-            return Play(seq & 0xFFFF, entry.timestamp, entry.payload, entry.marker, entry.nacked)
+            self.redundant += entry.redundant
+            return Play(
+                seq & 0xFFFF,
+                entry.timestamp,
+                entry.payload,
+                entry.marker,
+                entry.nacked,
+                entry.redundant,
+            )
         self.lost += 1
         following = self._buf.get(self._next)
         if following is not None and _has_fec(following.payload):

@@ -1,5 +1,14 @@
 """The schedules ("lịch phát"): rows of the ``schedules`` table as ``loa.schedule.Schedule``,
-whether each is enabled, and the scheduler's last run (``scheduler_state``).
+whether each is enabled, the scheduler's last run (``scheduler_state``) and its runs
+(``schedule_runs``).
+
+Runs are claimed once: ``claim_run`` inserts the row of a (schedule, occurrence) in the same
+transaction that checks it is not there, so a run whose ``last_run`` was never saved (the
+leader died between starting it and saving) is not started twice. In a cluster every
+scheduler write carries the leader's fencing token: the store keeps the highest it has seen
+(``fences``) and refuses an older one with ``StaleLeader``, checked in the same transaction
+as the write, so a deposed or partitioned leader's late claim or ``last_run`` changes
+nothing. A write without a token (a single node) is not fenced.
 
 A row's ``timezone`` may be NULL (rows written before V5): it then reads as its origin zone's
 time zone, else ``Asia/Ho_Chi_Minh``. Rows are validated on the way in, so a row that no longer
@@ -12,8 +21,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from loa.errors import BadRequest, Conflict, LoaError, NotFound
+from loa.errors import BadRequest, Conflict, LoaError, NotFound, StaleLeader
 from loa.schedule import DEFAULT_TZ, Schedule
+from loa.schedule.scheduler import MAX_GRACE_S
 from loa.store.db import Conn, Database, Row
 
 log = logging.getLogger(__name__)
@@ -132,7 +142,72 @@ def _remove(conn: Conn, schedule_id: str) -> ScheduleRow:
     return row
 
 
-def _set_last_run(conn: Conn, at: float) -> None:
+FENCE = "scheduler"  # the fences row of the scheduler's writes
+KEEP_RUNS_S = 2 * MAX_GRACE_S  # older runs can no longer be due again: pruned
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRun:
+    """A claimed run: the occurrence ``at`` of ``schedule``, started as ``broadcast`` by the
+    leader holding ``token`` on ``node`` (both None on a single node)."""
+
+    schedule: str
+    at: float
+    broadcast: str
+    token: int | None
+    node: str | None
+    claimed_at: float
+
+
+def _fence(conn: Conn, token: int | None) -> None:
+    """Refuse a write whose token is below the highest seen; raise the highest to it."""
+    if token is None:
+        return
+    r = conn.execute("SELECT token FROM fences WHERE name = ?", (FENCE,)).fetchone()
+    if r is not None and int(r[0]) > token:
+        raise StaleLeader(
+            f"fencing token {token} is older than {r[0]}: another leader has written since",
+            token=token, fence=int(r[0]),
+        )  # fmt: skip
+    conn.execute(
+        "INSERT INTO fences (name, token) VALUES (?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET token = excluded.token",
+        (FENCE, token),
+    )
+
+
+def _run(conn: Conn, schedule_id: str, at: float) -> ScheduleRun | None:
+    r = conn.execute(
+        "SELECT schedule, at, broadcast, token, node, claimed_at FROM schedule_runs"
+        " WHERE schedule = ? AND at = ?",
+        (schedule_id, at),
+    ).fetchone()
+    return None if r is None else ScheduleRun(*r)
+
+
+def _claim(conn: Conn, run: ScheduleRun, prior: str | None) -> tuple[bool, ScheduleRun]:
+    _fence(conn, run.token)
+    found = _run(conn, run.schedule, run.at)
+    if found is not None and (prior is None or found.broadcast != prior):
+        return False, found
+    if found is None:
+        conn.execute(
+            "INSERT INTO schedule_runs (schedule, at, broadcast, token, node, claimed_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (run.schedule, run.at, run.broadcast, run.token, run.node, run.claimed_at),
+        )
+    else:  # taking over a claim whose run never started (``prior``)
+        conn.execute(
+            "UPDATE schedule_runs SET broadcast = ?, token = ?, node = ?, claimed_at = ?"
+            " WHERE schedule = ? AND at = ?",
+            (run.broadcast, run.token, run.node, run.claimed_at, run.schedule, run.at),
+        )
+    return True, run
+
+
+def _set_last_run(conn: Conn, at: float, token: int | None) -> None:
+    _fence(conn, token)
+    conn.execute("DELETE FROM schedule_runs WHERE at < ?", (at - KEEP_RUNS_S,))
     # never backwards: a clock that went back must not replay what already fired
     conn.execute(
         "INSERT INTO scheduler_state (id, last_run) VALUES (1, ?) "
@@ -173,7 +248,23 @@ class Schedules:
         )
         return None if r is None else float(r[0])
 
-    async def set_last_run(self, at: float) -> None:
+    async def set_last_run(self, at: float, *, token: int | None = None) -> None:
+        """Save the scheduler's last ``due`` time (never backwards); ``StaleLeader`` when
+        ``token`` is older than a token that wrote before."""
         if not isinstance(at, int | float) or isinstance(at, bool) or at != at:
             raise BadRequest(f"last_run must be a Unix time, got {at!r}")
-        await self._db.write(_set_last_run, float(at))
+        await self._db.write(_set_last_run, float(at), token)
+
+    async def claim_run(
+        self, schedule_id: str, at: float, broadcast: str, *, token: int | None = None,
+        node: str | None = None, prior: str | None = None,
+    ) -> tuple[bool, ScheduleRun]:  # fmt: skip
+        """Claim the run of ``schedule_id``'s occurrence ``at`` as ``broadcast``: (True, it)
+        when this call claimed it, (False, the claim found) when it was claimed before —
+        unless that claim's broadcast is ``prior``, a run that never started, which this
+        call takes over. ``StaleLeader`` when ``token`` is older than one seen before."""
+        run = ScheduleRun(schedule_id, float(at), broadcast, token, node, self._db.clock())
+        return await self._db.write(_claim, run, prior)
+
+    async def run(self, schedule_id: str, at: float) -> ScheduleRun | None:
+        return await self._db.run(_run, schedule_id, float(at))

@@ -411,6 +411,35 @@ V_ONAIR_NODE = """
 ALTER TABLE onair ADD COLUMN node TEXT;
 """
 
+# Per-zone packet settings (loa.relay.core.zones.ZoneAudio), each NULL: the parent's.
+# ``redundancy`` is 0/1 (SQLite has no boolean; PostgreSQL gets the same integers).
+V_ZONE_AUDIO = """
+ALTER TABLE zones ADD COLUMN frame_ms INTEGER CHECK (frame_ms IN (20, 40, 60));
+ALTER TABLE zones ADD COLUMN redundancy INTEGER CHECK (redundancy IN (0, 1));
+ALTER TABLE zones ADD COLUMN playout_delay_ms INTEGER
+    CHECK (playout_delay_ms BETWEEN 40 AND 1000);
+"""
+
+# Cluster: each scheduled run is claimed once, keyed by its schedule and occurrence, with the
+# claiming leader's fencing token; ``fences`` holds the highest token that wrote the
+# scheduler's state, so a deposed leader's late claim or ``last_run`` is refused.
+V_SCHEDULE_RUNS = """
+CREATE TABLE schedule_runs (
+    schedule   TEXT NOT NULL,
+    at         REAL NOT NULL,
+    broadcast  TEXT NOT NULL,
+    token      INTEGER,
+    node       TEXT,
+    claimed_at REAL NOT NULL,
+    PRIMARY KEY (schedule, at)
+);
+CREATE INDEX schedule_runs_at ON schedule_runs(at);
+CREATE TABLE fences (
+    name  TEXT PRIMARY KEY,
+    token INTEGER NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     V1,
     V2,
@@ -425,4 +454,6 @@ MIGRATIONS: tuple[str, ...] = (
     V_BULLETIN_AT,
     V_VOICES,
     V_ONAIR_NODE,
+    V_ZONE_AUDIO,
+    V_SCHEDULE_RUNS,
 )

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 
 from loa.config import Config
+from loa.relay.core.zones import ZoneAudio
 from loa.store.accounts import Users
 from loa.store.audit import Audit
 from loa.store.bulletins import Bulletins
@@ -165,8 +166,10 @@ def _seed(conn: Conn, config: Config, now: float) -> bool:
         spec = specs[zone.id]
         check_id("zone", spec.id)
         check_timezone(spec.timezone)
+        audio = ZoneAudio.checked(spec.frame_ms, spec.redundancy, spec.playout_delay_ms)
+        name = spec.name.strip()
         insert_zone(
-            conn, spec.id, spec.name.strip(), spec.parent, spec.timezone, ("vi",), now, spec.voice
+            conn, spec.id, name, spec.parent, spec.timezone, ("vi",), now, spec.voice, audio
         )
     for e in config.endpoints:
         check_id("endpoint", e.id)

@@ -14,11 +14,12 @@ from typing import Any
 
 from loa.config import DEFAULT_VOICE, ZONE_VOICES
 from loa.errors import BadRequest, Conflict, NotFound
-from loa.relay.core.zones import ZoneTree
+from loa.relay.core.zones import INHERIT, ZoneAudio, ZoneTree
 from loa.store.db import Conn, Database, Row, check_id
 
 DEFAULT_TZ = "Asia/Ho_Chi_Minh"
 KEEP: Any = object()  # ``update``'s "leave the voice as it is" (None means inherit)
+AUDIO_FIELDS = ("frame_ms", "redundancy", "playout_delay_ms")  # ZoneAudio's, as columns
 _SUBTREE = """
 WITH RECURSIVE sub(id) AS (
     SELECT id FROM zones WHERE id = ?
@@ -36,9 +37,11 @@ class Zone:
     languages: tuple[str, ...]
     created_at: float
     voice: str | None = None  # one of ZONE_VOICES; None: the parent's
+    audio: ZoneAudio = INHERIT  # its own packet settings; None fields: the parent's
 
     @classmethod
     def from_row(cls, row: Row) -> Zone:
+        redundancy = row["redundancy"]
         return cls(
             id=row["id"],
             name=row["name"],
@@ -47,6 +50,11 @@ class Zone:
             languages=tuple(json.loads(row["languages"])),
             created_at=row["created_at"],
             voice=row["voice"],
+            audio=ZoneAudio(
+                row["frame_ms"],
+                None if redundancy is None else bool(redundancy),
+                row["playout_delay_ms"],
+            ),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -57,6 +65,7 @@ class Zone:
             "timezone": self.timezone,
             "languages": list(self.languages),
             "voice": self.voice,
+            **self.audio.as_json(),
         }
 
 
@@ -166,15 +175,27 @@ def insert_zone(
     languages: Sequence[str],
     now: float,
     voice: str | None = None,
+    audio: ZoneAudio = INHERIT,
 ) -> Zone:
     if conn.execute("SELECT 1 FROM zones WHERE id = ?", (zone_id,)).fetchone():
         raise Conflict(f"zone {zone_id!r} already exists", zone=zone_id)
     if parent is not None:
         get_zone(conn, parent, "parent zone")
     conn.execute(
-        "INSERT INTO zones (id, name, parent, timezone, languages, created_at, voice)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (zone_id, name, parent, timezone, json.dumps(list(languages)), now, voice),
+        "INSERT INTO zones (id, name, parent, timezone, languages, created_at, voice,"
+        " frame_ms, redundancy, playout_delay_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            zone_id,
+            name,
+            parent,
+            timezone,
+            json.dumps(list(languages)),
+            now,
+            voice,
+            audio.frame_ms,
+            audio.redundancy,
+            audio.playout_delay_ms,
+        ),
     )
     return get_zone(conn, zone_id)
 
@@ -266,16 +287,23 @@ class Zones:
         timezone: str = DEFAULT_TZ,
         languages: Sequence[str] = ("vi",),
         voice: str | None = None,
+        frame_ms: int | None = None,
+        redundancy: bool | None = None,
+        playout_delay_ms: int | None = None,
     ) -> Zone:
+        """A zone; ``voice`` and the packet settings None: the parent's."""
         zone_id = check_id("zone", zone_id)
         voice = check_voice(voice)
+        audio = ZoneAudio.checked(frame_ms, redundancy, playout_delay_ms)
         name = check_name("zone", name)
         if parent is not None:
             check_id("parent zone", parent)
         langs = check_languages(languages)
         now = self._db.clock()
         tz = await self._db.run(lambda _c: check_timezone(timezone))  # reads tzdata files
-        return await self._db.write(insert_zone, zone_id, name, parent, tz, langs, now, voice)
+        return await self._db.write(
+            insert_zone, zone_id, name, parent, tz, langs, now, voice, audio
+        )
 
     async def get(self, zone_id: str) -> Zone:
         return await self._db.run(get_zone, zone_id)
@@ -291,11 +319,18 @@ class Zones:
         timezone: str | None = None,
         languages: Sequence[str] | None = None,
         voice: object = KEEP,
+        frame_ms: object = KEEP,
+        redundancy: object = KEEP,
+        playout_delay_ms: object = KEEP,
     ) -> Zone:
-        """Only what is given changes; ``voice=None`` makes the zone inherit its parent's."""
+        """Only what is given changes; ``voice=None`` (or a packet setting None) makes the
+        zone inherit its parent's."""
         changes: dict[str, Any] = {}
         if voice is not KEEP:
             changes["voice"] = check_voice(voice)
+        given = dict(zip(AUDIO_FIELDS, (frame_ms, redundancy, playout_delay_ms), strict=True))
+        checked = ZoneAudio.checked(*(None if v is KEEP else v for v in given.values()))
+        changes.update({k: getattr(checked, k) for k, v in given.items() if v is not KEEP})
         if name is not None:
             changes["name"] = check_name("zone", name)
         if timezone is not None:

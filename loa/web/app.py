@@ -203,6 +203,8 @@ def create_app(config: Config) -> web.Application:
     if config.cluster is not None:
         app[CLUSTER] = member = ClusterMember(config.cluster, node, store)
         member.adopt = onair.adopt  # the leader restarts what a gone node had on air
+        # every run claimed and last_run saved with the leader's token: fenced in the store
+        schedules.fence, schedules.node_id = (lambda: member.bus.token), member.id
         # Only the leader runs the scheduler (rereading the schedules every 2 s: an edit
         # may come through another node's API); it resumes stored bulletins and repeats the
         # first time it leads. See DESIGN "Cluster protocol".

@@ -15,6 +15,7 @@ from collections import deque
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from loa.clustering import ClusterMember
+from loa.codecs import RED_PAYLOAD_TYPE
 from loa.relay.core.channel import (
     Authenticate,
     Close,
@@ -117,7 +118,8 @@ def welcome(request: web.Request, node: Node, ep: Endpoint, session: Session) ->
         volume=ep.volume,
         muted=ep.muted,
         servers=member.servers(ep.id) if member is not None else (),
-        playout_delay_ms=relay.playout_delay_ms,
+        playout_delay_ms=node.zones.audio(ep.spec.zone).playout_delay_ms,
+        red_payload_type=RED_PAYLOAD_TYPE if session.red else None,
         clock_probes=True,
     )
 
@@ -186,7 +188,7 @@ async def speaker_handler(request: web.Request) -> web.WebSocketResponse:
     peer.endpoint = ep.id
     peers = request.config_dict[SPEAKERS]
     peers.add(peer)
-    session = node.attach_speaker(ep, peer, loop.time())
+    session = node.attach_speaker(ep, peer, loop.time(), red=hello.red)
     peer.queue(channel.accept(welcome(request, node, ep, session)))
     peer.send(node.playing_message(ep))
     writer = asyncio.create_task(peer.writer(), name=f"loa-ws-{ep.id}")

@@ -4,6 +4,7 @@ fixtures), their config files, and what the tests ask them."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from loa.localservers import free_port as free_tcp_port
+from tests.cluster.netns import Bridge, Member
 from tests.conftest import ADMIN, AUTH
 from tests.relay.relayfix import free_port
 
@@ -27,16 +29,16 @@ def tokens(communes: int, per_commune: int) -> list[tuple[str, str]]:
 def cluster_toml(
     *, node: str, port: int, udp_port: int, data: Path, redis_url: str, store_url: str,
     communes: int, per_commune: int, capacity: int = 1000, rtp: dict[str, str] | None = None,
-    admit_per_s: int | None = None,
+    admit_per_s: int | None = None, host: str = "127.0.0.1",
 ) -> str:  # fmt: skip
     lines = [
         f'data_dir = "{data}"',
         f'admin_token = "{ADMIN}"',
         "[web]",
-        'host = "127.0.0.1"',
+        f'host = "{host}"',
         f"port = {port}",
         "[relay]",
-        'udp_host = "127.0.0.1"',
+        f'udp_host = "{host}"',
         f"udp_port = {udp_port}",
         "keepalive_s = 1.0",
         "session_timeout_s = 3.0",
@@ -46,7 +48,7 @@ def cluster_toml(
         "[cluster]",
         f'redis_url = "{redis_url}"',
         f'node_id = "{node}"',
-        f'public_url = "http://127.0.0.1:{port}"',
+        f'public_url = "http://{host}:{port}"',
         f"capacity = {capacity}",
         *([f"admit_per_s = {admit_per_s}"] if admit_per_s is not None else []),
         "[[zones]]",
@@ -75,15 +77,18 @@ class ServeNode:
     log: Path
     proc: asyncio.subprocess.Process | None = None
     started: list[float] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    netns: Member | None = None  # runs in this network namespace (tests/cluster/netns.py)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:
+        prefix = self.netns.exec_prefix() if self.netns is not None else ()
         with self.log.open("ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "loa", "serve", "--config", str(self.config),
+                *prefix, sys.executable, "-m", "loa", "serve", "--config", str(self.config),
                 stdout=out, stderr=out,
             )  # fmt: skip
         self.started.append(time.monotonic())
@@ -112,6 +117,19 @@ class ServeNode:
         except (aiohttp.ClientError, OSError):
             return None
 
+    async def health_inside(self) -> dict[str, Any] | None:
+        """/healthz asked from inside the node's network namespace: it answers there while
+        its link is cut."""
+        assert self.netns is not None
+        ask = (f"import urllib.request; print(urllib.request.urlopen("
+               f"{self.url + '/healthz'!r}, timeout=2).read().decode())")  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            *self.netns.exec_prefix(), sys.executable, "-c", ask,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        out, _ = await proc.communicate()
+        return dict(json.loads(out)) if proc.returncode == 0 else None
+
     async def api(
         self, http: aiohttp.ClientSession, method: str, path: str, body: Any = None
     ) -> Any:
@@ -132,19 +150,24 @@ class ServeNode:
 def make_nodes(
     tmp_path: Path, names: tuple[str, ...], *, redis_url: str, store_url: str,
     communes: int, per_commune: int, rtp: dict[str, str] | None = None,
-    admit_per_s: int | None = None,
+    admit_per_s: int | None = None, bridge: Bridge | None = None,
 ) -> list[ServeNode]:  # fmt: skip
+    """Config files for ``names``; with ``bridge``, each node in a network namespace of its
+    own on that bridge (a port free here is free there: the namespace is new)."""
     nodes = []
     for name in names:
         port, udp_port = free_tcp_port(), free_port()  # HTTP on TCP, RTP on UDP
+        member = bridge.add(name) if bridge is not None else None
+        host = member.address if member is not None else "127.0.0.1"
         config = tmp_path / f"{name}.toml"
         config.write_text(
             cluster_toml(node=name, port=port, udp_port=udp_port, data=tmp_path / name,
                          redis_url=redis_url, store_url=store_url, communes=communes,
-                         per_commune=per_commune, rtp=rtp, admit_per_s=admit_per_s),
+                         per_commune=per_commune, rtp=rtp, admit_per_s=admit_per_s, host=host),
             encoding="utf-8",
         )  # fmt: skip
-        nodes.append(ServeNode(name, port, udp_port, config, tmp_path / f"{name}.log"))
+        nodes.append(ServeNode(name, port, udp_port, config, tmp_path / f"{name}.log",
+                               host=host, netns=member))  # fmt: skip
     return nodes
 
 

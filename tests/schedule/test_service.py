@@ -1,10 +1,13 @@
 """ScheduleService on a real node and store, on the real clock: a rule that fires in a second
 or two starts its broadcast, which is logged; a restart inside the grace window catches up; a
-schedule that cannot start is audited and skipped while the others play."""
+schedule that cannot start is audited and skipped while the others play; and in a cluster a
+run happens exactly once across leaders (claimed in the store, fenced by the token), on
+SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from loa.errors import StaleLeader
 from loa.inventory import load_inventory
-from loa.relay.broadcast import LogEntry
+from loa.relay.broadcast import Broadcast, LogEntry
 from loa.relay.node import Node
 from loa.schedule import Schedule
 from loa.schedule.service import CREATED_BY, ScheduleService
@@ -43,7 +47,7 @@ class Relay:
     node: Node
     store: Store
     writer: asyncio.Task[None]
-    queue: asyncio.Queue[LogEntry]
+    queue: asyncio.Queue[LogEntry | Broadcast]
 
 
 @pytest.fixture
@@ -54,7 +58,7 @@ async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
     await store.seed_from_config(config)
     node = Node(config)
     await load_inventory(node, store)
-    queue: asyncio.Queue[LogEntry] = asyncio.Queue()
+    queue: asyncio.Queue[LogEntry | Broadcast] = asyncio.Queue()
     node.on_log = queue.put_nowait
     await node.start()
     writer = asyncio.create_task(write_log(store, queue))
@@ -66,12 +70,17 @@ async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
     await store.close()
 
 
-async def write_log(store: Store, queue: asyncio.Queue[LogEntry]) -> None:
-    """The app's log writer, reduced to what these tests read back."""
+async def write_log(store: Store, queue: asyncio.Queue[LogEntry | Broadcast]) -> None:
+    """The app's log writer, reduced to what these tests read back: a row as a broadcast
+    starts (when the node reports starts), its end as it ends."""
     while True:
-        entry = await queue.get()
+        item = await queue.get()
         try:
-            await store.log.put(entry.as_json(), zones={"c0"})
+            if isinstance(item, Broadcast):
+                await store.log.put(item.log.as_json() | {"state": item.state.value},
+                                    zones={"c0"})  # fmt: skip
+            else:
+                await store.log.put(item.as_json(), zones={"c0"})
         finally:
             queue.task_done()
 
@@ -213,3 +222,109 @@ async def test_edits_and_deletes_wake_the_loop(relay: Relay) -> None:
         assert not service.scheduler.schedules()
     finally:
         await service.close()
+
+
+@dataclass
+class Leader:
+    """One cluster node's scheduler, on a store connection of its own, leading with
+    ``token`` (``service.fence``)."""
+
+    relay: Relay
+    service: ScheduleService
+
+
+@contextlib.asynccontextmanager
+async def leader(tmp_path: Path, where: Path | str, name: str, token: int) -> AsyncIterator[Leader]:
+    config = tree_config(tmp_path / name)
+    store = await Store.open(where)
+    await store.seed_from_config(config)
+    node = Node(config)
+    await load_inventory(node, store)
+    queue: asyncio.Queue[LogEntry | Broadcast] = asyncio.Queue()
+    node.on_log = node.on_start = queue.put_nowait
+    await node.start()
+    writer = asyncio.create_task(write_log(store, queue))
+    service = ScheduleService(node, store, fence=lambda: token, node_id=name)
+    try:
+        yield Leader(Relay(node, store, writer, queue), service)
+    finally:
+        await service.close()
+        await node.close()
+        await queue.join()
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+        await store.close()
+
+
+async def logged(store: Store, occurrence: str) -> list[str]:
+    rows = await store.log.query(limit=100)
+    return [r.id for r in rows if r.id.startswith(occurrence + "-")]
+
+
+@pytest.mark.slow
+async def test_the_leader_dies_after_starting_a_run_before_saving_it_the_run_happens_once(
+    tmp_path: Path, store_where: Path | str
+) -> None:
+    """a (token 1) starts the run and dies before saving last_run; b (token 2), leading
+    next, judges the same window again: the run's claim is in the store and it started (its
+    log row), so b does not start it again. a's late last_run is refused."""
+    at = int(time.time()) + 2
+    async with leader(tmp_path, store_where, "a", 1) as a:
+        store = a.relay.store
+        await store.schedules.add(schedule("news", at), "admin")
+        save, died = store.schedules.set_last_run, asyncio.Event()
+
+        async def dies_before_saving(when: float, *, token: int | None = None) -> None:
+            if run_of(a.relay, f"sch-news-{at}") is None:
+                await save(when, token=token)  # the steps before the run save as usual
+                return
+            died.set()
+            await asyncio.Event().wait()  # killed here: never saved
+
+        store.schedules.set_last_run = dies_before_saving  # type: ignore[method-assign]
+        await a.service.start()
+        await wait_for(died.is_set, 5, "a's run started, its last_run not saved")
+        first = run_of(a.relay, f"sch-news-{at}")
+    async with leader(tmp_path, store_where, "b", 2) as b:
+        store = b.relay.store
+        stale = await store.schedules.last_run()
+        assert stale is not None and stale < at  # what a saved before the run
+        await b.service.start()
+        await wait_for(lambda: b.service.already_run == 1, 5, "b finding the run claimed")
+        assert run_of(b.relay, f"sch-news-{at}") is None
+        assert b.service.started == 0
+        assert await logged(store, f"sch-news-{at}") == [first]
+        run = await store.schedules.run("news", at)
+        assert run is not None and (run.broadcast, run.token, run.node) == (first, 1, "a")
+        await wait_for(lambda: b.service.scheduler.last_run is not None, 1, "b's step")
+        with pytest.raises(StaleLeader):  # a, back from the dead, saves late
+            await store.schedules.set_last_run(at, token=1)
+
+
+@pytest.mark.slow
+async def test_a_run_claimed_by_a_leader_that_died_before_starting_it_runs_once(
+    tmp_path: Path, store_where: Path | str
+) -> None:
+    """a (token 1) claimed the run and died before starting it: b (token 2) finds the claim,
+    no broadcast and no log row, takes the claim over and runs it, once. A node that does
+    not lead now starts nothing."""
+    at = int(time.time()) + 1
+    async with leader(tmp_path, store_where, "b", 2) as b:
+        store = b.relay.store
+        await store.schedules.add(schedule("news", at), "admin")
+        await store.schedules.set_last_run(at - 1, token=1)  # a's last step before the run
+        never = f"sch-news-{at}-never"
+        assert (await store.schedules.claim_run("news", at, never, token=1, node="a"))[0]
+        follower = ScheduleService(b.relay.node, store, fence=lambda: None, node_id="c")
+        await follower.start()
+        await asyncio.sleep(at + 0.3 - time.time())
+        await b.service.start()
+        await wait_for(lambda: b.service.started == 1, 5, "b running the run a never started")
+        bc = run_of(b.relay, f"sch-news-{at}")
+        assert bc is not None and bc != never
+        run = await store.schedules.run("news", at)
+        assert run is not None and (run.broadcast, run.token, run.node) == (bc, 2, "b")
+        await asyncio.sleep(0.3)
+        assert await logged(store, f"sch-news-{at}") == [bc]
+        assert (follower.started, follower.already_run) == (0, 0)
+        await follower.close()

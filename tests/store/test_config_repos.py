@@ -29,6 +29,9 @@ async def test_zone_crud(store: Store) -> None:
         "timezone": "Asia/Ho_Chi_Minh",
         "languages": ["vi"],
         "voice": None,
+        "frame_ms": None,
+        "redundancy": None,
+        "playout_delay_ms": None,
     }
     changed = await store.zones.update("v0", name="Thôn Mới", languages=["vi", "tay"])
     assert (changed.name, changed.languages) == ("Thôn Mới", ("vi", "tay"))

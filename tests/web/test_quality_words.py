@@ -46,7 +46,9 @@ def words(*cases: tuple[dict[str, Any], str]) -> list[list[tuple[str, bool]]]:
 
 def test_a_pole_in_step_and_one_out_of_step() -> None:
     late = {**IN_STEP, "playout_error_ms": 12.04}
-    assert words(({"status": IN_STEP}, "en"), ({"status": late}, "en"), ({"status": late}, "vi")) == [
+    assert words(
+        ({"status": IN_STEP}, "en"), ({"status": late}, "en"), ({"status": late}, "vi")
+    ) == [
         [("loss 1.0%", False), ("jitter 4 ms", False), ("in step −0.4 ms", False)],
         [("loss 1.0%", False), ("jitter 4 ms", False), ("out of step +12.0 ms", True)],
         [("mất 1.0%", False), ("trễ dao động 4 ms", False), ("lệch nhịp +12.0 ms", True)],

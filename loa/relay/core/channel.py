@@ -261,10 +261,11 @@ class ClientChannel:
         """Muted, unless what plays is an emergency (which a muted pole still plays)."""
         return self.muted and not self.override_mute
 
-    def hello(self, lost: str = "") -> str:
-        """The first text of a new connection; ``lost``: the server URL just lost, if any."""
+    def hello(self, lost: str = "", *, red: bool = False) -> str:
+        """The first text of a new connection; ``lost``: the server URL just lost, if any;
+        ``red``: this speaker takes RFC 2198 RED packets."""
         self.phase, self.welcome = Phase.HELLO, None
-        return encode(Hello(self.token, PROTOCOL_VERSION, self.client, lost))
+        return encode(Hello(self.token, PROTOCOL_VERSION, self.client, lost, red))
 
     def status(self, **counters: Any) -> str:
         """A status report: the caller's counters plus the levels this end applies."""

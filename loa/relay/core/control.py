@@ -38,6 +38,7 @@ STATUS_FIELDS: Final = frozenset(
         "concealed",
         "underruns",
         "retransmitted",
+        "redundant",
         "nacked",
         "stretched",
         "path_failures",
@@ -72,6 +73,9 @@ class Hello:
     # Cluster: the server URL this speaker just lost or could not reach ("" for none), so a
     # node that is not its commune's lets it in while that node is down (no redirect loop).
     lost: str = ""
+    # The speaker takes RFC 2198 RED packets (a zone with redundancy sends it them); an
+    # older speaker says nothing and keeps getting plain Opus.
+    red: bool = False
 
     @classmethod
     def parse(cls, obj: dict[str, Any]) -> Self:
@@ -90,6 +94,7 @@ class Hello:
             version,
             client if isinstance(client, str) else "",
             lost if isinstance(lost, str) else "",
+            obj.get("red") is True,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -101,6 +106,8 @@ class Hello:
         }
         if self.lost:
             out["lost"] = self.lost
+        if self.red:
+            out["red"] = True
         return out
 
 
@@ -138,11 +145,17 @@ class Welcome:
     # The playout delay D (issue 13's, default 300 ms): how deep the speaker's jitter buffer
     # may grow to ride out jitter and to get lost packets sent again.
     playout_delay_ms: int = 300
+    # RFC 2198 RED's payload type, to a speaker that said it takes RED: its packets may
+    # come as RED (primary and redundant blocks of payload_type) whenever its zone says so.
+    red_payload_type: int | None = None
     # The server answers clock probes (times on the UDP keepalive, loa.relay.core.wire):
     # the speaker may play in step with the others. An older server says nothing (False).
     clock_probes: bool = False
 
     def __post_init__(self) -> None:
+        red = self.red_payload_type
+        if red is not None and (not 96 <= red <= 127 or red == self.payload_type):
+            raise ValueError(f"malformed welcome: red_payload_type {red}")
         _servers(self.servers, "malformed welcome")
         if not 40 <= self.playout_delay_ms <= 5000:
             raise ValueError(f"malformed welcome: playout_delay_ms {self.playout_delay_ms}")
@@ -172,6 +185,7 @@ class Welcome:
                 bool(obj.get("muted", False)),
                 _servers(obj.get("servers", []), "malformed welcome"),
                 int(obj.get("playout_delay_ms", 300)),
+                None if obj.get("red_payload_type") is None else int(obj["red_payload_type"]),
                 obj.get("clock_probes", False) is True,
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -195,6 +209,7 @@ class Welcome:
             "muted": self.muted,
             **({"servers": list(self.servers)} if self.servers else {}),
             "playout_delay_ms": self.playout_delay_ms,
+            **({"red_payload_type": self.red_payload_type} if self.red_payload_type else {}),
             **({"clock_probes": True} if self.clock_probes else {}),
         }
 

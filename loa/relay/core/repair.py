@@ -11,6 +11,12 @@ in the original stream; the receiver's duplicate detection keeps it harmless).
 ``Repairer`` (one per endpoint) holds the token bucket that bounds what one endpoint can
 make the relay send: ``NACK_RATE_PER_S`` packets a second with bursts of ``NACK_BURST``,
 so a lying or broken receiver costs at most that and the fan-out is never slowed.
+
+Redundancy (RFC 2198) is the other repair, for links whose round trip the playout delay
+cannot wait for: ``red_packet`` turns a source packet into its RED form (payload type
+``RED_PAYLOAD_TYPE``, the previous packet's payload as the redundant block, its own last),
+built once per frame and shared like the plain one. Histories are kept per payload type, so
+a NACKed RED packet is resent as the RED packet it was (the located run says which type).
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from loa.codecs import FRAME_SAMPLES, RED_PAYLOAD_TYPE
+from loa.codecs.red import red_payload
 from loa.relay.core.rewriter import HEADER, HEADER_SIZE, Rewriter
 
 HISTORY_FRAMES: Final = 64  # 1.28 s of 20 ms frames: past any playout delay (300 ms default)
@@ -43,6 +51,26 @@ class PacketHistory:
         """The source packet of ``frame_index`` if it is still held."""
         held = self._packets[frame_index % self._size]
         return held[1] if held is not None and held[0] == frame_index else None
+
+
+def payload_start(packet: bytes) -> int:
+    """Where a source packet's payload starts: after its 12-byte header and, on a stamped
+    packet, its header extension (a source packet has no CSRCs)."""
+    if not packet[0] & 0x10:
+        return HEADER_SIZE
+    words = int.from_bytes(packet[HEADER_SIZE + 2 : HEADER_SIZE + 4], "big")
+    return HEADER_SIZE + 4 + 4 * words
+
+
+def red_packet(packet: bytes, previous: bytes | None, frames: int = 1) -> bytes:
+    """The RED form of source packet ``packet``: the same header (extension included) with
+    payload type ``RED_PAYLOAD_TYPE``, and an RFC 2198 payload whose redundant block is the
+    payload of ``previous`` (the source packet ``frames`` frames earlier; None: not held,
+    so the primary goes alone)."""
+    start = payload_start(packet)
+    older = previous[payload_start(previous) :] if previous is not None else b""
+    red = red_payload(packet[start:], packet[1] & 0x7F, older, FRAME_SAMPLES * frames)
+    return b"".join((packet[:1], bytes((RED_PAYLOAD_TYPE,)), packet[2:start], red))
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +107,11 @@ class Repairer:
         self,
         lost: tuple[int, ...],
         rewriter: Rewriter,
-        histories: dict[int, PacketHistory],
+        histories: dict[int, dict[int, PacketHistory]],
         now: float,
     ) -> Resent:
-        """The packets to resend for the sequence numbers ``lost``, each at most once."""
+        """The packets to resend for the sequence numbers ``lost``, each at most once;
+        ``histories``: by payload type, each broadcast's history of packets of that type."""
         self._refill(now)
         packets: list[bytes] = []
         unknown = expired = limited = 0
@@ -91,7 +120,7 @@ class Repairer:
             if where is None:
                 unknown += 1
                 continue
-            history = histories.get(where.broadcast_key)
+            history = histories.get(where.m_pt & 0x7F, {}).get(where.broadcast_key)
             source = history.get(where.frame_index) if history is not None else None
             if source is None:
                 expired += 1

@@ -25,7 +25,9 @@ Retransmission (``locate``): a NACKed sequence number is traced back to the broa
 it carried without a per-packet record. Packets form *runs* in which sequence, frame index
 and timestamp all advance by one frame per packet; a run is recorded only where that breaks
 (a discontinuity, or frames skipped within a broadcast), so the hot path pays one
-comparison. The last ``RUNS_KEPT`` runs are kept.
+comparison. A change of payload type (an endpoint's zone turning RFC 2198 redundancy on or
+off) starts a run too, so a retransmission has the type its packet went out with. The last
+``RUNS_KEPT`` runs are kept.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class Rewriter:
         "_frame",
         "_gap",
         "_key",
+        "_pt",
         "_runs",
         "_seq",
         "_ts",
@@ -96,6 +99,7 @@ class Rewriter:
         self._ts = initial_timestamp  # the last timestamp sent (the first one, before any)
         self._key: int | None = None  # broadcast of the last packet; None before the first
         self._frame = 0  # that broadcast's frame index of the last packet
+        self._pt = -1  # the last source packet's payload type byte (marker clear)
         self._gap = 0  # idle frames reported since the last packet
         self.sent = 0  # packets rewritten
         self.octets = 0  # payload octets rewritten (the RTCP SR "sender's octet count")
@@ -141,7 +145,8 @@ class Rewriter:
         if broadcast_key == self._key and not self._gap and frame_index > self._frame:
             ts = (self._ts + FRAME_TICKS * (frame_index - self._frame)) & _TS_MASK
             m_pt = packet[1]
-            if frame_index != self._frame + 1:  # frames skipped: a new run, same stream
+            # frames skipped, or another payload type: a new run, same stream
+            if frame_index != self._frame + 1 or m_pt != self._pt:
                 self._runs.append((self.sent, broadcast_key, frame_index, ts, m_pt))
         else:
             ts = self._discontinuity(broadcast_key, frame_index)
@@ -150,6 +155,7 @@ class Rewriter:
         self._seq = (seq + 1) & _SEQ_MASK
         self._ts = ts
         self._frame = frame_index
+        self._pt = packet[1]
         self.sent += 1
         self.octets += len(packet) - HEADER_SIZE
         return m_pt, seq, ts

@@ -90,6 +90,7 @@ class Session:
         "nacks",
         "opened_at",
         "receiver_reports",
+        "red",
         "repairer",
         "rewriter",
         "rtcp_packets",
@@ -108,6 +109,7 @@ class Session:
         self.counter = -1  # last accepted counter; the first datagram may use 0
         self.addr: Addr | None = None  # bound UDP address, also while on WS
         self.transport = Transport.NONE
+        self.red = False  # the speaker takes RFC 2198 RED packets (its hello said so)
         self.destination: Addr | None = None  # where RTP goes now: addr when on UDP
         self.closed = False
         self._wants_ws = False

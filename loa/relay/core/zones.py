@@ -12,13 +12,99 @@ Rules:
   so removing never silently orphans anything;
 - a zone cannot be moved under itself or under one of its descendants (``BadRequest``);
 - an endpoint sits in exactly one zone; attaching it twice is a ``Conflict``.
+
+Each zone may also set its packet settings (``ZoneAudio``: packet duration, RFC 2198
+redundancy, playout delay); what it leaves unset it inherits from its parent, and the top of
+the tree from the tree's ``defaults`` (the config's). Effective settings are cached until a
+zone's settings change or a zone moves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
+from loa.config import FRAME_DURATIONS_MS, ZONE_PLAYOUT_DELAY_MS
 from loa.errors import BadRequest, Conflict, NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneAudio:
+    """How a zone's packets are made and played; a None field is its parent's.
+
+    ``frame_ms``: the audio in one RTP packet (20, 40 or 60: 1, 2 or 3 Opus frames of 20 ms);
+    ``redundancy``: each packet also carries the previous one's audio (RFC 2198);
+    ``playout_delay_ms``: D, how long after capture a speaker plays a frame (40..1000)."""
+
+    frame_ms: int | None = None
+    redundancy: bool | None = None
+    playout_delay_ms: int | None = None
+
+    @classmethod
+    def checked(cls, frame_ms: object, redundancy: object, playout_delay_ms: object) -> ZoneAudio:
+        """Settings from the outside (store rows, API bodies): ``BadRequest`` naming the field
+        unless each is None or allowed."""
+        if frame_ms is not None and (
+            isinstance(frame_ms, bool) or frame_ms not in FRAME_DURATIONS_MS
+        ):
+            raise BadRequest(
+                f"frame_ms must be one of {', '.join(map(str, FRAME_DURATIONS_MS))} or null "
+                f"(the parent's), got {frame_ms!r}",
+                field="frame_ms",
+            )
+        if redundancy is not None and not isinstance(redundancy, bool):
+            raise BadRequest(
+                f"redundancy must be true, false or null (the parent's), got {redundancy!r}",
+                field="redundancy",
+            )
+        low, high = ZONE_PLAYOUT_DELAY_MS
+        if playout_delay_ms is not None and (
+            not isinstance(playout_delay_ms, int)
+            or isinstance(playout_delay_ms, bool)
+            or not low <= playout_delay_ms <= high
+        ):
+            raise BadRequest(
+                f"playout_delay_ms must be an integer {low}..{high} or null (the parent's), "
+                f"got {playout_delay_ms!r}",
+                field="playout_delay_ms",
+            )
+        frame = None if frame_ms is None else FRAME_DURATIONS_MS[FRAME_DURATIONS_MS.index(frame_ms)]
+        return cls(frame, redundancy, playout_delay_ms)
+
+    def over(self, parent: AudioSettings) -> AudioSettings:
+        """These settings, with the parent's where these are None."""
+        return AudioSettings(
+            parent.frame_ms if self.frame_ms is None else self.frame_ms,
+            parent.redundancy if self.redundancy is None else self.redundancy,
+            parent.playout_delay_ms if self.playout_delay_ms is None else self.playout_delay_ms,
+        )
+
+    def as_json(self) -> dict[str, int | bool | None]:
+        return {
+            "frame_ms": self.frame_ms,
+            "redundancy": self.redundancy,
+            "playout_delay_ms": self.playout_delay_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AudioSettings:
+    """A zone's effective packet settings: its own, else inherited (``ZoneTree.audio``)."""
+
+    frame_ms: int
+    redundancy: bool
+    playout_delay_ms: int
+
+    def as_json(self) -> dict[str, int | bool]:
+        return {
+            "frame_ms": self.frame_ms,
+            "redundancy": self.redundancy,
+            "playout_delay_ms": self.playout_delay_ms,
+        }
+
+
+INHERIT = ZoneAudio()
+DEFAULT_AUDIO = AudioSettings(FRAME_DURATIONS_MS[0], False, 300)  # opus.frame_ms, relay's D
 
 
 def _check_id(kind: str, value: object) -> str:
@@ -30,7 +116,10 @@ def _check_id(kind: str, value: object) -> str:
 class ZoneTree:
     """A forest of zones plus endpoint membership, driven by add/remove/move/attach/detach."""
 
-    def __init__(self) -> None:
+    def __init__(self, defaults: AudioSettings = DEFAULT_AUDIO) -> None:
+        self.defaults = defaults  # what the top of the tree inherits: every field set
+        self._audio: dict[str, ZoneAudio] = {}  # zone -> its own settings, when it has any
+        self._effective: dict[str, AudioSettings] = {}  # zone -> its settings with inheritance
         self._parent: dict[str, str | None] = {}
         self._children: dict[str, dict[str, None]] = {}
         self._members: dict[str, dict[str, None]] = {}  # zone -> its own endpoints
@@ -38,9 +127,11 @@ class ZoneTree:
         self._cache: dict[str, frozenset[str]] = {}  # zone -> endpoints of its subtree
 
     @classmethod
-    def build(cls, zones: Iterable[tuple[str, str | None]]) -> ZoneTree:
+    def build(
+        cls, zones: Iterable[tuple[str, str | None]], defaults: AudioSettings = DEFAULT_AUDIO
+    ) -> ZoneTree:
         """A tree from (zone, parent) pairs, each parent listed before its children."""
-        tree = cls()
+        tree = cls(defaults)
         for zone_id, parent in zones:
             tree.add(zone_id, parent)
         return tree
@@ -91,6 +182,8 @@ class ZoneTree:
             del self._children[parent][zone_id]
         del self._children[zone_id], self._members[zone_id]
         self._cache.pop(zone_id, None)
+        self._audio.pop(zone_id, None)
+        self._effective.pop(zone_id, None)
 
     def move(self, zone_id: str, new_parent: str | None) -> None:
         self._known(zone_id)
@@ -113,6 +206,7 @@ class ZoneTree:
         if new_parent is not None:
             self._children[new_parent][zone_id] = None
             self._invalidate(new_parent)
+        self._effective.clear()  # the subtree inherits from elsewhere now
 
     def parent(self, zone_id: str) -> str | None:
         return self._parent[self._known(zone_id)]
@@ -154,6 +248,33 @@ class ZoneTree:
             order.append(zone)
             stack.extend(self._children[zone])
         return order
+
+    # -- packet settings ---------------------------------------------------------------
+
+    def own_audio(self, zone_id: str) -> ZoneAudio:
+        """What the zone sets itself (None fields: inherited)."""
+        return self._audio.get(self._known(zone_id), INHERIT)
+
+    def set_audio(self, zone_id: str, audio: ZoneAudio) -> bool:
+        """Set the zone's own settings; True if that changed anything."""
+        if self.own_audio(zone_id) == audio:
+            return False
+        if audio == INHERIT:
+            del self._audio[zone_id]
+        else:
+            self._audio[zone_id] = audio
+        self._effective.clear()  # zone edits are rare; the whole subtree may follow
+        return True
+
+    def audio(self, zone_id: str) -> AudioSettings:
+        """The zone's settings with inheritance: every field set."""
+        found = self._effective.get(zone_id)
+        if found is not None:
+            return found
+        parent = self._parent[self._known(zone_id)]
+        inherited = self.defaults if parent is None else self.audio(parent)
+        found = self._effective[zone_id] = self.own_audio(zone_id).over(inherited)
+        return found
 
     # -- endpoints ---------------------------------------------------------------------
 

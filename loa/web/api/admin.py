@@ -39,6 +39,8 @@ from loa.web.keys import CLUSTER, STORE
 from loa.web.views import endpoint_json
 
 routes = Routes()
+# What POST and PATCH /zones give the store besides id, name and parent.
+ZONE_FIELDS = ("timezone", "languages", "voice", "frame_ms", "redundancy", "playout_delay_ms")
 
 
 def store_of(request: web.Request) -> Store:
@@ -87,6 +89,7 @@ async def zone_json(store: Store, node: Node, zone_id: str) -> dict[str, Any]:
     return {
         **zone.as_json(),
         "effective_voice": await store.zones.voice(zone_id),
+        "effective_audio": node.zones.audio(zone_id).as_json(),
         "level": node.zones.level(zone_id),
         "children": sorted(node.zones.children(zone_id)),
         "endpoints": {
@@ -109,9 +112,10 @@ async def add_zone(request: web.Request, body: NewZone) -> web.Response:
     node, user, store = node_of(request), user_of(request), store_of(request)
     may_change(user)
     parent = may_parent(user, node, body.parent)
-    extra = {k: v for k, v in builtins(body).items() if k in ("timezone", "languages", "voice")}
+    extra = {k: v for k, v in builtins(body).items() if k in ZONE_FIELDS}
     zone = await store.zones.add(body.id, body.name, parent, **extra)
     node.add_zone(zone.id, zone.parent)
+    node.set_zone_audio(zone.id, zone.audio)
     return web.json_response(await zone_json(store, node, zone.id), status=201)
 
 
@@ -130,7 +134,7 @@ async def get_zone(request: web.Request) -> web.Response:
 
 @routes.patch(
     "/zones/{id}",
-    summary="Rename, change time zone, languages or TTS voice, or move (parent) a zone",
+    summary="Rename, change time zone, languages, TTS voice or packet settings, or move a zone",
     tag="zones",
     returns=answers.ZoneDetail,
     errors=(403, 404, 409),
@@ -152,9 +156,10 @@ async def update_zone(request: web.Request, body: ZoneChange) -> web.Response:
                 zone=zone_id,
                 parent=parent,
             )
-    changes = {k: data[k] for k in ("name", "timezone", "languages", "voice") if k in data}
+    changes = {k: data[k] for k in ("name", *ZONE_FIELDS) if k in data}
     if changes:
-        await store.zones.update(zone_id, **changes)
+        zone = await store.zones.update(zone_id, **changes)
+        node.set_zone_audio(zone_id, zone.audio)
     if move:
         await store.zones.move(zone_id, parent)
         node.move_zone(zone_id, parent)

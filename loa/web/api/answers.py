@@ -105,6 +105,14 @@ class Broadcast(LogEntry, frozen=True):
     repeat: RepeatOut | Unset = UNSET  # when it plays as part of a repeating emergency
 
 
+class EffectiveAudio(Answer, frozen=True):
+    """A zone's packet settings after inheritance (loa.relay.core.zones.AudioSettings)."""
+
+    frame_ms: int
+    redundancy: bool
+    playout_delay_ms: int
+
+
 class Zone(Answer, frozen=True):
     id: str
     name: str
@@ -112,7 +120,11 @@ class Zone(Answer, frozen=True):
     timezone: str
     languages: list[str]
     voice: str | None  # its own TTS voice; null: it speaks in its parent's
+    frame_ms: int | None  # its own packet settings; null: its parent's
+    redundancy: bool | None
+    playout_delay_ms: int | None
     effective_voice: str | Unset = UNSET  # the voice its TTS sources use
+    effective_audio: EffectiveAudio | Unset = UNSET  # the packet settings its endpoints get
     level: int | Unset = UNSET
 
 
@@ -141,7 +153,11 @@ class ZoneDetail(Answer, frozen=True):
     timezone: str
     languages: list[str]
     voice: str | None
+    frame_ms: int | None
+    redundancy: bool | None
+    playout_delay_ms: int | None
     effective_voice: str
+    effective_audio: EffectiveAudio
     level: int
     children: list[str]
     endpoints: EndpointCounts

@@ -25,6 +25,7 @@ from loa.web.api.types import (
     Class,
     Declared,
     Event,
+    FrameMs,
     Id,
     LanguageTag,
     Lat,
@@ -32,6 +33,7 @@ from loa.web.api.types import (
     Lon,
     Meta,
     Name,
+    PlayoutDelayMs,
     Role,
     Text,
     TimeZone,
@@ -198,6 +200,11 @@ class NewZone(Declared, frozen=True):
     timezone: TimeZone | Unset = UNSET
     languages: list[LanguageTag] | Unset = UNSET
     voice: ZoneVoice | None = None  # None: the parent's (the North's at the top)
+    # Packet settings, each None: the parent's (at the top: opus.frame_ms, off,
+    # relay.playout_delay_ms).
+    frame_ms: FrameMs | None = None  # ms of audio in one RTP packet
+    redundancy: bool | None = None  # RFC 2198: each packet also carries the one before
+    playout_delay_ms: PlayoutDelayMs | None = None  # D: a frame plays at capture + D
 
     def __post_init__(self) -> None:
         if isinstance(self.timezone, str):
@@ -210,6 +217,9 @@ class ZoneChange(Declared, frozen=True):
     languages: list[LanguageTag] | Unset = UNSET
     parent: AnyId | Unset | None = UNSET
     voice: ZoneVoice | Unset | None = UNSET  # null: inherit the parent's again
+    frame_ms: FrameMs | Unset | None = UNSET  # null: inherit the parent's again
+    redundancy: bool | Unset | None = UNSET
+    playout_delay_ms: PlayoutDelayMs | Unset | None = UNSET
 
     def __post_init__(self) -> None:
         if isinstance(self.timezone, str):

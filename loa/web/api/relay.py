@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from loa.access import User
-from loa.codecs import FRAME_MS
+from loa.codecs import FRAME_MS, RED_PAYLOAD_TYPE
 from loa.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.node import Node
@@ -74,7 +74,12 @@ async def list_zones(request: web.Request) -> web.Response:
     every = await request.config_dict[STORE].zones.list()
     voices = effective_voices(every)
     zones = [
-        {**z.as_json(), "effective_voice": voices[z.id], "level": node.zones.level(z.id)}
+        {
+            **z.as_json(),
+            "effective_voice": voices[z.id],
+            "effective_audio": node.zones.audio(z.id).as_json(),
+            "level": node.zones.level(z.id),
+        }
         for z in every
         if auth.can_see_zone(user, node.zones, z.id)
     ]
@@ -116,13 +121,22 @@ async def endpoint_sdp(request: web.Request) -> web.Response:
         raise Conflict(f"endpoint {ep.id} is not an rtp endpoint", endpoint=ep.id)
     host, port = ep.address
     family = "IP6" if ":" in host else "IP4"
+    # A zone with redundancy sends RFC 2198 RED around the Opus (RFC 2198 §5 SDP): listed
+    # first, as the one that comes.
+    red = RED_PAYLOAD_TYPE
+    formats, red_lines = (
+        (f"{red} 111", f"a=rtpmap:{red} red/48000/2\r\na=fmtp:{red} 111/111\r\n")
+        if ep.redundancy
+        else ("111", "")
+    )
     sdp = (
         "v=0\r\n"
         f"o=- 0 0 IN {family} {host}\r\n"
         f"s=loa {ep.spec.name}\r\n"
         f"c=IN {family} {host}\r\n"
         "t=0 0\r\n"
-        f"m=audio {port} RTP/AVP 111\r\n"
+        f"m=audio {port} RTP/AVP {formats}\r\n"
+        f"{red_lines}"
         "a=rtpmap:111 opus/48000/2\r\n"
         "a=fmtp:111 sprop-stereo=0;stereo=0;useinbandfec=1\r\n"
         f"a=ptime:{FRAME_MS}\r\n"  # every packet is one frame of this many ms

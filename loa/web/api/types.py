@@ -38,6 +38,10 @@ LanguageTag = Annotated[
 Class = Literal["background", "scheduled", "priority", "live", "emergency"]
 # A zone's TTS voice (loa.config.ZONE_VOICES): North, Central, South of espeak-ng.
 ZoneVoice = Literal["vi", "vi-vn-x-central", "vi-vn-x-south"]
+# A zone's packet settings (loa.relay.core.zones.ZoneAudio; loa.config.FRAME_DURATIONS_MS,
+# ZONE_PLAYOUT_DELAY_MS).
+FrameMs = Literal[20, 40, 60]
+PlayoutDelayMs = Annotated[int, Meta(ge=40, le=1000)]
 Role = Literal["admin", "operator", "viewer"]
 Event = Literal["broadcast.logged", "endpoint.online", "endpoint.offline"]
 Limit = Annotated[int, Meta(ge=0, le=1000)]

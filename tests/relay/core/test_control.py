@@ -70,7 +70,9 @@ def texts(actions: list[Any]) -> list[dict[str, Any]]:
     "message",
     [
         Hello("tok", 1, "loa-speaker/0.1"),
+        Hello("tok", 1, "loa-speaker/0.1", red=True),
         WELCOME,
+        replace(WELCOME, red_payload_type=112),
         Refusal("bad_token", "unknown device token"),
         Status({"received": 10, "lost": 1, "jitter_ms": 1.5, "playing": None}),
         Transport("ws"),
@@ -132,6 +134,18 @@ def test_the_welcome_is_what_the_design_says_on_the_wire() -> None:
         (
             json.dumps({**WELCOME.to_json(), "volume": 300}),
             "malformed welcome: volume 300 is not 0..100",
+        ),
+        (
+            json.dumps({**WELCOME.to_json(), "red_payload_type": 111}),
+            "malformed welcome: red_payload_type 111",  # Opus's own
+        ),
+        (
+            json.dumps({**WELCOME.to_json(), "red_payload_type": 8}),
+            "malformed welcome: red_payload_type 8",  # a static type (PCMA)
+        ),
+        (
+            json.dumps({**WELCOME.to_json(), "red_payload_type": "x"}),
+            "malformed welcome: ValueError",
         ),
     ],
 )
@@ -338,3 +352,16 @@ def test_other_commands_become_events_and_junk_is_ignored() -> None:
         assert isinstance(event, Ignored), text
     assert channel.volume == 70  # an out-of-range volume changed nothing
     assert json.loads(channel.transport("ws")) == {"type": "transport", "mode": "ws"}
+
+
+def test_red_is_said_only_by_those_who_take_it() -> None:
+    """A speaker says it takes RFC 2198 RED in its hello (``"red": true``, anything else is
+    no); the welcome names RED's payload type only to such a speaker, and an older
+    speaker's hello and welcome read as before."""
+    assert json.loads(encode(Hello("tok", 1, "x"))).get("red") is None
+    assert json.loads(encode(Hello("tok", 1, "x", red=True)))["red"] is True
+    assert decode(hello(red="yes")) == Hello("tok", 1)
+    assert decode(hello(red=True)) == Hello("tok", 1, red=True)
+    assert "red_payload_type" not in WELCOME.to_json()
+    assert decode(encode(WELCOME)) == WELCOME and WELCOME.red_payload_type is None
+    assert json.loads(encode(replace(WELCOME, red_payload_type=112)))["red_payload_type"] == 112

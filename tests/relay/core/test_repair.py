@@ -10,8 +10,18 @@ from aiortc.rtp import RtcpRtpfbPacket
 from hypothesis import given
 from hypothesis import strategies as st
 
+from loa.codecs import OPUS_PAYLOAD_TYPE, RED_PAYLOAD_TYPE
+from loa.codecs.red import RedPayload
 from loa.codecs.rtcp import GenericNack
-from loa.relay.core.repair import HISTORY_FRAMES, NACK_BURST, PacketHistory, Repairer
+from loa.codecs.rtp import RtpPacket
+from loa.relay.core.repair import (
+    HISTORY_FRAMES,
+    NACK_BURST,
+    PacketHistory,
+    Repairer,
+    payload_start,
+    red_packet,
+)
 from loa.relay.core.rewriter import LOCATE_HORIZON, RUNS_KEPT, Rewriter
 from loa.relay.core.session import Accepted, RtcpReceived, SessionTable
 from loa.relay.core.wire import ControlDatagram, DatagramType
@@ -31,11 +41,13 @@ class FakeClock:
 
 
 def source(key: int, frame: int, stamp: bool = False) -> bytes:
-    """A distinct source packet per (broadcast, frame); with an extension bit if ``stamp``."""
-    packet = bytearray(Rewriter.source_packet(bytes([key, frame % 256]) * 20))
-    if stamp:
-        packet[0] |= 0x10
-    return bytes(packet)
+    """A distinct source packet per (broadcast, frame); with a one-word header extension
+    (RFC 8285 one-byte form) if ``stamp``."""
+    packet = Rewriter.source_packet(bytes([key, frame % 256]) * 20)
+    if not stamp:
+        return packet
+    extension = bytes.fromhex("bede0001 10") + bytes([frame % 256]) + bytes(2)
+    return bytes([packet[0] | 0x10]) + packet[1:12] + extension + packet[12:]
 
 
 class Stream:
@@ -43,12 +55,20 @@ class Stream:
 
     def __init__(self, initial_sequence: int = 65530) -> None:
         self.rewriter = Rewriter(SSRC, initial_sequence, 4_000_000_000)
-        self.histories: dict[int, PacketHistory] = {}
+        # by payload type, then broadcast: as the node keeps them
+        self.histories: dict[int, dict[int, PacketHistory]] = {
+            OPUS_PAYLOAD_TYPE: {},
+            RED_PAYLOAD_TYPE: {},
+        }
         self.sent: dict[int, bytes] = {}  # sequence -> packet as first sent
 
-    def send(self, key: int, frame: int) -> bytes:
+    def send(self, key: int, frame: int, *, red: bool = False) -> bytes:
         packet = source(key, frame, stamp=key % 2 == 0)
-        self.histories.setdefault(key, PacketHistory()).add(frame, packet)
+        plain = self.histories[OPUS_PAYLOAD_TYPE].setdefault(key, PacketHistory())
+        plain.add(frame, packet)
+        if red:
+            packet = red_packet(packet, plain.get(frame - 1))
+            self.histories[RED_PAYLOAD_TYPE].setdefault(key, PacketHistory()).add(frame, packet)
         out = self.rewriter.rewrite(packet, key, frame)
         self.sent[int.from_bytes(out[2:4])] = out
         return out
@@ -200,3 +220,37 @@ def test_malformed_nacks_are_counted_and_ignored(nack: bytes) -> None:
     assert (result.lost, result.bad_nacks, result.session.nacks) == ((), 1, 0)
     assert table.malformed_nacks == 1
     assert result.session.receiver_reports == 1
+
+
+def test_red_packets_carry_the_previous_frame_and_are_resent_as_sent() -> None:
+    s = Stream()
+    for frame in range(4):
+        s.send(1, frame)
+    for frame in range(4, 8):  # the endpoint's zone turns redundancy on mid-broadcast
+        s.send(1, frame, red=True)
+    s.send(2, 0, red=True)  # a switch, stamped: the first frame has no previous one
+    s.send(2, 1, red=True)
+    s.send(1, 8)  # back, redundancy off again
+    lost = tuple(s.sent)
+    resent = Repairer().on_nack(lost, s.rewriter, s.histories, now=0.0)
+    assert resent.packets == tuple(s.sent[q] for q in lost)  # byte for byte, either type
+    packets = [RtpPacket.parse(s.sent[q]) for q in lost]
+    assert [p.payload_type for p in packets] == [111] * 4 + [112] * 6 + [111]
+    red = [RedPayload.parse(p.payload, payload_type=111) for p in packets[4:10]]
+    primaries = [(1, f) for f in range(4, 8)] + [(2, 0), (2, 1)]
+    assert [r.primary for r in red] == [source(k, f)[12:] for k, f in primaries]
+    assert [len(r.redundant) for r in red] == [1, 1, 1, 1, 0, 1]
+    assert red[0].redundant[0].data == source(1, 3)[12:]  # the frame before, 960 ticks back
+    assert red[0].redundant[0].offset == 960
+    assert red[5].redundant[0].data == source(2, 0)[12:]
+    assert packets[8].extension is not None  # broadcast 2's stamp stays in its RED packets
+
+
+def test_red_packet_keeps_the_extension_and_knows_where_the_payload_starts() -> None:
+    stamped = source(2, 7, stamp=True)
+    assert payload_start(stamped) == 20 and payload_start(source(1, 7)) == 12
+    red = RtpPacket.parse(red_packet(stamped, source(2, 6, stamp=True)))
+    assert red.extension is not None and red.extension.data == stamped[16:20]
+    assert RedPayload.parse(red.payload).redundant[0].data == source(2, 6)[12:]
+    alone = RedPayload.parse(RtpPacket.parse(red_packet(stamped, None)).payload)
+    assert (alone.primary, alone.redundant) == (stamped[20:], ())

@@ -10,6 +10,7 @@ import { connectStatus } from "./live.js";
 import { drawMap } from "./map.js";
 import { loadMedia } from "./media.js";
 import { el, initHeader, notice } from "./ui.js";
+import { renderZoneAudio } from "./zoneaudio.js";
 import { renderZoneVoice } from "./zonevoice.js";
 import { ZoneTree } from "./zones.js";
 
@@ -135,6 +136,7 @@ async function reloadZones() {
 function renderAll() {
   renderCounts();
   renderZoneVoice(state, reloadZones);
+  renderZoneAudio(state, reloadZones);
   const tree = JSON.stringify([state.selectedZone, [...state.counts]]);
   if (tree !== treeSignature) {
     // Rebuilt only when something in it changed, so a tap is not lost to a push.

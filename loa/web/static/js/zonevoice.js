@@ -11,7 +11,7 @@ function voiceName(id) {
   return found ? t(found[1]) : id;
 }
 
-function mayEdit(state, id) {
+export function mayEdit(state, id) {
   const me = state.me;
   if (!me || !id) return false;
   if (me.role === "admin") return true;
