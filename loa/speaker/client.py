@@ -118,9 +118,9 @@ WS_CLOSE_S = 1.0  # closing a WebSocket whose server is unreachable waits no lon
 # Clock probes (docs/DESIGN.md, "Synchronised playout")
 PROBE_BURST = 32
 PROBE_BURST_GAP_S = 0.02
-PROBE_FAST_S = 0.5
+PROBE_FAST_S = 0.25
 PROBE_FAST_FOR_S = 30.0
-PROBE_INTERVAL_S = 5.0
+PROBE_INTERVAL_S = 10.0
 SENT_KEPT = 128  # hellos/keepalives/probes awaiting their ack
 _U64 = (1 << 64) - 1
 

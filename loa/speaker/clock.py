@@ -37,7 +37,7 @@ import numpy as np
 
 WINDOW: Final = 64
 DRIFT_SPAN_S: Final = 10.0  # the probes must span this long before a drift is estimated
-MAX_DRIFT: Final = 500e-6  # a clock further off than 500 ppm is broken, not drifting
+MAX_DRIFT: Final = 200e-6  # crystals are sold within ±100 ppm: beyond ±200 one is broken
 _GRID: Final = 201  # slopes tried across the feasible range, twice (coarse, then fine)
 
 Method = Literal["floors", "quarter"]
