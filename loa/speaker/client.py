@@ -821,6 +821,7 @@ class Speaker:
         written, None when there was nothing to play."""
         self._send_nacks(now)  # gaps whose hold-off ended since the last packet
         item = self.jitter.pop(now)
+        samples = item.samples
         if isinstance(item, Wait):
             if self._tail <= 0:
                 self.synced = False
@@ -835,14 +836,14 @@ class Speaker:
                     pcm = decoder.decode(payload)
                     kind = "retx" if again else "red" if copy else "normal"
                 case Recover(next_payload=payload):
-                    pcm, kind = decoder.decode_fec(payload), "fec"
+                    pcm, kind = decoder.decode_fec(payload, samples), "fec"
                 case Conceal() | Wait():
-                    pcm, kind = decoder.decode_plc(), "plc"
+                    pcm, kind = decoder.decode_plc(samples), "plc"
                 case Stretch():
-                    pcm, kind, ts = decoder.decode_plc(), "stretch", None
+                    pcm, kind, ts = decoder.decode_plc(samples), "stretch", None
         except ValueError:
             self.decode_errors += 1
-            pcm, kind = decoder.decode_plc(), "plc"
+            pcm, kind = decoder.decode_plc(samples), "plc"
         if ts is not None:
             self._next_ts = (ts + len(pcm)) & 0xFFFF_FFFF
         out, heard_at, captured = self._place(pcm, ts, now)
