@@ -8,7 +8,9 @@ the RTP timestamp and the sender reports, plus D). It hands the frame and the di
 
 - **Beyond ``RESYNC_S`` (40 ms) either way: a resync at this frame boundary.** Late: that
   much audio is skipped (this frame and the next ones, sample-exact); early: that much
-  silence goes first. Counted in ``resyncs``.
+  silence goes first. Counted in ``resyncs``. So is any error of a sample or more on the
+  first frame placed after frames that could not be (no clock estimate or sender report
+  yet) or after the output started over: that pole was not in step anyway.
 - **Within it: resampling**, output samples per input sample
   ``ratio = 1 - drift - error_s / TIME_CONSTANT_S``, bounded to 1 ± ``MAX_SLEW`` (0.05 %,
   inaudible: a 0.9 cent pitch change). ``drift`` is the clock estimator's (the local clock
@@ -83,14 +85,16 @@ class PlayoutCorrector:
         self.last_error_s: float | None = None
         self.ratio = 1.0
 
-    def decide(self, error_s: float, drift: float = 0.0) -> Resync | Slew:
+    def decide(self, error_s: float, drift: float = 0.0, *, first: bool = False) -> Resync | Slew:
         """``error_s``: when this frame would be heard minus when it should be (> 0: late).
         ``drift``: the local clock's rate error against the server's (server seconds per
-        local second - 1)."""
+        local second - 1). ``first``: the first frame placed since the output (re)started or
+        played out of step: any error of a sample or more is a resync (nobody hears a pole
+        step into line; slewing 20 ms in would take 40 s)."""
         if not math.isfinite(error_s) or not math.isfinite(drift):
             raise ValueError(f"error and drift must be finite, got {error_s}, {drift}")
         self.last_error_s = error_s
-        if abs(error_s) > self.resync_s:
+        if abs(error_s) > self.resync_s or (first and round(error_s * SAMPLE_RATE)):
             self.resyncs += 1
             self.ratio = 1.0
             return Resync(round(error_s * SAMPLE_RATE))
@@ -147,6 +151,7 @@ class Playout:
         self.corrector = corrector or PlayoutCorrector()
         self.resampler = Resampler()
         self._skip = 0  # samples still to skip after a late resync
+        self._placed = False  # the last frame had an error to correct: in step
         self.skipped = 0  # samples skipped by resyncs, in all
         self.inserted = 0  # samples of silence inserted by resyncs, in all
 
@@ -157,6 +162,7 @@ class Playout:
 
     def reset(self) -> None:
         self._skip = 0
+        self._placed = False
         self.resampler.reset()
 
     def frame(self, pcm: Int16Array, error_s: float | None, drift: float = 0.0) -> Int16Array:
@@ -171,8 +177,10 @@ class Playout:
             self.resampler.reset()
             return self.resampler.process(pcm[take:], 1.0)
         if error_s is None:
+            self._placed = False
             return self.resampler.process(pcm, 1.0)
-        match self.corrector.decide(error_s, drift):
+        first, self._placed = not self._placed, True
+        match self.corrector.decide(error_s, drift, first=first):
             case Resync(samples=samples) if samples > 0:
                 self._skip = samples
                 return self.frame(pcm, None)

@@ -26,6 +26,13 @@ def sine(k: int, hz: float = 440.0) -> Int16Array:
     return out
 
 
+def in_step() -> Playout:
+    """A playout already in step (its first frame placed), so errors are slewed."""
+    playout = Playout()
+    playout.frame(sine(0), 0.0)
+    return playout
+
+
 def simulate(
     playout: Playout,
     seconds: float,
@@ -74,20 +81,20 @@ def test_a_late_start_skips_exactly_what_it_must() -> None:
 
 @pytest.mark.parametrize("drift_ppm", [-100.0, 100.0])
 def test_drift_is_followed_by_resampling_within_the_bound(drift_ppm: float) -> None:
-    playout = Playout()
+    playout = in_step()
     errors = simulate(playout, 60.0, drift_ppm=drift_ppm, start_local=D)
     assert playout.corrector.resyncs == 0
     assert max(abs(e) for e in errors) < 0.0005
     assert abs(playout.corrector.ratio - (1 - drift_ppm * 1e-6)) < 20e-6
     # without the estimator's drift, the error term alone holds it at drift × τ
-    playout = Playout()
+    playout = in_step()
     errors = simulate(playout, 60.0, drift_ppm=drift_ppm, start_local=D, feed_drift=False)
     steady = np.mean(errors[-500:])
     assert steady == pytest.approx(drift_ppm * 1e-6 * 4.0, abs=0.0001)
 
 
 def test_an_error_under_40_ms_is_slewed_no_faster_than_0_05_percent() -> None:
-    playout = Playout()
+    playout = in_step()
     errors = simulate(playout, 100.0, start_local=D + 0.030)  # 30 ms late: no resync
     assert playout.corrector.resyncs == 0
     per_second = np.diff(errors[::50])  # whole samples per frame: look a second at a time
@@ -152,3 +159,14 @@ def test_capture_times_map_each_segment_through_its_own_report() -> None:
     assert times.capture(s1 - 960) is None  # before every segment known
     times.reset()
     assert times.capture(s1) is None
+
+
+def test_the_first_frame_placed_steps_into_line_at_once_however_small_the_error() -> None:
+    playout = Playout()
+    for k in range(5):  # no clock estimate or report yet: played as it comes
+        assert len(playout.frame(sine(k), None)) == FRAME_SAMPLES
+    out = playout.frame(sine(5), -0.021)  # 21 ms early: under 40 ms, still a resync
+    assert playout.corrector.resyncs == 1 and len(out) == FRAME_SAMPLES + round(0.021 * SAMPLE_RATE)
+    out = playout.frame(sine(6), -0.021)  # in step now: the same error is slewed
+    assert playout.corrector.resyncs == 1 and abs(len(out) - FRAME_SAMPLES) <= 1
+    assert PlayoutCorrector().decide(0.00001, first=True) == Slew(1 - 0.00001 / 4.0)  # < 1 sample
