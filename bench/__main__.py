@@ -35,7 +35,6 @@ from bench.relay import (
     sample,
 )
 from bench.speakers import SpeakerProcesses, WorkerConfig
-from loa.codecs import FRAME_S
 
 LIVE_HZ = 1000.0
 EMERGENCY_HZ = 2000.0
@@ -150,7 +149,8 @@ def build_result(
     decode = {k: sum(w["decode"][k] for w in stopped) for k in ("speakers", "windows", "ok")}
     decode["bad_examples"] = [b for w in stopped for b in w["decode"]["bad_examples"]][:5]
     targeted = sum(1 for s in layout.speakers if s.zone in raw["targets"])
-    expected = len(layout.speakers) * args.duration / FRAME_S
+    # packets each speaker should get: one per frame_ms (its zones' packet duration)
+    expected = len(layout.speakers) * args.duration / (args.frame_ms / 1000)
     latency = {
         q: report.hist_percentile(hist, v, max_ms) if stamped else None
         for q, v in (("p50", 50), ("p95", 95), ("p99", 99))
@@ -166,6 +166,7 @@ def build_result(
     floor = raw.get("floor", {}).get("us_per_packet")
     return {
         "speakers": len(layout.speakers),
+        "frame_ms": args.frame_ms,
         "transport": args.transport,
         "sendmmsg": not args.no_sendmmsg if not args.relay else None,
         "workers": workers,
@@ -214,9 +215,10 @@ def build_result(
             "relay_sent": raw["relay_sent"],
             "per_speaker_per_s": round(received / len(layout.speakers) / args.duration, 2),
         },
-        # Real time: each speaker should get 50 frames/s. A relay short of CPU falls behind
-        # its pacer and sends fewer (sequence numbers stay continuous, so loss_pct cannot
-        # see it; listeners hear underruns). The share of real time sent and received:
+        # Real time: each speaker should get 1000 / frame_ms packets/s. A relay short of
+        # CPU falls behind its pacer and sends fewer (sequence numbers stay continuous, so
+        # loss_pct cannot see it; listeners hear underruns). The share of real time sent
+        # and received:
         "realtime_pct": {
             "relay_sent": None
             if raw["relay_sent"] is None
@@ -254,7 +256,11 @@ async def run_once(n: int, args: argparse.Namespace) -> dict[str, Any]:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loa-bench-")))
             port = free_port()
             text, layout = generate_config(
-                n, web_port=port, data_dir=tmp / "data", sendmmsg=not args.no_sendmmsg
+                n,
+                web_port=port,
+                data_dir=tmp / "data",
+                sendmmsg=not args.no_sendmmsg,
+                frame_ms=args.frame_ms,
             )
             (tmp / "loa.toml").write_text(text, encoding="utf-8")
             log_path = (args.out or tmp) / f"relay-{n}.log"
@@ -300,7 +306,8 @@ async def run_floor(n: int, args: argparse.Namespace) -> dict[str, Any]:
     stamp extension, the Opus payload at the configured bitrate) and frame rate."""
     if args.floor_s <= 0:
         return {}
-    packet_bytes = 12 + 12 + round(FLOOR_BITRATE_BPS * FRAME_S / 8)
+    packet_s = args.frame_ms / 1000
+    packet_bytes = 12 + 12 + round(FLOOR_BITRATE_BPS * packet_s / 8)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -309,6 +316,8 @@ async def run_floor(n: int, args: argparse.Namespace) -> dict[str, Any]:
         str(n),
         "--packet-bytes",
         str(packet_bytes),
+        "--frame-ms",
+        str(args.frame_ms),
         "--duration",
         str(args.floor_s),
         stdout=asyncio.subprocess.PIPE,
@@ -341,6 +350,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="share of communes the emergency targets (default 0.25)",
     )
     p.add_argument("--transport", choices=("udp", "ws"), default="udp")
+    p.add_argument(
+        "--frame-ms",
+        type=int,
+        choices=(20, 40, 60),
+        default=20,
+        help="packet duration of every zone (opus.frame_ms; default 20)",
+    )
     p.add_argument("--sweep", help="comma-separated speaker counts, e.g. 100,500,1000,2000")
     p.add_argument(
         "--workers",

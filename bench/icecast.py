@@ -337,18 +337,20 @@ def _measure(
 def compare(loa_run: dict[str, Any], icecast_runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The side-by-side table: loa's UDP speakers against icecast's HTTP listeners."""
     n, duration = loa_run["speakers"], loa_run["duration_s"]
+    frame_ms = loa_run.get("frame_ms", 20)
     cpu_pct = loa_run["relay_cpu_pct"]
-    # Per packet × 50 packets a listener-second: a relay short of CPU (below real time)
-    # sends fewer packets, and its CPU over listener-seconds would flatter it.
+    # Per packet × the packets a listener-second (1000 / frame_ms): a relay short of CPU
+    # (below real time) sends fewer packets, and its CPU over listener-seconds would flatter
+    # it.
     per_packet = loa_run.get("cpu_us_per_packet")
     if per_packet is not None:
-        loa_us: float | None = round(per_packet * 50, 1)
+        loa_us: float | None = round(per_packet * 1000 / frame_ms, 1)
     else:
         loa_us = round(cpu_pct / 100 * 1e6 / n, 1) if cpu_pct is not None else None
     rows: list[dict[str, Any]] = [
         {
             "server": "loa",
-            "page_ms": 20,
+            "page_ms": frame_ms,
             "listeners": n,
             "duration_s": duration,
             "cpu_pct": cpu_pct,
@@ -360,8 +362,8 @@ def compare(loa_run: dict[str, Any], icecast_runs: Sequence[dict[str, Any]]) -> 
     ]
     for row in rows[1:]:
         theirs = row.get("cpu_us_per_listener_s")
-        if theirs and loa_us is not None and row.get("page_ms") == 20:
-            rows[0]["ratio_to_icecast_20ms"] = round(loa_us / theirs, 2)
+        if theirs and loa_us is not None and row.get("page_ms") == frame_ms:
+            rows[0][f"ratio_to_icecast_{frame_ms}ms"] = round(loa_us / theirs, 2)
     return {"rows": rows}
 
 

@@ -67,10 +67,16 @@ def _q(value: str) -> str:
 
 
 def generate_config(
-    speakers: int, *, web_port: int, data_dir: Path, sendmmsg: bool = True
+    speakers: int,
+    *,
+    web_port: int,
+    data_dir: Path,
+    sendmmsg: bool = True,
+    frame_ms: int = 20,
 ) -> tuple[str, Layout]:
     """A province of communes of ``COMMUNE_SIZE`` managed endpoints each, random tokens,
-    stamped frames, an ephemeral UDP port. Returns the TOML text and its layout."""
+    stamped frames, an ephemeral UDP port, packets of ``frame_ms`` (``opus.frame_ms``).
+    Returns the TOML text and its layout."""
     admin = secrets.token_urlsafe(18)
     lines = [
         f"admin_token = {_q(admin)}",
@@ -85,6 +91,9 @@ def generate_config(
         "udp_port = 0",
         "stamp_frames = true",
         f"sendmmsg = {'true' if sendmmsg else 'false'}",
+        "",
+        "[opus]",
+        f"frame_ms = {frame_ms}",
         "",
         "[[zones]]",
         f"id = {_q(PROVINCE)}",

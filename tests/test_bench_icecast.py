@@ -30,6 +30,11 @@ def test_the_comparison_puts_loa_beside_icecast_per_listener_second() -> None:
     assert table["rows"][0]["ratio_to_icecast_20ms"] == 0.8
     text = icecast.table(table)
     assert "icecast2: not installed" in text and "loa" in text
+    at_40 = icecast.compare({**loa, "frame_ms": 40}, [theirs, {**theirs, "page_ms": 40}])
+    assert at_40["rows"][0]["page_ms"] == 40
+    assert at_40["rows"][0]["cpu_us_per_listener_s"] == 200.0  # 8 µs × 25 packets a second
+    assert at_40["rows"][0]["ratio_to_icecast_40ms"] == 0.4  # against icecast's 40 ms pages
+    assert "ratio_to_icecast_20ms" not in at_40["rows"][0]
 
 
 @pytest.mark.e2e
