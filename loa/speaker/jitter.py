@@ -22,7 +22,7 @@ Policy, in the words the counters use:
   ``clamp(40, D, max(packet + 4 * jitter_ms, repair room))``, ``jitter_ms`` the RFC 3550
   §6.4.1 estimate (a running mean over the first 16 packets).
   Each slot then takes one sequence number: present → ``Play``; missing but the next one
-  present and carrying in-band FEC (``loa.codecs.opus.has_fec``) → ``Recover``; otherwise
+  present and carrying in-band FEC (``loa.codecs.opus_packet.has_fec``) → ``Recover``; otherwise
   → ``Conceal`` (PLC). ``recovered`` counts frames really rebuilt from FEC, not attempts.
   A missing packet counts in ``lost``; if it shows up afterwards it also counts in ``late``.
 - **Retransmission requests.** A packet that arrives beyond the highest one seen opens a gap:
