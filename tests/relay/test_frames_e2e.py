@@ -1,7 +1,7 @@
 """Frame durations 20/40/60 end to end on loopback: real ``loa speaker`` processes in three
-communes set (in the config) to 20, 40 and 60 ms packets play a tone continuously, switch to
-an emergency at once and back after it; ffmpeg plays a static RTP endpoint of a 40 ms
-commune from its SDP."""
+communes set (in the config) to 20, 40 (with RFC 2198 redundancy) and 60 ms packets play a
+tone continuously, switch to an emergency at once and back after it; ffmpeg plays a static
+RTP endpoint of a 40 ms commune from its SDP."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 from loa.codecs.pcm import dominant_frequency
 from loa.config import ZoneSpec
 from loa.config import with_changes as replace
+from loa.relay.core.variants import Variant
 from tests.conftest import need_binary, tree_config
 from tests.relay.fleet import wait_for
 from tests.relay.relayfix import AUTH, free_port, on_transport, tone
@@ -28,9 +29,13 @@ WINDOW = 480  # 10 ms
 
 
 def zones_at(config: Any) -> Any:
-    """The config's communes with their packet durations (the province keeps the default)."""
+    """The config's communes with their packet durations (the province keeps the default);
+    the 40 ms one also sends RFC 2198 redundancy (RED around 2-frame packets)."""
     zones = tuple(
-        ZoneSpec(z.id, z.name, z.parent, frame_ms=FRAME_MS.get(z.id)) for z in config.zones
+        ZoneSpec(
+            z.id, z.name, z.parent, frame_ms=FRAME_MS.get(z.id), redundancy=z.id == "c1" or None
+        )
+        for z in config.zones
     )
     return replace(config, zones=zones)
 
@@ -54,10 +59,11 @@ async def test_speakers_at_20_40_and_60_ms_play_continuously_and_switch_at_once(
     poles = {i: await loa_speaker(relay, f"tok-{i}", tmp_path / f"{i}.wav") for i in ids}
     try:
         await wait_for(lambda: on_transport(relay.node, ids), 20, "speakers on UDP")
-        assert {i: relay.node.endpoints[i].variant.frame_ms for i in ids} == {
-            "c0-e0": 20,
-            "c1-e0": 40,
-            "c2-e0": 60,
+        variants = {i: relay.node.endpoints[i].variant for i in ids}
+        assert variants == {
+            "c0-e0": Variant(1),
+            "c1-e0": Variant(2, redundancy=True),  # loa speaker takes RED
+            "c2-e0": Variant(3),
         }
         body = tone(500, ["p"], "scheduled")
         body["source"]["duration_s"] = 3.0
