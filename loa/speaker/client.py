@@ -273,6 +273,7 @@ class Speaker:
         jb = self.jitter
         return self.channel.status(
             received=jb.received,
+            played=jb.played,
             lost=jb.lost,
             recovered=jb.recovered,
             retransmitted=jb.retransmitted,

@@ -27,6 +27,7 @@ MAX_SERVERS: Final = 64  # the most server URLs a welcome or a redirect carries
 STATUS_FIELDS: Final = frozenset(
     {
         "received",
+        "played",
         "lost",
         "recovered",
         "late",
