@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.links import SCENARIOS, classify, dropouts, recovery_s, run_scenario, table
+from bench.links import SCENARIOS, classify, dropouts, recovery_s, run, run_scenario, table
+from bench.netns import ip, skip_reason
 
 
 def test_slots_are_classified_and_dropouts_are_runs_of_what_was_not_heard() -> None:
@@ -27,3 +28,17 @@ async def test_five_percent_loss_is_heard_whole() -> None:
     assert row["heard_pct"] >= 98.0, row
     assert row["longest_ms"] <= 40
     assert "| 5 % loss | nack |" in table([row])
+
+
+@pytest.mark.e2e
+async def test_a_pole_in_its_own_network_namespace() -> None:
+    """--netns: the pole is its own process in a namespace behind a veth pair and a bridge;
+    it hears what the RED zone sends it, and the namespace and bridge are gone afterwards."""
+    if (why := skip_reason()) is not None:
+        pytest.skip(why)
+    before = ip("netns", "list")
+    (row,) = await run(["5 %"], 4.0, ["nack+red"], netns=True)
+    assert row["netns"] and row["slots"] >= 190, row
+    assert row["red"] >= 3 and row["heard_pct"] >= 98.0, row
+    assert ip("netns", "list") == before  # removed, whatever the run did
+    assert "lbr" not in ip("-o", "link", "show", "type", "bridge")
