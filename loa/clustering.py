@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -47,6 +48,7 @@ from loa.errors import LoaError
 from loa.inventory import spec_of, sync_inventory
 from loa.relay.broadcast import Broadcast, Deliver, LogEntry
 from loa.relay.bus import FAILURES, Bus, BusConfig, Handlers
+from loa.relay.metrics import family
 from loa.relay.node import Node
 from loa.relay.relayed import RelayedBroadcast, RelayedSource
 from loa.store import Store
@@ -60,6 +62,12 @@ STATUS_S = 1.0  # each node publishes the views of the poles it serves this ofte
 PRESENCE_TTL_S = 3.0  # a node's presence key lives this long, refreshed every third of it
 TICK_S = 0.02  # audio bundles go out once per tick, one per receiving node
 HEARD_RETRIES = 10  # a relayed broadcast's listeners wait this many seconds for its log row
+RESYNC_S = 5.0  # the on-air snapshots are compared this often (and at once after a gap)
+STOPPED_KEPT = 1024  # ids of broadcasts seen stopped, so a stale snapshot cannot revive them
+
+
+class _RewriteOnAir:
+    """In the publisher's queue: rewrite this node's on-air snapshot (after a connection)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +133,14 @@ class ClusterMember:
         self.local: set[str] = set()
         self.relayed: dict[str, tuple[RelayedBroadcast, str]] = {}
         self._ended_by_bus: set[str] = set()
-        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Message | _RewriteOnAir] = asyncio.Queue()
+        # Resync (a lifecycle gap, a (re)connection, and every RESYNC_S): what this node
+        # announced (its on-air snapshot), when each relayed copy began, ids seen stopped.
+        self._announced: dict[str, BroadcastStarted] = {}
+        self._relayed_since: dict[str, float] = {}
+        self._stopped: OrderedDict[str, None] = OrderedDict()
+        self._resync_at = 0.0
+        self.resyncs_started = self.resyncs_ended = 0
         self._heard: set[asyncio.Task[None]] = set()
         self.jobs: list[LeaderJob] = []
         # The leader brings back here what a node that is gone had on air (OnAirService.adopt).
@@ -224,8 +239,46 @@ class ClusterMember:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
                     await asyncio.gather(*(bc.ended.wait() for bc in ending))
+        now = asyncio.get_running_loop().time()
+        if now >= self._resync_at:
+            # again once settled, if not yet: ends wait for it
+            self._resync_at = now + RESYNC_S if settled else min(now + RESYNC_S, self._judge_after)
+            await self._resync(settled)
         if self.bus.is_leader() and self.id in self.live and settled:
             await self._adopt_orphans()
+
+    async def _resync(self, settled: bool) -> None:
+        """Compare the live nodes' on-air snapshots with what this node relays: a broadcast
+        missed here (a lifecycle gap, a node started or reconnected after it began) starts
+        as a relayed copy; a relayed copy whose stop was missed ends (only once settled: a
+        restarted Redis holds no snapshot until each node rewrote its own). Both go through
+        the lifecycle queue, in order with the messages."""
+        asked = asyncio.get_running_loop().time()
+        snapshot = await self.bus.onair()
+        for origin, started in snapshot.items():
+            if origin == self.id or origin not in self.live:
+                continue
+            for message in started.values():
+                if message.id in self.node.broadcasts or message.id in self._stopped:
+                    continue
+                log.info("[bc=%s] on air on %s but not here (missed its start): relaying it",
+                         message.id, origin)  # fmt: skip
+                self.resyncs_started += 1
+                self._inbox.put_nowait(Envelope(0, origin, None, message))
+        if not settled:
+            return
+        for bc_id, (_, origin) in list(self.relayed.items()):
+            if (
+                origin in self.live
+                and bc_id not in snapshot.get(origin, {})
+                and self._relayed_since.get(bc_id, asked) < asked
+            ):
+                log.info("[bc=%s] no longer on air on %s (missed its stop): ending it here",
+                         bc_id, origin)  # fmt: skip
+                self.resyncs_ended += 1
+                self._inbox.put_nowait(
+                    Envelope(0, origin, None, BroadcastStopped(bc_id, "finished", origin))
+                )
 
     async def _adopt_orphans(self) -> None:
         """The leader restarts here what a node that is gone had on air (its on-air rows;
@@ -325,7 +378,9 @@ class ClusterMember:
         if why in ("connected", "reconnected"):
             ttl = self.bus.config.presence_ttl_s
             self._judge_after = asyncio.get_running_loop().time() + ttl
+            self._outbox.put_nowait(_RewriteOnAir())  # a restarted Redis lost it
         self._reread = True
+        self._resync_at = 0.0  # compare the on-air snapshots at the next refresh
         self._wake.set()
 
     def _on_leadership(self, leader: bool) -> None:
@@ -508,12 +563,13 @@ class ClusterMember:
         self.local.add(bc.id)
         bc.deliver = partial(self._tap, bc.deliver)
         self.bundler.route(bc.id, self.receivers(bc))
-        self._outbox.put_nowait(
-            BroadcastStarted.of(bc.spec, node=self.id, at=time.time(), what=bc.log.what)
-        )
+        started = BroadcastStarted.of(bc.spec, node=self.id, at=time.time(), what=bc.log.what)
+        self._announced[bc.id] = started
+        self._outbox.put_nowait(started)
 
     def _logged(self, previous: Callable[[LogEntry], None] | None, entry: LogEntry) -> None:
         relayed = self.relayed.pop(entry.id, None)
+        self._relayed_since.pop(entry.id, None)
         if relayed is not None:
             by_bus = entry.id in self._ended_by_bus
             self._ended_by_bus.discard(entry.id)
@@ -528,6 +584,7 @@ class ClusterMember:
             previous(entry)
         if entry.id in self.local:
             self.local.discard(entry.id)
+            self._announced.pop(entry.id, None)
             self.bundler.route(entry.id, ())
             reason = entry.state if entry.state in ("finished", "failed") else "stopped"
             self._outbox.put_nowait(BroadcastStopped(entry.id, reason, self.id))
@@ -583,12 +640,16 @@ class ClusterMember:
             try:
                 while True:
                     try:
-                        await self.bus.publish_lifecycle(message)
+                        if isinstance(message, _RewriteOnAir):  # in order with the others
+                            await self.bus.rewrite_onair(list(self._announced.values()))
+                        else:
+                            await self.bus.publish_lifecycle(message)
                         backoff.reset()
                         break
                     except FAILURES as exc:
+                        what = getattr(message, "TYPE", "on-air snapshot")
                         log.warning("[node=%s] could not publish %s (%s); retrying", self.id,
-                                    message.TYPE, exc)  # fmt: skip
+                                    what, exc)  # fmt: skip
                         await asyncio.sleep(backoff.next())
             finally:
                 self._outbox.task_done()
@@ -642,7 +703,11 @@ class ClusterMember:
                 if not bc.state.ended:
                     assert isinstance(bc, RelayedBroadcast)
                     self.relayed[bc_id] = (bc, origin)
+                    self._relayed_since[bc_id] = asyncio.get_running_loop().time()
             case BroadcastStopped(id=bc_id, reason=reason, node=origin):
+                self._stopped[bc_id] = None
+                while len(self._stopped) > STOPPED_KEPT:
+                    self._stopped.popitem(last=False)
                 if bc_id in self.local and origin == self.id:  # stopped on another node
                     with contextlib.suppress(LoaError):
                         await self.node.stop_broadcast(bc_id)
@@ -656,6 +721,50 @@ class ClusterMember:
                         await self.node.stop_broadcast(bc_id)
                 else:
                     found[0].finish(reason, failed=reason == "failed")
+
+    def metrics(self) -> list[str]:
+        """This node's part of the cluster for /metrics (Prometheus text): per node, like
+        every other family (scrape each node; sum in the query), except
+        ``cluster_endpoints_online``, the poles online on any live node as this node knows
+        them (its own and the fresh status of the others): the same on every node."""
+        stats = self.bus.stats
+        online = {e.id for e in self.node.poles() if e.online}
+        online |= {ep for ep, view in self.remote_endpoints().items() if view.get("online")}
+        node = f'{{node="{self.id}"}}'
+        return [
+            *family("cluster_node_info", "gauge", "This node's id in the cluster.", [(node, 1)]),
+            *family("cluster_leader", "gauge", "1 while this node holds the leader lease.",
+                    [("", int(self.bus.is_leader()))]),
+            *family("cluster_nodes", "gauge", "Live nodes (presence keys) this node sees.",
+                    [("", len(self.live))]),
+            *family("cluster_communes", "gauge", "Communes assigned to this node.",
+                    [("", len(self.mine()))]),
+            *family("cluster_endpoints_online", "gauge",
+                    "Endpoints online on any live node of the cluster.", [("", len(online))]),
+            *family("cluster_broadcasts", "gauge", "Broadcasts encoded here or relayed here.",
+                    [('{role="encoding"}', len(self.local)),
+                     ('{role="relaying"}', len(self.relayed))]),
+            *family("cluster_audio_messages_sent_total", "counter",
+                    "Audio bundles published (one per tick per receiving node).",
+                    [("", self.audio_sent)]),
+            *family("cluster_audio_ticks_late_total", "counter",
+                    "Bundle ticks more than 10 ms past their deadline.",
+                    [("", self.pacer.late_frames)]),
+            *family("cluster_packets_relayed_total", "counter",
+                    "Packets received in other nodes' bundles and played here.",
+                    [("", self.packets_relayed)]),
+            *family("cluster_commands_refused_total", "counter",
+                    "Fenced commands dropped: their token is older than one seen.",
+                    [("", stats.dropped_stale)]),
+            *family("cluster_lifecycle_gaps_total", "counter",
+                    "Jumps in the lifecycle sequence (missed messages).", [("", stats.gaps)]),
+            *family("cluster_redis_reconnects_total", "counter",
+                    "Reconnections to Redis.", [("", stats.reconnects)]),
+            *family("cluster_resyncs_total", "counter",
+                    "Broadcasts started or ended here from the on-air snapshots.",
+                    [('{action="started"}', self.resyncs_started),
+                     ('{action="ended"}', self.resyncs_ended)]),
+        ]  # fmt: skip
 
     def view(self) -> dict[str, Any]:
         """For /healthz: this node, the leader flag, live nodes, and the communes it serves."""
@@ -674,4 +783,5 @@ class ClusterMember:
             "audio_messages_sent": self.audio_sent,
             "audio_ticks_late": self.pacer.late_frames,
             "packets_relayed": self.packets_relayed,
+            "resyncs": {"started": self.resyncs_started, "ended": self.resyncs_ended},
         }

@@ -35,9 +35,17 @@ local current = tonumber(redis.call('GET', KEYS[2]) or '0')
 if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[2], ARGV[1]) end
 return redis.call('GET', KEYS[1])
 """
+# The lifecycle: INCR + PUBLISH, and the sender's on-air snapshot kept with it in the same
+# step (ARGV[3] 'set' or 'del' field ARGV[4] of hash KEYS[2]), so a node that missed
+# messages reads a snapshot consistent with the channel.
 _SEQUENCED = """
 local seq = redis.call('INCR', KEYS[1])
 redis.call('PUBLISH', ARGV[1], string.format('%d', seq) .. ' ' .. ARGV[2])
+if ARGV[3] == 'set' then
+  redis.call('HSET', KEYS[2], ARGV[4], ARGV[2])
+elseif ARGV[3] == 'del' then
+  redis.call('HDEL', KEYS[2], ARGV[4])
+end
 return seq
 """
 
@@ -47,7 +55,7 @@ SCRIPTS = {
     "release": _RELEASE,  # delete it only if it is still ours
     "observe": _OBSERVE,  # a follower raises the counter to its floor, reads the holder
     "leader_set": _LEADER_SET,  # write + announce leader state only while the lease is ours
-    "sequenced": _SEQUENCED,  # INCR + PUBLISH: one order, gaps visible
+    "sequenced": _SEQUENCED,  # INCR + PUBLISH (+ on-air snapshot): one order, gaps visible
 }
 
 
@@ -65,3 +73,7 @@ class Keys:
 
     def audio(self, node_id: str) -> str:
         return f"{self.prefix}audio:{node_id}"
+
+    def onair(self, node_id: str) -> str:
+        """Hash: the broadcasts ``node_id`` encodes now, id → its ``broadcast.started`` body."""
+        return f"{self.prefix}onair:{node_id}"

@@ -31,7 +31,13 @@ from loa.cluster.bundle import Bundle
 from loa.cluster.fencing import Fence
 from loa.cluster.keys import SCRIPTS, Keys
 from loa.cluster.lease import Lease, LeaseTiming
-from loa.cluster.messages import Assignment, Envelope, Message
+from loa.cluster.messages import (
+    Assignment,
+    BroadcastStarted,
+    BroadcastStopped,
+    Envelope,
+    Message,
+)
 
 CLOSE_TIMEOUT_S = 2.0  # what close() waits for Redis, per step
 log = logging.getLogger(__name__)
@@ -118,6 +124,7 @@ class Bus:
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),  # we retry, with our backoff, where it is safe
             health_check_interval=max(1, round(self.config.presence_ttl_s / 3)),
+            client_name=f"loa-{self.config.cluster}-{self.config.node_id}",  # CLIENT LIST
         )
         self._scripts = {name: self._redis.register_script(lua) for name, lua in SCRIPTS.items()}
         name = self.config.node_id
@@ -286,13 +293,56 @@ class Bus:
     # -- publishing --------------------------------------------------------------------
 
     async def publish_lifecycle(self, message: Message) -> int:
-        """Publish on the lifecycle channel; returns its sequence number."""
-        body = Envelope(0, self.config.node_id, None, message).body()
+        """Publish on the lifecycle channel; returns its sequence number. A start or stop
+        of a broadcast this node encodes also updates its on-air snapshot, in the same
+        script (``onair``)."""
+        me = self.config.node_id
+        body = Envelope(0, me, None, message).body()
+        op, field_ = "", ""
+        if isinstance(message, BroadcastStarted | BroadcastStopped) and message.node == me:
+            op, field_ = ("set" if isinstance(message, BroadcastStarted) else "del"), message.id
         seq = await self._script(
-            "sequenced", [self.keys.lifecycle_seq], [self.keys.lifecycle, body]
-        )
+            "sequenced", [self.keys.lifecycle_seq, self.keys.onair(me)],
+            [self.keys.lifecycle, body, op, field_],
+        )  # fmt: skip
         self.stats.published += 1
         return int(seq)
+
+    async def rewrite_onair(self, started: list[BroadcastStarted]) -> None:
+        """Replace this node's on-air snapshot with ``started`` (after a (re)connection: a
+        restarted Redis lost it, a restarted node left stale entries)."""
+        me = self.config.node_id
+        key = self.keys.onair(me)
+        async with self._client().pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            if started:
+                pipe.hset(key, mapping={m.id: Envelope(0, me, None, m).body() for m in started})
+            await pipe.execute()
+
+    async def onair(self) -> dict[str, dict[str, BroadcastStarted]]:
+        """Every node's on-air snapshot: node → broadcast id → its ``broadcast.started``.
+        A bad entry is dropped and counted like a bad message."""
+        client = self._client()
+        keys = [k async for k in client.scan_iter(match=self.keys.onair("*"), count=1000)]
+        if not keys:
+            return {}
+        async with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            hashes = await pipe.execute()
+        out: dict[str, dict[str, BroadcastStarted]] = {}
+        prefix = self.keys.onair("")
+        for key, entries in zip(keys, hashes, strict=True):
+            node = (key.decode() if isinstance(key, bytes) else key)[len(prefix) :]
+            for body in entries.values():
+                try:
+                    message = Envelope.parse(b"0 " + body).message
+                except ValueError as exc:
+                    self._bad(prefix + node, exc)
+                    continue
+                if isinstance(message, BroadcastStarted):
+                    out.setdefault(node, {})[message.id] = message
+        return out
 
     def _leader_token(self) -> int:
         token = self.token

@@ -13,6 +13,15 @@ from loa.relay.core.reception import Reception
 FANOUT_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
 
 
+def family(name: str, kind: str, help_: str, samples: Sequence[tuple[str, float]]) -> list[str]:
+    """One metric family in Prometheus text: HELP, TYPE, then ``loa_<name><labels> value``."""
+    return [
+        f"# HELP loa_{name} {help_}",
+        f"# TYPE loa_{name} {kind}",
+        *(f"loa_{name}{labels} {value:g}" for labels, value in samples),
+    ]
+
+
 @dataclass
 class Metrics:
     packets_sent: int = 0
@@ -68,9 +77,7 @@ class Metrics:
         lines: list[str] = []
 
         def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-            lines.append(f"# HELP loa_{name} {help_}")
-            lines.append(f"# TYPE loa_{name} {kind}")
-            lines.extend(f"loa_{name}{labels} {value:g}" for labels, value in samples)
+            lines.extend(family(name, kind, help_, samples))
 
         metric(
             "endpoints_online",

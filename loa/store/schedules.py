@@ -169,11 +169,12 @@ def _fence(conn: Conn, token: int | None) -> None:
             f"fencing token {token} is older than {r[0]}: another leader has written since",
             token=token, fence=int(r[0]),
         )  # fmt: skip
-    conn.execute(
-        "INSERT INTO fences (name, token) VALUES (?, ?) "
-        "ON CONFLICT(name) DO UPDATE SET token = excluded.token",
-        (FENCE, token),
-    )
+    if r is None or int(r[0]) < token:  # written only when it rises: no hot row
+        conn.execute(
+            "INSERT INTO fences (name, token) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET token = excluded.token",
+            (FENCE, token),
+        )
 
 
 def _run(conn: Conn, schedule_id: str, at: float) -> ScheduleRun | None:

@@ -106,6 +106,8 @@ async def metrics(request: web.Request) -> web.Response:
         drops=node.sessions.drops,
         receptions=[(e.id, e.reception) for e in node.poles() if e.reception is not None],
     )
+    if CLUSTER in request.app:
+        text += "\n".join(request.app[CLUSTER].metrics()) + "\n"
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 

@@ -30,6 +30,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from loa.access import User, visible_zones
 from loa.relay.core.priority import BroadcastSpec
+from loa.relay.endpoint import Endpoint
 from loa.relay.node import Node
 from loa.web.keys import NODE, PUBLISHER, SOCKETS, USER
 from loa.web.views import broadcast_json, endpoint_json
@@ -58,12 +59,15 @@ def parts(node: Node, remote: Mapping[str, dict[str, Any]] | None = None) -> Par
     ``remote``: in a cluster, the views other nodes published of the poles they serve; a
     pole offline here and online there is shown as there."""
     remote = remote or {}
-    endpoints = [
-        remote[e.id] if not e.online and e.id in remote else endpoint_json(node, e)
-        for e in node.poles()
-    ]
+    endpoints = [endpoint_view(node, e, remote) for e in node.poles()]
     broadcasts = [(bc.spec, broadcast_json(node, bc)) for bc in node.broadcasts.values()]
     return endpoints, broadcasts
+
+
+def endpoint_view(node: Node, ep: Endpoint, remote: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """A pole's view: this node's, or, in a cluster, the view of the live node it is online
+    on (``remote``), when it is offline here."""
+    return remote[ep.id] if not ep.online and ep.id in remote else endpoint_json(node, ep)
 
 
 def snapshot(
@@ -184,12 +188,13 @@ class StatusPublisher:
         self._shown: dict[str | None, dict[str, Any]] = {}  # scope → last snapshot pushed
         self.remote: Remote | None = None  # cluster: other nodes' poles (ClusterMember)
 
-    def _remote(self) -> Mapping[str, dict[str, Any]]:
+    def remote_views(self) -> Mapping[str, dict[str, Any]]:
+        """In a cluster, the poles other live nodes serve, as they report them."""
         return self.remote() if self.remote is not None else {}
 
     def _fingerprint(self) -> tuple[Any, ...]:
         assert self.node is not None
-        remote = self._remote()
+        remote = self.remote_views()
         seen = tuple(
             (k, v["online"], v["playing"], v["transport"], v["volume"], v["muted"])
             for k, v in sorted(remote.items())
@@ -198,7 +203,7 @@ class StatusPublisher:
 
     def _statuses(self) -> list[Any]:
         assert self.node is not None
-        remote = self._remote()
+        remote = self.remote_views()
         return [e.status for e in self.node.poles()] + [v["status"] for v in remote.values()]
 
     def subscribe(self, node: Node, user: User | None = None) -> Mailbox:
@@ -206,7 +211,7 @@ class StatusPublisher:
         if not self.mailboxes:  # nobody saw the changes made while no one was watching
             self._record()
         box = Mailbox(user)
-        data = snapshot(node, user, remote=self._remote())
+        data = snapshot(node, user, remote=self.remote_views())
         box.put(_serialise(data))  # a new dashboard gets the whole picture at once
         scope = scope_of(user)
         if not any(scope_of(b.user) == scope for b in self.mailboxes):
@@ -250,7 +255,7 @@ class StatusPublisher:
             scopes.setdefault(scope_of(box.user), []).append(box)
         for scope in set(self._shown) - set(scopes):
             del self._shown[scope]
-        views = parts(self.node, self._remote())
+        views = parts(self.node, self.remote_views())
         for scope, boxes in scopes.items():
             data = snapshot(self.node, boxes[0].user, views)
             shown = {k: v for k, v in data.items() if k != "time"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as redis
 
 from loa.codecs.pcm import rms_dbfs
 from loa.localservers import RedisServer
@@ -428,7 +430,8 @@ async def test_a_dashboard_on_any_node_shows_every_nodes_speakers(
     tmp_path: Path, redis_url: str, postgres_url: str
 ) -> None:
     """The live status socket on b shows a's speakers online (from a's status messages),
-    what they play, and counts them among the broadcast's hearers."""
+    what they play, and counts them among the broadcast's hearers; so do b's GET /endpoints
+    and GET /endpoints/{id}, and b's /metrics counts them in the cluster's online poles."""
     nodes = make_nodes(tmp_path, ("a", "b"), redis_url=redis_url, store_url=postgres_url,
                        communes=2, per_commune=PER_COMMUNE)  # fmt: skip
     a, b = nodes
@@ -451,6 +454,17 @@ async def test_a_dashboard_on_any_node_shows_every_nodes_speakers(
                     assert time.monotonic() < deadline, snap["counts"]
                 assert snap["counts"]["online"] == 2 * PER_COMMUNE
                 assert snap["broadcasts"][0]["hearing"] == 2 * PER_COMMUNE
+            # GET /endpoints and /metrics on b: the same, from the same status messages
+            listed = {e["id"]: e for e in (await b.api(http, "GET", "/endpoints"))["endpoints"]}
+            for ep in fleet.speakers:
+                assert listed[ep]["online"] and listed[ep]["playing"] == started["id"], ep
+            one = await b.api(http, "GET", "/endpoints/c0-e0")  # on a, asked on b
+            assert (one["id"], one["online"], one["playing"]) == ("c0-e0", True, started["id"])
+            assert await b.metric(http, "loa_cluster_endpoints_online") == 2 * PER_COMMUNE
+            assert await b.metric(http, "loa_endpoints_online") == PER_COMMUNE  # its own
+            assert await b.metric(http, "loa_cluster_nodes") == 2
+            leaders = [await n.metric(http, "loa_cluster_leader") for n in nodes]
+            assert sorted(leaders) == [0, 1]
             await a.api(http, "DELETE", f"/broadcasts/{started['id']}")
         finally:
             await fleet.close()
@@ -505,3 +519,102 @@ async def test_a_node_admits_speakers_at_a_bounded_rate(
         finally:
             await fleet.close()
     print(f"9 speakers at 3/s admitted in {took:.1f} s, {busy} sent back to retry")
+
+
+async def test_a_node_that_joins_while_a_broadcast_is_on_air_relays_it(
+    tmp_path: Path, redis_url: str, postgres_url: str
+) -> None:
+    """a alone serves four communes and plays a tone to the province. b starts: it never
+    received the tone's `broadcast.started`, so it reads the on-air snapshots when it
+    connects and relays the tone; the leader moves communes to b, whose speakers hear the
+    tone there. The log row names every speaker."""
+    a, b = make_nodes(tmp_path, ("a", "b"), redis_url=redis_url, store_url=postgres_url,
+                      communes=4, per_commune=1)  # fmt: skip
+    async with running([a]), aiohttp.ClientSession() as http:
+        await converged(http, [a])
+        fleet = Fleet(a.url, tokens(4, 1))
+        await fleet.start()
+        try:
+            await welcomed(fleet)
+            bc = (await tone_to_province(http, a, "scheduled"))["id"]
+            t0 = time.monotonic()
+            await wait_for(lambda: all(h.since(t0, bc) for h in fleet.heard.values()), 10,
+                           "every speaker hearing a's tone")  # fmt: skip
+            try:
+                await b.start()
+                views = await converged(http, [a, b])
+                moved = [ep for ep in fleet.speakers if ep.split("-")[0] in views["b"]["communes"]]
+                assert moved, views  # rebalanced towards b
+                await wait_for(lambda: all(fleet.speakers[ep].url == b.url for ep in moved), 10,
+                               "the moved communes' speakers on b")  # fmt: skip
+                on_b = time.monotonic()
+                await wait_for(
+                    lambda: all(
+                        sum(rms_dbfs(p) > -40 for p in fleet.heard[ep].since(on_b, bc)) >= 5
+                        for ep in moved
+                    ),
+                    5, "b's speakers hearing a's tone, relayed by b",
+                )  # fmt: skip
+                view = (await b.health(http) or {})["cluster"]
+                assert view["relaying"] == [bc] and view["resyncs"] == {"started": 1, "ended": 0}
+                await a.api(http, "DELETE", f"/broadcasts/{bc}")
+                entries, _ = await ended_rows(http, a, bc, fleet)
+                assert sorted(entries[0]["heard_s"]) == sorted(fleet.speakers)
+            finally:
+                await b.stop()
+        finally:
+            await fleet.close()
+    for n in (a, b):
+        assert "Traceback" not in n.text(), n.text()[-3000:]
+
+
+async def test_a_node_that_missed_a_stop_ends_its_copy_after_reconnecting(
+    tmp_path: Path, own_redis: RedisServer, postgres_url: str
+) -> None:
+    """b relays a's tone and freezes (SIGSTOP, as a long GC pause or a stalled VM would);
+    meanwhile its Redis connections drop (CLIENT KILL: a blip, a Redis failover), so the
+    `broadcast.stopped` sent then never reaches b. Thawed, b reconnects, compares the
+    on-air snapshots and ends its copy: nothing plays on there any more."""
+    nodes = make_nodes(tmp_path, ("a", "b"), redis_url=own_redis.url, store_url=postgres_url,
+                       communes=2, per_commune=1)  # fmt: skip
+    a, b = nodes
+    async with running(nodes), aiohttp.ClientSession() as http:
+        await converged(http, nodes)
+        fleet = Fleet(a.url, tokens(2, 1))
+        await fleet.start()
+        try:
+            await welcomed(fleet)
+            bc = (await tone_to_province(http, a, "scheduled"))["id"]
+            t0 = time.monotonic()
+            await wait_for(lambda: all(h.since(t0, bc) for h in fleet.heard.values()), 10,
+                           "both speakers hearing a's tone")  # fmt: skip
+            client = redis.Redis.from_url(own_redis.url)
+            try:
+                assert b.proc is not None
+                b.proc.send_signal(signal.SIGSTOP)
+                try:
+                    clients = await client.client_list()
+                    of_b = [c["id"] for c in clients if c["name"] == "loa-loa-b"]
+                    assert of_b, clients
+                    for client_id in of_b:
+                        await client.client_kill_filter(_id=client_id)
+                    await a.api(http, "DELETE", f"/broadcasts/{bc}")
+                    await asyncio.sleep(0.2)
+                finally:
+                    b.proc.send_signal(signal.SIGCONT)
+            finally:
+                await client.aclose()
+            thawed = time.monotonic()
+            while True:
+                view = (await b.health(http) or {}).get("cluster", {})
+                if view.get("relaying") == [] and view["resyncs"]["ended"] == 1:
+                    break
+                assert time.monotonic() - thawed < 15, view
+                await asyncio.sleep(0.2)
+            ended_s = time.monotonic() - thawed
+            assert "missed its stop" in b.text()
+        finally:
+            await fleet.close()
+    print(f"b ended the copy whose stop it missed {ended_s:.2f} s after it thawed")
+    for n in nodes:
+        assert "Traceback" not in n.text(), n.text()[-3000:]

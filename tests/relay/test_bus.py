@@ -20,6 +20,7 @@ from loa.cluster.keys import Keys
 from loa.cluster.lease import LeaseTiming
 from loa.cluster.messages import (
     Assignment,
+    BroadcastStarted,
     BroadcastStopped,
     Envelope,
     ItemBoundary,
@@ -216,6 +217,41 @@ async def test_a_gap_in_the_lifecycle_sequence_asks_for_a_resync(
     await a.publish_lifecycle(ItemBoundary("bc", "n1"))
     await until(lambda: len(seen.lifecycle) == 2)
     assert seen.resyncs == ["connected", "gap"] and a.stats.gaps == 1
+
+
+def started(bc_id: str, node: str) -> BroadcastStarted:
+    return BroadcastStarted(bc_id, "scheduled", None, ("p",), (), None, False, None, True,
+                            False, node, 1.0, "tone")  # fmt: skip
+
+
+async def test_the_on_air_snapshot_follows_each_nodes_starts_and_stops(
+    make_bus: Factory, redis_url: str
+) -> None:
+    """Each node's starts and stops of its own broadcasts update its snapshot in the
+    lifecycle script; a stop named by another node (an operator's, relayed to the encoding
+    node) does not; a rewrite replaces it; a bad entry is dropped and counted."""
+    a, _ = await make_bus("n1")
+    b, _ = await make_bus("n2")
+    await a.publish_lifecycle(started("bc1", "n1"))
+    await a.publish_lifecycle(started("bc2", "n1"))
+    await b.publish_lifecycle(started("bc3", "n2"))
+    assert {n: sorted(m) for n, m in (await b.onair()).items()} == {
+        "n1": ["bc1", "bc2"], "n2": ["bc3"],
+    }  # fmt: skip
+    assert (await b.onair())["n1"]["bc1"] == started("bc1", "n1")
+    await b.publish_lifecycle(BroadcastStopped("bc1", "stopped", "n1"))  # asks n1 to stop it
+    assert sorted((await a.onair())["n1"]) == ["bc1", "bc2"]
+    await a.publish_lifecycle(BroadcastStopped("bc1", "stopped", "n1"))  # n1 stopped it
+    await b.publish_lifecycle(BroadcastStopped("bc3", "finished", "n2"))
+    assert {n: sorted(m) for n, m in (await a.onair()).items()} == {"n1": ["bc2"]}
+    await a.rewrite_onair([started("bc4", "n1")])  # after a reconnection
+    assert {n: sorted(m) for n, m in (await b.onair()).items()} == {"n1": ["bc4"]}
+    async with aioredis.Redis.from_url(redis_url) as r:
+        await r.hset(KEYS.onair("n2"), "bad", b"{not json")
+    assert {n: sorted(m) for n, m in (await b.onair()).items()} == {"n1": ["bc4"]}
+    assert b.stats.dropped_bad == 1
+    await a.rewrite_onair([])
+    assert "n1" not in await b.onair()
 
 
 async def test_audio_bundles_reach_only_their_node(make_bus: Factory, redis_url: str) -> None:

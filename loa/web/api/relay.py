@@ -32,8 +32,9 @@ from loa.web.api.media_scope import check_usable, media_in
 from loa.web.api.repeats import repeat_json
 from loa.web.api.types import builtins
 from loa.web.contract import Routes
-from loa.web.keys import MEDIA, NODE, REPEATS, STORE, USER
-from loa.web.views import broadcast_json, endpoint_json, scoped, sees_broadcast
+from loa.web.keys import MEDIA, NODE, PUBLISHER, REPEATS, STORE, USER
+from loa.web.live import endpoint_view
+from loa.web.views import broadcast_json, scoped, sees_broadcast
 
 __all__ = ["USER", "routes"]
 
@@ -90,9 +91,12 @@ async def list_zones(request: web.Request) -> web.Response:
     "/endpoints", summary="Endpoints the caller sees", tag="endpoints", returns=answers.Endpoints
 )
 async def list_endpoints(request: web.Request) -> web.Response:
+    """Live state from every node in a cluster: a pole offline here shows as the live node
+    it is online on reports it (its status message, at most 3 s old)."""
     node, user = node_of(request), user_of(request)
+    remote = request.config_dict[PUBLISHER].remote_views()
     visible = [e for e in node.poles() if auth.can_see_zone(user, node.zones, e.spec.zone)]
-    return web.json_response({"endpoints": [endpoint_json(node, e) for e in visible]})
+    return web.json_response({"endpoints": [endpoint_view(node, e, remote) for e in visible]})
 
 
 @routes.get(
@@ -103,8 +107,9 @@ async def list_endpoints(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def get_endpoint(request: web.Request) -> web.Response:
-    node = node_of(request)
-    return web.json_response(endpoint_json(node, _see_endpoint(request, request.match_info["id"])))
+    node, ep = node_of(request), _see_endpoint(request, request.match_info["id"])
+    remote = request.config_dict[PUBLISHER].remote_views()
+    return web.json_response(endpoint_view(node, ep, remote))
 
 
 @routes.get(
