@@ -42,3 +42,16 @@ async def test_a_pole_in_its_own_network_namespace() -> None:
     assert row["red"] >= 3 and row["heard_pct"] >= 98.0, row
     assert ip("netns", "list") == before  # removed, whatever the run did
     assert "lbr" not in ip("-o", "link", "show", "type", "bridge")
+
+
+@pytest.mark.e2e
+async def test_red_on_against_off_at_ten_percent_loss() -> None:
+    """The same seeded 10 % loss both ways, the pole's zone without then with redundancy
+    (no NACK either time): RED plays what was lost from the next packet's copy."""
+    (ten,) = [s for s in SCENARIOS if s.name == "10 % loss"]
+    off = await run_scenario(ten, 4.0, mode="none")
+    on = await run_scenario(ten, 4.0, mode="red")
+    assert off["red"] == 0 and off["concealed"] >= 10, off  # the link lost ~20 packets
+    assert on["red"] >= 10 and on["concealed"] <= 4, on  # two in a row (1 %) left to PLC
+    assert on["heard_pct"] >= 98.0 > off["heard_pct"], (off, on)
+    assert on["mb_month"] > 1.5 * off["mb_month"]  # what it costs: the audio twice
