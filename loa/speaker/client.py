@@ -322,6 +322,7 @@ class Speaker:
             recovered=jb.recovered,
             retransmitted=jb.retransmitted,
             redundant=jb.redundant,
+            red_malformed=self.red_malformed,
             concealed=jb.concealed,
             nacked=jb.nacked,
             stretched=jb.stretched,

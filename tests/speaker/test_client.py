@@ -163,7 +163,7 @@ async def test_status_reports_plausible_counters(server: FakeServer, start: Any)
     assert status["type"] == "status"
     assert status["received"] == status["played"] == 10
     assert status["lost"] == status["late"] == status["recovered"] == 0
-    assert status["redundant"] == 0  # plain Opus: no RED copy played
+    assert status["redundant"] == status["red_malformed"] == 0  # plain Opus: no RED
     assert status["retransmitted"] == status["nacked"] == status["concealed"] == 0
     assert status["path_failures"] == 0 and status["stretched"] >= 0
     assert status["volume"] == 80

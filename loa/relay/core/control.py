@@ -40,6 +40,7 @@ STATUS_FIELDS: Final = frozenset(
         "underruns",
         "retransmitted",
         "redundant",
+        "red_malformed",
         "nacked",
         "stretched",
         "path_failures",
