@@ -28,11 +28,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +40,9 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 
 from bench.impair import ImpairingLink, Impairment
+from bench.netns import Bridge, Member, skip_reason
+from bench.pole import TOKEN, LocalPole, NetnsPole, Played
 from loa.config import Config, EndpointSpec, RelayConfig, WebConfig, ZoneSpec
-from loa.speaker.client import Speaker
-from loa.speaker.jitter import (
-    Conceal,
-    JitterBuffer,
-    Play,
-    PlayoutItem,
-    Recover,
-    Stretch,
-)
-from loa.speaker.output import NullOutput
 from loa.web.app import NODE, create_app
 
 ADMIN = "bench-links-admin"
@@ -94,39 +86,6 @@ SCENARIOS: tuple[Scenario, ...] = (
 )
 
 
-def kind_of(item: PlayoutItem) -> str:
-    match item:
-        case Play(retransmitted=again, redundant=copy):
-            return "retx" if again else "red" if copy else "sent"
-        case Recover():
-            return "fec"
-        case Conceal():
-            return "concealed"
-        case Stretch():
-            return "inserted"
-    return "silent"
-
-
-@dataclass
-class Heard:
-    """Every playout slot of the speaker: (loop time, kind), from its jitter buffer's answers
-    (one a slot, so a stalled event loop does not read as silence)."""
-
-    frames: list[tuple[float, str]] = field(default_factory=list)
-
-    def watch(self, jitter: JitterBuffer) -> None:
-        pop = jitter.pop
-
-        def recorded(now: float) -> PlayoutItem:
-            item = pop(now)
-            kind = kind_of(item)
-            if kind != "silent" or self.frames:
-                self.frames.append((now, kind))
-            return item
-
-        jitter.pop = recorded  # type: ignore[method-assign]
-
-
 def classify(frames: list[tuple[float, str]], start: float, end: float) -> list[str]:
     """The slots' kinds from ``start`` to ``end``."""
     return [kind for t, kind in frames if start <= t <= end]
@@ -166,11 +125,11 @@ def dropouts(slots: list[str]) -> list[int]:
     return runs
 
 
-def _config(data_dir: Path, link_port: int, *, redundancy: bool = False) -> Config:
+def _config(data_dir: Path, host: str, link_port: int, *, redundancy: bool = False) -> Config:
     return Config(
-        web=WebConfig(host="127.0.0.1", port=0),
+        web=WebConfig(host=host, port=0),
         relay=RelayConfig(
-            udp_host="127.0.0.1",
+            udp_host=host,
             udp_port=0,
             public_udp_port=link_port,
             keepalive_s=10.0,  # the defaults: a rebinding is not followed by luck
@@ -180,64 +139,54 @@ def _config(data_dir: Path, link_port: int, *, redundancy: bool = False) -> Conf
         data_dir=data_dir,
         admin_token=ADMIN,
         zones=(ZoneSpec("p", "Tỉnh"), ZoneSpec("x", "Xã", parent="p", redundancy=redundancy)),
-        endpoints=(EndpointSpec("pole", "Loa", "x", token="tok-pole"),),
+        endpoints=(EndpointSpec("pole", "Loa", "x", token=TOKEN),),
     )
 
 
-async def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+async def _broadcast(server: TestServer) -> None:
+    body = {
+        "source": {"type": "tone", "freq_hz": 1000},
+        "targets": {"zones": ["x"]},
+        "class": "live",
+        "chime": False,
+    }
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(str(server.make_url("/api/v1/broadcasts")), json=body, headers=headers) as resp,
+    ):
+        if resp.status != 201:
+            raise RuntimeError(f"broadcast refused: {resp.status} {await resp.text()}")
 
 
-async def run_scenario(sc: Scenario, seconds: float, *, mode: str = "nack") -> dict[str, Any]:
+async def run_scenario(
+    sc: Scenario, seconds: float, *, mode: str = "nack", netns: Member | None = None
+) -> dict[str, Any]:
+    """One scenario: a relay, the impairing link and one pole, in this process or (given
+    ``netns``, a namespace on the bridge whose address the relay listens on) its own."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     nack, red = "nack" in mode, "red" in mode
-    link = ImpairingLink(down=sc.down(), up=sc.up(), seed=15)
+    host = "127.0.0.1" if netns is None else netns.gateway
+    link = ImpairingLink(down=sc.down(), up=sc.up(), seed=15, host=host)
+    pole = LocalPole(nack=nack) if netns is None else NetnsPole(netns, nack=nack)
+    loop = asyncio.get_running_loop()
+    played: Played | None = None
     with tempfile.TemporaryDirectory(prefix="loa-links-") as tmp:
-        config = _config(Path(tmp), link.bind(), redundancy=red)
-        server = TestServer(create_app(config), host="127.0.0.1")
+        config = _config(Path(tmp), host, link.bind(), redundancy=red)
+        server = TestServer(create_app(config), host=host)
         await server.start_server()
-        node = server.app[NODE]
-        link.start(("127.0.0.1", node.udp_port))
-        heard = Heard()
-        speaker = Speaker(
-            str(server.make_url("")),
-            "tok-pole",
-            NullOutput(),
-            status_interval_s=1.0,
-            backoff_min_s=0.2,
-            backoff_max_s=1.0,
-            nack=nack,
-        )
-        heard.watch(speaker.jitter)
-        task = asyncio.create_task(speaker.run())
-        loop = asyncio.get_running_loop()
+        link.start((host, server.app[NODE].udp_port))
         try:
-            await _until(lambda: speaker.state.value == "udp", 15, "the speaker on UDP")
-            async with aiohttp.ClientSession() as http:
-                body = {
-                    "source": {"type": "tone", "freq_hz": 1000},
-                    "targets": {"zones": ["x"]},
-                    "class": "live",
-                    "chime": False,
-                }
-                headers = {"Authorization": f"Bearer {ADMIN}"}
-                url = str(server.make_url("/api/v1/broadcasts"))
-                async with http.post(url, json=body, headers=headers) as resp:
-                    if resp.status != 201:
-                        raise RuntimeError(f"broadcast refused: {resp.status} {await resp.text()}")
-            await _until(lambda: bool(heard.frames), 10, "the first frame heard")
-            start = heard.frames[0][0]
-            before = {w: (c.bytes, c.forwarded) for w, c in link.counts.items()}
-            dropped_before = speaker.jitter.dropped
+            await pole.start(str(server.make_url("")))
+            await pole.on_udp(15)
+            await _broadcast(server)
+            start = await pole.first_heard(10)
+            before = sum(c.bytes for c in link.counts.values())
             broke_at = None
             if sc.event is not None:
                 at, what = sc.event
-                await asyncio.sleep(at * seconds)
+                await asyncio.sleep(max(0.0, start + at * seconds - loop.time()))
                 broke_at = loop.time()
                 if what == "blackhole":
                     link.blackhole = True
@@ -245,22 +194,22 @@ async def run_scenario(sc: Scenario, seconds: float, *, mode: str = "nack") -> d
                     link.rebind()
             await asyncio.sleep(max(0.0, start + seconds - loop.time()))
             end = loop.time()
+            moved = sum(c.bytes for c in link.counts.values()) - before
         finally:
-            speaker.stop()
             try:
-                await asyncio.wait_for(task, 10)
+                played = await pole.stop()
             finally:
                 link.close()
                 await server.close()
-    slots = classify(heard.frames, start, end)
+    slots = classify(played.frames, start, end)
     runs = dropouts(slots)
     counts = {k: slots.count(k) for k in KINDS}
     n = max(1, len(slots))
-    moved = sum(c.bytes - before[w][0] for w, c in link.counts.items())
-    recovery = None if broke_at is None else recovery_s(heard.frames, broke_at)
+    recovery = None if broke_at is None else recovery_s(played.frames, broke_at)
     return {
         "scenario": sc.name,
         "mode": mode,
+        "netns": netns is not None,
         "slots": len(slots),
         **counts,
         "heard_pct": round(100.0 * sum(counts[k] for k in AUDIBLE) / n, 2),
@@ -268,10 +217,10 @@ async def run_scenario(sc: Scenario, seconds: float, *, mode: str = "nack") -> d
         "longest_ms": max(runs, default=0) * 20,
         "recovery_s": recovery,
         "mb_month": round(moved / (end - start) * MONTH_S / 1e6),
-        "skipped": speaker.jitter.dropped - dropped_before,
-        "nacked": speaker.jitter.nacked,
-        "late": speaker.jitter.late,
-        "target_ms": round(speaker.jitter.target_ms),
+        "skipped": played.skipped,
+        "nacked": played.nacked,
+        "late": played.late,
+        "target_ms": round(played.target_ms),
     }
 
 
@@ -292,15 +241,26 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-async def run(names: Sequence[str], seconds: float, modes: Sequence[str]) -> list[dict[str, Any]]:
-    rows = []
-    for sc in SCENARIOS:
-        if names and not any(sc.name.lower().startswith(n.lower()) for n in names):
-            continue
-        for mode in modes:
-            rows.append(await asyncio.wait_for(run_scenario(sc, seconds, mode=mode), seconds + 60))
-            print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
-    return rows
+async def run(
+    names: Sequence[str], seconds: float, modes: Sequence[str], *, netns: bool = False
+) -> list[dict[str, Any]]:
+    """The scenarios whose names start with one of ``names`` (all if none), in each mode;
+    with ``netns`` the pole runs in a network namespace, removed whatever happens."""
+    bridge = Bridge() if netns else None
+    try:
+        member = bridge.start().add("pole") if bridge is not None else None
+        rows = []
+        for sc in SCENARIOS:
+            if names and not any(sc.name.lower().startswith(n.lower()) for n in names):
+                continue
+            for mode in modes:
+                run = run_scenario(sc, seconds, mode=mode, netns=member)
+                rows.append(await asyncio.wait_for(run, seconds + 60))
+                print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+        return rows
+    finally:
+        if bridge is not None:
+            bridge.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -311,8 +271,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--modes", nargs="+", choices=MODES, default=["nack"], help="repairs to try (nack)"
     )
     parser.add_argument("--compare", action="store_true", help="every mode, for each scenario")
+    parser.add_argument(
+        "--netns", action="store_true", help="the pole in a network namespace (root, iproute2)"
+    )
     args = parser.parse_args(argv)
-    rows = asyncio.run(run(args.only, args.seconds, MODES if args.compare else args.modes))
+    if args.netns and (why := skip_reason()) is not None:
+        parser.error(f"--netns: {why}")
+    # SIGTERM ends the run like Ctrl+C: the finally clauses remove the namespace and bridge
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    modes = MODES if args.compare else args.modes
+    rows = asyncio.run(run(args.only, args.seconds, modes, netns=args.netns))
     print(table(rows))
     print(json.dumps(rows, ensure_ascii=False))
     return 0

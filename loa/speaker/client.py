@@ -317,10 +317,12 @@ class Speaker:
         jb = self.jitter
         return self.channel.status(
             received=jb.received,
+            played=jb.played,
             lost=jb.lost,
             recovered=jb.recovered,
             retransmitted=jb.retransmitted,
             redundant=jb.redundant,
+            red_malformed=self.red_malformed,
             concealed=jb.concealed,
             nacked=jb.nacked,
             stretched=jb.stretched,

@@ -14,8 +14,8 @@ from typing import Any
 
 import aiohttp
 
+from bench.netns import Bridge, Member
 from loa.localservers import free_port as free_tcp_port
-from tests.cluster.netns import Bridge, Member
 from tests.conftest import ADMIN, AUTH
 from tests.relay.relayfix import free_port
 
@@ -78,7 +78,7 @@ class ServeNode:
     proc: asyncio.subprocess.Process | None = None
     started: list[float] = field(default_factory=list)
     host: str = "127.0.0.1"
-    netns: Member | None = None  # runs in this network namespace (tests/cluster/netns.py)
+    netns: Member | None = None  # runs in this network namespace (bench/netns.py)
 
     @property
     def url(self) -> str:

@@ -1,5 +1,5 @@
 """A network partition isolates the leader (issue 12 item 5, last bullet), with real `loa
-serve` processes, each in a network namespace of its own (``tests/cluster/netns.py``),
+serve` processes, each in a network namespace of its own (``bench/netns.py``),
 joined by veth pairs to a bridge where Redis, PostgreSQL and the test's speakers are.
 
 The leader's link goes down: it can reach nothing (Redis, PostgreSQL, speakers). It stops
@@ -21,11 +21,11 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 
+from bench.netns import Bridge, skip_reason
 from loa.cluster.keys import Keys
 from loa.cluster.messages import Assignment, Envelope
 from loa.codecs.pcm import rms_dbfs
 from loa.localservers import PostgresServer, RedisServer
-from tests.cluster.netns import Bridge, skip_reason
 from tests.cluster.nodes import ServeNode, converged, make_nodes, tokens
 from tests.cluster.test_serve_cluster import ended_rows, running, tone_to_province, welcomed
 from tests.relay.fleet import Fleet, wait_for

@@ -182,8 +182,9 @@ async def test_status_reports_plausible_counters(server: FakeServer, start: Any)
     assert all(0 <= s["buffer_ms"] <= 500 for s in seen)
     status = seen[-1]
     assert status["type"] == "status"
-    assert status["received"] == 10
+    assert status["received"] == status["played"] == 10
     assert status["lost"] == status["late"] == status["recovered"] == 0
+    assert status["redundant"] == status["red_malformed"] == 0  # plain Opus: no RED
     assert status["retransmitted"] == status["nacked"] == status["concealed"] == 0
     assert status["path_failures"] == 0 and status["stretched"] >= 0
     assert status["volume"] == 80

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from bench.impair import ImpairingLink, Impairment
-from bench.links import Heard, classify, dropouts, recovery_s
+from bench.links import classify, dropouts, recovery_s
+from bench.pole import Heard
 from loa.config import with_changes as replace
 from tests.conftest import tree_config
 from tests.relay.fleet import Fleet, wait_for

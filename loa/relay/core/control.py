@@ -27,6 +27,7 @@ MAX_SERVERS: Final = 64  # the most server URLs a welcome or a redirect carries
 STATUS_FIELDS: Final = frozenset(
     {
         "received",
+        "played",
         "lost",
         "recovered",
         "late",
@@ -39,6 +40,7 @@ STATUS_FIELDS: Final = frozenset(
         "underruns",
         "retransmitted",
         "redundant",
+        "red_malformed",
         "nacked",
         "stretched",
         "path_failures",

@@ -1,6 +1,7 @@
 // The speakers table: status, what plays, loss and jitter, volume and mute (PATCH /endpoints).
 import { api, errorText } from "./api.js";
 import { t } from "./i18n.js";
+import { linkText } from "./linkcounters.js";
 import { endpointState } from "./map.js";
 import { qualityParts } from "./quality.js";
 import { el, notice } from "./ui.js";
@@ -28,6 +29,7 @@ function makeRow(ep, state) {
   row.zone = el("td", { "data-label": t("ep.zone") });
   row.playing = el("td", { "data-label": t("ep.playing") });
   row.quality = el("td", { class: "quality", "data-label": t("ep.quality") });
+  row.link = el("small", { class: "link-counters", title: t("ep.link_title") });
   row.range = el("input", {
     type: "range",
     min: 0,
@@ -84,6 +86,9 @@ function update(row, ep, state) {
   }
   row.mute.textContent = ep.muted ? t("ep.unmute") : t("ep.mute");
   row.mute.setAttribute("aria-pressed", ep.muted ? "true" : "false");
+  // under the quality words, which are redrawn above: played, recovered, concealed
+  row.link.textContent = (ep.online && linkText(ep.status, t)) || "";
+  row.quality.append(row.link);
 }
 
 export function renderEndpoints(state, visible) {

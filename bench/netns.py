@@ -1,8 +1,8 @@
-"""Network namespaces for cluster tests (issue 12 item 5, the partition): one bridge in the
-test's own namespace, holding an address the servers (Redis, PostgreSQL) listen on and the
-test's speakers talk from, and one namespace per node joined to it by a veth pair. Cutting a
-node's link (its bridge-side veth down) isolates it from everything: Redis, PostgreSQL, the
-other nodes and every speaker, as a cable cut or a dead switch port would.
+"""Network namespaces for the cluster tests (issue 12 item 5, the partition) and the link
+bench (``bench.links --netns``, issue 15 item 4): one bridge in the caller's own namespace,
+holding an address the servers (relay, Redis, PostgreSQL) listen on, and one namespace per
+node or pole joined to it by a veth pair. Cutting a member's link (its bridge-side veth
+down) isolates it from everything, as a cable cut or a dead switch port would.
 
 Needs root and iproute2's ``ip``; ``skip_reason()`` says why not when they are missing. Names
 carry a random tag, so parallel or leftover runs never collide, and ``close()`` removes
@@ -37,11 +37,13 @@ def ip(*args: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """One node's namespace: its name, its address on the bridge and the bridge-side veth."""
+    """One node's namespace: its name, its address on the bridge, the bridge-side veth and
+    the bridge's own address (the caller's namespace, where its servers listen)."""
 
     netns: str
     address: str
     link: str
+    gateway: str
 
     def exec_prefix(self) -> tuple[str, ...]:
         """Prefix an argv with this to run it in the namespace (``ip netns exec`` execs it:
@@ -74,7 +76,7 @@ class Bridge:
         netns, outer, inner = f"loa{self.tag}{name}", f"lvh{self.tag}{name}", f"lvn{self.tag}{name}"
         address = str(next(self._hosts))
         ip("netns", "add", netns)
-        member = Member(netns, address, outer)
+        member = Member(netns, address, outer, self.address)
         self.members[name] = member  # from here on close() removes it
         ip("link", "add", outer, "type", "veth", "peer", "name", inner)
         ip("link", "set", inner, "netns", netns)
