@@ -73,12 +73,11 @@ class _RewriteOnAir:
 @dataclass(frozen=True, slots=True)
 class LeaderJob:
     """Work only the leader does: started when this node becomes leader, closed when it
-    stops being leader (``once``: started the first time only, closed at shutdown)."""
+    stops being leader."""
 
     name: str
     start: Callable[[], Awaitable[None]]
     close: Callable[[], Awaitable[None]]
-    once: bool = False
     every_s: float | None = None  # ``tick`` called this often while leader
     tick: Callable[[], Awaitable[None]] | None = None
 
@@ -390,14 +389,11 @@ class ClusterMember:
     async def _leader_jobs(self) -> None:
         """Start the leader's jobs when the lease is won, close them when it is lost (the
         bus reports the loss before another node can win it: see "Lease and fencing")."""
-        started_once: set[str] = set()
         while True:
             leader = self.bus.is_leader()
             if leader and not self._acting:
                 names = []
                 for job in self.jobs:
-                    if job.once and job.name in started_once:
-                        continue
                     try:  # never past the lease: a start waiting on a store cut off hangs
                         async with asyncio.timeout_at(self.bus.lease.until):
                             await job.start()
@@ -406,17 +402,15 @@ class ClusterMember:
                                   job.name, exc)  # fmt: skip
                         await job.close()
                         continue
-                    started_once.add(job.name)
                     names.append(job.name)
                 self.jobs_running, self._acting = tuple(names), True
                 log.info("[node=%s] leader (token %s): runs %s", self.id, self.bus.token,
                          ", ".join(names) or "no job")  # fmt: skip
             elif not leader and self._acting:
                 for job in self.jobs:
-                    if not job.once:
-                        await job.close()
+                    await job.close()
                 log.info("[node=%s] not leader: stopped %s", self.id,
-                         ", ".join(j.name for j in self.jobs if not j.once))  # fmt: skip
+                         ", ".join(j.name for j in self.jobs))  # fmt: skip
                 self.jobs_running, self._acting = (), False
             ticking = [j for j in self.jobs if j.tick is not None and j.every_s is not None]
             wait = min((j.every_s for j in ticking if j.every_s), default=None)
