@@ -10,7 +10,7 @@ delay with jitter, reordering, a dead path, a NAT rebinding), plays a 1 kHz tone
   played from the next packet's redundant copy (RFC 2198); ``fec``: rebuilt from the next
   packet's in-band FEC; ``concealed``: PLC for a lost frame (or the fade after an
   underrun); ``inserted``: PLC inserted to deepen the buffer (no frame lost); ``silent``:
-  nothing played;
+  nothing played; ``skipped`` (not a slot): frames the buffer skipped to get shallower;
 - a *dropout* is a run of slots that are neither sent, retx, red nor fec; ``longest_ms`` is
   the longest; ``recovery_s``, for the scenarios that break the path mid-stream, is the time
   from the break to the first frame heard again;
@@ -233,6 +233,7 @@ async def run_scenario(sc: Scenario, seconds: float, *, mode: str = "nack") -> d
             await _until(lambda: bool(heard.frames), 10, "the first frame heard")
             start = heard.frames[0][0]
             before = {w: (c.bytes, c.forwarded) for w, c in link.counts.items()}
+            dropped_before = speaker.jitter.dropped
             broke_at = None
             if sc.event is not None:
                 at, what = sc.event
@@ -267,6 +268,7 @@ async def run_scenario(sc: Scenario, seconds: float, *, mode: str = "nack") -> d
         "longest_ms": max(runs, default=0) * 20,
         "recovery_s": recovery,
         "mb_month": round(moved / (end - start) * MONTH_S / 1e6),
+        "skipped": speaker.jitter.dropped - dropped_before,
         "nacked": speaker.jitter.nacked,
         "late": speaker.jitter.late,
         "target_ms": round(speaker.jitter.target_ms),
@@ -276,15 +278,15 @@ async def run_scenario(sc: Scenario, seconds: float, *, mode: str = "nack") -> d
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| link | repair | heard % | as sent | retransmitted | redundancy | FEC | concealed "
-        "| inserted | silent | dropouts | longest | recovery | MB/pole/month |"
+        "| inserted | silent | skipped | dropouts | longest | recovery | MB/pole/month |"
     )
-    lines = [head, "|" + "---|" * 14]
+    lines = [head, "|" + "---|" * 15]
     for r in rows:
         rec = "—" if r["recovery_s"] is None else f"{r['recovery_s']} s"
         lines.append(
             f"| {r['scenario']} | {r['mode']} | {r['heard_pct']} "
             f"| {r['sent']} | {r['retx']} | {r['red']} | {r['fec']} | {r['concealed']} "
-            f"| {r['inserted']} | {r['silent']} "
+            f"| {r['inserted']} | {r['silent']} | {r['skipped']} "
             f"| {r['dropouts']} | {r['longest_ms']} ms | {rec} | {r['mb_month']} |"
         )
     return "\n".join(lines)

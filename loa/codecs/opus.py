@@ -1,4 +1,5 @@
 """Opus encode and decode of 20 ms, 48 kHz mono frames over opuslib (ctypes on libopus).
+(Packets themselves, TOC and frames, without libopus: ``loa.codecs.opus_packet``.)
 
 The hot calls go straight to opuslib's ctypes bindings with numpy buffers: its Python
 wrappers build a list of 960 ints per decoded frame, which costs more than the decode."""
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import numpy as np
 
 from loa.codecs import CHANNELS, FRAME_SAMPLES, SAMPLE_RATE
+from loa.codecs.opus_packet import MAX_PACKET_BYTES, MAX_PACKET_SAMPLES
 from loa.codecs.pcm import Int16Array
 from loa.errors import MissingDependency
 
@@ -24,10 +26,6 @@ if TYPE_CHECKING:
 LIBOPUS_MISSING: Final = "libopus not found: install it with `apt-get install libopus0`"
 OPUSLIB_MISSING: Final = "opuslib not found: install it with `pip install opuslib`"
 
-# RFC 6716 §3.4 R2: one 20 ms frame never exceeds 1275 bytes.
-MAX_PACKET_BYTES: Final = 1275
-# RFC 6716 §3.4 R5: a packet lasts at most 120 ms.
-MAX_PACKET_SAMPLES: Final = SAMPLE_RATE * 120 // 1000
 # Decoded and concealed durations are multiples of 2.5 ms.
 _QUANTUM_SAMPLES: Final = SAMPLE_RATE * 25 // 10_000
 # 20 ms of digital silence, the shortest mono packet: TOC 0xF8 (CELT fullband, 20 ms, one
@@ -322,112 +320,3 @@ def _check_duration(frame_samples: int) -> int:
             f"{_QUANTUM_SAMPLES}..{MAX_PACKET_SAMPLES}, got {frame_samples}"
         )
     return frame_samples
-
-
-# RFC 6716 §3.1, table 2: configurations 0-11 SILK, 12-15 hybrid, 16-31 CELT.
-_BANDWIDTH_HZ: Final = (4000,) * 4 + (6000,) * 4 + (8000,) * 4 + (12000,) * 2 + (20000,) * 2
-_CELT_BANDWIDTH_HZ: Final = (4000, 8000, 12000, 20000)
-_SILK_FRAME: Final = (480, 960, 1920, 2880)
-_HYBRID_FRAME: Final = (480, 960)
-_CELT_FRAME: Final = (120, 240, 480, 960)
-
-
-@dataclass(frozen=True, slots=True)
-class Toc:
-    """An Opus packet's table-of-contents byte (RFC 6716 §3.1), with the frame-count byte
-    that follows it in a code 3 packet. Only the header is parsed; frames are not checked."""
-
-    config: int
-    stereo: bool = False
-    code: int = 0
-    frame_count: int = 1
-    vbr: bool = False
-    padding: bool = False
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.config <= 31:
-            raise ValueError(f"opus TOC config must be 0..31, got {self.config}")
-        if not 0 <= self.code <= 3:
-            raise ValueError(f"opus TOC code must be 0..3, got {self.code}")
-        expected = {0: 1, 1: 2, 2: 2}.get(self.code)
-        if expected is not None and self.frame_count != expected:
-            raise ValueError(
-                f"a code {self.code} opus packet has {expected} frame(s), got {self.frame_count}"
-            )
-        if self.code != 3 and (self.vbr or self.padding):
-            raise ValueError("only a code 3 opus packet has vbr and padding flags")
-        if not 1 <= self.frame_count <= 63:
-            raise ValueError(f"opus packet declares {self.frame_count} frames, needs 1..63")
-        if self.samples > MAX_PACKET_SAMPLES:
-            raise ValueError(f"opus packet lasts {self.samples / 48:g} ms, over the 120 ms limit")
-
-    @classmethod
-    def parse(cls, packet: bytes) -> Self:
-        if not packet:
-            raise ValueError("empty opus packet")
-        toc = packet[0]
-        code = toc & 0x3
-        vbr = padding = False
-        if code == 3:
-            if len(packet) < 2:
-                raise ValueError("code 3 opus packet lacks its frame-count byte")
-            count = packet[1] & 0x3F
-            vbr, padding = bool(packet[1] & 0x80), bool(packet[1] & 0x40)
-            if count == 0:
-                raise ValueError("opus packet declares 0 frames")
-        else:
-            count = 1 if code == 0 else 2
-        return cls(toc >> 3, bool(toc & 0x4), code, count, vbr, padding)
-
-    def __bytes__(self) -> bytes:
-        first = self.config << 3 | self.stereo << 2 | self.code
-        if self.code != 3:
-            return bytes((first,))
-        return bytes((first, self.vbr << 7 | self.padding << 6 | self.frame_count))
-
-    @property
-    def mode(self) -> str:
-        return "silk" if self.config < 12 else "hybrid" if self.config < 16 else "celt"
-
-    @property
-    def bandwidth_hz(self) -> int:
-        """Audio bandwidth: 4000 (NB), 6000 (MB), 8000 (WB), 12000 (SWB) or 20000 (FB)."""
-        if self.config < 16:
-            return _BANDWIDTH_HZ[self.config]
-        return _CELT_BANDWIDTH_HZ[(self.config - 16) // 4]
-
-    @property
-    def frame_samples(self) -> int:
-        """Samples per frame at 48 kHz."""
-        if self.config < 12:
-            return _SILK_FRAME[self.config % 4]
-        if self.config < 16:
-            return _HYBRID_FRAME[self.config % 2]
-        return _CELT_FRAME[self.config % 4]
-
-    @property
-    def samples(self) -> int:
-        """Samples per channel at 48 kHz in the whole packet."""
-        return self.frame_samples * self.frame_count
-
-
-def packet_samples(packet: bytes) -> int:
-    """Samples (48 kHz) an Opus packet lasts, from its header alone; no libopus needed."""
-    return Toc.parse(packet).samples
-
-
-def has_fec(packet: bytes) -> bool:
-    """Whether ``packet`` carries in-band FEC (SILK LBRR data) for the packet before it.
-
-    RFC 6716 §4.2.3: a SILK or hybrid frame's range-coded stream opens with one VAD flag per
-    20 ms SILK frame and then the LBRR flag, each with probability 1/2, which a range coder
-    writes as plain bits: the flag is bit ``7 - silk_frames`` of the byte after the TOC.
-    CELT-only packets (music at higher bitrates) carry none. Code 1–3 packets (several Opus
-    frames) are not inspected: False."""
-    if len(packet) < 2:
-        return False
-    toc = Toc.parse(packet)
-    if toc.mode == "celt" or toc.code != 0:
-        return False
-    silk_frames = max(1, toc.frame_samples // 960)
-    return bool(packet[1] >> (7 - silk_frames) & 1)

@@ -111,6 +111,8 @@ class Node:
         self._frame_at: dict[int, float] = {}
         self._rtcp_peers: dict[tuple[str, int], str] = {}
         self._rtcp_timer: asyncio.TimerHandle | None = None
+        # Endpoints owed an SR after their next frame of a broadcast, by broadcast key.
+        self._sr_due: dict[int, set[str]] = {}
         # Each broadcast's recent source packets, by broadcast key: what NACKs are served from;
         # its RED packets (RFC 2198) apart, so a NACKed one is resent as it went out.
         self._history: dict[int, PacketHistory] = {}
@@ -374,6 +376,7 @@ class Node:
             ep.peer.close(CLOSE_REPLACED, "replaced by a newer connection")
         ep.peer, ep.session, ep.last_seen = peer, session, time.time()
         self._heard_start(ep, now, self.router.holder(ep.id))
+        self._report_start(ep, self.router.holder(ep.id))
         if self.on_presence is not None:
             self.on_presence(ep.id, True, ep.last_seen)
         self.metrics.speaker_connects += 1
@@ -415,7 +418,7 @@ class Node:
                 self.metrics.rtcp_received += 1
                 self._read_receiver_report(ep, ep.rewriter, data, now)
                 return None
-        match self.sessions.on_datagram(data, addr, now):
+        match self.sessions.on_datagram(data, addr, now, time.time()):
             case Accepted(session=session, reply=reply, addr_changed=bound):
                 ep = self.endpoints.get(session.endpoint_id)
                 if ep is not None:
@@ -477,29 +480,62 @@ class Node:
         self._rtcp_timer = asyncio.get_running_loop().call_later(
             interval, self._send_sender_reports
         )
-        sock = self._sock
-        if sock is None:
-            return
         unix_s, now_pc = time.time(), time.perf_counter()
         for ep in self.endpoints.values():
-            if ep.session is not None:
-                rewriter, destination = ep.session.rewriter, ep.session.destination
-            elif ep.address is not None and ep.rewriter is not None:
-                rewriter, destination = ep.rewriter, (ep.address[0], ep.address[1] + 1)
-            else:
+            self._send_sender_report(ep, unix_s, now_pc, interval)
+
+    def _send_sender_report(
+        self, ep: Endpoint, unix_s: float, now_pc: float, within_s: float
+    ) -> bool:
+        """An SR about ``ep``'s stream if its broadcast sent a frame within ``within_s``;
+        whether one went."""
+        sock = self._sock
+        if ep.session is not None:
+            rewriter, destination = ep.session.rewriter, ep.session.destination
+        elif ep.address is not None and ep.rewriter is not None:
+            rewriter, destination = ep.rewriter, (ep.address[0], ep.address[1] + 1)
+        else:
+            return False
+        key = rewriter.broadcast_key
+        sent_at = self._frame_at.get(key) if key is not None else None
+        if sock is None or destination is None or sent_at is None or now_pc - sent_at > within_s:
+            return False  # RFC 3550 §6.4: only a stream that sent since the last report
+        report = sender_report(rewriter, unix_s, now_pc - sent_at)
+        if report is None:
+            return False
+        try:
+            sock.sendto(report, destination)
+            self.metrics.rtcp_sent += 1
+        except OSError:
+            self.metrics.udp_send_dropped += 1
+        return True
+
+    def _report_start(self, ep: Endpoint, bc_id: str | None) -> None:
+        """``ep``'s stream starts (again) on ``bc_id``: its RTP timestamps jump, so its next
+        frame is followed by an SR at once (``_send_due_reports``). A synchronised speaker
+        learns each frame's capture time from the first one, not 5 s later."""
+        bc = self.broadcasts.get(bc_id) if bc_id is not None else None
+        if bc is not None and not ep.listener:
+            self._sr_due.setdefault(bc.key, set()).add(ep.id)
+
+    def _send_due_reports(self, key: int, due: set[str]) -> None:
+        """After a frame of broadcast ``key``: the SRs owed to endpoints whose stream just
+        started on it (those that did not get the frame wait for the next)."""
+        unix_s, now_pc = time.time(), time.perf_counter()
+        for ep_id in list(due):
+            ep = self.endpoints.get(ep_id)
+            if ep is None or self.router.holder(ep_id) is None:
+                due.discard(ep_id)
                 continue
-            key = rewriter.broadcast_key
-            sent_at = self._frame_at.get(key) if key is not None else None
-            if destination is None or sent_at is None or now_pc - sent_at > interval:
-                continue  # RFC 3550 §6.4: only a stream that sent since the last report
-            report = sender_report(rewriter, unix_s, now_pc - sent_at)
-            if report is None:
+            if ep.session is not None and ep.session.transport is Transport.WS:
+                due.discard(ep_id)  # no SR goes over the WebSocket
                 continue
-            try:
-                sock.sendto(report, destination)
-                self.metrics.rtcp_sent += 1
-            except OSError:
-                self.metrics.udp_send_dropped += 1
+            rewriter = ep.session.rewriter if ep.session is not None else ep.rewriter
+            got_it = rewriter is not None and rewriter.broadcast_key == key
+            if got_it and self._send_sender_report(ep, unix_s, now_pc, 1.0):
+                due.discard(ep_id)
+        if not due:
+            del self._sr_due[key]
 
     # -- broadcasts ---------------------------------------------------------------------
     async def start_broadcast(
@@ -586,6 +622,7 @@ class Node:
         self.broadcasts.pop(bc.id, None)
         self._frame_at.pop(bc.key, None)
         self._history.pop(bc.key, None)
+        self._sr_due.pop(bc.key, None)
         self._red_history.pop(bc.key, None)
         bc.ended.set()
         self.history.append(bc.log)
@@ -639,6 +676,7 @@ class Node:
         if new_bc is not None:
             new_bc.mark_playing()
         self._heard_start(ep, now, new)
+        self._report_start(ep, new)
         if ep.peer is not None:
             old_bc = self.broadcasts.get(old) if old is not None else None
             if new is None and old_bc is not None and old_bc.stop_reason == "stopped":
@@ -743,6 +781,9 @@ class Node:
         self.metrics.packets_sent += sent
         self.metrics.udp_send_dropped += dropped
         self._frame_at[key] = started
+        due = self._sr_due.get(key)
+        if due:
+            self._send_due_reports(key, due)
         self.metrics.observe_fanout(time.perf_counter() - started)
         self.metrics.frames_encoded += 1
         if item_end:

@@ -62,7 +62,7 @@ import aiohttp
 from yarl import URL
 
 from loa import __version__
-from loa.codecs import FRAME_S
+from loa.codecs import FRAME_S, SAMPLE_RATE
 from loa.codecs.opus import OpusDecoder
 from loa.codecs.pcm import Int16Array
 from loa.codecs.rtcp import GenericNack, is_rtcp
@@ -699,26 +699,30 @@ class Speaker:
     # --- playout -------------------------------------------------------------------------
 
     async def _playout(self) -> None:
-        """Pop the jitter buffer every 20 ms on absolute deadlines; decode; write."""
+        """Pop the jitter buffer on absolute deadlines, each slot as long as what it played
+        (a packet: 20, 40 or 60 ms; 20 ms while waiting); decode; write."""
         loop = asyncio.get_running_loop()
         decoder = OpusDecoder()
         deadline = loop.time()
+        slot_s = FRAME_S
         while True:
-            deadline += FRAME_S
+            deadline += slot_s
             delay = deadline - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             elif delay < -MAX_LAG_S:
                 self.playout_resyncs += 1
                 deadline = loop.time()
-            await self._tick(decoder, loop.time())
+            slot_s = await self._tick(decoder, loop.time())
 
-    async def _tick(self, decoder: OpusDecoder, now: float) -> None:
+    async def _tick(self, decoder: OpusDecoder, now: float) -> float:
+        """One slot: what the jitter buffer says, decoded and written; its length (s)."""
         self._send_nacks(now)  # gaps whose hold-off ended since the last packet
         item = self.jitter.pop(now)
+        samples = item.samples
         if isinstance(item, Wait):
             if self._tail <= 0:
-                return
+                return samples / SAMPLE_RATE
             self._tail -= 1  # fade out through concealment rather than stop dead
         else:
             self._tail = TAIL_FRAMES
@@ -728,15 +732,16 @@ class Speaker:
                     pcm = decoder.decode(payload)
                     kind = "retx" if again else "red" if copy else "normal"
                 case Recover(next_payload=payload):
-                    pcm, kind = decoder.decode_fec(payload), "fec"
+                    pcm, kind = decoder.decode_fec(payload, samples), "fec"
                 case Conceal() | Wait():
-                    pcm, kind = decoder.decode_plc(), "plc"
+                    pcm, kind = decoder.decode_plc(samples), "plc"
                 case Stretch():
-                    pcm, kind = decoder.decode_plc(), "stretch"
+                    pcm, kind = decoder.decode_plc(samples), "stretch"
         except ValueError:
             self.decode_errors += 1
-            pcm, kind = decoder.decode_plc(), "plc"
+            pcm, kind = decoder.decode_plc(samples), "plc"
         await self._emit(pcm, kind)
+        return pcm.size / SAMPLE_RATE
 
     async def _emit(self, pcm: Int16Array, kind: str) -> None:
         volume, muted = self.channel.effective_volume, self.channel.audible_muted

@@ -1,21 +1,33 @@
-"""The speaker's adaptive jitter buffer: RTP packets in, one playout decision per 20 ms out.
+"""The speaker's adaptive jitter buffer: RTP packets in, one playout decision per slot out.
 
 Sans-IO: ``push`` and ``pop`` take ``now`` (seconds, any monotonic origin); the playout clock
-calls ``pop`` once per 20 ms slot. Packets are keyed by an extended (wrap-free) sequence
-number derived from the 16-bit RTP sequence relative to the playout point.
+calls ``pop`` once per slot, a slot lasting what the item it got says (``samples``). Packets
+are keyed by an extended (wrap-free) sequence number derived from the 16-bit RTP sequence
+relative to the playout point.
+
+**Packet duration.** A slot is one packet, and a packet lasts what its Opus TOC says
+(RFC 6716 §3.1: the configuration gives the frame size, code 0/1/2/3 the frame count): 20, 40
+or 60 ms as the relay packs its zone's frames. The duration of the latest packet received is
+the stream's: it converts the depths below from milliseconds to packets (the target, the
+500 ms bound, the trim margin), predicts timestamps, and sizes a lost packet's concealment
+and FEC (libopus rebuilds the last 20 ms from the next packet's FEC and conceals the rest).
+A packet whose TOC does not parse keeps the previous duration (the decoder will refuse it).
+Wait lasts 20 ms whatever the stream, so playout (re)starts on time.
 
 Policy, in the words the counters use:
 
 - **Start / rebuffer.** Playout (re)starts once the first packet waiting has been held for the
   target delay, or what stays buffered behind the first packet already reaches it. The target is
-  ``clamp(40, 80, 20 + 4 * jitter_ms)`` ms, ``jitter_ms`` being the RFC 3550 §6.4.1 estimate.
+  the most ``wanted_ms`` over the last 5-10 s (``target_ms``), ``wanted_ms`` being
+  ``clamp(40, D, max(packet + 4 * jitter_ms, repair room))``, ``jitter_ms`` the RFC 3550
+  §6.4.1 estimate (a running mean over the first 16 packets).
   Each slot then takes one sequence number: present → ``Play``; missing but the next one
   present and carrying in-band FEC (``loa.codecs.opus.has_fec``) → ``Recover``; otherwise
   → ``Conceal`` (PLC). ``recovered`` counts frames really rebuilt from FEC, not attempts.
   A missing packet counts in ``lost``; if it shows up afterwards it also counts in ``late``.
 - **Retransmission requests.** A packet that arrives beyond the highest one seen opens a gap:
   the missing numbers that can still be played (at or after the playout point, at most
-  ``MAX_SPAN_FRAMES`` back) are queued once for a NACK (``take_nacks(now)``), never asked
+  ``MAX_SPAN_MS`` back) are queued once for a NACK (``take_nacks(now)``), never asked
   again. A gap is asked for once it has stayed open ``2 × jitter`` (at most
   ``MAX_NACK_HOLD_MS``): a packet merely reordered by the network fills it before that.
   A burst that ran the buffer dry (an underrun) is played when the stream resumes, from
@@ -40,8 +52,8 @@ Policy, in the words the counters use:
   it is not loss. A marker packet whose sequence is outside the window (a renumbered stream)
   flushes the buffer and restarts at it; without the marker, two consecutive packets are
   needed to accept such a jump (RFC 3550 A.1 probation), single strays are counted.
-- **Latency trim and bound.** If the span stays more than two frames above the target for
-  five slots, one frame is skipped (``dropped``); a packet more than 500 ms ahead of the
+- **Latency trim and bound.** If the span stays more than two packets above the target for
+  five slots, one packet is skipped (``dropped``); a packet more than 500 ms ahead of the
   playout point pushes the oldest out (present ones ``dropped``, missing ones ``lost``).
 - ``flush`` (the ``stop`` command) drops everything buffered; for 0.3 s after, packets
   without the marker bit are taken for the flushed audio still in flight and ``dropped``.
@@ -57,20 +69,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
-from loa.codecs import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
-from loa.codecs.opus import has_fec
+from loa.codecs import FRAME_SAMPLES, SAMPLE_RATE
+from loa.codecs.opus_packet import has_fec, packet_samples
 from loa.codecs.rtp import seq_add, seq_diff, ts_diff
 
 MIN_TARGET_MS = 40.0
 PLAYOUT_DELAY_MS = 300.0  # the budget D the target may grow to (the welcome says it)
 REPAIR_CALM_S = 10.0  # after this long without a gap, no room is kept for retransmissions
+# The target is the most wanted over the last one or two such windows: the noise of the
+# jitter and round-trip estimates neither inserts frames nor skips them.
+TARGET_WINDOW_S = 5.0
+JITTER_GAIN = 16  # RFC 3550's 1/16, after a running mean over the stream's first samples
 GROW_AFTER_SLOTS = 5
-MAX_SPAN_FRAMES = 25  # 500 ms buffered at most
+MAX_SPAN_MS = 500  # buffered at most (in packets: 25 of 20 ms, 12 of 40 ms, 8 of 60 ms)
 MAX_MISORDER = 100  # a packet this far behind the playout point is late, beyond is a stray
 MAX_DROPOUT = 3000  # a forward jump beyond 60 s needs probation (or the marker bit)
 TS_JUMP = SAMPLE_RATE  # 1 s off the predicted timestamp is a discontinuity
 TRIM_AFTER_SLOTS = 5
-TRIM_MARGIN_FRAMES = 2
+TRIM_MARGIN_PACKETS = 2
 STALE_HOLDOFF_S = 0.3
 MAX_NACK_HOLD_MS = 60.0  # a gap open this long is asked for whatever the jitter
 _EPS = 1e-6
@@ -78,7 +94,7 @@ _EPS = 1e-6
 
 @dataclass(frozen=True, slots=True)
 class Play:
-    """Decode ``payload`` normally."""
+    """Decode ``payload`` normally (``samples``: what its TOC says it lasts)."""
 
     seq: int
     timestamp: int
@@ -86,26 +102,33 @@ class Play:
     marker: bool = False
     retransmitted: bool = False  # it came after a NACK asked for it
     redundant: bool = False  # a redundant copy (RFC 2198) carried by a later packet
+    samples: int = FRAME_SAMPLES
 
 
 @dataclass(frozen=True, slots=True)
 class Recover:
-    """The packet for this slot is missing: rebuild it from ``next_payload``'s in-band FEC."""
+    """The packet for this slot is missing: rebuild its ``samples`` from ``next_payload``'s
+    in-band FEC (``OpusDecoder.decode_fec(next_payload, samples)``)."""
 
     seq: int
     next_payload: bytes
+    samples: int = FRAME_SAMPLES
 
 
 @dataclass(frozen=True, slots=True)
 class Conceal:
-    """The packet for this slot and the next are missing: packet loss concealment."""
+    """The packet for this slot and the next are missing: conceal ``samples`` (PLC)."""
 
     seq: int
+    samples: int = FRAME_SAMPLES
 
 
 @dataclass(frozen=True, slots=True)
 class Stretch:
-    """No packet is used: conceal one frame so the buffer deepens towards a higher target."""
+    """No packet is used: conceal one packet's ``samples`` so the buffer deepens towards a
+    higher target."""
+
+    samples: int = FRAME_SAMPLES
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +136,11 @@ class Wait:
     """Nothing to play: before the first packet, while (re)buffering or after an underrun."""
 
     underrun: bool = False  # True on the slot where a playing stream ran dry
+    samples: int = FRAME_SAMPLES  # 20 ms: how soon to ask again
 
 
 PlayoutItem = Play | Recover | Conceal | Stretch | Wait
 _WAIT = Wait()
-_STRETCH = Stretch()
 _UNDERRUN = Wait(underrun=True)
 
 
@@ -148,12 +171,13 @@ class _Entry:
     timestamp: int
     payload: bytes
     marker: bool
+    samples: int
     nacked: bool = False
     redundant: bool = False
 
 
 class JitterBuffer:
-    """Driven by the receive path (``push``) and the 20 ms playout clock (``pop``)."""
+    """Driven by the receive path (``push``) and the playout clock (``pop``, once per slot)."""
 
     def __init__(self, playout_delay_ms: float = PLAYOUT_DELAY_MS) -> None:
         if not MIN_TARGET_MS <= playout_delay_ms <= 5000:
@@ -164,6 +188,9 @@ class JitterBuffer:
         self._gap_at: float | None = None  # when the last gap was NACKed (any segment)
         self._burst = 0  # the longest gap (frames) NACKed since the link was last calm
         self._clock = 0.0  # the latest ``now`` seen
+        # the most wanted target in this window and the one before (TARGET_WINDOW_S each)
+        self._window_at: float | None = None
+        self._window_max = self._previous_max = 0.0
         self.stretched = 0  # concealment frames inserted to deepen the buffer
         # gaps are queued for NACKs; off (no NACKs: disabled, or audio not on UDP), no
         # repair room is started either
@@ -175,6 +202,8 @@ class JitterBuffer:
         self.late = self.duplicates = self.dropped = self.strays = 0
         self.underruns = self.restarts = 0
         self._buf: dict[int, _Entry] = {}
+        self._samples = FRAME_SAMPLES  # the stream's packet duration (the latest packet's)
+        self._span = MAX_SPAN_MS * SAMPLE_RATE // 1000 // FRAME_SAMPLES  # in packets
         self._forget()
 
     def _forget(self) -> None:
@@ -196,6 +225,7 @@ class JitterBuffer:
         self._under_slots = 0
         self._probe: int | None = None
         self._jitter = 0.0  # RFC 3550 estimate, timestamp units
+        self._jitter_samples = 0
         self._last_arrival: float | None = None
         self._last_seq: int | None = None
         self._last_ts = 0
@@ -207,19 +237,42 @@ class JitterBuffer:
         return self._playing
 
     @property
+    def packet_ms(self) -> float:
+        """What one packet (one slot) of the stream lasts, from the latest packet's TOC."""
+        return self._samples * 1000.0 / SAMPLE_RATE
+
+    @property
     def jitter_ms(self) -> float:
         return self._jitter * 1000.0 / SAMPLE_RATE
 
     @property
     def target_ms(self) -> float:
+        """The depth playout keeps: the most ``wanted_ms`` over the current window of
+        ``TARGET_WINDOW_S`` and the one before, so it rises at once and comes down 5–10 s
+        after what raised it (estimates that wobble would otherwise insert a frame each
+        time they rise and skip one each time they fall)."""
+        return max(self.wanted_ms, self._window_max, self._previous_max)
+
+    def _hold_target(self, now: float) -> None:
+        wanted = self.wanted_ms
+        at = self._window_at
+        if at is None or now - at >= TARGET_WINDOW_S:
+            recent = at is not None and now - at < 2 * TARGET_WINDOW_S
+            self._previous_max = self._window_max if recent else 0.0
+            self._window_max, self._window_at = wanted, now
+        elif wanted > self._window_max:
+            self._window_max = wanted
+
+    @property
+    def wanted_ms(self) -> float:
         """``clamp(40 ms, D, max(20 + 4 × jitter, repair room))``: while gaps were seen in the
         last ``REPAIR_CALM_S``, room for one retransmission of the longest gap seen then
         (its length + 1 frames to notice it, the NACK hold-off, the repair round trip,
         4 × jitter) and one frame to spare."""
-        want = FRAME_MS + 4.0 * self.jitter_ms
+        want = self.packet_ms + 4.0 * self.jitter_ms
         if self._repairing():
             hold = min(MAX_NACK_HOLD_MS, 2.0 * self.jitter_ms)
-            notice = (max(2, self._burst) + 1) * FRAME_MS
+            notice = (max(2, self._burst) + 1) * self.packet_ms
             want = max(want, notice + hold + self.rtt_ms + 4.0 * self.jitter_ms)
         return min(self.playout_delay_ms, max(MIN_TARGET_MS, want))
 
@@ -248,7 +301,7 @@ class JitterBuffer:
         """Audio between the playout point and the newest packet held, gaps included."""
         if not self._buf:
             return 0.0
-        return float((max(self._buf) - self._base() + 1) * FRAME_MS)
+        return float((max(self._buf) - self._base() + 1) * self.packet_ms)
 
     def __len__(self) -> int:
         return len(self._buf)
@@ -275,12 +328,13 @@ class JitterBuffer:
     ) -> None:
         """One received RTP packet (16-bit ``seq``, 32-bit ``timestamp``) at time ``now``."""
         self._clock = max(self._clock, now)
+        self._duration(payload)
         jump = marker or self._ts_jump(seq, timestamp)
         if self._next is None:
             self._next = seq
         ext = self._next + seq_diff(seq, self._next & 0xFFFF)
         d = ext - self._next
-        if d > MAX_DROPOUT or d < -MAX_MISORDER or (marker and d > MAX_SPAN_FRAMES):
+        if d > MAX_DROPOUT or d < -MAX_MISORDER or (marker and d > self._span):
             if not marker and seq != self._probe:
                 self._probe = seq_add(seq, 1)
                 self.strays += 1
@@ -299,16 +353,29 @@ class JitterBuffer:
             self._track_jitter(seq, timestamp, now, jump)
         self._accept(ext, timestamp, payload, marker, now)
 
+    def _duration(self, payload: bytes) -> None:
+        """The stream's packet duration from this packet's TOC (unchanged if it has none)."""
+        try:
+            samples = packet_samples(payload)
+        except ValueError:
+            return
+        if samples != self._samples:
+            self._samples = samples
+            self._span = max(2, MAX_SPAN_MS * SAMPLE_RATE // 1000 // samples)
+
     def _ts_jump(self, seq: int, timestamp: int) -> bool:
         if self._last_seq is None:
             return False
-        predicted = (self._last_ts + seq_diff(seq, self._last_seq) * FRAME_SAMPLES) & 0xFFFFFFFF
+        predicted = (self._last_ts + seq_diff(seq, self._last_seq) * self._samples) & 0xFFFFFFFF
         return abs(ts_diff(timestamp, predicted)) > TS_JUMP
 
     def _track_jitter(self, seq: int, timestamp: int, now: float, jump: bool) -> None:
         if not jump and self._last_arrival is not None:
             d = (now - self._last_arrival) * SAMPLE_RATE - ts_diff(timestamp, self._last_ts)
-            self._jitter += (abs(d) - self._jitter) / 16.0
+            # a running mean at first: an estimate rising from 0 at 1/16 would start
+            # playout shallow and make the buffer grow (inserted frames) a second later
+            self._jitter_samples += 1
+            self._jitter += (abs(d) - self._jitter) / min(self._jitter_samples, JITTER_GAIN)
         self._last_arrival = now
         self._last_seq, self._last_ts = seq, timestamp
 
@@ -323,29 +390,31 @@ class JitterBuffer:
             self.dropped += 1  # flushed audio still in flight, or the old stream's tail
         elif ext < self._next and not resyncing:
             self.late += 1
-        elif ext < self._next - MAX_SPAN_FRAMES:
+        elif ext < self._next - self._span:
             self.late += 1  # far before a resync anchor: not worth waiting for
         else:
-            self._buf[ext] = _Entry(timestamp, payload, marker, ext in self._requested)
+            self._buf[ext] = _Entry(
+                timestamp, payload, marker, self._samples, ext in self._requested
+            )
             if self._fill_since is None:
                 self._fill_since = now
             self._ask(ext, now)
             self._bound(ext)
 
-    def fill(self, seq: int, timestamp: int, payload: bytes, now: float) -> bool:
-        """A redundant copy of packet ``seq`` (an RFC 2198 block of a packet just pushed):
-        it takes the slot if the slot is still missing, behind the newest packet and not
-        yet played; True if it did."""
+    def fill(self, seq: int, timestamp: int, payload: bytes, samples: int, now: float) -> bool:
+        """A redundant copy of packet ``seq`` (an RFC 2198 block of a packet just pushed,
+        lasting ``samples``): it takes the slot if the slot is still missing, behind the
+        newest packet and not yet played; True if it did."""
         if self._next is None or self._highest is None or now < self._stale_until:
             return False
         ext = self._next + seq_diff(seq, self._next & 0xFFFF)
         if ext >= self._highest or ext in self._buf or ext in self._recent:
             return False
         resyncing = self._resync and not self._playing
-        floor = self._next - MAX_SPAN_FRAMES if resyncing else self._next
+        floor = self._next - self._span if resyncing else self._next
         if ext < floor or (self._floor is not None and ext < self._floor):
             return False
-        self._buf[ext] = _Entry(timestamp, payload, False, redundant=True)
+        self._buf[ext] = _Entry(timestamp, payload, False, samples, redundant=True)
         self.filled += 1
         return True
 
@@ -356,13 +425,13 @@ class JitterBuffer:
             self._highest = ext
         if highest is None or ext <= highest + 1 or not self.asking:
             return
-        low = max(highest + 1, ext - MAX_SPAN_FRAMES)
+        low = max(highest + 1, ext - self._span)
         if self._playing and self._next is not None:
             low = max(low, self._next)  # what has had its slot is past help
         missing = [k for k in range(low, ext) if k not in self._buf and k not in self._asked]
         self._nacks.extend((k, now) for k in missing)
         self._asked.update(missing)
-        if len(self._asked) > 4 * MAX_SPAN_FRAMES and self._next is not None:
+        if len(self._asked) > 4 * self._span and self._next is not None:
             self._asked = {k for k in self._asked if k >= self._next}
             self._requested = {k: t for k, t in self._requested.items() if k >= self._next}
 
@@ -395,9 +464,9 @@ class JitterBuffer:
         return out
 
     def _bound(self, newest: int) -> None:
-        """Keep at most MAX_SPAN_FRAMES between the playout point and the newest packet."""
+        """Keep at most MAX_SPAN_MS of packets between the playout point and the newest one."""
         assert self._next is not None
-        start = newest - MAX_SPAN_FRAMES + 1
+        start = newest - self._span + 1
         if self._base() >= start:
             return
         old = [k for k in self._buf if k < start]
@@ -428,8 +497,10 @@ class JitterBuffer:
     # --- playout -------------------------------------------------------------------------
 
     def pop(self, now: float) -> PlayoutItem:
-        """The decision for the slot starting now; call exactly once per 20 ms."""
+        """The decision for the slot starting now; call again when its ``samples`` have
+        played."""
         self._clock = max(self._clock, now)
+        self._hold_target(self._clock)
         if not self._playing:
             if not self._ready(now):
                 return _WAIT
@@ -442,7 +513,7 @@ class JitterBuffer:
             self.underruns += 1
             return _UNDERRUN
         if self._grow():
-            return _STRETCH
+            return Stretch(self._samples)
         self._trim()
         seq = self._next
         self._next += 1
@@ -461,28 +532,29 @@ class JitterBuffer:
                 entry.marker,
                 entry.nacked,
                 entry.redundant,
+                entry.samples,
             )
         self.lost += 1
         following = self._buf.get(self._next)
         if following is not None and _has_fec(following.payload):
             self.recovered += 1
-            return Recover(seq & 0xFFFF, following.payload)
+            return Recover(seq & 0xFFFF, following.payload, self._samples)
         self.concealed += 1
-        return Conceal(seq & 0xFFFF)
+        return Conceal(seq & 0xFFFF, self._samples)
 
     def _ready(self, now: float) -> bool:
         if not self._buf or self._fill_since is None:
             return False
         waited_ms = (now - self._fill_since) * 1000.0
         # The span counts the packet about to play: what stays buffered is the target.
-        full = self.buffer_ms - FRAME_MS + _EPS >= self.target_ms
+        full = self.buffer_ms - self.packet_ms + _EPS >= self.target_ms
         return full or waited_ms + _EPS >= self.target_ms
 
     def _start(self) -> None:
         assert self._next is not None
         first = min(self._buf)
         gap = range(self._next, first)
-        if not self._resync and gap and len(gap) <= MAX_SPAN_FRAMES and self._in_flight(gap):
+        if not self._resync and gap and len(gap) <= self._span and self._in_flight(gap):
             first = self._next  # a burst ran the buffer dry: replay it, its repairs are coming
         elif not self._resync and first > self._next:
             self.lost += first - self._next  # lost while we waited for the stream to resume
@@ -500,8 +572,8 @@ class JitterBuffer:
         return any(self._requested.get(k, -1e18) >= horizon for k in seqs)
 
     def _grow(self) -> bool:
-        """Conceal one frame (no sequence used) when the depth has stayed a frame or more
-        below the target: how a buffer that is playing deepens to a target that rose."""
+        """Conceal one packet (no sequence used) when the depth has stayed below the target:
+        how a buffer that is playing deepens to a target that rose."""
         if self.buffer_ms <= self.target_ms - _EPS:
             self._under_slots += 1
         else:
@@ -513,9 +585,9 @@ class JitterBuffer:
         return True
 
     def _trim(self) -> None:
-        """Skip one frame when the depth has stayed well above the target."""
+        """Skip one packet when the depth has stayed well above the target."""
         assert self._next is not None
-        if self.buffer_ms > self.target_ms + TRIM_MARGIN_FRAMES * FRAME_MS:
+        if self.buffer_ms > self.target_ms + TRIM_MARGIN_PACKETS * self.packet_ms:
             self._over_slots += 1
         else:
             self._over_slots = 0

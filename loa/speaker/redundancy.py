@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loa.codecs.opus import packet_samples
+from loa.codecs.opus_packet import packet_samples
 from loa.codecs.red import RedPayload
 from loa.codecs.rtp import RtpPacket, seq_add
 from loa.speaker.jitter import JitterBuffer
@@ -58,5 +58,5 @@ def receive(
             continue
         seq = seq_add(packet.sequence, -back)
         ts = (packet.timestamp - block.offset) & 0xFFFFFFFF
-        filled += jitter.fill(seq, ts, block.data, now)
+        filled += jitter.fill(seq, ts, block.data, duration, now)
     return Received(True, filled)

@@ -120,6 +120,7 @@ def welcome(request: web.Request, node: Node, ep: Endpoint, session: Session) ->
         servers=member.servers(ep.id) if member is not None else (),
         playout_delay_ms=node.zones.audio(ep.spec.zone).playout_delay_ms,
         red_payload_type=RED_PAYLOAD_TYPE if session.red else None,
+        clock_probes=True,
     )
 
 

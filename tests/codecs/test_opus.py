@@ -18,10 +18,8 @@ from loa.codecs.opus import (
     OPUSLIB_MISSING,
     OpusDecoder,
     OpusEncoder,
-    Toc,
-    has_fec,
-    packet_samples,
 )
+from loa.codecs.opus_packet import Toc, has_fec, packet_samples
 from loa.config import OpusConfig
 from loa.errors import MissingDependency
 
@@ -210,8 +208,9 @@ def test_has_fec_on_packets_that_cannot_carry_it() -> None:
     celt = bytes(Toc(31)) + b"\xff" * 40  # CELT-only, 20 ms
     assert not has_fec(celt)
     assert not has_fec(bytes(Toc(9)))  # SILK TOC alone (DTX)
-    two_frames = bytes(Toc(9, code=1, frame_count=2)) + b"\xff\xff"
-    assert not has_fec(two_frames)  # not inspected
+    two_frames = bytes(Toc(9, code=1, frame_count=2)) + b"\x40\xff"
+    assert has_fec(two_frames)  # the first frame's flag
+    assert not has_fec(bytes(Toc(9, code=1, frame_count=2)) + b"\xbf\xff")
     assert has_fec(bytes(Toc(9)) + b"\x40")  # SILK 20 ms: VAD bit 7, LBRR bit 6
     assert has_fec(bytes(Toc(10)) + b"\x20")  # SILK 40 ms: two VAD bits, LBRR bit 5
 

@@ -136,6 +136,52 @@ async def test_a_receivers_report_on_our_sender_report_gives_loss_jitter_and_rou
     assert relay.node.metrics.rtcp_received == 1
 
 
+async def test_a_stream_that_starts_or_switches_gets_a_sender_report_at_once(
+    relay_factory: Any, tmp_path: Path
+) -> None:
+    """With the usual 5 s interval, the first frame of a broadcast and the first after a
+    switch are each followed by an SR: a receiver knows their capture time from the start.
+    The SR's (NTP, RTP) pair puts the packet just received at its send time."""
+    port = even_port()
+    rtp, rtcp = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+    rtp.bind(("127.0.0.1", port))
+    rtcp.bind(("127.0.0.1", port + 1))
+    rtp.setblocking(False)
+    rtcp.setblocking(False)
+    config = tree_config(tmp_path, communes=1, per_commune=0, rtp=(f"127.0.0.1:{port}",))
+    relay = await relay_factory(config)
+    assert relay.node.config.relay.rtcp_interval_s == 5.0
+    loop = asyncio.get_running_loop()
+
+    async def first_packet_and_report() -> None:
+        data = await asyncio.wait_for(loop.sock_recv(rtp, 2048), 5)
+        arrived = time.time()
+        timestamp = int.from_bytes(data[4:8], "big")
+        report, _ = await asyncio.wait_for(loop.sock_recvfrom(rtcp, 2048), 0.5)
+        sr = parse_rtcp(report)[0]
+        assert isinstance(sr, SenderReport)
+        sent = sr.ntp_timestamp / 2**32 - NTP_EPOCH_OFFSET
+        captured = sent - ((sr.rtp_timestamp - timestamp) & 0xFFFFFFFF) / 48000
+        assert abs(captured - arrived) < 0.05
+
+    try:
+        await relay.api("POST", "/broadcasts", tone(1000, ["c0"], "live"), 201)
+        await first_packet_and_report()
+        await relay.api("POST", "/broadcasts", tone(500, ["c0"], "emergency"), 201)
+        while True:  # drain the first broadcast's packets up to the switch (marker bit)
+            data = await asyncio.wait_for(loop.sock_recv(rtp, 2048), 5)
+            if data[1] & 0x80:
+                break
+        report, _ = await asyncio.wait_for(loop.sock_recvfrom(rtcp, 2048), 0.5)
+        sr = parse_rtcp(report)[0]
+        assert isinstance(sr, SenderReport)
+        switched_ts = int.from_bytes(data[4:8], "big")
+        assert 0 <= (sr.rtp_timestamp - switched_ts) & 0xFFFFFFFF < 48000 // 10
+    finally:
+        rtp.close()
+        rtcp.close()
+
+
 async def test_speakers_get_sender_reports_and_send_receiver_reports(
     relay_factory: Any, tmp_path: Path
 ) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from loa.codecs.opus import OpusEncoder
+from loa.codecs.opus_packet import join
 from loa.codecs.pcm import tone
 from loa.relay.core.wire import ControlDatagram, DatagramType, looks_like_control
 from tests.support.rtp import opus_packet
@@ -172,9 +173,12 @@ class FakeServer:
     # --- audio ---------------------------------------------------------------------------
 
     def next_packet(self, pcm: np.ndarray, *, marker: bool = False) -> bytes:
-        packet = opus_packet(self._encoder.encode(pcm), self._seq, self._ts, self.ssrc, marker)
+        """One RTP packet of ``pcm``: 20 ms, or 40/60 ms of 20 ms frames joined as the relay
+        joins them for a zone with longer packets."""
+        frames = [self._encoder.encode(pcm[i : i + 960]) for i in range(0, pcm.size, 960)]
+        packet = opus_packet(join(frames), self._seq, self._ts, self.ssrc, marker)
         self._seq = (self._seq + 1) & 0xFFFF
-        self._ts = (self._ts + 960) & 0xFFFFFFFF
+        self._ts = (self._ts + pcm.size) & 0xFFFFFFFF
         return packet
 
     async def deliver(self, packet: bytes) -> None:
@@ -188,15 +192,26 @@ class FakeServer:
             self._udp.sendto(packet, self.speaker_addr)
 
     async def send_tone(
-        self, freq_hz: float, frames: int, *, level_dbfs: float = -6.0, paced: bool = True
+        self,
+        freq_hz: float,
+        frames: int,
+        *,
+        level_dbfs: float = -6.0,
+        paced: bool = True,
+        per_packet: int = 1,
+        skip: frozenset[int] = frozenset(),
     ) -> None:
-        """``frames`` 20 ms frames of a sine, the first with the marker bit, paced in real time."""
+        """``frames`` 20 ms frames of a sine, ``per_packet`` to a packet, the first packet with
+        the marker bit, paced in real time; the packets numbered in ``skip`` are lost."""
         loop = asyncio.get_running_loop()
         deadline = loop.time()
-        for i in range(frames):
-            pcm = tone(freq_hz, start=self._sample, level_dbfs=level_dbfs)
-            self._sample += 960
-            await self.deliver(self.next_packet(pcm, marker=i == 0))
+        for i in range(frames // per_packet):
+            n = 960 * per_packet
+            pcm = tone(freq_hz, n, start=self._sample, level_dbfs=level_dbfs)
+            self._sample += n
+            packet = self.next_packet(pcm, marker=i == 0)
+            if i not in skip:
+                await self.deliver(packet)
             if paced:
-                deadline += 0.02
+                deadline += 0.02 * per_packet
                 await asyncio.sleep(max(0.0, deadline - loop.time()))

@@ -127,6 +127,28 @@ async def test_udp_tone_is_decoded_and_strangers_are_ignored(
     await stop(h)
 
 
+@pytest.mark.parametrize("per_packet", [2, 3])
+async def test_longer_packets_play_continuously_and_a_loss_is_rebuilt_at_their_length(
+    server: FakeServer, start: Any, per_packet: int
+) -> None:
+    """40 and 60 ms packets (2 or 3 Opus frames, as a zone with longer packets gets them):
+    one decode a slot, the slot as long as the packet; a lost one is rebuilt from the next
+    one's FEC at the lost packet's own length, so the sound stays continuous."""
+    h = start()
+    await until(lambda: h.speaker.state is SpeakerState.UDP)
+    packets = 60 // per_packet  # 1.2 s
+    await server.send_tone(700.0, 60, per_packet=per_packet, skip=frozenset({10}))
+    await until(lambda: h.speaker.jitter.played >= packets - 1)
+    jb = h.speaker.jitter
+    assert (jb.packet_ms, jb.lost, jb.recovered + jb.concealed) == (20 * per_packet, 1, 1)
+    audible = [(pcm, meta.kind) for pcm, meta in h.audio]
+    assert {pcm.size for pcm, kind in audible if kind in ("normal", "fec")} == {960 * per_packet}
+    heard = np.concatenate([pcm for pcm, kind in audible if kind in ("normal", "fec")])
+    assert heard.size == 60 * 960  # every 20 ms sent is heard once, the lost ones rebuilt
+    assert abs(dominant_frequency(heard[2 * 960 :]) - 700.0) < 10.0
+    await stop(h)
+
+
 async def test_status_reports_plausible_counters(server: FakeServer, start: Any) -> None:
     h = start(status_interval_s=0.1)
     await until(lambda: h.speaker.state is SpeakerState.UDP)

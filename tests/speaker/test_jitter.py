@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loa.speaker.jitter import (
-    MAX_SPAN_FRAMES,
+    MAX_SPAN_MS,
     MIN_TARGET_MS,
     PLAYOUT_DELAY_MS,
     Conceal,
@@ -81,7 +81,7 @@ def test_in_order_plays_every_packet_after_the_target_delay() -> None:
 def test_reordered_within_depth_plays_in_sequence() -> None:
     jb = JitterBuffer()
     arrivals = {0: [0], 1: [2], 2: [1, 3], 3: [5, 4], 4: [6], 5: [7]}
-    out = run(jb, arrivals, 10)
+    out = run(jb, arrivals, 20)  # the reordering is jitter: playout starts deeper
     assert [s for kind, s in out if kind == "play"] == list(range(8))
     assert jb.lost == 0
     assert jb.late == 0
@@ -213,9 +213,9 @@ def test_size_is_bounded_to_500_ms() -> None:
     jb = JitterBuffer()
     for i in range(100):
         push(jb, i, 0.0)  # a burst, never popped
-        assert jb.buffer_ms <= MAX_SPAN_FRAMES * 20
-    assert len(jb) == MAX_SPAN_FRAMES
-    assert jb.dropped == 100 - MAX_SPAN_FRAMES
+        assert jb.buffer_ms <= MAX_SPAN_MS
+    assert len(jb) == (MAX_SPAN_MS // 20)
+    assert jb.dropped == 100 - (MAX_SPAN_MS // 20)
     assert_balanced(jb)
 
 
@@ -266,7 +266,7 @@ def test_random_loss_and_reorder_keep_the_books(
             arrivals.setdefault(i + delay, []).append(first_seq + i)
             if dup:
                 arrivals.setdefault(i + delay + 1, []).append(first_seq + i)
-    slots = len(pattern) + 10
+    slots = len(pattern) + 20  # the target may rise to D (15 slots)
     audio = 0
     started = False
     for i in range(slots):
@@ -276,7 +276,7 @@ def test_random_loss_and_reorder_keep_the_books(
         started = started or not isinstance(item, Wait)
         if not isinstance(item, Wait):
             audio += 1
-        assert jb.buffer_ms <= MAX_SPAN_FRAMES * 20
+        assert jb.buffer_ms <= MAX_SPAN_MS
     assert jb.played + jb.recovered + jb.concealed + jb.stretched == audio
     assert jb.recovered + jb.concealed <= jb.lost
     assert_balanced(jb)
@@ -415,9 +415,136 @@ def test_a_new_path_starts_with_room_to_repair_and_trims_down_once_calm() -> Non
     for i in range(600):  # 12 s of a clean link
         push(jb, i, i * F)
         jb.pop(i * F)
+    assert jb.wanted_ms == MIN_TARGET_MS  # no room wanted after 10 s calm
+    assert jb.target_ms > MIN_TARGET_MS  # but held for a window or two
+    for i in range(600, 1100):  # 10 s more
+        push(jb, i, i * F)
+        jb.pop(i * F)
     assert jb.target_ms == MIN_TARGET_MS
     assert jb.buffer_ms <= MIN_TARGET_MS + 2 * 20  # trimmed back
     quiet = JitterBuffer()
     quiet.asking = False  # no NACKs: no room kept
     quiet.expect_gaps(0.0)
     assert quiet.target_ms == MIN_TARGET_MS
+
+
+def test_a_wobbling_estimate_neither_inserts_nor_skips_frames() -> None:
+    """4G-like arrivals (each packet 20..60 ms late, uniformly) for 30 s: the jitter
+    estimate wobbles by a third around its mean; the target holds the most wanted of the
+    last 5-10 s, so the buffer settles instead of growing and trimming with every wobble."""
+    rng = random.Random(4)
+    jb = JitterBuffer()
+    jb.asking = False
+    events = sorted((i * F + rng.uniform(0.02, 0.06), i) for i in range(1500))
+    played: list[int] = []
+    k = 0
+    for slot in range(1520):
+        now = slot * F
+        while k < len(events) and events[k][0] <= now:
+            push(jb, events[k][1], events[k][0])
+            k += 1
+        item = jb.pop(now)
+        if isinstance(item, Play):
+            played.append(item.seq)
+    assert jb.late == 0 and jb.lost == 0
+    # 3 here; 11 when the target followed every wobble (7 inserted, 4 skipped)
+    assert jb.stretched + jb.dropped <= 5, jb.stats()
+    assert played == sorted(played) and len(played) == 1500 - jb.dropped
+
+
+def test_the_jitter_estimate_is_right_from_the_first_packets() -> None:
+    """A running mean over the first samples, then RFC 3550's 1/16: after ten packets the
+    estimate is already near the link's (|D| of 20 ms each), not a third of it."""
+    jb = JitterBuffer()
+    for i in range(10):
+        push(jb, i, i * F + (0.02 if i % 2 else 0.0))
+    assert jb.jitter_ms == pytest.approx(20.0, abs=0.5)
+
+
+# -- packets of 40 and 60 ms: slots follow the Opus TOC ------------------------------------
+
+
+def long_payload(seq: int, frames: int) -> bytes:
+    """A code 3 CBR packet of ``frames`` SILK WB 20 ms frames, the first with its LBRR flag
+    (TOC 0x4B, count byte, 2 bytes a frame)."""
+    tag = seq.to_bytes(2, "big")
+    return bytes((0x4B, frames)) + (b"\x40" + tag[1:]) + (b"\x00" + tag[1:]) * (frames - 1)
+
+
+Sent = tuple[int, int, bytes, float]  # seq, timestamp, payload, arrival time
+
+
+def stream(frames: int, seqs: range, *, t0: float = 0.0, ts0: int = 0) -> list[Sent]:
+    """Packets of ``frames`` × 20 ms, each arriving on time (one per packet duration)."""
+    samples = 960 * frames
+    return [
+        (seq, ts0 + k * samples, long_payload(seq, frames), t0 + k * samples / 48_000)
+        for k, seq in enumerate(seqs)
+    ]
+
+
+def run_timed(
+    jb: JitterBuffer, sent: list[Sent], *, lost: frozenset[int] = frozenset()
+) -> list[PlayoutItem]:
+    """Push each packet at its arrival time (but those in ``lost``) and pop on the slots the
+    items themselves ask for, until every packet had its slot (bounded)."""
+    out: list[PlayoutItem] = []
+    pending, now = list(sent), 0.0
+    for _ in range(10 * len(sent) + 50):
+        while pending and pending[0][3] <= now + 1e-9:
+            seq, ts, data, at = pending.pop(0)
+            if seq not in lost:
+                jb.push(seq, ts, data, at)
+        item = jb.pop(now)
+        out.append(item)
+        now += item.samples / 48_000
+        if not pending and not len(jb):
+            return out
+    raise AssertionError("the buffer never drained")
+
+
+@pytest.mark.parametrize("frames", [2, 3])
+def test_a_slot_lasts_one_packet_of_the_duration_its_toc_says(frames: int) -> None:
+    jb = JitterBuffer()
+    out = run_timed(jb, stream(frames, range(20)))
+    played = [i for i in out if isinstance(i, Play)]
+    assert [p.seq for p in played] == list(range(20))
+    assert {p.samples for p in played} == {960 * frames}
+    assert jb.packet_ms == 20 * frames
+    assert all(i.samples == 960 for i in out if isinstance(i, Wait))  # waiting polls at 20 ms
+    assert (jb.lost, jb.concealed, jb.dropped) == (0, 0, 0)
+    assert jb.target_ms == pytest.approx(max(MIN_TARGET_MS, 20.0 * frames))  # no jitter: 1
+    assert_balanced(jb)
+
+
+@pytest.mark.parametrize("frames", [2, 3])
+def test_a_lost_long_packet_is_rebuilt_and_concealed_at_its_own_length(frames: int) -> None:
+    jb = JitterBuffer()
+    jb.expect_gaps(0.0)  # a repair room: deep enough for two losses in a row
+    jb.observe_rtt(0.1)
+    out = run_timed(jb, stream(frames, range(14)), lost=frozenset({4, 8, 9}))
+    by_seq = {i.seq: i for i in out if isinstance(i, Play | Recover | Conceal)}
+    assert isinstance(by_seq[4], Recover) and by_seq[4].samples == 960 * frames
+    assert by_seq[4].next_payload == long_payload(5, frames)
+    assert isinstance(by_seq[8], Conceal) and by_seq[8].samples == 960 * frames
+    assert isinstance(by_seq[9], Recover) and by_seq[9].samples == 960 * frames
+    assert (jb.lost, jb.recovered, jb.concealed) == (3, 2, 1)
+
+
+def test_the_slot_follows_a_stream_whose_packets_change_duration() -> None:
+    """A zone switched from 20 to 60 ms: the packets after the change last 60 ms."""
+    jb = JitterBuffer()
+    short = [(seq, seq * 960, payload(seq), seq * F) for seq in range(10)]
+    out = run_timed(jb, short + stream(3, range(10, 16), t0=10 * F, ts0=10 * 960))
+    played = [(i.seq, i.samples) for i in out if isinstance(i, Play)]
+    assert played == [(seq, 960) for seq in range(10)] + [(seq, 2880) for seq in range(10, 16)]
+    assert jb.packet_ms == 60 and (jb.lost, jb.dropped, jb.strays) == (0, 0, 0)
+
+
+def test_the_bound_is_500_ms_of_long_packets() -> None:
+    jb = JitterBuffer()
+    for seq in range(30):  # nothing popped: 30 × 60 ms arrive at once
+        jb.push(seq, seq * 2880, long_payload(seq, 3), 0.0)
+    assert len(jb) == MAX_SPAN_MS // 60  # 8 packets
+    assert jb.buffer_ms <= MAX_SPAN_MS
+    assert_balanced(jb)

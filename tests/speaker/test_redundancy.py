@@ -70,8 +70,8 @@ def test_a_copy_whose_slot_has_passed_is_not_taken() -> None:
     deliver(jb, red_packet(106), 8 * F)  # 104, 105 lost: 105 filled, 104 left to the NACK
     assert jb.filled == 1
     assert jb.take_nacks(9.0) == [104]
-    assert jb.fill(100, 96000, payload(100), 9.0) is False  # played already
-    assert jb.fill(106, 960 * 106, payload(106), 9.0) is False  # held (and the newest)
+    assert jb.fill(100, 96000, payload(100), 960, 9.0) is False  # played already
+    assert jb.fill(106, 960 * 106, payload(106), 960, 9.0) is False  # held (and the newest)
 
 
 def test_the_first_packet_of_a_segment_fills_nothing() -> None:

@@ -142,6 +142,9 @@ class Welcome:
     # RFC 2198 RED's payload type, to a speaker that said it takes RED: its packets may
     # come as RED (primary and redundant blocks of payload_type) whenever its zone says so.
     red_payload_type: int | None = None
+    # The server answers clock probes (times on the UDP keepalive, loa.relay.core.wire):
+    # the speaker may play in step with the others. An older server says nothing (False).
+    clock_probes: bool = False
 
     def __post_init__(self) -> None:
         red = self.red_payload_type
@@ -177,6 +180,7 @@ class Welcome:
                 _servers(obj.get("servers", []), "malformed welcome"),
                 int(obj.get("playout_delay_ms", 300)),
                 None if obj.get("red_payload_type") is None else int(obj["red_payload_type"]),
+                obj.get("clock_probes", False) is True,
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             if isinstance(exc, ValueError) and str(exc).startswith("malformed welcome"):
@@ -200,6 +204,7 @@ class Welcome:
             **({"servers": list(self.servers)} if self.servers else {}),
             "playout_delay_ms": self.playout_delay_ms,
             **({"red_payload_type": self.red_payload_type} if self.red_payload_type else {}),
+            **({"clock_probes": True} if self.clock_probes else {}),
         }
 
 

@@ -13,6 +13,12 @@ Transport, per session:
   the address (the speaker keeps probing UDP and is acked), but audio stays on the
   WebSocket until the speaker asks for ``udp`` again.
 
+A hello or keepalive that carries the speaker's time ``t1`` (a clock probe, see
+``loa.relay.core.wire``) is acked with ``t1`` echoed and the server's wall-clock time of
+its arrival as both ``t2`` and ``t3`` (the caller passes it as ``unix_s``; the reply leaves
+at once, and the UDP adapter's own latency counts as path delay, which the speaker's
+estimator is built to ride out). Without ``unix_s`` the ack is plain.
+
 Bad datagrams are dropped and counted in ``SessionTable.drops``; nothing here raises on
 network input.
 """
@@ -26,6 +32,7 @@ from enum import Enum
 from typing import Final, Literal, get_args
 
 from loa.codecs.rtcp import FMT_GENERIC_NACK, RTCP_RTPFB, GenericNack, parse_rtcp
+from loa.relay.core.reception import ntp_timestamp
 from loa.relay.core.repair import Repairer
 from loa.relay.core.rewriter import Rewriter
 from loa.relay.core.wire import (
@@ -278,10 +285,13 @@ class SessionTable:
 
     # --- the UDP side ----------------------------------------------------------------
 
-    def on_datagram(self, data: bytes, addr: Addr, now: float) -> Result:
-        """Classify one datagram from the relay port; never raises on what a peer sends."""
+    def on_datagram(
+        self, data: bytes, addr: Addr, now: float, unix_s: float | None = None
+    ) -> Result:
+        """Classify one datagram from the relay port; never raises on what a peer sends.
+        ``unix_s``: wall-clock time of its arrival, for the answer to a clock probe."""
         if looks_like_control(data):
-            return self._on_control(data, addr, now)
+            return self._on_control(data, addr, now, unix_s)
         if len(data) < 2 or data[0] >> 6 != 2:
             return self._drop("malformed")
         if 192 <= data[1] <= 223:  # RFC 5761 §4: RTCP packet types 192..223 (SR..XR)
@@ -290,12 +300,12 @@ class SessionTable:
             return self._drop("malformed")
         return self._drop("rtp_from_peer")
 
-    def _on_control(self, data: bytes, addr: Addr, now: float) -> Result:
+    def _on_control(self, data: bytes, addr: Addr, now: float, unix_s: float | None) -> Result:
         try:
             dgram = ControlDatagram.parse(data)
         except ValueError:
             return self._drop("malformed")
-        if dgram.type is DatagramType.ACK:
+        if dgram.type is DatagramType.ACK or len(dgram.times) > 1:
             return self._drop("unexpected_type")
         session = self._by_id.get(dgram.session)
         if session is None:
@@ -310,7 +320,13 @@ class SessionTable:
         changed = session.addr != addr
         if changed:
             self._bind(session, addr)
-        ack = ControlDatagram.signed(DatagramType.ACK, session.id, dgram.counter, session.key)
+        times: tuple[int, ...] = ()
+        if dgram.times and unix_s is not None:
+            now_ntp = ntp_timestamp(unix_s)
+            times = (dgram.times[0], now_ntp, now_ntp)
+        ack = ControlDatagram.signed(
+            DatagramType.ACK, session.id, dgram.counter, session.key, times
+        )
         return Accepted(session, bytes(ack), changed)
 
     def _on_rtcp(self, data: bytes, addr: Addr, now: float) -> Result:

@@ -1,7 +1,13 @@
 """The speaker protocol's UDP control datagrams: hello, keepalive and ack (version 1).
 
 Layout (docs/DESIGN.md, "Speaker protocol, on the wire"): magic ``LOA``, version, type,
-8-byte session id, u32 counter, then the first 8 bytes of HMAC-SHA256(key, bytes 0..16)."""
+8-byte session id, u32 counter, then the first 8 bytes of HMAC-SHA256(key, bytes 0..16).
+
+Clock probes (synchronised playout) ride on the same datagrams as u64 *times* after the
+MAC, which then covers them too (HMAC over bytes 0..16 and the times): a hello or keepalive
+with one time (``t1``, the speaker's, opaque to the server) asks the ack to carry three,
+``t1`` echoed, then ``t2`` and ``t3``, when the server received it and answered (64-bit NTP
+times of its wall clock). 25, 33 or 49 bytes; a 25-byte datagram is exactly version 1's."""
 
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ KEY_LEN = 32
 MAC_LEN = 8
 _BODY = struct.Struct("!3sBB8sI")
 SIZE = _BODY.size + MAC_LEN  # 25
+_TIMES = {SIZE: 0, SIZE + 8: 1, SIZE + 24: 3}  # datagram size → number of u64 times
+_TIME = struct.Struct("!Q")
 
 
 class DatagramType(IntEnum):
@@ -44,11 +52,13 @@ class ControlDatagram:
     session: bytes
     counter: int
     tag: bytes = b""
+    times: tuple[int, ...] = ()  # () plain; (t1,) a probe; (t1, t2, t3) a probe's answer
 
     @classmethod
     def parse(cls, data: bytes) -> Self:
-        if len(data) != SIZE:
-            raise ValueError(f"control datagram must be {SIZE} bytes, got {len(data)}")
+        count = _TIMES.get(len(data))
+        if count is None:
+            raise ValueError(f"control datagram must be 25, 33 or 49 bytes, got {len(data)}")
         magic, version, kind, session, counter = _BODY.unpack_from(data)
         if magic != MAGIC:
             raise ValueError(f"control datagram magic must be b'LOA', got {magic!r}")
@@ -58,22 +68,36 @@ class ControlDatagram:
             dtype = DatagramType(kind)
         except ValueError:
             raise ValueError(f"control datagram type {kind} is unknown") from None
-        return cls(dtype, session, counter, data[_BODY.size :])
+        times = struct.unpack_from(f"!{count}Q", data, SIZE)
+        return cls(dtype, session, counter, data[_BODY.size : SIZE], times)
 
     @classmethod
-    def signed(cls, kind: DatagramType, session: bytes, counter: int, key: bytes) -> Self:
+    def signed(
+        cls,
+        kind: DatagramType,
+        session: bytes,
+        counter: int,
+        key: bytes,
+        times: tuple[int, ...] = (),
+    ) -> Self:
         if len(session) != SESSION_ID_LEN:
             raise ValueError(f"session id must be {SESSION_ID_LEN} bytes, got {len(session)}")
         if not 0 <= counter <= 0xFFFFFFFF:
             raise ValueError(f"counter must fit in 32 bits, got {counter}")
+        if len(times) not in (0, 1, 3) or not all(0 <= t < 1 << 64 for t in times):
+            raise ValueError(f"times must be 0, 1 or 3 unsigned 64-bit values, got {times}")
         body = _BODY.pack(MAGIC, VERSION, kind, session, counter)
-        return cls(kind, session, counter, mac(key, body))
+        return cls(kind, session, counter, mac(key, body + _packed(times)), times)
 
     def body(self) -> bytes:
         return _BODY.pack(MAGIC, VERSION, self.type, self.session, self.counter)
 
     def verify(self, key: bytes) -> bool:
-        return hmac.compare_digest(self.tag, mac(key, self.body()))
+        return hmac.compare_digest(self.tag, mac(key, self.body() + _packed(self.times)))
 
     def __bytes__(self) -> bytes:
-        return self.body() + self.tag
+        return self.body() + self.tag + _packed(self.times)
+
+
+def _packed(times: tuple[int, ...]) -> bytes:
+    return b"".join(_TIME.pack(t) for t in times)

@@ -104,6 +104,11 @@ def test_the_welcome_is_what_the_design_says_on_the_wire() -> None:
         "muted": False,
         "playout_delay_ms": 300,
     }
+    probing = json.loads(encode(replace(WELCOME, clock_probes=True)))
+    assert probing["clock_probes"] is True
+    assert decode(json.dumps(probing)) == replace(WELCOME, clock_probes=True)
+    probing["clock_probes"] = "yes"  # only a JSON true says so
+    assert decode(json.dumps(probing)) == WELCOME
 
 
 @pytest.mark.parametrize(

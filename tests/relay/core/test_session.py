@@ -153,6 +153,29 @@ def test_unknown_session_is_dropped(table: SessionTable, session: Session) -> No
     assert session.destination is None
 
 
+def test_a_probe_is_acked_with_its_time_echoed_and_the_servers_arrival_time(
+    table: SessionTable, session: Session
+) -> None:
+    probe = bytes(ControlDatagram.signed(DatagramType.KEEPALIVE, SID, 3, KEY, (123456789,)))
+    result = table.on_datagram(probe, PHONE, 5.0, unix_s=1_700_000_000.25)
+    assert isinstance(result, Accepted)
+    ack = ControlDatagram.parse(result.reply)
+    assert ack.verify(KEY) and ack.counter == 3
+    t2 = (1_700_000_000 + 2_208_988_800) << 32 | 1 << 30  # NTP: seconds since 1900, .25
+    assert ack.times == (123456789, t2, t2)
+    # without the wall clock (or for a plain keepalive) the ack is plain, as in version 1
+    plain = accept(table, dgram(4, DatagramType.KEEPALIVE), PHONE, now=6.0)
+    assert ControlDatagram.parse(plain.reply).times == ()
+    probe = bytes(ControlDatagram.signed(DatagramType.KEEPALIVE, SID, 5, KEY, (1,)))
+    assert ControlDatagram.parse(accept(table, probe, PHONE, now=7.0).reply).times == ()
+
+
+def test_a_speaker_sending_an_answer_is_unexpected(table: SessionTable, session: Session) -> None:
+    answer = bytes(ControlDatagram.signed(DatagramType.KEEPALIVE, SID, 3, KEY, (1, 2, 3)))
+    assert table.on_datagram(answer, PHONE, 0.0, 1.0) == Dropped("unexpected_type")
+    assert session.destination is None
+
+
 def test_ack_from_a_peer_is_unexpected(table: SessionTable, session: Session) -> None:
     result = table.on_datagram(dgram(1, DatagramType.ACK), PHONE, 0.0)
     assert result == Dropped("unexpected_type")

@@ -52,9 +52,10 @@ def test_counter_is_big_endian() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"", "control datagram must be 25 bytes, got 0"),
-        (HELLO[:-1], "control datagram must be 25 bytes, got 24"),
-        (HELLO + b"\x00", "control datagram must be 25 bytes, got 26"),
+        (b"", "control datagram must be 25, 33 or 49 bytes, got 0"),
+        (HELLO[:-1], "control datagram must be 25, 33 or 49 bytes, got 24"),
+        (HELLO + b"\x00", "control datagram must be 25, 33 or 49 bytes, got 26"),
+        (HELLO + bytes(16), "control datagram must be 25, 33 or 49 bytes, got 41"),
         (b"LOB" + HELLO[3:], "control datagram magic must be b'LOA', got b'LOB'"),
         (HELLO[:3] + b"\x02" + HELLO[4:], "control datagram version 2 is not supported (want 1)"),
         (HELLO[:3] + b"\x00" + HELLO[4:], "control datagram version 0 is not supported (want 1)"),
@@ -81,6 +82,33 @@ def test_signed_errors(session: bytes, counter: int, message: str) -> None:
     with pytest.raises(ValueError) as info:
         ControlDatagram.signed(DatagramType.HELLO, session, counter, KEY)
     assert str(info.value) == message
+
+
+# A keepalive probing the clock: t1 after the MAC, which covers it; its ack carries t1, t2, t3.
+PROBE_BODY = b"LOA\x01\x02" + SID + b"\x00\x00\x00\x08"
+T1 = (0x0102030405060708).to_bytes(8, "big")
+PROBE = PROBE_BODY + hmac.new(KEY, PROBE_BODY + T1, hashlib.sha256).digest()[:8] + T1
+
+
+def test_probe_fixture_round_trips_and_its_times_are_signed() -> None:
+    dgram = ControlDatagram.signed(DatagramType.KEEPALIVE, SID, 8, KEY, (0x0102030405060708,))
+    assert bytes(dgram) == PROBE and len(PROBE) == 33
+    parsed = ControlDatagram.parse(PROBE)
+    assert parsed.times == (0x0102030405060708,) and parsed.verify(KEY)
+    moved = PROBE[:-1] + bytes([PROBE[-1] ^ 1])  # a time changed on the way: MAC fails
+    assert not ControlDatagram.parse(moved).verify(KEY)
+    ack = ControlDatagram.signed(DatagramType.ACK, SID, 8, KEY, (1, 2, (1 << 64) - 1))
+    data = bytes(ack)
+    assert len(data) == 49
+    assert data[25:] == bytes(7) + b"\x01" + bytes(7) + b"\x02" + b"\xff" * 8
+    assert ControlDatagram.parse(data) == ack and ack.verify(KEY)
+    assert not ControlDatagram.parse(data[:25]).verify(KEY)  # stripped of its times
+
+
+@pytest.mark.parametrize("times", [(1, 2), (1, 2, 3, 4), (-1,), (1 << 64,)])
+def test_signed_refuses_bad_times(times: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="times must be 0, 1 or 3 unsigned 64-bit values"):
+        ControlDatagram.signed(DatagramType.ACK, SID, 1, KEY, times)
 
 
 def test_verify_rejects_wrong_key_and_tampering() -> None:
@@ -127,15 +155,16 @@ def test_signed_round_trip(kind: DatagramType, session: bytes, counter: int, key
 WELL_FORMED = st.builds(
     lambda kind, rest: b"LOA\x01" + bytes([kind]) + rest,
     st.sampled_from([1, 2, 3]),
-    st.binary(min_size=20, max_size=20),
+    st.sampled_from([20, 28, 44]).flatmap(lambda n: st.binary(min_size=n, max_size=n)),
 )
 
 
-@given(st.one_of(st.binary(max_size=40), WELL_FORMED))
+@given(st.one_of(st.binary(max_size=60), WELL_FORMED))
 def test_parse_raises_only_value_error_and_keeps_bytes(data: bytes) -> None:
     try:
         dgram = ControlDatagram.parse(data)
     except ValueError:
-        assert len(data) != SIZE or data[:4] != b"LOA\x01" or data[4] not in (1, 2, 3)
+        sized = len(data) in (SIZE, SIZE + 8, SIZE + 24)
+        assert not sized or data[:4] != b"LOA\x01" or data[4] not in (1, 2, 3)
         return
     assert bytes(dgram) == data
