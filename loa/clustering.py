@@ -418,7 +418,7 @@ class ClusterMember:
                 async with asyncio.timeout(wait if leader and wait else None):
                     await self._leadership.wait()
             self._leadership.clear()
-            if self.bus.is_leader():
+            if self.bus.is_leader() and self._acting:  # ticks only after the jobs started
                 for job in ticking:
                     if job.tick is not None:
                         try:  # bounded by the lease, so that losing it is noticed at once

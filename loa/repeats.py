@@ -104,8 +104,9 @@ class RepeatService:
     async def start(self) -> None:
         """Resume every active repeat a previous run left."""
         for row in await self.store.repeats.list(("active",)):
-            log.info("[repeat=%s] resuming; next play at %s", row.id, row.next_at)
-            self._spawn(row.id, None)
+            if row.id not in self._runs:  # followed already: one task each
+                log.info("[repeat=%s] resuming; next play at %s", row.id, row.next_at)
+                self._spawn(row.id, None)
 
     async def close(self) -> None:
         """Cancel every task; the rows stay active for the next ``start()``."""

@@ -145,7 +145,8 @@ class BulletinService:
     async def start(self) -> None:
         """Pick up what a previous run left (see the module docstring)."""
         for row in await self.store.bulletins.list(("inbox", "scheduled", "on_air")):
-            await self._pick_up(row)
+            if row.id not in self._runs:  # followed already: one task each
+                await self._pick_up(row)
 
     async def follow_new(self) -> None:
         """The cluster's leader, every tick: play and follow the bulletins it does not

@@ -98,14 +98,14 @@ async def test_a_programme_runs_once_on_the_leader_even_when_the_leader_dies(
 async def test_a_repeat_begun_on_a_follower_plays_each_play_once_across_a_leader_change(
     tmp_path: Path, redis_url: str, postgres_url: str
 ) -> None:
-    """An emergency repeating every 5 s is begun through the follower's API: its first play
-    starts there, the leader plays the next ones. The leader is SIGKILLed between plays;
-    the follower, leading now, goes on. Every play (`<repeat>.<n>`) is logged once, n
-    consecutive, starts at least ~every_s apart; cancelled through the new leader, it
-    ends."""
+    """An emergency repeating every 8 s (a play lasts ~6 s: the announcement, the tone) is begun
+    through the follower's API: its first play starts there, the leader plays the next ones. The
+    leader is SIGKILLed between plays; the follower, leading now, goes on. Every play
+    (`<repeat>.<n>`) is logged once, n consecutive, starts at least ~every_s apart; cancelled
+    through the new leader, it ends."""
     nodes = make_nodes(tmp_path, ("a", "b"), redis_url=redis_url, store_url=postgres_url,
                        communes=2, per_commune=1)  # fmt: skip
-    every_s = 5.0
+    every_s = 8.0
     async with running(nodes), aiohttp.ClientSession() as http:
         views = await converged(http, nodes)
         leader = next(n for n in nodes if views[n.name]["leader"])
@@ -116,7 +116,7 @@ async def test_a_repeat_begun_on_a_follower_plays_each_play_once_across_a_leader
             "repeat": {"every_s": every_s},
         })  # fmt: skip
         rp = started["repeat"]["id"]
-        second = await wait_logged(http, follower, f"{rp}.2", 15)
+        second = await wait_logged(http, follower, f"{rp}.2", 25)
         health = await leader.health(http)
         assert health is not None
         leader.kill()  # after the second play ended: between plays
@@ -140,13 +140,13 @@ async def test_a_repeat_begun_on_a_follower_plays_each_play_once_across_a_leader
 async def test_a_bulletin_submitted_on_a_follower_plays_on_the_leader_once_per_play(
     tmp_path: Path, redis_url: str, postgres_url: str
 ) -> None:
-    """An emergency bulletin repeating every 6 s, submitted through the follower's API: the
-    leader takes it at its next tick and plays it; SIGKILLed between plays, the follower,
-    leading now, goes on. Every play (`<bulletin>.<n>-…`) is logged once, n consecutive;
-    cancelled through the new leader, it ends."""
+    """An emergency bulletin repeating every 10 s (a play lasts ~7 s), submitted through the
+    follower's API: the leader takes it at its next tick and plays it; SIGKILLed between plays,
+    the follower, leading now, goes on. Every play (`<bulletin>.<n>-…`) is logged once, n
+    consecutive; cancelled through the new leader, it ends."""
     nodes = make_nodes(tmp_path, ("a", "b"), redis_url=redis_url, store_url=postgres_url,
                        communes=2, per_commune=1)  # fmt: skip
-    every_s = 6.0
+    every_s = 10.0
     async with running(nodes), aiohttp.ClientSession() as http:
         views = await converged(http, nodes)
         leader = next(n for n in nodes if views[n.name]["leader"])
@@ -158,7 +158,7 @@ async def test_a_bulletin_submitted_on_a_follower_plays_on_the_leader_once_per_p
         bulletin = made["id"]
         first = await wait_logged(http, follower, f"{bulletin}.1-", 10)
         assert first[0]["started_at"] - made["created_at"] < 3  # the leader's next tick
-        await wait_logged(http, follower, f"{bulletin}.2-", 15)
+        await wait_logged(http, follower, f"{bulletin}.2-", 25)
         leader.kill()  # after the second play ended: between plays
         await wait_logged(http, follower, f"{bulletin}.4-", 30)
         rows = await runs_logged(http, follower, f"{bulletin}.")
