@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import icecast, report
+from bench import icecast, report, sync
 from bench.relay import (
     Layout,
     RelayApi,
@@ -269,7 +269,29 @@ async def run_once(n: int, args: argparse.Namespace) -> dict[str, Any]:
         if relay is not None:
             relay.check_alive()
     raw["floor"] = await run_floor(n, args)
-    return build_result(raw, layout, len(workers.procs), args)
+    result = build_result(raw, layout, len(workers.procs), args)
+    result["sync_skew_ms"] = await run_sync(args)
+    return result
+
+
+async def run_sync(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``bench.sync`` in its own process, after the relay and the speakers are gone: poles of
+    one village on clocks seconds off, ±100 ppm, behind 0–50 ms of random delay each way;
+    the spread of the instants they play each frame (p50, p95, max in ms)."""
+    if args.sync_seconds <= 0:
+        return None
+    options = sync.options(speakers=args.sync_speakers, seconds=args.sync_seconds)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.sync",
+        "--speakers", str(options.speakers), "--seconds", str(options.seconds),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    budget = sync.CONNECT_TIMEOUT_S + options.converge_s + options.seconds + 90
+    out, _ = await asyncio.wait_for(proc.communicate(), budget)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.sync failed with exit code {proc.returncode}")
+    skew: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])["sync_skew_ms"]
+    return skew
 
 
 async def run_floor(n: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -365,6 +387,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=30.0,
         help="with --nodes: give up waiting for a killed node's speakers after this many seconds",
+    )
+    p.add_argument(
+        "--sync-speakers",
+        type=int,
+        default=6,
+        help="poles of one village in the synchronised playout run (bench.sync; default 6)",
+    )
+    p.add_argument(
+        "--sync-seconds",
+        type=float,
+        default=20.0,
+        help="seconds that run measures after 10 s of convergence (0: skip it)",
     )
     p.add_argument("--json", type=Path, help="write the run's (or sweep's) JSON here")
     p.add_argument("--out", type=Path, help="directory for per-run JSON, relay logs and a PNG")

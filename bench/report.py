@@ -29,6 +29,7 @@ REQUIRED_KEYS = (
     "ratio_to_floor",
     "relay_rss_mb",
     "reconnect_s",
+    "sync_skew_ms",
 )
 
 

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
+import time
 from pathlib import Path
+from typing import IO
+
+import numpy as np
 
 from loa.errors import ConfigError
-from loa.speaker.client import Speaker
+from loa.speaker.client import AudioMeta, Speaker
+from loa.speaker.clock import Clock, HostClock, SkewedClock
 from loa.speaker.output import NullOutput, Output, SoundcardOutput, WavOutput
 
 TOKEN_ENV = "LOA_SPEAKER_TOKEN"
@@ -34,6 +40,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--ws", action="store_true", help="take audio over the WebSocket, never UDP")
     p.add_argument(
         "--status-interval", type=float, default=5.0, metavar="S", help="status every S seconds"
+    )
+    p.add_argument(
+        "--no-sync",
+        action="store_true",
+        help="play as packets come, not in step with the other poles (capture time + D)",
+    )
+    test = p.add_argument_group("testing synchronised playout")
+    test.add_argument(
+        "--clock-offset-s",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="run on a clock S seconds off the host's (simulates a pole with a wrong clock)",
+    )
+    test.add_argument(
+        "--clock-drift-ppm",
+        type=float,
+        default=0.0,
+        metavar="PPM",
+        help="… and running PPM parts per million fast (negative: slow), within ±1000",
+    )
+    test.add_argument(
+        "--timestamps",
+        type=Path,
+        metavar="PATH",
+        help="write one JSON line per frame played: its capture time (server Unix time) and "
+        "when its first sample was heard (the host's monotonic clock)",
     )
     p.set_defaults(func=run)
 
@@ -64,16 +97,52 @@ def make_output(args: argparse.Namespace) -> Output:
     return NullOutput()
 
 
-def build(args: argparse.Namespace) -> Speaker:
+class Timestamps:
+    """``--timestamps``: a JSON line per frame played whole, with a known capture time."""
+
+    def __init__(self, path: Path, clock: Clock) -> None:
+        self.clock = clock
+        try:
+            self.file: IO[str] = path.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write timestamps to {path}: {exc.strerror}") from None
+
+    def add(self, _pcm: np.ndarray, meta: AudioMeta) -> None:
+        if meta.heard_at is None or meta.captured_at is None:
+            return
+        heard = self.clock.to_host(meta.heard_at)
+        self.file.write(json.dumps({"captured": meta.captured_at, "heard": heard}) + "\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def make_clock(args: argparse.Namespace) -> Clock:
+    """The host's clock, or one off it by --clock-offset-s and --clock-drift-ppm."""
+    if args.clock_offset_s == 0 and args.clock_drift_ppm == 0:
+        return HostClock(time.monotonic)
+    try:
+        return SkewedClock(time.monotonic, args.clock_offset_s, args.clock_drift_ppm)
+    except ValueError as exc:
+        raise ConfigError(f"--clock-drift-ppm: {exc}") from None
+
+
+def build(args: argparse.Namespace) -> tuple[Speaker, Timestamps | None]:
     if args.status_interval <= 0:
         raise ConfigError(f"--status-interval must be > 0, got {args.status_interval}")
-    return Speaker(
+    clock = make_clock(args)  # the event loop's clock is time.monotonic
+    stamps = Timestamps(args.timestamps, clock) if args.timestamps is not None else None
+    speaker = Speaker(
         args.server,
         read_token(args),
         make_output(args),
         status_interval_s=args.status_interval,
         force_ws=args.ws,
+        clock=clock,
+        sync=not args.no_sync,
+        on_audio=stamps.add if stamps is not None else None,
     )
+    return speaker, stamps
 
 
 async def serve(speaker: Speaker) -> None:
@@ -90,7 +159,11 @@ async def serve(speaker: Speaker) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    speaker = build(args)
+    speaker, stamps = build(args)
     print(f"loa: speaker for {speaker.url}", flush=True)
-    asyncio.run(serve(speaker))
+    try:
+        asyncio.run(serve(speaker))
+    finally:
+        if stamps is not None:
+            stamps.close()
     return 0

@@ -43,6 +43,16 @@ Decisions:
 - The ``playing`` message's volume applies while that broadcast plays, the speaker's own
   volume (``volume`` command) otherwise; ``mute`` silences both. Status reports the volume
   being applied. The new volume applies at once, not at the first packet of the broadcast.
+- Synchronised playout (docs/DESIGN.md, "Synchronised playout"), with a server whose welcome
+  says ``clock_probes``: once UDP works, clock probes go out in a burst of ``PROBE_BURST``
+  20 ms apart, then every ``PROBE_FAST_S`` for ``PROBE_FAST_FOR_S``, then every
+  ``PROBE_INTERVAL_S`` (each is also a keepalive). The playout task keeps the output's
+  timeline (when the next sample written is heard, on the speaker's clock) and hands each
+  frame, with its error against capture time + D, to ``loa.speaker.playout.Playout``.
+  Without a clock estimate or a sender report for the frame's segment it plays as it comes.
+- Everything the speaker times (jitter buffer, probes, playout) is on ``clock``, injectable:
+  a ``SkewedClock`` makes a pole whose crystal is wrong, for the bench and the tests. The
+  path watch and the reconnect backoff keep the event loop's clock (durations only).
 """
 
 from __future__ import annotations
@@ -80,9 +90,12 @@ from loa.relay.core.channel import (
     Welcomed,
 )
 from loa.relay.core.control import CLOSE_REPLACED, NOT_JSON, Welcome
+from loa.relay.core.reception import unix_time
 from loa.relay.core.wire import ControlDatagram, DatagramType, looks_like_control
+from loa.speaker.clock import Clock, ClockEstimator, HostClock, Method, Probe
 from loa.speaker.jitter import Conceal, JitterBuffer, Play, Recover, Stretch, Wait
 from loa.speaker.output import Output, apply_volume
+from loa.speaker.playout import CaptureTimes, Playout
 from loa.speaker.redundancy import receive
 from loa.speaker.reports import ReceptionStats
 
@@ -102,6 +115,14 @@ REPUNCH_WITHIN_S = 0.6
 REPROBE_AFTER_FAILURE_S = 5.0
 PING_WITHIN_S = 1.5  # UDP failed: the WebSocket must answer a ping this soon, else next server
 WS_CLOSE_S = 1.0  # closing a WebSocket whose server is unreachable waits no longer
+# Clock probes (docs/DESIGN.md, "Synchronised playout")
+PROBE_BURST = 32
+PROBE_BURST_GAP_S = 0.02
+PROBE_FAST_S = 0.25
+PROBE_FAST_FOR_S = 30.0
+PROBE_INTERVAL_S = 10.0
+SENT_KEPT = 128  # hellos/keepalives/probes awaiting their ack
+_U64 = (1 << 64) - 1
 
 
 class SpeakerState(StrEnum):
@@ -135,6 +156,9 @@ class AudioMeta:
     broadcast: str | None
     volume: int
     muted: bool
+    # when the frame's first sample is heard (the speaker's clock; None: a resync cut it)
+    heard_at: float | None = None
+    captured_at: float | None = None  # its capture time (server Unix time), if known
 
 
 class _Link:
@@ -149,9 +173,11 @@ class _Link:
         self.udp: asyncio.DatagramTransport | None = None
         self.mode: str | None = None  # "udp" or "ws" once decided
         self.acked = asyncio.Event()
+        self.proven = asyncio.Event()  # UDP worked once: clock probes may start
         self.ponged = asyncio.Event()  # a pong to our ping (we answer the server's pings)
         self.last_ack = 0
-        self.sent_at: dict[int, float] = {}  # control counter -> when sent: ack round trips
+        # control counter -> when sent (the speaker's clock): round trips and probes' t1
+        self.sent_at: dict[int, float] = {}
         self.watch_from = 0.0  # when UDP was (re)proven: no audio is missed before it
         self.audio_gap_s = AUDIO_GAP_S
 
@@ -189,6 +215,9 @@ class Speaker:
         nack: bool = True,
         on_audio: Callable[[Int16Array, AudioMeta], None] | None = None,
         rng: random.Random | None = None,
+        clock: Clock | None = None,
+        sync: bool = True,
+        clock_method: Method = "floors",
     ) -> None:
         if not 0 < backoff_min_s <= backoff_max_s:
             raise ValueError("need 0 < backoff_min_s <= backoff_max_s")
@@ -214,6 +243,14 @@ class Speaker:
         self.nack = nack  # ask for lost packets again (RFC 4585 NACK); off only to compare
         self.on_audio = on_audio
         self._rng = rng or random.Random()
+        self._clock = clock
+        self.sync = sync  # play in step when the server answers clock probes
+        self.estimator = ClockEstimator(method=clock_method)
+        self.captures = CaptureTimes()
+        self.playout = Playout()
+        self.synced = False  # the last frame played had a playout error to correct
+        self._sync_on = False  # this session plays in step (the welcome's clock_probes)
+        self._next_ts: int | None = None  # RTP timestamp of the frame after the last played
         self.jitter = JitterBuffer()
         self.jitter.asking = nack
         self.reports = ReceptionStats()  # RTCP: our receiver reports, the server's SRs
@@ -232,7 +269,7 @@ class Speaker:
         self.foreign_packets = self.bad_packets = self.udp_errors = 0
         self.udp_audio = self.ws_audio = self.decode_errors = self.frames_out = 0
         self.playout_resyncs = self.status_sent = self.rtcp_sent = self.redirects = 0
-        self.nacks_sent = self.path_failures = self.repunches = 0
+        self.nacks_sent = self.path_failures = self.repunches = self.probes = 0
         self.red_malformed = self.red_filled = 0  # RED packets dropped; slots RED filled
         self._udp_audio_at = float("-inf")  # when RTP last came by UDP
         self.backoff_delays: list[float] = []
@@ -260,6 +297,13 @@ class Speaker:
     def stop(self) -> None:
         self._stopping.set()
 
+    @property
+    def clock(self) -> Clock:
+        """The speaker's own clock (the event loop's unless one was given)."""
+        if self._clock is None:
+            self._clock = HostClock(asyncio.get_running_loop().time)
+        return self._clock
+
     def backoff_delay(self, attempt: int, down_s: float = float("inf")) -> float:
         """Full jitter. Within ``quick_window_s`` of losing the connection (``down_s``):
         uniform(0, min(quick_retry_s, max)); after it: uniform(0, min(max, min * 2**attempt))."""
@@ -284,7 +328,23 @@ class Speaker:
             late=jb.late,
             jitter_ms=round(jb.jitter_ms, 2),
             buffer_ms=jb.buffer_ms,
+            **self.sync_status(),
         )
+
+    def sync_status(self) -> dict[str, Any]:
+        """Synchronised playout, for the status report: the server clock's offset and the
+        probes' round trip (ms, null before a probe was answered), the last playout error
+        (ms, > 0 late; null while not in step) and whether the last frame was in step."""
+        est = self.estimator.estimate
+        error = self.playout.corrector.last_error_s
+        return {
+            "clock_offset_ms": None if est is None else round(est.offset * 1000, 3),
+            "clock_rtt_ms": None if est is None else round(est.delay * 1000, 3),
+            "playout_error_ms": round(error * 1000, 3)
+            if self.synced and error is not None
+            else None,
+            "synced": self.synced,
+        }
 
     async def run(self) -> None:
         """Play until ``stop()`` (returns) or cancellation (sockets and output closed)."""
@@ -394,6 +454,7 @@ class Speaker:
                     helpers = (
                         tg.create_task(self._udp_loop(link)),
                         tg.create_task(self._status_loop(link)),
+                        tg.create_task(self._probe_loop(link)),
                     )
                     await self._read_ws(link)
                     for task in helpers:
@@ -441,8 +502,12 @@ class Speaker:
         self.jitter.reset()
         self.jitter.playout_delay_ms = welcome.playout_delay_ms
         self.jitter.asking = self.nack and not self.force_ws
-        self.jitter.expect_gaps(self._connected_at)
+        self.jitter.expect_gaps(self.clock.now())
         self.reports.reset(welcome.ssrc)
+        self.estimator.reset()  # another node of a cluster may run another clock
+        self.captures.reset()
+        self._sync_on = self.sync and welcome.clock_probes and not self.force_ws
+        self.jitter.synced = self._sync_on
         self.state = SpeakerState.PROBING
         log.info(
             "[ep=%s] connected to %s, session %s", welcome.endpoint, self.url, welcome.session.hex()
@@ -467,7 +532,7 @@ class Speaker:
             case LevelsChanged(why=why):
                 log.info("[ep=%s] %s", self.endpoint, why)
             case DropAudio():
-                self.jitter.flush(asyncio.get_running_loop().time())
+                self.jitter.flush(self.clock.now())
                 self.output.discard()
                 log.info("[ep=%s] stop: buffered audio dropped", self.endpoint)
             case TransportLost(reason=reason):
@@ -498,7 +563,7 @@ class Speaker:
         """An RTCP RR (loa.speaker.reports) to the server, on the UDP path while it is used."""
         if link.mode != "udp" or link.udp is None or link.udp.is_closing():
             return
-        now = asyncio.get_running_loop().time()
+        now = self.clock.now()
         report = self.reports.receiver_report(self.rtcp_ssrc, now, f"loa-speaker@{self.endpoint}")
         if report is not None:
             link.udp.sendto(report, link.server)
@@ -554,6 +619,8 @@ class Speaker:
         if mode == "ws" or link.mode == "ws":
             await self._send(link, self.channel.transport(mode))
         link.mode = mode
+        if mode == "udp":
+            link.proven.set()
         self.jitter.asking = self.nack and mode == "udp"  # NACKs go by UDP only
         self.state = SpeakerState.UDP if mode == "udp" else SpeakerState.WS
         log.info("[ep=%s] audio over %s", self.endpoint, "UDP" if mode == "udp" else "WebSocket")
@@ -606,16 +673,39 @@ class Speaker:
                 link.audio_gap_s = min(8.0, 2 * link.audio_gap_s)
                 return "no audio while on air"
 
-    def _send_control(self, link: _Link, kind: DatagramType) -> None:
+    async def _probe_loop(self, link: _Link) -> None:
+        """Clock probes once UDP works (docs/DESIGN.md, "Synchronised playout"): a burst,
+        then every PROBE_FAST_S for PROBE_FAST_FOR_S, then every PROBE_INTERVAL_S. Only
+        to a server that answers them, and only while audio is on UDP."""
+        if not link.welcome.clock_probes or not self.sync or self.force_ws:
+            return
+        await link.proven.wait()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(PROBE_BURST):
+            self._send_control(link, DatagramType.KEEPALIVE, probe=True)
+            await asyncio.sleep(PROBE_BURST_GAP_S)
+        while True:
+            fast = loop.time() - started < PROBE_FAST_FOR_S
+            await asyncio.sleep(PROBE_FAST_S if fast else PROBE_INTERVAL_S)
+            if link.mode == "udp":
+                self._send_control(link, DatagramType.KEEPALIVE, probe=True)
+
+    def _send_control(self, link: _Link, kind: DatagramType, *, probe: bool = False) -> None:
         if link.udp is None or link.udp.is_closing():
             return
         self._counter += 1
         w = link.welcome
-        if len(link.sent_at) > 16:
-            link.sent_at.clear()
-        link.sent_at[self._counter] = asyncio.get_running_loop().time()
+        while len(link.sent_at) >= SENT_KEPT:  # the oldest went unanswered
+            del link.sent_at[next(iter(link.sent_at))]
+        sent = link.sent_at[self._counter] = self.clock.now()
+        times: tuple[int, ...] = ()
+        if probe:
+            times = (_micros(sent),)
+            self.probes += 1
         link.udp.sendto(
-            bytes(ControlDatagram.signed(kind, w.session, self._counter, w.key)), link.server
+            bytes(ControlDatagram.signed(kind, w.session, self._counter, w.key, times)),
+            link.server,
         )
 
     def _on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
@@ -627,7 +717,8 @@ class Speaker:
             return
         if is_rtcp(data):  # the server's sender reports share the port (RFC 5761)
             try:
-                self.reports.on_rtcp(data, asyncio.get_running_loop().time())
+                if self.reports.on_rtcp(data, self.clock.now()):
+                    self.captures.report(*self.reports.last_sr)
             except ValueError:
                 self.bad_packets += 1
             return
@@ -646,16 +737,19 @@ class Speaker:
         if (
             dgram.type is not DatagramType.ACK
             or dgram.session != w.session
-            or not link.last_ack < dgram.counter <= self._counter
+            or dgram.counter not in link.sent_at  # never sent, answered already, or too old
             or not dgram.verify(w.key)
         ):
             self.bad_packets += 1
             return
-        link.last_ack = dgram.counter
+        arrived = self.clock.now()
+        sent = link.sent_at.pop(dgram.counter)
+        link.last_ack = max(link.last_ack, dgram.counter)
         self.acks += 1
-        sent = link.sent_at.pop(dgram.counter, None)
-        if sent is not None:  # the path's round trip, until retransmissions measure it
-            self.jitter.observe_rtt(asyncio.get_running_loop().time() - sent)
+        self.jitter.observe_rtt(arrived - sent)  # until retransmissions measure it
+        if len(dgram.times) == 3 and dgram.times[0] == _micros(sent):
+            _, t2, t3 = dgram.times
+            self.estimator.add(Probe(sent, unix_time(t2), unix_time(t3), arrived))
         link.acked.set()
 
     def _on_rtp(self, data: bytes, link: _Link) -> None:
@@ -673,7 +767,9 @@ class Speaker:
         ):
             self.bad_packets += 1
             return
-        now = asyncio.get_running_loop().time()
+        now = self.clock.now()
+        if packet.marker:  # a new segment: its capture times come from its own SR
+            self.captures.segment(packet.timestamp)
         got = receive(
             self.jitter, packet, now, opus_type=w.payload_type, red_type=w.red_payload_type
         )
@@ -699,36 +795,44 @@ class Speaker:
     # --- playout -------------------------------------------------------------------------
 
     async def _playout(self) -> None:
-        """Pop the jitter buffer on absolute deadlines, each slot as long as what it played
-        (a packet: 20, 40 or 60 ms; 20 ms while waiting); decode; write."""
-        loop = asyncio.get_running_loop()
-        decoder = OpusDecoder()
-        deadline = loop.time()
-        slot_s = FRAME_S
-        while True:
-            deadline += slot_s
-            delay = deadline - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -MAX_LAG_S:
-                self.playout_resyncs += 1
-                deadline = loop.time()
-            slot_s = await self._tick(decoder, loop.time())
+        """Pop the jitter buffer once per frame on the output's timeline; decode; write.
 
-    async def _tick(self, decoder: OpusDecoder, now: float) -> float:
-        """One slot: what the jitter buffer says, decoded and written; its length (s)."""
+        ``heard`` is when the next sample written will be heard, on the speaker's clock: it
+        advances by what is written (a frame's time while nothing plays), so frames are
+        written as the output reaches them, and a resync's skip takes no time."""
+        decoder = OpusDecoder()
+        clock = self.clock
+        heard = clock.now()
+        while True:
+            ahead = heard - clock.now()
+            if ahead > 0:
+                await asyncio.sleep(clock.host_seconds(ahead))
+            elif ahead < -MAX_LAG_S:
+                self.playout_resyncs += 1
+                heard = clock.now()
+                self.playout.reset()
+            written = await self._tick(decoder, heard)
+            heard += FRAME_S if written is None else written / SAMPLE_RATE
+            if written == 0:
+                await asyncio.sleep(0)  # a resync skipping ahead: the next frame at once
+
+    async def _tick(self, decoder: OpusDecoder, now: float) -> int | None:
+        """One playout decision at ``now`` (when its first sample is heard): the samples
+        written, None when there was nothing to play."""
         self._send_nacks(now)  # gaps whose hold-off ended since the last packet
         item = self.jitter.pop(now)
         samples = item.samples
         if isinstance(item, Wait):
             if self._tail <= 0:
-                return samples / SAMPLE_RATE
+                self.synced = False
+                return None
             self._tail -= 1  # fade out through concealment rather than stop dead
         else:
             self._tail = TAIL_FRAMES
+        ts = self._next_ts
         try:
             match item:
-                case Play(payload=payload, retransmitted=again, redundant=copy):
+                case Play(payload=payload, retransmitted=again, redundant=copy, timestamp=ts):
                     pcm = decoder.decode(payload)
                     kind = "retx" if again else "red" if copy else "normal"
                 case Recover(next_payload=payload):
@@ -736,20 +840,53 @@ class Speaker:
                 case Conceal() | Wait():
                     pcm, kind = decoder.decode_plc(samples), "plc"
                 case Stretch():
-                    pcm, kind = decoder.decode_plc(samples), "stretch"
+                    pcm, kind, ts = decoder.decode_plc(samples), "stretch", None
         except ValueError:
             self.decode_errors += 1
             pcm, kind = decoder.decode_plc(samples), "plc"
-        await self._emit(pcm, kind)
-        return pcm.size / SAMPLE_RATE
+        if ts is not None:
+            self._next_ts = (ts + len(pcm)) & 0xFFFF_FFFF
+        out, heard_at, captured = self._place(pcm, ts, now)
+        await self._emit(out, kind, heard_at, captured)
+        return len(out)
 
-    async def _emit(self, pcm: Int16Array, kind: str) -> None:
+    def _place(
+        self, pcm: Int16Array, ts: int | None, heard: float
+    ) -> tuple[Int16Array, float | None, float | None]:
+        """``pcm`` as it goes out in step (docs/DESIGN.md, "Synchronised playout"), when its
+        first sample is heard (None: a resync cut it) and when it was captured."""
+        est = self.estimator.estimate
+        captured = None
+        error = None
+        if self._sync_on and ts is not None and est is not None:
+            captured = self.captures.capture(ts)
+            if captured is not None and not self.playout.skipping:
+                due = captured + self.jitter.playout_delay_ms / 1000.0
+                error = est.to_server(heard) - due
+        skipping = self.playout.skipping
+        inserted, skipped = self.playout.inserted, self.playout.skipped
+        out = self.playout.frame(pcm, error, 0.0 if est is None else est.drift)
+        self.synced = captured is not None and (error is not None or skipping)
+        if self.playout.skipped != skipped:
+            return out, None, captured  # a resync skipped the frame's start
+        return out, heard + (self.playout.inserted - inserted) / SAMPLE_RATE, captured
+
+    async def _emit(
+        self, pcm: Int16Array, kind: str, heard_at: float | None, captured: float | None
+    ) -> None:
+        if not len(pcm):
+            return
         volume, muted = self.channel.effective_volume, self.channel.audible_muted
         out = apply_volume(pcm, volume, muted)
         self.frames_out += 1
         if self.on_audio is not None:
-            self.on_audio(out, AudioMeta(kind, self.broadcast, volume, muted))
+            self.on_audio(out, AudioMeta(kind, self.broadcast, volume, muted, heard_at, captured))
         await self.output.write(out)
+
+
+def _micros(local_s: float) -> int:
+    """A probe's t1 on the wire: the speaker's clock in µs (opaque to the server)."""
+    return round(local_s * 1_000_000) & _U64
 
 
 def _bind_host(server_ip: str) -> str:

@@ -37,19 +37,22 @@ import numpy as np
 
 WINDOW: Final = 64
 DRIFT_SPAN_S: Final = 10.0  # the probes must span this long before a drift is estimated
-MAX_DRIFT: Final = 500e-6  # a clock further off than 500 ppm is broken, not drifting
+MAX_DRIFT: Final = 200e-6  # crystals are sold within ±100 ppm: beyond ±200 one is broken
 _GRID: Final = 201  # slopes tried across the feasible range, twice (coarse, then fine)
 
 Method = Literal["floors", "quarter"]
 
 
 class Clock(Protocol):
-    """A speaker's local clock: ``now`` in seconds (monotonic, any origin) and how long a
-    local duration lasts on the host's clock (what ``asyncio.sleep`` counts)."""
+    """A speaker's local clock: ``now`` in seconds (monotonic, any origin), how long a local
+    duration lasts on the host's clock (what ``asyncio.sleep`` counts) and which host time a
+    local time is (where a simulated pole really played)."""
 
     def now(self) -> float: ...
 
     def host_seconds(self, local_s: float) -> float: ...
+
+    def to_host(self, local: float) -> float: ...
 
 
 class HostClock:
@@ -63,6 +66,9 @@ class HostClock:
 
     def host_seconds(self, local_s: float) -> float:
         return local_s
+
+    def to_host(self, local: float) -> float:
+        return local
 
 
 class SkewedClock:

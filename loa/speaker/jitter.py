@@ -66,6 +66,7 @@ Invariants the tests check: ``received + filled == played + late + dropped + len
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -195,6 +196,9 @@ class JitterBuffer:
         # gaps are queued for NACKs; off (no NACKs: disabled, or audio not on UDP), no
         # repair room is started either
         self.asking = True
+        # synchronised playout holds the depth at D minus the path's delay (it says when each
+        # frame is heard): no growing or trimming here, and the span may reach D
+        self.synced = False
         self.received = self.played = self.lost = self.recovered = self.concealed = 0
         self.retransmitted = self.nacked = 0
         self.redundant = self.filled = 0  # redundant copies played / taken into the buffer
@@ -466,7 +470,12 @@ class JitterBuffer:
     def _bound(self, newest: int) -> None:
         """Keep at most MAX_SPAN_MS of packets between the playout point and the newest one."""
         assert self._next is not None
-        start = newest - self._span + 1
+        span = self._span
+        if self.synced:  # in step the buffer holds D minus the path's delay: room for D
+            span = max(
+                span, math.ceil(self.playout_delay_ms / self.packet_ms) + TRIM_MARGIN_PACKETS
+            )
+        start = newest - span + 1
         if self._base() >= start:
             return
         old = [k for k in self._buf if k < start]
@@ -512,9 +521,10 @@ class JitterBuffer:
             self._fill_since = None
             self.underruns += 1
             return _UNDERRUN
-        if self._grow():
-            return Stretch(self._samples)
-        self._trim()
+        if not self.synced:
+            if self._grow():
+                return Stretch(self._samples)
+            self._trim()
         seq = self._next
         self._next += 1
         entry = self._buf.pop(seq, None)

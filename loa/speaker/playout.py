@@ -8,7 +8,9 @@ the RTP timestamp and the sender reports, plus D). It hands the frame and the di
 
 - **Beyond ``RESYNC_S`` (40 ms) either way: a resync at this frame boundary.** Late: that
   much audio is skipped (this frame and the next ones, sample-exact); early: that much
-  silence goes first. Counted in ``resyncs``.
+  silence goes first. Counted in ``resyncs``. So is any error of a sample or more on the
+  first frame placed after frames that could not be (no clock estimate or sender report
+  yet) or after the output started over: that pole was not in step anyway.
 - **Within it: resampling**, output samples per input sample
   ``ratio = 1 - drift - error_s / TIME_CONSTANT_S``, bounded to 1 ± ``MAX_SLEW`` (0.05 %,
   inaudible: a 0.9 cent pitch change). ``drift`` is the clock estimator's (the local clock
@@ -17,7 +19,15 @@ the RTP timestamp and the sender reports, plus D). It hands the frame and the di
   1 ppm of 1 passes the samples through untouched.
 
 ``Resampler`` is linear interpolation with its phase carried across frames (one sample of
-delay, constant); it is bit-exact at ratio 1."""
+delay, constant); it is bit-exact at ratio 1.
+
+``CaptureTimes`` turns a frame's RTP timestamp into its capture time on the server's clock
+through the sender report of its *segment*: the relay's timestamps jump at every switch or
+idle gap (each first packet carries the marker bit), and it sends an SR right after each
+segment's first frame, so a frame maps through the latest SR whose RTP timestamp falls in
+the frame's segment. Sorting by timestamp, not by arrival, keeps a report that overtook its
+segment's first packet, and the tail of the previous segment still in the buffer maps
+through the previous segment's report."""
 
 from __future__ import annotations
 
@@ -29,11 +39,13 @@ import numpy as np
 
 from loa.codecs import SAMPLE_RATE
 from loa.codecs.pcm import Int16Array
+from loa.codecs.rtp import ts_diff
 
 RESYNC_S: Final = 0.040
 MAX_SLEW: Final = 0.0005  # ±0.05 %
 TIME_CONSTANT_S: Final = 4.0
 _UNITY: Final = 1e-6
+KEPT: Final = 8  # segments and reports remembered (a segment lasts at least a frame)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +85,16 @@ class PlayoutCorrector:
         self.last_error_s: float | None = None
         self.ratio = 1.0
 
-    def decide(self, error_s: float, drift: float = 0.0) -> Resync | Slew:
+    def decide(self, error_s: float, drift: float = 0.0, *, first: bool = False) -> Resync | Slew:
         """``error_s``: when this frame would be heard minus when it should be (> 0: late).
         ``drift``: the local clock's rate error against the server's (server seconds per
-        local second - 1)."""
+        local second - 1). ``first``: the first frame placed since the output (re)started or
+        played out of step: any error of a sample or more is a resync (nobody hears a pole
+        step into line; slewing 20 ms in would take 40 s)."""
         if not math.isfinite(error_s) or not math.isfinite(drift):
             raise ValueError(f"error and drift must be finite, got {error_s}, {drift}")
         self.last_error_s = error_s
-        if abs(error_s) > self.resync_s:
+        if abs(error_s) > self.resync_s or (first and round(error_s * SAMPLE_RATE)):
             self.resyncs += 1
             self.ratio = 1.0
             return Resync(round(error_s * SAMPLE_RATE))
@@ -137,6 +151,7 @@ class Playout:
         self.corrector = corrector or PlayoutCorrector()
         self.resampler = Resampler()
         self._skip = 0  # samples still to skip after a late resync
+        self._placed = False  # the last frame had an error to correct: in step
         self.skipped = 0  # samples skipped by resyncs, in all
         self.inserted = 0  # samples of silence inserted by resyncs, in all
 
@@ -147,6 +162,7 @@ class Playout:
 
     def reset(self) -> None:
         self._skip = 0
+        self._placed = False
         self.resampler.reset()
 
     def frame(self, pcm: Int16Array, error_s: float | None, drift: float = 0.0) -> Int16Array:
@@ -161,8 +177,10 @@ class Playout:
             self.resampler.reset()
             return self.resampler.process(pcm[take:], 1.0)
         if error_s is None:
+            self._placed = False
             return self.resampler.process(pcm, 1.0)
-        match self.corrector.decide(error_s, drift):
+        first, self._placed = not self._placed, True
+        match self.corrector.decide(error_s, drift, first=first):
             case Resync(samples=samples) if samples > 0:
                 self._skip = samples
                 return self.frame(pcm, None)
@@ -175,3 +193,58 @@ class Playout:
             case Slew(ratio=ratio):
                 return self.resampler.process(pcm, ratio)
         raise AssertionError("unreachable")
+
+
+class CaptureTimes:
+    """Driven by the speaker's receive path (``segment`` for each packet with the marker
+    bit, ``report`` for each SR) and its playout (``capture`` per frame)."""
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []  # first RTP timestamps of the latest segments
+        self._reports: list[tuple[int, float]] = []  # (RTP timestamp, Unix seconds)
+
+    def reset(self) -> None:
+        """A new session: another stream, other timestamps."""
+        self._starts.clear()
+        self._reports.clear()
+
+    def segment(self, timestamp: int) -> None:
+        """A packet with the marker bit: a segment starts at ``timestamp``."""
+        if timestamp not in self._starts:
+            self._starts.append(timestamp)
+            del self._starts[:-KEPT]
+
+    def report(self, rtp_timestamp: int, unix_s: float) -> None:
+        """A sender report: ``rtp_timestamp`` was the stream's clock at ``unix_s``."""
+        self._reports.append((rtp_timestamp, unix_s))
+        del self._reports[:-KEPT]
+
+    def capture(self, timestamp: int) -> float | None:
+        """When the frame with ``timestamp`` was captured (server Unix time), or None
+        while its segment has no report yet."""
+        start = self._bound(timestamp, self._starts, ahead=False)
+        if start is None:
+            return None
+        after = self._bound(timestamp, self._starts, ahead=True)
+        best: tuple[int, float] | None = None
+        for rtp, unix_s in self._reports:
+            if ts_diff(rtp, start) < 0 or (after is not None and ts_diff(rtp, after) >= 0):
+                continue  # another segment's
+            if best is None or ts_diff(rtp, best[0]) > 0:
+                best = (rtp, unix_s)
+        if best is None:
+            return None
+        return best[1] + ts_diff(timestamp, best[0]) / SAMPLE_RATE
+
+    @staticmethod
+    def _bound(timestamp: int, starts: list[int], *, ahead: bool) -> int | None:
+        """The latest segment start at or before ``timestamp`` (``ahead``: the earliest
+        after it), timestamps compared wrap-aware."""
+        best: int | None = None
+        for start in starts:
+            after = ts_diff(timestamp, start) < 0
+            if after != ahead:
+                continue
+            if best is None or (ts_diff(start, best) < 0 if ahead else ts_diff(start, best) > 0):
+                best = start
+        return best

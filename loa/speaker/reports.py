@@ -21,6 +21,7 @@ from loa.codecs.rtcp import (
     parse_rtcp,
     serialize_rtcp,
 )
+from loa.relay.core.reception import unix_time
 
 _SEQ_MOD: Final = 1 << 16
 _MAX_DROPOUT: Final = 3000
@@ -40,6 +41,7 @@ class ReceptionStats:
         "_sr_arrival",
         "_transit",
         "jitter",
+        "last_sr",
         "lsr",
         "received",
         "sender_reports",
@@ -56,6 +58,8 @@ class ReceptionStats:
         self.sender_reports = 0
         self.jitter = 0.0  # timestamp units (RFC 3550 A.8, kept unrounded)
         self.lsr = 0  # middle 32 bits of the last SR's NTP time, 0 before one
+        # the last SR's (RTP timestamp, NTP time as Unix seconds): capture times
+        self.last_sr: tuple[int, float] = (0, 0.0)
         self._sr_arrival = 0.0
         self._base_seq = self._max_seq = self._cycles = 0
         self._expected_prior = self._received_prior = 0
@@ -90,6 +94,7 @@ class ReceptionStats:
         for packet in parse_rtcp(data):
             if isinstance(packet, SenderReport) and packet.ssrc == self.ssrc:
                 self.lsr = (packet.ntp_timestamp >> 16) & 0xFFFF_FFFF
+                self.last_sr = (packet.rtp_timestamp, unix_time(packet.ntp_timestamp))
                 self._sr_arrival = arrival_s
                 self.sender_reports += 1
                 return True

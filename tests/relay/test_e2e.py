@@ -97,7 +97,8 @@ async def test_fifty_speakers_programme_emergency_and_resume(
         router = relay.node.router
         assert all(router.holder(i) == prog for i in c1)
         assert all(router.holder(i) == file_id for i in c2)
-        await asyncio.sleep(0.6)
+        # the switch is on the wire at the next frame and heard D later, in step on every pole
+        await asyncio.sleep(0.6 + relay.node.config.relay.playout_delay_ms / 1000)
         assert file_bc.frames > paused_frames
         for ep_id in c1:
             assert fleet.heard[ep_id].frequency(t_end, prog) == pytest.approx(1000, rel=0.01)

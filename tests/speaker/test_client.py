@@ -23,6 +23,7 @@ from loa.codecs.pcm import Int16Array, dominant_frequency, rms_dbfs
 from loa.errors import ConfigError, MissingDependency
 from loa.relay.core.wire import DatagramType
 from loa.speaker.client import AudioMeta, Speaker, SpeakerRefused, SpeakerState
+from loa.speaker.clock import HostClock, SkewedClock
 from loa.speaker.output import (
     NullOutput,
     SoundcardOutput,
@@ -434,9 +435,29 @@ def test_output_flags_pick_the_output(tmp_path: Path) -> None:
         parse("--server", "u", "--wav", "x.wav", "--device", "hw:1")
 
 
+def test_clock_flags_make_a_skewed_clock_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    assert isinstance(cli.make_clock(parse("--server", "u")), HostClock)
+    clock = cli.make_clock(
+        parse("--server", "u", "--clock-offset-s", "-3.5", "--clock-drift-ppm", "80")
+    )
+    assert isinstance(clock, SkewedClock)
+    assert clock.offset_s == -3.5 and clock.rate == pytest.approx(1.00008)
+    with pytest.raises(ConfigError, match="--clock-drift-ppm: drift must be within"):
+        cli.make_clock(parse("--server", "u", "--clock-drift-ppm", "2000"))
+    args = parse("--server", "u", "--token", "t", "--timestamps", str(tmp_path / "no" / "t.jsonl"))
+    with pytest.raises(ConfigError, match="cannot write timestamps to"):
+        cli.build(args)
+    speaker, stamps = cli.build(
+        parse("--server", "u", "--token", "t", "--no-sync", "--timestamps", str(tmp_path / "t"))
+    )
+    assert not speaker.sync and stamps is not None
+    stamps.close()
+
+
 async def test_sigterm_stops_the_speaker_cleanly(server: FakeServer, tmp_path: Path) -> None:
     args = parse("--server", server.url, "--token", "good-token", "--wav", str(tmp_path / "o.wav"))
-    speaker = cli.build(args)
+    speaker, stamps = cli.build(args)
+    assert stamps is None
     task = asyncio.create_task(cli.serve(speaker))
     await until(lambda: speaker.state is SpeakerState.UDP)
     os.kill(os.getpid(), signal.SIGTERM)

@@ -9,6 +9,7 @@ from loa.codecs import FRAME_SAMPLES, SAMPLE_RATE
 from loa.codecs.pcm import Int16Array
 from loa.speaker.playout import (
     MAX_SLEW,
+    CaptureTimes,
     Playout,
     PlayoutCorrector,
     Resampler,
@@ -23,6 +24,13 @@ def sine(k: int, hz: float = 440.0) -> Int16Array:
     t = (np.arange(FRAME_SAMPLES) + k * FRAME_SAMPLES) / SAMPLE_RATE
     out: Int16Array = np.rint(10000 * np.sin(2 * np.pi * hz * t)).astype(np.int16)
     return out
+
+
+def in_step() -> Playout:
+    """A playout already in step (its first frame placed), so errors are slewed."""
+    playout = Playout()
+    playout.frame(sine(0), 0.0)
+    return playout
 
 
 def simulate(
@@ -73,20 +81,20 @@ def test_a_late_start_skips_exactly_what_it_must() -> None:
 
 @pytest.mark.parametrize("drift_ppm", [-100.0, 100.0])
 def test_drift_is_followed_by_resampling_within_the_bound(drift_ppm: float) -> None:
-    playout = Playout()
+    playout = in_step()
     errors = simulate(playout, 60.0, drift_ppm=drift_ppm, start_local=D)
     assert playout.corrector.resyncs == 0
     assert max(abs(e) for e in errors) < 0.0005
     assert abs(playout.corrector.ratio - (1 - drift_ppm * 1e-6)) < 20e-6
     # without the estimator's drift, the error term alone holds it at drift × τ
-    playout = Playout()
+    playout = in_step()
     errors = simulate(playout, 60.0, drift_ppm=drift_ppm, start_local=D, feed_drift=False)
     steady = np.mean(errors[-500:])
     assert steady == pytest.approx(drift_ppm * 1e-6 * 4.0, abs=0.0001)
 
 
 def test_an_error_under_40_ms_is_slewed_no_faster_than_0_05_percent() -> None:
-    playout = Playout()
+    playout = in_step()
     errors = simulate(playout, 100.0, start_local=D + 0.030)  # 30 ms late: no resync
     assert playout.corrector.resyncs == 0
     per_second = np.diff(errors[::50])  # whole samples per frame: look a second at a time
@@ -130,3 +138,35 @@ def test_resampler_is_exact_at_unity_and_smooth_when_slewing() -> None:
     assert np.max(np.abs(np.diff(out.astype(np.int32)))) < 600
     with pytest.raises(ValueError, match="ratio"):
         r.process(sine(0), 1.1)
+
+
+def test_capture_times_map_each_segment_through_its_own_report() -> None:
+    times = CaptureTimes()
+    s1, mask = 0xFFFF_0000, 0xFFFF_FFFF
+    s2 = (s1 + 960 * 200) & mask  # the next segment: the timestamps wrap before it
+    assert times.capture(s1) is None  # nothing known
+    times.segment(s1)
+    assert times.capture(s1) is None  # a segment, no report yet
+    times.report(s1 + 480, 500.01)  # 10 ms after the first frame: 500.0 captured it
+    assert times.capture(s1) == pytest.approx(500.0)
+    assert times.capture(s1 + 960 * 50) == pytest.approx(501.0)
+    # a switch: the next segment's report overtakes its first packet; the old tail still maps
+    times.report(s2 + 960, 900.02)
+    times.segment(s2)
+    assert times.capture(s1 + 960 * 51) == pytest.approx(501.02)
+    assert times.capture(s2) == pytest.approx(900.0)
+    assert times.capture((s2 + 960 * 10) & mask) == pytest.approx(900.2)
+    assert times.capture(s1 - 960) is None  # before every segment known
+    times.reset()
+    assert times.capture(s1) is None
+
+
+def test_the_first_frame_placed_steps_into_line_at_once_however_small_the_error() -> None:
+    playout = Playout()
+    for k in range(5):  # no clock estimate or report yet: played as it comes
+        assert len(playout.frame(sine(k), None)) == FRAME_SAMPLES
+    out = playout.frame(sine(5), -0.021)  # 21 ms early: under 40 ms, still a resync
+    assert playout.corrector.resyncs == 1 and len(out) == FRAME_SAMPLES + round(0.021 * SAMPLE_RATE)
+    out = playout.frame(sine(6), -0.021)  # in step now: the same error is slewed
+    assert playout.corrector.resyncs == 1 and abs(len(out) - FRAME_SAMPLES) <= 1
+    assert PlayoutCorrector().decide(0.00001, first=True) == Slew(1 - 0.00001 / 4.0)  # < 1 sample

@@ -42,6 +42,12 @@ STATUS_FIELDS: Final = frozenset(
         "nacked",
         "stretched",
         "path_failures",
+        # synchronised playout: the server clock's offset (server - pole), the probes' round
+        # trip, the playout error (heard - due, > 0 late); null while not synchronised
+        "clock_offset_ms",
+        "clock_rtt_ms",
+        "playout_error_ms",
+        "synced",
     }
 )
 TRANSPORT_MODES: Final = ("ws", "udp", "none")

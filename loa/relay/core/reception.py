@@ -35,6 +35,11 @@ def ntp_timestamp(unix_s: float) -> int:
     return ((seconds + NTP_EPOCH_OFFSET) & _TS_MASK) << 32 | fraction
 
 
+def unix_time(ntp: int) -> float:
+    """The Unix time of a 64-bit NTP time (the inverse of ``ntp_timestamp``)."""
+    return (ntp >> 32) - NTP_EPOCH_OFFSET + (ntp & _TS_MASK) / (1 << 32)
+
+
 def ntp_middle(ntp: int) -> int:
     """The middle 32 bits of an NTP time: what LSR carries (1/65536 s units)."""
     return (ntp >> 16) & _TS_MASK

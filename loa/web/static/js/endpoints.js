@@ -2,16 +2,10 @@
 import { api, errorText } from "./api.js";
 import { t } from "./i18n.js";
 import { endpointState } from "./map.js";
+import { qualityParts } from "./quality.js";
 import { el, notice } from "./ui.js";
 
 const rows = new Map();
-
-function lossText(status) {
-  const received = status.received ?? 0;
-  const lost = status.lost ?? 0;
-  if (!received && !lost) return null;
-  return (100 * lost) / (received + lost);
-}
 
 async function patch(ep, body, row) {
   row.busy = true;
@@ -75,11 +69,11 @@ function update(row, ep, state) {
       ? el("span", {}, el("span", { class: `pill ${bc?.class === "emergency" ? "pill-emergency" : "pill-playing"}` }, t(`class.${bc?.class ?? "live"}`)), " ", bc?.what ?? ep.playing)
       : "–",
   );
-  const loss = lossText(ep.status || {});
-  const jitter = ep.status?.jitter_ms;
+  const parts = qualityParts(ep, t);
   row.quality.replaceChildren(
-    loss == null ? "–" : el("span", { class: loss >= 5 ? "bad" : "" }, t("ep.loss", { pct: loss.toFixed(1) })),
-    jitter == null || loss == null ? "" : ` · ${t("ep.jitter", { ms: Number(jitter).toFixed(0) })}`,
+    ...(parts.length
+      ? parts.flatMap((p, i) => [i ? " · " : "", el("span", { class: p.bad ? "bad" : "" }, p.text)])
+      : ["–"]),
   );
   const editable = state.canBroadcast() && state.allowed.has(ep.zone);
   row.range.disabled = !editable || row.busy;
