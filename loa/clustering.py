@@ -82,6 +82,11 @@ class LeaderJob:
     tick: Callable[[], Awaitable[None]] | None = None
 
 
+def _wall_offset() -> float:
+    """This node's wall clock minus its loop's: what converts a router time to Unix time."""
+    return time.time() - asyncio.get_running_loop().time()
+
+
 def _rank(commune: str, node: str) -> bytes:
     return hashlib.blake2b(f"{commune}\0{node}".encode(), digest_size=8).digest()
 
@@ -557,7 +562,8 @@ class ClusterMember:
         self.local.add(bc.id)
         bc.deliver = partial(self._tap, bc.deliver)
         self.bundler.route(bc.id, self.receivers(bc))
-        started = BroadcastStarted.of(bc.spec, node=self.id, at=time.time(), what=bc.log.what)
+        started = BroadcastStarted.of(bc.spec, node=self.id, at=time.time(), what=bc.log.what,
+                                      wall_offset=_wall_offset())  # fmt: skip
         self._announced[bc.id] = started
         self._outbox.put_nowait(started)
 
@@ -691,7 +697,7 @@ class ClusterMember:
                 if bc_id in self.node.broadcasts:
                     return
                 bc = await self.node.start_broadcast(
-                    message.spec(), RelayedSource(), what=what, source_kind="relayed",
+                    message.spec(_wall_offset()), RelayedSource(), what=what, source_kind="relayed",
                     created_by=f"node {origin}", factory=RelayedBroadcast,
                 )  # fmt: skip
                 if not bc.state.ended:
