@@ -143,7 +143,7 @@ class ClusterMember:
         self._announced: dict[str, BroadcastStarted] = {}
         self._relayed_since: dict[str, float] = {}
         self._stopped: OrderedDict[str, None] = OrderedDict()
-        self._resync_at = 0.0
+        self._resync_at = self._gone_at = 0.0
         self.resyncs_started = self.resyncs_ended = 0
         self._heard: set[asyncio.Task[None]] = set()
         self.jobs: list[LeaderJob] = []
@@ -250,6 +250,21 @@ class ClusterMember:
             await self._resync(settled)
         if self.bus.is_leader() and self.id in self.live and settled:
             await self._adopt_orphans()
+            if now >= self._gone_at and self.store is not None:
+                self._gone_at = now + RESYNC_S
+                await self._close_gone_presence()
+
+    async def _close_gone_presence(self) -> None:
+        """The leader closes the presence intervals of nodes that are gone, at their last
+        checkpoint (their speakers open new ones where they reconnect)."""
+        assert self.store is not None
+        try:
+            closed = await self.store.presence.close_gone(self.live)
+        except LoaError as exc:
+            log.warning("[node=%s] could not close gone nodes' presence: %s", self.id, exc)
+            return
+        if closed:
+            log.info("[node=%s] closed %d presence intervals of gone nodes", self.id, closed)
 
     async def _resync(self, settled: bool) -> None:
         """Compare the live nodes' on-air snapshots with what this node relays: a broadcast

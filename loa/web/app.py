@@ -153,7 +153,9 @@ def create_app(config: Config) -> web.Application:
     cors.setup(app, config.web.cors_origins)
     app[NODE] = node = Node(config)
     app[MEDIA] = media = MediaLibrary.for_config(config)
-    app[WEBHOOKS] = webhooks = Webhooks(store)
+    app[WEBHOOKS] = webhooks = Webhooks(  # presence intervals: this node's own in a cluster
+        store, node_id=config.cluster.node_id if config.cluster is not None else ""
+    )
     app[BULLETINS] = service = BulletinService(node, store, media=media)
     app[SCHEDULES] = schedules = ScheduleService(node, store, media=media)
     onair = OnAirService(
