@@ -73,14 +73,18 @@ class _RewriteOnAir:
 @dataclass(frozen=True, slots=True)
 class LeaderJob:
     """Work only the leader does: started when this node becomes leader, closed when it
-    stops being leader (``once``: started the first time only, closed at shutdown)."""
+    stops being leader."""
 
     name: str
     start: Callable[[], Awaitable[None]]
     close: Callable[[], Awaitable[None]]
-    once: bool = False
     every_s: float | None = None  # ``tick`` called this often while leader
     tick: Callable[[], Awaitable[None]] | None = None
+
+
+def _wall_offset() -> float:
+    """This node's wall clock minus its loop's: what converts a router time to Unix time."""
+    return time.time() - asyncio.get_running_loop().time()
 
 
 def _rank(commune: str, node: str) -> bytes:
@@ -139,7 +143,7 @@ class ClusterMember:
         self._announced: dict[str, BroadcastStarted] = {}
         self._relayed_since: dict[str, float] = {}
         self._stopped: OrderedDict[str, None] = OrderedDict()
-        self._resync_at = 0.0
+        self._resync_at = self._gone_at = 0.0
         self.resyncs_started = self.resyncs_ended = 0
         self._heard: set[asyncio.Task[None]] = set()
         self.jobs: list[LeaderJob] = []
@@ -246,6 +250,21 @@ class ClusterMember:
             await self._resync(settled)
         if self.bus.is_leader() and self.id in self.live and settled:
             await self._adopt_orphans()
+            if now >= self._gone_at and self.store is not None:
+                self._gone_at = now + RESYNC_S
+                await self._close_gone_presence()
+
+    async def _close_gone_presence(self) -> None:
+        """The leader closes the presence intervals of nodes that are gone, at their last
+        checkpoint (their speakers open new ones where they reconnect)."""
+        assert self.store is not None
+        try:
+            closed = await self.store.presence.close_gone(self.live)
+        except LoaError as exc:
+            log.warning("[node=%s] could not close gone nodes' presence: %s", self.id, exc)
+            return
+        if closed:
+            log.info("[node=%s] closed %d presence intervals of gone nodes", self.id, closed)
 
     async def _resync(self, settled: bool) -> None:
         """Compare the live nodes' on-air snapshots with what this node relays: a broadcast
@@ -390,14 +409,11 @@ class ClusterMember:
     async def _leader_jobs(self) -> None:
         """Start the leader's jobs when the lease is won, close them when it is lost (the
         bus reports the loss before another node can win it: see "Lease and fencing")."""
-        started_once: set[str] = set()
         while True:
             leader = self.bus.is_leader()
             if leader and not self._acting:
                 names = []
                 for job in self.jobs:
-                    if job.once and job.name in started_once:
-                        continue
                     try:  # never past the lease: a start waiting on a store cut off hangs
                         async with asyncio.timeout_at(self.bus.lease.until):
                             await job.start()
@@ -406,17 +422,15 @@ class ClusterMember:
                                   job.name, exc)  # fmt: skip
                         await job.close()
                         continue
-                    started_once.add(job.name)
                     names.append(job.name)
                 self.jobs_running, self._acting = tuple(names), True
                 log.info("[node=%s] leader (token %s): runs %s", self.id, self.bus.token,
                          ", ".join(names) or "no job")  # fmt: skip
             elif not leader and self._acting:
                 for job in self.jobs:
-                    if not job.once:
-                        await job.close()
+                    await job.close()
                 log.info("[node=%s] not leader: stopped %s", self.id,
-                         ", ".join(j.name for j in self.jobs if not j.once))  # fmt: skip
+                         ", ".join(j.name for j in self.jobs))  # fmt: skip
                 self.jobs_running, self._acting = (), False
             ticking = [j for j in self.jobs if j.tick is not None and j.every_s is not None]
             wait = min((j.every_s for j in ticking if j.every_s), default=None)
@@ -424,7 +438,7 @@ class ClusterMember:
                 async with asyncio.timeout(wait if leader and wait else None):
                     await self._leadership.wait()
             self._leadership.clear()
-            if self.bus.is_leader():
+            if self.bus.is_leader() and self._acting:  # ticks only after the jobs started
                 for job in ticking:
                     if job.tick is not None:
                         try:  # bounded by the lease, so that losing it is noticed at once
@@ -563,7 +577,8 @@ class ClusterMember:
         self.local.add(bc.id)
         bc.deliver = partial(self._tap, bc.deliver)
         self.bundler.route(bc.id, self.receivers(bc))
-        started = BroadcastStarted.of(bc.spec, node=self.id, at=time.time(), what=bc.log.what)
+        started = BroadcastStarted.of(bc.spec, node=self.id, at=time.time(), what=bc.log.what,
+                                      wall_offset=_wall_offset())  # fmt: skip
         self._announced[bc.id] = started
         self._outbox.put_nowait(started)
 
@@ -697,7 +712,7 @@ class ClusterMember:
                 if bc_id in self.node.broadcasts:
                     return
                 bc = await self.node.start_broadcast(
-                    message.spec(), RelayedSource(), what=what, source_kind="relayed",
+                    message.spec(_wall_offset()), RelayedSource(), what=what, source_kind="relayed",
                     created_by=f"node {origin}", factory=RelayedBroadcast,
                 )  # fmt: skip
                 if not bc.state.ended:

@@ -16,6 +16,13 @@ emergency was issued, in the first target zone's time zone, then the source agai
 file from its start, a text spoken again, a URL fetched again and checked against the URL
 policy again). Plays are ``<repeat id>.<n>``.
 
+Cluster (``leads``, True only while this node leads): only the leader follows repeats. A
+repeat begun through another node's API plays its first play there and is stored; the
+leader follows it from its next play (``follow_new``, every leader tick), and a new
+leader resumes every active repeat (``start``) while the old one, deposed, has closed its
+tasks: each play is played by one node. A cancel on any node stops the latest play
+wherever it plays (its relayed copy's stop reaches its node).
+
 A repeat ends ``done`` when the next play would begin at or after ``until_at``, when a play
 expires (``expires_at`` passed before it got the floor) or when a play cannot be built (its
 media or zones are gone: the reason says so); ``cancelled`` when an operator cancels it,
@@ -83,8 +90,10 @@ class RepeatService:
         media: MediaLibrary | None = None,
         announce: bool = True,
         clock: Callable[[], float] = time.time,
+        leads: Callable[[], bool] | None = None,
     ) -> None:
         self.node = node
+        self.leads = leads  # cluster: whether this node leads now (None: a single node)
         self.store = store
         self.media = media or MediaLibrary.for_config(node.config)
         self.announce = announce
@@ -95,12 +104,22 @@ class RepeatService:
     async def start(self) -> None:
         """Resume every active repeat a previous run left."""
         for row in await self.store.repeats.list(("active",)):
-            log.info("[repeat=%s] resuming; next play at %s", row.id, row.next_at)
-            self._spawn(row.id, None)
+            if row.id not in self._runs:  # followed already: one task each
+                log.info("[repeat=%s] resuming; next play at %s", row.id, row.next_at)
+                self._spawn(row.id, None)
 
     async def close(self) -> None:
         """Cancel every task; the rows stay active for the next ``start()``."""
         await self._runs.close()
+
+    async def follow_new(self) -> None:
+        """The cluster's leader, every tick: follow the active repeats it does not follow
+        yet (begun through another node's API)."""
+        for row in await self.store.repeats.list(("active",)):
+            if row.id not in self._runs:
+                log.info("[repeat=%s] begun elsewhere: following it; next play at %s", row.id,
+                         row.next_at)  # fmt: skip
+                self._spawn(row.id, None)
 
     def playing(self) -> dict[str, str]:
         """Repeat id → id of its play on air right now."""
@@ -137,14 +156,17 @@ class RepeatService:
         )
         row = await self.store.repeats.add(row)
         log.info("[repeat=%s bc=%s] every %.0f s until %s", row.id, first.id, every_s, until_at)
-        self._runs.on_air(row.id, first.id)
-        self._spawn(row.id, first)
+        if self.leads is None or self.leads():
+            self._runs.on_air(row.id, first.id)
+            self._spawn(row.id, first)
+        else:
+            log.info("[repeat=%s] the cluster's leader follows it", row.id)
         return row
 
     async def cancel(self, repeat_id: str, *, reason: str = "cancelled") -> RepeatRow:
         """No further play; the play on air (if any) stops too."""
         row = await self.store.repeats.finish(repeat_id, "cancelled", reason)
-        await self._runs.cancel(repeat_id, reason)
+        await self._runs.cancel(repeat_id, reason, row.plays[-1] if row.plays else None)
         log.info("[repeat=%s] %s", repeat_id, reason)
         return row
 

@@ -130,13 +130,14 @@ class Logged:
 Event = PresenceChanged | Logged
 
 
-def _write(conn: sqlite3.Connection, events: list[Event], now: float) -> int:
-    """Record a batch in one transaction; returns how many outbox rows it made."""
+def _write(conn: sqlite3.Connection, events: list[Event], now: float, node: str) -> int:
+    """Record a batch in one transaction (presence as served by ``node``); returns how many
+    outbox rows it made."""
     queued = 0
     for event in events:
         match event:
             case PresenceChanged(endpoint, online, at):
-                if record_presence(conn, endpoint, online, at):
+                if record_presence(conn, endpoint, online, at, node):
                     zone = conn.execute(
                         "SELECT zone FROM endpoints WHERE id = ?", (endpoint,)
                     ).fetchone()
@@ -167,8 +168,10 @@ class Webhooks:
         checkpoint_s: float = 60.0,
         retention_s: float = 30 * 86400.0,
         max_queue: int = 100_000,
+        node_id: str = "",
     ) -> None:
         self.store = store
+        self.node_id = node_id  # cluster: presence intervals are this node's ('' alone)
         self.policy = policy or DeliveryPolicy()
         self.clock = clock
         self.checkpoint_s = checkpoint_s
@@ -204,7 +207,7 @@ class Webhooks:
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        closed = await self.store.presence.close_orphans()
+        closed = await self.store.presence.close_orphans(self.node_id)
         if closed:
             log.info("closed %d presence intervals left open by the previous run", closed)
         self._session = aiohttp.ClientSession(
@@ -231,7 +234,7 @@ class Webhooks:
         if self._session is not None:
             await self._session.close()
             self._session = None
-        await self.store.presence.close_all(self.clock())
+        await self.store.presence.close_all(self.clock(), self.node_id)
 
     # -- writer: events → presence rows and outbox rows -------------------------------------
     async def _write_forever(self) -> None:
@@ -249,7 +252,7 @@ class Webhooks:
             while len(batch) < BATCH and not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
             try:
-                if await self.store.db.write(_write, batch, self.clock()):
+                if await self.store.db.write(_write, batch, self.clock(), self.node_id):
                     self._wake.set()
             except Exception:  # a broken store must not stop the writer; say so per batch
                 log.exception("could not record %d webhook/presence events", len(batch))
@@ -259,7 +262,7 @@ class Webhooks:
 
     async def _checkpoint(self) -> None:
         try:
-            await self.store.presence.checkpoint(self.clock())
+            await self.store.presence.checkpoint(self.clock(), self.node_id)
         except Exception:
             log.exception("could not checkpoint presence")
 

@@ -35,6 +35,14 @@ Restarts (docs/DESIGN.md, "Restart semantics"): the time a bulletin plays is sto
 time passed while the server was down plays at once, unless it expired); one that was
 ``on_air`` plays again from its start (its announcement says when it was issued), and a
 repeating emergency goes on repeating.
+
+Cluster (``leads``, True only while this node leads): only the leader plays and follows
+bulletins. One submitted or scheduled through another node's API is stored there and
+picked up by the leader at its next tick (``follow_new``, every second); a new leader
+picks up every bulletin waiting or on air (``start``) while the old one, deposed, has
+closed its tasks. A bulletin whose latest play is still on air (the old leader's, relayed
+here) is followed, not played again. A cancel on any node stops the latest play wherever
+it plays.
 """
 
 from __future__ import annotations
@@ -121,9 +129,11 @@ class BulletinService:
         chime: bool | None = None,
         announce: bool = True,
         clock: Callable[[], float] = time.time,
+        leads: Callable[[], bool] | None = None,
     ) -> None:
         self.node = node
         self.store = store
+        self.leads = leads  # cluster: whether this node leads now (None: a single node)
         self.media = media or MediaLibrary.for_config(node.config)
         self.chime = node.config.relay.chime if chime is None else chime
         self.announce = announce
@@ -134,25 +144,45 @@ class BulletinService:
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         """Pick up what a previous run left (see the module docstring)."""
-        now = self.clock()
         for row in await self.store.bulletins.list(("inbox", "scheduled", "on_air")):
-            if row.expired(now):
-                await self._settle(row.id, "expired")
-            elif row.state == "scheduled" and row.scheduled_at is not None:
+            if row.id not in self._runs:  # followed already: one task each
+                await self._pick_up(row)
+
+    async def follow_new(self) -> None:
+        """The cluster's leader, every tick: play and follow the bulletins it does not
+        follow yet (submitted or scheduled through another node's API)."""
+        for row in await self.store.bulletins.list(("scheduled", "on_air")):
+            if row.id not in self._runs:
+                log.info("[bulletin=%s] %s through another node: the leader takes it", row.id,
+                         row.state)  # fmt: skip
+                await self._pick_up(row, restart=False)
+
+    def _follows(self) -> bool:
+        return self.leads is None or self.leads()
+
+    async def _pick_up(self, row: BulletinRow, *, restart: bool = True) -> None:
+        """Follow ``row`` from its stored state: after a restart (or on a new leader), or
+        (``restart`` False) on the leader taking one submitted through another node."""
+        if row.expired(self.clock()):
+            await self._settle(row.id, "expired")
+        elif row.state == "scheduled" and row.scheduled_at is not None:
+            if restart:
                 log.info("[bulletin=%s] keeps its time across the restart", row.id)
-                self._spawn(row.id, row.scheduled_at)  # a time that passed meanwhile: now
-            elif row.state == "scheduled":  # scheduled before its time was stored
-                log.warning(
-                    "[bulletin=%s] its scheduled time was lost in a restart: back to the inbox",
-                    row.id,
-                )
-                await self.store.bulletins.transition(row.id, "inbox", expect={"scheduled"})
-            elif row.state == "on_air" and row.level == Level.EMERGENCY and row.repeat_every_s:
+            self._spawn(row.id, row.scheduled_at)  # a time that passed meanwhile: now
+        elif row.state == "scheduled":  # scheduled before its time was stored
+            log.warning(
+                "[bulletin=%s] its scheduled time was lost in a restart: back to the inbox",
+                row.id,
+            )
+            await self.store.bulletins.transition(row.id, "inbox", expect={"scheduled"})
+        elif row.state == "on_air" and row.level == Level.EMERGENCY and row.repeat_every_s:
+            if restart:
                 log.info("[bulletin=%s] resuming its repeats after a restart", row.id)
-                self._spawn(row.id, None)
-            elif row.state == "on_air":
+            self._spawn(row.id, None)
+        elif row.state == "on_air":
+            if restart:
                 log.warning("[bulletin=%s] was on air when the node stopped: again", row.id)
-                self._spawn(row.id, None)
+            self._spawn(row.id, None)
 
     async def close(self) -> None:
         """Cancel every bulletin task; their states stay for the next ``start()``."""
@@ -225,7 +255,7 @@ class BulletinService:
         )
         row = await self.store.bulletins.add(row)
         log.info("[bulletin=%s] %s from %s: %s", row.id, row.level, row.source, row.title)
-        if new.level is not Level.NORMAL:
+        if new.level is not Level.NORMAL and self._follows():
             self._spawn(row.id, row.scheduled_at)  # held until CAP effective, else now
         return row
 
@@ -253,7 +283,8 @@ class BulletinService:
         row = await self.store.bulletins.transition(
             row.id, "scheduled", expect={"inbox"}, at=self.clock() if at is None else at
         )
-        self._spawn(row.id, at)
+        if self._follows():
+            self._spawn(row.id, at)
         return row
 
     async def cancel(self, bulletin_id: str, *, reason: str = "cancelled") -> BulletinRow:
@@ -261,7 +292,7 @@ class BulletinService:
         row = await self.store.bulletins.transition(
             bulletin_id, "cancelled", expect={"inbox", "scheduled", "on_air"}
         )
-        await self._runs.cancel(bulletin_id, reason)
+        await self._runs.cancel(bulletin_id, reason, row.broadcasts[-1] if row.broadcasts else None)
         log.info("[bulletin=%s] %s", bulletin_id, reason)
         return row
 
@@ -282,7 +313,7 @@ class BulletinService:
                     await self._settle(row.id, "expired")
                     return
                 started = loop.time()
-                bc = await self._play(row)
+                bc = self._playing_now(row) or await self._play(row)
                 if row.state == "scheduled":
                     await self.store.bulletins.transition(row.id, "on_air", expect={"scheduled"})
                 await bc.ended.wait()
@@ -308,6 +339,16 @@ class BulletinService:
         except LoaError as exc:
             log.error("[bulletin=%s] cannot play: %s", bulletin_id, exc.message)
             await self._settle(bulletin_id, "failed")
+
+    def _playing_now(self, row: BulletinRow) -> Broadcast | None:
+        """Its latest play, when it is still on air here: in a cluster, started by another
+        node (the previous leader) and relayed here; it is followed, not played again."""
+        last = self.node.broadcasts.get(row.broadcasts[-1]) if row.broadcasts else None
+        if last is None or last.state.ended:
+            return None
+        log.info("[bulletin=%s bc=%s] its play is on air: following it", row.id, last.id)
+        self._runs.on_air(row.id, last.id)
+        return last
 
     async def _play(self, row: BulletinRow) -> Broadcast:
         zones = [z for z in row.zones if z in self.node.zones]

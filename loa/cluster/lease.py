@@ -86,6 +86,13 @@ class Lease:
     def should_renew(self, now: float) -> bool:
         return self.is_leader(now) and now >= self._renew_at
 
+    def lapsed(self, now: float) -> bool:
+        """We hold a token but may no longer act on it, and no renewal has found the lease
+        gone: the lease in Redis may still be ours (a campaign or renewal answered late,
+        on a loaded machine). A renewal, not a campaign, finds out: a campaign would find
+        our own key and give it up."""
+        return self.token is not None and not self.is_leader(now)
+
     def won(self, token: int, sent_at: float) -> None:
         self.token = check_token(token)
         self._held(sent_at)

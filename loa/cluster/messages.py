@@ -91,7 +91,9 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class BroadcastStarted(Message):
-    """A broadcast started on ``node`` (which encodes it); every router adds it."""
+    """A broadcast started on ``node`` (which encodes it); every router adds it.
+    ``expires_at`` is Unix time on the wire: each node's router runs on its own monotonic
+    clock, so ``of`` and ``spec`` convert with the node's offset (wall − loop)."""
 
     TYPE: ClassVar[str] = "broadcast.started"
     KINDS: ClassVar[Mapping[str, str]] = {
@@ -122,20 +124,26 @@ class BroadcastStarted(Message):
         self.spec()  # the router's own checks (targets, flags)
 
     @classmethod
-    def of(cls, spec: BroadcastSpec, *, node: str, at: float, what: str) -> BroadcastStarted:
+    def of(
+        cls, spec: BroadcastSpec, *, node: str, at: float, what: str, wall_offset: float = 0.0
+    ) -> BroadcastStarted:
+        """From the sender's spec; ``wall_offset``: its wall clock minus its loop clock."""
+        expires = None if spec.expires_at is None else spec.expires_at + wall_offset
         return cls(
             spec.id, spec.priority.name.lower(), spec.origin_zone,
             tuple(sorted(spec.target_zones)), tuple(sorted(spec.target_endpoints)),
-            spec.interrupt, spec.exclusive, spec.expires_at, spec.resumable, spec.live,
+            spec.interrupt, spec.exclusive, expires, spec.resumable, spec.live,
             node, at, what,
         )  # fmt: skip
 
-    def spec(self) -> BroadcastSpec:
+    def spec(self, wall_offset: float = 0.0) -> BroadcastSpec:
+        """The spec for a router whose wall clock is ``wall_offset`` ahead of its loop's."""
+        expires = None if self.expires_at is None else self.expires_at - wall_offset
         try:
             return BroadcastSpec(
                 self.id, Priority.parse(self.klass), frozenset(self.target_zones),
                 frozenset(self.target_endpoints), self.origin_zone, self.interrupt,
-                self.exclusive, self.expires_at, self.resumable, self.live,
+                self.exclusive, expires, self.resumable, self.live,
             )  # fmt: skip
         except ValueError as exc:  # BadRequest is a ValueError
             raise ValueError(str(exc)) from None

@@ -201,7 +201,7 @@ class Bus:
         while True:
             self._poke.clear()
             now = self._clock()
-            if self.lease.should_renew(now):
+            if self.lease.should_renew(now) or self.lease.lapsed(now):
                 await self._try_renew(now)
             elif self.lease.should_campaign(now):
                 await self._campaign(now)
@@ -229,13 +229,18 @@ class Bus:
             self.fence.observe(int(holder.split()[-1]))
 
     async def _try_renew(self, sent: float) -> None:
+        acting = self.lease.is_leader(sent)
+        # while acting, a renewal times out when acting ends; once lapsed, after one call
+        deadline = self.lease.until if acting else sent + self.config.timeout_s
         try:
-            async with asyncio.timeout_at(self.lease.until):
+            async with asyncio.timeout_at(deadline):
                 kept = await self._script(
                     "renew", [self.keys.leader], [self._holder(), self.config.lease.ttl_ms]
                 )
         except FAILURES as exc:
             log.debug("[node=%s] lease renewal failed: %s", self.config.node_id, exc)
+            if not acting:
+                self.lease.lost()  # lapsed and unconfirmed: campaign like anyone else
             return  # the lease ends by itself at lease.until unless a renewal succeeds
         if kept:
             self.lease.renewed(sent)

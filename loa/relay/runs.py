@@ -29,6 +29,10 @@ class Runs:
 
         task.add_done_callback(done)
 
+    def __contains__(self, key: str) -> bool:
+        """``key`` has a running task."""
+        return key in self._tasks
+
     def on_air(self, key: str, broadcast_id: str) -> None:
         self._playing[key] = broadcast_id
 
@@ -41,13 +45,15 @@ class Runs:
         """Key → id of its broadcast on air right now."""
         return dict(self._playing)
 
-    async def cancel(self, key: str, reason: str) -> None:
-        """Cancel the task of ``key`` and stop the broadcast it has on air."""
+    async def cancel(self, key: str, reason: str, last: str | None = None) -> None:
+        """Cancel the task of ``key`` and stop the broadcast it has on air: the one its task
+        started here, else ``last`` (in a cluster, the key's latest play, which another
+        node may have started: stopping its relayed copy here stops it there)."""
         task = self._tasks.pop(key, None)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        bc_id = self._playing.pop(key, None)
+        bc_id = self._playing.pop(key, None) or last
         if bc_id is not None and bc_id in self.node.broadcasts:
             await self.node.stop_broadcast(bc_id, reason=reason)
 

@@ -440,6 +440,12 @@ CREATE TABLE fences (
 );
 """
 
+# Cluster: the node serving each presence interval ('' on a single node), so a node's start,
+# stop and checkpoints touch its own intervals only, and the leader closes a gone node's.
+V_PRESENCE_NODE = """
+ALTER TABLE presence ADD COLUMN node TEXT NOT NULL DEFAULT '';
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     V1,
     V2,
@@ -456,4 +462,5 @@ MIGRATIONS: tuple[str, ...] = (
     V_ONAIR_NODE,
     V_ZONE_AUDIO,
     V_SCHEDULE_RUNS,
+    V_PRESENCE_NODE,
 )

@@ -153,7 +153,9 @@ def create_app(config: Config) -> web.Application:
     cors.setup(app, config.web.cors_origins)
     app[NODE] = node = Node(config)
     app[MEDIA] = media = MediaLibrary.for_config(config)
-    app[WEBHOOKS] = webhooks = Webhooks(store)
+    app[WEBHOOKS] = webhooks = Webhooks(  # presence intervals: this node's own in a cluster
+        store, node_id=config.cluster.node_id if config.cluster is not None else ""
+    )
     app[BULLETINS] = service = BulletinService(node, store, media=media)
     app[SCHEDULES] = schedules = ScheduleService(node, store, media=media)
     onair = OnAirService(
@@ -207,9 +209,11 @@ def create_app(config: Config) -> web.Application:
         member.adopt = onair.adopt  # the leader restarts what a gone node had on air
         # every run claimed and last_run saved with the leader's token: fenced in the store
         schedules.fence, schedules.node_id = (lambda: member.bus.token), member.id
+        service.leads = repeats.leads = member.bus.is_leader  # only the leader follows them
         # Only the leader runs the scheduler (rereading the schedules every 2 s: an edit
-        # may come through another node's API); it resumes stored bulletins and repeats the
-        # first time it leads. See DESIGN "Cluster protocol".
+        # may come through another node's API) and plays and follows bulletins and repeats
+        # (taking those begun through another node's API every second). See DESIGN
+        # "Cluster protocol".
         seen: list[object] = []
 
         async def schedules_changed() -> None:  # maybe through another node's API
@@ -221,8 +225,10 @@ def create_app(config: Config) -> web.Application:
         member.jobs += [
             LeaderJob("scheduler", schedules.start, schedules.close, every_s=2.0,
                       tick=schedules_changed),
-            LeaderJob("bulletins", service.start, service.close, once=True),
-            LeaderJob("repeats", repeats.start, repeats.close, once=True),
+            LeaderJob("bulletins", service.start, service.close, every_s=1.0,
+                      tick=service.follow_new),
+            LeaderJob("repeats", repeats.start, repeats.close, every_s=1.0,
+                      tick=repeats.follow_new),
         ]  # fmt: skip
 
         async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:

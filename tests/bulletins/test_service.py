@@ -301,3 +301,31 @@ def test_announcement_and_language_order() -> None:
     ]
     assert [v["text"] for v in ordered_variants(variants, ["vi", "en"])] == ["c", "a", "b"]
     assert BulletinService.__doc__
+
+
+async def test_a_new_leader_follows_the_play_on_air_instead_of_playing_it_again(
+    relay_factory: Any, tmp_path: Path
+) -> None:
+    """In a cluster a deposed leader closes its bulletin tasks while a play goes on (on its
+    node, relayed to the others); the next leader's ``start()`` finds the bulletin on air
+    with that play still on air, and follows it: no second play, and it settles ``done``
+    when the play ends. Here one node plays both leaders."""
+    config = tree_config(tmp_path, communes=1, per_commune=1)
+    relay = await relay_factory(config)
+    service = relay.server.app[BULLETINS]
+    service.announce = False
+    media = await upload(relay, 600, 2.0)
+    made = await relay.api("POST", "/bulletins", bulletin("emergency", media, ["c0"]), 201)
+    await wait_for(lambda: play(relay, made["id"], 1), 3, "the first play")
+    first = play(relay, made["id"], 1)
+    await service.close()  # deposed: its tasks end, the play goes on
+    assert first in relay.node.broadcasts
+    await service.start()  # the next leader
+    assert service.active() == {made["id"]: first}
+    ended = relay.node.broadcasts[first or ""].ended
+    await asyncio.wait_for(ended.wait(), 5)
+    deadline = time.monotonic() + 3
+    while (row := await relay.api("GET", f"/bulletins/{made['id']}"))["state"] != "done":
+        assert time.monotonic() < deadline, row
+        await asyncio.sleep(0.05)
+    assert row["broadcasts"] == [first]  # played once

@@ -175,7 +175,7 @@ async def converged(
     http: aiohttp.ClientSession, nodes: list[ServeNode], timeout: float = 30.0
 ) -> dict[str, dict[str, Any]]:
     """Until every node sees all of them alive and follows one assignment placing every
-    commune; their /healthz cluster views by node."""
+    commune, and one leader runs its jobs; their /healthz cluster views by node."""
     deadline = time.monotonic() + timeout
     views: dict[str, dict[str, Any]] = {}
     names = sorted(n.name for n in nodes)
@@ -188,6 +188,7 @@ async def converged(
             and len({v["assignment"] for v in views.values()}) == 1
             and next(iter(views.values()))["assignment"] > 0
             and sum(1 for v in views.values() if v["leader"]) == 1
+            and all(v["leader_jobs"] for v in views.values() if v["leader"])  # started
         ):
             return views
         for n in nodes:

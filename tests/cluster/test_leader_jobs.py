@@ -6,6 +6,7 @@ leader is SIGKILLed just before a run, the new leader runs it, once."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -92,3 +93,79 @@ async def test_a_programme_runs_once_on_the_leader_even_when_the_leader_dies(
         late_s = rows[0]["started_at"] - at
         print(f"the run the dead leader owed started {late_s:.2f} s late, once")
         assert late_s < 8
+
+
+async def test_a_repeat_begun_on_a_follower_plays_each_play_once_across_a_leader_change(
+    tmp_path: Path, redis_url: str, postgres_url: str
+) -> None:
+    """An emergency repeating every 8 s (a play lasts ~6 s: the announcement, the tone) is begun
+    through the follower's API: its first play starts there, the leader plays the next ones. The
+    leader is SIGKILLed between plays; the follower, leading now, goes on. Every play
+    (`<repeat>.<n>`) is logged once, n consecutive, starts at least ~every_s apart; cancelled
+    through the new leader, it ends."""
+    nodes = make_nodes(tmp_path, ("a", "b"), redis_url=redis_url, store_url=postgres_url,
+                       communes=2, per_commune=1)  # fmt: skip
+    every_s = 8.0
+    async with running(nodes), aiohttp.ClientSession() as http:
+        views = await converged(http, nodes)
+        leader = next(n for n in nodes if views[n.name]["leader"])
+        follower = next(n for n in nodes if n is not leader)
+        started = await follower.api(http, "POST", "/broadcasts", {
+            "source": {"type": "tone", "freq_hz": 1000, "duration_s": 1.0},
+            "targets": {"zones": ["p"]}, "class": "emergency", "chime": False,
+            "repeat": {"every_s": every_s},
+        })  # fmt: skip
+        rp = started["repeat"]["id"]
+        second = await wait_logged(http, follower, f"{rp}.2", 25)
+        health = await leader.health(http)
+        assert health is not None
+        leader.kill()  # after the second play ended: between plays
+        await wait_logged(http, follower, f"{rp}.4", 30)
+        rows = await runs_logged(http, follower, f"{rp}.")
+        ids = sorted((r["id"] for r in rows), key=lambda i: int(i.split(".")[-1]))
+        assert ids == [f"{rp}.{n}" for n in range(1, len(ids) + 1)], ids  # once each
+        # (the latest may still wait for the floor: a play lasts about every_s)
+        played = sorted(r["started_at"] for r in rows if r["started_at"])
+        gaps = [b - a for a, b in itertools.pairwise(played)]
+        assert min(gaps) > every_s - 1.5, gaps
+        await follower.api(http, "DELETE", f"/repeats/{rp}")
+        shown = await follower.api(http, "GET", f"/repeats/{rp}")
+        assert shown["state"] == "cancelled"
+    assert second[0]["id"] == f"{rp}.2"
+    assert "the cluster's leader follows it" in follower.text()
+    assert "begun elsewhere: following it" in leader.text()
+    print(f"plays {ids}, {len(ids)} once each; starts apart by {[round(g, 1) for g in gaps]} s")
+
+
+async def test_a_bulletin_submitted_on_a_follower_plays_on_the_leader_once_per_play(
+    tmp_path: Path, redis_url: str, postgres_url: str
+) -> None:
+    """An emergency bulletin repeating every 10 s (a play lasts ~7 s), submitted through the
+    follower's API: the leader takes it at its next tick and plays it; SIGKILLed between plays,
+    the follower, leading now, goes on. Every play (`<bulletin>.<n>-…`) is logged once, n
+    consecutive; cancelled through the new leader, it ends."""
+    nodes = make_nodes(tmp_path, ("a", "b"), redis_url=redis_url, store_url=postgres_url,
+                       communes=2, per_commune=1)  # fmt: skip
+    every_s = 10.0
+    async with running(nodes), aiohttp.ClientSession() as http:
+        views = await converged(http, nodes)
+        leader = next(n for n in nodes if views[n.name]["leader"])
+        follower = next(n for n in nodes if n is not leader)
+        made = await follower.api(http, "POST", "/bulletins", {
+            "level": "emergency", "zones": ["p"], "title": "Bão số 3",
+            "variants": [{"language": "vi", "text": "Bão"}], "repeat_every_s": every_s,
+        })  # fmt: skip
+        bulletin = made["id"]
+        first = await wait_logged(http, follower, f"{bulletin}.1-", 10)
+        assert first[0]["started_at"] - made["created_at"] < 3  # the leader's next tick
+        await wait_logged(http, follower, f"{bulletin}.2-", 25)
+        leader.kill()  # after the second play ended: between plays
+        await wait_logged(http, follower, f"{bulletin}.4-", 30)
+        rows = await runs_logged(http, follower, f"{bulletin}.")
+        plays = sorted(int(r["id"].split(".")[-1].split("-")[0]) for r in rows)
+        assert plays == list(range(1, len(plays) + 1)), [r["id"] for r in rows]  # once each
+        await follower.api(http, "POST", f"/bulletins/{bulletin}/cancel")
+        shown = await follower.api(http, "GET", f"/bulletins/{bulletin}")
+        assert shown["state"] == "cancelled"
+    assert "through another node: the leader takes it" in leader.text()
+    print(f"bulletin plays {plays}, once each, across the leader's death")

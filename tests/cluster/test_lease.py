@@ -97,3 +97,18 @@ def test_observing_the_lease_refuses_the_old_leader_before_the_new_one_speaks() 
 def test_bad_tokens_are_refused(token: object) -> None:
     with pytest.raises(ValueError, match=r"^fencing token must be an integer >= 1, got "):
         Fence().admit(token)  # type: ignore[arg-type]
+
+
+def test_a_lease_won_by_a_late_answer_is_renewed_not_given_up() -> None:
+    """A campaign answered 2.6 s late (a loaded machine) leaves 0.12 s to act: when that
+    passes without a renewal's answer, the token is kept as lapsed (the key in Redis may
+    still be ours: a renewal finds out) instead of campaigning against our own key."""
+    lease = Lease(T)
+    lease.connected(0.0)
+    lease.won(4, 3.0)  # the request went at 3.0; the answer came at 5.6
+    assert lease.is_leader(5.6) and not lease.lapsed(5.6)
+    assert lease.lapsed(5.75) and not lease.is_leader(5.75) and lease.token == 4
+    lease.renewed(5.75)  # the renewal sent then found the key ours
+    assert lease.is_leader(5.75 + 2.7) and not lease.lapsed(6.0)
+    lease.lost()  # or it found another holder
+    assert not lease.lapsed(9.0) and lease.token is None

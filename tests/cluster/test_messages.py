@@ -52,6 +52,23 @@ def test_the_wire_form_of_a_lifecycle_event() -> None:
     assert env.message.spec() == SPEC
 
 
+def test_expiry_travels_as_unix_time_between_routers_on_different_clocks() -> None:
+    """Each node's router runs on its own monotonic clock: the sender's expiry (its loop
+    time 500.0, its wall clock 1,700,000,000 s ahead) is Unix time on the wire and becomes
+    the receiver's own loop time (its wall clock 1,699,990,000 s ahead) for the same
+    instant."""
+    spec = BroadcastSpec("bc-2", Priority.EMERGENCY, frozenset({"c0"}), frozenset(),
+                         expires_at=500.0)  # fmt: skip
+    sent = BroadcastStarted.of(spec, node="n1", at=1.0, what="x", wall_offset=1_700_000_000.0)
+    assert sent.expires_at == 1_700_000_500.0
+    received = Envelope.parse(bytes(Envelope(3, "n1", None, sent))).message
+    assert isinstance(received, BroadcastStarted)
+    assert received.spec(1_699_990_000.0).expires_at == 10_500.0
+    plain = BroadcastSpec("bc-3", Priority.EMERGENCY, frozenset({"c0"}), frozenset())
+    no_expiry = BroadcastStarted.of(plain, node="n1", at=1.0, what="y", wall_offset=5.0)
+    assert no_expiry.expires_at is None and no_expiry.spec(7.0).expires_at is None
+
+
 @pytest.mark.parametrize("message", EXAMPLES, ids=lambda m: m.TYPE)
 def test_every_shape_round_trips(message: Message) -> None:
     env = Envelope(0, "n3", 5, message)
