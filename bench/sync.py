@@ -181,6 +181,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "skew_p95_by_5s": {f"{k}s": percentile(v, 95) for k, v in sorted(windows.items())},
         "clock_error_ms": errors,
         "resyncs": sum(p.speaker.playout.corrector.resyncs for p in poles),
+        # the bench's own load: a playout loop 200 ms behind starts its timeline over
+        "timeline_resets": sum(p.speaker.playout_resyncs for p in poles),
         "estimates_inconsistent": sum(p.speaker.estimator.inconsistent for p in poles),
     }
 

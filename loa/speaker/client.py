@@ -120,7 +120,7 @@ PROBE_BURST = 32
 PROBE_BURST_GAP_S = 0.02
 PROBE_FAST_S = 0.25
 PROBE_FAST_FOR_S = 30.0
-PROBE_INTERVAL_S = 10.0
+PROBE_INTERVAL_S = 3.0
 SENT_KEPT = 128  # hellos/keepalives/probes awaiting their ack
 _U64 = (1 << 64) - 1
 
@@ -507,7 +507,8 @@ class Speaker:
         self.estimator.reset()  # another node of a cluster may run another clock
         self.captures.reset()
         self._sync_on = self.sync and welcome.clock_probes and not self.force_ws
-        self.jitter.synced = self._sync_on
+        self.jitter.synced = False  # until audio is on UDP (no SRs on the WebSocket)
+        self._next_ts = None
         self.state = SpeakerState.PROBING
         log.info(
             "[ep=%s] connected to %s, session %s", welcome.endpoint, self.url, welcome.session.hex()
@@ -534,6 +535,7 @@ class Speaker:
             case DropAudio():
                 self.jitter.flush(self.clock.now())
                 self.output.discard()
+                self.playout.reset()
                 log.info("[ep=%s] stop: buffered audio dropped", self.endpoint)
             case TransportLost(reason=reason):
                 log.info("[ep=%s] the server lost our UDP path: %s", self.endpoint, reason)
@@ -622,6 +624,7 @@ class Speaker:
         if mode == "udp":
             link.proven.set()
         self.jitter.asking = self.nack and mode == "udp"  # NACKs go by UDP only
+        self.jitter.synced = self._sync_on and mode == "udp"
         self.state = SpeakerState.UDP if mode == "udp" else SpeakerState.WS
         log.info("[ep=%s] audio over %s", self.endpoint, "UDP" if mode == "udp" else "WebSocket")
 
