@@ -19,10 +19,11 @@ minutes after a connection, in ``bench.sync``; 256 every 3 s, under 1.5 ms):
 - **The issue's estimate**, the median of the lowest-delay quarter of the last 64 probes
   (detrended to the newest), is kept as ``quarter``, and is the answer when the bounds
   cross (a server whose clock stepped: counted in ``inconsistent``) or with
-  ``method="quarter"`` (the bench compares the two). With random delays of 0–50 ms each way the quarter's median wanders by
-  σ ≈ 2.3 ms over 64 probes at one instant, the centre of the bounds by σ ≈ 0.5 ms
-  (docs/BENCHMARKS.md, "Synchronised playout"). Both assume the fastest paths each way are
-  equally fast (NTP's assumption): a fixed asymmetry is an error no probe can see.
+  ``method="quarter"`` (the bench compares the two). With random delays of 0–50 ms each
+  way the quarter's median wanders by σ ≈ 2.3 ms over 64 probes at one instant, the
+  centre of the bounds by σ ≈ 0.5 ms (docs/BENCHMARKS.md, "Synchronised playout"). Both
+  assume the fastest paths each way are equally fast (NTP's assumption): a fixed
+  asymmetry is an error no probe can see.
 
 ``HostClock`` and ``SkewedClock`` are the clocks a speaker can run on: the host's monotonic
 clock, or one that runs off it by an offset and a drift (a pole whose crystal is wrong, for
