@@ -6,8 +6,8 @@ received it and ``t3`` answered, on the server's (its wall clock, the one its RT
 reports speak). Each probe gives an offset ``θ = ((t2 - t1) + (t3 - t4)) / 2`` (server minus
 local) and a round-trip delay ``δ = (t4 - t1) - (t3 - t2)``. From the last ``WINDOW`` (256)
 probes, not the issue's 64: the bounds get tighter with every probe and the drift with
-every minute the window spans (64 probes every few seconds left ±2–6 ms of error a few
-minutes after a connection, in ``bench.sync``; 256 every 3 s, under 1.5 ms):
+every minute the window spans (64 probes left errors up to ±11 ms two minutes after a
+connection in ``bench.sync``; 256, within ±2.5 ms):
 
 - **drift and offset together.** Every probe proves two bounds, whatever the delays are, as
   long as none is negative: ``t3 - t4 <= θ(t4)`` and ``θ(t1) <= t2 - t1``, with
