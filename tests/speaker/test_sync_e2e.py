@@ -26,7 +26,7 @@ from loa.speaker.output import NullOutput
 from loa.speaker.playout import Played
 from tests.conftest import tree_config
 from tests.relay.fleet import wait_for
-from tests.relay.relayfix import on_transport, tone
+from tests.relay.relayfix import AUTH, on_transport, tone
 
 pytestmark = pytest.mark.e2e
 
@@ -58,10 +58,19 @@ async def test_two_speakers_one_on_a_wrong_clock_play_each_frame_together_at_cap
         await relay.api("POST", "/broadcasts", tone(1000, ["c0"], "live"), 201)
         await asyncio.sleep(4.0)
         status = relay.node.endpoints[ids[1]].status
+        async with relay.http.get(relay.url + "/metrics", headers=AUTH) as resp:
+            metrics = await resp.text()
     finally:
         for s in speakers:
             s.stop()
         await asyncio.gather(*tasks)
+    for ep_id in ids:  # each pole's playout error from its status, in seconds
+        line = next(
+            x
+            for x in metrics.splitlines()
+            if x.startswith(f'loa_pole_playout_error_seconds{{endpoint="{ep_id}"}}')
+        )
+        assert abs(float(line.split()[-1])) < 0.01
     wall_minus_host = time.time() - loop.time()
     common = sorted(set(played[0].frames) & set(played[1].frames))
     assert len(common) > 100, len(common)
