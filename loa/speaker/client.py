@@ -274,6 +274,7 @@ class Speaker:
         self.udp_audio = self.ws_audio = self.decode_errors = self.frames_out = 0
         self.playout_resyncs = self.status_sent = self.rtcp_sent = self.redirects = 0
         self.nacks_sent = self.path_failures = self.repunches = self.probes = 0
+        self.unplaceable = 0  # frames more than D late against their capture time
         self.red_malformed = self.red_filled = 0  # RED packets dropped; slots RED filled
         self._udp_audio_at = float("-inf")  # when RTP last came by UDP
         self.backoff_delays: list[float] = []
@@ -871,8 +872,11 @@ class Speaker:
         if self._sync_on and ts is not None and est is not None:
             captured = self.captures.capture(ts)
             if captured is not None and not self.playout.skipping:
-                due = captured + self.jitter.playout_delay_ms / 1000.0
-                error = est.to_server(heard) - due
+                delay_s = self.jitter.playout_delay_ms / 1000.0
+                error = est.to_server(heard) - (captured + delay_s)
+                if error > delay_s:  # later than D: no buffer in step can be; a stale
+                    error = captured = None  # mapping, or audio seconds late: play it,
+                    self.unplaceable += 1  # out of step, rather than skip seconds of it
         skipping = self.playout.skipping
         inserted, skipped = self.playout.inserted, self.playout.skipped
         out = self.playout.frame(pcm, error, 0.0 if est is None else est.drift)
