@@ -111,6 +111,13 @@ def write_json(data: Mapping[str, Any], path: Path) -> None:
 def summary(r: Mapping[str, Any]) -> str:
     """Human-readable lines for one run."""
     lat, pre = r["latency_ms"], r["preempt_ms"]
+    skew = r.get("sync_skew_ms")
+    sync = (
+        [f"  synchronised playout (bench.sync): skew ms p50 {skew['p50']} p95 {skew['p95']} "
+         f"max {skew['max']} between poles of one village"]
+        if skew
+        else []
+    )  # fmt: skip
     return "\n".join(
         [
             f"bench: {r['speakers']} speakers ({r['transport']}), {r['duration_s']} s, "
@@ -128,6 +135,7 @@ def summary(r: Mapping[str, Any]) -> str:
             f"relay waited for CPU {r['relay_wait_pct']} %, load {r['loadavg_1m']}",
             f"  reconnect storm: all back in {r['reconnect_s']} s   "
             f"tone check {r['decode_check']['ok']}/{r['decode_check']['windows']} windows",
+            *sync,
         ]
     )
 

@@ -40,6 +40,7 @@ from loa.config import Config, EndpointSpec, RelayConfig, WebConfig, ZoneSpec
 from loa.speaker.client import AudioMeta, Speaker
 from loa.speaker.clock import Method, SkewedClock
 from loa.speaker.output import NullOutput
+from loa.speaker.playout import Played
 from loa.web.app import create_app
 from loa.web.keys import NODE
 
@@ -52,7 +53,8 @@ class Pole:
 
     def __init__(self, url: str, index: int, clock: SkewedClock, method: Method) -> None:
         self.clock = clock
-        self.heard: dict[float, float] = {}
+        self.played = Played(clock.to_host)
+        self.heard = self.played.frames
         self.speaker = Speaker(
             url,
             f"tok-{index}",
@@ -76,8 +78,7 @@ class Pole:
         return round((estimate.to_server(local) - truth) * 1000, 3)
 
     def _on_audio(self, _pcm: np.ndarray, meta: AudioMeta) -> None:
-        if meta.heard_at is not None and meta.captured_at is not None:
-            self.heard[round(meta.captured_at, 4)] = self.clock.to_host(meta.heard_at)
+        self.played.add(meta.captured_at, meta.heard_at)
 
 
 def config(data_dir: Path, link_port: int, speakers: int) -> Config:
@@ -181,6 +182,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "skew_p95_by_5s": {f"{k}s": percentile(v, 95) for k, v in sorted(windows.items())},
         "clock_error_ms": errors,
         "resyncs": sum(p.speaker.playout.corrector.resyncs for p in poles),
+        # the bench's own load: a playout loop 200 ms behind starts its timeline over
+        "timeline_resets": sum(p.speaker.playout_resyncs for p in poles),
         "estimates_inconsistent": sum(p.speaker.estimator.inconsistent for p in poles),
     }
 

@@ -73,7 +73,10 @@ class Metrics:
         active: Counter[str],
         drops: dict[str, int],
         receptions: Sequence[tuple[str, Reception]] = (),
+        playout_errors: Sequence[tuple[str, float]] = (),
     ) -> str:
+        """The Prometheus text. ``playout_errors``: (pole, seconds) of the speakers playing in
+        step, from their last status (> 0: late against capture time + D)."""
         lines: list[str] = []
 
         def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
@@ -200,6 +203,13 @@ class Metrics:
             samples = [(labels, v) for labels, v in samples if v is not None]
             if samples:
                 metric(name, "gauge", help_, samples)  # type: ignore[arg-type]
+        if playout_errors:
+            metric(
+                "pole_playout_error_seconds",
+                "gauge",
+                "When the pole plays against capture time + D, by its own clock estimate.",
+                [(_pole(ep_id), error) for ep_id, error in playout_errors],
+            )
         lines.extend(self._fanout_lines())
         return "\n".join(lines) + "\n"
 

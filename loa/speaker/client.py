@@ -119,9 +119,10 @@ WS_CLOSE_S = 1.0  # closing a WebSocket whose server is unreachable waits no lon
 PROBE_BURST = 32
 PROBE_BURST_GAP_S = 0.02
 PROBE_FAST_S = 0.25
-PROBE_FAST_FOR_S = 30.0
-PROBE_INTERVAL_S = 10.0
+PROBE_FAST_FOR_S = 60.0
+PROBE_INTERVAL_S = 3.0
 SENT_KEPT = 128  # hellos/keepalives/probes awaiting their ack
+LEVELS_KEPT = 16  # level changes remembered for the audio still buffered
 _U64 = (1 << 64) - 1
 
 
@@ -251,6 +252,9 @@ class Speaker:
         self.synced = False  # the last frame played had a playout error to correct
         self._sync_on = False  # this session plays in step (the welcome's clock_probes)
         self._next_ts: int | None = None  # RTP timestamp of the frame after the last played
+        # (server time from which, broadcast, volume, muted): levels by capture time
+        self._levels: list[tuple[float, str | None, int, bool]] = []
+        self._level_from = float("-inf")  # the levels the last frame played with apply since
         self.jitter = JitterBuffer()
         self.jitter.asking = nack
         self.reports = ReceptionStats()  # RTCP: our receiver reports, the server's SRs
@@ -270,6 +274,7 @@ class Speaker:
         self.udp_audio = self.ws_audio = self.decode_errors = self.frames_out = 0
         self.playout_resyncs = self.status_sent = self.rtcp_sent = self.redirects = 0
         self.nacks_sent = self.path_failures = self.repunches = self.probes = 0
+        self.unplaceable = 0  # frames more than D late against their capture time
         self.red_malformed = self.red_filled = 0  # RED packets dropped; slots RED filled
         self._udp_audio_at = float("-inf")  # when RTP last came by UDP
         self.backoff_delays: list[float] = []
@@ -508,8 +513,11 @@ class Speaker:
         self.reports.reset(welcome.ssrc)
         self.estimator.reset()  # another node of a cluster may run another clock
         self.captures.reset()
+        self._levels = []
+        self._levels_changed()  # the welcome's levels, from the start
         self._sync_on = self.sync and welcome.clock_probes and not self.force_ws
-        self.jitter.synced = self._sync_on
+        self.jitter.synced = False  # until audio is on UDP (no SRs on the WebSocket)
+        self._next_ts = None
         self.state = SpeakerState.PROBING
         log.info(
             "[ep=%s] connected to %s, session %s", welcome.endpoint, self.url, welcome.session.hex()
@@ -532,10 +540,12 @@ class Speaker:
     def _on_event(self, event: Any) -> None:
         match event:
             case LevelsChanged(why=why):
+                self._levels_changed()
                 log.info("[ep=%s] %s", self.endpoint, why)
             case DropAudio():
                 self.jitter.flush(self.clock.now())
                 self.output.discard()
+                self.playout.reset()
                 log.info("[ep=%s] stop: buffered audio dropped", self.endpoint)
             case TransportLost(reason=reason):
                 log.info("[ep=%s] the server lost our UDP path: %s", self.endpoint, reason)
@@ -624,6 +634,7 @@ class Speaker:
         if mode == "udp":
             link.proven.set()
         self.jitter.asking = self.nack and mode == "udp"  # NACKs go by UDP only
+        self.jitter.synced = self._sync_on and mode == "udp"
         self.state = SpeakerState.UDP if mode == "udp" else SpeakerState.WS
         log.info("[ep=%s] audio over %s", self.endpoint, "UDP" if mode == "udp" else "WebSocket")
 
@@ -871,8 +882,11 @@ class Speaker:
         if self._sync_on and ts is not None and est is not None:
             captured = self.captures.capture(ts)
             if captured is not None and not self.playout.skipping:
-                due = captured + self.jitter.playout_delay_ms / 1000.0
-                error = est.to_server(heard) - due
+                delay_s = self.jitter.playout_delay_ms / 1000.0
+                error = est.to_server(heard) - (captured + delay_s)
+                if error > delay_s:  # later than D: no buffer in step can be; a stale
+                    error = captured = None  # mapping, or audio seconds late: play it,
+                    self.unplaceable += 1  # out of step, rather than skip seconds of it
         skipping = self.playout.skipping
         inserted, skipped = self.playout.inserted, self.playout.skipped
         out = self.playout.frame(pcm, error, 0.0 if est is None else est.drift)
@@ -886,12 +900,38 @@ class Speaker:
     ) -> None:
         if not len(pcm):
             return
-        volume, muted = self.channel.effective_volume, self.channel.audible_muted
+        broadcast, volume, muted = self._levels_for(captured)
         out = apply_volume(pcm, volume, muted)
         self.frames_out += 1
         if self.on_audio is not None:
-            self.on_audio(out, AudioMeta(kind, self.broadcast, volume, muted, heard_at, captured))
+            self.on_audio(out, AudioMeta(kind, broadcast, volume, muted, heard_at, captured))
         await self.output.write(out)
+
+    def _levels_changed(self) -> None:
+        """What plays and at which level changed on the control channel. In step, audio is
+        heard D after its capture: the change applies to frames captured from when the
+        server sent it (now on its clock, less half the round trip), not to the tail of the
+        old broadcast still in the buffer (an emergency's volume on the programme's last
+        300 ms). Otherwise at once."""
+        state = (self.channel.broadcast, self.channel.effective_volume, self.channel.audible_muted)
+        est = self.estimator.estimate
+        if not self._sync_on or est is None or not self._levels:
+            self._levels = [(float("-inf"), *state)]
+            self._level_from = float("-inf")
+            return
+        self._levels.append((est.to_server(self.clock.now()) - est.delay / 2, *state))
+        del self._levels[:-LEVELS_KEPT]
+
+    def _levels_for(self, captured: float | None) -> tuple[str | None, int, bool]:
+        """(broadcast, volume, muted) for a frame captured at ``captured`` (server time)."""
+        if captured is None or not self._levels:
+            return self.broadcast, self.channel.effective_volume, self.channel.audible_muted
+        at = max(captured, self._level_from)  # audio goes forward: never back to older levels
+        for since, broadcast, volume, muted in reversed(self._levels):
+            if at >= since:
+                self._level_from = since
+                return broadcast, volume, muted
+        return self._levels[0][1:]
 
 
 def _micros(local_s: float) -> int:

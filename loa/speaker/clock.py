@@ -4,7 +4,10 @@ Sans-IO. ``ClockEstimator`` is fed probes, each four timestamps (RFC 5905 §8): 
 speaker sent it and ``t4`` the answer came, on the speaker's own clock; ``t2`` the server
 received it and ``t3`` answered, on the server's (its wall clock, the one its RTCP sender
 reports speak). Each probe gives an offset ``θ = ((t2 - t1) + (t3 - t4)) / 2`` (server minus
-local) and a round-trip delay ``δ = (t4 - t1) - (t3 - t2)``. From the last ``WINDOW`` probes:
+local) and a round-trip delay ``δ = (t4 - t1) - (t3 - t2)``. From the last ``WINDOW`` (256)
+probes, not the issue's 64: the bounds get tighter with every probe and the drift with
+every minute the window spans (64 probes left errors up to ±11 ms two minutes after a
+connection in ``bench.sync``; 256, within ±2.5 ms):
 
 - **drift and offset together.** Every probe proves two bounds, whatever the delays are, as
   long as none is negative: ``t3 - t4 <= θ(t4)`` and ``θ(t1) <= t2 - t1``, with
@@ -13,13 +16,14 @@ local) and a round-trip delay ``δ = (t4 - t1) - (t3 - t2)``. From the last ``WI
   offset interval): the linear-programming view of clock skew (Moon, Skelly and Towsley,
   1999), which no number of probes delayed by queues can fool (a late probe only loosens
   its own bound). The slope is used as the drift once the probes span ``DRIFT_SPAN_S``.
-- **The issue's estimate**, the median of the lowest-delay quarter of the probes (detrended
-  to the newest), is kept as ``quarter``, and is the answer when the bounds cross (a server
-  whose clock stepped: counted in ``inconsistent``) or with ``method="quarter"`` (the bench
-  compares the two). With random delays of 0–50 ms each way the quarter's median wanders by
-  σ ≈ 2.3 ms over 64 probes at one instant, the centre of the bounds by σ ≈ 0.5 ms
-  (docs/BENCHMARKS.md, "Synchronised playout"). Both assume the fastest paths each way are
-  equally fast (NTP's assumption): a fixed asymmetry is an error no probe can see.
+- **The issue's estimate**, the median of the lowest-delay quarter of the last 64 probes
+  (detrended to the newest), is kept as ``quarter``, and is the answer when the bounds
+  cross (a server whose clock stepped: counted in ``inconsistent``) or with
+  ``method="quarter"`` (the bench compares the two). With random delays of 0–50 ms each
+  way the quarter's median wanders by σ ≈ 2.3 ms over 64 probes at one instant, the
+  centre of the bounds by σ ≈ 0.5 ms (docs/BENCHMARKS.md, "Synchronised playout"). Both
+  assume the fastest paths each way are equally fast (NTP's assumption): a fixed
+  asymmetry is an error no probe can see.
 
 ``HostClock`` and ``SkewedClock`` are the clocks a speaker can run on: the host's monotonic
 clock, or one that runs off it by an offset and a drift (a pole whose crystal is wrong, for
@@ -35,7 +39,8 @@ from typing import Final, Literal, Protocol
 
 import numpy as np
 
-WINDOW: Final = 64
+WINDOW: Final = 256  # probes kept for the bounds (the quarter median takes the last 64)
+QUARTER_OF: Final = 64
 DRIFT_SPAN_S: Final = 10.0  # the probes must span this long before a drift is estimated
 MAX_DRIFT: Final = 200e-6  # crystals are sold within ±100 ppm: beyond ±200 one is broken
 _GRID: Final = 201  # slopes tried across the feasible range, twice (coarse, then fine)
@@ -183,9 +188,10 @@ class ClockEstimator:
         elif float(t4.max() - t1.min()) >= DRIFT_SPAN_S:
             self._drift = centre[0]
         r = self._drift
-        offsets = (up + down) / 2 - r * mid
-        quarter = max(1, len(p) // 4)
-        lowest = np.argpartition(delay, quarter - 1)[:quarter]
+        offsets = ((up + down) / 2 - r * mid)[-QUARTER_OF:]
+        recent = delay[-QUARTER_OF:]
+        quarter = max(1, len(recent) // 4)
+        lowest = np.argpartition(recent, quarter - 1)[:quarter]
         median = float(np.median(offsets[lowest]))
         offset = median
         if self.method == "floors" and centre is not None:

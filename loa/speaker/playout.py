@@ -32,6 +32,7 @@ through the previous segment's report."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -248,3 +249,17 @@ class CaptureTimes:
             if best is None or (ts_diff(start, best) < 0 if ahead else ts_diff(start, best) > 0):
                 best = start
         return best
+
+
+class Played:
+    """When a speaker heard each frame it played whole, on the host's clock, by capture time
+    (rounded to 0.1 ms, the same key on every speaker of a broadcast): fed from the
+    speaker's ``on_audio`` by the bench and the tests, which compare speakers with it."""
+
+    def __init__(self, to_host: Callable[[float], float]) -> None:
+        self.to_host = to_host  # the speaker's clock → the host's (SkewedClock.to_host)
+        self.frames: dict[float, float] = {}
+
+    def add(self, captured: float | None, heard: float | None) -> None:
+        if captured is not None and heard is not None:
+            self.frames[round(captured, 4)] = self.to_host(heard)

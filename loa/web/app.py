@@ -105,6 +105,12 @@ async def metrics(request: web.Request) -> web.Response:
         active=active,
         drops=node.sessions.drops,
         receptions=[(e.id, e.reception) for e in node.poles() if e.reception is not None],
+        playout_errors=[
+            (e.id, error / 1000)
+            for e in node.poles()
+            if isinstance(error := e.status.get("playout_error_ms"), int | float)
+            and not isinstance(error, bool)
+        ],
     )
     if CLUSTER in request.app:
         text += "\n".join(request.app[CLUSTER].metrics()) + "\n"

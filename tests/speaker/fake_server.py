@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from aiohttp import WSMsgType, web
 from loa.codecs.opus import OpusEncoder
 from loa.codecs.opus_packet import join
 from loa.codecs.pcm import tone
+from loa.relay.core.reception import ntp_timestamp
 from loa.relay.core.wire import ControlDatagram, DatagramType, looks_like_control
 from tests.support.rtp import opus_packet
 
@@ -37,6 +39,11 @@ class FakeServer:
         self.keepalive_s = keepalive_s
         self.volume = volume
         self.ignore_udp = False
+        # clock probes: say so in the welcome and answer them (t2 = t3 = the wall clock);
+        # acks to probes go out in reverse order in groups of ``reverse_acks``, each twice
+        self.clock_probes = False
+        self.reverse_acks = 1
+        self._held: list[bytes] = []
         self.connections = 0
         self.connect_times: list[float] = []
         self.refused = 0
@@ -126,6 +133,7 @@ class FakeServer:
                 "keepalive_s": self.keepalive_s,
                 "volume": self.volume,
                 "muted": False,
+                **({"clock_probes": True} if self.clock_probes else {}),
             }
         )
         await ws.send_json({"type": "playing", "broadcast": None, "class": None, "volume": None})
@@ -166,9 +174,23 @@ class FakeServer:
         if self.ignore_udp:
             return
         self.speaker_addr = addr
-        ack = ControlDatagram.signed(DatagramType.ACK, self._session, dgram.counter, self._key)
+        times: tuple[int, ...] = ()
+        if self.clock_probes and dgram.times:
+            now = ntp_timestamp(time.time())
+            times = (dgram.times[0], now, now)
+        ack = ControlDatagram.signed(
+            DatagramType.ACK, self._session, dgram.counter, self._key, times
+        )
         assert self._udp is not None
-        self._udp.sendto(bytes(ack), addr)
+        if not times:
+            self._udp.sendto(bytes(ack), addr)
+            return
+        self._held.append(bytes(ack))
+        if len(self._held) >= self.reverse_acks:
+            for held in reversed(self._held):
+                self._udp.sendto(held, addr)
+                self._udp.sendto(held, addr)  # a replay: the speaker must take it once
+            self._held.clear()
 
     # --- audio ---------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import sys
+import time
 import wave
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -455,6 +456,39 @@ def test_output_flags_pick_the_output(tmp_path: Path) -> None:
     assert isinstance(cli.make_output(parse("--server", "u")), NullOutput)
     with pytest.raises(SystemExit):
         parse("--server", "u", "--wav", "x.wav", "--device", "hw:1")
+
+
+async def test_clock_probes_answered_out_of_order_are_taken_once_each(
+    server: FakeServer, start: Any
+) -> None:
+    """Probes go only to a server that says it answers them; their acks, reversed in groups
+    of four and each sent twice, are all used once (a replay counts as bad) and the server's
+    clock (its wall clock) is found against the speaker's (the loop's)."""
+    server.clock_probes = True
+    server.reverse_acks = 4
+    h = start()
+    await until(lambda: len(h.speaker.estimator) >= 24, 5)
+    speaker = h.speaker
+    loop = asyncio.get_running_loop()
+    estimate = speaker.estimator.estimate
+    assert estimate is not None
+    assert estimate.to_server(loop.time()) == pytest.approx(time.time(), abs=0.005)
+    assert speaker.estimator.rejected == 0
+    assert speaker.bad_packets >= len(speaker.estimator) - 4  # every replay refused
+    status = speaker.sync_status()
+    assert status["clock_rtt_ms"] < 50 and status["synced"] is False  # nothing plays yet
+    await stop(h)
+
+
+async def test_no_probes_to_a_server_that_does_not_answer_them(
+    server: FakeServer, start: Any
+) -> None:
+    h = start()
+    await until(lambda: h.speaker.state is SpeakerState.UDP)
+    await asyncio.sleep(0.3)
+    assert h.speaker.probes == 0 and len(h.speaker.estimator) == 0
+    assert h.speaker.sync_status()["clock_offset_ms"] is None
+    await stop(h)
 
 
 def test_clock_flags_make_a_skewed_clock_and_bad_ones_are_refused(tmp_path: Path) -> None:

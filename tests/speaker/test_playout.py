@@ -10,6 +10,7 @@ from loa.codecs.pcm import Int16Array
 from loa.speaker.playout import (
     MAX_SLEW,
     CaptureTimes,
+    Played,
     Playout,
     PlayoutCorrector,
     Resampler,
@@ -170,3 +171,11 @@ def test_the_first_frame_placed_steps_into_line_at_once_however_small_the_error(
     out = playout.frame(sine(6), -0.021)  # in step now: the same error is slewed
     assert playout.corrector.resyncs == 1 and abs(len(out) - FRAME_SAMPLES) <= 1
     assert PlayoutCorrector().decide(0.00001, first=True) == Slew(1 - 0.00001 / 4.0)  # < 1 sample
+
+
+def test_played_keeps_frames_heard_whole_by_capture_time_on_the_host_clock() -> None:
+    played = Played(lambda local: local - 2.5)  # a pole 2.5 s ahead of the host
+    played.add(100.00001, 12.5)
+    played.add(100.02, None)  # a resync cut its start
+    played.add(None, 13.0)  # no capture time known
+    assert played.frames == {100.0: 10.0}

@@ -20,26 +20,15 @@ import numpy as np
 import pytest
 
 from loa.codecs.pcm import dominant_frequency
-from loa.speaker.client import AudioMeta, Speaker
+from loa.speaker.client import Speaker
 from loa.speaker.clock import HostClock, SkewedClock
 from loa.speaker.output import NullOutput
+from loa.speaker.playout import Played
 from tests.conftest import tree_config
 from tests.relay.fleet import wait_for
-from tests.relay.relayfix import on_transport, tone
+from tests.relay.relayfix import AUTH, on_transport, tone
 
 pytestmark = pytest.mark.e2e
-
-
-class Played:
-    """(capture time, heard on the host's clock) of each frame a speaker played whole."""
-
-    def __init__(self, to_host: Any) -> None:
-        self.to_host = to_host
-        self.frames: dict[float, float] = {}
-
-    def add(self, _pcm: np.ndarray, meta: AudioMeta) -> None:
-        if meta.heard_at is not None and meta.captured_at is not None:
-            self.frames[round(meta.captured_at, 4)] = self.to_host(meta.heard_at)
 
 
 async def test_two_speakers_one_on_a_wrong_clock_play_each_frame_together_at_capture_plus_d(
@@ -49,9 +38,16 @@ async def test_two_speakers_one_on_a_wrong_clock_play_each_frame_together_at_cap
     relay = await relay_factory(config)
     loop = asyncio.get_running_loop()
     clocks = [HostClock(loop.time), SkewedClock(loop.time, offset_s=2.5, drift_ppm=100.0)]
-    played = [Played(lambda t: t), Played(clocks[1].to_host)]
+    played = [Played(c.to_host) for c in clocks]
     speakers = [
-        Speaker(relay.url, e.token, NullOutput(), clock=c, on_audio=p.add, status_interval_s=0.5)
+        Speaker(
+            relay.url,
+            e.token,
+            NullOutput(),
+            clock=c,
+            on_audio=lambda _pcm, meta, p=p: p.add(meta.captured_at, meta.heard_at),
+            status_interval_s=0.5,
+        )
         for e, c, p in zip(config.endpoints, clocks, played, strict=True)
     ]
     tasks = [asyncio.create_task(s.run()) for s in speakers]
@@ -62,10 +58,19 @@ async def test_two_speakers_one_on_a_wrong_clock_play_each_frame_together_at_cap
         await relay.api("POST", "/broadcasts", tone(1000, ["c0"], "live"), 201)
         await asyncio.sleep(4.0)
         status = relay.node.endpoints[ids[1]].status
+        async with relay.http.get(relay.url + "/metrics", headers=AUTH) as resp:
+            metrics = await resp.text()
     finally:
         for s in speakers:
             s.stop()
         await asyncio.gather(*tasks)
+    for ep_id in ids:  # each pole's playout error from its status, in seconds
+        line = next(
+            x
+            for x in metrics.splitlines()
+            if x.startswith(f'loa_pole_playout_error_seconds{{endpoint="{ep_id}"}}')
+        )
+        assert abs(float(line.split()[-1])) < 0.01
     wall_minus_host = time.time() - loop.time()
     common = sorted(set(played[0].frames) & set(played[1].frames))
     assert len(common) > 100, len(common)

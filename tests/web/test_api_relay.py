@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from loa.web.app import CONFIG, create_app
+from loa.web.keys import NODE
 from tests.conftest import ADMIN, tree_config
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -303,3 +304,17 @@ async def test_a_killed_upload_leaves_no_entry(client: TestClient) -> None:
     listed = await (await client.get("/api/v1/media", headers=AUTH)).json()
     assert listed["media"] == []
     del reader
+
+
+async def test_metrics_export_each_in_step_poles_playout_error_and_skip_bad_ones(
+    client: TestClient,
+) -> None:
+    node = client.app[NODE]
+    first, second, third, fourth = node.poles()[:4]
+    node.report_status(first, {"playout_error_ms": -2.5, "synced": True})
+    node.report_status(second, {"playout_error_ms": None, "synced": False})  # not in step
+    node.report_status(third, {"playout_error_ms": "late", "synced": True})  # nonsense
+    node.report_status(fourth, {"playout_error_ms": True})  # nonsense too
+    text = await (await client.get("/metrics")).text()
+    lines = [x for x in text.splitlines() if x.startswith("loa_pole_playout_error_seconds")]
+    assert lines == [f'loa_pole_playout_error_seconds{{endpoint="{first.id}"}} -0.0025']
