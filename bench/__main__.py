@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import icecast, report, sync
+from bench import icecast, report
 from bench.relay import (
     Layout,
     RelayApi,
@@ -286,6 +286,10 @@ async def run_sync(args: argparse.Namespace) -> dict[str, Any] | None:
     the spread of the instants they play each frame (p50, p95, max in ms)."""
     if args.sync_seconds <= 0:
         return None
+    # Imported here: bench.sync runs the server in-process, and `loa bench --help` must work
+    # on a speaker-only install (tests/test_packaging.py).
+    from bench import sync
+
     options = sync.options(speakers=args.sync_speakers, seconds=args.sync_seconds)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.sync",

@@ -23,7 +23,9 @@ def test_slots_are_classified_and_dropouts_are_runs_of_what_was_not_heard() -> N
 async def test_five_percent_loss_is_heard_whole() -> None:
     (five,) = [s for s in SCENARIOS if s.name == "5 % loss"]
     row = await run_scenario(five, 4.0)
-    assert row["slots"] >= 190
+    # 4 s is 200 slots; a pole in step pops its first frame, then waits to play it at
+    # capture + D (slot times are pop times), so the window holds up to D/20 ms fewer.
+    assert row["slots"] >= 180, row
     assert row["retx"] >= 3  # the seeded link lost packets, and they came back
     assert row["heard_pct"] >= 98.0, row
     assert row["longest_ms"] <= 40
@@ -38,7 +40,7 @@ async def test_a_pole_in_its_own_network_namespace() -> None:
         pytest.skip(why)
     before = ip("netns", "list")
     (row,) = await run(["5 %"], 4.0, ["nack+red"], netns=True)
-    assert row["netns"] and row["slots"] >= 190, row
+    assert row["netns"] and row["slots"] >= 180, row
     assert row["red"] >= 3 and row["heard_pct"] >= 98.0, row
     assert ip("netns", "list") == before  # removed, whatever the run did
     assert "lbr" not in ip("-o", "link", "show", "type", "bridge")
