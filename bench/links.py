@@ -43,7 +43,8 @@ from bench.impair import ImpairingLink, Impairment
 from bench.netns import Bridge, Member, skip_reason
 from bench.pole import TOKEN, LocalPole, NetnsPole, Played
 from loa.config import Config, EndpointSpec, RelayConfig, WebConfig, ZoneSpec
-from loa.web.app import NODE, create_app
+from loa.web.app import create_app
+from loa.web.keys import NODE
 
 ADMIN = "bench-links-admin"
 MONTH_S = 30 * 86400
@@ -143,14 +144,15 @@ def _config(data_dir: Path, host: str, link_port: int, *, redundancy: bool = Fal
     )
 
 
-async def _broadcast(server: TestServer) -> None:
+async def broadcast_tone(server: TestServer, admin: str = ADMIN) -> None:
+    """A live 1 kHz tone, no chime, to zone ``x`` of ``server``; raises if refused."""
     body = {
         "source": {"type": "tone", "freq_hz": 1000},
         "targets": {"zones": ["x"]},
         "class": "live",
         "chime": False,
     }
-    headers = {"Authorization": f"Bearer {ADMIN}"}
+    headers = {"Authorization": f"Bearer {admin}"}
     async with (
         aiohttp.ClientSession() as http,
         http.post(str(server.make_url("/api/v1/broadcasts")), json=body, headers=headers) as resp,
@@ -180,7 +182,7 @@ async def run_scenario(
         try:
             await pole.start(str(server.make_url("")))
             await pole.on_udp(15)
-            await _broadcast(server)
+            await broadcast_tone(server)
             start = await pole.first_heard(10)
             before = sum(c.bytes for c in link.counts.values())
             broke_at = None

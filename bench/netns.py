@@ -126,7 +126,7 @@ def _free_network() -> ipaddress.IPv4Network:
         if "/" in word and word[0].isdigit()
     ]
     for _ in range(100):
-        candidate = ipaddress.ip_network(
+        candidate = ipaddress.IPv4Network(
             f"10.{secrets.randbelow(200) + 50}.{secrets.randbelow(256)}.0/24"
         )
         if not any(candidate.overlaps(u) for u in used):

@@ -30,11 +30,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 from aiohttp.test_utils import TestServer
 
 from bench.impair import ImpairingLink, Impairment
+from bench.links import broadcast_tone
 from bench.report import percentile
 from loa.config import Config, EndpointSpec, RelayConfig, WebConfig, ZoneSpec
 from loa.speaker.client import AudioMeta, Speaker
@@ -133,19 +133,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         tasks = [asyncio.create_task(p.speaker.run()) for p in poles]
         try:
             connected = await _connected(poles)
-            async with aiohttp.ClientSession() as http:
-                body = {
-                    "source": {"type": "tone", "freq_hz": 1000},
-                    "targets": {"zones": ["x"]},
-                    "class": "live",
-                    "chime": False,
-                }
-                headers = {"Authorization": f"Bearer {ADMIN}"}
-                async with http.post(
-                    str(server.make_url("/api/v1/broadcasts")), json=body, headers=headers
-                ) as resp:
-                    if resp.status != 201:
-                        raise RuntimeError(f"broadcast refused: {resp.status} {await resp.text()}")
+            await broadcast_tone(server, ADMIN)
             since = connected + args.converge_s
             await asyncio.sleep(max(0.0, since + args.seconds - loop.time()))
             wall_minus_host = time.time() - loop.time()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from collections.abc import Awaitable
 from typing import Any
 
 from loa.relay.core.session import Transport
@@ -33,3 +35,21 @@ def tone(freq: float, zones: list[str], klass: str, **extra: Any) -> dict[str, A
         "chime": False,
         **extra,
     }
+
+
+async def tone_into(
+    relay: Any, receiver: asyncio.subprocess.Process, ready: Awaitable[Any], timeout: float
+) -> bytes:
+    """Once ``ready`` (the external receiver is listening), a live 1 kHz tone to commune c0;
+    waits for ``receiver`` to finish (killed if it outlives ``timeout`` or the test) and
+    fails with its stderr unless it exited 0; its stderr."""
+    try:
+        await ready
+        await relay.api("POST", "/broadcasts", tone(1000, ["c0"], "live"), 201)
+        _, err = await asyncio.wait_for(receiver.communicate(), timeout)
+    finally:
+        if receiver.returncode is None:
+            receiver.kill()
+            await receiver.wait()
+    assert receiver.returncode == 0, err.decode()
+    return err

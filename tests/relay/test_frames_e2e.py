@@ -20,7 +20,7 @@ from loa.config import with_changes as replace
 from loa.relay.core.variants import Variant
 from tests.conftest import need_binary, tree_config
 from tests.relay.fleet import wait_for
-from tests.relay.relayfix import AUTH, free_port, on_transport, tone
+from tests.relay.relayfix import AUTH, free_port, on_transport, tone, tone_into
 from tests.web.test_clients import loa_speaker, stop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(90)]
@@ -114,15 +114,8 @@ async def test_ffmpeg_plays_a_40_ms_zones_static_endpoint(
         "-i", str(tmp_path / "rtp0.sdp"), "-t", "1.5", "-f", "s16le", "-ac", "1", "-ar", "48000",
         "-y", str(out), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    try:
-        await asyncio.sleep(0.5)  # let ffmpeg bind its port before the first packet
-        await relay.api("POST", "/broadcasts", tone(1000, ["c0"], "live"), 201)
-        _, err = await asyncio.wait_for(proc.communicate(), 20)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, err.decode()
+    # ffmpeg binds its port before the first packet
+    await tone_into(relay, proc, asyncio.sleep(0.5), 20)
     pcm = np.frombuffer(out.read_bytes(), dtype=np.int16)
     assert pcm.size == 72000  # the 1.5 s asked for, decoded from 40 ms packets
     played = [n for n in notes(pcm[4800:]) if n is not None]

@@ -22,7 +22,7 @@ from loa.codecs.rtp import RtpPacket
 from loa.config import with_changes as replace
 from tests.conftest import AUTH, tree_config
 from tests.relay.fleet import Fleet, wait_for
-from tests.relay.relayfix import free_port, on_transport, tone
+from tests.relay.relayfix import free_port, on_transport, tone, tone_into
 from tests.support.gstreamer import SYSTEM_PYTHON, need_gstreamer
 
 pytestmark = pytest.mark.e2e
@@ -32,6 +32,11 @@ def red_zone(tmp_path: Path, **kwargs: Any) -> Any:
     config = tree_config(tmp_path, communes=1, **kwargs)
     zones = tuple(replace(z, redundancy=True) if z.id == "c0" else z for z in config.zones)
     return replace(config, zones=zones)
+
+
+async def ready(stdout: asyncio.StreamReader) -> None:
+    """The GStreamer receiver says ``ready`` once its pipeline listens."""
+    assert await asyncio.wait_for(stdout.readline(), 30) == b"ready\n"
 
 
 def receive(sock: socket.socket, count: int) -> list[RtpPacket]:
@@ -105,16 +110,8 @@ async def test_gstreamer_rtpreddec_plays_a_red_zone(relay_factory: Any, tmp_path
         SYSTEM_PYTHON, "-c", GST_RED, str(port), str(out), "3",
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"ready\n"
-        await relay.api("POST", "/broadcasts", tone(1000, ["c0"], "live"), 201)
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, err.decode()
+    assert proc.stdout is not None
+    err = await tone_into(relay, proc, ready(proc.stdout), 30)
     pcm = np.frombuffer(out.read_bytes(), dtype=np.int16)
     assert pcm.size >= 48000, err.decode()  # over a second of audio decoded from RED
     assert dominant_frequency(pcm[-24000:]) == pytest.approx(1000, rel=0.01)

@@ -22,7 +22,7 @@ from loa.relay.core.session import Transport
 from loa.relay.core.wire import ControlDatagram, DatagramType
 from tests.conftest import ADMIN, need_binary, tree_config
 from tests.relay.fleet import Fleet, wait_for
-from tests.relay.relayfix import AUTH, free_port, on_transport, tone
+from tests.relay.relayfix import AUTH, free_port, on_transport, tone, tone_into
 
 pytestmark = [pytest.mark.e2e]
 
@@ -255,15 +255,8 @@ async def test_ffmpeg_plays_a_static_rtp_endpoint_from_its_sdp(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        await asyncio.sleep(0.5)  # let ffmpeg bind its port before the first packet
-        await relay.api("POST", "/broadcasts", tone(1000, ["c0"], "live"), 201)
-        _, err = await asyncio.wait_for(proc.communicate(), 20)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, err.decode()
+    # ffmpeg binds its port before the first packet
+    await tone_into(relay, proc, asyncio.sleep(0.5), 20)
     pcm = np.frombuffer(out.read_bytes(), dtype=np.int16)
     assert pcm.size >= 48000  # at least a second of audio
     assert dominant_frequency(pcm[-24000:]) == pytest.approx(1000, rel=0.01)

@@ -3,14 +3,9 @@ the pages' own dictionaries: what a speaker's status says, in words, in both lan
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-from pathlib import Path
+from tests.support.node import run_script
 
-STATIC = Path(__file__).resolve().parents[2] / "loa" / "web" / "static"
 # scripts/test installs Debian's nodejs: a missing node is a set-up error, not a skip.
-NODE = shutil.which("node") or "node"
 
 SCRIPT = """
 import { readFileSync } from "node:fs";
@@ -38,16 +33,7 @@ STATUS = {
 
 
 def run_node(cases: list[tuple[object, str]]) -> list[str | None]:
-    proc = subprocess.run(
-        [NODE, "--input-type=module", "-e", SCRIPT, str(STATIC)],
-        input=json.dumps(cases),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result: list[str | None] = json.loads(proc.stdout)
+    result: list[str | None] = run_script(SCRIPT, cases)
     return result
 
 

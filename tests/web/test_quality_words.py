@@ -4,12 +4,9 @@ the report's round trip, and a pole out of step (beyond ±10 ms) flagged."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from typing import Any
 
-from loa.web.pages import STATIC
-from tests.web.test_rrule_words import NODE
+from tests.support.node import run_script
 
 SCRIPT = """
 import { readFileSync } from "node:fs";
@@ -32,16 +29,7 @@ IN_STEP = {"received": 990, "lost": 10, "jitter_ms": 4.4, "synced": True,
 
 
 def words(*cases: tuple[dict[str, Any], str]) -> list[list[tuple[str, bool]]]:
-    proc = subprocess.run(
-        [NODE, "--input-type=module", "-e", SCRIPT, str(STATIC)],
-        input=json.dumps(cases),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return [[(p["text"], p["bad"]) for p in parts] for parts in json.loads(proc.stdout)]
+    return [[(p["text"], p["bad"]) for p in parts] for parts in run_script(SCRIPT, cases)]
 
 
 def test_a_pole_in_step_and_one_out_of_step() -> None:

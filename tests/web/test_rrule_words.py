@@ -4,17 +4,11 @@ schedule's time zone whatever the machine's, and a rule the words cannot say lef
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-
 import pytest
 
-from loa.web.pages import STATIC
+from tests.support.node import run_script
 
 # scripts/test installs Debian's nodejs: a missing node is a set-up error, not a skip.
-NODE = shutil.which("node") or "node"
 
 MONDAY_5AM = 1_740_952_800  # 2025-03-03 05:00 in Hà Nội (UTC+7), a Monday
 HCM = "Asia/Ho_Chi_Minh"
@@ -73,17 +67,7 @@ process.stdout.write(JSON.stringify(out));
 
 
 def run_node(cases: list[tuple[object, ...]], tz: str) -> list[object]:
-    proc = subprocess.run(
-        [NODE, "--input-type=module", "-e", SCRIPT, str(STATIC)],
-        input=json.dumps([c[:4] for c in cases]),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "TZ": tz},
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result: list[object] = json.loads(proc.stdout)
+    result: list[object] = run_script(SCRIPT, [c[:4] for c in cases], tz=tz)
     return result
 
 
