@@ -53,7 +53,10 @@ async def test_red_on_against_off_at_ten_percent_loss() -> None:
     (ten,) = [s for s in SCENARIOS if s.name == "10 % loss"]
     off = await run_scenario(ten, 4.0, mode="none")
     on = await run_scenario(ten, 4.0, mode="red")
-    assert off["red"] == 0 and off["concealed"] >= 10, off  # the link lost ~20 packets
+    # The seeded link loses ~14 of the ~188 frames in the window: without RED, Opus in-band
+    # FEC (in the next packet, at a lower rate) covers some and the rest is concealed.
+    assert off["red"] == 0 and off["fec"] + off["concealed"] >= 10, off
+    assert off["concealed"] >= 5, off
     assert on["red"] >= 10 and on["concealed"] <= 4, on  # two in a row (1 %) left to PLC
     assert on["heard_pct"] >= 98.0 > off["heard_pct"], (off, on)
     assert on["mb_month"] > 1.5 * off["mb_month"]  # what it costs: the audio twice
