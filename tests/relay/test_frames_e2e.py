@@ -88,7 +88,10 @@ async def test_speakers_at_20_40_and_60_ms_play_continuously_and_switch_at_once(
             lengths = [(n, len(list(g))) for n, g in itertools.groupby(heard)]
             assert runs == [500, 1500, 500], (pole, lengths)
             assert len(heard) - len(clean) <= 4, (pole, heard)
-            assert clean.count(500) == pytest.approx(300, abs=8), pole  # all 3 s of it
+            # all 3 s of it, but for what the pole's packer held at the preemption: up to
+            # frames - 1 frames of the tone, dropped by design (2 windows of 10 ms each)
+            held = 2 * (variants[pole].frames - 1)
+            assert 300 - 8 - held <= clean.count(500) <= 300 + 8, (pole, lengths)
             assert clean.count(1500) == pytest.approx(100, abs=6), pole  # all 1 s of it
             assert (status["lost"], status["concealed"]) == (0, 0), (pole, status)
     finally:
