@@ -4,7 +4,20 @@ of the endpoint's variant (``loa.relay.core.variants``), over one ``sendmmsg`` a
 Driven by the node: ``frame`` for every frame a broadcast encodes, ``flush`` when one ends
 (the frames its packers still hold go out as shorter packets), ``forget`` after. It keeps
 what retransmissions and sender reports need: each stream's recent packets (``history``, by
-stream key) and when each broadcast's last frame went out (``frame_at``).
+stream key) and each broadcast's capture timeline (``frame_at``).
+
+**Capture times.** The sender reports map RTP time to the server's clock, and synchronised
+speakers play each frame at that capture time + D. A broadcast's frames should go out one
+per frame time, but they do not always: a live source may hand over a backlog at once (a WHIP
+publisher's audio queued while the relay was busy), a stalled loop sends late. So the
+timeline is not the last frame's send time but an anchor: frame ``i`` is captured at
+``anchor + i × 20 ms``, the anchor being the earliest any frame went out (a frame that
+leaves earlier than the timeline says moves it back), except that a frame more than
+``LATE_S`` late (a stall the pacer gave up on, a broadcast resumed after a pause) restarts it
+there. A move of a frame or more is announced: ``frame`` returns True once the timeline is
+steady again, and the node sends an SR to every listener of the broadcast
+(``Node.deliver``). Without it, a speaker mapped the frames after a 280 ms backlog 280 ms
+early and its buffer, bounded at D, dropped most of them.
 
 A variant's packets are shared by all its endpoints: one payload per variant per packet in
 the batch, one header per endpoint. A preempted endpoint switches at the next packet of its
@@ -23,7 +36,9 @@ reads: a located packet's type says which)."""
 from __future__ import annotations
 
 import time
+from typing import Final
 
+from loa.codecs import FRAME_S
 from loa.relay.broadcast import Broadcast
 from loa.relay.core.repair import PacketHistory
 from loa.relay.core.rewriter import HEADER_SIZE
@@ -35,6 +50,9 @@ from loa.relay.metrics import Metrics
 from loa.relay.sendmmsg import Batch
 
 _NOT_MADE: Ready = Ready(b"", 0, 0, -1)  # a variant none of the broadcast's packers makes
+# A frame this late against its broadcast's capture timeline restarts the timeline there:
+# more than the pacer's catch-up window (``Pacer.max_behind_s``, 0.2 s), less than D.
+LATE_S: Final = 0.25
 
 
 class FanOut:
@@ -48,18 +66,21 @@ class FanOut:
         # each stream's recent packets, by payload type then stream key (broadcast and
         # variant): NACKs are served from them
         self.history: dict[int, dict[int, PacketHistory]] = {}
-        # when each broadcast's last frame went out (perf_counter) and its index: RTCP SRs
+        # each broadcast's capture timeline: a frame index and its capture time (perf_counter);
+        # the others follow at 20 ms a frame (RTCP SRs)
         self.frame_at: dict[int, tuple[float, int]] = {}
+        self._announced: dict[int, float] = {}  # the timeline's origin the SRs last said
         self._packers: dict[int, dict[Variant, Packer]] = {}  # by broadcast key
 
     def forget(self, bc: Broadcast) -> None:
         """A broadcast has ended: drop its packers and histories."""
         self.frame_at.pop(bc.key, None)
+        self._announced.pop(bc.key, None)
         for packer in self._packers.pop(bc.key, {}).values():
             for by_key in self.history.values():
                 by_key.pop(packer.key, None)
 
-    def frame(self, bc: Broadcast, packet: bytes, frame_index: int) -> None:
+    def frame(self, bc: Broadcast, packet: bytes, frame_index: int) -> bool:
         """Fan one encoded frame out to every endpoint that hears ``bc``. Never awaits.
 
         Each packet variant its listeners need (``Endpoint.variant``: frames a packet, RFC
@@ -67,7 +88,10 @@ class FanOut:
         by all of that variant's endpoints; one still gathering frames sends nothing yet.
         UDP destinations go out in one ``sendmmsg`` (``loa.relay.sendmmsg``): each message is
         the endpoint's header, packed in place, and its variant's shared payload. A full
-        send buffer drops the rest of the frame: it would be stale anyway."""
+        send buffer drops the rest of the frame: it would be stale anyway.
+
+        True when the broadcast's capture timeline moved by a frame or more since the SRs
+        last said it and is steady again: its listeners need a sender report now."""
         started = time.perf_counter()
         key = bc.key
         packers = self._packers.get(key)
@@ -75,9 +99,32 @@ class FanOut:
             packers = self._packers[key] = {PLAIN: Packer(PLAIN, key)}
         ready = {v: self._filed(p.add(packet, frame_index)) for v, p in packers.items()}
         self._fan_out(bc, ready, (packet, frame_index))
-        self.frame_at[key] = (started, frame_index)
+        announce = self._capture(key, started, frame_index)
         self._metrics.observe_fanout(time.perf_counter() - started)
         self._metrics.frames_encoded += 1
+        return announce
+
+    def _capture(self, key: int, sent: float, frame_index: int) -> bool:
+        """Place frame ``frame_index`` of broadcast ``key``, which went out at ``sent``, on
+        its capture timeline (the module's docstring); whether to announce the timeline."""
+        last = self.frame_at.get(key)
+        steady = False
+        if last is None:
+            captured = sent
+            self._announced[key] = sent - frame_index * FRAME_S
+        else:
+            captured = last[0] + (frame_index - last[1]) * FRAME_S
+            lag = sent - captured
+            if lag < 0 or lag > LATE_S:
+                captured = sent
+            else:
+                steady = True
+        self.frame_at[key] = (captured, frame_index)
+        origin = captured - frame_index * FRAME_S
+        if steady and abs(origin - self._announced.get(key, origin)) >= FRAME_S:
+            self._announced[key] = origin
+            return True
+        return False
 
     def _filed(self, ready: Ready | None) -> Ready | None:
         """``ready`` kept in its stream's history, for retransmissions."""

@@ -731,9 +731,11 @@ class Node:
     # -- the hot path ---------------------------------------------------------------------
     def deliver(self, bc: Broadcast, packet: bytes, frame_index: int, item_end: bool) -> None:
         """One encoded frame of ``bc``: to its listeners (``FanOut.frame``), then the SRs
-        owed to endpoints whose stream just started on it, then the item boundary it may
-        end, for the router. Never awaits."""
-        self.fanout.frame(bc, packet, frame_index)
+        owed to endpoints whose stream just started on it or whose capture timeline moved,
+        then the item boundary it may end, for the router. Never awaits."""
+        if self.fanout.frame(bc, packet, frame_index):  # its capture timeline moved
+            for ep_id in self.router.listeners(bc.id):
+                self._report_start(self.endpoints[ep_id], bc.id)
         due = self._sr_due.get(bc.key)
         if due:
             self._send_due_reports(bc.key, due)

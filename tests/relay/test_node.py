@@ -333,3 +333,24 @@ async def test_a_listener_hears_what_its_zone_hears(node: Node) -> None:
         node.endpoint(listener.id)
     with pytest.raises(NotFound, match="zone nowhere not found"):
         node.attach_listener("nowhere", got.append)
+
+
+def test_the_capture_timeline_follows_the_earliest_frame_and_restarts_after_a_stall(
+    node: Node,
+) -> None:
+    """Frame i is captured at origin + 20 ms × i (what the SRs say). A frame that leaves
+    early moves the origin back; one more than LATE_S late restarts it there; a move of a
+    frame or more is announced once the timeline is steady again, and jitter is not."""
+    capture = node.fanout._capture  # sans-IO: (broadcast key, send time, frame index)
+    assert capture(7, 100.0, 0) is False  # the first frame: the SR at the start says it
+    assert capture(7, 100.021, 1) is False  # late within LATE_S: on the timeline
+    assert node.fanout.frame_at[7] == (pytest.approx(100.02), 1)
+    for i in range(2, 16):  # a backlog: 14 frames at once, each earlier than its place
+        assert capture(7, 100.022, i) is False
+    assert node.fanout.frame_at[7] == (100.022, 15)
+    assert capture(7, 100.043, 16) is True  # steady again: origin moved 278 ms, say so
+    assert capture(7, 100.064, 17) is False  # said once
+    assert capture(7, 100.063 + 0.02 + 0.3, 18) is False  # a 300 ms stall: restarted
+    assert node.fanout.frame_at[7] == (pytest.approx(100.383), 18)
+    assert capture(7, 100.404, 19) is True
+    assert capture(7, 100.424 + 0.015, 20) is False  # jitter within a frame: not said

@@ -9,6 +9,7 @@ received, and strace showed none in 14 s of 510 kbit/s audio (700 packets) with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from pathlib import Path
@@ -19,8 +20,12 @@ import pytest
 
 from loa.codecs.pcm import dominant_frequency
 from loa.codecs.rtcp import ReceiverReport, ReportBlock, SenderReport, parse_rtcp
+from loa.codecs.rtp import ts_diff
 from loa.config import with_changes as replace
+from loa.relay.core.priority import BroadcastSpec, Priority
 from loa.relay.core.reception import NTP_EPOCH_OFFSET, ntp_middle
+from loa.streamer.base import Frame
+from loa.streamer.tone import ToneSource
 from tests.conftest import need_binary, tree_config
 from tests.relay.fleet import Fleet, wait_for
 from tests.relay.relayfix import AUTH, free_port, on_transport, tone
@@ -180,6 +185,81 @@ async def test_a_stream_that_starts_or_switches_gets_a_sender_report_at_once(
     finally:
         rtp.close()
         rtcp.close()
+
+
+class BacklogTone(ToneSource):
+    """A live source that hands over a backlog at once (a WHIP publisher's audio queued in
+    aiortc while the relay was busy), then a frame every 20 ms of real time."""
+
+    live = True
+
+    def __init__(self, backlog: int) -> None:
+        super().__init__(700)
+        self.backlog = backlog
+        self.due: float | None = None
+
+    async def read(self) -> Frame | None:
+        loop = asyncio.get_running_loop()
+        if self.backlog:
+            self.backlog -= 1
+        else:
+            self.due = (loop.time() if self.due is None else self.due) + 0.02
+            await asyncio.sleep(max(0.0, self.due - loop.time()))
+        return await super().read()
+
+
+async def test_a_live_sources_backlog_moves_its_capture_timeline_and_a_report_says_so(
+    relay_factory: Any, tmp_path: Path
+) -> None:
+    """15 frames at once, then one every 20 ms: the first SR puts the backlog's first frame
+    at its send time; once the stream is steady another SR comes, and it puts the steady
+    frames at their send time, ~280 ms earlier than the first report would (a speaker in
+    step would otherwise hold them 280 ms beyond D, and its buffer is bounded at D)."""
+    port = even_port()
+    rtp, rtcp = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+    for sock, p in ((rtp, port), (rtcp, port + 1)):
+        sock.bind(("127.0.0.1", p))
+        sock.setblocking(False)
+    config = tree_config(tmp_path, communes=1, per_commune=0, rtp=(f"127.0.0.1:{port}",))
+    relay = await relay_factory(config)
+    loop = asyncio.get_running_loop()
+    arrivals: list[tuple[float, int]] = []  # (arrival, RTP timestamp)
+    reports: list[SenderReport] = []
+
+    async def receive(seconds: float) -> None:
+        end = loop.time() + seconds
+        while loop.time() < end:
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    data = rtp.recv(2048)
+                    arrivals.append((time.time(), int.from_bytes(data[4:8], "big")))
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    sr = parse_rtcp(rtcp.recv(2048))[0]
+                    assert isinstance(sr, SenderReport)
+                    reports.append(sr)
+            await asyncio.sleep(0.002)
+
+    def captured(sr: SenderReport, timestamp: int) -> float:
+        sent = sr.ntp_timestamp / 2**32 - NTP_EPOCH_OFFSET
+        return sent + ts_diff(timestamp, sr.rtp_timestamp) / 48000
+
+    try:
+        spec = BroadcastSpec(id="bl", priority=Priority.LIVE, target_zones=frozenset({"c0"}))
+        await relay.node.start_broadcast(
+            spec, BacklogTone(15), what="bl", source_kind="whip", created_by="t"
+        )
+        await receive(1.5)
+    finally:
+        rtp.close()
+        rtcp.close()
+    assert len(arrivals) >= 60 and len(reports) == 2, (len(arrivals), reports)
+    first, second = reports
+    steady_at, steady_ts = arrivals[-1]
+    # the first report's timeline (the backlog's first frame as sent) puts the steady
+    # frames 14 frames (280 ms) after they were sent
+    assert 0.2 < captured(first, steady_ts) - steady_at < 0.36
+    assert abs(captured(second, steady_ts) - steady_at) < 0.05  # the second: as sent
 
 
 async def test_speakers_get_sender_reports_and_send_receiver_reports(
