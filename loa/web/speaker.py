@@ -81,19 +81,25 @@ class SpeakerPeer:
         self._wake.set()
 
     async def writer(self) -> None:
+        """Send what was queued, in order, until closed. A speaker whose connection died
+        under us (aiohttp raises ConnectionResetError on a closing transport: a pole that
+        gave this node up, a partition) ends it quietly: the control loop sees the close."""
         ws = self.ws
-        while not ws.closed:
-            await self._wake.wait()
-            self._wake.clear()
-            while self.control:
-                await ws.send_str(self.control.popleft())
-            for packet in self.audio.drain():
-                await ws.send_bytes(packet)
-            self._count_drops()
-            if self._close is not None:
-                code, reason = self._close
-                await ws.close(code=code, message=reason.encode()[:120])
-                return
+        try:
+            while not ws.closed:
+                await self._wake.wait()
+                self._wake.clear()
+                while self.control:
+                    await ws.send_str(self.control.popleft())
+                for packet in self.audio.drain():
+                    await ws.send_bytes(packet)
+                self._count_drops()
+                if self._close is not None:
+                    code, reason = self._close
+                    await ws.close(code=code, message=reason.encode()[:120])
+                    return
+        except ConnectionResetError as exc:
+            log.info("[ep=%s] the speaker's connection is gone: %s", self.endpoint, exc)
 
     def _count_drops(self) -> None:
         self.metrics.ws_audio_dropped += self.audio.dropped - self._dropped_counted
@@ -125,13 +131,17 @@ def welcome(request: web.Request, node: Node, ep: Endpoint, session: Session) ->
 
 
 async def _perform(ws: web.WebSocketResponse, actions: list[ServerAction]) -> None:
-    """Before the writer runs (the handshake): send and close in order, directly."""
-    for action in actions:
-        match action:
-            case Send(text=text):
-                await ws.send_str(text)
-            case Close(code=code, reason=reason):
-                await ws.close(code=code, message=reason.encode()[:120])
+    """Before the writer runs (the handshake): send and close in order, directly. A
+    connection already gone (the speaker gave up) ends it: the next receive says closed."""
+    try:
+        for action in actions:
+            match action:
+                case Send(text=text):
+                    await ws.send_str(text)
+                case Close(code=code, reason=reason):
+                    await ws.close(code=code, message=reason.encode()[:120])
+    except ConnectionResetError as exc:
+        log.info("a speaker's connection is gone during its handshake: %s", exc)
 
 
 async def _authenticate(
