@@ -22,13 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from bench import icecast, report
 from bench.relay import (
     Layout,
     RelayApi,
     RelayProcess,
+    client_session,
     free_port,
     generate_config,
     layout_from_config,
@@ -269,7 +268,7 @@ async def run_once(n: int, args: argparse.Namespace) -> dict[str, Any]:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             relay = stack.enter_context(RelayProcess(tmp / "loa.toml", log_path))
             url, relay_pid = f"http://127.0.0.1:{port}", relay.pid
-        async with aiohttp.ClientSession() as http:
+        async with client_session() as http:
             api = RelayApi(http, url, layout.admin_token)
             await api.wait_healthy(30, relay)
             workers = stack.enter_context(speaker_processes(layout, url, args))

@@ -14,15 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
-
-from bench.relay import RelayApi, RelayProcess, free_port, generate_config
+from bench.relay import RelayApi, RelayProcess, client_session, free_port, generate_config
 
 TEXT = "Bão số 3 sắp đổ bộ. Bà con di chuyển đến nhà văn hóa thôn ngay."
 
 
 async def measure(url: str, token: str, zone: str, runs: int) -> list[float]:
-    async with aiohttp.ClientSession() as http:
+    async with client_session() as http:
         api = RelayApi(http, url, token)
         await api.wait_healthy(30)
         body = {

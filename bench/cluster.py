@@ -42,7 +42,15 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from bench import report
-from bench.relay import Layout, RelayApi, RelayProcess, free_port, generate_config, sample
+from bench.relay import (
+    Layout,
+    RelayApi,
+    RelayProcess,
+    client_session,
+    free_port,
+    generate_config,
+    sample,
+)
 from bench.speakers import SpeakerProcesses, WorkerConfig
 from loa.localservers import PostgresServer, RedisServer
 
@@ -172,7 +180,7 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             # all at once, so the leader's first assignment places communes on every node
             for node in nodes:
                 stack.enter_context(node)
-            async with aiohttp.ClientSession() as http:
+            async with client_session() as http:
                 views = await converge(http, urls, nodes, names)
                 client = aioredis.Redis.from_url(redis_srv.url)
                 try:

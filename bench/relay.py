@@ -213,6 +213,22 @@ class RelayProcess:
             raise RuntimeError(f"relay exited with {self.proc.returncode}:\n{tail}")
 
 
+# The relay closes a keep-alive connection idle for ``web.header_timeout_s`` (10 s by default;
+# loa/web/server.py), aiohttp's client keeps one for 15 s: a request sent on a connection
+# the server is closing that instant fails with ServerDisconnectedError (the bench's
+# emergency, 10 s after its previous call, did so in 1 run of 4). Idle connections are let
+# go well before the server would.
+CLIENT_KEEPALIVE_S = 2.0
+
+
+def client_session() -> aiohttp.ClientSession:
+    """An HTTP client for the relay's API that never reuses a connection the relay may be
+    closing (see ``CLIENT_KEEPALIVE_S``)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(keepalive_timeout=CLIENT_KEEPALIVE_S)
+    )
+
+
 class RelayApi:
     """The few API calls the bench makes, with the admin token."""
 

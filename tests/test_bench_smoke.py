@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import subprocess
 import sys
@@ -129,3 +130,36 @@ def test_short_run_against_a_real_relay(tmp_path: Path) -> None:
     decode = last["decode_check"]
     assert decode["windows"] > 0
     assert decode["ok"] == decode["windows"], decode["bad_examples"]
+
+
+async def test_the_api_client_lets_idle_connections_go_before_the_relay_closes_them() -> None:
+    """The relay closes a keep-alive connection idle for ``web.header_timeout_s``; aiohttp's
+    client keeps one 15 s. A request sent on a connection the server is closing that instant
+    fails (ServerDisconnectedError, the bench's emergency once in 4 runs). The bench's client
+    lets go after ``CLIENT_KEEPALIVE_S``: past it a request opens a new connection."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from bench.relay import CLIENT_KEEPALIVE_S, client_session
+
+    peers: list[object] = []
+
+    async def hello(request: web.Request) -> web.Response:
+        peers.append(request.transport)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        async with client_session() as http:
+            for pause in (0.0, 0.1, CLIENT_KEEPALIVE_S + 0.5):
+                await asyncio.sleep(pause)
+                async with http.get(str(server.make_url("/"))) as resp:
+                    assert resp.status == 200
+    finally:
+        await server.close()
+    first, reused, after_idle = peers
+    assert reused is first  # a connection in use is kept
+    assert after_idle is not first  # an idle one was let go
