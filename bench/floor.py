@@ -94,8 +94,11 @@ def measure(
     frame_ms: int = 20,
     duration_s: float = 5.0,
     mode: str = "sendto",
+    no_send: bool = False,
 ) -> dict[str, Any]:
     """Paced fan-out for ``duration_s``; CPU (user, system) per packet in µs."""
+    if no_send and mode not in ("group", "loop"):
+        raise ValueError("--no-send is for --mode group or loop")
     rx = _receivers(speakers)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
@@ -108,6 +111,9 @@ def measure(
     fanout, metrics = (
         _fanout(tx, addresses, mode == "group") if mode in ("group", "loop") else (None, None)
     )
+    if no_send and fanout is not None and fanout.batch is not None:
+        # the Python side alone: sendmmsg "sends" every message, nothing leaves
+        fanout.batch._sendmmsg = lambda fd, msgs, count, flags: count
     bc = cast(Broadcast, _Broadcast())
     frame_s = frame_ms / 1000
     frames = max(1, round(duration_s / frame_s))
@@ -152,6 +158,7 @@ def measure(
     packets = max(1, sent + dropped)
     return {
         "mode": mode,
+        "no_send": no_send,
         "speakers": speakers,
         "frame_ms": frame_ms,
         "packet_bytes": packet_bytes,
@@ -173,6 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--frame-ms", type=int, default=20, choices=(20, 40, 60))
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--mode", choices=MODES, default="sendto")
+    p.add_argument(
+        "--no-send",
+        action="store_true",
+        help="group and loop: no system call, every message counted sent (the Python side alone)",
+    )
     args = p.parse_args(argv)
     if args.speakers < 1 or args.duration <= 0 or not 12 < args.packet_bytes <= 1500:
         p.error("--speakers ≥ 1, --duration > 0 and 12 < --packet-bytes ≤ 1500")
@@ -182,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         frame_ms=args.frame_ms,
         duration_s=args.duration,
         mode=args.mode,
+        no_send=args.no_send,
     )
     print(json.dumps(result), flush=True)
     return 0

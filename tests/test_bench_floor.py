@@ -18,3 +18,14 @@ def test_each_mode_sends_every_frame_to_every_receiver(mode: str) -> None:
     assert (result["packets"], result["dropped"]) == (200, 0)
     batched = mode in ("sendmmsg", "group", "loop")
     assert result["syscalls"] == (10 if batched else 200)
+
+
+@pytest.mark.parametrize("mode", ["group", "loop"])
+def test_no_send_counts_every_message_and_sends_none(mode: str) -> None:
+    result = measure(20, duration_s=0.2, mode=mode, no_send=True)
+    assert (result["packets"], result["dropped"], result["syscalls"]) == (200, 0, 10)
+
+
+def test_no_send_is_only_for_the_fan_out() -> None:
+    with pytest.raises(ValueError, match="--no-send is for --mode group or loop"):
+        measure(2, duration_s=0.02, mode="sendto", no_send=True)

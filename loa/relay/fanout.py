@@ -66,6 +66,7 @@ _session = attrgetter("session")
 _destination = attrgetter("destination")
 _variant = attrgetter("variant")
 _rejoining = attrgetter("rejoining")
+Addr = tuple[str, int]
 
 
 class _Member:
@@ -81,7 +82,7 @@ class _Member:
         variant: Variant,
         endpoints: list[Endpoint],
         sessions: list[Session],
-        addrs: list[tuple[str, int]],
+        addrs: list[Addr],
         names: np.ndarray,
     ) -> None:
         self.group, self.variant = group, variant
@@ -334,41 +335,47 @@ class FanOut:
     def _form(self, bc: Broadcast, ready: dict[Variant, Ready | None]) -> None:
         """After a frame went through the loop: the listeners of ``bc`` whose rewriters are
         now steady on their variant's stream, in groups (at least ``MIN_GROUP`` a group);
-        UDP by ``sendmmsg`` to numeric addresses only."""
+        UDP by ``sendmmsg`` to numeric addresses only. The rest stay on the loop."""
         batch = self.batch
         if batch is None or not batch.batched:
             return
         listeners = self._router.listeners(bc.id)
-        found: dict[Variant, list[tuple[str, Endpoint, Session, tuple[str, int], bytes]]] = {}
+        endpoints = self._endpoints
+        name = batch.name
+        # by variant: its packet and the endpoints, sessions, addresses and names found
+        found: dict[Variant, tuple[Ready, list[tuple[str, Endpoint, Session, Addr, bytes]]]] = {}
+        last: Variant | None = None
+        out: Ready | None = None
+        members: list[tuple[str, Endpoint, Session, Addr, bytes]] = []
         for ep_id in listeners:
-            ep = self._endpoints[ep_id]
+            ep = endpoints[ep_id]
             session = ep.session
-            if session is None or ep.rejoining or session.destination is None:
+            if session is None or ep.rejoining:
                 continue
-            out = ready.get(ep.variant)
-            if out is None or out is _NOT_MADE or not session.rewriter.steady:
+            destination = session.destination
+            if destination is None:
                 continue
-            rw = session.rewriter
-            if (rw.broadcast_key, rw.frame_index, rw.next_frame) != (
-                out.key,
-                out.frame_index,
-                out.frame_index + out.frames,
+            variant = ep.variant
+            if variant is not last:  # (most listeners share one variant object)
+                last = variant
+                out = ready.get(variant)
+                if out is not None and out is not _NOT_MADE:
+                    members = found.setdefault(variant, (out, []))[1]
+                else:
+                    out = None
+            if out is None or not session.rewriter.steady_on(
+                out.key, out.frame_index, out.frames, out.packet[1]
             ):
                 continue
-            name = batch.name(session.destination)
-            if name is not None:
-                found.setdefault(ep.variant, []).append(
-                    (ep_id, ep, session, session.destination, name)
-                )
+            sockaddr = name(destination)
+            if sockaddr is not None:
+                members.append((ep_id, ep, session, destination, sockaddr))
         groups = []
         grouped: set[str] = set()
-        for variant, members in found.items():
-            out = ready[variant]
-            if len(members) < MIN_GROUP or out is None:
+        for variant, (out, members) in found.items():
+            if len(members) < MIN_GROUP:
                 continue
-            names = np.zeros((len(members), NAME_SIZE), dtype=np.uint8)
-            for i, m in enumerate(members):
-                names[i, : len(m[4])] = np.frombuffer(m[4], dtype=np.uint8)
+            names = b"".join(m[4].ljust(NAME_SIZE, b"\0") for m in members)
             group = SteadyGroup(
                 [m[2].rewriter for m in members],
                 out.key,
@@ -384,7 +391,7 @@ class FanOut:
                     [m[1] for m in members],
                     [m[2] for m in members],
                     [m[3] for m in members],
-                    names.reshape(-1),
+                    np.frombuffer(names, dtype=np.uint8),
                 )
             )
             grouped.update(m[0] for m in members)

@@ -249,6 +249,19 @@ class Rewriter:
         marker, no new run (what a steady group does for many rewriters at once)."""
         return self._key is not None and not self._gap and self._lease is None
 
+    def steady_on(self, broadcast_key: int, frame_index: int, frames: int, m_pt: int) -> bool:
+        """Whether the last packet was ``frames`` frames of stream ``broadcast_key`` from
+        ``frame_index`` with payload type byte ``m_pt`` and the next is on the steady path
+        (no gap since; not leased)."""
+        return (
+            self._lease is None
+            and not self._gap
+            and self._key == broadcast_key
+            and self._frame == frame_index
+            and self._step == frames
+            and self._pt == m_pt
+        )
+
     @property
     def last_sequence(self) -> int | None:
         """Sequence of the last packet rewritten, None before the first."""

@@ -55,7 +55,7 @@ class SteadyGroup:
         """Leases ``rewriters``: each must be ``steady`` and its last packet ``frame`` of
         stream ``key`` with ``step`` frames and payload type byte ``pt``."""
         for rw in rewriters:
-            if not rw.steady or (rw._key, rw._frame, rw._step, rw._pt) != (key, frame, step, pt):
+            if not rw.steady_on(key, frame, step, pt):
                 raise ValueError(f"rewriter {rw.ssrc:#x} is not steady on stream {key}")
         self.rewriters: Final = tuple(rewriters)
         self.key, self.frame, self.step, self.b0, self.pt = key, frame, step, b0, pt
@@ -116,9 +116,15 @@ class SteadyGroup:
         self.broken = True
 
     def dissolve(self) -> None:
-        """Release every member still leased."""
-        for rw in self.rewriters:
+        """Release every member still leased (``settle`` for all, its rows read at once)."""
+        seqs = self.headers["seq"].tolist()
+        stamps = self.headers["ts"].tolist()
+        frame, packets, octets = self.frame, self.packets, self.octets
+        for rw, seq, ts, sent0, octets0 in zip(
+            self.rewriters, seqs, stamps, self._sent0, self._octets0, strict=True
+        ):
             if rw._lease is self:
-                self.settle(rw)
+                rw._seq, rw._ts, rw._frame = (seq + 1) & 0xFFFF, ts, frame
+                rw._sent, rw._octets = sent0 + packets, octets0 + octets
                 rw._lease, rw._at = None, -1
         self.broken = True
