@@ -59,8 +59,9 @@ _NOT_MADE: Ready = Ready(b"", 0, 0, -1)  # a variant none of the broadcast's pac
 LATE_S: Final = 0.25
 MIN_GROUP: Final = 8  # fewer steady endpoints of one stream than this stay on the loop
 # A plan with listeners outside its groups is made again after this many frames (they may
-# have become steady since); one without groups sooner
-REFORM_FRAMES: Final = 250
+# have become steady since; from the rewriters' state, no frame goes through the loop for
+# it); one without groups sooner
+REFORM_FRAMES: Final = 50
 RETRY_FRAMES: Final = 10
 _session = attrgetter("session")
 _destination = attrgetter("destination")
@@ -74,24 +75,25 @@ class _Member:
     the session, the UDP destination and the variant it had when the group was made, and is
     not rejoining."""
 
-    __slots__ = ("addrs", "endpoints", "group", "names", "sessions", "variant", "variants")
+    __slots__ = ("addrs", "endpoints", "group", "ids", "names", "sessions", "variant", "variants")
 
     def __init__(
         self,
         group: SteadyGroup,
         variant: Variant,
+        ids: list[str],
         endpoints: list[Endpoint],
         sessions: list[Session],
         addrs: list[Addr],
         names: np.ndarray,
     ) -> None:
-        self.group, self.variant = group, variant
+        self.group, self.variant, self.ids = group, variant, ids
         self.endpoints, self.sessions, self.addrs, self.names = endpoints, sessions, addrs, names
         self.variants = [variant] * len(endpoints)
 
     def holds(self) -> bool:
         return (
-            not self.group.broken
+            not self.group.departed
             and list(map(_session, self.endpoints)) == self.sessions
             and list(map(_destination, self.sessions)) == self.addrs
             and list(map(_variant, self.endpoints)) == self.variants
@@ -174,9 +176,13 @@ class FanOut:
         if packers is None:
             packers = self._packers[key] = {PLAIN: Packer(PLAIN, key)}
         ready = {v: self._filed(p.add(packet, frame_index)) for v, p in packers.items()}
-        formed = self._fan_out(bc, ready, (packet, frame_index))
-        if not formed and self.steady_groups:
-            self._form(bc, ready)
+        self._fan_out(bc, ready, (packet, frame_index))
+        if self.steady_groups and None not in ready.values():
+            plan = self._plans.get(key)
+            if plan is None or plan.frames == 0:  # none (it failed), or one due again
+                if plan is not None:
+                    plan.dissolve()
+                self._form(bc, ready)
         announce = self._capture(key, started, frame_index)
         self._metrics.observe_fanout(time.perf_counter() - started)
         self._metrics.frames_encoded += 1
@@ -242,7 +248,13 @@ class FanOut:
         grouped = False
         plan = self._plans.get(bc.key)
         if plan is not None:
-            if batch is not None and self._grouped(plan, listeners, ready, batch):
+            if (
+                batch is not None
+                and batch.batched
+                and (listeners is not plan.listeners or not all(m.holds() for m in plan.groups))
+            ):
+                plan = self._trim(bc.key, plan, listeners)
+            if batch is not None and self._grouped(plan, ready, batch):
                 listeners, grouped = plan.rest, True
             else:
                 del self._plans[bc.key]
@@ -301,27 +313,69 @@ class FanOut:
         self._metrics.udp_send_dropped += dropped
         return grouped
 
-    def _grouped(
-        self,
-        plan: _Plan,
-        listeners: tuple[str, ...],
-        ready: dict[Variant, Ready | None],
-        batch: Batch,
-    ) -> bool:
-        """Put the packets of ``plan``'s groups in ``batch``, if the plan still holds: the
-        same listeners, every member as it was, the packets ready continue each group.
-        Otherwise nothing is sent and False: every listener goes through the loop."""
-        if listeners is not plan.listeners or not batch.batched or plan.frames == 0:
+    def _trim(self, key: int, plan: _Plan, listeners: tuple[str, ...]) -> _Plan:
+        """``plan`` for the listeners now, its groups made again with only the members that
+        still listen, have the session, destination and variant they had, are not
+        rejoining and still steady on the group's stream (none was released: ``departed``);
+        the others go through the loop. No frame is sent the one-by-one way for it."""
+        now = set(listeners)
+        groups: list[_Member] = []
+        grouped: set[str] = set()
+        for member in plan.groups:
+            old = member.group
+            old.dissolve()
+            keep = [
+                k
+                for k, (ep_id, ep, session, addr) in enumerate(
+                    zip(member.ids, member.endpoints, member.sessions, member.addrs, strict=True)
+                )
+                if ep_id in now
+                and ep.session is session
+                and session.destination == addr
+                and ep.variant == member.variant
+                and not ep.rejoining
+                and session.rewriter.steady_on(old.key, old.frame, old.step, old.pt)
+            ]
+            if len(keep) < MIN_GROUP:
+                continue
+            group = SteadyGroup(
+                [member.sessions[k].rewriter for k in keep],
+                old.key,
+                old.frame,
+                old.step,
+                old.b0,
+                old.pt,
+            )
+            groups.append(
+                _Member(
+                    group,
+                    member.variant,
+                    [member.ids[k] for k in keep],
+                    [member.endpoints[k] for k in keep],
+                    [member.sessions[k] for k in keep],
+                    [member.addrs[k] for k in keep],
+                    member.names.reshape(-1, NAME_SIZE)[keep].reshape(-1),
+                )
+            )
+            grouped.update(member.ids[k] for k in keep)
+        rest = tuple(ep_id for ep_id in listeners if ep_id not in grouped)
+        trimmed = self._plans[key] = _Plan(listeners, groups, rest)
+        return trimmed
+
+    def _grouped(self, plan: _Plan, ready: dict[Variant, Ready | None], batch: Batch) -> bool:
+        """Put the packets of ``plan``'s groups in ``batch`` (its members hold: ``_trim``),
+        if the packets ready continue each group. Otherwise nothing is sent and False: every
+        listener goes through the loop."""
+        if not batch.batched:
             return False
         for member in plan.groups:
             out = ready.get(member.variant)
-            if not member.holds():
-                return False
             if out is not None and not member.group.continues(
                 out.packet, out.key, out.frame_index, out.frames
             ):
                 return False
-        plan.frames -= 1
+        if plan.frames > 0:
+            plan.frames -= 1
         for member in plan.groups:
             out = ready.get(member.variant)
             if out is None:  # its packer is still gathering frames
@@ -388,6 +442,7 @@ class FanOut:
                 _Member(
                     group,
                     variant,
+                    [m[0] for m in members],
                     [m[1] for m in members],
                     [m[2] for m in members],
                     [m[3] for m in members],

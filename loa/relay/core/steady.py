@@ -13,7 +13,7 @@ While in a group a rewriter is *leased*: the group's rows are its sequence, time
 and counts. Every read of them through the rewriter (``sent``, ``octets``, ``locate``,
 ``next_frame``…) first ``settle``s it (copies its row back), and every write (a packet
 rewritten the scalar way, ``gap``) first ``release``s it: settled, it leaves the group, and
-the group is ``broken`` and will ``advance`` no more; the fan-out dissolves it. Sans-IO."""
+the group ``continues`` no more until the fan-out makes it again without it. Sans-IO."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ class SteadyGroup:
         "_sent0",
         "b0",
         "broken",
+        "departed",
         "frame",
         "headers",
         "key",
@@ -61,7 +62,8 @@ class SteadyGroup:
         self.key, self.frame, self.step, self.b0, self.pt = key, frame, step, b0, pt
         self.packets = 0  # packets each member sent since the group was made
         self.octets = 0  # payload octets each member sent since
-        self.broken = False
+        self.broken = False  # dissolved: it advances no more
+        self.departed = 0  # members released since: it advances no more until remade
         m = len(self.rewriters)
         self.headers = np.zeros(m, dtype=HEADERS)
         self.headers["b0"] = b0
@@ -83,6 +85,7 @@ class SteadyGroup:
         every member's steady path."""
         return (
             not self.broken
+            and not self.departed
             and key == self.key
             and frame_index == self.frame + self.step
             and frames == self.step
@@ -110,10 +113,11 @@ class SteadyGroup:
         rw._octets = self._octets0[i] + self.octets
 
     def release(self, rw: Rewriter) -> None:
-        """``rw`` leaves the group, settled; the group advances no more."""
+        """``rw`` leaves the group, settled; the group advances no more (the fan-out makes
+        it again without it: ``departed``)."""
         self.settle(rw)
         rw._lease, rw._at = None, -1
-        self.broken = True
+        self.departed += 1
 
     def dissolve(self) -> None:
         """Release every member still leased (``settle`` for all, its rows read at once)."""
