@@ -168,6 +168,7 @@ def build_result(
         "frame_ms": args.frame_ms,
         "transport": args.transport,
         "sendmmsg": not args.no_sendmmsg if not args.relay else None,
+        "steady_groups": not args.no_steady_groups if not args.relay else None,
         "workers": workers,
         "duration_s": args.duration,
         "emergency_at_s": args.emergency_at,
@@ -260,6 +261,7 @@ async def run_once(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 data_dir=tmp / "data",
                 sendmmsg=not args.no_sendmmsg,
                 frame_ms=args.frame_ms,
+                steady_groups=not args.no_steady_groups,
             )
             (tmp / "loa.toml").write_text(text, encoding="utf-8")
             log_path = (args.out or tmp) / f"relay-{n}.log"
@@ -387,6 +389,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--no-sendmmsg",
         action="store_true",
         help="run the relay with relay.sendmmsg = false (one sendto a packet), to compare",
+    )
+    p.add_argument(
+        "--no-steady-groups",
+        action="store_true",
+        help="run the relay with relay.steady_groups = false (every header one by one), to compare",
     )
     p.add_argument(
         "--floor-s",

@@ -6,7 +6,10 @@ on this machine; the relay's ``ratio_to_floor`` is its own CPU per packet over t
 ``--mode sendmmsg`` runs the relay's batched path (``loa.relay.sendmmsg.Batch``, a header
 rewrite per destination plus one ``sendmmsg`` a frame), ``--mode fallback`` the same
 ``Batch`` forced onto one ``sendto`` a packet: the gain of batching, without the relay
-around it. Run as ``python -m bench.floor --speakers 1000``; one JSON line on stdout."""
+around it. ``--mode group`` drives the relay's own ``FanOut`` (one broadcast, every speaker a
+UDP session: its steady groups, ``loa.relay.core.steady``), ``--mode loop`` the same with
+the groups off (every header the one-by-one way). Run as
+``python -m bench.floor --speakers 1000``; one JSON line on stdout."""
 
 from __future__ import annotations
 
@@ -16,10 +19,19 @@ import resource
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
+from loa.config import EndpointSpec
+from loa.relay.broadcast import Broadcast
 from loa.relay.core.rewriter import Rewriter
+from loa.relay.core.router import Router
+from loa.relay.core.session import Session, Transport
+from loa.relay.endpoint import Endpoint
+from loa.relay.fanout import FanOut
+from loa.relay.metrics import Metrics
 from loa.relay.sendmmsg import Batch
+
+MODES = ("sendto", "sendmmsg", "fallback", "group", "loop")
 
 # A 32 kbit/s Opus frame of 20 ms is ~80 bytes of payload plus the 12-byte RTP header.
 DEFAULT_PACKET_BYTES = 92
@@ -37,6 +49,39 @@ def _receivers(n: int) -> list[socket.socket]:
     return socks
 
 
+class _Listeners:
+    """The one thing ``FanOut`` asks the router: who hears the broadcast (one fixed tuple)."""
+
+    def __init__(self, ids: tuple[str, ...]) -> None:
+        self.ids = ids
+
+    def listeners(self, broadcast_id: str) -> tuple[str, ...]:
+        return self.ids
+
+
+class _Broadcast:
+    id = "floor"
+    key = 1
+
+
+def _fanout(
+    tx: socket.socket, addresses: list[tuple[str, int]], groups: bool
+) -> tuple[FanOut, Metrics]:
+    """The relay's fan-out with one broadcast, every address a speaker's UDP session."""
+    endpoints = {}
+    for i, addr in enumerate(addresses):
+        ep = Endpoint(EndpointSpec(f"s{i}", f"s{i}", "z"), None, 80, 100)
+        ep.session = Session(f"s{i}", bytes(16), bytes(16), Rewriter(i + 1, i & 0xFFFF, i), 0)
+        ep.session.addr = ep.session.destination = addr
+        ep.session.transport = Transport.UDP
+        endpoints[ep.id] = ep
+    router = cast(Router, _Listeners(tuple(endpoints)))
+    metrics = Metrics()
+    fanout = FanOut(endpoints, router, metrics, steady_groups=groups)
+    fanout.batch = Batch(tx)
+    return fanout, metrics
+
+
 def _cpu() -> tuple[float, float]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime, usage.ru_stime
@@ -49,8 +94,11 @@ def measure(
     frame_ms: int = 20,
     duration_s: float = 5.0,
     mode: str = "sendto",
+    no_send: bool = False,
 ) -> dict[str, Any]:
     """Paced fan-out for ``duration_s``; CPU (user, system) per packet in µs."""
+    if no_send and mode not in ("group", "loop"):
+        raise ValueError("--no-send is for --mode group or loop")
     rx = _receivers(speakers)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
@@ -59,7 +107,14 @@ def measure(
     addresses = [r.getsockname() for r in rx]
     packet = Rewriter.source_packet(bytes(packet_bytes - 12))
     rewriters = [Rewriter(i + 1, i & 0xFFFF, i) for i in range(speakers)]
-    batch = Batch(tx, batched=mode == "sendmmsg") if mode != "sendto" else None
+    batch = Batch(tx, batched=mode == "sendmmsg") if mode in ("sendmmsg", "fallback") else None
+    fanout, metrics = (
+        _fanout(tx, addresses, mode == "group") if mode in ("group", "loop") else (None, None)
+    )
+    if no_send and fanout is not None and fanout.batch is not None:
+        # the Python side alone: sendmmsg "sends" every message, nothing leaves
+        fanout.batch._sendmmsg = lambda fd, msgs, count, flags: count
+    bc = cast(Broadcast, _Broadcast())
     frame_s = frame_ms / 1000
     frames = max(1, round(duration_s / frame_s))
     sent = dropped = 0
@@ -67,7 +122,9 @@ def measure(
         cpu0, wall0 = _cpu(), time.perf_counter()
         deadline = time.monotonic()
         for index in range(frames):
-            if batch is None:
+            if fanout is not None:
+                fanout.frame(bc, packet, index)
+            elif batch is None:
                 sendto = tx.sendto
                 for addr in addresses:
                     try:
@@ -95,9 +152,13 @@ def measure(
         for r in rx:
             r.close()
     user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    if fanout is not None and metrics is not None:
+        sent, dropped = metrics.packets_sent, metrics.udp_send_dropped
+        batch = fanout.batch
     packets = max(1, sent + dropped)
     return {
         "mode": mode,
+        "no_send": no_send,
         "speakers": speakers,
         "frame_ms": frame_ms,
         "packet_bytes": packet_bytes,
@@ -118,7 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--packet-bytes", type=int, default=DEFAULT_PACKET_BYTES)
     p.add_argument("--frame-ms", type=int, default=20, choices=(20, 40, 60))
     p.add_argument("--duration", type=float, default=5.0)
-    p.add_argument("--mode", choices=("sendto", "sendmmsg", "fallback"), default="sendto")
+    p.add_argument("--mode", choices=MODES, default="sendto")
+    p.add_argument(
+        "--no-send",
+        action="store_true",
+        help="group and loop: no system call, every message counted sent (the Python side alone)",
+    )
     args = p.parse_args(argv)
     if args.speakers < 1 or args.duration <= 0 or not 12 < args.packet_bytes <= 1500:
         p.error("--speakers ≥ 1, --duration > 0 and 12 < --packet-bytes ≤ 1500")
@@ -128,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         frame_ms=args.frame_ms,
         duration_s=args.duration,
         mode=args.mode,
+        no_send=args.no_send,
     )
     print(json.dumps(result), flush=True)
     return 0

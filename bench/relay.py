@@ -66,6 +66,7 @@ def generate_config(
     data_dir: Path,
     sendmmsg: bool = True,
     frame_ms: int = 20,
+    steady_groups: bool = True,
 ) -> tuple[str, Layout]:
     """A province of communes of ``COMMUNE_SIZE`` managed endpoints each, random tokens,
     stamped frames, an ephemeral UDP port, packets of ``frame_ms`` (``opus.frame_ms``).
@@ -84,6 +85,7 @@ def generate_config(
         "udp_port = 0",
         "stamp_frames = true",
         f"sendmmsg = {'true' if sendmmsg else 'false'}",
+        f"steady_groups = {'true' if steady_groups else 'false'}",
         "",
         "[opus]",
         f"frame_ms = {frame_ms}",

@@ -147,6 +147,10 @@ class RelayConfig(Section, frozen=True):
     # Fan-out by sendmmsg(2), one call a frame (loa.relay.sendmmsg); false, or a system
     # without it: one sendto a packet. Kept switchable so the bench can measure the gain.
     sendmmsg: bool = True
+    # With sendmmsg: the endpoints of a stream on its steady path get their headers in blocks
+    # (steady groups, loa.relay.core.steady) instead of one Python call each; false sends every
+    # header the one-by-one way (the same bytes). Kept switchable so the bench can compare.
+    steady_groups: bool = True
     # RTCP sender reports (NTP ↔ RTP time, RFC 3550) to every receiving endpoint this often:
     # speakers get them on their RTP port (rtcp-mux), plain RTP receivers on port + 1.
     rtcp_interval_s: float = 5.0

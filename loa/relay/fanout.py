@@ -36,29 +36,98 @@ reads: a located packet's type says which)."""
 from __future__ import annotations
 
 import time
+from operator import attrgetter
 from typing import Final
+
+import numpy as np
 
 from loa.codecs import FRAME_S
 from loa.relay.broadcast import Broadcast
 from loa.relay.core.repair import PacketHistory
 from loa.relay.core.rewriter import HEADER_SIZE
 from loa.relay.core.router import Router
-from loa.relay.core.session import Transport
+from loa.relay.core.session import Session, Transport
+from loa.relay.core.steady import SteadyGroup
 from loa.relay.core.variants import PLAIN, Packer, Ready, Variant, broadcast_of
 from loa.relay.endpoint import Endpoint
 from loa.relay.metrics import Metrics
-from loa.relay.sendmmsg import Batch
+from loa.relay.sendmmsg import NAME_SIZE, Batch
 
 _NOT_MADE: Ready = Ready(b"", 0, 0, -1)  # a variant none of the broadcast's packers makes
 # A frame this late against its broadcast's capture timeline restarts the timeline there:
 # more than the pacer's catch-up window (``Pacer.max_behind_s``, 0.2 s), less than D.
 LATE_S: Final = 0.25
+MIN_GROUP: Final = 8  # fewer steady endpoints of one stream than this stay on the loop
+# A plan with listeners outside its groups is made again after this many frames (they may
+# have become steady since); one without groups sooner
+REFORM_FRAMES: Final = 250
+RETRY_FRAMES: Final = 10
+_session = attrgetter("session")
+_destination = attrgetter("destination")
+_variant = attrgetter("variant")
+_rejoining = attrgetter("rejoining")
+Addr = tuple[str, int]
+
+
+class _Member:
+    """A steady group and what must hold of its endpoints for it to go on: each still has
+    the session, the UDP destination and the variant it had when the group was made, and is
+    not rejoining."""
+
+    __slots__ = ("addrs", "endpoints", "group", "names", "sessions", "variant", "variants")
+
+    def __init__(
+        self,
+        group: SteadyGroup,
+        variant: Variant,
+        endpoints: list[Endpoint],
+        sessions: list[Session],
+        addrs: list[Addr],
+        names: np.ndarray,
+    ) -> None:
+        self.group, self.variant = group, variant
+        self.endpoints, self.sessions, self.addrs, self.names = endpoints, sessions, addrs, names
+        self.variants = [variant] * len(endpoints)
+
+    def holds(self) -> bool:
+        return (
+            not self.group.broken
+            and list(map(_session, self.endpoints)) == self.sessions
+            and list(map(_destination, self.sessions)) == self.addrs
+            and list(map(_variant, self.endpoints)) == self.variants
+            and not any(map(_rejoining, self.endpoints))
+        )
+
+
+class _Plan:
+    """A broadcast's steady groups, made for one ``Router.listeners`` tuple (a new tuple is
+    a new listener set), and the listeners in none of them (``rest``, the loop's)."""
+
+    __slots__ = ("frames", "groups", "listeners", "rest")
+
+    def __init__(
+        self, listeners: tuple[str, ...], groups: list[_Member], rest: tuple[str, ...]
+    ) -> None:
+        self.listeners, self.groups, self.rest = listeners, groups, rest
+        # frames it serves before it is made again (-1: for good, every listener in a group)
+        self.frames = -1 if not rest else REFORM_FRAMES if groups else RETRY_FRAMES
+
+    def dissolve(self) -> None:
+        for member in self.groups:
+            member.group.dissolve()
 
 
 class FanOut:
     """Owned by the node; ``batch`` is set once the node's UDP socket is bound."""
 
-    def __init__(self, endpoints: dict[str, Endpoint], router: Router, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        endpoints: dict[str, Endpoint],
+        router: Router,
+        metrics: Metrics,
+        *,
+        steady_groups: bool = True,
+    ) -> None:
         self._endpoints = endpoints
         self._router = router
         self._metrics = metrics
@@ -71,11 +140,18 @@ class FanOut:
         self.frame_at: dict[int, tuple[float, int]] = {}
         self._announced: dict[int, float] = {}  # the timeline's origin the SRs last said
         self._packers: dict[int, dict[Variant, Packer]] = {}  # by broadcast key
+        # Steady groups (``loa.relay.core.steady``), by broadcast key; off: every endpoint
+        # goes through the loop (the tests' and the bench's comparison)
+        self.steady_groups = steady_groups
+        self._plans: dict[int, _Plan] = {}
 
     def forget(self, bc: Broadcast) -> None:
         """A broadcast has ended: drop its packers and histories."""
         self.frame_at.pop(bc.key, None)
         self._announced.pop(bc.key, None)
+        plan = self._plans.pop(bc.key, None)
+        if plan is not None:
+            plan.dissolve()
         for packer in self._packers.pop(bc.key, {}).values():
             for by_key in self.history.values():
                 by_key.pop(packer.key, None)
@@ -98,7 +174,9 @@ class FanOut:
         if packers is None:
             packers = self._packers[key] = {PLAIN: Packer(PLAIN, key)}
         ready = {v: self._filed(p.add(packet, frame_index)) for v, p in packers.items()}
-        self._fan_out(bc, ready, (packet, frame_index))
+        formed = self._fan_out(bc, ready, (packet, frame_index))
+        if not formed and self.steady_groups:
+            self._form(bc, ready)
         announce = self._capture(key, started, frame_index)
         self._metrics.observe_fanout(time.perf_counter() - started)
         self._metrics.frames_encoded += 1
@@ -148,17 +226,28 @@ class FanOut:
         bc: Broadcast,
         ready: dict[Variant, Ready | None],
         frame: tuple[bytes, int] | None,
-    ) -> None:
+    ) -> bool:
         """Send each listener of ``bc`` its variant's packet, if one is ready. ``frame``: the
-        frame just delivered, for a variant no packer makes yet (one is started with it)."""
+        frame just delivered, for a variant no packer makes yet (one is started with it).
+        The members of the broadcast's steady groups get theirs in blocks, the others one by
+        one; True if the groups were used (else they were dissolved, if any)."""
         batch = self.batch
         endpoints = self._endpoints
         sent = 0
+        listeners = self._router.listeners(bc.id)
         if batch is not None:
             batch.begin()
             headers = batch.headers
             slot = batch.slot
-        for ep_id in self._router.listeners(bc.id):
+        grouped = False
+        plan = self._plans.get(bc.key)
+        if plan is not None:
+            if batch is not None and self._grouped(plan, listeners, ready, batch):
+                listeners, grouped = plan.rest, True
+            else:
+                del self._plans[bc.key]
+                plan.dissolve()
+        for ep_id in listeners:
             ep = endpoints[ep_id]
             variant = ep.variant  # (inline: one dict lookup an endpoint, no call)
             out = ready.get(variant, _NOT_MADE)
@@ -210,6 +299,104 @@ class FanOut:
             sent += udp_sent
         self._metrics.packets_sent += sent
         self._metrics.udp_send_dropped += dropped
+        return grouped
+
+    def _grouped(
+        self,
+        plan: _Plan,
+        listeners: tuple[str, ...],
+        ready: dict[Variant, Ready | None],
+        batch: Batch,
+    ) -> bool:
+        """Put the packets of ``plan``'s groups in ``batch``, if the plan still holds: the
+        same listeners, every member as it was, the packets ready continue each group.
+        Otherwise nothing is sent and False: every listener goes through the loop."""
+        if listeners is not plan.listeners or not batch.batched or plan.frames == 0:
+            return False
+        for member in plan.groups:
+            out = ready.get(member.variant)
+            if not member.holds():
+                return False
+            if out is not None and not member.group.continues(
+                out.packet, out.key, out.frame_index, out.frames
+            ):
+                return False
+        plan.frames -= 1
+        for member in plan.groups:
+            out = ready.get(member.variant)
+            if out is None:  # its packer is still gathering frames
+                continue
+            if out.slot < 0:
+                out.slot = batch.add(memoryview(out.packet)[HEADER_SIZE:])
+            member.group.advance(out.packet, out.frame_index)
+            batch.block(member.group.raw, member.names, member.addrs, out.slot)
+        return True
+
+    def _form(self, bc: Broadcast, ready: dict[Variant, Ready | None]) -> None:
+        """After a frame went through the loop: the listeners of ``bc`` whose rewriters are
+        now steady on their variant's stream, in groups (at least ``MIN_GROUP`` a group);
+        UDP by ``sendmmsg`` to numeric addresses only. The rest stay on the loop."""
+        batch = self.batch
+        if batch is None or not batch.batched:
+            return
+        listeners = self._router.listeners(bc.id)
+        endpoints = self._endpoints
+        name = batch.name
+        # by variant: its packet and the endpoints, sessions, addresses and names found
+        found: dict[Variant, tuple[Ready, list[tuple[str, Endpoint, Session, Addr, bytes]]]] = {}
+        last: Variant | None = None
+        out: Ready | None = None
+        members: list[tuple[str, Endpoint, Session, Addr, bytes]] = []
+        for ep_id in listeners:
+            ep = endpoints[ep_id]
+            session = ep.session
+            if session is None or ep.rejoining:
+                continue
+            destination = session.destination
+            if destination is None:
+                continue
+            variant = ep.variant
+            if variant is not last:  # (most listeners share one variant object)
+                last = variant
+                out = ready.get(variant)
+                if out is not None and out is not _NOT_MADE:
+                    members = found.setdefault(variant, (out, []))[1]
+                else:
+                    out = None
+            if out is None or not session.rewriter.steady_on(
+                out.key, out.frame_index, out.frames, out.packet[1]
+            ):
+                continue
+            sockaddr = name(destination)
+            if sockaddr is not None:
+                members.append((ep_id, ep, session, destination, sockaddr))
+        groups = []
+        grouped: set[str] = set()
+        for variant, (out, members) in found.items():
+            if len(members) < MIN_GROUP:
+                continue
+            names = b"".join(m[4].ljust(NAME_SIZE, b"\0") for m in members)
+            group = SteadyGroup(
+                [m[2].rewriter for m in members],
+                out.key,
+                out.frame_index,
+                out.frames,
+                out.packet[0],
+                out.packet[1],
+            )
+            groups.append(
+                _Member(
+                    group,
+                    variant,
+                    [m[1] for m in members],
+                    [m[2] for m in members],
+                    [m[3] for m in members],
+                    np.frombuffer(names, dtype=np.uint8),
+                )
+            )
+            grouped.update(m[0] for m in members)
+        rest = tuple(ep_id for ep_id in listeners if ep_id not in grouped)
+        self._plans[bc.key] = _Plan(listeners, groups, rest)
 
     @staticmethod
     def _overlaps(ep: Endpoint, bc: Broadcast, out: Ready) -> bool:

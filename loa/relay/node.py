@@ -111,7 +111,12 @@ class Node:
         self._rtcp_timer: asyncio.TimerHandle | None = None
         # Endpoints owed an SR after their next frame of a broadcast, by broadcast key.
         self._sr_due: dict[int, set[str]] = {}
-        self.fanout = FanOut(self.endpoints, self.router, self.metrics)
+        self.fanout = FanOut(
+            self.endpoints,
+            self.router,
+            self.metrics,
+            steady_groups=self.config.relay.steady_groups,
+        )
         self._tasks: dict[str, asyncio.Task[State]] = {}
         self._keys = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None

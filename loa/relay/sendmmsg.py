@@ -33,7 +33,7 @@ MAX_BATCH: Final = 1024  # UIO_MAXIOV: sendmmsg sends at most this many per call
 MAX_HEADER: Final = 12  # the rewritten RTP header (no CSRCs; an extension rides the payload)
 MAX_PAYLOAD: Final = 65507 - MAX_HEADER  # the largest UDP payload over IPv4
 MAX_PAYLOADS: Final = 8  # shared payloads in one frame's batch: one per packet variant
-_NAME_SIZE: Final = 28  # sizeof(struct sockaddr_in6) ≥ sizeof(struct sockaddr_in)
+NAME_SIZE: Final = 28  # sizeof(struct sockaddr_in6) ≥ sizeof(struct sockaddr_in)
 _FULL: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS})
 _SOCKADDR_IN: Final = struct.Struct("=H2s4s8x")  # family (host order), port, address
 _SOCKADDR_IN6: Final = struct.Struct("=H2sI16sI")  # family, port, flowinfo, address, scope
@@ -113,12 +113,15 @@ class Batch:
         "_count",
         "_dropped",
         "_fd",
+        "_header_view",
+        "_id_view",
         "_ids",
         "_iov",
         "_iov_base",
         "_later",
         "_lengths",
         "_mmsg",
+        "_name_view",
         "_names",
         "_payload_addrs",
         "_payload_iov",
@@ -143,12 +146,16 @@ class Batch:
         self._count = self._sent = self._dropped = 0
         self._later: list[tuple[bytes, tuple[str, int], int]] = []
         self._sockaddrs: dict[tuple[str, int], bytes | None] = {}
-        namelen = 16 if sock.family == socket.AF_INET else _NAME_SIZE
+        namelen = 16 if sock.family == socket.AF_INET else NAME_SIZE
         # Plain bytearrays (cheapest to write from Python), pinned: the C arrays point in.
         self.headers = bytearray(MAX_HEADER * MAX_BATCH)
-        self._names = bytearray(_NAME_SIZE * MAX_BATCH)
+        self._names = bytearray(NAME_SIZE * MAX_BATCH)
         self._slot_addrs: list[tuple[str, int] | None] = [None] * MAX_BATCH
         self._ids = bytearray(MAX_BATCH)  # each message's payload number
+        # the same three as numpy arrays, for blocks of messages (``block``)
+        self._header_view = np.frombuffer(self.headers, dtype=np.uint8)
+        self._name_view = np.frombuffer(self._names, dtype=np.uint8)
+        self._id_view = np.frombuffer(self._ids, dtype=np.uint8)
         # payload buffers, made as a frame first needs them; their addresses and lengths
         self._payloads: list[ctypes.Array[ctypes.c_char]] = []
         self._payload_addrs = np.zeros(MAX_PAYLOADS, dtype=np.uint64)
@@ -162,7 +169,7 @@ class Batch:
             iov[2 * i].iov_base = headers + MAX_HEADER * i
             iov[2 * i].iov_len = MAX_HEADER
             hdr = self._mmsg[i].msg_hdr
-            hdr.msg_name = names + _NAME_SIZE * i
+            hdr.msg_name = names + NAME_SIZE * i
             hdr.msg_namelen = namelen
             hdr.msg_iov = ctypes.addressof(iov) + 2 * i * ctypes.sizeof(_Iovec)
             hdr.msg_iovlen = 2
@@ -209,18 +216,54 @@ class Batch:
             self._send()
             i = 0
         if self._slot_addrs[i] is not addr:  # the same session's tuple, frame after frame
-            sa = self._sockaddrs.get(addr, b"")
-            if sa == b"":
-                if len(self._sockaddrs) >= 4 * MAX_BATCH:  # addresses churn: stay bounded
-                    self._sockaddrs.clear()
-                sa = self._sockaddrs[addr] = sockaddr(self._sock.family, addr)
+            sa = self.name(addr)
             if sa is None:
                 return None
-            self._names[_NAME_SIZE * i : _NAME_SIZE * i + len(sa)] = sa
+            self._names[NAME_SIZE * i : NAME_SIZE * i + len(sa)] = sa
             self._slot_addrs[i] = addr
         self._ids[i] = payload
         self._count = i + 1
         return MAX_HEADER * i
+
+    def name(self, addr: tuple[str, int]) -> bytes | None:
+        """The ``struct sockaddr`` ``addr`` goes to (cached), None if it goes by ``sendto``."""
+        sa = self._sockaddrs.get(addr, b"")
+        if sa == b"":
+            if len(self._sockaddrs) >= 4 * MAX_BATCH:  # addresses churn: stay bounded
+                self._sockaddrs.clear()
+            sa = self._sockaddrs[addr] = sockaddr(self._sock.family, addr)
+        return sa
+
+    def block(
+        self,
+        headers: np.ndarray,
+        names: np.ndarray,
+        addrs: list[tuple[str, int]],
+        payload: int = 0,
+    ) -> None:
+        """Reserve one message for each of ``addrs`` with ``payload``, their headers (``len ×
+        12`` bytes) and sockaddrs (``name``, each padded to ``NAME_SIZE``: ``len × NAME_SIZE``
+        bytes) given in bulk: what ``slot`` and a header packed in place do for one, in a
+        few copies for all. Only on the batched path (``batched``); every address numeric."""
+        if self._sendmmsg is None:
+            raise RuntimeError("a block of messages goes by sendmmsg only")
+        total, done = len(addrs), 0
+        while done < total:
+            i = self._count
+            if i == MAX_BATCH:
+                self._send()
+                i = 0
+            n = min(total - done, MAX_BATCH - i)
+            self._header_view[MAX_HEADER * i : MAX_HEADER * (i + n)] = headers[
+                MAX_HEADER * done : MAX_HEADER * (done + n)
+            ]
+            self._name_view[NAME_SIZE * i : NAME_SIZE * (i + n)] = names[
+                NAME_SIZE * done : NAME_SIZE * (done + n)
+            ]
+            self._slot_addrs[i : i + n] = addrs[done : done + n]
+            self._id_view[i : i + n] = payload
+            self._count = i + n
+            done += n
 
     def later(self, header: bytes, addr: tuple[str, int], payload: int = 0) -> None:
         """A message that goes by ``sendto`` at ``flush``."""
@@ -284,7 +327,7 @@ class Batch:
         payloads = [self._payload_bytes(n) for n in range(self._used)]
         headers = bytes(self.headers)
         for i in range(start, count):
-            name = bytes(self._names[_NAME_SIZE * i : _NAME_SIZE * (i + 1)])
+            name = bytes(self._names[NAME_SIZE * i : NAME_SIZE * (i + 1)])
             addr = _address(self._sock.family, name)
             header = headers[MAX_HEADER * i : MAX_HEADER * (i + 1)]
             self.syscalls += 1

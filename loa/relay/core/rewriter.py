@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 if TYPE_CHECKING:
     from typing_extensions import Buffer as WritableBuffer
 
+    from loa.relay.core.steady import SteadyGroup
+
 from loa.codecs import FRAME_SAMPLES, OPUS_PAYLOAD_TYPE
 
 HEADER: Final = struct.Struct("!BBHII")  # V/P/X/CC, M/PT, sequence, timestamp, SSRC
@@ -80,18 +82,20 @@ class Rewriter:
     """
 
     __slots__ = (
+        "_at",
         "_frame",
         "_gap",
         "_key",
+        "_lease",
+        "_octets",
         "_pt",
         "_runs",
+        "_sent",
         "_seq",
         "_step",
         "_ts",
         "gaps",
-        "octets",
         "resyncs",
-        "sent",
         "ssrc",
         "switches",
     )
@@ -108,8 +112,12 @@ class Rewriter:
         self._step = 1  # the last packet's frame count
         self._pt = -1  # the last source packet's payload type byte (marker clear)
         self._gap = 0  # idle frames reported since the last packet
-        self.sent = 0  # packets rewritten
-        self.octets = 0  # payload octets rewritten (the RTCP SR "sender's octet count")
+        self._sent = 0  # packets rewritten
+        self._octets = 0  # payload octets rewritten (the RTCP SR "sender's octet count")
+        # Leased to a steady group (``loa.relay.core.steady``) at index ``_at``: the group's
+        # arrays hold the sequence, timestamp, frame and counts; read through ``_settle``.
+        self._lease: SteadyGroup | None = None
+        self._at = -1
         self.switches = 0  # changes of broadcast, the first packet not included
         self.resyncs = 0  # frame index did not move forward within one broadcast
         self.gaps = 0  # idle frames reported with gap(), after the first packet
@@ -154,24 +162,26 @@ class Rewriter:
         self, packet: bytes, broadcast_key: int, frame_index: int, frames: int
     ) -> tuple[int, int, int]:
         """The next packet's (marker and payload type, sequence, timestamp); counts it."""
+        if self._lease is not None:
+            self._lease.release(self)
         seq = self._seq
         if broadcast_key == self._key and not self._gap and frame_index > self._frame:
             ts = (self._ts + FRAME_TICKS * (frame_index - self._frame)) & _TS_MASK
             m_pt = packet[1]
             if frame_index != self._frame + self._step or frames != self._step or m_pt != self._pt:
                 # frames skipped, a packet of another length or payload type: a new run
-                self._runs.append((self.sent, broadcast_key, frame_index, ts, m_pt, frames))
+                self._runs.append((self._sent, broadcast_key, frame_index, ts, m_pt, frames))
         else:
             ts = self._discontinuity(broadcast_key, frame_index)
             m_pt = packet[1] | _MARKER
-            self._runs.append((self.sent, broadcast_key, frame_index, ts, m_pt, frames))
+            self._runs.append((self._sent, broadcast_key, frame_index, ts, m_pt, frames))
         self._seq = (seq + 1) & _SEQ_MASK
         self._ts = ts
         self._frame = frame_index
         self._step = frames
         self._pt = packet[1]
-        self.sent += 1
-        self.octets += len(packet) - HEADER_SIZE
+        self._sent += 1
+        self._octets += len(packet) - HEADER_SIZE
         return m_pt, seq, ts
 
     def _discontinuity(self, broadcast_key: int, frame_index: int) -> int:
@@ -192,6 +202,8 @@ class Rewriter:
         """Report ``frames`` frame times during which nothing was sent to this endpoint."""
         if frames < 0:
             raise ValueError(f"gap must be a frame count >= 0, got {frames}")
+        if self._lease is not None:
+            self._lease.release(self)
         if self._key is not None:
             self._gap += frames
             self.gaps += frames
@@ -199,12 +211,14 @@ class Rewriter:
     def locate(self, sequence: int) -> Located | None:
         """The frame a sequence number already sent carried, and its header fields; None if
         it was never sent, is more than ``LOCATE_HORIZON`` packets back or its run is gone."""
+        if self._lease is not None:
+            self._lease.settle(self)
         if self._key is None:
             return None
         back = (self._seq - 1 - sequence) & _SEQ_MASK  # 0: the last packet sent
-        if back >= min(LOCATE_HORIZON, self.sent):
+        if back >= min(LOCATE_HORIZON, self._sent):
             return None
-        target = self.sent - 1 - back  # packets rewritten before it: no wrap-around
+        target = self._sent - 1 - back  # packets rewritten before it: no wrap-around
         for first, key, frame, ts, m_pt, step in reversed(self._runs):
             if first <= target:
                 offset = target - first
@@ -215,13 +229,51 @@ class Rewriter:
         return None
 
     @property
+    def sent(self) -> int:
+        """Packets rewritten."""
+        if self._lease is not None:
+            self._lease.settle(self)
+        return self._sent
+
+    @property
+    def octets(self) -> int:
+        """Payload octets rewritten (the RTCP SR "sender's octet count")."""
+        if self._lease is not None:
+            self._lease.settle(self)
+        return self._octets
+
+    @property
+    def steady(self) -> bool:
+        """Whether the next packet of the same stream, frame count and payload type, right
+        after the last one, takes the steady path: sequence + 1, timestamp + its frames, no
+        marker, no new run (what a steady group does for many rewriters at once)."""
+        return self._key is not None and not self._gap and self._lease is None
+
+    def steady_on(self, broadcast_key: int, frame_index: int, frames: int, m_pt: int) -> bool:
+        """Whether the last packet was ``frames`` frames of stream ``broadcast_key`` from
+        ``frame_index`` with payload type byte ``m_pt`` and the next is on the steady path
+        (no gap since; not leased)."""
+        return (
+            self._lease is None
+            and not self._gap
+            and self._key == broadcast_key
+            and self._frame == frame_index
+            and self._step == frames
+            and self._pt == m_pt
+        )
+
+    @property
     def last_sequence(self) -> int | None:
         """Sequence of the last packet rewritten, None before the first."""
+        if self._lease is not None:
+            self._lease.settle(self)
         return None if self._key is None else (self._seq - 1) & _SEQ_MASK
 
     @property
     def last_timestamp(self) -> int | None:
         """Timestamp of the last packet rewritten, None before the first."""
+        if self._lease is not None:
+            self._lease.settle(self)
         return None if self._key is None else self._ts
 
     @property
@@ -233,9 +285,13 @@ class Rewriter:
     @property
     def frame_index(self) -> int:
         """The first frame index of the last packet rewritten (0 before the first)."""
+        if self._lease is not None:
+            self._lease.settle(self)
         return self._frame
 
     @property
     def next_frame(self) -> int:
         """The frame index after the last packet rewritten (its first frame + its frames)."""
+        if self._lease is not None:
+            self._lease.settle(self)
         return self._frame + self._step
