@@ -28,12 +28,12 @@ from bench.relay import (
     RelayApi,
     RelayProcess,
     client_session,
-    free_port,
     generate_config,
     layout_from_config,
     sample,
 )
 from bench.speakers import SpeakerProcesses, WorkerConfig
+from loa.localservers import free_port
 
 LIVE_HZ = 1000.0
 EMERGENCY_HZ = 2000.0

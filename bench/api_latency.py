@@ -14,7 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.relay import RelayApi, RelayProcess, client_session, free_port, generate_config
+from bench.relay import RelayApi, RelayProcess, client_session, generate_config
+from loa.localservers import free_port
 
 TEXT = "Bão số 3 sắp đổ bộ. Bà con di chuyển đến nhà văn hóa thôn ngay."
 

@@ -47,12 +47,11 @@ from bench.relay import (
     RelayApi,
     RelayProcess,
     client_session,
-    free_port,
     generate_config,
     sample,
 )
 from bench.speakers import SpeakerProcesses, WorkerConfig
-from loa.localservers import PostgresServer, RedisServer
+from loa.localservers import PostgresServer, RedisServer, free_port
 
 LIVE_HZ = 1000.0
 WARMUP_S = 1.0

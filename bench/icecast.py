@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 
 from bench import report
-from bench.relay import free_port, sample
+from bench.relay import sample
 from loa.codecs.ogg_opus import OggOpusWriter
 from loa.codecs.opus import OpusEncoder
+from loa.localservers import free_port
 
 ICECAST = "/usr/bin/icecast2"
 MOUNT = "/live.opus"

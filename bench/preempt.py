@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.relay import free_port
+from loa.localservers import free_port
 
 CONFIG = """admin_token = "bench"
 data_dir = "{data}"

@@ -15,7 +15,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -54,12 +53,6 @@ class Layout:
         count = max(1, round(len(self.communes) * fraction))
         step = len(self.communes) / count
         return tuple(self.communes[int(i * step)] for i in range(count))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _q(value: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -34,15 +35,54 @@ RESERVED_PORTS = frozenset({5432, 6379})  # the machine's own services: never ou
 START_TIMEOUT_S = 30.0
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on now (never 5432 or 6379)."""
+LOWEST_PORT = 15000  # below: the services a machine tends to run (NATS 4222, 5432, 6379, 8080 …)
+
+
+def ephemeral_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int]:
+    """The kernel's ephemeral ports (Linux's default where it cannot be read)."""
+    try:
+        with open(path) as f:
+            low, high = (int(v) for v in f.read().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    """A port of ``kind`` (TCP by default, or ``socket.SOCK_DGRAM``) nobody holds now, for a
+    server started later on it; never 5432 or 6379.
+
+    Chosen at random *below* the kernel's ephemeral range: a port the kernel handed out
+    (``bind`` to port 0) goes back to that pool when we close it, and any process's next
+    client socket may take it before our server binds it (a cluster test failed so, with
+    a bench's 1,000 speaker sockets beside it: "cannot bind UDP …: Address already in
+    use"). Nothing takes a port below the range unless asked for it by number."""
+    low, high = ephemeral_range()
+    if low >= LOWEST_PORT + 1000:
+        bottom, top = LOWEST_PORT, low
+    else:  # a range set low: above it, else (the whole space ephemeral) the kernel's choice
+        bottom, top = max(LOWEST_PORT, high + 1), 65536
+    rng = random.SystemRandom()
+    for _ in range(200 if top - bottom >= 1000 else 0):
+        port = rng.randrange(bottom, top)
+        if port not in RESERVED_PORTS and _bindable(host, port, kind):
+            return port
     for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        with socket.socket(socket.AF_INET, kind) as s:
             s.bind((host, 0))
             port = int(s.getsockname()[1])
         if port not in RESERVED_PORTS:
             return port
-    raise OSError("no free TCP port found in 100 tries")
+    raise OSError("no free port found")
+
+
+def _bindable(host: str, port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def postgres_bindir(candidates: Sequence[Path] | None = None) -> Path:

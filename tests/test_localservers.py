@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from loa.errors import MissingDependency
-from loa.localservers import RESERVED_PORTS, PostgresServer, RedisServer, free_port, postgres_bindir
+from loa.localservers import (
+    LOWEST_PORT,
+    RESERVED_PORTS,
+    PostgresServer,
+    RedisServer,
+    ephemeral_range,
+    free_port,
+    postgres_bindir,
+)
 
 
 def _bindir(root: Path, version: str, binaries: tuple[str, ...]) -> Path:
@@ -37,6 +45,22 @@ def test_no_postgresql_is_a_clear_error(tmp_path: Path) -> None:
 def test_free_ports_are_never_the_machines_services() -> None:
     ports = {free_port() for _ in range(50)}
     assert not ports & RESERVED_PORTS
+
+
+def test_free_ports_are_below_the_ephemeral_range_where_nobody_takes_them_unasked(
+    tmp_path: Path,
+) -> None:
+    """A port the kernel handed out may be taken by any process's next client socket
+    before our server binds it; below the ephemeral range nothing takes one unasked."""
+    low, _ = ephemeral_range()
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        ports = [free_port(kind=kind) for _ in range(20)]
+        assert all(LOWEST_PORT <= p < low for p in ports), ports
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", ports[0]))  # it is free for that kind
+    (tmp_path / "range").write_text("1024\t65535\n")  # all ephemeral: the kernel's choice
+    assert ephemeral_range(str(tmp_path / "range")) == (1024, 65535)
+    assert ephemeral_range(str(tmp_path / "missing")) == (32768, 60999)
 
 
 def _listening(port: int) -> bool:

@@ -7,6 +7,7 @@ import socket
 from collections.abc import Awaitable
 from typing import Any
 
+from loa import localservers
 from loa.relay.core.session import Transport
 from loa.relay.node import Node
 from tests.conftest import AUTH
@@ -21,9 +22,8 @@ def on_transport(node: Node, ids: list[str], transport: Transport = Transport.UD
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A UDP port (or ``kind``) for a server started later: ``loa.localservers.free_port``."""
+    return localservers.free_port(kind=kind)
 
 
 def tone(freq: float, zones: list[str], klass: str, **extra: Any) -> dict[str, Any]:
