@@ -92,6 +92,7 @@ class Rewriter:
         "_runs",
         "_sent",
         "_seq",
+        "_settled",
         "_step",
         "_ts",
         "gaps",
@@ -118,6 +119,7 @@ class Rewriter:
         # arrays hold the sequence, timestamp, frame and counts; read through ``_settle``.
         self._lease: SteadyGroup | None = None
         self._at = -1
+        self._settled = -1  # the group's packet count when its row was last copied back
         self.switches = 0  # changes of broadcast, the first packet not included
         self.resyncs = 0  # frame index did not move forward within one broadcast
         self.gaps = 0  # idle frames reported with gap(), after the first packet

@@ -17,6 +17,7 @@ the group ``continues`` no more until the fan-out makes it again without it. San
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from typing import Final
 
@@ -27,6 +28,7 @@ from loa.relay.core.rewriter import FRAME_TICKS, Rewriter
 HEADERS: Final = np.dtype(
     [("b0", "u1"), ("m_pt", "u1"), ("seq", ">u2"), ("ts", ">u4"), ("ssrc", ">u4")]
 )  # an RTP header without CSRCs, as it goes on the wire (12 bytes)
+_SEQ_TS: Final = struct.Struct(">HI")  # a row's sequence and timestamp, at its byte 2
 
 
 class SteadyGroup:
@@ -75,7 +77,7 @@ class SteadyGroup:
         self._sent0 = [rw._sent for rw in self.rewriters]
         self._octets0 = [rw._octets for rw in self.rewriters]
         for i, rw in enumerate(self.rewriters):
-            rw._lease, rw._at = self, i
+            rw._lease, rw._at, rw._settled = self, i, 0  # its row is what it holds
 
     def __len__(self) -> int:
         return len(self.rewriters)
@@ -103,14 +105,18 @@ class SteadyGroup:
         self.octets += len(packet) - 12
 
     def settle(self, rw: Rewriter) -> None:
-        """Copy ``rw``'s row back into it (it stays in the group)."""
+        """Copy ``rw``'s row back into it (it stays in the group); nothing to do when the
+        group has not advanced since the last copy (an SR reads four values of it)."""
+        if rw._settled == self.packets:
+            return
         i = rw._at
-        row = self.headers[i]
-        rw._seq = (int(row["seq"]) + 1) & 0xFFFF
-        rw._ts = int(row["ts"])
+        seq, ts = _SEQ_TS.unpack_from(self.raw.data, i * 12 + 2)
+        rw._seq = (seq + 1) & 0xFFFF
+        rw._ts = ts
         rw._frame = self.frame
         rw._sent = self._sent0[i] + self.packets
         rw._octets = self._octets0[i] + self.octets
+        rw._settled = self.packets
 
     def release(self, rw: Rewriter) -> None:
         """``rw`` leaves the group, settled; the group advances no more (the fan-out makes
