@@ -183,10 +183,12 @@ class Broadcast:
 
     async def _loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self.pacer.start(loop.time())
+        first = True  # the first frame after a start or a resume: out in this very step
         while True:
             if not self._running.is_set():
                 await self._running.wait()
                 self.pacer.start(loop.time())
+                first = True
             if self._stopping is not None:
                 self._end(
                     State.EXPIRED if self._stopping == "expired" else State.STOPPED, self._stopping
@@ -197,8 +199,12 @@ class Broadcast:
                 self._end(State.FINISHED, getattr(self.source, "end_reason", None) or "finished")
                 return
             # Yield every frame even when due (or live): a source that answers without awaiting
-            # must not starve the loop and with it every other broadcast.
-            await asyncio.sleep(0 if self.source.live else self.pacer.delay(loop.time()))
+            # must not starve the loop and with it every other broadcast. Except the first: it
+            # is due at once, and a preemption is heard when it goes (not after the switched
+            # speakers' control messages, which were woken before this task ran).
+            if not first:
+                await asyncio.sleep(0 if self.source.live else self.pacer.delay(loop.time()))
+            first = False
             payload = self.encoder.encode(frame.pcm)
             if self.stamp_frames:
                 packet = (

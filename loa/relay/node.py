@@ -31,6 +31,7 @@ from loa.relay.core.control import (
     CLOSE_AUTH,
     CLOSE_REMOVED,
     CLOSE_REPLACED,
+    Message,
     Mute,
     Playing,
     Stop,
@@ -111,6 +112,9 @@ class Node:
         self._rtcp_timer: asyncio.TimerHandle | None = None
         # Endpoints owed an SR after their next frame of a broadcast, by broadcast key.
         self._sr_due: dict[int, set[str]] = {}
+        # Control messages held while a broadcast starts, so that its first frame goes out
+        # before them (``start_broadcast``); None: they go at once.
+        self._held: list[tuple[Peer, Message]] | None = None
         self.fanout = FanOut(
             self.endpoints,
             self.router,
@@ -366,10 +370,10 @@ class Node:
         if ep.peer is None:
             return
         if volume is not None:
-            ep.peer.send(Volume(volume))
+            self._tell(ep.peer, Volume(volume))
         if muted is not None:
-            ep.peer.send(Mute(muted))
-        ep.peer.send(self.playing_message(ep))
+            self._tell(ep.peer, Mute(muted))
+        self._tell(ep.peer, self.playing_message(ep))
 
     # -- speaker sessions ---------------------------------------------------------------
     def attach_speaker(self, ep: Endpoint, peer: Peer, now: float, *, red: bool = False) -> Session:
@@ -422,7 +426,7 @@ class Node:
     def _session_lost_udp(self, session: Session) -> None:
         ep = self.endpoints.get(session.endpoint_id)
         if ep is not None and ep.peer is not None:
-            ep.peer.send(TransportMode("none", "udp timeout"))
+            self._tell(ep.peer, TransportMode("none", "udp timeout"))
 
     def on_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> bytes | None:
         """Returns the reply to send back (an ack), if any."""
@@ -586,23 +590,35 @@ class Node:
             stamp_frames=self.config.relay.stamp_frames,
             description=description,
         )
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         try:
             actions = self.router.handle(BroadcastStarted(spec, now))
         except Conflict:
             await source.aclose()
             raise
         self.broadcasts[spec.id] = bc
-        self._apply(actions, now)
-        if bc.state.ended:  # expired on arrival
-            await source.aclose()
-            self._finish(bc)
-            return bc
-        if not self.router.listeners(spec.id) and spec.resumable and bc.state is State.PENDING:
-            bc.pause()
-        if spec.expires_at is not None:
-            self._schedule(spec.expires_at)
-        task = asyncio.create_task(bc.run(), name=f"loa-bc-{spec.id}")
+        # The switched speakers' control messages (what plays, at which volume: a few
+        # hundred WebSocket writes) wait until the first frame has gone out: the task's
+        # first step runs before the release, which is scheduled after it. Each names the
+        # switch's time, so a speaker in step applies it from the right frame however late.
+        holding = self._held is None
+        if holding:
+            self._held = []
+        try:
+            self._apply(actions, now)
+            if bc.state.ended:  # expired on arrival
+                await source.aclose()
+                self._finish(bc)
+                return bc
+            if not self.router.listeners(spec.id) and spec.resumable and bc.state is State.PENDING:
+                bc.pause()
+            if spec.expires_at is not None:
+                self._schedule(spec.expires_at)
+            task = asyncio.create_task(bc.run(), name=f"loa-bc-{spec.id}")
+        finally:
+            if holding:
+                loop.call_soon(self._release)
         self._tasks[spec.id] = task
         task.add_done_callback(partial(self._on_task_done, bc))
         self.metrics.broadcasts_started[spec.priority.name.lower()] += 1
@@ -699,8 +715,8 @@ class Node:
             if new is None and old_bc is not None and old_bc.stop_reason == "stopped":
                 # An operator's stop is heard at once, not after the speaker's buffer drains.
                 # (A speaker switching to another broadcast is told by that one's marker bit.)
-                ep.peer.send(Stop())
-            ep.peer.send(self._playing(ep, new_bc))
+                self._tell(ep.peer, Stop())
+            self._tell(ep.peer, self._playing(ep, new_bc, time.time()))
 
     def playing_message(self, ep: Endpoint) -> Playing:
         """What ``ep`` plays now, as the speaker is told it (and at which volume)."""
@@ -708,9 +724,10 @@ class Node:
         return self._playing(ep, self.broadcasts.get(holder) if holder is not None else None)
 
     @staticmethod
-    def _playing(ep: Endpoint, bc: Broadcast | None) -> Playing:
+    def _playing(ep: Endpoint, bc: Broadcast | None, since: float | None = None) -> Playing:
+        """``since``: a switch's time (Unix), which the message carries (``Playing``)."""
         if bc is None:
-            return Playing(None, volume=ep.volume)
+            return Playing(None, volume=ep.volume, since=since)
         emergency = bc.emergency_volume
         return Playing(
             bc.id,
@@ -718,7 +735,21 @@ class Node:
             bc.log.what,
             ep.emergency_volume if emergency else ep.volume,
             emergency,
+            since,
         )
+
+    def _tell(self, peer: Peer, message: Message) -> None:
+        """A control message to a speaker: at once, or after the held ones (in order)."""
+        if self._held is None:
+            peer.send(message)
+        else:
+            self._held.append((peer, message))
+
+    def _release(self) -> None:
+        """The messages held while broadcasts started, in the order they were told."""
+        held, self._held = self._held, None
+        for peer, message in held or ():
+            peer.send(message)
 
     def _heard_start(self, ep: Endpoint, now: float, holder: str | None) -> None:
         # The log counts poles; in-process listeners (browsers, the Ogg mount) are not poles.

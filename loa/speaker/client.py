@@ -539,8 +539,8 @@ class Speaker:
 
     def _on_event(self, event: Any) -> None:
         match event:
-            case LevelsChanged(why=why):
-                self._levels_changed()
+            case LevelsChanged(why=why, since=since):
+                self._levels_changed(since)
                 log.info("[ep=%s] %s", self.endpoint, why)
             case DropAudio():
                 self.jitter.flush(self.clock.now())
@@ -907,19 +907,21 @@ class Speaker:
             self.on_audio(out, AudioMeta(kind, broadcast, volume, muted, heard_at, captured))
         await self.output.write(out)
 
-    def _levels_changed(self) -> None:
+    def _levels_changed(self, since: float | None = None) -> None:
         """What plays and at which level changed on the control channel. In step, audio is
-        heard D after its capture: the change applies to frames captured from when the
-        server sent it (now on its clock, less half the round trip), not to the tail of the
-        old broadcast still in the buffer (an emergency's volume on the programme's last
-        300 ms). Otherwise at once."""
+        heard D after its capture: the change applies to frames captured from ``since``
+        (a switch's time, which its ``playing`` message says: it goes after the new
+        broadcast's first frame) or else from when the server sent it (now on its clock,
+        less half the round trip), not to the tail of the old broadcast still in the buffer
+        (an emergency's volume on the programme's last 300 ms). Otherwise at once."""
         state = (self.channel.broadcast, self.channel.effective_volume, self.channel.audible_muted)
         est = self.estimator.estimate
         if not self._sync_on or est is None or not self._levels:
             self._levels = [(float("-inf"), *state)]
             self._level_from = float("-inf")
             return
-        self._levels.append((est.to_server(self.clock.now()) - est.delay / 2, *state))
+        sent = est.to_server(self.clock.now()) - est.delay / 2
+        self._levels.append((sent if since is None else min(since, sent), *state))
         del self._levels[:-LEVELS_KEPT]
 
     def _levels_for(self, captured: float | None) -> tuple[str | None, int, bool]:

@@ -4,7 +4,9 @@ armed only for the core's deadlines."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -290,12 +292,77 @@ async def test_a_speaker_hears_its_levels_and_what_plays(tmp_path: Path) -> None
     try:
         peer, ep = Peer(), node.endpoint("c0-e0")
         node.attach_speaker(ep, peer, asyncio.get_running_loop().time())
+        before = time.time()
         await node.start_broadcast(
             spec("em", Priority.EMERGENCY), ToneSource(900), what="em", source_kind="tone",
             created_by="t",
         )  # fmt: skip
-        assert peer.sent == [Playing("em", "emergency", "em", ep.emergency_volume, True)]
-        assert node.playing_message(ep) == peer.sent[-1]
+        after = time.time()
+        assert peer.sent == []  # held until the broadcast's first frame has gone out
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        [playing] = peer.sent
+        assert playing.since is not None and before <= playing.since <= after  # the switch
+        assert playing == Playing("em", "emergency", "em", ep.emergency_volume, True, playing.since)
+        assert node.playing_message(ep) == dataclasses.replace(playing, since=None)
+    finally:
+        await node.close()
+
+
+class CountingPeer(Peer):
+    """Records, with each message, how many audio packets had reached ``address`` by then."""
+
+    def __init__(self, transport: FakeTransport, address: tuple[str, int]) -> None:
+        super().__init__()
+        self.transport, self.address = transport, address
+        self.packets_before: list[int] = []
+
+    def send(self, message: Message) -> None:
+        self.packets_before.append(len(self.transport.sent[self.address]))
+        super().send(message)
+
+
+async def test_a_preempting_broadcasts_first_frame_goes_before_the_speakers_messages(
+    tmp_path: Path,
+) -> None:
+    """An emergency over a programme: its first frame reaches the speaker in the broadcast
+    task's first step, before the switched speakers' control messages (their writes would
+    otherwise delay it: a few hundred at a commune's scale), which follow in the same
+    order as told and name the switch's time."""
+    node = Node(tree_config(tmp_path, communes=1, per_commune=1))
+    node.transport = node._sock = FakeTransport()  # type: ignore[assignment]
+    node.fanout.batch = Batch(node._sock, batched=False)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    try:
+        ep, address = node.endpoint("c0-e0"), ("10.0.0.9", 4000)
+        peer = CountingPeer(node._sock, address)  # type: ignore[arg-type]
+        session = node.attach_speaker(ep, peer, loop.time())
+        hello = ControlDatagram.signed(DatagramType.HELLO, session.id, 1, session.key)
+        assert node.on_datagram(bytes(hello), address, loop.time()) is not None
+        await node.start_broadcast(
+            spec("prog", Priority.SCHEDULED), ToneSource(400), what="p", source_kind="tone",
+            created_by="t",
+        )  # fmt: skip
+        await asyncio.sleep(0.1)
+        heard = len(node._sock.sent[address])  # type: ignore[attr-defined]
+        assert heard >= 2 and peer.packets_before[-1] >= 1  # its Playing after its frame
+        told = len(peer.sent)
+        switched = time.time()
+        await node.start_broadcast(
+            spec("em", Priority.EMERGENCY), ToneSource(900), what="em", source_kind="tone",
+            created_by="t",
+        )  # fmt: skip
+        assert len(peer.sent) == told  # nothing yet
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        new = peer.sent[told:]
+        assert [type(m) for m in new] == [Playing]
+        assert new[0].broadcast == "em" and new[0].since is not None
+        assert switched <= new[0].since <= time.time()
+        # the emergency's first packet (and its SR: RTCP to the same address) went before
+        assert peer.packets_before[told] >= heard + 1
+        first = node._sock.sent[address][heard]  # type: ignore[attr-defined]
+        assert first[1] & 0x80  # the marker: a new stream starts on this packet
     finally:
         await node.close()
 

@@ -23,9 +23,10 @@ from loa.cli import speaker as cli
 from loa.codecs.opus import OpusEncoder
 from loa.codecs.pcm import Int16Array, dominant_frequency, rms_dbfs
 from loa.errors import ConfigError, MissingDependency
+from loa.relay.core.control import Playing, Welcome, encode
 from loa.relay.core.wire import DatagramType
 from loa.speaker.client import AudioMeta, Speaker, SpeakerRefused, SpeakerState
-from loa.speaker.clock import HostClock, SkewedClock
+from loa.speaker.clock import Estimate, HostClock, SkewedClock
 from loa.speaker.output import (
     NullOutput,
     SoundcardOutput,
@@ -521,3 +522,59 @@ async def test_sigterm_stops_the_speaker_cleanly(server: FakeServer, tmp_path: P
     assert speaker.state is SpeakerState.STOPPED
     with wave.open(str(tmp_path / "o.wav"), "rb") as wav:
         assert wav.getframerate() == 48000
+
+
+WELCOME_FOR_LEVELS = Welcome(
+    session=bytes(range(8)),
+    key=bytes(range(32)),
+    endpoint="c0-e0",
+    udp_host="127.0.0.1",
+    udp_port=5004,
+    ssrc=1,
+    volume=70,
+    muted=False,
+)
+
+
+class _FixedClock:
+    def __init__(self, now: float) -> None:
+        self._now = now
+
+    def now(self) -> float:
+        return self._now
+
+
+class _Estimator:
+    def __init__(self, estimate: Estimate) -> None:
+        self.estimate = estimate
+
+
+def test_a_switch_applies_from_the_time_its_playing_message_names_however_late_it_came() -> None:
+    """In step, a level change applies to the frames captured from when the server made
+    it. A switch's ``playing`` message goes after the new broadcast's first frame and names
+    the switch's time: the emergency's volume from its first frame, the programme's last
+    frames (captured before the switch) at the programme's. A message without it applies
+    from when it was sent (the estimate: now on the server's clock less half the round
+    trip); a time after that is not believed."""
+    speaker = Speaker("ws://127.0.0.1:1/ws", "tok", NullOutput(), clock=_FixedClock(50.0))
+    # the server's clock is 100 s ahead; the round trip 20 ms: "sent" = 149.99 server time
+    speaker.estimator = _Estimator(Estimate(100.0, 0.0, 50.0, 0.02, 100.0, 64))  # type: ignore[assignment]
+    speaker._sync_on = True
+    speaker.channel.hello()
+    speaker.channel.on_text(encode(WELCOME_FOR_LEVELS))
+    speaker._levels_changed()  # the welcome's levels, from the start
+    for event in speaker.channel.on_text(
+        encode(Playing("em", "emergency", "b", 100, True, 149.90))
+    ):
+        speaker._on_event(event)
+    assert speaker._levels_for(149.89) == (None, 70, False)  # the programme's last frame
+    assert speaker._levels_for(149.91) == ("em", 100, False)  # the emergency's first
+    speaker._level_from = float("-inf")
+    for event in speaker.channel.on_text(encode(Playing(None, volume=70))):  # no switch time
+        speaker._on_event(event)
+    assert speaker._levels_for(149.98) == ("em", 100, False)
+    assert speaker._levels_for(149.995) == (None, 70, False)
+    speaker._level_from = float("-inf")
+    for event in speaker.channel.on_text(encode(Playing("em2", "emergency", "c", 90, True, 160.0))):
+        speaker._on_event(event)  # a switch "in the future": from when it was sent, no later
+    assert speaker._levels_for(149.995) == ("em2", 90, False)

@@ -194,9 +194,11 @@ class Refused:
 
 @dataclass(frozen=True, slots=True)
 class LevelsChanged:
-    """``volume``, ``mute`` or ``playing``: the effective volume or mute may have changed."""
+    """``volume``, ``mute`` or ``playing``: the effective volume or mute may have changed;
+    ``since``: a ``playing`` message's switch time (server Unix time), if it said one."""
 
     why: str
+    since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,11 +327,11 @@ class ClientChannel:
                 return [LevelsChanged("muted" if muted else "unmuted")]
             case Stop():
                 return [DropAudio()]
-            case Playing(broadcast=broadcast, volume=volume, override_mute=override):
+            case Playing(broadcast=broadcast, volume=volume, override_mute=override, since=since):
                 self.broadcast = broadcast
                 self.broadcast_volume = volume if broadcast is not None else None
                 self.override_mute = broadcast is not None and override
-                return [LevelsChanged(f"playing {broadcast}")]
+                return [LevelsChanged(f"playing {broadcast}", since)]
             case Transport(mode="none", reason=reason):
                 return [TransportLost(reason)]
             case Refusal(message=text):

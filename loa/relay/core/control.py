@@ -341,29 +341,41 @@ class Stop:
 @dataclass(frozen=True, slots=True)
 class Playing:
     """server → speaker on every switch: what plays now, at which volume; ``override_mute``
-    for an emergency, which a muted pole still plays."""
+    for an emergency, which a muted pole still plays. ``since``: on a switch, the server's
+    Unix time of it, before the new broadcast's first frame was captured; a speaker in step
+    applies the message to the frames captured from then on, however late the message
+    comes (a switch's messages go after its first frame). None: from when it arrives."""
 
     broadcast: str | None
     klass: str | None = None
     what: str | None = None
     volume: int | None = None
     override_mute: bool = False
+    since: float | None = None
 
     @classmethod
     def parse(cls, obj: dict[str, Any]) -> Self:
         broadcast, volume = obj.get("broadcast"), obj.get("volume")
         ok = isinstance(volume, int) and not isinstance(volume, bool) and 0 <= volume <= 100
-        klass, what = obj.get("class"), obj.get("what")
+        klass, what, since = obj.get("class"), obj.get("what"), obj.get("since")
+        if not (
+            isinstance(since, int | float)
+            and not isinstance(since, bool)
+            and math.isfinite(since)
+            and since > 0
+        ):
+            since = None
         return cls(
             None if broadcast is None else str(broadcast),
             klass if isinstance(klass, str) else None,
             what if isinstance(what, str) else None,
             volume if ok else None,
             obj.get("override_mute") is True,
+            None if since is None else float(since),
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        obj: dict[str, Any] = {
             "type": "playing",
             "broadcast": self.broadcast,
             "class": self.klass,
@@ -371,6 +383,9 @@ class Playing:
             "volume": self.volume,
             "override_mute": self.override_mute,
         }
+        if self.since is not None:
+            obj["since"] = self.since
+        return obj
 
 
 Message = Hello | Welcome | Refusal | Status | Transport | Volume | Mute | Stop | Playing | Redirect

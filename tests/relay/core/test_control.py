@@ -81,11 +81,21 @@ def texts(actions: list[Any]) -> list[dict[str, Any]]:
         Mute(True),
         Stop(),
         Playing("em", "emergency", "Bão số 3", 100, True),
+        Playing("em", "emergency", "Bão số 3", 100, True, 1796406917.166652),
         Playing(None, volume=80),
     ],
 )
 def test_messages_round_trip(message: Any) -> None:
     assert decode(encode(message)) == message
+
+
+@pytest.mark.parametrize("since", [None, "1796406917", True, -1, 0, float("inf"), [], {}])
+def test_a_playing_message_without_a_usable_switch_time_applies_from_its_arrival(
+    since: Any,
+) -> None:
+    text = json.dumps({"type": "playing", "broadcast": "em", "volume": 100, "since": since})
+    assert decode(text) == Playing("em", volume=100)
+    assert "since" not in json.loads(encode(Playing("em", volume=100)))
 
 
 def test_the_welcome_is_what_the_design_says_on_the_wire() -> None:
@@ -319,7 +329,9 @@ def test_commands_set_the_levels_and_an_emergency_overrides_the_mute() -> None:
     assert channel.on_text(encode(Volume(30))) == [LevelsChanged("volume 30")]
     assert channel.on_text(encode(Mute(True))) == [LevelsChanged("muted")]
     assert (channel.effective_volume, channel.audible_muted) == (30, True)
-    channel.on_text(encode(Playing("em", "emergency", "bão", 100, True)))
+    assert channel.on_text(encode(Playing("em", "emergency", "bão", 100, True, 1e9))) == [
+        LevelsChanged("playing em", 1e9)
+    ]
     assert (channel.broadcast, channel.effective_volume, channel.audible_muted) == (
         "em",
         100,
