@@ -163,6 +163,7 @@ def build_result(
         else None
     )
     floor = raw.get("floor", {}).get("us_per_packet")
+    floor_read = raw.get("floor_read", {}).get("us_per_packet")
     return {
         "speakers": len(layout.speakers),
         "frame_ms": args.frame_ms,
@@ -185,6 +186,11 @@ def build_result(
         # (bench.floor, run after the relay stopped); the relay's CPU per packet over it.
         "floor_us_per_packet": floor,
         "ratio_to_floor": round(cpu_us / floor, 2) if cpu_us and floor else None,
+        # The same loop to sockets another process reads, as the bench's speakers read the
+        # relay's: on loopback the sender's system call also queues each datagram and wakes
+        # its reader, work the floor above skips (its full receivers drop).
+        "floor_read_us_per_packet": floor_read,
+        "ratio_to_floor_read": round(cpu_us / floor_read, 2) if cpu_us and floor_read else None,
         "relay_rss_mb": raw["relay_rss_mb"],
         "reconnect_s": round(back[-1], 3) if back and not not_back else None,
         "reconnect": {
@@ -276,6 +282,7 @@ async def run_once(n: int, args: argparse.Namespace) -> dict[str, Any]:
         if relay is not None:
             relay.check_alive()
     raw["floor"] = await run_floor(n, args)
+    raw["floor_read"] = await run_floor(n, args, receivers="read")
     result = build_result(raw, layout, len(workers.procs), args)
     result["sync_skew_ms"] = await run_sync(args)
     return result
@@ -305,10 +312,11 @@ async def run_sync(args: argparse.Namespace) -> dict[str, Any] | None:
     return skew
 
 
-async def run_floor(n: int, args: argparse.Namespace) -> dict[str, Any]:
+async def run_floor(n: int, args: argparse.Namespace, receivers: str = "full") -> dict[str, Any]:
     """``bench.floor`` in its own process, after the relay and the speakers are gone: the
     same number of destinations, the relay's packet size (RTP header, the bench's 12-byte
-    stamp extension, the Opus payload at the configured bitrate) and frame rate."""
+    stamp extension, the Opus payload at the configured bitrate) and frame rate;
+    ``receivers``: its ``--receivers``."""
     if args.floor_s <= 0:
         return {}
     packet_s = args.frame_ms / 1000
@@ -325,6 +333,8 @@ async def run_floor(n: int, args: argparse.Namespace) -> dict[str, Any]:
         str(args.frame_ms),
         "--duration",
         str(args.floor_s),
+        "--receivers",
+        receivers,
         stdout=asyncio.subprocess.PIPE,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), args.floor_s + 60)

@@ -9,16 +9,28 @@ rewrite per destination plus one ``sendmmsg`` a frame), ``--mode fallback`` the 
 around it. ``--mode group`` drives the relay's own ``FanOut`` (one broadcast, every speaker a
 UDP session: its steady groups, ``loa.relay.core.steady``), ``--mode loop`` the same with
 the groups off (every header the one-by-one way). Run as
-``python -m bench.floor --speakers 1000``; one JSON line on stdout."""
+``python -m bench.floor --speakers 1000``; one JSON line on stdout.
+
+``--receivers full`` (the default, the issue's floor): nobody reads the sockets, whose
+small buffers fill after a few packets; from then on the kernel drops each datagram at the
+receiving socket. ``--receivers read``: another process reads every socket (epoll, as the
+bench's speakers do), so each datagram is queued and its reader woken: the kernel work the
+relay's sends do on loopback, where the sender's system call delivers to the receiving
+socket. The relay is measured against speakers that read; this floor is the same work
+without the relay's own."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import resource
+import select
 import socket
 import time
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
 from typing import Any, cast
 
 from loa.config import EndpointSpec
@@ -37,6 +49,9 @@ MODES = ("sendto", "sendmmsg", "fallback", "group", "loop")
 DEFAULT_PACKET_BYTES = 92
 
 
+RECEIVERS = ("full", "read")
+
+
 def _receivers(n: int) -> list[socket.socket]:
     socks = []
     for _ in range(n):
@@ -47,6 +62,59 @@ def _receivers(n: int) -> list[socket.socket]:
         r.bind(("127.0.0.1", 0))
         socks.append(r)
     return socks
+
+
+def _drain(n: int, conn: Connection, stop: Event) -> None:
+    """``--receivers read``: ``n`` sockets, their addresses sent on ``conn``, read until
+    ``stop``; then the count of datagrams read, sent on ``conn``."""
+    socks = []
+    for _ in range(n):
+        r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        r.bind(("127.0.0.1", 0))
+        r.setblocking(False)
+        socks.append(r)
+    conn.send([r.getsockname() for r in socks])
+    by_fd = {r.fileno(): r for r in socks}
+    got = 0
+    with select.epoll() as poll:
+        for fd in by_fd:
+            poll.register(fd, select.EPOLLIN)
+        while not stop.is_set():
+            for fd, _ in poll.poll(0.2):
+                recv = by_fd[fd].recv
+                while True:
+                    try:
+                        recv(2048)
+                    except BlockingIOError:
+                        break
+                    got += 1
+    for r in socks:
+        r.close()
+    conn.send(got)
+
+
+class _Readers:
+    """A process that owns ``n`` receiving sockets and reads them (``--receivers read``)."""
+
+    def __init__(self, n: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._stop = ctx.Event()
+        self._proc = ctx.Process(target=_drain, args=(n, child, self._stop), daemon=True)
+        self._proc.start()
+        if not self._conn.poll(60):
+            self._proc.kill()
+            raise RuntimeError("bench.floor: the reading process did not start within 60 s")
+        self.addresses: list[tuple[str, int]] = self._conn.recv()
+
+    def close(self) -> int:
+        """Stop reading; how many datagrams were read."""
+        self._stop.set()
+        got = int(self._conn.recv()) if self._conn.poll(10) else -1
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.kill()
+        return got
 
 
 class _Listeners:
@@ -95,16 +163,20 @@ def measure(
     duration_s: float = 5.0,
     mode: str = "sendto",
     no_send: bool = False,
+    receivers: str = "full",
 ) -> dict[str, Any]:
     """Paced fan-out for ``duration_s``; CPU (user, system) per packet in µs."""
     if no_send and mode not in ("group", "loop"):
         raise ValueError("--no-send is for --mode group or loop")
-    rx = _receivers(speakers)
+    if receivers not in RECEIVERS:
+        raise ValueError(f"receivers must be one of {RECEIVERS}, got {receivers!r}")
+    readers = _Readers(speakers) if receivers == "read" else None
+    rx = _receivers(speakers) if readers is None else []
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     tx.bind(("127.0.0.1", 0))
     tx.setblocking(False)
-    addresses = [r.getsockname() for r in rx]
+    addresses = [r.getsockname() for r in rx] if readers is None else readers.addresses
     packet = Rewriter.source_packet(bytes(packet_bytes - 12))
     rewriters = [Rewriter(i + 1, i & 0xFFFF, i) for i in range(speakers)]
     batch = Batch(tx, batched=mode == "sendmmsg") if mode in ("sendmmsg", "fallback") else None
@@ -151,6 +223,7 @@ def measure(
         tx.close()
         for r in rx:
             r.close()
+        read = readers.close() if readers is not None else None
     user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     if fanout is not None and metrics is not None:
         sent, dropped = metrics.packets_sent, metrics.udp_send_dropped
@@ -159,6 +232,8 @@ def measure(
     return {
         "mode": mode,
         "no_send": no_send,
+        "receivers": receivers,
+        "read": read,  # datagrams the reading process got (--receivers read)
         "speakers": speakers,
         "frame_ms": frame_ms,
         "packet_bytes": packet_bytes,
@@ -185,6 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="group and loop: no system call, every message counted sent (the Python side alone)",
     )
+    p.add_argument(
+        "--receivers",
+        choices=RECEIVERS,
+        default="full",
+        help="full: nobody reads, the receivers drop (default); read: another process reads",
+    )
     args = p.parse_args(argv)
     if args.speakers < 1 or args.duration <= 0 or not 12 < args.packet_bytes <= 1500:
         p.error("--speakers ≥ 1, --duration > 0 and 12 < --packet-bytes ≤ 1500")
@@ -195,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         duration_s=args.duration,
         mode=args.mode,
         no_send=args.no_send,
+        receivers=args.receivers,
     )
     print(json.dumps(result), flush=True)
     return 0

@@ -27,6 +27,8 @@ REQUIRED_KEYS = (
     "relay_sys_cpu_pct",
     "floor_us_per_packet",
     "ratio_to_floor",
+    "floor_read_us_per_packet",
+    "ratio_to_floor_read",
     "relay_rss_mb",
     "reconnect_s",
     "sync_skew_ms",
@@ -130,8 +132,10 @@ def summary(r: Mapping[str, Any]) -> str:
             f"({pre['n']} of {r['emergency']['targeted']} targeted speakers)",
             f"  relay CPU {r['relay_cpu_pct']} % (user {r['relay_user_cpu_pct']} %, system "
             f"{r['relay_sys_cpu_pct']} %), {r['cpu_us_per_packet']} µs/packet, floor "
-            f"{r['floor_us_per_packet']} µs/packet, ratio to floor {r['ratio_to_floor']}, "
-            f"RSS {r['relay_rss_mb']} MB   bench CPU {r['bench_cpu_pct']} %   "
+            f"{r['floor_us_per_packet']} µs/packet, ratio to floor {r['ratio_to_floor']} "
+            f"(to sockets that are read: {r['floor_read_us_per_packet']} µs/packet, ratio "
+            f"{r['ratio_to_floor_read']}), RSS {r['relay_rss_mb']} MB   "
+            f"bench CPU {r['bench_cpu_pct']} %   "
             f"relay waited for CPU {r['relay_wait_pct']} %, load {r['loadavg_1m']}",
             f"  reconnect storm: all back in {r['reconnect_s']} s   "
             f"tone check {r['decode_check']['ok']}/{r['decode_check']['windows']} windows",
@@ -156,6 +160,8 @@ def sweep_summary(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 "cpu_us_per_packet",
                 "floor_us_per_packet",
                 "ratio_to_floor",
+                "floor_read_us_per_packet",
+                "ratio_to_floor_read",
                 "relay_rss_mb",
                 "bench_cpu_pct",
                 "bench_lag_ms",

@@ -122,6 +122,10 @@ def test_short_run_against_a_real_relay(tmp_path: Path) -> None:
     assert last["ratio_to_floor"] == pytest.approx(
         last["cpu_us_per_packet"] / last["floor_us_per_packet"], abs=0.01
     )
+    assert last["floor_read_us_per_packet"] > 0
+    assert last["ratio_to_floor_read"] == pytest.approx(
+        last["cpu_us_per_packet"] / last["floor_read_us_per_packet"], abs=0.01
+    )
     assert last["relay_rss_mb"] > 10
     assert last["reconnect"]["not_back"] == 0
     assert 0 < last["reconnect_s"] < 20
