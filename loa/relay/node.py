@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import secrets
 import socket
 import time
@@ -69,7 +70,7 @@ from loa.relay.core.session import (
 from loa.relay.core.variants import Variant, broadcast_of
 from loa.relay.core.zones import AudioSettings, ZoneAudio, ZoneTree
 from loa.relay.endpoint import Endpoint, Peer
-from loa.relay.fanout import FanOut
+from loa.relay.fanout import LATE_S, FanOut
 from loa.relay.metrics import Metrics
 from loa.relay.sendmmsg import Batch
 from loa.relay.udp import RelayDatagramProtocol, bind_udp
@@ -531,6 +532,17 @@ class Node:
             self.metrics.udp_send_dropped += 1
         return True
 
+    def _stalled_s(self, rewriter: Rewriter) -> float:
+        """How long the stream ``rewriter`` writes has sent nothing past its last packet's
+        end, if more than ``LATE_S`` (its capture timeline's own slack); else 0."""
+        key = rewriter.broadcast_key
+        last = self.fanout.frame_at.get(broadcast_of(key)) if key is not None else None
+        if last is None:
+            return 0.0
+        ends = last[0] + (rewriter.frame_index + rewriter.last_frames - last[1]) * FRAME_S
+        stalled = time.perf_counter() - ends
+        return stalled if stalled > LATE_S else 0.0
+
     def _report_start(self, ep: Endpoint, bc_id: str | None) -> None:
         """``ep``'s stream starts (again) on ``bc_id``: its RTP timestamps jump, so its next
         frame is followed by an SR at once (``_send_due_reports``). A synchronised speaker
@@ -697,15 +709,21 @@ class Node:
             if (old_bc := self.broadcasts.get(old)) is not None:
                 old_bc.log.preemptions += 1
         new_bc = self.broadcasts.get(new) if new is not None else None
+        rewriter = ep.session.rewriter if ep.session is not None else ep.rewriter
+        # Keep the receiver's clock honest across silence: the next packet's timestamp jumps
+        # by the time nothing was sent and carries the marker. Silence is idle time (no
+        # holder) and a holder's stall: a broadcast that held the floor without sending
+        # (a relayed copy whose node died). Its SRs went on extrapolating its RTP clock;
+        # without the jump, the next stream would start at timestamps they already named.
+        stalled = self._stalled_s(rewriter) if old is not None and rewriter is not None else 0.0
         if new is None:
-            ep.idle_since = now
+            ep.idle_since = now - stalled
         elif old is None and ep.idle_since is not None:
-            # Keep the receiver's clock honest across silence: the next packet's timestamp
-            # jumps by the idle time and carries the marker.
-            rewriter = ep.session.rewriter if ep.session is not None else ep.rewriter
             if rewriter is not None:
                 rewriter.gap(max(1, round((now - ep.idle_since) / FRAME_S)))
             ep.idle_since = None
+        elif stalled and rewriter is not None:
+            rewriter.gap(math.ceil(stalled / FRAME_S))
         if new_bc is not None:
             new_bc.mark_playing()
         self._heard_start(ep, now, new)

@@ -227,15 +227,15 @@ class CaptureTimes:
         if start is None:
             return None
         after = self._bound(timestamp, self._starts, ahead=True)
-        best: tuple[int, float] | None = None
-        for rtp, unix_s in self._reports:
+        # The segment's report that came last. Not the one with the latest RTP time: the
+        # previous stream's reports extrapolate its clock while it holds the floor without
+        # sending (a cluster node died under a relayed broadcast), and one sent then may
+        # name a timestamp past the start of the stream that follows it.
+        for rtp, unix_s in reversed(self._reports):
             if ts_diff(rtp, start) < 0 or (after is not None and ts_diff(rtp, after) >= 0):
                 continue  # another segment's
-            if best is None or ts_diff(rtp, best[0]) > 0:
-                best = (rtp, unix_s)
-        if best is None:
-            return None
-        return best[1] + ts_diff(timestamp, best[0]) / SAMPLE_RATE
+            return unix_s + ts_diff(timestamp, rtp) / SAMPLE_RATE
+        return None
 
     @staticmethod
     def _bound(timestamp: int, starts: list[int], *, ahead: bool) -> int | None:

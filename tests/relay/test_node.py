@@ -146,6 +146,59 @@ class LiveTone(ToneSource):
         return await super().read()
 
 
+class Stalling(LiveTone):
+    """A live source that sends ``frames`` frames, then nothing (and does not end): a relayed
+    copy whose encoding node died, a publisher whose network froze."""
+
+    def __init__(self, frames: int) -> None:
+        super().__init__()
+        self.left = frames
+
+    async def read(self) -> Frame | None:
+        if self.left == 0:
+            await asyncio.Event().wait()
+        self.left -= 1
+        return await super().read()
+
+
+def rtp_timestamps(packets: list[bytes]) -> list[tuple[int, bool]]:
+    """(timestamp, marker) of each RTP packet among ``packets`` (SRs left out)."""
+    return [
+        (int.from_bytes(p[4:8], "big"), bool(p[1] & 0x80))
+        for p in packets
+        if 96 <= p[1] & 0x7F <= 127
+    ]
+
+
+@pytest.mark.parametrize("via_idle", [False, True])
+async def test_a_stream_after_a_stalled_holder_starts_at_the_time_that_passed(
+    node: Node, via_idle: bool
+) -> None:
+    """The holder sent 5 frames, then nothing for 0.6 s while it kept the floor (its SRs
+    extrapolate its RTP clock meanwhile); the next stream's first timestamp is at least
+    that much later, directly (preempted) or after the stalled holder ended (idle)."""
+    address = node.endpoint("rtp0").address
+    assert address is not None
+    await node.start_broadcast(
+        spec("relayed", Priority.LIVE), Stalling(5), what="r", source_kind="tone", created_by="t"
+    )  # fmt: skip
+    await asyncio.sleep(0.1 + 0.6)
+    sent = node._sock.sent[address]  # type: ignore[attr-defined]
+    [*_, (last, _)] = rtp_timestamps(sent)
+    before = len(sent)
+    if via_idle:
+        await node.stop_broadcast("relayed")
+        await asyncio.sleep(0)
+    await node.start_broadcast(
+        spec("em", Priority.EMERGENCY), ToneSource(900), what="e", source_kind="tone",
+        created_by="t",
+    )  # fmt: skip
+    await asyncio.sleep(0.05)
+    (first, marker), *_ = rtp_timestamps(sent[before:])
+    assert marker
+    assert (first - last) & 0xFFFFFFFF >= 48_000 * 0.6  # not 960: the silence counted
+
+
 async def test_resumable_pauses_unheard_but_live_keeps_running(node: Node) -> None:
     await node.start_broadcast(
         spec("em", Priority.EMERGENCY),

@@ -162,6 +162,24 @@ def test_capture_times_map_each_segment_through_its_own_report() -> None:
     assert times.capture(s1) is None
 
 
+def test_a_report_of_the_previous_stream_naming_a_time_past_the_next_ones_start_is_not_used() -> (
+    None
+):
+    """A stream that held the floor without sending (its cluster node died) is reported
+    with its clock extrapolated: the last such report names an RTP time past the start of
+    the stream that follows, whose frames must map through their own report (the one that
+    came last), not seconds into the past."""
+    times = CaptureTimes()
+    old, new = 1_000_000, 1_100_000
+    times.segment(old)
+    times.report(old + 16, 100.0)  # the old stream, playing
+    times.report(new + 8_000, 102.2)  # held, silent: its clock extrapolated past `new`
+    times.segment(new)  # the next stream starts 2.4 s later at a lower RTP time
+    times.report(new + 16, 104.5)  # its own report, after its first packet
+    assert times.capture(new) == pytest.approx(104.5 - 16 / 48_000)
+    assert times.capture(old + 960) == pytest.approx(100.0 + (960 - 16) / 48_000)
+
+
 def test_the_first_frame_placed_steps_into_line_at_once_however_small_the_error() -> None:
     playout = Playout()
     for k in range(5):  # no clock estimate or report yet: played as it comes

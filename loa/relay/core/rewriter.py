@@ -292,6 +292,11 @@ class Rewriter:
         return self._frame
 
     @property
+    def last_frames(self) -> int:
+        """How many frames the last packet rewritten carried (a group shares its own)."""
+        return self._step
+
+    @property
     def next_frame(self) -> int:
         """The frame index after the last packet rewritten (its first frame + its frames)."""
         if self._lease is not None:
