@@ -11,8 +11,10 @@ from loa.config import EndpointSpec
 from loa.relay.core.control import Message
 from loa.relay.core.reception import Reception
 from loa.relay.core.rewriter import Rewriter
-from loa.relay.core.session import Session
+from loa.relay.core.session import Session, Watch
 from loa.relay.core.variants import PLAIN, Variant
+
+_WATCHED = frozenset({"session", "variant", "rejoining"})  # what a steady group keeps
 
 
 class Peer(Protocol):
@@ -51,6 +53,11 @@ class Endpoint:
     # Its variant changed: until its first packet of the new one, a packet that starts on a
     # frame it already got (another variant's packets are cut elsewhere) is skipped.
     rejoining: bool = False
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _WATCHED:
+            Watch.changes += 1
+        object.__setattr__(self, name, value)
 
     @property
     def id(self) -> str:

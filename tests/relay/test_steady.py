@@ -12,19 +12,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
+import numpy as np
 import pytest
 
 from loa.config import EndpointSpec
 from loa.relay.broadcast import Broadcast
 from loa.relay.core.rewriter import Rewriter
 from loa.relay.core.router import Router
-from loa.relay.core.session import Session, Transport
+from loa.relay.core.session import Session, Transport, Watch
 from loa.relay.core.steady import SteadyGroup
 from loa.relay.core.variants import PLAIN, Variant
 from loa.relay.endpoint import Endpoint
-from loa.relay.fanout import MIN_GROUP, FanOut
+from loa.relay.fanout import MIN_GROUP, FanOut, _Member
 from loa.relay.metrics import Metrics
-from loa.relay.sendmmsg import Batch
+from loa.relay.sendmmsg import NAME_SIZE, Batch
 from tests.relay.test_sendmmsg import needs_sendmmsg, receivers
 
 N = 3 * MIN_GROUP  # endpoints: enough for groups, and for some to stay out of them
@@ -260,3 +261,49 @@ def test_a_group_refuses_a_rewriter_that_is_not_steady_on_its_stream() -> None:
     rewriters[1].gap(2)
     with pytest.raises(ValueError, match="is not steady on stream 9"):
         SteadyGroup(rewriters, 9, 5, 1, packet[0], packet[1])
+
+
+def test_a_member_is_checked_again_after_any_change_it_must_survive() -> None:
+    """A group's members are checked one by one only after something they must keep
+    changed (``Watch``): then each change of an endpoint's session, variant or rejoining,
+    or of a session's UDP destination, ends the group; a change elsewhere does not."""
+    packet = Rewriter.source_packet(bytes(80))
+    endpoints, sessions, addrs = [], [], []
+    for i in range(MIN_GROUP):
+        rw = Rewriter(i + 1, i, i)
+        rw.header(packet, 7, 0, 1)
+        ep = Endpoint(EndpointSpec(f"s{i}", f"s{i}", "z"), None, 80, 100)
+        ep.session = Session(f"s{i}", bytes(16), bytes(16), rw, 0)
+        ep.session.destination = ("127.0.0.1", 4000 + i)
+        endpoints.append(ep)
+        sessions.append(ep.session)
+        addrs.append(ep.session.destination)
+    rewriters = [s.rewriter for s in sessions]
+
+    def member() -> _Member:
+        group = SteadyGroup(rewriters, 7, 0, 1, packet[0], packet[1])
+        return _Member(group, PLAIN, [e.id for e in endpoints], endpoints, sessions, addrs,
+                       np.zeros(MIN_GROUP * NAME_SIZE, np.uint8))  # fmt: skip
+
+    m = member()
+    assert m.holds()
+    endpoints[0].heard_since = 5.0  # not something a group keeps
+    assert m.holds() and m.seen == Watch.changes
+    ep, session = endpoints[3], sessions[3]
+    for change, undo in [
+        (lambda: setattr(ep, "variant", Variant(2)), lambda: setattr(ep, "variant", PLAIN)),
+        (lambda: setattr(ep, "rejoining", True), lambda: setattr(ep, "rejoining", False)),
+        (lambda: setattr(ep, "session", None), lambda: setattr(ep, "session", session)),
+        (
+            lambda: setattr(session, "destination", ("127.0.0.1", 9)),
+            lambda: setattr(session, "destination", addrs[3]),
+        ),
+    ]:
+        seen = Watch.changes
+        change()
+        assert Watch.changes > seen and not m.holds()
+        undo()
+        assert m.holds()  # all as it was: it goes on (checked once, then trusted again)
+        assert m.seen == Watch.changes
+        m.group.dissolve()
+        m = member()

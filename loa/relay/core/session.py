@@ -68,6 +68,14 @@ class Transport(Enum):
     WS = "ws"
 
 
+class Watch:
+    """How many times anything a steady group's members must keep has changed: a session's
+    UDP destination, an endpoint's session, variant or rejoining (``Endpoint``). The fan-out
+    checks its groups member by member only after a change (``loa.relay.fanout``)."""
+
+    changes = 0
+
+
 class Session:
     """One speaker's session: driven by its WebSocket (open, transport, close) and its UDP."""
 
@@ -124,6 +132,11 @@ class Session:
         self.highest_sequence: int | None = None  # extended highest sequence received
         self.jitter: int | None = None  # timestamp units (1/48000 s)
         self.last_report_at: float | None = None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "destination":
+            Watch.changes += 1
+        object.__setattr__(self, name, value)
 
     @property
     def hex_id(self) -> str:
