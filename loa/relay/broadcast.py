@@ -14,7 +14,7 @@ from typing import Any
 from loa.codecs import FRAME_S, FRAME_SAMPLES, OPUS_PAYLOAD_TYPE
 from loa.codecs.opus import OpusEncoder
 from loa.relay.core.priority import BroadcastSpec
-from loa.streamer.base import Source
+from loa.streamer.base import Frame, Source
 from loa.streamer.pacer import Pacer
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,7 @@ class Broadcast:
         self._running.set()
         self._stopping: str | None = None
         self.pacer = Pacer(frame_s=FRAME_S)
+        self._primed = False  # its first frame went out in ``prime``
 
     def __repr__(self) -> str:
         return f"<Broadcast {self.id} {self.spec.priority.name} {self.state}>"
@@ -169,21 +170,51 @@ class Broadcast:
     async def run(self) -> State:
         loop = asyncio.get_running_loop()
         try:
-            await self._loop(loop)
+            if not self.state.ended:
+                await self._loop(loop)
         except asyncio.CancelledError:
             self._end(State.STOPPED, self._stopping or "shutdown")
             raise
         except Exception as exc:  # the source broke: end this broadcast, not the relay
-            log.warning("[bc=%s] failed: %s", self.id, exc)
-            self.error = str(exc)
-            self._end(State.FAILED, str(exc))
+            self._failed(exc)
         finally:
             await self.source.aclose()
         return self.state
 
-    async def _loop(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def prime(self) -> None:
+        """Its first frame, now: read, encoded and delivered before the caller goes on (the
+        node's ``start_broadcast`` awaits it before it answers), so a preemption is heard
+        when its request is handled, not after whatever else the loop has ready (another
+        broadcast's frame falling due, the switched speakers' messages). ``run`` goes on
+        from the second frame. Not for a live source (its first frame comes when it comes)
+        nor a paused broadcast. A source that fails here fails the broadcast, as in
+        ``run``; a source that does not suspend in ``read`` runs without yielding."""
+        if self.source.live or not self._running.is_set() or self._primed or self.state.ended:
+            return
+        loop = asyncio.get_running_loop()
         self.pacer.start(loop.time())
-        first = True  # the first frame after a start or a resume: out in this very step
+        self._primed = True
+        try:
+            frame = await self.source.read()
+            if frame is None:
+                self._end(State.FINISHED, getattr(self.source, "end_reason", None) or "finished")
+                return
+            self._send(frame)
+            self.pacer.advance(loop.time())
+        except Exception as exc:  # the source broke: end this broadcast, not the relay
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        log.warning("[bc=%s] failed: %s", self.id, exc)
+        self.error = str(exc)
+        self._end(State.FAILED, str(exc))
+
+    async def _loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        # The first frame after a start or a resume goes out in this very step (unless
+        # ``prime`` sent it already), the others at the pacer's deadlines.
+        first = not self._primed
+        if first:
+            self.pacer.start(loop.time())
         while True:
             if not self._running.is_set():
                 await self._running.wait()
@@ -205,30 +236,34 @@ class Broadcast:
             if not first:
                 await asyncio.sleep(0 if self.source.live else self.pacer.delay(loop.time()))
             first = False
-            payload = self.encoder.encode(frame.pcm)
-            if self.stamp_frames:
-                packet = (
-                    _STAMPED.pack(
-                        0x90,
-                        OPUS_PAYLOAD_TYPE,
-                        0,
-                        0,
-                        0,
-                        0xBEDE,
-                        3,
-                        0x17,
-                        time.time_ns() // 1000,
-                        0,
-                        0,
-                    )
-                    + payload
-                )
-            else:
-                packet = _PLAIN + payload
-            self.frames += 1
-            self.deliver(self, packet, frame.pts // FRAME_SAMPLES, frame.item_end)
+            self._send(frame)
             if not self.source.live:
                 self.pacer.advance(loop.time())
+
+    def _send(self, frame: Frame) -> None:
+        """Encode ``frame`` and hand it to the node (``deliver``)."""
+        payload = self.encoder.encode(frame.pcm)
+        if self.stamp_frames:
+            packet = (
+                _STAMPED.pack(
+                    0x90,
+                    OPUS_PAYLOAD_TYPE,
+                    0,
+                    0,
+                    0,
+                    0xBEDE,
+                    3,
+                    0x17,
+                    time.time_ns() // 1000,
+                    0,
+                    0,
+                )
+                + payload
+            )
+        else:
+            packet = _PLAIN + payload
+        self.frames += 1
+        self.deliver(self, packet, frame.pts // FRAME_SAMPLES, frame.item_end)
 
     def _end(self, state: State, reason: str) -> None:
         if self.state.ended:

@@ -610,29 +610,33 @@ class Node:
             await source.aclose()
             raise
         self.broadcasts[spec.id] = bc
-        # The switched speakers' control messages (what plays, at which volume: a few
-        # hundred WebSocket writes) wait until the first frame has gone out: the task's
-        # first step runs before the release, which is scheduled after it. Each names the
-        # switch's time, so a speaker in step applies it from the right frame however late.
-        holding = self._held is None
-        if holding:
+        # The first frame goes out before anything else the start causes: it is sent here
+        # (``Broadcast.prime``: a source whose read does not suspend sends it before this
+        # returns; a live one when its first frame comes, from the task), and the switched
+        # speakers' control messages (what plays, at which volume: a few hundred WebSocket
+        # writes) are held until after it. Each names the switch's time, so a speaker in
+        # step applies it from the right frame however late it comes.
+        # The release runs once the loop has control again: after the first frame, unless
+        # the source's first read suspends (then before it, as for a live source).
+        if self._held is None:
             self._held = []
+            loop.call_soon(self._release)
+        self._apply(actions, now)
+        if bc.state.ended:  # expired on arrival
+            await source.aclose()
+            self._finish(bc)
+            return bc
+        if not self.router.listeners(spec.id) and spec.resumable and bc.state is State.PENDING:
+            bc.pause()
+        if spec.expires_at is not None:
+            self._schedule(spec.expires_at)
         try:
-            self._apply(actions, now)
-            if bc.state.ended:  # expired on arrival
-                await source.aclose()
-                self._finish(bc)
-                return bc
-            if not self.router.listeners(spec.id) and spec.resumable and bc.state is State.PENDING:
-                bc.pause()
-            if spec.expires_at is not None:
-                self._schedule(spec.expires_at)
+            if self.router.listeners(spec.id):
+                await bc.prime()
+        finally:  # even if the caller was cancelled meanwhile: the broadcast runs on
             task = asyncio.create_task(bc.run(), name=f"loa-bc-{spec.id}")
-        finally:
-            if holding:
-                loop.call_soon(self._release)
-        self._tasks[spec.id] = task
-        task.add_done_callback(partial(self._on_task_done, bc))
+            self._tasks[spec.id] = task
+            task.add_done_callback(partial(self._on_task_done, bc))
         self.metrics.broadcasts_started[spec.priority.name.lower()] += 1
         if self.on_start is not None:
             self.on_start(bc)
