@@ -136,7 +136,10 @@ class Broadcast:
         self._running.set()
         self._stopping: str | None = None
         self.pacer = Pacer(frame_s=FRAME_S)
-        self._primed = False  # its first frame went out in ``prime``
+        self._preloaded = False  # ``preload`` read its first frame (or failed to)
+        self._first: Frame | None = None  # that frame, until it is sent
+        self._first_error: Exception | None = None  # or why it could not be read
+        self._primed = False  # the preloaded frame was taken (sent, or ended the broadcast)
 
     def __repr__(self) -> str:
         return f"<Broadcast {self.id} {self.spec.priority.name} {self.state}>"
@@ -181,28 +184,49 @@ class Broadcast:
             await self.source.aclose()
         return self.state
 
-    async def prime(self) -> None:
-        """Its first frame, now: read, encoded and delivered before the caller goes on (the
-        node's ``start_broadcast`` awaits it before it answers), so a preemption is heard
-        when its request is handled, not after whatever else the loop has ready (another
-        broadcast's frame falling due, the switched speakers' messages). ``run`` goes on
-        from the second frame. Not for a live source (its first frame comes when it comes)
-        nor a paused broadcast. A source that fails here fails the broadcast, as in
-        ``run``; a source that does not suspend in ``read`` runs without yielding."""
-        if self.source.live or not self._running.is_set() or self._primed or self.state.ended:
+    async def preload(self) -> None:
+        """Read its first frame now, before the node routes it (``Node.start_broadcast``):
+        the first read may take a while (a file opened, a voice synthesised) and the old
+        broadcast plays on meanwhile; ``prime`` then sends it at the switch. A failure or
+        an end is kept for ``prime`` and ``run``, which end the broadcast as they would
+        have. Not for a live source (its first frame comes when it comes)."""
+        if self.source.live or self._preloaded:
+            return
+        self._preloaded = True
+        try:
+            self._first = await self.source.read()
+        except Exception as exc:  # the source broke: end this broadcast, not the relay
+            self._first_error = exc
+
+    def prime(self) -> None:
+        """Send the preloaded first frame now, without yielding: the node calls it right
+        after the switch, so a preemption is heard when its request is handled, not after
+        whatever else the loop has ready (another broadcast's frame falling due, the
+        switched speakers' messages). ``run`` goes on from the second frame. Not while
+        paused: then ``run`` sends it when the broadcast resumes."""
+        if not self._preloaded or self._primed or self.state.ended or not self._running.is_set():
+            return
+        self._primed = True
+        if not self._take_first():
             return
         loop = asyncio.get_running_loop()
         self.pacer.start(loop.time())
-        self._primed = True
-        try:
-            frame = await self.source.read()
-            if frame is None:
-                self._end(State.FINISHED, getattr(self.source, "end_reason", None) or "finished")
-                return
-            self._send(frame)
-            self.pacer.advance(loop.time())
-        except Exception as exc:  # the source broke: end this broadcast, not the relay
-            self._failed(exc)
+        frame, self._first = self._first, None
+        assert frame is not None
+        self._send(frame)
+        self.pacer.advance(loop.time())
+
+    def _take_first(self) -> bool:
+        """End the broadcast if its preloaded first read failed or found nothing; whether
+        a first frame is there to send."""
+        if self._first_error is not None:
+            error, self._first_error = self._first_error, None
+            self._failed(error)
+            return False
+        if self._first is None:
+            self._end(State.FINISHED, getattr(self.source, "end_reason", None) or "finished")
+            return False
+        return True
 
     def _failed(self, exc: Exception) -> None:
         log.warning("[bc=%s] failed: %s", self.id, exc)
@@ -225,7 +249,13 @@ class Broadcast:
                     State.EXPIRED if self._stopping == "expired" else State.STOPPED, self._stopping
                 )
                 return
-            frame = await self.source.read()
+            if self._preloaded and not self._primed:  # preloaded, not sent (it was paused)
+                self._primed = True
+                if not self._take_first():
+                    return
+                frame, self._first = self._first, None
+            else:
+                frame = await self.source.read()
             if frame is None:  # a source may say why it ended (e.g. the publisher hung up)
                 self._end(State.FINISHED, getattr(self.source, "end_reason", None) or "finished")
                 return

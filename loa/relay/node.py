@@ -602,6 +602,17 @@ class Node:
             stamp_frames=self.config.relay.stamp_frames,
             description=description,
         )
+        # Its first frame is read before it is routed (a file opened, a voice synthesised:
+        # the old broadcast plays on meanwhile) and sent right after (``Broadcast.prime``),
+        # with no yield between the switch and it.
+        try:
+            await bc.preload()
+        except BaseException:  # cancelled (the caller went away): nothing was started
+            await source.aclose()
+            raise
+        if spec.id in self.broadcasts:  # started meanwhile
+            await source.aclose()
+            raise Conflict(f"broadcast {spec.id} already exists")
         loop = asyncio.get_running_loop()
         now = loop.time()
         try:
@@ -610,14 +621,11 @@ class Node:
             await source.aclose()
             raise
         self.broadcasts[spec.id] = bc
-        # The first frame goes out before anything else the start causes: it is sent here
-        # (``Broadcast.prime``: a source whose read does not suspend sends it before this
-        # returns; a live one when its first frame comes, from the task), and the switched
-        # speakers' control messages (what plays, at which volume: a few hundred WebSocket
-        # writes) are held until after it. Each names the switch's time, so a speaker in
-        # step applies it from the right frame however late it comes.
-        # The release runs once the loop has control again: after the first frame, unless
-        # the source's first read suspends (then before it, as for a live source).
+        # The first frame goes out before anything else the start causes (a live one when
+        # it comes, from the task), and the switched speakers' control messages (what
+        # plays, at which volume: a few hundred WebSocket writes) are held until the loop's
+        # next turn. Each names the switch's time, so a speaker in step applies it from the
+        # right frame however late it comes.
         if self._held is None:
             self._held = []
             loop.call_soon(self._release)
@@ -630,13 +638,11 @@ class Node:
             bc.pause()
         if spec.expires_at is not None:
             self._schedule(spec.expires_at)
-        try:
-            if self.router.listeners(spec.id):
-                await bc.prime()
-        finally:  # even if the caller was cancelled meanwhile: the broadcast runs on
-            task = asyncio.create_task(bc.run(), name=f"loa-bc-{spec.id}")
-            self._tasks[spec.id] = task
-            task.add_done_callback(partial(self._on_task_done, bc))
+        if self.router.listeners(spec.id):
+            bc.prime()
+        task = asyncio.create_task(bc.run(), name=f"loa-bc-{spec.id}")
+        self._tasks[spec.id] = task
+        task.add_done_callback(partial(self._on_task_done, bc))
         self.metrics.broadcasts_started[spec.priority.name.lower()] += 1
         if self.on_start is not None:
             self.on_start(bc)

@@ -1,5 +1,6 @@
-"""A broadcast's frame loop: ``prime`` sends the first frame before its caller goes on, and
-``run`` continues from the second at the pacer's deadlines; a source that ends or breaks
+"""A broadcast's frame loop: ``preload`` reads the first frame before the node routes it,
+``prime`` sends it without yielding, and ``run`` continues from the second at the pacer's
+deadlines (or from the first, if it was paused at the start); a source that ends or breaks
 on its first read ends the broadcast there."""
 
 from __future__ import annotations
@@ -68,23 +69,40 @@ def frame(i: int) -> Frame:
     return Frame(np.zeros(960, np.int16), i * 960)
 
 
-async def test_prime_sends_the_first_frame_before_it_returns_and_run_goes_on_from_the_second() -> (
+async def test_prime_sends_the_first_frame_without_yielding_and_run_goes_on_from_the_second() -> (
     None
 ):
     deliver = Delivered()
     bc = broadcast(ToneSource(1000, duration_s=0.1), deliver)  # 5 frames
+    await bc.preload()
+    assert deliver.frames == []  # read, not sent: the node routes it first
     ready = asyncio.Event()
     asyncio.get_running_loop().call_soon(ready.set)  # anything else the loop has ready
     t0 = time.perf_counter()
-    await bc.prime()
-    assert not ready.is_set()  # it did not yield: nothing else ran first
+    bc.prime()
     assert [i for i, _ in deliver.frames] == [0]
+    assert not ready.is_set()
     assert await asyncio.wait_for(bc.run(), 5) is State.FINISHED
     assert [i for i, _ in deliver.frames] == [0, 1, 2, 3, 4]  # none twice, none skipped
     second = deliver.frames[1][1] - t0
     assert second >= 0.019  # at its deadline, a frame after the first: not at once
-    await bc.prime()  # once only
+    bc.prime()  # once only
     assert len(deliver.frames) == 5
+
+
+async def test_a_broadcast_paused_at_its_start_sends_its_preloaded_frame_when_it_resumes() -> None:
+    deliver = Delivered()
+    source = Script(frame(0), frame(1))
+    bc = broadcast(source, deliver)
+    await bc.preload()
+    bc.pause()
+    bc.prime()  # paused: nothing
+    task = asyncio.create_task(bc.run())
+    await asyncio.sleep(0.05)
+    assert deliver.frames == [] and source.reads == 1
+    bc.resume()
+    assert await asyncio.wait_for(task, 5) is State.FINISHED
+    assert [i for i, _ in deliver.frames] == [0, 1] and source.reads == 3
 
 
 @pytest.mark.parametrize(
@@ -94,24 +112,26 @@ async def test_prime_sends_the_first_frame_before_it_returns_and_run_goes_on_fro
         ((OSError("disk on fire"),), State.FAILED, "disk on fire"),
     ],
 )
+@pytest.mark.parametrize("primed", [True, False])
 async def test_a_source_that_ends_or_breaks_on_its_first_read_ends_the_broadcast_there(
-    answers: tuple[object, ...], state: State, reason: str
+    answers: tuple[object, ...], state: State, reason: str, primed: bool
 ) -> None:
     deliver = Delivered()
     source = Script(*answers)
     bc = broadcast(source, deliver)
-    await bc.prime()  # no exception reaches the caller (the API request)
-    assert (bc.state, bc.log.reason) == (state, reason)
+    await bc.preload()  # no exception reaches the caller (the API request)
+    if primed:
+        bc.prime()
+        assert (bc.state, bc.log.reason) == (state, reason)
     assert await bc.run() is state
+    assert (bc.state, bc.log.reason) == (state, reason)
     assert source.reads == 1 and source.closed and deliver.frames == []
 
 
-async def test_a_live_or_paused_broadcast_is_not_primed() -> None:
+async def test_a_live_broadcast_is_not_preloaded() -> None:
     deliver = Delivered()
     live = Script(frame(0), live=True)
-    await broadcast(live, deliver).prime()
-    assert live.reads == 0
-    paused = broadcast(Script(frame(0)), deliver)
-    paused.pause()
-    await paused.prime()
-    assert paused.source.reads == 0 and deliver.frames == []  # type: ignore[attr-defined]
+    bc = broadcast(live, deliver)
+    await bc.preload()
+    bc.prime()
+    assert live.reads == 0 and deliver.frames == []
