@@ -23,7 +23,7 @@ from loa.cli import speaker as cli
 from loa.codecs.opus import OpusEncoder
 from loa.codecs.pcm import Int16Array, dominant_frequency, rms_dbfs
 from loa.errors import ConfigError, MissingDependency
-from loa.relay.core.control import Playing, Welcome, encode
+from loa.relay.core.control import Playing, encode
 from loa.relay.core.wire import DatagramType
 from loa.speaker.client import AudioMeta, Speaker, SpeakerRefused, SpeakerState
 from loa.speaker.clock import Estimate, HostClock, SkewedClock
@@ -34,6 +34,7 @@ from loa.speaker.output import (
     apply_volume,
     volume_gain,
 )
+from tests.relay.core.test_control import WELCOME  # volume 70, not muted
 from tests.speaker.fake_server import FakeServer
 
 
@@ -524,18 +525,6 @@ async def test_sigterm_stops_the_speaker_cleanly(server: FakeServer, tmp_path: P
         assert wav.getframerate() == 48000
 
 
-WELCOME_FOR_LEVELS = Welcome(
-    session=bytes(range(8)),
-    key=bytes(range(32)),
-    endpoint="c0-e0",
-    udp_host="127.0.0.1",
-    udp_port=5004,
-    ssrc=1,
-    volume=70,
-    muted=False,
-)
-
-
 class _FixedClock:
     def __init__(self, now: float) -> None:
         self._now = now
@@ -561,7 +550,7 @@ def test_a_switch_applies_from_the_time_its_playing_message_names_however_late_i
     speaker.estimator = _Estimator(Estimate(100.0, 0.0, 50.0, 0.02, 100.0, 64))  # type: ignore[assignment]
     speaker._sync_on = True
     speaker.channel.hello()
-    speaker.channel.on_text(encode(WELCOME_FOR_LEVELS))
+    speaker.channel.on_text(encode(WELCOME))
     speaker._levels_changed()  # the welcome's levels, from the start
     for event in speaker.channel.on_text(
         encode(Playing("em", "emergency", "b", 100, True, 149.90))
