@@ -75,19 +75,23 @@ def _drain(n: int, conn: Connection, stop: Event) -> None:
         socks.append(r)
     conn.send([r.getsockname() for r in socks])
     by_fd = {r.fileno(): r for r in socks}
+
+    def drain(sock: socket.socket) -> int:
+        n = 0
+        while True:
+            try:
+                sock.recv(2048)
+            except BlockingIOError:
+                return n
+            n += 1
+
     got = 0
     with select.epoll() as poll:
         for fd in by_fd:
             poll.register(fd, select.EPOLLIN)
         while not stop.is_set():
-            for fd, _ in poll.poll(0.2):
-                recv = by_fd[fd].recv
-                while True:
-                    try:
-                        recv(2048)
-                    except BlockingIOError:
-                        break
-                    got += 1
+            got += sum(drain(by_fd[fd]) for fd, _ in poll.poll(0.2))
+    got += sum(drain(r) for r in socks)  # what came after the last poll
     for r in socks:
         r.close()
     conn.send(got)

@@ -206,27 +206,25 @@ class Broadcast:
         paused: then ``run`` sends it when the broadcast resumes."""
         if not self._preloaded or self._primed or self.state.ended or not self._running.is_set():
             return
-        self._primed = True
-        if not self._take_first():
+        frame = self._take_first()
+        if frame is None:
             return
         loop = asyncio.get_running_loop()
         self.pacer.start(loop.time())
-        frame, self._first = self._first, None
-        assert frame is not None
         self._send(frame)
         self.pacer.advance(loop.time())
 
-    def _take_first(self) -> bool:
-        """End the broadcast if its preloaded first read failed or found nothing; whether
-        a first frame is there to send."""
+    def _take_first(self) -> Frame | None:
+        """The preloaded first frame, taken once; None, the broadcast ended, if that read
+        failed or found nothing."""
+        self._primed = True
+        frame, self._first = self._first, None
         if self._first_error is not None:
-            error, self._first_error = self._first_error, None
-            self._failed(error)
-            return False
-        if self._first is None:
+            self._failed(self._first_error)
+            self._first_error = None
+        elif frame is None:
             self._end(State.FINISHED, getattr(self.source, "end_reason", None) or "finished")
-            return False
-        return True
+        return frame if not self.state.ended else None
 
     def _failed(self, exc: Exception) -> None:
         log.warning("[bc=%s] failed: %s", self.id, exc)
@@ -250,19 +248,17 @@ class Broadcast:
                 )
                 return
             if self._preloaded and not self._primed:  # preloaded, not sent (it was paused)
-                self._primed = True
-                if not self._take_first():
+                frame = self._take_first()
+                if frame is None:
                     return
-                frame, self._first = self._first, None
             else:
                 frame = await self.source.read()
             if frame is None:  # a source may say why it ended (e.g. the publisher hung up)
                 self._end(State.FINISHED, getattr(self.source, "end_reason", None) or "finished")
                 return
             # Yield every frame even when due (or live): a source that answers without awaiting
-            # must not starve the loop and with it every other broadcast. Except the first: it
-            # is due at once, and a preemption is heard when it goes (not after the switched
-            # speakers' control messages, which were woken before this task ran).
+            # must not starve the loop and with it every other broadcast. Except the first
+            # after a start or a resume: it is due at once.
             if not first:
                 await asyncio.sleep(0 if self.source.live else self.pacer.delay(loop.time()))
             first = False

@@ -378,10 +378,10 @@ class CountingPeer(Peer):
 async def test_a_preempting_broadcasts_first_frame_goes_before_the_speakers_messages(
     tmp_path: Path,
 ) -> None:
-    """An emergency over a programme: its first frame reaches the speaker in the broadcast
-    task's first step, before the switched speakers' control messages (their writes would
-    otherwise delay it: a few hundred at a commune's scale), which follow in the same
-    order as told and name the switch's time."""
+    """An emergency over a programme: its first frame reaches the speaker before
+    ``start_broadcast`` returns (``Broadcast.prime``), before the switched speakers' control
+    messages (their writes would otherwise delay it: a few hundred at a commune's scale),
+    which follow on the loop's next turn in the order told and name the switch's time."""
     node = Node(tree_config(tmp_path, communes=1, per_commune=1))
     node.transport = node._sock = FakeTransport()  # type: ignore[assignment]
     node.fanout.batch = Batch(node._sock, batched=False)  # type: ignore[arg-type]
@@ -405,7 +405,8 @@ async def test_a_preempting_broadcasts_first_frame_goes_before_the_speakers_mess
             spec("em", Priority.EMERGENCY), ToneSource(900), what="em", source_kind="tone",
             created_by="t",
         )  # fmt: skip
-        assert len(peer.sent) == told  # nothing yet
+        assert len(peer.sent) == told  # nothing yet, but the first packet is out
+        assert len(node._sock.sent[address]) > heard  # type: ignore[attr-defined]
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         new = peer.sent[told:]
